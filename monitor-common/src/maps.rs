@@ -1,0 +1,108 @@
+//! Map names, map value types and load-time globals shared by both sides.
+//!
+//! Names stay within 15 bytes so `bpftool map` shows them whole.
+
+/// Ring buffer carrying every record to the daemon.
+pub const EVENTS: &str = "EVENTS";
+/// `tgid -> u32` (`TRACK_*` bits) of the processes whose file and network activity is recorded.
+pub const TRACKED: &str = "TRACKED";
+/// `ExeKey -> u32` (`VERDICT_*`): the daemon's decision on each executable it has examined.
+pub const VERDICTS: &str = "VERDICTS";
+/// `tid -> InFlight`: arguments saved at syscall entry until the matching exit.
+pub const SYSCALLS: &str = "SYSCALLS";
+/// Per-CPU `u64` counters, indexed by [`counter_index`].
+pub const COUNTERS: &str = "COUNTERS";
+/// Global holding the daemon's own tgid: its processes are never tracked.
+pub const SELF_TGID: &str = "SELF_TGID";
+/// Global holding the [`KernelOffsets`] resolved from the running kernel's BTF.
+pub const OFFSETS: &str = "OFFSETS";
+
+/// The process runs a CPython interpreter image.
+pub const TRACK_PYTHON: u32 = 1;
+/// The process descends from a tracked process; it stays tracked whatever it executes.
+pub const TRACK_DESCENDANT: u32 = 1 << 1;
+/// The process executed a binary the daemon has not judged yet: recorded until the verdict.
+pub const TRACK_PENDING: u32 = 1 << 2;
+
+pub const VERDICT_PYTHON: u32 = 1;
+pub const VERDICT_NOT_PYTHON: u32 = 2;
+
+/// Maximum number of tracked processes (and thread ids of tracked processes in flight).
+pub const TRACKED_MAX: u32 = 65_536;
+/// Executables whose verdict the kernel remembers (LRU: a forgotten one is simply re-judged).
+pub const VERDICTS_MAX: u32 = 8_192;
+/// Threads of tracked processes that can be inside a traced syscall at the same time.
+pub const SYSCALLS_MAX: u32 = 16_384;
+
+/// Syscall arguments saved at entry. `args` meaning depends on `syscall` (`SYSCALL_*`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InFlight {
+    pub syscall: u32,
+    pub _pad: u32,
+    pub args: [u64; 5],
+}
+
+/// Byte offsets of the kernel struct members the programs read, resolved from BTF at load
+/// time because Rust eBPF has no CO-RE relocations.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_tgid: u32,
+    pub task_pid: u32,
+    pub task_real_parent: u32,
+    pub task_mm: u32,
+    pub task_exit_code: u32,
+    pub mm_exe_file: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub file_inode: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub inode_mtime_sec: u32,
+    pub inode_mtime_nsec: u32,
+    pub sb_dev: u32,
+    /// Offset of `group_dead` in the `sched_process_exit` record, or 0 where the kernel's
+    /// tracepoint has no such field (then the leader's exit ends the process).
+    pub tp_exit_group_dead: u32,
+    pub _pad: u32,
+}
+
+/// Hooks, as indexes into [`COUNTERS`] and as the `hook` of a loss.
+pub const HOOK_OPEN: u32 = 0;
+pub const HOOK_CONNECT: u32 = 1;
+pub const HOOK_EXEC: u32 = 2;
+pub const HOOK_FORK: u32 = 3;
+pub const HOOK_EXIT: u32 = 4;
+pub const HOOK_COUNT: u32 = 5;
+
+/// Record handed to the ring buffer.
+pub const COUNT_SENT: u32 = 0;
+/// Record dropped: the ring buffer was full.
+pub const COUNT_LOST_RINGBUF: u32 = 1;
+/// Syscall not recorded: no room to remember its arguments until it returned.
+pub const COUNT_LOST_INFLIGHT: u32 = 2;
+/// Process not tracked: the tracked-process table was full.
+pub const COUNT_LOST_TRACKED: u32 = 3;
+/// Record sent with a field the kernel could not read (user memory not paged in, ...).
+pub const COUNT_READ_FAILED: u32 = 4;
+pub const COUNT_KINDS: u32 = 5;
+pub const COUNTER_SLOTS: u32 = HOOK_COUNT * COUNT_KINDS;
+
+#[inline(always)]
+pub const fn counter_index(hook: u32, kind: u32) -> u32 {
+    hook * COUNT_KINDS + kind
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: repr(C), integer fields only, no padding (asserted in `layout`).
+    unsafe impl aya::Pod for super::InFlight {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::KernelOffsets {}
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<InFlight>() == 48);
+    assert!(core::mem::size_of::<KernelOffsets>() == 16 * 4);
+};

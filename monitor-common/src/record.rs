@@ -1,0 +1,192 @@
+//! Records the kernel programs send through the [`EVENTS`](crate::EVENTS) ring buffer.
+//!
+//! Every record starts with a [`RecordHeader`]. Records with a variable-length tail (a path)
+//! are sent only up to the bytes in use; `header.size` says how many bytes were sent, and the
+//! daemon checks it against what it received.
+
+pub const COMM_LEN: usize = 16;
+/// Linux PATH_MAX: paths are captured whole up to this length.
+pub const PATH_MAX: usize = 4096;
+/// Bytes of NUL-separated argv captured for an exec.
+pub const ARGS_MAX: usize = 2048;
+/// Number of argv entries captured at most.
+pub const ARGV_MAX: usize = 32;
+/// `sizeof(struct sockaddr_storage)`.
+pub const SOCKADDR_MAX: usize = 128;
+
+/// `openat`/`openat2` by a tracked process ([`OpenRecord`]).
+pub const RECORD_OPEN: u32 = 1;
+/// `connect` by a tracked process ([`ConnectRecord`]).
+pub const RECORD_CONNECT: u32 = 2;
+/// `execve`/`execveat` by a tracked process that failed ([`ExecRecord`], `result < 0`).
+pub const RECORD_EXEC_FAILED: u32 = 3;
+/// A process (tracked, or running a binary not judged yet) replaced its image ([`ExecRecord`]).
+pub const RECORD_IMAGE: u32 = 4;
+/// A tracked process created a process or thread ([`ForkRecord`]).
+pub const RECORD_FORK: u32 = 5;
+/// The last thread of a tracked process exited ([`ExitRecord`]).
+pub const RECORD_EXIT: u32 = 6;
+
+/// The path or filename did not fit and was cut.
+pub const FLAG_PATH_TRUNCATED: u32 = 1;
+/// argv had more entries or bytes than captured.
+pub const FLAG_ARGS_TRUNCATED: u32 = 1 << 1;
+/// A user-memory argument could not be read; the corresponding field is empty.
+pub const FLAG_READ_FAILED: u32 = 1 << 2;
+/// On [`RECORD_IMAGE`]: the process was tracked before the exec, so the exec is its action.
+pub const FLAG_EXEC_BY_TRACKED: u32 = 1 << 3;
+
+pub const SYSCALL_OPENAT: u32 = 1;
+pub const SYSCALL_OPENAT2: u32 = 2;
+pub const SYSCALL_CONNECT: u32 = 3;
+pub const SYSCALL_EXECVE: u32 = 4;
+pub const SYSCALL_EXECVEAT: u32 = 5;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// `RECORD_*`.
+    pub kind: u32,
+    /// Bytes of the record as sent, header included.
+    pub size: u32,
+    /// `CLOCK_MONOTONIC` nanoseconds.
+    pub ktime_ns: u64,
+    pub cgroup_id: u64,
+    /// Thread group id (what userspace calls the pid).
+    pub pid: u32,
+    pub tid: u32,
+    /// Thread group id of the real parent.
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// `FLAG_*`.
+    pub flags: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Identity of an executable as the kernel sees it. `dev` is the kernel's internal encoding
+/// (`MAJOR << 20 | MINOR`), not the userspace `st_dev` one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ExeKey {
+    pub dev: u64,
+    pub ino: u64,
+    pub mtime_sec: i64,
+    pub mtime_nsec: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenRecord {
+    pub header: RecordHeader,
+    /// The new fd, or `-errno`.
+    pub result: i64,
+    pub dirfd: i32,
+    pub open_flags: u32,
+    pub mode: u32,
+    /// `SYSCALL_OPENAT` or `SYSCALL_OPENAT2`.
+    pub syscall: u32,
+    /// `openat2`'s `how.resolve`.
+    pub resolve: u32,
+    /// Bytes used in `path` (no NUL).
+    pub path_len: u32,
+    pub path: [u8; PATH_MAX],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectRecord {
+    pub header: RecordHeader,
+    /// 0, or `-errno` (`-EINPROGRESS` for a non-blocking connect still under way).
+    pub result: i64,
+    pub fd: i32,
+    /// The caller's `addrlen`.
+    pub addr_len: u32,
+    /// The first `min(addr_len, SOCKADDR_MAX)` bytes of the caller's sockaddr.
+    pub addr: [u8; SOCKADDR_MAX],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecRecord {
+    pub header: RecordHeader,
+    /// 0 for [`RECORD_IMAGE`], `-errno` for [`RECORD_EXEC_FAILED`].
+    pub result: i64,
+    /// The new executable (zero for a failed exec).
+    pub exe: ExeKey,
+    /// Thread id that called exec, when a non-leader thread did (else the pid).
+    pub old_pid: u32,
+    /// `TRACK_*` bits the kernel gave the process after this exec.
+    pub tracking: u32,
+    pub dirfd: i32,
+    pub exec_flags: u32,
+    /// argv entries captured in `args`.
+    pub argc: u32,
+    /// Bytes used in `args`: NUL-terminated strings back to back.
+    pub args_len: u32,
+    /// Bytes used in `filename` (no NUL).
+    pub filename_len: u32,
+    pub syscall: u32,
+    pub args: [u8; ARGS_MAX],
+    pub filename: [u8; PATH_MAX],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForkRecord {
+    pub header: RecordHeader,
+    pub child_pid: u32,
+    pub child_tid: u32,
+    /// 1 when the new task is a thread of the creator's process, else 0.
+    pub is_thread: u32,
+    /// `TRACK_*` bits given to the child.
+    pub tracking: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitRecord {
+    pub header: RecordHeader,
+    /// The wait status (`exit_code` of the task: code << 8 | signal).
+    pub exit_code: i32,
+    pub _pad: u32,
+}
+
+/// The largest record: the size of the per-CPU scratch area records are built in.
+pub const RECORD_MAX: usize = core::mem::size_of::<ExecRecord>();
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY (all below): repr(C), integer and integer-array fields only, no padding
+    // (asserted in `layout`).
+    unsafe impl aya::Pod for super::ExeKey {}
+    unsafe impl aya::Pod for super::RecordHeader {}
+    unsafe impl aya::Pod for super::OpenRecord {}
+    unsafe impl aya::Pod for super::ConnectRecord {}
+    unsafe impl aya::Pod for super::ExecRecord {}
+    unsafe impl aya::Pod for super::ForkRecord {}
+    unsafe impl aya::Pod for super::ExitRecord {}
+}
+
+/// Compile-time proof that no type has implicit padding: each size equals the sum of its
+/// fields, and variable tails sit where the daemon expects them.
+mod layout {
+    use core::mem::{offset_of, size_of};
+
+    use super::*;
+
+    const _: () = {
+        assert!(size_of::<RecordHeader>() == 64);
+        assert!(size_of::<ExeKey>() == 32);
+        assert!(offset_of!(OpenRecord, path) == 96);
+        assert!(size_of::<OpenRecord>() == 96 + PATH_MAX);
+        assert!(size_of::<ConnectRecord>() == 80 + SOCKADDR_MAX);
+        assert!(offset_of!(ExecRecord, args) == 136);
+        assert!(offset_of!(ExecRecord, filename) == 136 + ARGS_MAX);
+        assert!(size_of::<ExecRecord>() == 136 + ARGS_MAX + PATH_MAX);
+        assert!(size_of::<ForkRecord>() == 80);
+        assert!(size_of::<ExitRecord>() == 72);
+        assert!(RECORD_MAX >= size_of::<OpenRecord>());
+    };
+}

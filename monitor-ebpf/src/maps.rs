@@ -1,0 +1,64 @@
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use monitor_common::{
+    COUNTER_SLOTS, ExeKey, ExecRecord, InFlight, KernelOffsets, SYSCALLS_MAX, TRACKED_MAX,
+    VERDICTS_MAX,
+};
+
+/// Sized by the daemon at load time (`--ring-buffer-size`).
+#[map]
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+#[map]
+pub(crate) static TRACKED: HashMap<u32, u32> = HashMap::with_max_entries(TRACKED_MAX, 0);
+
+#[map]
+pub(crate) static VERDICTS: LruHashMap<ExeKey, u32> = LruHashMap::with_max_entries(VERDICTS_MAX, 0);
+
+#[map]
+pub(crate) static SYSCALLS: HashMap<u32, InFlight> = HashMap::with_max_entries(SYSCALLS_MAX, 0);
+
+#[map]
+pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// Records are built here: they are far larger than the 512-byte BPF stack.
+#[map]
+pub(crate) static SCRATCH: PerCpuArray<ExecRecord> = PerCpuArray::with_max_entries(1, 0);
+
+#[unsafe(no_mangle)]
+static SELF_TGID: u32 = 0;
+
+#[unsafe(no_mangle)]
+static OFFSETS: KernelOffsets = KernelOffsets {
+    task_tgid: 0,
+    task_pid: 0,
+    task_real_parent: 0,
+    task_mm: 0,
+    task_exit_code: 0,
+    mm_exe_file: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
+    file_inode: 0,
+    inode_ino: 0,
+    inode_sb: 0,
+    inode_mtime_sec: 0,
+    inode_mtime_nsec: 0,
+    sb_dev: 0,
+    tp_exit_group_dead: 0,
+    _pad: 0,
+};
+
+// Globals are rewritten by the loader; volatile reads stop the compiler folding the defaults.
+#[inline(always)]
+pub(crate) fn self_tgid() -> u32 {
+    // SAFETY: reading a static we never write.
+    unsafe { core::ptr::read_volatile(&raw const SELF_TGID) }
+}
+
+#[inline(always)]
+pub(crate) fn offsets() -> KernelOffsets {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&raw const OFFSETS) }
+}

@@ -1,0 +1,93 @@
+//! Kernel-side counters: what each hook sent and lost, turned into in-band loss records.
+
+use aya::maps::{MapData, PerCpuArray};
+use monitor_common::{
+    COUNT_KINDS, COUNT_LOST_INFLIGHT, COUNT_LOST_RINGBUF, COUNT_LOST_TRACKED, COUNT_READ_FAILED,
+    COUNT_SENT, HOOK_CONNECT, HOOK_COUNT, HOOK_EXEC, HOOK_EXIT, HOOK_FORK, HOOK_OPEN, counter_index,
+};
+use serde_json::{Value, json};
+
+pub fn hook_name(hook: u32) -> &'static str {
+    match hook {
+        HOOK_OPEN => "open",
+        HOOK_CONNECT => "connect",
+        HOOK_EXEC => "exec",
+        HOOK_FORK => "fork",
+        HOOK_EXIT => "exit",
+        _ => "unknown",
+    }
+}
+
+/// Loss kinds as `(counter, stage, reason)`.
+const LOSSES: [(u32, &str, &str); 3] = [
+    (COUNT_LOST_RINGBUF, "kernel", "ring_buffer_full"),
+    (COUNT_LOST_INFLIGHT, "kernel", "syscall_table_full"),
+    (COUNT_LOST_TRACKED, "kernel", "tracked_table_full"),
+];
+
+/// Totals per `[hook][kind]`, summed over CPUs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot(pub Vec<[u64; COUNT_KINDS as usize]>);
+
+impl Snapshot {
+    pub fn read(map: &PerCpuArray<MapData, u64>) -> Self {
+        let mut out = vec![[0u64; COUNT_KINDS as usize]; HOOK_COUNT as usize];
+        for hook in 0..HOOK_COUNT {
+            for kind in 0..COUNT_KINDS {
+                if let Ok(values) = map.get(&counter_index(hook, kind), 0) {
+                    out[hook as usize][kind as usize] = values.iter().sum();
+                }
+            }
+        }
+        Self(out)
+    }
+
+    pub fn sent(&self, hook: u32) -> u64 {
+        self.0.get(hook as usize).map_or(0, |c| c[COUNT_SENT as usize])
+    }
+
+    pub fn lost(&self, hook: u32) -> u64 {
+        LOSSES.iter().map(|(kind, ..)| self.0.get(hook as usize).map_or(0, |c| c[*kind as usize])).sum()
+    }
+
+    pub fn read_failed(&self, hook: u32) -> u64 {
+        self.0.get(hook as usize).map_or(0, |c| c[COUNT_READ_FAILED as usize])
+    }
+
+    /// One `{"kind":"loss",...}` record per hook and reason that grew since `before`.
+    pub fn loss_records(&self, before: &Self, time: &str) -> Vec<Value> {
+        let mut records = Vec::new();
+        for hook in 0..HOOK_COUNT {
+            for (kind, stage, reason) in LOSSES {
+                let now = self.0.get(hook as usize).map_or(0, |c| c[kind as usize]);
+                let then = before.0.get(hook as usize).map_or(0, |c| c[kind as usize]);
+                if now > then {
+                    records.push(json!({
+                        "kind": "loss", "time": time, "hook": hook_name(hook), "stage": stage,
+                        "reason": reason, "count": now - then, "total": now,
+                    }));
+                }
+            }
+        }
+        records
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_records_report_deltas() {
+        let before = Snapshot(vec![[0; COUNT_KINDS as usize]; HOOK_COUNT as usize]);
+        let mut after = before.clone();
+        after.0[HOOK_OPEN as usize][COUNT_LOST_RINGBUF as usize] = 5;
+        after.0[HOOK_OPEN as usize][COUNT_SENT as usize] = 100;
+        let records = after.loss_records(&before, "t");
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0]["hook"], "open");
+        assert_eq!(records[0]["count"], 5);
+        assert_eq!(after.lost(HOOK_OPEN), 5);
+        assert!(after.loss_records(&after, "t").is_empty());
+    }
+}

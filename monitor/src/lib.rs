@@ -1,0 +1,19 @@
+//! premain: an eBPF monitor that catches Python code touching secrets, the network or other
+//! programs before the application's main code runs.
+//!
+//! This library holds the daemon; `main.rs` only parses the command line.
+
+pub mod btf;
+pub mod counters;
+pub mod daemon;
+pub mod decode;
+pub mod error;
+pub mod event;
+pub mod interpreter;
+pub mod loader;
+pub mod offsets;
+pub mod preflight;
+pub mod process;
+pub mod seed;
+pub mod sockaddr;
+pub mod tracker;
