@@ -26,8 +26,14 @@ const LOSSES: [(u32, &str, &str); 3] = [
 ];
 
 /// Totals per `[hook][kind]`, summed over CPUs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot(pub Vec<[u64; COUNT_KINDS as usize]>);
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Self(vec![[0; COUNT_KINDS as usize]; HOOK_COUNT as usize])
+    }
+}
 
 impl Snapshot {
     pub fn read(map: &PerCpuArray<MapData, u64>) -> Self {

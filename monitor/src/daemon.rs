@@ -68,6 +68,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let adopted = seed::seed(&mut tracker);
     tracing::info!(programs = attached, preexisting = adopted, "ready: all programs attached");
 
+    // Counters start at zero when the maps are created: everything counted from here on is
+    // reported, including what is lost while the reader is not yet running.
+    let mut last_counts = Snapshot::default();
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     if let Some(stall) = opts.stall_reader {
@@ -83,7 +86,6 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut out = Output { events: opts.events, clock, malformed: 0, printed: 0 };
     let mut ticker = interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_counts = Snapshot::read(&counters);
     let mut ticks: u64 = 0;
     loop {
         tokio::select! {

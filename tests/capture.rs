@@ -1,0 +1,205 @@
+//! Kernel capture, end to end: real premain, real kernel, real interpreters.
+//!
+//! One premain instance serves each test; tests run one at a time (`--test-threads=1`, set by
+//! `cargo xtask test`) because they share the kernel's tracepoints.
+
+use std::{
+    ffi::OsStr,
+    fs,
+    net::TcpListener,
+    os::unix::fs::PermissionsExt as _,
+    process::Command,
+    thread,
+    time::Duration,
+};
+
+use integration_tests::{Premain, TempDir, matching, pythons, run_ok, script};
+use serde_json::{Value, json};
+
+struct Listeners {
+    v4: TcpListener,
+    v6: TcpListener,
+}
+
+impl Listeners {
+    fn new() -> Self {
+        Self {
+            v4: TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1"),
+            v6: TcpListener::bind("[::1]:0").expect("bind ::1"),
+        }
+    }
+    fn ports(&self) -> (u16, u16) {
+        (self.v4.local_addr().unwrap().port(), self.v6.local_addr().unwrap().port())
+    }
+}
+
+fn exactly_one<'a>(found: Vec<&'a Value>, what: &str, label: &str, events: &[Value], pid: u32) -> &'a Value {
+    if found.len() != 1 {
+        let mine: Vec<String> = events.iter().filter(|e| e["pid"] == pid).map(Value::to_string).collect();
+        panic!("[{label}] expected exactly one {what}, found {}; events of pid {pid}:\n{}", found.len(), mine.join("\n"));
+    }
+    found[0]
+}
+
+/// Runs `actions.py` under `python` and checks every action appears once, correctly.
+fn check_actions(premain: &Premain, label: &str, python: &OsStr, dir: &TempDir, listeners: &Listeners) {
+    let (port4, port6) = listeners.ports();
+    let d = dir.path();
+    let out = run_ok(
+        python,
+        &[script("actions.py").as_os_str(), d.as_os_str(), OsStr::new(&port4.to_string()), OsStr::new(&port6.to_string())],
+    );
+    let report: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("[{label}] bad script output {out:?}: {e}"));
+    let pid = report["pid"].as_u64().unwrap() as u32;
+    let child = report["child"].as_u64().unwrap() as u32;
+    premain.wait_exit(child);
+    premain.wait_exit(pid);
+    let events = premain.events();
+    let path = |name: &str| json!(d.join(name).to_str().unwrap());
+
+    let abs = exactly_one(matching(&events, pid, "open", "path", &path("abs-marker")), "absolute open", label, &events, pid);
+    assert_eq!(abs["path_resolution"], "absolute", "[{label}] {abs}");
+    assert!(abs["result"].as_i64().unwrap() >= 0, "[{label}] {abs}");
+    assert_eq!(abs["tracking"], "python", "[{label}] {abs}");
+
+    let rel = exactly_one(matching(&events, pid, "open", "path", &path("rel-marker")), "relative open", label, &events, pid);
+    assert_eq!(rel["path_resolution"], "cwd", "[{label}] {rel}");
+
+    let dirfd = exactly_one(matching(&events, pid, "open", "path", &path("dirfd-marker")), "dirfd-relative open", label, &events, pid);
+    assert_eq!(dirfd["path_resolution"], "dirfd", "[{label}] {dirfd}");
+    assert!(dirfd["dirfd"].as_i64().unwrap() >= 0, "[{label}] {dirfd}");
+
+    let missing = exactly_one(matching(&events, pid, "open", "path", &path("missing-marker")), "failed open", label, &events, pid);
+    assert_eq!((missing["result"].as_i64(), missing["error"].as_str()), (Some(-2), Some("ENOENT")), "[{label}] {missing}");
+
+    for (addr, family) in [(format!("127.0.0.1:{port4}"), "inet"), (format!("[::1]:{port6}"), "inet6")] {
+        let c = exactly_one(matching(&events, pid, "connect", "addr", &json!(addr)), &format!("connect to {addr}"), label, &events, pid);
+        assert_eq!((c["result"].as_i64(), c["family"].as_str()), (Some(0), Some(family)), "[{label}] {c}");
+    }
+
+    let exec = exactly_one(matching(&events, child, "exec", "path", &json!("/bin/true")), "exec of /bin/true", label, &events, child);
+    assert_eq!(exec["ppid"], pid, "[{label}] {exec}");
+    assert_eq!(exec["result"], 0, "[{label}] {exec}");
+    assert_eq!(exec["argv"], json!(["/bin/true"]), "[{label}] {exec}");
+    let fork = exactly_one(matching(&events, pid, "fork", "child_pid", &json!(child)), "fork of the child", label, &events, pid);
+    assert_eq!(fork["thread"], false, "[{label}] {fork}");
+}
+
+fn marker_dir() -> TempDir {
+    let dir = TempDir::new("capture");
+    for name in ["abs-marker", "rel-marker", "dirfd-marker"] {
+        dir.file(name, "marker\n");
+    }
+    dir
+}
+
+#[test]
+fn every_cpython_reports_opens_connects_and_execs() {
+    let pythons = pythons();
+    assert!(!pythons.is_empty(), "no CPython 3.8+ found on this machine");
+    let premain = Premain::start(&[]);
+    let listeners = Listeners::new();
+    let mut ran = Vec::new();
+    for python in &pythons {
+        let dir = marker_dir();
+        check_actions(&premain, &python.label, python.path.as_os_str(), &dir, &listeners);
+        ran.push(format!("{} ({})", python.label, python.path.display()));
+    }
+    // Interpreters reached through a venv's symlink and as a renamed copy are still CPython.
+    let venv_root = TempDir::new("venv");
+    let venv = venv_root.path().join("venv");
+    let base = pythons.last().expect("at least one");
+    run_ok(&base.path, &[OsStr::new("-m"), OsStr::new("venv"), OsStr::new("--without-pip"), venv.as_os_str()]);
+    let dir = marker_dir();
+    check_actions(&premain, "venv", venv.join("bin/python").as_os_str(), &dir, &listeners);
+    ran.push(format!("venv of {}", base.label));
+
+    let renamed = venv_root.path().join("bash");
+    fs::copy(&base.path, &renamed).expect("copy interpreter");
+    let dir = marker_dir();
+    check_actions(&premain, "renamed copy", renamed.as_os_str(), &dir, &listeners);
+    ran.push(format!("copy of {} named bash", base.label));
+
+    let (status, _) = premain.stop();
+    assert!(status.success(), "premain exited with {status}");
+    eprintln!("CPython interpreters exercised:\n  {}", ran.join("\n  "));
+}
+
+#[test]
+fn non_python_processes_are_not_reported() {
+    let premain = Premain::start(&[]);
+    let dir = TempDir::new("nonpy");
+    let marker = dir.file("np-marker", "x\n");
+    let listeners = Listeners::new();
+    let (port4, _) = listeners.ports();
+    // A program merely named like Python is not Python.
+    let fake = dir.path().join("python3");
+    fs::copy("/bin/cat", &fake).expect("copy cat");
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    run_ok("/bin/cat", &[marker.as_os_str()]);
+    run_ok(&fake, &[marker.as_os_str()]);
+    run_ok("/bin/sh", &[OsStr::new("-c"), OsStr::new(&format!("cat {} >/dev/null; /bin/true", marker.display()))]);
+    run_ok("/bin/bash", &[OsStr::new("-c"), OsStr::new(&format!("exec 3<>/dev/tcp/127.0.0.1/{port4}; exec 3>&-"))]);
+    if let Ok(curl) = which("curl") {
+        let _ = Command::new(curl).args(["-s", "-m", "2", &format!("http://127.0.0.1:{port4}/")]).output();
+    }
+    // A Python process after them: once its events are in, theirs would be too.
+    let sentinel = dir.file("sentinel", "x\n");
+    let py = &pythons()[0];
+    run_ok(&py.path, &[OsStr::new("-c"), OsStr::new(&format!("open({:?}).read()", sentinel.display().to_string()))]);
+    premain.wait_for("the sentinel open", |v| v["hook"] == "open" && v["path"] == json!(sentinel.to_str().unwrap()));
+    let leaked: Vec<Value> = premain
+        .events()
+        .into_iter()
+        .filter(|e| e["path"] == json!(marker.to_str().unwrap()) || e["port"] == port4 || e["path"] == "/bin/true")
+        .collect();
+    assert!(leaked.is_empty(), "non-Python activity was reported: {leaked:#?}");
+}
+
+#[test]
+fn detached_grandchild_outliving_its_python_ancestor_is_reported() {
+    let premain = Premain::start(&[]);
+    let dir = TempDir::new("detach");
+    let marker = dir.file("late-marker", "x\n");
+    let pidfile = dir.path().join("sh.pid");
+    let py = &pythons()[0];
+    run_ok(&py.path, &[script("detach.py").as_os_str(), marker.as_os_str(), pidfile.as_os_str()]);
+    let open = premain.wait_for("the detached grandchild's open", |v| v["hook"] == "open" && v["path"] == json!(marker.to_str().unwrap()));
+    let sh_pid: u32 = fs::read_to_string(&pidfile).expect("pidfile").trim().parse().expect("pid");
+    assert_eq!(open["pid"], sh_pid, "{open}");
+    assert_eq!(open["comm"], "cat", "{open}");
+    assert_eq!(open["tracking"], "descendant", "{open}");
+    // Reparented away from its dead Python parent.
+    assert_ne!(open["ppid"], 0, "{open}");
+}
+
+#[test]
+fn ring_buffer_overflow_is_counted_per_hook() {
+    // One page of ring buffer and a reader that waits: a burst of opens cannot fit.
+    let premain = Premain::start(&["--ring-buffer-size", "4096", "--debug-stall-reader-ms", "3000"]);
+    let dir = TempDir::new("overflow");
+    let target = dir.file("burst", "x\n");
+    let py = &pythons()[0];
+    run_ok(&py.path, &[script("burst.py").as_os_str(), target.as_os_str(), OsStr::new("2000")]);
+    premain.wait_for("a loss record for the open hook", |v| v["kind"] == "loss" && v["hook"] == "open");
+    // Stopping reports whatever is still uncounted and drains the ring.
+    let lines = premain.lines();
+    let (status, stderr) = premain.stop();
+    assert!(status.success(), "{status}");
+    assert!(stderr.contains("lost="), "no loss summary on stderr: {stderr}");
+    let losses: Vec<&Value> = lines.iter().filter(|v| v["kind"] == "loss" && v["hook"] == "open").collect();
+    assert!(losses.iter().all(|l| l["reason"] == "ring_buffer_full"), "{losses:#?}");
+    let lost: u64 = losses.iter().map(|l| l["count"].as_u64().unwrap()).sum();
+    let received = lines.iter().filter(|e| e["hook"] == "open" && e["path"] == json!(target.to_str().unwrap())).count() as u64;
+    // Every burst open was either delivered or counted lost; the interpreter's own start-up
+    // opens share the counter, hence at least.
+    assert!(received + lost >= 2000, "received {received} + lost {lost} < 2000");
+    assert!(lost >= 2000 - 64, "a one-page ring held more than 64 records? lost {lost}");
+}
+
+fn which(program: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .ok_or(())
+}

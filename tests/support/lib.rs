@@ -1,0 +1,279 @@
+//! Support for premain's integration tests: run the real daemon as a child, collect the JSON
+//! lines it prints, and find the CPythons installed on this machine.
+//!
+//! Tests panic rather than return errors, so failures carry the context printed here.
+
+use std::{
+    env,
+    ffi::OsStr,
+    fs,
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// How long premain may take to load and attach (the verifier runs once per program).
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an expected event may take to show up.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+pub fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(name)
+}
+
+/// The daemon under test: `PREMAIN_BIN`, or the release build `cargo xtask test` makes.
+pub fn premain_binary() -> PathBuf {
+    let path = env::var_os("PREMAIN_BIN").map_or_else(|| workspace_root().join("target/release/premain"), PathBuf::from);
+    assert!(path.is_file(), "{} is missing: run the suite with `cargo xtask test`, which builds it", path.display());
+    path
+}
+
+pub fn require_root() {
+    // SAFETY: no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "integration tests load eBPF programs and need root: run `sudo cargo xtask test`");
+}
+
+/// A running `premain run --events`. Stopped with SIGINT on drop.
+pub struct Premain {
+    child: Option<Child>,
+    lines: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Premain {
+    pub fn start(extra: &[&str]) -> Self {
+        require_root();
+        let mut child = Command::new(premain_binary())
+            .args(["run", "--events"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn premain");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().expect("stdout");
+        let sink = Arc::clone(&lines);
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let line = line.expect("premain stdout is UTF-8");
+                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("premain printed invalid JSON ({e}): {line}"));
+                sink.lock().unwrap().push(value);
+            }
+        });
+        let err = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&stderr);
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut all = sink.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        let mut premain = Self { child: Some(child), lines, stderr };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !premain.stderr().contains("ready") {
+            if let Some(status) = premain.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                thread::sleep(Duration::from_millis(100));
+                panic!("premain exited before ready ({status}); stderr:\n{}", premain.stderr());
+            }
+            assert!(Instant::now() < deadline, "premain not ready after {READY_TIMEOUT:?}; stderr:\n{}", premain.stderr());
+            thread::sleep(Duration::from_millis(50));
+        }
+        premain
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Every JSON line printed so far.
+    pub fn lines(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        self.lines().into_iter().filter(|v| v["kind"] == "event").collect()
+    }
+
+    /// Waits until a line matching `pred` arrives; panics with `what` and the lines seen.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        loop {
+            if let Some(found) = self.lines().into_iter().find(|v| pred(v)) {
+                return found;
+            }
+            if Instant::now() > deadline {
+                let seen = self.lines();
+                let tail: Vec<String> = seen.iter().rev().take(40).map(Value::to_string).collect();
+                panic!("no {what} after {EVENT_TIMEOUT:?} ({} lines; last ones, newest first):\n{}\nstderr:\n{}", seen.len(), tail.join("\n"), self.stderr());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the exit event of `pid`: records arrive in order, so every earlier record of
+    /// that process has been handled once it is seen.
+    pub fn wait_exit(&self, pid: u32) {
+        self.wait_for(&format!("exit event of pid {pid}"), |v| v["hook"] == "exit" && v["pid"] == pid);
+    }
+
+    /// Stops with SIGINT and returns the exit status and everything premain wrote on stderr.
+    pub fn stop(mut self) -> (ExitStatus, String) {
+        let status = self.interrupt();
+        // Let the reader threads take the last lines.
+        thread::sleep(Duration::from_millis(100));
+        (status, self.stderr())
+    }
+
+    fn interrupt(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait premain") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("premain did not stop within 20 s of SIGINT");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Premain {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            for _ in 0..200 {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(25));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A directory under /tmp removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let mut template = format!("/tmp/premain-{tag}-XXXXXX\0").into_bytes();
+        // SAFETY: a writable NUL-terminated template, as mkdtemp requires.
+        let ptr = unsafe { libc::mkdtemp(template.as_mut_ptr().cast()) };
+        assert!(!ptr.is_null(), "mkdtemp failed");
+        template.pop();
+        Self(PathBuf::from(String::from_utf8(template).expect("ASCII")))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn file(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.0.join(name);
+        fs::write(&path, contents).expect("write test file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Python {
+    pub label: String,
+    pub path: PathBuf,
+    /// `(major, minor)`.
+    pub version: (u32, u32),
+}
+
+/// Every CPython 3.8+ on this machine: pyenv's (`$PYENV_ROOT` or `~/.pyenv`) and the system's
+/// `/usr/bin/python3.X`. `PREMAIN_TEST_PYTHONS` (colon-separated paths) replaces the discovery.
+pub fn pythons() -> Vec<Python> {
+    if let Some(list) = env::var_os("PREMAIN_TEST_PYTHONS") {
+        return env::split_paths(&list).filter_map(|path| python_at(path.display().to_string(), path)).collect();
+    }
+    let mut found = Vec::new();
+    let pyenv_root = env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")))
+        .unwrap_or_else(|| PathBuf::from("/root/.pyenv"));
+    if let Ok(entries) = fs::read_dir(pyenv_root.join("versions")) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((major, minor)) = parse_version(&name) else { continue };
+            let exe = entry.path().join("bin").join(format!("python{major}.{minor}"));
+            if let Some(py) = python_at(format!("pyenv {name}"), exe) {
+                found.push(py);
+            }
+        }
+    }
+    if let Ok(entries) = fs::read_dir("/usr/bin") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(ver) = name.strip_prefix("python") else { continue };
+            if parse_version(ver).is_some() && ver.chars().all(|c| c.is_ascii_digit() || c == '.') && ver.contains('.') {
+                if let Some(py) = python_at(format!("system {ver}"), entry.path()) {
+                    found.push(py);
+                }
+            }
+        }
+    }
+    found.sort_by(|a, b| a.version.cmp(&b.version).then(a.label.cmp(&b.label)));
+    found
+}
+
+fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let mut parts = text.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    (major == 3 && minor >= 8).then_some((major, minor))
+}
+
+fn python_at(label: String, path: PathBuf) -> Option<Python> {
+    if !path.is_file() {
+        return None;
+    }
+    let out = Command::new(&path).args(["-c", "import sys; print(sys.version_info[0], sys.version_info[1])"]).output().ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let mut it = text.split_whitespace().map(|n| n.parse::<u32>());
+    let version = (it.next()?.ok()?, it.next()?.ok()?);
+    (version.0 == 3 && version.1 >= 8).then_some(Python { label, path, version })
+}
+
+/// Runs a command to completion, panicking with its output if it fails; returns stdout.
+pub fn run_ok(program: impl AsRef<OsStr>, args: &[&OsStr]) -> String {
+    let program = program.as_ref();
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("spawn {program:?}: {e}"));
+    assert!(out.status.success(), "{program:?} {args:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// Events of `pid` whose field `key` equals `value`.
+pub fn matching<'a>(events: &'a [Value], pid: u32, hook: &str, key: &str, value: &Value) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["pid"] == pid && e["hook"] == hook && &e[key] == value).collect()
+}
