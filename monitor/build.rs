@@ -43,7 +43,8 @@ fn main() -> anyhow::Result<()> {
             sysroot_core.display()
         );
     }
-    let linker = find_bpf_linker().context("bpf-linker not found on PATH or in ~/.cargo/bin: run `cargo xtask setup`")?;
+    let linker = find_bpf_linker()
+        .context("bpf-linker not found on PATH or in ~/.cargo/bin: run `cargo xtask setup`")?;
     println!("cargo:rerun-if-changed={}", linker.display());
 
     // A separate target dir: the outer cargo holds the lock on the workspace's.
@@ -65,8 +66,12 @@ fn main() -> anyhow::Result<()> {
     // The outer build's settings must not leak into the BPF build.
     for (key, _) in env::vars_os() {
         let key = key.to_string_lossy();
-        if key.starts_with("CARGO_") && key != "CARGO_HOME" || key.starts_with("RUSTUP_") || key.starts_with("RUSTC_WRAPPER")
-            || key == "RUSTC_WORKSPACE_WRAPPER" || key == "RUSTFLAGS" || key == "RUSTDOCFLAGS"
+        if key.starts_with("CARGO_") && key != "CARGO_HOME"
+            || key.starts_with("RUSTUP_")
+            || key.starts_with("RUSTC_WRAPPER")
+            || key == "RUSTC_WORKSPACE_WRAPPER"
+            || key == "RUSTFLAGS"
+            || key == "RUSTDOCFLAGS"
         {
             cmd.env_remove(key.as_ref());
         }

@@ -3,15 +3,7 @@
 //! One premain instance serves each test; tests run one at a time (`--test-threads=1`, set by
 //! `cargo xtask test`) because they share the kernel's tracepoints.
 
-use std::{
-    ffi::OsStr,
-    fs,
-    net::TcpListener,
-    os::unix::fs::PermissionsExt as _,
-    process::Command,
-    thread,
-    time::Duration,
-};
+use std::{ffi::OsStr, fs, net::TcpListener, os::unix::fs::PermissionsExt as _, process::Command};
 
 use integration_tests::{Premain, TempDir, matching, pythons, run_ok, script};
 use serde_json::{Value, json};
@@ -36,7 +28,11 @@ impl Listeners {
 fn exactly_one<'a>(found: Vec<&'a Value>, what: &str, label: &str, events: &[Value], pid: u32) -> &'a Value {
     if found.len() != 1 {
         let mine: Vec<String> = events.iter().filter(|e| e["pid"] == pid).map(Value::to_string).collect();
-        panic!("[{label}] expected exactly one {what}, found {}; events of pid {pid}:\n{}", found.len(), mine.join("\n"));
+        panic!(
+            "[{label}] expected exactly one {what}, found {}; events of pid {pid}:\n{}",
+            found.len(),
+            mine.join("\n")
+        );
     }
     found[0]
 }
@@ -47,9 +43,15 @@ fn check_actions(premain: &Premain, label: &str, python: &OsStr, dir: &TempDir, 
     let d = dir.path();
     let out = run_ok(
         python,
-        &[script("actions.py").as_os_str(), d.as_os_str(), OsStr::new(&port4.to_string()), OsStr::new(&port6.to_string())],
+        &[
+            script("actions.py").as_os_str(),
+            d.as_os_str(),
+            OsStr::new(&port4.to_string()),
+            OsStr::new(&port6.to_string()),
+        ],
     );
-    let report: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("[{label}] bad script output {out:?}: {e}"));
+    let report: Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("[{label}] bad script output {out:?}: {e}"));
     let pid = report["pid"].as_u64().unwrap() as u32;
     let child = report["child"].as_u64().unwrap() as u32;
     premain.wait_exit(child);
@@ -57,31 +59,77 @@ fn check_actions(premain: &Premain, label: &str, python: &OsStr, dir: &TempDir, 
     let events = premain.events();
     let path = |name: &str| json!(d.join(name).to_str().unwrap());
 
-    let abs = exactly_one(matching(&events, pid, "open", "path", &path("abs-marker")), "absolute open", label, &events, pid);
+    let abs = exactly_one(
+        matching(&events, pid, "open", "path", &path("abs-marker")),
+        "absolute open",
+        label,
+        &events,
+        pid,
+    );
     assert_eq!(abs["path_resolution"], "absolute", "[{label}] {abs}");
     assert!(abs["result"].as_i64().unwrap() >= 0, "[{label}] {abs}");
     assert_eq!(abs["tracking"], "python", "[{label}] {abs}");
 
-    let rel = exactly_one(matching(&events, pid, "open", "path", &path("rel-marker")), "relative open", label, &events, pid);
+    let rel = exactly_one(
+        matching(&events, pid, "open", "path", &path("rel-marker")),
+        "relative open",
+        label,
+        &events,
+        pid,
+    );
     assert_eq!(rel["path_resolution"], "cwd", "[{label}] {rel}");
 
-    let dirfd = exactly_one(matching(&events, pid, "open", "path", &path("dirfd-marker")), "dirfd-relative open", label, &events, pid);
+    let dirfd = exactly_one(
+        matching(&events, pid, "open", "path", &path("dirfd-marker")),
+        "dirfd-relative open",
+        label,
+        &events,
+        pid,
+    );
     assert_eq!(dirfd["path_resolution"], "dirfd", "[{label}] {dirfd}");
     assert!(dirfd["dirfd"].as_i64().unwrap() >= 0, "[{label}] {dirfd}");
 
-    let missing = exactly_one(matching(&events, pid, "open", "path", &path("missing-marker")), "failed open", label, &events, pid);
-    assert_eq!((missing["result"].as_i64(), missing["error"].as_str()), (Some(-2), Some("ENOENT")), "[{label}] {missing}");
+    let missing = exactly_one(
+        matching(&events, pid, "open", "path", &path("missing-marker")),
+        "failed open",
+        label,
+        &events,
+        pid,
+    );
+    assert_eq!(
+        (missing["result"].as_i64(), missing["error"].as_str()),
+        (Some(-2), Some("ENOENT")),
+        "[{label}] {missing}"
+    );
 
     for (addr, family) in [(format!("127.0.0.1:{port4}"), "inet"), (format!("[::1]:{port6}"), "inet6")] {
-        let c = exactly_one(matching(&events, pid, "connect", "addr", &json!(addr)), &format!("connect to {addr}"), label, &events, pid);
+        let c = exactly_one(
+            matching(&events, pid, "connect", "addr", &json!(addr)),
+            &format!("connect to {addr}"),
+            label,
+            &events,
+            pid,
+        );
         assert_eq!((c["result"].as_i64(), c["family"].as_str()), (Some(0), Some(family)), "[{label}] {c}");
     }
 
-    let exec = exactly_one(matching(&events, child, "exec", "path", &json!("/bin/true")), "exec of /bin/true", label, &events, child);
+    let exec = exactly_one(
+        matching(&events, child, "exec", "path", &json!("/bin/true")),
+        "exec of /bin/true",
+        label,
+        &events,
+        child,
+    );
     assert_eq!(exec["ppid"], pid, "[{label}] {exec}");
     assert_eq!(exec["result"], 0, "[{label}] {exec}");
     assert_eq!(exec["argv"], json!(["/bin/true"]), "[{label}] {exec}");
-    let fork = exactly_one(matching(&events, pid, "fork", "child_pid", &json!(child)), "fork of the child", label, &events, pid);
+    let fork = exactly_one(
+        matching(&events, pid, "fork", "child_pid", &json!(child)),
+        "fork of the child",
+        label,
+        &events,
+        pid,
+    );
     assert_eq!(fork["thread"], false, "[{label}] {fork}");
 }
 
@@ -109,7 +157,10 @@ fn every_cpython_reports_opens_connects_and_execs() {
     let venv_root = TempDir::new("venv");
     let venv = venv_root.path().join("venv");
     let base = pythons.last().expect("at least one");
-    run_ok(&base.path, &[OsStr::new("-m"), OsStr::new("venv"), OsStr::new("--without-pip"), venv.as_os_str()]);
+    run_ok(
+        &base.path,
+        &[OsStr::new("-m"), OsStr::new("venv"), OsStr::new("--without-pip"), venv.as_os_str()],
+    );
     let dir = marker_dir();
     check_actions(&premain, "venv", venv.join("bin/python").as_os_str(), &dir, &listeners);
     ran.push(format!("venv of {}", base.label));
@@ -138,20 +189,33 @@ fn non_python_processes_are_not_reported() {
     fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
     run_ok("/bin/cat", &[marker.as_os_str()]);
     run_ok(&fake, &[marker.as_os_str()]);
-    run_ok("/bin/sh", &[OsStr::new("-c"), OsStr::new(&format!("cat {} >/dev/null; /bin/true", marker.display()))]);
-    run_ok("/bin/bash", &[OsStr::new("-c"), OsStr::new(&format!("exec 3<>/dev/tcp/127.0.0.1/{port4}; exec 3>&-"))]);
+    run_ok(
+        "/bin/sh",
+        &[OsStr::new("-c"), OsStr::new(&format!("cat {} >/dev/null; /bin/true", marker.display()))],
+    );
+    run_ok(
+        "/bin/bash",
+        &[OsStr::new("-c"), OsStr::new(&format!("exec 3<>/dev/tcp/127.0.0.1/{port4}; exec 3>&-"))],
+    );
     if let Ok(curl) = which("curl") {
         let _ = Command::new(curl).args(["-s", "-m", "2", &format!("http://127.0.0.1:{port4}/")]).output();
     }
     // A Python process after them: once its events are in, theirs would be too.
     let sentinel = dir.file("sentinel", "x\n");
     let py = &pythons()[0];
-    run_ok(&py.path, &[OsStr::new("-c"), OsStr::new(&format!("open({:?}).read()", sentinel.display().to_string()))]);
-    premain.wait_for("the sentinel open", |v| v["hook"] == "open" && v["path"] == json!(sentinel.to_str().unwrap()));
+    run_ok(
+        &py.path,
+        &[OsStr::new("-c"), OsStr::new(&format!("open({:?}).read()", sentinel.display().to_string()))],
+    );
+    premain.wait_for("the sentinel open", |v| {
+        v["hook"] == "open" && v["path"] == json!(sentinel.to_str().unwrap())
+    });
     let leaked: Vec<Value> = premain
         .events()
         .into_iter()
-        .filter(|e| e["path"] == json!(marker.to_str().unwrap()) || e["port"] == port4 || e["path"] == "/bin/true")
+        .filter(|e| {
+            e["path"] == json!(marker.to_str().unwrap()) || e["port"] == port4 || e["path"] == "/bin/true"
+        })
         .collect();
     assert!(leaked.is_empty(), "non-Python activity was reported: {leaked:#?}");
 }
@@ -164,7 +228,9 @@ fn detached_grandchild_outliving_its_python_ancestor_is_reported() {
     let pidfile = dir.path().join("sh.pid");
     let py = &pythons()[0];
     run_ok(&py.path, &[script("detach.py").as_os_str(), marker.as_os_str(), pidfile.as_os_str()]);
-    let open = premain.wait_for("the detached grandchild's open", |v| v["hook"] == "open" && v["path"] == json!(marker.to_str().unwrap()));
+    let open = premain.wait_for("the detached grandchild's open", |v| {
+        v["hook"] == "open" && v["path"] == json!(marker.to_str().unwrap())
+    });
     let sh_pid: u32 = fs::read_to_string(&pidfile).expect("pidfile").trim().parse().expect("pid");
     assert_eq!(open["pid"], sh_pid, "{open}");
     assert_eq!(open["comm"], "cat", "{open}");
@@ -190,7 +256,9 @@ fn ring_buffer_overflow_is_counted_per_hook() {
     let losses: Vec<&Value> = lines.iter().filter(|v| v["kind"] == "loss" && v["hook"] == "open").collect();
     assert!(losses.iter().all(|l| l["reason"] == "ring_buffer_full"), "{losses:#?}");
     let lost: u64 = losses.iter().map(|l| l["count"].as_u64().unwrap()).sum();
-    let received = lines.iter().filter(|e| e["hook"] == "open" && e["path"] == json!(target.to_str().unwrap())).count() as u64;
+    let received =
+        lines.iter().filter(|e| e["hook"] == "open" && e["path"] == json!(target.to_str().unwrap())).count()
+            as u64;
     // Every burst open was either delivered or counted lost; the interpreter's own start-up
     // opens share the counter, hence at least.
     assert!(received + lost >= 2000, "received {received} + lost {lost} < 2000");

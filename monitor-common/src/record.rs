@@ -158,14 +158,19 @@ pub const RECORD_MAX: usize = core::mem::size_of::<ExecRecord>();
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY (all below): repr(C), integer and integer-array fields only, no padding
-    // (asserted in `layout`).
+    // SAFETY: repr(C), integer fields only, no padding (asserted in `layout`).
     unsafe impl aya::Pod for super::ExeKey {}
+    // SAFETY: repr(C), integer fields only, no padding (asserted in `layout`).
     unsafe impl aya::Pod for super::RecordHeader {}
+    // SAFETY: repr(C), integer fields only, no padding (asserted in `layout`).
     unsafe impl aya::Pod for super::OpenRecord {}
+    // SAFETY: repr(C), integer fields only, no padding (asserted in `layout`).
     unsafe impl aya::Pod for super::ConnectRecord {}
+    // SAFETY: repr(C), integer fields only, no padding (asserted in `layout`).
     unsafe impl aya::Pod for super::ExecRecord {}
+    // SAFETY: repr(C), integer fields only, no padding (asserted in `layout`).
     unsafe impl aya::Pod for super::ForkRecord {}
+    // SAFETY: repr(C), integer fields only, no padding (asserted in `layout`).
     unsafe impl aya::Pod for super::ExitRecord {}
 }
 

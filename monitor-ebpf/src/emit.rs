@@ -4,9 +4,7 @@ use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
     generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
 };
-use monitor_common::{
-    COUNT_LOST_RINGBUF, COUNT_SENT, ExecRecord, RECORD_MAX, RecordHeader, counter_index,
-};
+use monitor_common::{COUNT_LOST_RINGBUF, COUNT_SENT, ExecRecord, RECORD_MAX, RecordHeader, counter_index};
 
 use crate::{
     maps::{COUNTERS, EVENTS, SCRATCH},

@@ -6,8 +6,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use monitor_common::{
-    FLAG_PATH_TRUNCATED, FLAG_READ_FAILED, HOOK_OPEN, InFlight, OpenRecord, PATH_MAX,
-    RECORD_OPEN, SYSCALL_OPENAT, SYSCALL_OPENAT2,
+    FLAG_PATH_TRUNCATED, FLAG_READ_FAILED, HOOK_OPEN, InFlight, OpenRecord, PATH_MAX, RECORD_OPEN,
+    SYSCALL_OPENAT, SYSCALL_OPENAT2,
 };
 
 use crate::{
@@ -99,9 +99,8 @@ fn exit_open(ctx: &TracePointContext) {
     // Read at exit rather than entry: the kernel has just copied the string, so its page is
     // present (a BPF probe read cannot fault pages in).
     // SAFETY: destination is the record's own buffer; the helper validates the user pointer.
-    let n = unsafe {
-        bpf_probe_read_user_str(rec.path.as_mut_ptr().cast(), PATH_MAX as u32, path as *const _)
-    };
+    let n =
+        unsafe { bpf_probe_read_user_str(rec.path.as_mut_ptr().cast(), PATH_MAX as u32, path as *const _) };
     let path_len = if n > 0 {
         (n as usize - 1) & (PATH_MAX - 1)
     } else {

@@ -3,8 +3,7 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
-    COUNTER_SLOTS, ExeKey, ExecRecord, InFlight, KernelOffsets, SYSCALLS_MAX, TRACKED_MAX,
-    VERDICTS_MAX,
+    COUNTER_SLOTS, ExeKey, ExecRecord, InFlight, KernelOffsets, SYSCALLS_MAX, TRACKED_MAX, VERDICTS_MAX,
 };
 
 /// Sized by the daemon at load time (`--ring-buffer-size`).

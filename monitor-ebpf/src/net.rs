@@ -6,8 +6,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use monitor_common::{
-    ConnectRecord, FLAG_READ_FAILED, HOOK_CONNECT, InFlight, RECORD_CONNECT, SOCKADDR_MAX,
-    SYSCALL_CONNECT,
+    ConnectRecord, FLAG_READ_FAILED, HOOK_CONNECT, InFlight, RECORD_CONNECT, SOCKADDR_MAX, SYSCALL_CONNECT,
 };
 
 use crate::{

@@ -6,8 +6,8 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use monitor_common::{
-    COUNT_LOST_INFLIGHT, COUNT_LOST_TRACKED, ExitRecord, ForkRecord, HOOK_EXIT, HOOK_FORK,
-    InFlight, RECORD_EXIT, RECORD_FORK, TRACK_DESCENDANT, TRACK_PENDING, TRACK_PYTHON,
+    COUNT_LOST_INFLIGHT, COUNT_LOST_TRACKED, ExitRecord, ForkRecord, HOOK_EXIT, HOOK_FORK, InFlight,
+    RECORD_EXIT, RECORD_FORK, TRACK_DESCENDANT, TRACK_PENDING, TRACK_PYTHON,
 };
 
 use crate::{

@@ -62,12 +62,7 @@ pub enum BtfError {
     /// The member is narrower than its type or not byte-aligned; the eBPF side reads whole
     /// fields only. `bits` is the bitfield width, 0 if it is merely misaligned.
     #[error("`{strukt}.{member}` is a bitfield (bit offset {bit_offset}, {bits} bits)")]
-    Bitfield {
-        strukt: String,
-        member: String,
-        bit_offset: u64,
-        bits: u32,
-    },
+    Bitfield { strukt: String, member: String, bit_offset: u64, bits: u32 },
 }
 
 fn u32_at(data: &[u8], off: usize) -> Result<u32, BtfError> {
@@ -128,10 +123,7 @@ impl Btf {
     }
 
     fn from_file(path: &str) -> Result<Btf, BtfError> {
-        let data = fs::read(path).map_err(|source| BtfError::NotAvailable {
-            path: path.into(),
-            source,
-        })?;
+        let data = fs::read(path).map_err(|source| BtfError::NotAvailable { path: path.into(), source })?;
         Btf::parse(data)
     }
 
@@ -163,12 +155,7 @@ impl Btf {
         if data[strs.clone()].last() != Some(&0) {
             return Err(bad!("string section empty or not NUL-terminated"));
         }
-        let mut btf = Btf {
-            data,
-            strs,
-            types: vec![usize::MAX],
-            composites: HashMap::new(),
-        };
+        let mut btf = Btf { data, strs, types: vec![usize::MAX], composites: HashMap::new() };
         let mut pos = type_sec.start;
         while pos < type_sec.end {
             let id = btf.types.len() as u32;
@@ -198,9 +185,7 @@ impl Btf {
         let found = self.resolve(struct_name, path)?;
         // Without kind_flag, a bitfield shows only in its INT's encoding: nr_bits, bit offset.
         let t = self.ty(self.strip_modifiers(found.ty)?)?;
-        let enc = (t.kind == INT)
-            .then(|| u32_at(&self.data, t.off + REC))
-            .transpose()?;
+        let enc = (t.kind == INT).then(|| u32_at(&self.data, t.off + REC)).transpose()?;
         let full = t.size_or_type.saturating_mul(8);
         let narrow = enc.filter(|e| e & 0xff != full || (e >> 16) & 0xff != 0);
         if found.bitfield != 0 || found.bits % 8 != 0 || narrow.is_some() {
@@ -221,10 +206,7 @@ impl Btf {
     }
 
     fn resolve(&self, strukt: &str, path: &str) -> Result<Found, BtfError> {
-        let no_member = || BtfError::NoSuchMember {
-            strukt: strukt.into(),
-            member: path.into(),
-        };
+        let no_member = || BtfError::NoSuchMember { strukt: strukt.into(), member: path.into() };
         let mut cur = self.find_struct(strukt)?;
         let (mut bits, mut found, mut visits) = (0, None::<Found>, 0);
         for (i, comp) in path.split('.').enumerate() {
@@ -232,10 +214,7 @@ impl Btf {
                 cur = self.strip_modifiers(prev.ty)?;
                 if !matches!(self.ty(cur)?.kind, STRUCT | UNION) {
                     let member = path.split('.').take(i).collect::<Vec<_>>().join(".");
-                    return Err(BtfError::NotComposite {
-                        strukt: strukt.into(),
-                        member,
-                    });
+                    return Err(BtfError::NotComposite { strukt: strukt.into(), member });
                 }
             }
             let f = self.find_member(cur, comp, 0, &mut visits)?;
@@ -393,11 +372,7 @@ mod tests {
         let btf = Btf::parse(sample()).unwrap();
         for case in "first:0 u_a:4 u_b:4 tail:16 tail.x:16 tail.y:20".split(' ') {
             let (path, want) = case.split_once(':').unwrap();
-            assert_eq!(
-                btf.member_offset("outer", path).unwrap().to_string(),
-                want,
-                "{path}"
-            );
+            assert_eq!(btf.member_offset("outer", path).unwrap().to_string(), want, "{path}");
         }
         assert_eq!(btf.member_offset("pair", "y").unwrap(), 4);
         assert!(btf.has_member("outer", "u_b") && btf.has_member("outer", "flags"));
@@ -441,10 +416,7 @@ mod tests {
         b.ty("s", STRUCT << 24, 4, &[("", 2, 0), ("", 1, 0)], &[]);
         let res = Btf::parse(b.build()).unwrap().member_offset("s", "x");
         assert!(matches!(res, Err(BtfError::Malformed(_))));
-        let err = Btf::from_file("/nonexistent/vmlinux")
-            .err()
-            .unwrap()
-            .to_string();
+        let err = Btf::from_file("/nonexistent/vmlinux").err().unwrap().to_string();
         assert_eq!(err, "kernel BTF not available at /nonexistent/vmlinux");
     }
 
@@ -536,10 +508,7 @@ mod tests {
             fields.push(("inode", "__i_nlink"));
         }
         for (s, m) in fields.into_iter().filter(|(_, m)| !m.contains('.')) {
-            let cmd = Command::new("pahole")
-                .args(["-C", s, VMLINUX])
-                .stderr(Stdio::null())
-                .output();
+            let cmd = Command::new("pahole").args(["-C", s, VMLINUX]).stderr(Stdio::null()).output();
             let out = match cmd {
                 Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
                 other => return eprintln!("skipped: no pahole ({other:?}); apt install dwarves"),

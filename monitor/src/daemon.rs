@@ -98,7 +98,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             _ = ticker.tick() => {
                 last_counts = report_losses(&counters, &last_counts, &clock)?;
                 ticks += 1;
-                if ticks % 10 == 0 {
+                if ticks.is_multiple_of(10) {
                     let swept = tracker.sweep();
                     if swept > 0 {
                         tracing::debug!(swept, "forgot processes whose exit was not seen");
@@ -149,18 +149,22 @@ fn drain(ring: &mut RingBuf<MapData>, tracker: &mut Tracker<KernelMaps>, out: &m
                 continue;
             }
         };
-        if let Some(event) = tracker.handle(record) {
-            if out.events {
-                serde_json::to_writer(&mut stdout, &event.to_json(&out.clock))?;
-                stdout.write_all(b"\n")?;
-                out.printed += 1;
-            }
+        if let Some(event) = tracker.handle(record)
+            && out.events
+        {
+            serde_json::to_writer(&mut stdout, &event.to_json(&out.clock))?;
+            stdout.write_all(b"\n")?;
+            out.printed += 1;
         }
     }
     stdout.flush()
 }
 
-fn report_losses(counters: &aya::maps::PerCpuArray<MapData, u64>, before: &Snapshot, clock: &Clock) -> io::Result<Snapshot> {
+fn report_losses(
+    counters: &aya::maps::PerCpuArray<MapData, u64>,
+    before: &Snapshot,
+    clock: &Clock,
+) -> io::Result<Snapshot> {
     let now = Snapshot::read(counters);
     let time = rfc3339(std::time::SystemTime::now());
     let records = now.loss_records(before, &time);

@@ -5,8 +5,8 @@ use std::mem::{offset_of, size_of};
 
 use monitor_common::{
     ARGS_MAX, ConnectRecord, ExeKey, ExecRecord, ExitRecord, ForkRecord, OpenRecord, PATH_MAX,
-    RECORD_CONNECT, RECORD_EXEC_FAILED, RECORD_EXIT, RECORD_FORK, RECORD_IMAGE, RECORD_OPEN,
-    RecordHeader, SOCKADDR_MAX,
+    RECORD_CONNECT, RECORD_EXEC_FAILED, RECORD_EXIT, RECORD_FORK, RECORD_IMAGE, RECORD_OPEN, RecordHeader,
+    SOCKADDR_MAX,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -124,14 +124,22 @@ fn need(bytes: &[u8], needed: usize) -> Result<(), DecodeError> {
     if bytes.len() < needed { Err(DecodeError::Short { len: bytes.len(), needed }) } else { Ok(()) }
 }
 
-fn tail<'a>(bytes: &'a [u8], start: usize, len: u32, max: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
+fn tail<'a>(
+    bytes: &'a [u8],
+    start: usize,
+    len: u32,
+    max: usize,
+    field: &'static str,
+) -> Result<&'a [u8], DecodeError> {
     let len_usize = len as usize;
     if len_usize > max {
         return Err(DecodeError::BadLength { field, value: len, max });
     }
-    bytes
-        .get(start..start + len_usize)
-        .ok_or(DecodeError::BadLength { field, value: len, max: bytes.len().saturating_sub(start) })
+    bytes.get(start..start + len_usize).ok_or(DecodeError::BadLength {
+        field,
+        value: len,
+        max: bytes.len().saturating_sub(start),
+    })
 }
 
 fn header(raw: &RecordHeader) -> Header {
@@ -186,7 +194,12 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             need(bytes, size_of::<ConnectRecord>())?;
             let r: ConnectRecord = read_prefix(bytes);
             let captured = (r.addr_len as usize).min(SOCKADDR_MAX);
-            Ok(Record::Connect(Connect { header: head, result: r.result, fd: r.fd, addr: r.addr[..captured].to_vec() }))
+            Ok(Record::Connect(Connect {
+                header: head,
+                result: r.result,
+                fd: r.fd,
+                addr: r.addr[..captured].to_vec(),
+            }))
         }
         RECORD_EXEC_FAILED | RECORD_IMAGE => {
             let start = offset_of!(ExecRecord, filename);
@@ -242,7 +255,19 @@ pub(crate) mod encode {
     pub(crate) fn header(kind: u32, pid: u32) -> RecordHeader {
         let mut comm = [0u8; 16];
         comm[..7].copy_from_slice(b"python3");
-        RecordHeader { kind, size: 0, ktime_ns: 1, cgroup_id: 2, pid, tid: pid + 1, ppid: 1, uid: 1000, gid: 1000, flags: 0, comm }
+        RecordHeader {
+            kind,
+            size: 0,
+            ktime_ns: 1,
+            cgroup_id: 2,
+            pid,
+            tid: pid + 1,
+            ppid: 1,
+            uid: 1000,
+            gid: 1000,
+            flags: 0,
+            comm,
+        }
     }
 
     pub(crate) fn open(pid: u32, path: &[u8], result: i64) -> Vec<u8> {

@@ -8,7 +8,11 @@ use std::{
 use monitor_common::{FLAG_ARGS_TRUNCATED, FLAG_PATH_TRUNCATED, FLAG_READ_FAILED};
 use serde_json::{Map, Value, json};
 
-use crate::{decode::Header, process::{Process, Resolution}, sockaddr::SockAddr};
+use crate::{
+    decode::Header,
+    process::{Process, Resolution},
+    sockaddr::SockAddr,
+};
 
 #[derive(Debug, Clone)]
 pub enum Action {
@@ -55,7 +59,13 @@ impl ProcessInfo {
                 None => "unknown".to_owned(),
             }),
             preexisting: p.preexisting,
-            tracking: if p.is_python() { "python" } else if p.is_descendant() { "descendant" } else { "unknown" },
+            tracking: if p.is_python() {
+                "python"
+            } else if p.is_descendant() {
+                "descendant"
+            } else {
+                "unknown"
+            },
         }
     }
 }
@@ -234,7 +244,10 @@ impl Event {
             }
             Action::Exec { path, argv, result } => {
                 put_bytes(&mut obj, "path", path.as_os_str().as_bytes());
-                obj.insert("argv".into(), Value::Array(argv.iter().map(|a| Value::String(text(a))).collect()));
+                obj.insert(
+                    "argv".into(),
+                    Value::Array(argv.iter().map(|a| Value::String(text(a))).collect()),
+                );
                 put_result(&mut obj, *result);
             }
             Action::Fork { child_pid, child_tid, thread } => {
@@ -271,7 +284,10 @@ mod tests {
     #[test]
     fn rfc3339_known_instants() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_micros(951_782_400_000_001)), "2000-02-29T00:00:00.000001Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_micros(951_782_400_000_001)),
+            "2000-02-29T00:00:00.000001Z"
+        );
         assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_305_599)), "2026-11-21T23:59:59.000000Z");
     }
 

@@ -348,7 +348,8 @@ impl ElfInfo {
     /// File offset of virtual address `vaddr`, and of the end of its segment's file data.
     fn file_offset(&self, vaddr: u64) -> Option<(u64, u64)> {
         // Checked: vaddr fields are not bounded by the file size, so sums could overflow.
-        let (load, delta) = self.loads.iter().find_map(|l| Some((l, vaddr.checked_sub(l.vaddr).filter(|d| *d < l.size)?)))?;
+        let (load, delta) =
+            self.loads.iter().find_map(|l| Some((l, vaddr.checked_sub(l.vaddr).filter(|d| *d < l.size)?)))?;
         Some((load.offset + delta, load.offset + load.size))
     }
 
@@ -382,14 +383,17 @@ fn parse_elf(data: &[u8]) -> Result<ElfInfo, String> {
 fn parse_as<E: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<ElfInfo, String> {
     let header = E::parse(data).map_err(|e| e.to_string())?;
     let endian = header.endian().map_err(|e| e.to_string())?;
-    let mut info = ElfInfo { machine: header.e_machine(endian), is64: header.is_type_64(), ..Default::default() };
+    let mut info =
+        ElfInfo { machine: header.e_machine(endian), is64: header.is_type_64(), ..Default::default() };
     let mut dynamic: &[u8] = &[];
     for ph in header.program_headers(endian, data).map_err(|e| e.to_string())? {
         let (kind, offset) = (ph.p_type(endian), ph.p_offset(endian).into());
         if kind != elf::PT_LOAD && kind != elf::PT_DYNAMIC {
             continue;
         }
-        let bytes = ph.data(endian, data).map_err(|()| format!("segment at {offset:#x} extends past the end of the file"))?;
+        let bytes = ph
+            .data(endian, data)
+            .map_err(|()| format!("segment at {offset:#x} extends past the end of the file"))?;
         if kind == elf::PT_DYNAMIC {
             dynamic = bytes;
         } else {
@@ -438,7 +442,10 @@ fn parse_as<E: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<ElfInfo, 
     info.runpath = tags.get(&DT_RUNPATH).map(|&o| text(o)).transpose()?;
 
     // ld.so only finds symbols through a hash table, so its length bounds what is exported.
-    let table = |tag| tags.get(&tag).map(|&a| info.mapped(data, a).ok_or(format!("dynamic tag {tag:#x} is outside the file")));
+    let table = |tag| {
+        tags.get(&tag)
+            .map(|&a| info.mapped(data, a).ok_or(format!("dynamic tag {tag:#x} is outside the file")))
+    };
     let count = if let Some(bytes) = table(DT_GNU_HASH) {
         let hash = GnuHashTable::<E>::parse(endian, bytes?).map_err(|e| e.to_string())?;
         hash.symbol_table_length(endian).unwrap_or(0)
@@ -587,8 +594,12 @@ mod tests {
 
     #[test]
     fn offset_matches_nm_and_readelf() {
-        let run = |tool: &str, args: &[&str]| Command::new(tool).args(args).output().ok().filter(|o| o.status.success());
-        let (Some(nm), Some(readelf)) = (run("nm", &["-D", "--defined-only", DEBIAN]), run("readelf", &["-lW", DEBIAN])) else {
+        let run = |tool: &str, args: &[&str]| {
+            Command::new(tool).args(args).output().ok().filter(|o| o.status.success())
+        };
+        let (Some(nm), Some(readelf)) =
+            (run("nm", &["-D", "--defined-only", DEBIAN]), run("readelf", &["-lW", DEBIAN]))
+        else {
             eprintln!("skipped: nm/readelf or {DEBIAN} missing");
             return;
         };
@@ -676,7 +687,11 @@ mod tests {
         assert_eq!((interp.image == inner, interp.symbols.len(), interp.version), (true, 0, Some((3, 13))));
         let placed = root.0.join("opt/py/libpython3.13.so.1.0");
         fs::hard_link(lib, &placed).or_else(|_| fs::copy(lib, &placed).map(drop)).unwrap();
-        std::os::unix::fs::symlink("/opt/py/libpython3.13.so.1.0", root.0.join("usr/lib/libpython3.13.so.1.0")).unwrap();
+        std::os::unix::fs::symlink(
+            "/opt/py/libpython3.13.so.1.0",
+            root.0.join("usr/lib/libpython3.13.so.1.0"),
+        )
+        .unwrap();
         let Verdict::Python(interp) = recognize(&inner, &root.0).unwrap() else { panic!() };
         assert_eq!(interp.image, placed);
         check(&interp, (3, 13));
@@ -723,7 +738,8 @@ mod tests {
                 bytes[at] = random(1)[0];
             }
             fs::write(&file, &bytes).unwrap();
-            let _ = recognize(&file, Path::new("/")).map_err(|e| assert!(!e.to_string().is_empty(), "{round}"));
+            let _ =
+                recognize(&file, Path::new("/")).map_err(|e| assert!(!e.to_string().is_empty(), "{round}"));
         }
     }
 }

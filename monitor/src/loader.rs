@@ -13,9 +13,14 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mo
 
 #[derive(Clone, Copy, Debug)]
 pub enum Attach {
-    TracePoint { category: &'static str, name: &'static str },
+    TracePoint {
+        category: &'static str,
+        name: &'static str,
+    },
     /// Raw tracepoints receive the tracepoint's C arguments (task pointers for fork).
-    Raw { name: &'static str },
+    Raw {
+        name: &'static str,
+    },
 }
 
 /// Every program in the object and where it attaches. Lifecycle hooks come first so that a
@@ -81,7 +86,9 @@ pub fn load(offsets: &KernelOffsets, ring_buffer_bytes: u32) -> Result<Kernel, S
             None
         }
     };
-    let mut take = |name: &str| ebpf.take_map(name).ok_or_else(|| StartError::Load(format!("map {name} missing from the object")));
+    let mut take = |name: &str| {
+        ebpf.take_map(name).ok_or_else(|| StartError::Load(format!("map {name} missing from the object")))
+    };
     let events = RingBuf::try_from(take(EVENTS)?).map_err(|e| StartError::Load(e.to_string()))?;
     let tracked = HashMap::try_from(take(TRACKED)?).map_err(|e| StartError::Load(e.to_string()))?;
     let verdicts = HashMap::try_from(take(VERDICTS)?).map_err(|e| StartError::Load(e.to_string()))?;
@@ -93,7 +100,10 @@ pub fn load(offsets: &KernelOffsets, ring_buffer_bytes: u32) -> Result<Kernel, S
 /// dropping it detaches everything.
 pub fn attach_all(kernel: &mut Kernel) -> Result<usize, StartError> {
     for (program, attach) in PROGRAMS {
-        let fail = |err: ProgramError| StartError::Program { program: (*program).to_owned(), reason: program_error(&err) };
+        let fail = |err: ProgramError| StartError::Program {
+            program: (*program).to_owned(),
+            reason: program_error(&err),
+        };
         let prog = kernel
             .ebpf
             .program_mut(program)
@@ -121,7 +131,8 @@ fn program_error(err: &ProgramError) -> String {
     if let ProgramError::LoadError { io_error, verifier_log } = err {
         let log = verifier_log.to_string();
         tracing::debug!(%log, "verifier log");
-        let last = log.lines().rev().find(|l| !l.trim().is_empty() && !l.starts_with("processed")).unwrap_or("");
+        let last =
+            log.lines().rev().find(|l| !l.trim().is_empty() && !l.starts_with("processed")).unwrap_or("");
         return format!("{io_error} (verifier: {})", last.trim());
     }
     one_line(&err.to_string())

@@ -59,7 +59,8 @@ pub fn check_btf() -> Result<(), StartError> {
 
 /// Where tracefs is mounted, mounting it at `/sys/kernel/tracing` when it is nowhere.
 pub fn tracefs() -> Result<PathBuf, StartError> {
-    if let Some(found) = TRACEFS_CANDIDATES.iter().map(PathBuf::from).find(|dir| dir.join("events").is_dir()) {
+    if let Some(found) = TRACEFS_CANDIDATES.iter().map(PathBuf::from).find(|dir| dir.join("events").is_dir())
+    {
         return Ok(found);
     }
     let target = PathBuf::from(TRACEFS_CANDIDATES[0]);

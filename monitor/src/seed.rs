@@ -26,7 +26,8 @@ pub fn seed<K: KernelState>(tracker: &mut Tracker<K>) -> usize {
         return 0;
     };
     let mut seen: HashMap<u32, Seen> = HashMap::new();
-    let mut judged: HashMap<monitor_common::ExeKey, Option<Arc<crate::interpreter::Interpreter>>> = HashMap::new();
+    let mut judged: HashMap<monitor_common::ExeKey, Option<Arc<crate::interpreter::Interpreter>>> =
+        HashMap::new();
     for proc in all.flatten() {
         let pid = proc.pid as u32;
         if pid == me {
@@ -71,7 +72,9 @@ pub fn seed<K: KernelState>(tracker: &mut Tracker<K>) -> usize {
             continue;
         }
         let info = &seen[&pid];
-        let argv = fs::read(format!("/proc/{pid}/cmdline")).map(|b| crate::decode::split_args(&b)).unwrap_or_default();
+        let argv = fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| crate::decode::split_args(&b))
+            .unwrap_or_default();
         tracker.kernel().track(pid, tracking);
         tracker.adopt(Process {
             pid,

@@ -20,7 +20,10 @@ pub enum SockAddr {
     /// `AF_UNSPEC`: dissolves a UDP association.
     Unspec,
     /// Another family, or too short for its family.
-    Other { family: u16, len: usize },
+    Other {
+        family: u16,
+        len: usize,
+    },
 }
 
 impl SockAddr {

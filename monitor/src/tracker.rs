@@ -135,7 +135,14 @@ impl<K: KernelState> Tracker<K> {
                         self.stats.table_full += 1;
                     }
                 }
-                self.event(&fork.header.clone(), Action::Fork { child_pid: fork.child_pid, child_tid: fork.child_tid, thread: fork.is_thread })
+                self.event(
+                    &fork.header.clone(),
+                    Action::Fork {
+                        child_pid: fork.child_pid,
+                        child_tid: fork.child_tid,
+                        thread: fork.is_thread,
+                    },
+                )
             }
             Record::Exit(exit) => {
                 let event = self.event(&exit.header, Action::Exit { status: exit.exit_code });
@@ -148,18 +155,31 @@ impl<K: KernelState> Tracker<K> {
                     return None;
                 }
                 let (path, resolution) = resolve(&open.path, open.dirfd, pid, self.table.get_mut(pid));
-                if open.result >= 0 {
-                    if let Some(p) = self.table.get_mut(pid) {
-                        p.remember_fd(open.result as i32, path.clone());
-                    }
+                if open.result >= 0
+                    && let Some(p) = self.table.get_mut(pid)
+                {
+                    p.remember_fd(open.result as i32, path.clone());
                 }
-                self.event(&open.header, Action::Open { path, resolution, dirfd: open.dirfd, flags: open.flags, mode: open.mode, result: open.result })
+                self.event(
+                    &open.header,
+                    Action::Open {
+                        path,
+                        resolution,
+                        dirfd: open.dirfd,
+                        flags: open.flags,
+                        mode: open.mode,
+                        result: open.result,
+                    },
+                )
             }
             Record::Connect(connect) => {
                 if self.drop_untracked(pid) {
                     return None;
                 }
-                self.event(&connect.header, Action::Connect { addr: connect.addr, fd: connect.fd, result: connect.result })
+                self.event(
+                    &connect.header,
+                    Action::Connect { addr: connect.addr, fd: connect.fd, result: connect.result },
+                )
             }
             Record::ExecFailed(exec) => {
                 if self.drop_untracked(pid) {
@@ -202,14 +222,17 @@ impl<K: KernelState> Tracker<K> {
             self.untracked.insert(pid);
             return false;
         };
-        let ppid = procfs::process::Process::new(pid as i32).and_then(|p| p.stat()).map_or(0, |s| s.ppid as u32);
+        let ppid =
+            procfs::process::Process::new(pid as i32).and_then(|p| p.stat()).map_or(0, |s| s.ppid as u32);
         self.kernel.track(pid, TRACK_PYTHON);
         self.table.insert(Process {
             pid,
             ppid,
             tracking: TRACK_PYTHON,
             exe: fs::read_link(&exe).ok(),
-            argv: fs::read(format!("/proc/{pid}/cmdline")).map(|b| crate::decode::split_args(&b)).unwrap_or_default(),
+            argv: fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| crate::decode::split_args(&b))
+                .unwrap_or_default(),
             python: Some(python),
             cwd: fs::read_link(format!("/proc/{pid}/cwd")).ok(),
             ..Process::default()
@@ -412,12 +435,24 @@ mod tests {
     }
 
     fn tracker() -> Tracker<FakeKernel> {
-        let judge: Judge = Box::new(|_, key, _| Some(if *key == PY { Verdict::Python(python()) } else { Verdict::NotPython }));
+        let judge: Judge = Box::new(|_, key, _| {
+            Some(if *key == PY { Verdict::Python(python()) } else { Verdict::NotPython })
+        });
         Tracker::new(FakeKernel::default(), judge, 100)
     }
 
     fn header(pid: u32, flags: u32) -> Header {
-        Header { ktime_ns: 0, cgroup_id: 0, pid, tid: pid, ppid: 1, uid: 0, gid: 0, flags, comm: b"x".to_vec() }
+        Header {
+            ktime_ns: 0,
+            cgroup_id: 0,
+            pid,
+            tid: pid,
+            ppid: 1,
+            uid: 0,
+            gid: 0,
+            flags,
+            comm: b"x".to_vec(),
+        }
     }
 
     fn image(pid: u32, exe: ExeKey, tracking: u32, flags: u32) -> Record {
@@ -436,7 +471,16 @@ mod tests {
     }
 
     fn open(pid: u32) -> Record {
-        Record::Open(Open { header: header(pid, 0), result: 3, dirfd: -100, flags: 0, mode: 0, syscall: 1, resolve: 0, path: b"/etc/hosts".to_vec() })
+        Record::Open(Open {
+            header: header(pid, 0),
+            result: 3,
+            dirfd: -100,
+            flags: 0,
+            mode: 0,
+            syscall: 1,
+            resolve: 0,
+            path: b"/etc/hosts".to_vec(),
+        })
     }
 
     #[test]
@@ -464,9 +508,17 @@ mod tests {
     fn descendants_stay_tracked_through_exec_of_other_programs() {
         let mut t = tracker();
         t.handle(image(10, PY, TRACK_PYTHON, 0));
-        let fork = Record::Fork(Fork { header: header(10, 0), child_pid: 12, child_tid: 12, is_thread: false, tracking: TRACK_PYTHON | TRACK_DESCENDANT });
+        let fork = Record::Fork(Fork {
+            header: header(10, 0),
+            child_pid: 12,
+            child_tid: 12,
+            is_thread: false,
+            tracking: TRACK_PYTHON | TRACK_DESCENDANT,
+        });
         assert!(t.handle(fork).is_some());
-        let exec = t.handle(image(12, SH, TRACK_DESCENDANT | TRACK_PENDING, FLAG_EXEC_BY_TRACKED)).expect("exec event");
+        let exec = t
+            .handle(image(12, SH, TRACK_DESCENDANT | TRACK_PENDING, FLAG_EXEC_BY_TRACKED))
+            .expect("exec event");
         assert!(matches!(exec.action, Action::Exec { .. }));
         assert_eq!(t.kernel.tracked.get(&12), Some(&TRACK_DESCENDANT));
         assert!(t.handle(open(12)).is_some());

@@ -32,8 +32,13 @@ pub fn script(name: &str) -> PathBuf {
 
 /// The daemon under test: `PREMAIN_BIN`, or the release build `cargo xtask test` makes.
 pub fn premain_binary() -> PathBuf {
-    let path = env::var_os("PREMAIN_BIN").map_or_else(|| workspace_root().join("target/release/premain"), PathBuf::from);
-    assert!(path.is_file(), "{} is missing: run the suite with `cargo xtask test`, which builds it", path.display());
+    let path = env::var_os("PREMAIN_BIN")
+        .map_or_else(|| workspace_root().join("target/release/premain"), PathBuf::from);
+    assert!(
+        path.is_file(),
+        "{} is missing: run the suite with `cargo xtask test`, which builds it",
+        path.display()
+    );
     path
 }
 
@@ -69,7 +74,8 @@ impl Premain {
         thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let line = line.expect("premain stdout is UTF-8");
-                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("premain printed invalid JSON ({e}): {line}"));
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("premain printed invalid JSON ({e}): {line}"));
                 sink.lock().unwrap().push(value);
             }
         });
@@ -89,7 +95,11 @@ impl Premain {
                 thread::sleep(Duration::from_millis(100));
                 panic!("premain exited before ready ({status}); stderr:\n{}", premain.stderr());
             }
-            assert!(Instant::now() < deadline, "premain not ready after {READY_TIMEOUT:?}; stderr:\n{}", premain.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "premain not ready after {READY_TIMEOUT:?}; stderr:\n{}",
+                premain.stderr()
+            );
             thread::sleep(Duration::from_millis(50));
         }
         premain
@@ -118,7 +128,12 @@ impl Premain {
             if Instant::now() > deadline {
                 let seen = self.lines();
                 let tail: Vec<String> = seen.iter().rev().take(40).map(Value::to_string).collect();
-                panic!("no {what} after {EVENT_TIMEOUT:?} ({} lines; last ones, newest first):\n{}\nstderr:\n{}", seen.len(), tail.join("\n"), self.stderr());
+                panic!(
+                    "no {what} after {EVENT_TIMEOUT:?} ({} lines; last ones, newest first):\n{}\nstderr:\n{}",
+                    seen.len(),
+                    tail.join("\n"),
+                    self.stderr()
+                );
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -215,7 +230,9 @@ pub struct Python {
 /// `/usr/bin/python3.X`. `PREMAIN_TEST_PYTHONS` (colon-separated paths) replaces the discovery.
 pub fn pythons() -> Vec<Python> {
     if let Some(list) = env::var_os("PREMAIN_TEST_PYTHONS") {
-        return env::split_paths(&list).filter_map(|path| python_at(path.display().to_string(), path)).collect();
+        return env::split_paths(&list)
+            .filter_map(|path| python_at(path.display().to_string(), path))
+            .collect();
     }
     let mut found = Vec::new();
     let pyenv_root = env::var_os("PYENV_ROOT")
@@ -236,10 +253,9 @@ pub fn pythons() -> Vec<Python> {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(ver) = name.strip_prefix("python") else { continue };
-            if parse_version(ver).is_some() && ver.chars().all(|c| c.is_ascii_digit() || c == '.') && ver.contains('.') {
-                if let Some(py) = python_at(format!("system {ver}"), entry.path()) {
-                    found.push(py);
-                }
+            let plain = ver.contains('.') && ver.chars().all(|c| c.is_ascii_digit() || c == '.');
+            if plain && parse_version(ver).is_some() {
+                found.extend(python_at(format!("system {ver}"), entry.path()));
             }
         }
     }
@@ -258,7 +274,10 @@ fn python_at(label: String, path: PathBuf) -> Option<Python> {
     if !path.is_file() {
         return None;
     }
-    let out = Command::new(&path).args(["-c", "import sys; print(sys.version_info[0], sys.version_info[1])"]).output().ok()?;
+    let out = Command::new(&path)
+        .args(["-c", "import sys; print(sys.version_info[0], sys.version_info[1])"])
+        .output()
+        .ok()?;
     let text = String::from_utf8(out.stdout).ok()?;
     let mut it = text.split_whitespace().map(|n| n.parse::<u32>());
     let version = (it.next()?.ok()?, it.next()?.ok()?);
@@ -269,7 +288,12 @@ fn python_at(label: String, path: PathBuf) -> Option<Python> {
 pub fn run_ok(program: impl AsRef<OsStr>, args: &[&OsStr]) -> String {
     let program = program.as_ref();
     let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("spawn {program:?}: {e}"));
-    assert!(out.status.success(), "{program:?} {args:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{program:?} {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 

@@ -1,1 +1,133 @@
-fn main() {}
+//! Contributor tasks: `cargo xtask setup | build | run | test | lint`.
+
+mod setup;
+
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "premain's build, run and test tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building premain needs (idempotent; quick when all is present).
+    Setup,
+    /// Set up, then build `target/release/premain` with its kernel programs embedded.
+    Build,
+    /// Set up, build, and run premain as root (default arguments: `run --events`).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Set up, lint, build, and run every test: unit tests, then the root-only integration
+    /// tests against the real kernel and every CPython on the machine.
+    Test {
+        /// Skip the formatting and clippy checks.
+        #[arg(long)]
+        no_lint: bool,
+        /// Only run tests whose name contains this.
+        filter: Option<String>,
+    },
+    /// `cargo fmt --check` and `cargo clippy -D warnings` on the host crates.
+    Lint,
+}
+
+fn main() -> anyhow::Result<()> {
+    let root = workspace_root()?;
+    match Cli::parse().task {
+        Task::Setup => setup::run(),
+        Task::Build => {
+            setup::run()?;
+            build(&root)
+        }
+        Task::Run { args } => {
+            setup::run()?;
+            build(&root)?;
+            let args = if args.is_empty() { vec!["run".into(), "--events".into()] } else { args };
+            let status = Command::new(root.join("target/release/premain"))
+                .args(&args)
+                .status()
+                .context("starting premain")?;
+            if !status.success() {
+                bail!("premain exited with {status}");
+            }
+            Ok(())
+        }
+        Task::Test { no_lint, filter } => {
+            setup::run()?;
+            if !no_lint {
+                lint(&root)?;
+            }
+            build(&root)?;
+            test(&root, filter.as_deref())
+        }
+        Task::Lint => lint(&root),
+    }
+}
+
+fn workspace_root() -> anyhow::Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    Ok(manifest.parent().context("xtask/ has no parent")?.to_path_buf())
+}
+
+/// Host crates only: `monitor-ebpf` is built by `monitor/build.rs` for the BPF target.
+const HOST: [&str; 3] = ["--workspace", "--exclude", "monitor-ebpf"];
+
+pub(crate) fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(cargo).current_dir(root).args(args).status().context("running cargo")?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn build(root: &Path) -> anyhow::Result<()> {
+    cargo(root, &["build", "--release", "--package", "monitor"])
+}
+
+fn lint(root: &Path) -> anyhow::Result<()> {
+    cargo(root, &["fmt", "--all", "--", "--check"])?;
+    let mut args = vec!["clippy", "--release", "--all-targets"];
+    args.extend(HOST);
+    args.extend(["--", "-D", "warnings"]);
+    cargo(root, &args)
+}
+
+fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
+    // SAFETY: no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        bail!("the integration tests load eBPF programs: run `cargo xtask test` as root");
+    }
+    let mut unit = vec!["test", "--release"];
+    unit.extend(HOST);
+    unit.extend(["--exclude", "integration-tests"]);
+    if let Some(filter) = filter {
+        unit.push(filter);
+    }
+    cargo(root, &unit)?;
+    // One test at a time: they share the kernel's tracepoints. --show-output lists the
+    // interpreters each test exercised.
+    let mut integration = vec!["test", "--release", "--package", "integration-tests"];
+    if let Some(filter) = filter {
+        integration.push(filter);
+    }
+    integration.extend(["--", "--test-threads=1", "--show-output"]);
+    cargo(root, &integration)
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
