@@ -205,6 +205,8 @@ pub fn exec_image(ctx: TracePointContext) -> u32 {
     rec.exe = match exe {
         Some(key) => key,
         None => {
+            // Rare (an exec racing with the mm's teardown); worth a line in the daemon's log.
+            aya_log_ebpf::warn!(&ctx, "pid {}: cannot read the identity of the new executable", tgid);
             rec.header.flags |= FLAG_READ_FAILED;
             ExeKey::default()
         }

@@ -146,17 +146,21 @@ impl Premain {
     }
 
     /// Stops with SIGINT and returns the exit status and everything premain wrote on stderr.
-    pub fn stop(mut self) -> (ExitStatus, String) {
-        let status = self.interrupt();
+    pub fn stop(self) -> (ExitStatus, String) {
+        self.stop_with(libc::SIGINT)
+    }
+
+    pub fn stop_with(mut self, signal: i32) -> (ExitStatus, String) {
+        let status = self.signal_and_wait(signal);
         // Let the reader threads take the last lines.
         thread::sleep(Duration::from_millis(100));
         (status, self.stderr())
     }
 
-    fn interrupt(&mut self) -> ExitStatus {
+    fn signal_and_wait(&mut self, signal: i32) -> ExitStatus {
         let mut child = self.child.take().expect("running");
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        unsafe { libc::kill(child.id() as i32, signal) };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait().expect("wait premain") {
@@ -164,7 +168,7 @@ impl Premain {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("premain did not stop within 20 s of SIGINT");
+                panic!("premain did not stop within 20 s of signal {signal}");
             }
             thread::sleep(Duration::from_millis(20));
         }
