@@ -223,20 +223,24 @@ fn non_python_processes_are_not_reported() {
 #[test]
 fn detached_grandchild_outliving_its_python_ancestor_is_reported() {
     let premain = Premain::start(&[]);
-    let dir = TempDir::new("detach");
-    let marker = dir.file("late-marker", "x\n");
-    let pidfile = dir.path().join("sh.pid");
-    let py = &pythons()[0];
-    run_ok(&py.path, &[script("detach.py").as_os_str(), marker.as_os_str(), pidfile.as_os_str()]);
-    let open = premain.wait_for("the detached grandchild's open", |v| {
-        v["hook"] == "open" && v["path"] == json!(marker.to_str().unwrap())
-    });
-    let sh_pid: u32 = fs::read_to_string(&pidfile).expect("pidfile").trim().parse().expect("pid");
-    assert_eq!(open["pid"], sh_pid, "{open}");
-    assert_eq!(open["comm"], "cat", "{open}");
-    assert_eq!(open["tracking"], "descendant", "{open}");
-    // Reparented away from its dead Python parent.
-    assert_ne!(open["ppid"], 0, "{open}");
+    let mut ran = Vec::new();
+    for py in pythons() {
+        let dir = TempDir::new("detach");
+        let marker = dir.file("late-marker", "x\n");
+        let pidfile = dir.path().join("sh.pid");
+        run_ok(&py.path, &[script("detach.py").as_os_str(), marker.as_os_str(), pidfile.as_os_str()]);
+        let label = &py.label;
+        let open = premain.wait_for(&format!("[{label}] the detached grandchild's open"), |v| {
+            v["hook"] == "open" && v["path"] == json!(marker.to_str().unwrap())
+        });
+        let sh_pid: u32 = fs::read_to_string(&pidfile).expect("pidfile").trim().parse().expect("pid");
+        assert_eq!(open["pid"], sh_pid, "[{label}] {open}");
+        assert_eq!(open["comm"], "cat", "[{label}] {open}");
+        assert_eq!(open["tracking"], "descendant", "[{label}] {open}");
+        premain.wait_exit(sh_pid);
+        ran.push(label.clone());
+    }
+    eprintln!("CPython interpreters exercised: {}", ran.join(", "));
 }
 
 #[test]
