@@ -105,6 +105,47 @@ fn lint(root: &Path) -> anyhow::Result<()> {
     cargo(root, &args)
 }
 
+/// Runs `cargo test ...`, echoing its output, and returns the `(passed, failed)` totals of
+/// its `test result:` lines.
+fn cargo_test(root: &Path, args: &[&str]) -> anyhow::Result<(u64, u64)> {
+    use std::io::{BufRead as _, BufReader};
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let mut child = Command::new(cargo)
+        .current_dir(root)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running cargo")?;
+    let (mut passed, mut failed) = (0, 0);
+    for line in BufReader::new(child.stdout.take().context("cargo stdout")?).lines() {
+        let line = line.context("reading cargo output")?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            passed += count_before(rest, " passed");
+            failed += count_before(rest, " failed");
+        }
+    }
+    let status = child.wait().context("waiting for cargo")?;
+    if !status.success() {
+        bail!("cargo {} failed ({status}): {passed} passed, {failed} failed", args.join(" "));
+    }
+    Ok((passed, failed))
+}
+
+/// In `ok. 42 passed; 0 failed; ...`, the number before `word`.
+fn count_before(text: &str, word: &str) -> u64 {
+    text.split(';')
+        .find_map(|part| {
+            part.trim()
+                .trim_start_matches("ok. ")
+                .trim_start_matches("FAILED. ")
+                .strip_suffix(word.trim_start())
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
     // SAFETY: no preconditions.
     if unsafe { libc_geteuid() } != 0 {
@@ -116,7 +157,7 @@ fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
     if let Some(filter) = filter {
         unit.push(filter);
     }
-    cargo(root, &unit)?;
+    let (unit_passed, unit_failed) = cargo_test(root, &unit)?;
     // One test at a time: they share the kernel's tracepoints. --show-output lists the
     // interpreters each test exercised.
     let mut integration = vec!["test", "--release", "--package", "integration-tests"];
@@ -124,10 +165,27 @@ fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
         integration.push(filter);
     }
     integration.extend(["--", "--test-threads=1", "--show-output"]);
-    cargo(root, &integration)
+    let (int_passed, int_failed) = cargo_test(root, &integration)?;
+    println!(
+        "unit tests: {unit_passed} passed, {unit_failed} failed; integration tests: {int_passed} passed, {int_failed} failed"
+    );
+    println!("xtask: {} passed, {} failed", unit_passed + int_passed, unit_failed + int_failed);
+    Ok(())
 }
 
 unsafe extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_before;
+
+    #[test]
+    fn parses_libtest_summaries() {
+        let line = "ok. 42 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out; finished in 2.12s";
+        assert_eq!((count_before(line, " passed"), count_before(line, " failed")), (42, 3));
+        assert_eq!(count_before("FAILED. 1 passed; 2 failed; 0 ignored", " failed"), 2);
+    }
 }
