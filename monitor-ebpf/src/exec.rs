@@ -20,7 +20,7 @@ use monitor_common::{
 use crate::{
     emit::{count, fill_header, scratch, send},
     maps::{SYSCALLS, TRACKED, VERDICTS, self_tgid},
-    process::save_if_tracked,
+    process::{save_if_tracked, take_saved},
     task,
 };
 
@@ -58,16 +58,12 @@ pub fn exec_exit_execveat(ctx: TracePointContext) -> u32 {
 /// now); a failed one is reported here, where the caller's memory is still intact.
 #[inline(always)]
 fn exit_exec(ctx: &TracePointContext) {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    // SAFETY: copied out before removal.
-    let Some(call) = (unsafe { SYSCALLS.get(tid) }).copied() else {
+    let Some(InFlight { syscall, args: [filename, argv, dirfd, flags, _], .. }) =
+        take_saved([SYSCALL_EXECVE, SYSCALL_EXECVEAT])
+    else {
         return;
     };
-    let _ = SYSCALLS.remove(tid);
-    let InFlight { syscall, args: [filename, argv, dirfd, flags, _], .. } = call;
-    if syscall != SYSCALL_EXECVE && syscall != SYSCALL_EXECVEAT {
-        return;
-    }
+    let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
     // SAFETY: reading the tracepoint's own record.
     let result = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
     if result == 0 {

@@ -1,9 +1,7 @@
 //! `openat` and `openat2`.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user_str},
-    macros::tracepoint,
-    programs::TracePointContext,
+    helpers::generated::bpf_probe_read_user_str, macros::tracepoint, programs::TracePointContext,
 };
 use monitor_common::{
     FLAG_PATH_TRUNCATED, FLAG_READ_FAILED, HOOK_OPEN, InFlight, OpenRecord, PATH_MAX, RECORD_OPEN,
@@ -12,8 +10,7 @@ use monitor_common::{
 
 use crate::{
     emit::{fill_header, scratch, send},
-    maps::SYSCALLS,
-    process::save_if_tracked,
+    process::{save_if_tracked, take_saved},
 };
 
 const ENAMETOOLONG: i64 = 36;
@@ -59,16 +56,11 @@ struct OpenHow {
 
 #[inline(always)]
 fn exit_open(ctx: &TracePointContext) {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    // SAFETY: the map value is copied out before the entry is removed.
-    let Some(call) = (unsafe { SYSCALLS.get(tid) }).copied() else {
+    let Some(InFlight { syscall, args: [dirfd, path, flags_or_how, mode, _], .. }) =
+        take_saved([SYSCALL_OPENAT, SYSCALL_OPENAT2])
+    else {
         return;
     };
-    let _ = SYSCALLS.remove(tid);
-    let InFlight { syscall, args: [dirfd, path, flags_or_how, mode, _], .. } = call;
-    if syscall != SYSCALL_OPENAT && syscall != SYSCALL_OPENAT2 {
-        return;
-    }
     let Some(rec) = scratch::<OpenRecord>() else {
         return;
     };

@@ -1,18 +1,13 @@
 //! `connect`.
 
-use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user},
-    macros::tracepoint,
-    programs::TracePointContext,
-};
+use aya_ebpf::{helpers::generated::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use monitor_common::{
     ConnectRecord, FLAG_READ_FAILED, HOOK_CONNECT, InFlight, RECORD_CONNECT, SOCKADDR_MAX, SYSCALL_CONNECT,
 };
 
 use crate::{
     emit::{fill_header, scratch, send},
-    maps::SYSCALLS,
-    process::save_if_tracked,
+    process::{save_if_tracked, take_saved},
 };
 
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
@@ -23,16 +18,9 @@ pub fn net_enter_connect(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_connect")]
 pub fn net_exit_connect(ctx: TracePointContext) -> u32 {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(call) = (unsafe { SYSCALLS.get(tid) }).copied() else {
+    let Some(InFlight { args: [fd, addr, addr_len, ..], .. }) = take_saved([SYSCALL_CONNECT; 2]) else {
         return 0;
     };
-    let _ = SYSCALLS.remove(tid);
-    let InFlight { syscall, args: [fd, addr, addr_len, ..], .. } = call;
-    if syscall != SYSCALL_CONNECT {
-        return 0;
-    }
     let Some(rec) = scratch::<ConnectRecord>() else {
         return 0;
     };

@@ -42,6 +42,17 @@ pub(crate) fn save_if_tracked<const N: usize>(
     }
 }
 
+/// At syscall exit: takes the arguments saved at entry, if they belong to one of `syscalls`.
+/// For an untracked process this is the only map operation.
+#[inline(always)]
+pub(crate) fn take_saved(syscalls: [u32; 2]) -> Option<InFlight> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: the value is copied out before the entry is removed.
+    let call = (unsafe { SYSCALLS.get(tid) }).copied()?;
+    let _ = SYSCALLS.remove(tid);
+    syscalls.contains(&call.syscall).then_some(call)
+}
+
 /// Raw tracepoint: its arguments are the parent and child `task_struct`s, which tell a new
 /// thread from a new process (the plain tracepoint only gives the child's tid).
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
