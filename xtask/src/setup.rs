@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 
 /// Debian packages: Debian's BPF-capable rustc/cargo and `core`, and LLVM for bpf-linker.
 const PACKAGES: &[&str] =
-    &["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf", "llvm-22-dev", "libpolly-22-dev"];
+    &["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf", "llvm-22-dev", "libpolly-22-dev", "zlib1g-dev"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
