@@ -47,7 +47,7 @@ pub struct ProcessInfo {
 }
 
 impl ProcessInfo {
-    pub fn of(_header: &Header, process: Option<&Process>) -> Self {
+    pub fn of(process: Option<&Process>) -> Self {
         let Some(p) = process else {
             return Self { tracking: "unknown", ..Self::default() };
         };

@@ -295,7 +295,7 @@ impl<K: KernelState> Tracker<K> {
         let mut event = self.event(&exec.header, Action::Exec { path, argv: exec.argv, result: 0 })?;
         // The image's own identity is reported by the exec's action; the actor is who exec'd.
         if let Some(before) = previous {
-            event.process = ProcessInfo::of(&exec.header, Some(&before));
+            event.process = ProcessInfo::of(Some(&before));
         }
         Some(event)
     }
@@ -318,7 +318,7 @@ impl<K: KernelState> Tracker<K> {
 
     fn event(&self, header: &Header, action: Action) -> Option<Event> {
         let process = self.table.get(header.pid).filter(|p| !p.is_pending())?;
-        Some(Event { header: header.clone(), process: ProcessInfo::of(header, Some(process)), action })
+        Some(Event { header: header.clone(), process: ProcessInfo::of(Some(process)), action })
     }
 
     /// Forgets processes that ended without an exit record reaching us.
