@@ -25,16 +25,19 @@ impl Listeners {
     }
 }
 
-fn exactly_one<'a>(found: Vec<&'a Value>, what: &str, label: &str, events: &[Value], pid: u32) -> &'a Value {
+/// The single event of `pid` with `hook` whose `key` is `value`; panics with the process's
+/// events when there are none or several.
+fn the_one(events: &[Value], pid: u32, hook: &str, key: &str, value: &Value, label: &str) -> Value {
+    let found = matching(events, pid, hook, key, value);
     if found.len() != 1 {
         let mine: Vec<String> = events.iter().filter(|e| e["pid"] == pid).map(Value::to_string).collect();
         panic!(
-            "[{label}] expected exactly one {what}, found {}; events of pid {pid}:\n{}",
+            "[{label}] expected exactly one {hook} event with {key} = {value}, found {}; events of pid {pid}:\n{}",
             found.len(),
             mine.join("\n")
         );
     }
-    found[0]
+    found[0].clone()
 }
 
 /// Runs `actions.py` under `python` and checks every action appears once, correctly.
@@ -59,43 +62,19 @@ fn check_actions(premain: &Premain, label: &str, python: &OsStr, dir: &TempDir, 
     let events = premain.events();
     let path = |name: &str| json!(d.join(name).to_str().unwrap());
 
-    let abs = exactly_one(
-        matching(&events, pid, "open", "path", &path("abs-marker")),
-        "absolute open",
-        label,
-        &events,
-        pid,
-    );
+    let abs = the_one(&events, pid, "open", "path", &path("abs-marker"), label);
     assert_eq!(abs["path_resolution"], "absolute", "[{label}] {abs}");
     assert!(abs["result"].as_i64().unwrap() >= 0, "[{label}] {abs}");
     assert_eq!(abs["tracking"], "python", "[{label}] {abs}");
 
-    let rel = exactly_one(
-        matching(&events, pid, "open", "path", &path("rel-marker")),
-        "relative open",
-        label,
-        &events,
-        pid,
-    );
+    let rel = the_one(&events, pid, "open", "path", &path("rel-marker"), label);
     assert_eq!(rel["path_resolution"], "cwd", "[{label}] {rel}");
 
-    let dirfd = exactly_one(
-        matching(&events, pid, "open", "path", &path("dirfd-marker")),
-        "dirfd-relative open",
-        label,
-        &events,
-        pid,
-    );
+    let dirfd = the_one(&events, pid, "open", "path", &path("dirfd-marker"), label);
     assert_eq!(dirfd["path_resolution"], "dirfd", "[{label}] {dirfd}");
     assert!(dirfd["dirfd"].as_i64().unwrap() >= 0, "[{label}] {dirfd}");
 
-    let missing = exactly_one(
-        matching(&events, pid, "open", "path", &path("missing-marker")),
-        "failed open",
-        label,
-        &events,
-        pid,
-    );
+    let missing = the_one(&events, pid, "open", "path", &path("missing-marker"), label);
     assert_eq!(
         (missing["result"].as_i64(), missing["error"].as_str()),
         (Some(-2), Some("ENOENT")),
@@ -103,33 +82,15 @@ fn check_actions(premain: &Premain, label: &str, python: &OsStr, dir: &TempDir, 
     );
 
     for (addr, family) in [(format!("127.0.0.1:{port4}"), "inet"), (format!("[::1]:{port6}"), "inet6")] {
-        let c = exactly_one(
-            matching(&events, pid, "connect", "addr", &json!(addr)),
-            &format!("connect to {addr}"),
-            label,
-            &events,
-            pid,
-        );
+        let c = the_one(&events, pid, "connect", "addr", &json!(addr), label);
         assert_eq!((c["result"].as_i64(), c["family"].as_str()), (Some(0), Some(family)), "[{label}] {c}");
     }
 
-    let exec = exactly_one(
-        matching(&events, child, "exec", "path", &json!("/bin/true")),
-        "exec of /bin/true",
-        label,
-        &events,
-        child,
-    );
+    let exec = the_one(&events, child, "exec", "path", &json!("/bin/true"), label);
     assert_eq!(exec["ppid"], pid, "[{label}] {exec}");
     assert_eq!(exec["result"], 0, "[{label}] {exec}");
     assert_eq!(exec["argv"], json!(["/bin/true"]), "[{label}] {exec}");
-    let fork = exactly_one(
-        matching(&events, pid, "fork", "child_pid", &json!(child)),
-        "fork of the child",
-        label,
-        &events,
-        pid,
-    );
+    let fork = the_one(&events, pid, "fork", "child_pid", &json!(child), label);
     assert_eq!(fork["thread"], false, "[{label}] {fork}");
 }
 

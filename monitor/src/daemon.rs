@@ -96,7 +96,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 guard.clear_ready();
             }
             _ = ticker.tick() => {
-                last_counts = report_losses(&counters, &last_counts, &clock)?;
+                last_counts = report_losses(&counters, &last_counts)?;
                 ticks += 1;
                 if ticks.is_multiple_of(10) {
                     let swept = tracker.sweep();
@@ -112,7 +112,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     // Detach first so nothing new arrives, then take what is left in the ring.
     drop(ebpf);
     drain(ring.get_mut(), &mut tracker, &mut out)?;
-    let final_counts = report_losses(&counters, &last_counts, &clock)?;
+    let final_counts = report_losses(&counters, &last_counts)?;
     let lost: u64 = (0..monitor_common::HOOK_COUNT).map(|h| final_counts.lost(h)).sum();
     tracing::info!(
         records = tracker.stats.records,
@@ -160,11 +160,7 @@ fn drain(ring: &mut RingBuf<MapData>, tracker: &mut Tracker<KernelMaps>, out: &m
     stdout.flush()
 }
 
-fn report_losses(
-    counters: &aya::maps::PerCpuArray<MapData, u64>,
-    before: &Snapshot,
-    clock: &Clock,
-) -> io::Result<Snapshot> {
+fn report_losses(counters: &aya::maps::PerCpuArray<MapData, u64>, before: &Snapshot) -> io::Result<Snapshot> {
     let now = Snapshot::read(counters);
     let time = rfc3339(std::time::SystemTime::now());
     let records = now.loss_records(before, &time);
@@ -178,7 +174,6 @@ fn report_losses(
         }
         stdout.flush()?;
     }
-    let _ = clock;
     Ok(now)
 }
 

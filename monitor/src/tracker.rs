@@ -136,7 +136,7 @@ impl<K: KernelState> Tracker<K> {
                     }
                 }
                 self.event(
-                    &fork.header.clone(),
+                    &fork.header,
                     Action::Fork {
                         child_pid: fork.child_pid,
                         child_tid: fork.child_tid,
