@@ -12,6 +12,8 @@ pub const VERDICTS: &str = "VERDICTS";
 pub const SYSCALLS: &str = "SYSCALLS";
 /// Per-CPU `u64` counters, indexed by [`counter_index`].
 pub const COUNTERS: &str = "COUNTERS";
+/// `u32` switches the daemon flips at run time (`CONTROL_*` indexes).
+pub const CONTROL: &str = "CONTROL";
 /// Global holding the daemon's own tgid: its processes are never tracked.
 pub const SELF_TGID: &str = "SELF_TGID";
 /// Global holding the [`KernelOffsets`] resolved from the running kernel's BTF.
@@ -23,6 +25,11 @@ pub const TRACK_PYTHON: u32 = 1;
 pub const TRACK_DESCENDANT: u32 = 1 << 1;
 /// The process executed a binary the daemon has not judged yet: recorded until the verdict.
 pub const TRACK_PENDING: u32 = 1 << 2;
+
+/// `CONTROL` index: when non-zero, a process that executes a file not judged yet is stopped
+/// until the daemon has judged it (and attached its probes). Cleared before the daemon exits.
+pub const CONTROL_HOLD: u32 = 0;
+pub const CONTROL_SLOTS: u32 = 4;
 
 pub const VERDICT_PYTHON: u32 = 1;
 pub const VERDICT_NOT_PYTHON: u32 = 2;
@@ -74,7 +81,10 @@ pub const HOOK_CONNECT: u32 = 1;
 pub const HOOK_EXEC: u32 = 2;
 pub const HOOK_FORK: u32 = 3;
 pub const HOOK_EXIT: u32 = 4;
-pub const HOOK_COUNT: u32 = 5;
+pub const HOOK_SEND: u32 = 5;
+/// The interpreter probes (uprobes on CPython).
+pub const HOOK_PYTHON: u32 = 6;
+pub const HOOK_COUNT: u32 = 7;
 
 /// Record handed to the ring buffer.
 pub const COUNT_SENT: u32 = 0;

@@ -26,6 +26,10 @@ pub const RECORD_IMAGE: u32 = 4;
 pub const RECORD_FORK: u32 = 5;
 /// The last thread of a tracked process exited ([`ExitRecord`]).
 pub const RECORD_EXIT: u32 = 6;
+/// `sendto`/`sendmsg` with an explicit destination by a tracked process ([`ConnectRecord`]).
+pub const RECORD_SEND: u32 = 7;
+/// A CPython interpreter reached one of the points premain probes ([`MarkerRecord`]).
+pub const RECORD_MARKER: u32 = 8;
 
 /// The path or filename did not fit and was cut.
 pub const FLAG_PATH_TRUNCATED: u32 = 1;
@@ -35,12 +39,63 @@ pub const FLAG_ARGS_TRUNCATED: u32 = 1 << 1;
 pub const FLAG_READ_FAILED: u32 = 1 << 2;
 /// On [`RECORD_IMAGE`]: the process was tracked before the exec, so the exec is its action.
 pub const FLAG_EXEC_BY_TRACKED: u32 = 1 << 3;
+/// On [`RECORD_IMAGE`]: the executable was unknown and the kernel stopped the process
+/// (`SIGSTOP`) until the daemon has judged it and, for CPython, attached its probes.
+pub const FLAG_HELD: u32 = 1 << 4;
 
 pub const SYSCALL_OPENAT: u32 = 1;
 pub const SYSCALL_OPENAT2: u32 = 2;
 pub const SYSCALL_CONNECT: u32 = 3;
 pub const SYSCALL_EXECVE: u32 = 4;
 pub const SYSCALL_EXECVEAT: u32 = 5;
+pub const SYSCALL_SENDTO: u32 = 6;
+pub const SYSCALL_SENDMSG: u32 = 7;
+
+/// Bytes of a marker's text (a code object's file name, a `-m` module name...).
+pub const MARK_TEXT_MAX: usize = 512;
+/// Bytes of an audit event name kept in a marker.
+pub const MARK_NAME_MAX: usize = 32;
+
+/// `PySys_Audit("cpython.run_*")`: the user's code starts now. `name` holds the event name,
+/// `text` its first argument (see [`MarkerRecord::format`]).
+pub const MARK_MAIN: u32 = 1;
+/// `PyEval_EvalCode` entered: a module body, a script, an `exec()` of a string. `text` holds
+/// the code object's `co_filename` (empty with `FLAG_READ_FAILED` when not compact ASCII).
+pub const MARK_EVAL_ENTER: u32 = 2;
+/// `PyEval_EvalCode` returned.
+pub const MARK_EVAL_EXIT: u32 = 3;
+
+/// Uprobe cookies carry the layout of the CPython objects a probe reads, so one program
+/// serves every CPython build.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeCookie {
+    /// Offset of `co_filename` in a code object.
+    pub co_filename: u16,
+    /// Offset of the character data of a compact ASCII `str`.
+    pub str_data: u8,
+    /// Offset of the byte of `PyASCIIObject.state` that holds the `compact` and `ascii` bits.
+    pub str_state: u8,
+    /// Both bits set in that byte for a compact ASCII `str`.
+    pub str_ascii_mask: u8,
+}
+
+impl ProbeCookie {
+    pub const fn encode(self) -> u64 {
+        (self.co_filename as u64) << 8
+            | (self.str_data as u64) << 24
+            | (self.str_state as u64) << 32
+            | (self.str_ascii_mask as u64) << 40
+    }
+
+    pub const fn decode(cookie: u64) -> Self {
+        Self {
+            co_filename: (cookie >> 8) as u16,
+            str_data: (cookie >> 24) as u8,
+            str_state: (cookie >> 32) as u8,
+            str_ascii_mask: (cookie >> 40) as u8,
+        }
+    }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -153,6 +208,23 @@ pub struct ExitRecord {
     pub _pad: u32,
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MarkerRecord {
+    pub header: RecordHeader,
+    /// `MARK_*`.
+    pub marker: u32,
+    /// For [`MARK_MAIN`]: the audit argument format, `b'u'` (`text` is a `wchar_t` string,
+    /// UTF-32) or `b'O'` (`text` is a `str`'s ASCII data); else 0.
+    pub format: u32,
+    /// Bytes used in `text`.
+    pub text_len: u32,
+    pub _pad: u32,
+    /// NUL-padded.
+    pub name: [u8; MARK_NAME_MAX],
+    pub text: [u8; MARK_TEXT_MAX],
+}
+
 /// The largest record: the size of the per-CPU scratch area records are built in.
 pub const RECORD_MAX: usize = core::mem::size_of::<ExecRecord>();
 
@@ -172,6 +244,8 @@ mod pod {
     unsafe impl aya::Pod for super::ForkRecord {}
     // SAFETY: repr(C), integer fields only, no padding (asserted in `layout`).
     unsafe impl aya::Pod for super::ExitRecord {}
+    // SAFETY: repr(C), integer fields only, no padding (asserted in `layout`).
+    unsafe impl aya::Pod for super::MarkerRecord {}
 }
 
 /// Compile-time proof that no type has implicit padding: each size equals the sum of its
@@ -192,6 +266,9 @@ mod layout {
         assert!(size_of::<ExecRecord>() == 136 + ARGS_MAX + PATH_MAX);
         assert!(size_of::<ForkRecord>() == 80);
         assert!(size_of::<ExitRecord>() == 72);
+        assert!(offset_of!(MarkerRecord, text) == 80 + MARK_NAME_MAX);
+        assert!(size_of::<MarkerRecord>() == 80 + MARK_NAME_MAX + MARK_TEXT_MAX);
+        assert!(RECORD_MAX >= size_of::<MarkerRecord>());
         assert!(RECORD_MAX >= size_of::<OpenRecord>());
     };
 }

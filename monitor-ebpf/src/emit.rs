@@ -51,15 +51,21 @@ pub(crate) fn fill_header(header: &mut RecordHeader, kind: u32) {
 }
 
 /// Sends the first `len` bytes of `record` and counts the outcome. The caller has stored
-/// `len` in the record's header.
+/// `len` in the record's header. Returns whether the record went out.
 #[inline(always)]
-pub(crate) fn send<T>(hook: u32, record: &T, len: usize) {
+pub(crate) fn send<T>(hook: u32, record: &T, len: usize) -> bool {
     // Also proves the bound to the verifier.
     let len = if len > core::mem::size_of::<T>() { core::mem::size_of::<T>() } else { len };
     // SAFETY: `len` is at most the size of `record`, which is valid for reads.
     let bytes = unsafe { core::slice::from_raw_parts((record as *const T).cast::<u8>(), len) };
     match EVENTS.output::<[u8]>(bytes, 0) {
-        Ok(()) => count(hook, COUNT_SENT),
-        Err(_) => count(hook, COUNT_LOST_RINGBUF),
+        Ok(()) => {
+            count(hook, COUNT_SENT);
+            true
+        }
+        Err(_) => {
+            count(hook, COUNT_LOST_RINGBUF);
+            false
+        }
     }
 }

@@ -5,26 +5,27 @@ use aya_ebpf::{
     EbpfContext as _,
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_user,
-        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user_str},
+        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user_str, bpf_send_signal},
     },
     macros::tracepoint,
     programs::TracePointContext,
 };
 use monitor_common::{
-    ARGS_MAX, ARGV_MAX, COUNT_LOST_TRACKED, COUNT_READ_FAILED, ExeKey, ExecRecord, FLAG_ARGS_TRUNCATED,
-    FLAG_EXEC_BY_TRACKED, FLAG_PATH_TRUNCATED, FLAG_READ_FAILED, HOOK_EXEC, InFlight, PATH_MAX,
-    RECORD_EXEC_FAILED, RECORD_IMAGE, SYSCALL_EXECVE, SYSCALL_EXECVEAT, TRACK_DESCENDANT, TRACK_PENDING,
-    TRACK_PYTHON, VERDICT_PYTHON,
+    ARGS_MAX, ARGV_MAX, CONTROL_HOLD, COUNT_LOST_TRACKED, COUNT_READ_FAILED, ExeKey, ExecRecord,
+    FLAG_ARGS_TRUNCATED, FLAG_EXEC_BY_TRACKED, FLAG_HELD, FLAG_PATH_TRUNCATED, FLAG_READ_FAILED, HOOK_EXEC,
+    InFlight, PATH_MAX, RECORD_EXEC_FAILED, RECORD_IMAGE, SYSCALL_EXECVE, SYSCALL_EXECVEAT, TRACK_DESCENDANT,
+    TRACK_PENDING, TRACK_PYTHON, VERDICT_PYTHON,
 };
 
 use crate::{
     emit::{count, fill_header, scratch, send},
-    maps::{SYSCALLS, TRACKED, VERDICTS, self_tgid},
+    maps::{SYSCALLS, TRACKED, VERDICTS, control, self_tgid},
     process::{save_if_tracked, take_saved},
     task,
 };
 
 const AT_FDCWD: i32 = -100;
+const SIGSTOP: u32 = 19;
 /// Longest argv entry captured for a failed exec (a successful one copies the argv area whole).
 const ARG_CHUNK: usize = 256;
 
@@ -129,8 +130,9 @@ fn read_argv(rec: &mut ExecRecord, argv: u64) {
 }
 
 /// `n` is a `*_read_*_str` result: bytes copied including the NUL, or a negative error.
+/// Returns whether the record was sent.
 #[inline(always)]
-fn finish_filename(rec: &mut ExecRecord, n: i64) {
+fn finish_filename(rec: &mut ExecRecord, n: i64) -> bool {
     let len = if n > 0 {
         (n as usize - 1) & (PATH_MAX - 1)
     } else {
@@ -146,7 +148,7 @@ fn finish_filename(rec: &mut ExecRecord, n: i64) {
     rec.filename_len = len as u32;
     let size = core::mem::offset_of!(ExecRecord, filename) + len;
     rec.header.size = size as u32;
-    send(HOOK_EXEC, rec, size);
+    send(HOOK_EXEC, rec, size)
 }
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
@@ -191,6 +193,13 @@ pub fn exec_image(ctx: TracePointContext) -> u32 {
     if by_tracked {
         rec.header.flags |= FLAG_EXEC_BY_TRACKED;
     }
+    // An unseen executable may be a CPython whose probes are not attached yet: stop the process
+    // before its first instruction, so that no start-up marker is missed. The daemon resumes
+    // it once judged; only a record that reached the ring can promise that.
+    let hold = verdict.is_none() && control(CONTROL_HOLD) != 0;
+    if hold {
+        rec.header.flags |= FLAG_HELD;
+    }
     rec.result = 0;
     rec.old_pid = old_pid;
     rec.tracking = after;
@@ -227,6 +236,9 @@ pub fn exec_image(ctx: TracePointContext) -> u32 {
     let n = unsafe {
         bpf_probe_read_kernel_str(rec.filename.as_mut_ptr().cast(), PATH_MAX as u32, src as *const _)
     };
-    finish_filename(rec, n);
+    if finish_filename(rec, n) && hold {
+        // SAFETY: helper without preconditions; it signals the current process.
+        unsafe { bpf_send_signal(SIGSTOP) };
+    }
     0
 }

@@ -12,6 +12,7 @@ mod file;
 mod maps;
 mod net;
 mod process;
+mod python;
 mod task;
 
 #[cfg(not(test))]

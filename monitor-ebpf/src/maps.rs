@@ -1,9 +1,10 @@
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
-    COUNTER_SLOTS, ExeKey, ExecRecord, InFlight, KernelOffsets, SYSCALLS_MAX, TRACKED_MAX, VERDICTS_MAX,
+    CONTROL_SLOTS, COUNTER_SLOTS, ExeKey, ExecRecord, InFlight, KernelOffsets, SYSCALLS_MAX, TRACKED_MAX,
+    VERDICTS_MAX,
 };
 
 /// Sized by the daemon at load time (`--ring-buffer-size`).
@@ -21,6 +22,9 @@ pub(crate) static SYSCALLS: HashMap<u32, InFlight> = HashMap::with_max_entries(S
 
 #[map]
 pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+#[map]
+pub(crate) static CONTROL: Array<u32> = Array::with_max_entries(CONTROL_SLOTS, 0);
 
 /// Records are built here: they are far larger than the 512-byte BPF stack.
 #[map]
@@ -60,4 +64,9 @@ pub(crate) fn self_tgid() -> u32 {
 pub(crate) fn offsets() -> KernelOffsets {
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(&raw const OFFSETS) }
+}
+
+#[inline(always)]
+pub(crate) fn control(slot: u32) -> u32 {
+    CONTROL.get(slot).copied().unwrap_or(0)
 }

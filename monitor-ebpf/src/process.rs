@@ -25,9 +25,7 @@ pub(crate) fn save_if_tracked<const N: usize>(
     syscall: u32,
     arg_offsets: [usize; N],
 ) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: only presence is checked.
-    if unsafe { TRACKED.get((pid_tgid >> 32) as u32) }.is_none() {
+    if !current_tracked() {
         return;
     }
     let mut call = InFlight { syscall, _pad: 0, args: [0; 5] };
@@ -37,7 +35,21 @@ pub(crate) fn save_if_tracked<const N: usize>(
         call.args[i] = unsafe { ctx.read_at::<u64>(arg_offsets[i]) }.unwrap_or(0);
         i += 1;
     }
-    if SYSCALLS.insert(pid_tgid as u32, call, 0).is_err() {
+    save(hook, call);
+}
+
+#[inline(always)]
+pub(crate) fn current_tracked() -> bool {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: only presence is checked.
+    unsafe { TRACKED.get(tgid) }.is_some()
+}
+
+/// Keeps `call` until the current thread's syscall returns.
+#[inline(always)]
+pub(crate) fn save(hook: u32, call: InFlight) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if SYSCALLS.insert(tid, call, 0).is_err() {
         count(hook, COUNT_LOST_INFLIGHT);
     }
 }

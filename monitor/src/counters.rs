@@ -3,7 +3,8 @@
 use aya::maps::{MapData, PerCpuArray};
 use monitor_common::{
     COUNT_KINDS, COUNT_LOST_INFLIGHT, COUNT_LOST_RINGBUF, COUNT_LOST_TRACKED, COUNT_READ_FAILED, COUNT_SENT,
-    HOOK_CONNECT, HOOK_COUNT, HOOK_EXEC, HOOK_EXIT, HOOK_FORK, HOOK_OPEN, counter_index,
+    HOOK_CONNECT, HOOK_COUNT, HOOK_EXEC, HOOK_EXIT, HOOK_FORK, HOOK_OPEN, HOOK_PYTHON, HOOK_SEND,
+    counter_index,
 };
 use serde_json::{Value, json};
 
@@ -14,6 +15,8 @@ pub fn hook_name(hook: u32) -> &'static str {
         HOOK_EXEC => "exec",
         HOOK_FORK => "fork",
         HOOK_EXIT => "exit",
+        HOOK_SEND => "send",
+        HOOK_PYTHON => "python",
         _ => "unknown",
     }
 }

@@ -13,13 +13,19 @@ use tokio::{
 };
 
 use crate::{
+    alert::Alerts,
     btf::Btf,
     counters::Snapshot,
     decode::decode,
     error::StartError,
     event::{Clock, rfc3339},
+    install,
     loader::{self, KernelMaps},
-    offsets, preflight, seed,
+    offsets,
+    phase::{Phase, PhaseEngine},
+    preflight,
+    rules::Rules,
+    seed,
     tracker::{Tracker, judge_from_proc},
 };
 
@@ -33,6 +39,8 @@ pub struct RunOptions {
     pub max_processes: usize,
     /// Test hook: wait this long after `ready` before reading records.
     pub stall_reader: Option<Duration>,
+    /// Repeats of an alert within this window are folded into it.
+    pub fold_window: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,13 +68,23 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
 
     let mut kernel = loader::load(&offsets, opts.ring_buffer_bytes)?;
     let attached = loader::attach_all(&mut kernel)?;
-    let loader::Kernel { ebpf, events, maps, counters, logger } = kernel;
+    let loader::Kernel { events, maps, counters, logger } = kernel;
     if let Some(logger) = logger {
         tokio::spawn(pump_kernel_log(logger));
     }
     let mut tracker: Tracker<KernelMaps> = Tracker::new(maps, Box::new(judge_from_proc), opts.max_processes);
     let adopted = seed::seed(&mut tracker);
-    tracing::info!(programs = attached, preexisting = adopted, "ready: all programs attached");
+    // From now on a process starting an executable never seen waits (stopped) until it is
+    // judged, so that a new CPython has its probes before it runs a line.
+    if let Err(err) = tracker.kernel().set_hold(true) {
+        tracing::warn!(error = %err, "cannot hold unseen executables: their first start-up may be phased from syscalls only");
+    }
+    tracing::info!(
+        programs = attached,
+        preexisting = adopted,
+        interpreters = tracker.kernel().probes.images(),
+        "ready: all programs attached"
+    );
 
     // Counters start at zero when the maps are created: everything counted from here on is
     // reported, including what is lost while the reader is not yet running.
@@ -83,7 +101,15 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
 
     let clock = Clock::new();
     let mut ring = readable(events)?;
-    let mut out = Output { events: opts.events, clock, malformed: 0, printed: 0 };
+    let mut out = Output {
+        events: opts.events,
+        clock,
+        malformed: 0,
+        printed: 0,
+        engine: PhaseEngine::new(install::detector()),
+        rules: Rules::defaults(),
+        alerts: Alerts::new(clock, opts.fold_window),
+    };
     let mut ticker = interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
@@ -97,26 +123,33 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             }
             _ = ticker.tick() => {
                 last_counts = report_losses(&counters, &last_counts)?;
+                print_lines(&out.alerts.expire(false))?;
                 ticks += 1;
                 if ticks.is_multiple_of(10) {
                     let swept = tracker.sweep();
                     if swept > 0 {
                         tracing::debug!(swept, "forgot processes whose exit was not seen");
                     }
+                    out.engine.sweep(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
                 }
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
-    // Detach first so nothing new arrives, then take what is left in the ring.
-    drop(ebpf);
+    // Stop holding, detach so nothing new arrives, then take what is left in the ring: that
+    // resumes any process still held.
+    let _ = tracker.kernel().set_hold(false);
+    tracker.kernel().probes.unload();
     drain(ring.get_mut(), &mut tracker, &mut out)?;
+    print_lines(&out.alerts.expire(true))?;
     let final_counts = report_losses(&counters, &last_counts)?;
     let lost: u64 = (0..monitor_common::HOOK_COUNT).map(|h| final_counts.lost(h)).sum();
     tracing::info!(
         records = tracker.stats.records,
         events = out.printed,
+        alerts = out.alerts.raised,
+        folded = out.alerts.folded,
         malformed = out.malformed,
         lost,
         not_python = tracker.stats.dropped_not_python,
@@ -131,6 +164,22 @@ struct Output {
     clock: Clock,
     malformed: u64,
     printed: u64,
+    engine: PhaseEngine,
+    rules: Rules,
+    alerts: Alerts,
+}
+
+fn print_lines(lines: &[serde_json::Value]) -> io::Result<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let stdout = io::stdout();
+    let mut stdout = io::BufWriter::new(stdout.lock());
+    for line in lines {
+        serde_json::to_writer(&mut stdout, line)?;
+        stdout.write_all(b"\n")?;
+    }
+    stdout.flush()
 }
 
 fn drain(ring: &mut RingBuf<MapData>, tracker: &mut Tracker<KernelMaps>, out: &mut Output) -> io::Result<()> {
@@ -149,12 +198,24 @@ fn drain(ring: &mut RingBuf<MapData>, tracker: &mut Tracker<KernelMaps>, out: &m
                 continue;
             }
         };
-        if let Some(event) = tracker.handle(record)
-            && out.events
-        {
-            serde_json::to_writer(&mut stdout, &event.to_json(&out.clock))?;
+        let Some(event) = tracker.handle(record) else { continue };
+        let context = out.engine.observe(&event);
+        if out.events {
+            let mut line = event.to_json(&out.clock);
+            if let serde_json::Value::Object(obj) = &mut line {
+                obj.insert("phase".into(), serde_json::json!(context.phase.as_str()));
+            }
+            serde_json::to_writer(&mut stdout, &line)?;
             stdout.write_all(b"\n")?;
             out.printed += 1;
+        }
+        if context.phase == Phase::Runtime {
+            continue;
+        }
+        let Some(hit) = out.rules.evaluate(&event.action) else { continue };
+        if let Some(alert) = out.alerts.raise(&event, &context, hit, &tracker.table) {
+            serde_json::to_writer(&mut stdout, &alert)?;
+            stdout.write_all(b"\n")?;
         }
     }
     stdout.flush()

@@ -4,8 +4,9 @@
 use std::mem::{offset_of, size_of};
 
 use monitor_common::{
-    ARGS_MAX, ConnectRecord, ExeKey, ExecRecord, ExitRecord, ForkRecord, OpenRecord, PATH_MAX,
-    RECORD_CONNECT, RECORD_EXEC_FAILED, RECORD_EXIT, RECORD_FORK, RECORD_IMAGE, RECORD_OPEN, RecordHeader,
+    ARGS_MAX, ConnectRecord, ExeKey, ExecRecord, ExitRecord, ForkRecord, MARK_EVAL_ENTER, MARK_EVAL_EXIT,
+    MARK_MAIN, MARK_TEXT_MAX, MarkerRecord, OpenRecord, PATH_MAX, RECORD_CONNECT, RECORD_EXEC_FAILED,
+    RECORD_EXIT, RECORD_FORK, RECORD_IMAGE, RECORD_MARKER, RECORD_OPEN, RECORD_SEND, RecordHeader,
     SOCKADDR_MAX,
 };
 
@@ -84,10 +85,35 @@ pub struct Exit {
     pub exit_code: i32,
 }
 
+/// What a CPython probe saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mark {
+    /// The user's code starts: `how` is the audit event's suffix (`file`, `module`,
+    /// `command`, `stdin`), `target` its argument (script path, module name, command).
+    Main {
+        how: String,
+        target: Vec<u8>,
+    },
+    /// A code object starts running; its `co_filename`, empty when unreadable.
+    EvalEnter {
+        filename: Vec<u8>,
+    },
+    EvalExit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    pub header: Header,
+    pub mark: Mark,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Open(Open),
     Connect(Connect),
+    /// `sendto`/`sendmsg` to an explicit address.
+    Send(Connect),
+    Marker(Marker),
     /// An exec by a tracked process that failed.
     ExecFailed(Exec),
     /// A new program image (successful exec).
@@ -100,7 +126,8 @@ impl Record {
     pub fn header(&self) -> &Header {
         match self {
             Self::Open(r) => &r.header,
-            Self::Connect(r) => &r.header,
+            Self::Connect(r) | Self::Send(r) => &r.header,
+            Self::Marker(r) => &r.header,
             Self::ExecFailed(r) | Self::Image(r) => &r.header,
             Self::Fork(r) => &r.header,
             Self::Exit(r) => &r.header,
@@ -157,6 +184,17 @@ fn header(raw: &RecordHeader) -> Header {
     }
 }
 
+/// A `wchar_t` string as the kernel copied it (raw UTF-32, maybe past its end), as UTF-8.
+fn utf32_until_nul(raw: &[u8]) -> Vec<u8> {
+    let text: String = raw
+        .chunks_exact(4)
+        .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+        .take_while(|&c| c != 0)
+        .map(|c| char::from_u32(c).unwrap_or(char::REPLACEMENT_CHARACTER))
+        .collect();
+    text.into_bytes()
+}
+
 /// Splits NUL-terminated strings laid back to back; a final unterminated piece is kept.
 pub fn split_args(bytes: &[u8]) -> Vec<Vec<u8>> {
     let mut args: Vec<Vec<u8>> = bytes.split(|&b| b == 0).map(<[u8]>::to_vec).collect();
@@ -190,16 +228,35 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 path,
             }))
         }
-        RECORD_CONNECT => {
+        RECORD_CONNECT | RECORD_SEND => {
             need(bytes, size_of::<ConnectRecord>())?;
             let r: ConnectRecord = read_prefix(bytes);
             let captured = (r.addr_len as usize).min(SOCKADDR_MAX);
-            Ok(Record::Connect(Connect {
-                header: head,
-                result: r.result,
-                fd: r.fd,
-                addr: r.addr[..captured].to_vec(),
-            }))
+            let connect =
+                Connect { header: head, result: r.result, fd: r.fd, addr: r.addr[..captured].to_vec() };
+            Ok(if raw.kind == RECORD_SEND { Record::Send(connect) } else { Record::Connect(connect) })
+        }
+        RECORD_MARKER => {
+            let start = offset_of!(MarkerRecord, text);
+            need(bytes, start)?;
+            let r: MarkerRecord = read_prefix(bytes);
+            let text = tail(bytes, start, r.text_len, MARK_TEXT_MAX, "text")?;
+            let mark = match r.marker {
+                MARK_MAIN => {
+                    let name_len = r.name.iter().position(|&b| b == 0).unwrap_or(r.name.len());
+                    let name = String::from_utf8_lossy(&r.name[..name_len]);
+                    let how = name.strip_prefix("cpython.run_").unwrap_or(&name).to_owned();
+                    let target = match r.format {
+                        0x75 => utf32_until_nul(text),
+                        _ => text.to_vec(),
+                    };
+                    Mark::Main { how, target }
+                }
+                MARK_EVAL_ENTER => Mark::EvalEnter { filename: text.to_vec() },
+                MARK_EVAL_EXIT => Mark::EvalExit,
+                other => return Err(DecodeError::UnknownKind(other << 16 | RECORD_MARKER)),
+            };
+            Ok(Record::Marker(Marker { header: head, mark }))
         }
         RECORD_EXEC_FAILED | RECORD_IMAGE => {
             let start = offset_of!(ExecRecord, filename);
@@ -288,6 +345,24 @@ pub(crate) mod encode {
         bytes_of(&r, len)
     }
 
+    pub(crate) fn marker(pid: u32, tid: u32, kind: u32, name: &[u8], format: u32, text: &[u8]) -> Vec<u8> {
+        let mut r = MarkerRecord {
+            header: header(RECORD_MARKER, pid),
+            marker: kind,
+            format,
+            text_len: text.len() as u32,
+            _pad: 0,
+            name: [0; monitor_common::MARK_NAME_MAX],
+            text: [0; MARK_TEXT_MAX],
+        };
+        r.header.tid = tid;
+        r.name[..name.len()].copy_from_slice(name);
+        r.text[..text.len()].copy_from_slice(text);
+        let len = offset_of!(MarkerRecord, text) + text.len();
+        r.header.size = len as u32;
+        bytes_of(&r, len)
+    }
+
     pub(crate) fn image(pid: u32, filename: &[u8], args: &[u8]) -> Vec<u8> {
         let mut r = ExecRecord {
             header: header(RECORD_IMAGE, pid),
@@ -336,8 +411,31 @@ mod tests {
     }
 
     #[test]
+    fn markers_decode_wide_and_ascii_arguments() {
+        let wide: Vec<u8> = "pkg.mod\0junk".chars().flat_map(|c| (c as u32).to_ne_bytes()).collect();
+        let bytes = marker(5, 6, MARK_MAIN, b"cpython.run_module", u32::from(b'u'), &wide);
+        let Record::Marker(m) = decode(&bytes).unwrap() else { panic!("not a marker") };
+        assert_eq!(m.mark, Mark::Main { how: "module".into(), target: b"pkg.mod".to_vec() });
+        assert_eq!(m.header.tid, 6);
+        let bytes = marker(5, 6, MARK_MAIN, b"cpython.run_file", u32::from(b'O'), b"x.py");
+        let Record::Marker(m) = decode(&bytes).unwrap() else { panic!("not a marker") };
+        assert_eq!(m.mark, Mark::Main { how: "file".into(), target: b"x.py".to_vec() });
+        let bytes = marker(5, 6, MARK_EVAL_ENTER, b"", 0, b"/site/a.py");
+        let Record::Marker(m) = decode(&bytes).unwrap() else { panic!("not a marker") };
+        assert_eq!(m.mark, Mark::EvalEnter { filename: b"/site/a.py".to_vec() });
+        let mut bad = marker(5, 6, 99, b"", 0, b"");
+        assert!(decode(&bad).is_err());
+        bad = marker(5, 6, MARK_EVAL_EXIT, b"", 0, b"");
+        assert_eq!(decode(&bad).unwrap().header().pid, 5);
+    }
+
+    #[test]
     fn every_truncation_is_an_error_not_a_panic() {
-        for bytes in [open(1, b"/tmp/x", 0), image(1, b"/bin/true", b"true\0")] {
+        for bytes in [
+            open(1, b"/tmp/x", 0),
+            image(1, b"/bin/true", b"true\0"),
+            marker(1, 1, MARK_EVAL_ENTER, b"", 0, b"/a.py"),
+        ] {
             for len in 0..bytes.len() {
                 assert!(decode(&bytes[..len]).is_err(), "prefix of {len} bytes decoded");
             }
@@ -379,7 +477,7 @@ mod tests {
             }
             if len >= 8 {
                 // Make some inputs pass the first checks so the deeper ones run too.
-                bytes[0..4].copy_from_slice(&((round % 8) as u32).to_ne_bytes());
+                bytes[0..4].copy_from_slice(&((round % 10) as u32).to_ne_bytes());
                 bytes[4..8].copy_from_slice(&(len as u32).to_ne_bytes());
             }
             let _ = decode(&bytes);

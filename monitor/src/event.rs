@@ -9,18 +9,54 @@ use monitor_common::{FLAG_ARGS_TRUNCATED, FLAG_PATH_TRUNCATED, FLAG_READ_FAILED}
 use serde_json::{Map, Value, json};
 
 use crate::{
-    decode::Header,
+    decode::{Header, Mark},
     process::{Process, Resolution},
     sockaddr::SockAddr,
 };
 
 #[derive(Debug, Clone)]
 pub enum Action {
-    Open { path: PathBuf, resolution: Resolution, dirfd: i32, flags: u32, mode: u32, result: i64 },
-    Connect { addr: Vec<u8>, fd: i32, result: i64 },
-    Exec { path: PathBuf, argv: Vec<Vec<u8>>, result: i64 },
-    Fork { child_pid: u32, child_tid: u32, thread: bool },
-    Exit { status: i32 },
+    Open {
+        path: PathBuf,
+        resolution: Resolution,
+        dirfd: i32,
+        flags: u32,
+        mode: u32,
+        result: i64,
+    },
+    Connect {
+        addr: Vec<u8>,
+        fd: i32,
+        result: i64,
+    },
+    /// A datagram (or message) sent to an explicit address.
+    Send {
+        addr: Vec<u8>,
+        fd: i32,
+        result: i64,
+    },
+    /// An exec by a tracked process; `image` describes the new program when it succeeded.
+    Exec {
+        path: PathBuf,
+        argv: Vec<Vec<u8>>,
+        result: i64,
+        image: Option<Box<ProcessInfo>>,
+    },
+    /// A process starts a tracked image without having been tracked before (not an action
+    /// of a tracked process; the phase engine needs it).
+    Image {
+        path: PathBuf,
+        argv: Vec<Vec<u8>>,
+    },
+    Fork {
+        child_pid: u32,
+        child_tid: u32,
+        thread: bool,
+    },
+    Exit {
+        status: i32,
+    },
+    Marker(Mark),
 }
 
 impl Action {
@@ -28,7 +64,10 @@ impl Action {
         match self {
             Self::Open { .. } => "open",
             Self::Connect { .. } => "connect",
+            Self::Send { .. } => "send",
             Self::Exec { .. } => "exec",
+            Self::Image { .. } => "image",
+            Self::Marker(_) => "python",
             Self::Fork { .. } => "fork",
             Self::Exit { .. } => "exit",
         }
@@ -38,12 +77,18 @@ impl Action {
 /// What is known of the acting process when the event happened.
 #[derive(Debug, Clone, Default)]
 pub struct ProcessInfo {
+    pub ppid: u32,
     pub exe: Option<PathBuf>,
     pub argv: Vec<Vec<u8>>,
     /// `major.minor` of the CPython the process runs, when it runs one.
     pub python: Option<String>,
+    /// Its interpreter's start-up probes are attached: its phases come from them.
+    pub probed: bool,
     pub preexisting: bool,
     pub tracking: &'static str,
+    pub cwd: Option<PathBuf>,
+    /// `CLOCK_MONOTONIC` time its current image started (0 when unknown).
+    pub started_ns: u64,
 }
 
 impl ProcessInfo {
@@ -52,6 +97,10 @@ impl ProcessInfo {
             return Self { tracking: "unknown", ..Self::default() };
         };
         Self {
+            ppid: p.ppid,
+            probed: p.python.as_ref().is_some_and(|i| i.probed),
+            cwd: p.cwd.clone(),
+            started_ns: p.started_ns,
             exe: p.exe.clone(),
             argv: p.argv.clone(),
             python: p.python.as_ref().map(|i| match i.version {
@@ -234,7 +283,7 @@ impl Event {
                 obj.insert("mode".into(), json!(mode));
                 put_result(&mut obj, *result);
             }
-            Action::Connect { addr, fd, result } => {
+            Action::Connect { addr, fd, result } | Action::Send { addr, fd, result } => {
                 let parsed = SockAddr::parse(addr);
                 obj.insert("addr".into(), json!(parsed.render()));
                 obj.insert("family".into(), json!(parsed.family()));
@@ -242,7 +291,28 @@ impl Event {
                 obj.insert("fd".into(), json!(fd));
                 put_result(&mut obj, *result);
             }
-            Action::Exec { path, argv, result } => {
+            Action::Image { path, argv } => {
+                put_bytes(&mut obj, "path", path.as_os_str().as_bytes());
+                obj.insert(
+                    "argv".into(),
+                    Value::Array(argv.iter().map(|a| Value::String(text(a))).collect()),
+                );
+            }
+            Action::Marker(mark) => match mark {
+                Mark::Main { how, target } => {
+                    obj.insert("marker".into(), json!("main"));
+                    obj.insert("how".into(), json!(how));
+                    put_bytes(&mut obj, "target", target);
+                }
+                Mark::EvalEnter { filename } => {
+                    obj.insert("marker".into(), json!("eval_enter"));
+                    put_bytes(&mut obj, "filename", filename);
+                }
+                Mark::EvalExit => {
+                    obj.insert("marker".into(), json!("eval_exit"));
+                }
+            },
+            Action::Exec { path, argv, result, .. } => {
                 put_bytes(&mut obj, "path", path.as_os_str().as_bytes());
                 obj.insert(
                     "argv".into(),

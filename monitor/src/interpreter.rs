@@ -66,6 +66,8 @@ pub struct Interpreter {
     /// File offsets in `image`, as uprobes take them, of the [`WANTED_SYMBOLS`] it exports as
     /// defined functions.
     pub symbols: BTreeMap<String, u64>,
+    /// Set by the daemon once the start-up probes are attached to `image`.
+    pub probed: bool,
 }
 
 /// CPython functions reported in [`Interpreter::symbols`] when present; older versions lack
@@ -125,7 +127,7 @@ pub fn recognize(exe: &Path, root: &Path) -> Result<Verdict, RecognizeError> {
     let info = parse_elf(&data).map_err(|reason| RecognizeError::BadElf { path: exe.into(), reason })?;
     let python = |image: PathBuf, (minor, free_threaded): Abi, symbols| {
         let (exe, version) = (exe.into(), minor.map(|minor| (3, minor)));
-        Verdict::Python(Interpreter { exe, image, version, free_threaded, symbols })
+        Verdict::Python(Interpreter { exe, image, version, free_threaded, symbols, probed: false })
     };
     if info.is_interpreter() {
         return Ok(python(exe.into(), static_abi(&data, &info), info.symbols));

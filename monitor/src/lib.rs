@@ -3,17 +3,23 @@
 //!
 //! This library holds the daemon; `main.rs` only parses the command line.
 
+pub mod alert;
 pub mod btf;
 pub mod counters;
 pub mod daemon;
 pub mod decode;
+pub mod dist;
 pub mod error;
 pub mod event;
+pub mod install;
 pub mod interpreter;
 pub mod loader;
 pub mod offsets;
+pub mod phase;
 pub mod preflight;
+pub mod probes;
 pub mod process;
+pub mod rules;
 pub mod seed;
 pub mod sockaddr;
 pub mod tracker;

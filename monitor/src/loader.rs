@@ -1,13 +1,15 @@
 //! Loads the embedded kernel programs, configures them for this kernel and attaches them.
 
 use aya::{
-    Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{ProgramError, RawTracePoint, TracePoint},
+    EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{ProgramError, RawTracePoint, TracePoint, UProbe},
 };
-use monitor_common::{COUNTERS, EVENTS, ExeKey, KernelOffsets, OFFSETS, SELF_TGID, TRACKED, VERDICTS};
+use monitor_common::{
+    CONTROL, CONTROL_HOLD, COUNTERS, EVENTS, ExeKey, KernelOffsets, OFFSETS, SELF_TGID, TRACKED, VERDICTS,
+};
 
-use crate::error::StartError;
+use crate::{error::StartError, probes::Probes};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor-ebpf"));
 
@@ -39,6 +41,10 @@ pub const PROGRAMS: &[(&str, Attach)] = &[
     ("file_exit_openat2", Attach::TracePoint { category: "syscalls", name: "sys_exit_openat2" }),
     ("net_enter_connect", Attach::TracePoint { category: "syscalls", name: "sys_enter_connect" }),
     ("net_exit_connect", Attach::TracePoint { category: "syscalls", name: "sys_exit_connect" }),
+    ("net_enter_sendto", Attach::TracePoint { category: "syscalls", name: "sys_enter_sendto" }),
+    ("net_exit_sendto", Attach::TracePoint { category: "syscalls", name: "sys_exit_sendto" }),
+    ("net_enter_sendmsg", Attach::TracePoint { category: "syscalls", name: "sys_enter_sendmsg" }),
+    ("net_exit_sendmsg", Attach::TracePoint { category: "syscalls", name: "sys_exit_sendmsg" }),
 ];
 
 /// Tracepoints that must exist in tracefs (the raw one is checked there too).
@@ -52,14 +58,24 @@ pub fn tracepoints() -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
-/// The maps the daemon writes: which processes are tracked, which executables are judged.
+/// The kernel state the daemon changes: which processes are tracked, which executables are
+/// judged, whether unseen executables are held, and the probes on interpreter images (which
+/// own the loaded object: unloading them detaches every program).
 pub struct KernelMaps {
     pub tracked: HashMap<MapData, u32, u32>,
     pub verdicts: HashMap<MapData, ExeKey, u32>,
+    pub control: Array<MapData, u32>,
+    pub probes: Probes,
+}
+
+impl KernelMaps {
+    /// Switches holding of processes that run an unseen executable on or off.
+    pub fn set_hold(&mut self, on: bool) -> Result<(), aya::maps::MapError> {
+        self.control.set(CONTROL_HOLD, u32::from(on), 0)
+    }
 }
 
 pub struct Kernel {
-    pub ebpf: Ebpf,
     pub events: RingBuf<MapData>,
     pub maps: KernelMaps,
     pub counters: PerCpuArray<MapData, u64>,
@@ -93,19 +109,35 @@ pub fn load(offsets: &KernelOffsets, ring_buffer_bytes: u32) -> Result<Kernel, S
     let tracked = HashMap::try_from(take(TRACKED)?).map_err(|e| StartError::Load(e.to_string()))?;
     let verdicts = HashMap::try_from(take(VERDICTS)?).map_err(|e| StartError::Load(e.to_string()))?;
     let counters = PerCpuArray::try_from(take(COUNTERS)?).map_err(|e| StartError::Load(e.to_string()))?;
-    Ok(Kernel { ebpf, events, maps: KernelMaps { tracked, verdicts }, counters, logger })
+    let control = Array::try_from(take(CONTROL)?).map_err(|e| StartError::Load(e.to_string()))?;
+    let probes = Probes::new(ebpf);
+    Ok(Kernel { events, maps: KernelMaps { tracked, verdicts, control, probes }, counters, logger })
 }
 
-/// Loads into the kernel (verifier) and attaches every program. Links are owned by `Ebpf`:
-/// dropping it detaches everything.
+/// Loads into the kernel (verifier) and attaches every tracepoint program. Links are owned by
+/// the object: [`Probes::unload`] detaches everything.
 pub fn attach_all(kernel: &mut Kernel) -> Result<usize, StartError> {
+    let ebpf = kernel.maps.probes.ebpf_mut().ok_or_else(|| StartError::Load("programs unloaded".into()))?;
+    // The CPython probes are verified now and attached per interpreter image later.
+    for &(program, _) in crate::probes::SITES {
+        let fail = |err: ProgramError| StartError::Program {
+            program: program.to_owned(),
+            reason: program_error(&err),
+        };
+        let prog = ebpf
+            .program_mut(program)
+            .ok_or_else(|| StartError::Load(format!("program {program} missing from the object")))?;
+        let probe: &mut UProbe = prog.try_into().map_err(fail)?;
+        if probe.fd().is_err() {
+            probe.load().map_err(fail)?;
+        }
+    }
     for (program, attach) in PROGRAMS {
         let fail = |err: ProgramError| StartError::Program {
             program: (*program).to_owned(),
             reason: program_error(&err),
         };
-        let prog = kernel
-            .ebpf
+        let prog = ebpf
             .program_mut(program)
             .ok_or_else(|| StartError::Load(format!("program {program} missing from the object")))?;
         match *attach {

@@ -31,6 +31,10 @@ enum Command {
         /// Tracked processes remembered at most.
         #[arg(long, default_value_t = 65_536)]
         max_processes: usize,
+        /// Repeats of an alert (same process, rule and target) within this many seconds are
+        /// folded into it; its final count is printed when the window closes.
+        #[arg(long, default_value_t = 30)]
+        fold_window_secs: u64,
         /// Testing aid: after attaching, wait this many milliseconds before reading records.
         #[arg(long, hide = true)]
         debug_stall_reader_ms: Option<u64>,
@@ -58,12 +62,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level);
     let result = match cli.command {
-        Command::Run { events, ring_buffer_size, max_processes, debug_stall_reader_ms } => {
+        Command::Run { events, ring_buffer_size, max_processes, fold_window_secs, debug_stall_reader_ms } => {
             let opts = RunOptions {
                 events,
                 ring_buffer_bytes: ring_buffer_size,
                 max_processes,
                 stall_reader: debug_stall_reader_ms.map(Duration::from_millis),
+                fold_window: Duration::from_secs(fold_window_secs),
             };
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
             match runtime {

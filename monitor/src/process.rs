@@ -30,6 +30,8 @@ pub struct Process {
     pub python: Option<Arc<Interpreter>>,
     /// Was running before premain started.
     pub preexisting: bool,
+    /// `CLOCK_MONOTONIC` time of the exec that started the current image (0 when unknown).
+    pub started_ns: u64,
     pub cwd: Option<PathBuf>,
     pub(crate) fds: HashMap<i32, PathBuf>,
 }

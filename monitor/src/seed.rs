@@ -28,6 +28,7 @@ pub fn seed<K: KernelState>(tracker: &mut Tracker<K>) -> usize {
     let mut seen: HashMap<u32, Seen> = HashMap::new();
     let mut judged: HashMap<monitor_common::ExeKey, Option<Arc<crate::interpreter::Interpreter>>> =
         HashMap::new();
+    // Judging attaches probes, so each executable is judged once.
     for proc in all.flatten() {
         let pid = proc.pid as u32;
         if pid == me {
@@ -41,15 +42,13 @@ pub fn seed<K: KernelState>(tracker: &mut Tracker<K>) -> usize {
             judged
                 .entry(key)
                 .or_insert_with(|| match judge_from_proc(pid, &key, b"") {
-                    Some(Verdict::Python(interp)) => Some(Arc::new(interp)),
-                    _ => None,
+                    Some(Verdict::Python(interp)) => tracker.remember(key, Some(interp)),
+                    Some(Verdict::NotPython) => tracker.remember(key, None),
+                    None => None,
                 })
                 .clone()
         });
         seen.insert(pid, Seen { ppid: stat.ppid as u32, python, exe_key: key });
-    }
-    for (key, verdict) in &judged {
-        tracker.remember(*key, verdict.clone());
     }
     let mut adopted = 0;
     let pids: Vec<u32> = seen.keys().copied().collect();

@@ -10,8 +10,8 @@ use std::{
 };
 
 use monitor_common::{
-    ExeKey, FLAG_EXEC_BY_TRACKED, TRACK_DESCENDANT, TRACK_PENDING, TRACK_PYTHON, VERDICT_NOT_PYTHON,
-    VERDICT_PYTHON,
+    ExeKey, FLAG_EXEC_BY_TRACKED, FLAG_HELD, TRACK_DESCENDANT, TRACK_PENDING, TRACK_PYTHON,
+    VERDICT_NOT_PYTHON, VERDICT_PYTHON,
 };
 
 use crate::{
@@ -26,6 +26,11 @@ pub trait KernelState {
     fn track(&mut self, pid: u32, flags: u32);
     fn untrack(&mut self, pid: u32);
     fn set_verdict(&mut self, key: ExeKey, python: bool);
+    /// Attaches the start-up probes to the interpreter's image (once per image); returns
+    /// whether its processes can be phased by them.
+    fn attach_probes(&mut self, interpreter: &Interpreter) -> bool;
+    /// Resumes a process the kernel stopped until its executable was judged.
+    fn resume(&mut self, pid: u32);
 }
 
 /// Judges the executable of process `pid` whose kernel identity is `key`.
@@ -78,13 +83,20 @@ impl<K: KernelState> Tracker<K> {
         }
     }
 
-    /// Remembers a verdict, in the kernel too so later execs of the same file are settled there.
-    pub fn remember(&mut self, key: ExeKey, python: Option<Arc<Interpreter>>) {
+    /// Remembers a verdict, in the kernel too so later execs of the same file are settled
+    /// there. A CPython gets its probes first: the kernel verdict lets its processes run
+    /// unstopped, so the probes must already be in place.
+    pub fn remember(&mut self, key: ExeKey, python: Option<Interpreter>) -> Option<Arc<Interpreter>> {
         if self.verdicts.len() >= VERDICT_CACHE_MAX {
             self.verdicts.clear();
         }
+        let python = python.map(|mut interp| {
+            interp.probed = self.kernel.attach_probes(&interp);
+            Arc::new(interp)
+        });
         self.kernel.set_verdict(key, python.is_some());
-        self.verdicts.insert(key, python);
+        self.verdicts.insert(key, python.clone());
+        python
     }
 
     fn verdict(&mut self, pid: u32, exec: &Exec) -> Option<Option<Arc<Interpreter>>> {
@@ -92,15 +104,8 @@ impl<K: KernelState> Tracker<K> {
             return Some(known.clone());
         }
         match (self.judge)(pid, &exec.exe, &exec.filename)? {
-            Verdict::Python(interp) => {
-                let interp = Arc::new(interp);
-                self.remember(exec.exe, Some(interp.clone()));
-                Some(Some(interp))
-            }
-            Verdict::NotPython => {
-                self.remember(exec.exe, None);
-                Some(None)
-            }
+            Verdict::Python(interp) => Some(self.remember(exec.exe, Some(interp))),
+            Verdict::NotPython => Some(self.remember(exec.exe, None)),
         }
     }
 
@@ -108,7 +113,26 @@ impl<K: KernelState> Tracker<K> {
         self.stats.records += 1;
         let pid = record.header().pid;
         match record {
-            Record::Image(exec) => self.on_image(exec),
+            Record::Image(exec) => {
+                let held = exec.header.flags & FLAG_HELD != 0;
+                let event = self.on_image(exec);
+                if held {
+                    self.kernel.resume(pid);
+                }
+                event
+            }
+            Record::Marker(marker) => {
+                if self.drop_untracked(pid) {
+                    return None;
+                }
+                self.event(&marker.header, Action::Marker(marker.mark))
+            }
+            Record::Send(send) => {
+                if self.drop_untracked(pid) {
+                    return None;
+                }
+                self.event(&send.header, Action::Send { addr: send.addr, fd: send.fd, result: send.result })
+            }
             Record::Fork(fork) => {
                 if !self.known(pid) {
                     if !fork.is_thread {
@@ -186,7 +210,10 @@ impl<K: KernelState> Tracker<K> {
                     return None;
                 }
                 let (path, _) = resolve(&exec.filename, exec.dirfd, pid, self.table.get_mut(pid));
-                self.event(&exec.header, Action::Exec { path, argv: exec.argv, result: exec.result })
+                self.event(
+                    &exec.header,
+                    Action::Exec { path, argv: exec.argv, result: exec.result, image: None },
+                )
             }
         }
     }
@@ -213,7 +240,7 @@ impl<K: KernelState> Tracker<K> {
         let python = exe_key(&exe).ok().and_then(|key| match self.verdicts.get(&key) {
             Some(known) => known.clone(),
             None => match (self.judge)(pid, &key, b"") {
-                Some(Verdict::Python(interp)) => Some(Arc::new(interp)),
+                Some(Verdict::Python(interp)) => self.remember(key, Some(interp)),
                 _ => None,
             },
         });
@@ -276,6 +303,7 @@ impl<K: KernelState> Tracker<K> {
             pid,
             ppid: exec.header.ppid,
             tracking,
+            started_ns: exec.header.ktime_ns,
             exe_key: exec.exe,
             exe: fs::read_link(format!("/proc/{pid}/exe")).ok().or_else(|| path_of(&exec.filename)),
             argv: exec.argv.clone(),
@@ -288,11 +316,15 @@ impl<K: KernelState> Tracker<K> {
         if !self.table.insert(process) {
             self.stats.table_full += 1;
         }
-        if exec.header.flags & FLAG_EXEC_BY_TRACKED == 0 {
-            return None;
-        }
         let (path, _) = resolve(&exec.filename, exec.dirfd, pid, self.table.get_mut(pid));
-        let mut event = self.event(&exec.header, Action::Exec { path, argv: exec.argv, result: 0 })?;
+        let image = ProcessInfo::of(self.table.get(pid));
+        if exec.header.flags & FLAG_EXEC_BY_TRACKED == 0 {
+            return self.event(&exec.header, Action::Image { path, argv: exec.argv });
+        }
+        let mut event = self.event(
+            &exec.header,
+            Action::Exec { path, argv: exec.argv, result: 0, image: Some(Box::new(image)) },
+        )?;
         // The image's own identity is reported by the exec's action; the actor is who exec'd.
         if let Some(before) = previous {
             event.process = ProcessInfo::of(Some(&before));
@@ -396,6 +428,17 @@ impl KernelState for crate::loader::KernelMaps {
             tracing::debug!(error = %err, "cannot store verdict");
         }
     }
+
+    fn attach_probes(&mut self, interpreter: &Interpreter) -> bool {
+        self.probes.attach(interpreter)
+    }
+
+    fn resume(&mut self, pid: u32) {
+        // SAFETY: kill(2) has no memory preconditions.
+        if unsafe { libc::kill(pid as i32, libc::SIGCONT) } != 0 {
+            tracing::debug!(pid, error = %std::io::Error::last_os_error(), "cannot resume held process");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -407,6 +450,7 @@ mod tests {
     struct FakeKernel {
         tracked: HashMap<u32, u32>,
         verdicts: HashMap<ExeKey, bool>,
+        resumed: Vec<u32>,
     }
 
     impl KernelState for FakeKernel {
@@ -418,6 +462,12 @@ mod tests {
         }
         fn set_verdict(&mut self, key: ExeKey, python: bool) {
             self.verdicts.insert(key, python);
+        }
+        fn attach_probes(&mut self, _: &Interpreter) -> bool {
+            true
+        }
+        fn resume(&mut self, pid: u32) {
+            self.resumed.push(pid);
         }
     }
 
@@ -431,6 +481,7 @@ mod tests {
             version: Some((3, 11)),
             free_threaded: false,
             symbols: Default::default(),
+            probed: false,
         }
     }
 
@@ -486,11 +537,21 @@ mod tests {
     #[test]
     fn pending_python_becomes_tracked_and_reports() {
         let mut t = tracker();
-        assert!(t.handle(image(10, PY, TRACK_PENDING, 0)).is_none());
+        let started = t.handle(image(10, PY, TRACK_PENDING, 0)).expect("image event");
+        assert!(matches!(started.action, Action::Image { .. }));
         assert_eq!(t.kernel.tracked.get(&10), Some(&TRACK_PYTHON));
         assert_eq!(t.kernel.verdicts.get(&PY), Some(&true));
         let event = t.handle(open(10)).expect("event for a python process");
         assert_eq!(event.process.python.as_deref(), Some("3.11"));
+    }
+
+    #[test]
+    fn held_processes_are_resumed_once_judged_whatever_the_verdict() {
+        let mut t = tracker();
+        t.handle(image(40, SH, TRACK_PENDING, FLAG_HELD));
+        t.handle(image(41, PY, TRACK_PENDING, FLAG_HELD));
+        t.handle(image(42, PY, TRACK_PYTHON, 0));
+        assert_eq!(t.kernel.resumed, vec![40, 41]);
     }
 
     #[test]

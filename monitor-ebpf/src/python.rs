@@ -1,0 +1,183 @@
+//! Uprobes on CPython images: where the user's code starts (`PySys_Audit("cpython.run_*")`)
+//! and which code object runs (`PyEval_EvalCode` entry and return). Together with the syscall
+//! records they let the daemon tell start-up, import and runtime apart.
+//!
+//! A uprobe fires for every process mapping the image; only processes the kernel tracks as
+//! Python are reported, and `PySys_Audit` (called for every audit event) is filtered here to
+//! the four `cpython.run_*` events.
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_user,
+        generated::{bpf_get_attach_cookie, bpf_probe_read_user_str},
+    },
+    macros::{uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
+use monitor_common::{
+    FLAG_PATH_TRUNCATED, FLAG_READ_FAILED, HOOK_PYTHON, MARK_EVAL_ENTER, MARK_EVAL_EXIT, MARK_MAIN,
+    MARK_NAME_MAX, MARK_TEXT_MAX, MarkerRecord, ProbeCookie, RECORD_MARKER, TRACK_PYTHON,
+};
+
+use crate::{
+    emit::{fill_header, scratch, send},
+    maps::TRACKED,
+};
+
+const RUN_PREFIX: [u8; 12] = *b"cpython.run_";
+
+#[inline(always)]
+fn python_process() -> bool {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: copied out.
+    unsafe { TRACKED.get(tgid) }.is_some_and(|flags| flags & TRACK_PYTHON != 0)
+}
+
+#[inline(always)]
+fn cookie<C: EbpfContext>(ctx: &C) -> ProbeCookie {
+    // SAFETY: the context is the probe's own.
+    ProbeCookie::decode(unsafe { bpf_get_attach_cookie(ctx.as_ptr()) })
+}
+
+/// A marker record in the scratch area with an empty text.
+#[inline(always)]
+fn marker(kind: u32) -> Option<&'static mut MarkerRecord> {
+    let rec = scratch::<MarkerRecord>()?;
+    fill_header(&mut rec.header, RECORD_MARKER);
+    rec.marker = kind;
+    rec.format = 0;
+    rec.text_len = 0;
+    rec._pad = 0;
+    rec.name = [0; MARK_NAME_MAX];
+    Some(rec)
+}
+
+#[inline(always)]
+fn finish(rec: &mut MarkerRecord) {
+    let len = (rec.text_len as usize).min(MARK_TEXT_MAX);
+    let size = core::mem::offset_of!(MarkerRecord, text) + len;
+    rec.header.size = size as u32;
+    send(HOOK_PYTHON, rec, size);
+}
+
+/// Copies the data of the compact ASCII `str` at `obj` into the record's text.
+#[inline(always)]
+fn read_ascii_str(rec: &mut MarkerRecord, obj: u64, layout: ProbeCookie) {
+    // SAFETY: the helper validates the user address.
+    let state = unsafe { bpf_probe_read_user((obj + u64::from(layout.str_state)) as *const u8) };
+    let ascii = match state {
+        Ok(bits) => bits & layout.str_ascii_mask == layout.str_ascii_mask,
+        Err(_) => false,
+    };
+    if obj == 0 || layout.str_ascii_mask == 0 || !ascii {
+        rec.header.flags |= FLAG_READ_FAILED;
+        return;
+    }
+    // SAFETY: the destination is the record's buffer of that size; the helper validates the
+    // user address.
+    let n = unsafe {
+        bpf_probe_read_user_str(
+            rec.text.as_mut_ptr().cast(),
+            MARK_TEXT_MAX as u32,
+            (obj + u64::from(layout.str_data)) as *const _,
+        )
+    };
+    if n <= 0 {
+        rec.header.flags |= FLAG_READ_FAILED;
+        return;
+    }
+    if n as usize == MARK_TEXT_MAX {
+        rec.header.flags |= FLAG_PATH_TRUNCATED;
+    }
+    rec.text_len = (n - 1) as u32;
+}
+
+/// Copies a `wchar_t` string (UTF-32) as raw bytes; the daemon finds its end.
+#[inline(always)]
+fn read_wide_str(rec: &mut MarkerRecord, ptr: u64) {
+    // A string near the end of its mapping makes a long read fail: try shorter ones.
+    for len in [MARK_TEXT_MAX, 128, 32] {
+        // SAFETY: `len` fits the destination; the helper validates the user address.
+        let ret = unsafe {
+            aya_ebpf::helpers::generated::bpf_probe_read_user(
+                rec.text.as_mut_ptr().cast(),
+                len as u32,
+                ptr as *const _,
+            )
+        };
+        if ret == 0 {
+            rec.text_len = len as u32;
+            return;
+        }
+    }
+    rec.header.flags |= FLAG_READ_FAILED;
+}
+
+/// `int PySys_Audit(const char *event, const char *format, ...)`.
+#[uprobe]
+pub fn python_audit(ctx: ProbeContext) -> u32 {
+    if !python_process() {
+        return 0;
+    }
+    let Some(event) = ctx.arg::<u64>(0) else { return 0 };
+    let mut name = [0u8; MARK_NAME_MAX];
+    // SAFETY: the destination is `name`; the helper validates the user address.
+    let n =
+        unsafe { bpf_probe_read_user_str(name.as_mut_ptr().cast(), MARK_NAME_MAX as u32, event as *const _) };
+    if n <= RUN_PREFIX.len() as i64 {
+        return 0;
+    }
+    let mut i = 0;
+    while i < RUN_PREFIX.len() {
+        if name[i] != RUN_PREFIX[i] {
+            return 0;
+        }
+        i += 1;
+    }
+    let layout = cookie(&ctx);
+    let Some(rec) = marker(MARK_MAIN) else { return 0 };
+    rec.name = name;
+    let format = ctx.arg::<u64>(1).unwrap_or(0);
+    let arg = ctx.arg::<u64>(2).unwrap_or(0);
+    // SAFETY: the helper validates the user address.
+    let first = unsafe { bpf_probe_read_user(format as *const u8) }.unwrap_or(0);
+    rec.format = u32::from(first);
+    match first {
+        b'u' => read_wide_str(rec, arg),
+        b'O' => read_ascii_str(rec, arg, layout),
+        _ => {}
+    }
+    finish(rec);
+    0
+}
+
+/// `PyObject *PyEval_EvalCode(PyObject *co, PyObject *globals, PyObject *locals)`.
+#[uprobe]
+pub fn python_eval_enter(ctx: ProbeContext) -> u32 {
+    if !python_process() {
+        return 0;
+    }
+    let layout = cookie(&ctx);
+    let code = ctx.arg::<u64>(0).unwrap_or(0);
+    let Some(rec) = marker(MARK_EVAL_ENTER) else { return 0 };
+    // SAFETY: the helper validates the user address.
+    let filename = match unsafe { bpf_probe_read_user((code + u64::from(layout.co_filename)) as *const u64) }
+    {
+        Ok(ptr) if code != 0 && layout.co_filename != 0 => ptr,
+        _ => 0,
+    };
+    read_ascii_str(rec, filename, layout);
+    finish(rec);
+    0
+}
+
+#[uretprobe]
+pub fn python_eval_exit(_ctx: RetProbeContext) -> u32 {
+    if !python_process() {
+        return 0;
+    }
+    let Some(rec) = marker(MARK_EVAL_EXIT) else { return 0 };
+    finish(rec);
+    0
+}

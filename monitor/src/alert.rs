@@ -1,0 +1,310 @@
+//! Alerts (`premain.alert/v1`): one JSON line per pre-main action a rule matched, with the
+//! phase, the culprit named as file, module and distribution, the process and its ancestry.
+//!
+//! Repeats of the same (process, rule, target) within the fold window are not printed again;
+//! when the window closes, the alert is printed once more with the same `id` and its final
+//! `count`, so consumers can upsert by `id`. Distinct targets are never folded together.
+
+use std::{
+    collections::HashMap,
+    fs,
+    os::unix::ffi::OsStrExt as _,
+    path::Path,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use serde_json::{Map, Value, json};
+
+use crate::{
+    dist::{Distributions, module_name},
+    event::{Action, Clock, Event, errno_name, rfc3339},
+    install::read_source,
+    phase::{Context, Culprit, CulpritKind, Origin},
+    process::ProcessTable,
+    rules::Hit,
+    sockaddr::SockAddr,
+};
+
+pub const SCHEMA: &str = "premain.alert/v1";
+/// Ancestors listed at most.
+const ANCESTRY_MAX: usize = 8;
+/// Open fold windows at most; beyond this the oldest are closed early.
+const FOLDS_MAX: usize = 16_384;
+
+struct Fold {
+    alert: Value,
+    count: u64,
+    opened: Instant,
+}
+
+pub struct Alerts {
+    node: String,
+    clock: Clock,
+    window: Duration,
+    dists: Distributions,
+    folds: HashMap<(u32, &'static str, String), Fold>,
+    id_prefix: String,
+    next_id: u64,
+    pub raised: u64,
+    pub folded: u64,
+}
+
+impl Alerts {
+    pub fn new(clock: Clock, window: Duration) -> Self {
+        let started = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        Self {
+            node: node_name(),
+            clock,
+            window,
+            dists: Distributions::new(),
+            folds: HashMap::new(),
+            id_prefix: format!("{:x}{:05x}", started.as_secs(), std::process::id() & 0xfffff),
+            next_id: 0,
+            raised: 0,
+            folded: 0,
+        }
+    }
+
+    /// The alert line to print now, or `None` when it folds into an open one.
+    pub fn raise(
+        &mut self,
+        event: &Event,
+        context: &Context,
+        hit: Hit,
+        table: &ProcessTable,
+    ) -> Option<Value> {
+        let key = (event.header.pid, hit.rule, hit.target.clone());
+        if let Some(fold) = self.folds.get_mut(&key)
+            && fold.opened.elapsed() < self.window
+        {
+            fold.count += 1;
+            self.folded += 1;
+            return None;
+        }
+        if self.folds.len() >= FOLDS_MAX {
+            // Rare; close everything rather than grow without bound (repeat counts of the
+            // closed windows are lost, the alerts themselves were printed).
+            self.folds.clear();
+        }
+        self.next_id += 1;
+        self.raised += 1;
+        let id = format!("{}-{:x}", self.id_prefix, self.next_id);
+        let alert = self.build(&id, event, context, &hit, table);
+        self.folds.insert(key, Fold { alert: alert.clone(), count: 1, opened: Instant::now() });
+        Some(alert)
+    }
+
+    /// Closes the windows that have expired; returns the updated alerts of those with repeats.
+    pub fn expire(&mut self, all: bool) -> Vec<Value> {
+        let window = self.window;
+        let mut out = Vec::new();
+        self.folds.retain(|_, fold| {
+            if !all && fold.opened.elapsed() < window {
+                return true;
+            }
+            if fold.count > 1
+                && let Value::Object(obj) = &mut fold.alert
+            {
+                obj.insert("count".into(), json!(fold.count));
+                obj.insert("folded".into(), json!(true));
+                obj.insert("window_seconds".into(), json!(window.as_secs_f64()));
+                out.push(fold.alert.clone());
+            }
+            false
+        });
+        out
+    }
+
+    fn build(
+        &mut self,
+        id: &str,
+        event: &Event,
+        context: &Context,
+        hit: &Hit,
+        table: &ProcessTable,
+    ) -> Value {
+        let h = &event.header;
+        let mut process = Map::new();
+        process.insert("pid".into(), json!(h.pid));
+        process.insert("tid".into(), json!(h.tid));
+        process.insert("ppid".into(), json!(h.ppid));
+        put_path(&mut process, "exe", event.process.exe.as_deref());
+        process.insert("cmdline".into(), argv_json(&event.process.argv));
+        process.insert("uid".into(), json!(h.uid));
+        process.insert("gid".into(), json!(h.gid));
+        process.insert("comm".into(), json!(String::from_utf8_lossy(&h.comm)));
+        process.insert("python".into(), json!(event.process.python));
+        process.insert("cgroup_id".into(), json!(h.cgroup_id));
+        process.insert(
+            "start_time".into(),
+            if event.process.started_ns > 0 {
+                json!(rfc3339(self.clock.wall(event.process.started_ns)))
+            } else {
+                Value::Null
+            },
+        );
+        process.insert("ancestry".into(), ancestry(h.ppid, table));
+
+        let inherited = context.inherited_from.as_deref().map(|o| self.origin(o));
+        json!({
+            "kind": "alert",
+            "schema": SCHEMA,
+            "id": id,
+            "time": rfc3339(self.clock.wall(h.ktime_ns)),
+            "node": self.node,
+            "rule": hit.rule,
+            "severity": hit.severity,
+            "phase": context.phase.as_str(),
+            "phase_basis": context.basis,
+            "culprit": self.culprit(&context.culprit),
+            "process": Value::Object(process),
+            "action": action_json(&event.action, hit),
+            "inherited_from": inherited,
+            "count": 1,
+        })
+    }
+
+    fn origin(&mut self, origin: &Origin) -> Value {
+        let mut obj = Map::new();
+        obj.insert("pid".into(), json!(origin.pid));
+        obj.insert("tid".into(), json!(origin.tid));
+        put_path(&mut obj, "exe", origin.exe.as_deref());
+        obj.insert("cmdline".into(), argv_json(&origin.argv));
+        obj.insert("phase".into(), json!(origin.phase.as_str()));
+        obj.insert("culprit".into(), self.culprit(&origin.culprit));
+        Value::Object(obj)
+    }
+
+    fn culprit(&mut self, c: &Culprit) -> Value {
+        let mut obj = Map::new();
+        obj.insert("kind".into(), json!(c.kind.as_str()));
+        put_path(&mut obj, "path", c.path.as_deref());
+        let module = c.module_file.as_deref().and_then(module_name);
+        obj.insert("module".into(), json!(module));
+        if let Some(file) = &c.module_file {
+            put_path(&mut obj, "module_path", Some(file));
+        }
+        if c.outer_module_file.is_some() && c.outer_module_file != c.module_file {
+            obj.insert(
+                "outermost_module".into(),
+                json!(c.outer_module_file.as_deref().and_then(module_name)),
+            );
+        }
+        let (distribution, version) = match c.kind {
+            CulpritKind::Setup | CulpritKind::BuildBackend => {
+                let source = c.source_dir.as_deref().map(read_source).unwrap_or_default();
+                (source.name, source.version)
+            }
+            _ => {
+                // The file that carries the code: the .pth or customize file, else the module.
+                let owner = [c.path.as_deref(), c.module_file.as_deref(), c.outer_module_file.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|f| self.dists.owner(f));
+                (owner.as_ref().map(|d| d.name.clone()), owner.map(|d| d.version))
+            }
+        };
+        obj.insert("distribution".into(), json!(distribution));
+        obj.insert("version".into(), json!(version));
+        for (key, value) in [("hook", &c.hook), ("backend", &c.backend), ("installer", &c.installer)] {
+            if let Some(v) = value {
+                obj.insert(key.into(), json!(v));
+            }
+        }
+        if let Some(dir) = &c.source_dir {
+            put_path(&mut obj, "source_dir", Some(dir));
+        }
+        Value::Object(obj)
+    }
+}
+
+fn node_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_default()
+}
+
+fn put_path(obj: &mut Map<String, Value>, field: &str, path: Option<&Path>) {
+    let Some(path) = path else {
+        obj.insert(field.into(), Value::Null);
+        return;
+    };
+    let bytes = path.as_os_str().as_bytes();
+    obj.insert(field.into(), json!(String::from_utf8_lossy(bytes)));
+    if std::str::from_utf8(bytes).is_err() {
+        obj.insert(
+            format!("{field}_hex"),
+            json!(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+        );
+    }
+}
+
+fn argv_json(argv: &[Vec<u8>]) -> Value {
+    Value::Array(argv.iter().map(|a| json!(String::from_utf8_lossy(a))).collect())
+}
+
+fn ancestry(mut ppid: u32, table: &ProcessTable) -> Value {
+    let mut out = Vec::new();
+    while ppid > 0 && out.len() < ANCESTRY_MAX {
+        let (exe, argv, next) = match table.get(ppid) {
+            Some(p) => (p.exe.clone(), p.argv.clone(), p.ppid),
+            None => {
+                let Ok(stat) = procfs::process::Process::new(ppid as i32).and_then(|p| p.stat()) else {
+                    break;
+                };
+                let exe = fs::read_link(format!("/proc/{ppid}/exe")).ok();
+                let argv = fs::read(format!("/proc/{ppid}/cmdline"))
+                    .map(|b| crate::decode::split_args(&b))
+                    .unwrap_or_default();
+                (exe, argv, stat.ppid as u32)
+            }
+        };
+        let mut obj = Map::new();
+        obj.insert("pid".into(), json!(ppid));
+        put_path(&mut obj, "exe", exe.as_deref());
+        obj.insert("cmdline".into(), argv_json(&argv));
+        out.push(Value::Object(obj));
+        if next == ppid {
+            break;
+        }
+        ppid = next;
+    }
+    Value::Array(out)
+}
+
+fn action_json(action: &Action, hit: &Hit) -> Value {
+    let mut obj = Map::new();
+    let result = |obj: &mut Map<String, Value>, result: i64| {
+        obj.insert("result".into(), json!(result));
+        if result < 0 {
+            obj.insert("error".into(), json!(errno_name(-result)));
+        }
+    };
+    match action {
+        Action::Open { path, flags, resolution, result: r, .. } => {
+            obj.insert("type".into(), json!("open"));
+            put_path(&mut obj, "path", Some(path));
+            obj.insert("path_resolution".into(), json!(resolution.as_str()));
+            obj.insert("flags".into(), json!(flags));
+            obj.insert("category".into(), json!(hit.category));
+            result(&mut obj, *r);
+        }
+        Action::Connect { addr, result: r, .. } | Action::Send { addr, result: r, .. } => {
+            let parsed = SockAddr::parse(addr);
+            obj.insert(
+                "type".into(),
+                json!(if matches!(action, Action::Send { .. }) { "send" } else { "connect" }),
+            );
+            obj.insert("addr".into(), json!(parsed.render()));
+            obj.insert("family".into(), json!(parsed.family()));
+            obj.insert("port".into(), json!(parsed.port()));
+            result(&mut obj, *r);
+        }
+        Action::Exec { path, argv, result: r, .. } => {
+            obj.insert("type".into(), json!("exec"));
+            put_path(&mut obj, "path", Some(path));
+            obj.insert("argv".into(), argv_json(argv));
+            result(&mut obj, *r);
+        }
+        Action::Image { .. } | Action::Fork { .. } | Action::Exit { .. } | Action::Marker(_) => {}
+    }
+    Value::Object(obj)
+}

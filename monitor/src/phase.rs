@@ -1,0 +1,729 @@
+//! The phase engine: for every action of a tracked process, which phase of the interpreter's
+//! life the code that did it belongs to, and which file is responsible.
+//!
+//! - `startup`: from exec until the user's code starts (`PySys_Audit("cpython.run_*")`).
+//! - `import`: module-level code (a `PyEval_EvalCode` frame other than the main one) once the
+//!   user's code has started.
+//! - `install`: anything a package installer's build hook runs (see [`crate::install`]).
+//! - `runtime`: everything else.
+//!
+//! A thread or child process created while its creator is in a pre-main phase keeps that phase
+//! and culprit for life ("inherited taint"), whatever it executes later.
+
+use std::{
+    collections::HashMap,
+    ffi::OsStr,
+    os::unix::ffi::OsStrExt as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use crate::{
+    decode::Mark,
+    event::{Action, Event, ProcessInfo},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    Install,
+    Startup,
+    Import,
+    Runtime,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Install => "install",
+            Self::Startup => "startup",
+            Self::Import => "import",
+            Self::Runtime => "runtime",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CulpritKind {
+    Pth,
+    Sitecustomize,
+    Usercustomize,
+    Module,
+    Setup,
+    BuildBackend,
+    #[default]
+    Unknown,
+}
+
+impl CulpritKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pth => "pth",
+            Self::Sitecustomize => "sitecustomize",
+            Self::Usercustomize => "usercustomize",
+            Self::Module => "module",
+            Self::Setup => "setup",
+            Self::BuildBackend => "build-backend",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// Who is responsible, as files; names and distributions are looked up when an alert is made.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Culprit {
+    pub kind: CulpritKind,
+    /// The `.pth`, `sitecustomize.py`/`usercustomize.py`, module, `setup.py` or backend file.
+    pub path: Option<PathBuf>,
+    /// Innermost module whose body was running (for a `.pth`, what its line imported).
+    pub module_file: Option<PathBuf>,
+    /// Outermost module whose body was running.
+    pub outer_module_file: Option<PathBuf>,
+    /// Install: the build hook (`build_wheel`, `egg_info`...).
+    pub hook: Option<String>,
+    /// Install: the source tree being built.
+    pub source_dir: Option<PathBuf>,
+    /// Install: the backend named by the project (`setuptools.build_meta`...).
+    pub backend: Option<String>,
+    /// Install: the installer found among the ancestors (`pip`, `uv`...).
+    pub installer: Option<String>,
+}
+
+/// The thread or process whose pre-main phase was passed on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub pid: u32,
+    pub tid: u32,
+    pub exe: Option<PathBuf>,
+    pub argv: Vec<Vec<u8>>,
+    pub phase: Phase,
+    pub culprit: Culprit,
+}
+
+/// Phase and culprit of one action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Context {
+    pub phase: Phase,
+    pub culprit: Culprit,
+    /// Set when the phase was inherited from a creator.
+    pub inherited_from: Option<Arc<Origin>>,
+    /// How the phase was established: `probes`, or `syscall-order` for an interpreter whose
+    /// probes could not be attached.
+    pub basis: &'static str,
+}
+
+impl Context {
+    fn runtime() -> Self {
+        Self { phase: Phase::Runtime, culprit: Culprit::default(), inherited_from: None, basis: "probes" }
+    }
+}
+
+/// Decides whether a process is a build hook run by an installer, from what the process looks
+/// like and what its ancestors ran.
+pub type InstallDetector =
+    Box<dyn FnMut(u32, &ProcessInfo, &dyn Fn(u32) -> Option<Lineage>) -> Option<Culprit>>;
+
+/// What the engine knows of a process, for lineage checks.
+#[derive(Clone, Debug, Default)]
+pub struct Lineage {
+    pub ppid: u32,
+    pub exe: Option<PathBuf>,
+    pub argv: Vec<Vec<u8>>,
+}
+
+#[derive(Clone, Debug)]
+struct Main {
+    how: String,
+    target: Vec<u8>,
+    tid: u32,
+}
+
+#[derive(Clone, Debug)]
+struct Frame {
+    file: PathBuf,
+    /// The user's main code (script, `-c` command, `-m` module).
+    main: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Thread {
+    frames: Vec<Frame>,
+    taint: Option<Arc<Origin>>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Proc {
+    ppid: u32,
+    exe: Option<PathBuf>,
+    argv: Vec<Vec<u8>>,
+    /// Runs a CPython image.
+    interpreter: bool,
+    /// Its phases come from probes (else from syscall order).
+    probed: bool,
+    /// Was running before premain (or forked from such a process without exec).
+    runtime_only: bool,
+    main: Option<Main>,
+    main_frame_seen: bool,
+    last_pth: Option<PathBuf>,
+    /// The script of `python script.py`, for the syscall-order fallback.
+    script: Option<PathBuf>,
+    install: Option<Culprit>,
+    taint: Option<Arc<Origin>>,
+    threads: HashMap<u32, Thread>,
+}
+
+/// Frames deeper than this are not recorded (a runaway recursion of `exec`); their returns
+/// are matched by a counter so the stack stays aligned.
+const MAX_FRAMES: usize = 256;
+
+pub struct PhaseEngine {
+    procs: HashMap<u32, Proc>,
+    detect_install: InstallDetector,
+    /// Returns beyond the recorded frames, per tid.
+    overflow: HashMap<u32, usize>,
+}
+
+impl PhaseEngine {
+    pub fn new(detect_install: InstallDetector) -> Self {
+        Self { procs: HashMap::new(), detect_install, overflow: HashMap::new() }
+    }
+
+    pub fn processes(&self) -> usize {
+        self.procs.len()
+    }
+
+    /// Applies `event` and returns the phase of the acting thread as it was when it acted.
+    pub fn observe(&mut self, event: &Event) -> Context {
+        let (pid, tid) = (event.header.pid, event.header.tid);
+        if !self.procs.contains_key(&pid) && !matches!(event.action, Action::Image { .. }) {
+            // Known to the tracker but not to us (lost records, or adopted at start-up).
+            self.start(pid, &event.process, None);
+        }
+        let context = self.context(pid, tid);
+        match &event.action {
+            Action::Image { .. } => {
+                let inherited = self.procs.get(&pid).and_then(|p| p.taint.clone());
+                self.start(pid, &event.process, inherited);
+                return self.context(pid, tid);
+            }
+            Action::Exec { image: Some(image), .. } => {
+                let taint = self.pass_on(pid, tid, &context);
+                self.start(pid, image, taint);
+            }
+            Action::Fork { child_pid, child_tid, thread } => {
+                self.fork(pid, tid, *child_pid, *child_tid, *thread, &context)
+            }
+            Action::Exit { .. } => {
+                if let Some(p) = self.procs.remove(&pid) {
+                    for t in p.threads.keys() {
+                        self.overflow.remove(t);
+                    }
+                }
+            }
+            Action::Marker(mark) => self.mark(pid, tid, mark),
+            Action::Open { path, result, .. } => {
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    if *result >= 0 && path.extension() == Some(OsStr::new("pth")) {
+                        p.last_pth = Some(path.clone());
+                    }
+                    if !p.probed && p.main.is_none() && p.script.as_deref() == Some(path.as_path()) {
+                        // Syscall-order fallback: the interpreter reads the script just
+                        // before running it.
+                        p.main = Some(Main { how: "file".into(), target: Vec::new(), tid });
+                    }
+                }
+            }
+            Action::Connect { .. } | Action::Send { .. } | Action::Exec { image: None, .. } => {}
+        }
+        context
+    }
+
+    /// Forgets processes `alive` says are gone (their exit was not seen).
+    pub fn sweep(&mut self, alive: impl Fn(u32) -> bool) {
+        self.procs.retain(|pid, _| alive(*pid));
+        self.overflow.retain(|tid, _| alive(*tid));
+    }
+
+    fn start(&mut self, pid: u32, info: &ProcessInfo, taint: Option<Arc<Origin>>) {
+        let lineage = |p: u32| {
+            self.procs.get(&p).map(|x| Lineage { ppid: x.ppid, exe: x.exe.clone(), argv: x.argv.clone() })
+        };
+        let install = if info.python.is_some() { (self.detect_install)(pid, info, &lineage) } else { None };
+        let script = script_of(&info.argv, info.cwd.as_deref());
+        let threads =
+            self.procs.get(&pid).map(|p| p.threads.keys().copied().collect::<Vec<_>>()).unwrap_or_default();
+        for t in threads {
+            self.overflow.remove(&t);
+        }
+        self.procs.insert(
+            pid,
+            Proc {
+                ppid: info.ppid,
+                exe: info.exe.clone(),
+                argv: info.argv.clone(),
+                interpreter: info.python.is_some(),
+                probed: info.probed,
+                runtime_only: info.preexisting,
+                script,
+                install,
+                taint,
+                ..Proc::default()
+            },
+        );
+    }
+
+    /// What a creator in `context` passes on to a thread, child or new image: its origin
+    /// when in a pre-main phase.
+    fn pass_on(&self, pid: u32, tid: u32, context: &Context) -> Option<Arc<Origin>> {
+        if context.phase == Phase::Runtime {
+            return None;
+        }
+        if let Some(origin) = &context.inherited_from {
+            return Some(origin.clone());
+        }
+        let p = self.procs.get(&pid);
+        Some(Arc::new(Origin {
+            pid,
+            tid,
+            exe: p.and_then(|p| p.exe.clone()),
+            argv: p.map(|p| p.argv.clone()).unwrap_or_default(),
+            phase: context.phase,
+            culprit: context.culprit.clone(),
+        }))
+    }
+
+    fn fork(&mut self, pid: u32, tid: u32, child_pid: u32, child_tid: u32, thread: bool, context: &Context) {
+        let taint = self.pass_on(pid, tid, context);
+        let Some(parent) = self.procs.get_mut(&pid) else { return };
+        if thread {
+            parent.threads.insert(child_tid, Thread { frames: Vec::new(), taint });
+            return;
+        }
+        // The child continues the parent's interpreter from inside the creating thread.
+        let frames = parent.threads.get(&tid).map(|t| t.frames.clone()).unwrap_or_default();
+        let mut child = Proc { ppid: pid, threads: HashMap::new(), taint, ..parent.clone() };
+        if let Some(main) = &mut child.main {
+            main.tid = child_tid;
+        }
+        child.threads.insert(child_tid, Thread { frames, taint: None });
+        self.procs.insert(child_pid, child);
+    }
+
+    fn mark(&mut self, pid: u32, tid: u32, mark: &Mark) {
+        let Some(p) = self.procs.get_mut(&pid) else { return };
+        match mark {
+            Mark::Main { how, target } => {
+                if p.main.is_none() {
+                    p.main = Some(Main { how: how.clone(), target: target.clone(), tid });
+                }
+            }
+            Mark::EvalEnter { filename } => {
+                let file = PathBuf::from(OsStr::from_bytes(filename));
+                let thread = p.threads.entry(tid).or_default();
+                if thread.frames.len() >= MAX_FRAMES {
+                    *self.overflow.entry(tid).or_default() += 1;
+                    return;
+                }
+                let main = !p.main_frame_seen
+                    && thread.frames.is_empty()
+                    && p.main.as_ref().is_some_and(|m| m.tid == tid && is_main_code(m, &file));
+                p.main_frame_seen |= main;
+                thread.frames.push(Frame { file, main });
+            }
+            Mark::EvalExit => {
+                if let Some(n) = self.overflow.get_mut(&tid).filter(|n| **n > 0) {
+                    *n -= 1;
+                    return;
+                }
+                if let Some(thread) = p.threads.get_mut(&tid) {
+                    thread.frames.pop();
+                }
+            }
+        }
+    }
+
+    fn context(&self, pid: u32, tid: u32) -> Context {
+        let Some(p) = self.procs.get(&pid) else { return Context::runtime() };
+        let thread = p.threads.get(&tid);
+        if let Some(origin) = p.taint.as_ref().or_else(|| thread.and_then(|t| t.taint.as_ref())) {
+            return Context {
+                phase: origin.phase,
+                culprit: origin.culprit.clone(),
+                inherited_from: Some(origin.clone()),
+                basis: if p.probed || !p.interpreter { "probes" } else { "syscall-order" },
+            };
+        }
+        if let Some(culprit) = &p.install {
+            return Context {
+                phase: Phase::Install,
+                culprit: culprit.clone(),
+                inherited_from: None,
+                basis: "lineage",
+            };
+        }
+        if !p.interpreter || p.runtime_only {
+            return Context::runtime();
+        }
+        let basis = if p.probed { "probes" } else { "syscall-order" };
+        let frames = thread.map(|t| t.frames.as_slice()).unwrap_or(&[]);
+        if p.main.is_none() {
+            return Context {
+                phase: Phase::Startup,
+                culprit: startup_culprit(frames, p.last_pth.as_deref()),
+                inherited_from: None,
+                basis,
+            };
+        }
+        let above_main = match frames.iter().rposition(|f| f.main) {
+            Some(i) => &frames[i + 1..],
+            None => frames,
+        };
+        let mut modules = above_main.iter().filter(|f| is_module_body(&f.file));
+        let Some(outer) = modules.next() else {
+            return Context { basis, ..Context::runtime() };
+        };
+        let inner = modules.next_back().unwrap_or(outer);
+        Context {
+            phase: Phase::Import,
+            culprit: Culprit {
+                kind: CulpritKind::Module,
+                path: Some(inner.file.clone()),
+                module_file: Some(inner.file.clone()),
+                outer_module_file: Some(outer.file.clone()),
+                ..Culprit::default()
+            },
+            inherited_from: None,
+            basis,
+        }
+    }
+}
+
+/// `<string>` (an `exec` of source text), `<stdin>` and the like are not modules; frozen
+/// modules (`<frozen os>`) are.
+fn is_module_body(file: &Path) -> bool {
+    let bytes = file.as_os_str().as_bytes();
+    !bytes.is_empty() && (!bytes.starts_with(b"<") || bytes.starts_with(b"<frozen "))
+}
+
+fn file_name_is(file: &Path, name: &str) -> bool {
+    file.file_name() == Some(OsStr::new(name))
+}
+
+fn startup_culprit(frames: &[Frame], last_pth: Option<&Path>) -> Culprit {
+    let modules: Vec<&Frame> = frames.iter().filter(|f| is_module_body(&f.file)).collect();
+    let inner_above = |i: usize| {
+        let above: Vec<&Frame> = frames[i..].iter().filter(|f| is_module_body(&f.file)).collect();
+        (above.last().map(|f| f.file.clone()), above.first().map(|f| f.file.clone()))
+    };
+    for (i, f) in frames.iter().enumerate() {
+        for (name, kind) in [
+            ("sitecustomize.py", CulpritKind::Sitecustomize),
+            ("usercustomize.py", CulpritKind::Usercustomize),
+        ] {
+            if file_name_is(&f.file, name) {
+                let (inner, outer) = inner_above(i);
+                return Culprit {
+                    kind,
+                    path: Some(f.file.clone()),
+                    module_file: inner,
+                    outer_module_file: outer,
+                    ..Culprit::default()
+                };
+            }
+        }
+    }
+    // `site` runs a `.pth` line with `exec(line)`: a `<string>` frame.
+    if let (Some(i), Some(pth)) = (frames.iter().position(|f| f.file.as_os_str() == "<string>"), last_pth) {
+        let (inner, outer) = inner_above(i);
+        return Culprit {
+            kind: CulpritKind::Pth,
+            path: Some(pth.to_path_buf()),
+            module_file: inner,
+            outer_module_file: outer,
+            ..Culprit::default()
+        };
+    }
+    match (modules.first(), modules.last()) {
+        (Some(outer), Some(inner)) => Culprit {
+            kind: CulpritKind::Module,
+            path: Some(inner.file.clone()),
+            module_file: Some(inner.file.clone()),
+            outer_module_file: Some(outer.file.clone()),
+            ..Culprit::default()
+        },
+        _ => Culprit::default(),
+    }
+}
+
+/// Whether a module body entered at depth 0 right after the main marker is the user's code.
+fn is_main_code(main: &Main, file: &Path) -> bool {
+    let bytes = file.as_os_str().as_bytes();
+    match main.how.as_str() {
+        "command" => bytes == b"<string>",
+        "stdin" => bytes == b"<stdin>",
+        "file" => {
+            bytes == main.target.as_slice()
+                || (!main.target.is_empty()
+                    && file.file_name() == Path::new(OsStr::from_bytes(&main.target)).file_name())
+        }
+        "module" => {
+            let target = String::from_utf8_lossy(&main.target).replace('.', "/");
+            let text = file.to_string_lossy();
+            text.ends_with(&format!("/{target}.py"))
+                || text.ends_with(&format!("/{target}/__main__.py"))
+                || (target == "__main__" && text.ends_with("__main__.py"))
+        }
+        _ => false,
+    }
+}
+
+/// The script of `python [options] script.py ...`, made absolute.
+fn script_of(argv: &[Vec<u8>], cwd: Option<&Path>) -> Option<PathBuf> {
+    let mut args = argv.iter().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_slice() {
+            b"-c" | b"-m" | b"-" => return None,
+            // Options that take a value.
+            b"-W" | b"-X" | b"--check-hash-based-pycs" => {
+                args.next();
+            }
+            a if a.starts_with(b"-") => {
+                if a.len() > 2 && !a.starts_with(b"--") && (a.contains(&b'c') || a.contains(&b'm')) {
+                    // `-Bc code`, `-Im module`.
+                    return None;
+                }
+            }
+            a => {
+                let path = Path::new(OsStr::from_bytes(a));
+                return Some(match cwd {
+                    Some(cwd) if path.is_relative() => cwd.join(path),
+                    _ => path.to_path_buf(),
+                });
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::Header;
+
+    fn info(python: bool) -> ProcessInfo {
+        ProcessInfo {
+            ppid: 1,
+            exe: Some("/usr/bin/python3".into()),
+            argv: vec![b"python3".to_vec(), b"app.py".to_vec()],
+            python: python.then(|| "3.12".to_owned()),
+            probed: true,
+            cwd: Some("/srv".into()),
+            ..ProcessInfo::default()
+        }
+    }
+
+    fn ev(pid: u32, tid: u32, action: Action) -> Event {
+        let header = Header {
+            ktime_ns: 0,
+            cgroup_id: 0,
+            pid,
+            tid,
+            ppid: 1,
+            uid: 0,
+            gid: 0,
+            flags: 0,
+            comm: Vec::new(),
+        };
+        Event { header, process: info(true), action }
+    }
+
+    fn engine() -> PhaseEngine {
+        PhaseEngine::new(Box::new(|_, _, _| None))
+    }
+
+    fn image(e: &mut PhaseEngine, pid: u32) {
+        e.observe(&ev(pid, pid, Action::Image { path: "/usr/bin/python3".into(), argv: Vec::new() }));
+    }
+
+    fn enter(e: &mut PhaseEngine, pid: u32, tid: u32, file: &str) {
+        e.observe(&ev(pid, tid, Action::Marker(Mark::EvalEnter { filename: file.as_bytes().to_vec() })));
+    }
+
+    fn exit(e: &mut PhaseEngine, pid: u32, tid: u32) {
+        e.observe(&ev(pid, tid, Action::Marker(Mark::EvalExit)));
+    }
+
+    fn main(e: &mut PhaseEngine, pid: u32, how: &str, target: &str) {
+        let mark = Mark::Main { how: how.into(), target: target.as_bytes().to_vec() };
+        e.observe(&ev(pid, pid, Action::Marker(mark)));
+    }
+
+    fn open(e: &mut PhaseEngine, pid: u32, tid: u32, path: &str) -> Context {
+        let action = Action::Open {
+            path: path.into(),
+            resolution: crate::process::Resolution::Absolute,
+            dirfd: -100,
+            flags: 0,
+            mode: 0,
+            result: 3,
+        };
+        e.observe(&ev(pid, tid, action))
+    }
+
+    fn fork(e: &mut PhaseEngine, pid: u32, tid: u32, child: u32, thread: bool) {
+        e.observe(&ev(pid, tid, Action::Fork { child_pid: child, child_tid: child, thread }));
+    }
+
+    #[test]
+    fn pth_line_is_startup_with_the_pth_as_culprit() {
+        let mut e = engine();
+        image(&mut e, 10);
+        enter(&mut e, 10, 10, "<frozen site>");
+        open(&mut e, 10, 10, "/venv/site-packages/aaa.pth");
+        enter(&mut e, 10, 10, "<string>");
+        enter(&mut e, 10, 10, "/venv/site-packages/evil.py");
+        let c = open(&mut e, 10, 10, "/home/u/.aws/credentials");
+        assert_eq!(c.phase, Phase::Startup);
+        assert_eq!(c.culprit.kind, CulpritKind::Pth);
+        assert_eq!(c.culprit.path.as_deref(), Some(Path::new("/venv/site-packages/aaa.pth")));
+        assert_eq!(c.culprit.module_file.as_deref(), Some(Path::new("/venv/site-packages/evil.py")));
+        assert!(c.inherited_from.is_none());
+    }
+
+    #[test]
+    fn sitecustomize_wins_over_an_earlier_pth() {
+        let mut e = engine();
+        image(&mut e, 10);
+        open(&mut e, 10, 10, "/venv/site-packages/paths.pth");
+        enter(&mut e, 10, 10, "<frozen site>");
+        enter(&mut e, 10, 10, "/venv/site-packages/sitecustomize.py");
+        let c = open(&mut e, 10, 10, "/etc/shadow");
+        assert_eq!((c.phase, c.culprit.kind), (Phase::Startup, CulpritKind::Sitecustomize));
+    }
+
+    #[test]
+    fn main_script_is_runtime_and_its_imports_are_import() {
+        let mut e = engine();
+        image(&mut e, 10);
+        main(&mut e, 10, "file", "app.py");
+        enter(&mut e, 10, 10, "app.py");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+        enter(&mut e, 10, 10, "/venv/site-packages/pkg/__init__.py");
+        enter(&mut e, 10, 10, "/venv/site-packages/pkg/sub.py");
+        let c = open(&mut e, 10, 10, "/x");
+        assert_eq!(c.phase, Phase::Import);
+        assert_eq!(c.culprit.module_file.as_deref(), Some(Path::new("/venv/site-packages/pkg/sub.py")));
+        assert_eq!(
+            c.culprit.outer_module_file.as_deref(),
+            Some(Path::new("/venv/site-packages/pkg/__init__.py"))
+        );
+        exit(&mut e, 10, 10);
+        exit(&mut e, 10, 10);
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+        // exec() of text inside main code is not an import.
+        enter(&mut e, 10, 10, "<string>");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+    }
+
+    #[test]
+    fn dash_m_package_init_is_import_and_main_module_is_runtime() {
+        let mut e = engine();
+        image(&mut e, 10);
+        main(&mut e, 10, "module", "app");
+        enter(&mut e, 10, 10, "/usr/lib/python3.12/runpy.py");
+        exit(&mut e, 10, 10);
+        enter(&mut e, 10, 10, "/srv/app/__init__.py");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Import);
+        exit(&mut e, 10, 10);
+        enter(&mut e, 10, 10, "/srv/app/__main__.py");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+    }
+
+    #[test]
+    fn thread_started_at_import_keeps_import_after_main_began() {
+        let mut e = engine();
+        image(&mut e, 10);
+        main(&mut e, 10, "command", "import pkg");
+        enter(&mut e, 10, 10, "<string>");
+        enter(&mut e, 10, 10, "/site/pkg/__init__.py");
+        fork(&mut e, 10, 10, 11, true);
+        exit(&mut e, 10, 10);
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+        let c = open(&mut e, 10, 11, "/x");
+        assert_eq!(c.phase, Phase::Import);
+        let origin = c.inherited_from.expect("inherited");
+        assert_eq!((origin.pid, origin.tid), (10, 10));
+        // A thread started at runtime is runtime.
+        fork(&mut e, 10, 10, 12, true);
+        assert_eq!(open(&mut e, 10, 12, "/x").phase, Phase::Runtime);
+    }
+
+    #[test]
+    fn taint_survives_fork_exec_of_anything_and_a_new_interpreters_own_phases() {
+        let mut e = engine();
+        image(&mut e, 10);
+        open(&mut e, 10, 10, "/site/evil.pth");
+        enter(&mut e, 10, 10, "<string>");
+        fork(&mut e, 10, 10, 20, false);
+        // The child execs another interpreter, which reaches its main code.
+        let exec = Action::Exec {
+            path: "/usr/bin/python3".into(),
+            argv: Vec::new(),
+            result: 0,
+            image: Some(Box::new(info(true))),
+        };
+        e.observe(&ev(20, 20, exec));
+        main(&mut e, 20, "file", "app.py");
+        enter(&mut e, 20, 20, "app.py");
+        let c = open(&mut e, 20, 20, "/x");
+        assert_eq!((c.phase, c.culprit.kind), (Phase::Startup, CulpritKind::Pth));
+        assert_eq!(c.inherited_from.as_ref().unwrap().pid, 10);
+        // Its own child, a non-Python program, too.
+        fork(&mut e, 20, 20, 30, false);
+        let sh = Action::Exec {
+            path: "/bin/sh".into(),
+            argv: Vec::new(),
+            result: 0,
+            image: Some(Box::new(info(false))),
+        };
+        e.observe(&ev(30, 30, sh));
+        let c = open(&mut e, 30, 30, "/x");
+        assert_eq!(c.phase, Phase::Startup);
+        assert_eq!(c.inherited_from.as_ref().unwrap().pid, 10);
+    }
+
+    #[test]
+    fn children_of_runtime_code_are_clean_and_preexisting_processes_are_runtime() {
+        let mut e = engine();
+        image(&mut e, 10);
+        main(&mut e, 10, "command", "x");
+        enter(&mut e, 10, 10, "<string>");
+        fork(&mut e, 10, 10, 20, false);
+        assert_eq!(open(&mut e, 20, 20, "/x").phase, Phase::Runtime);
+        let mut old = ev(40, 40, Action::Image { path: "/usr/bin/python3".into(), argv: Vec::new() });
+        old.process.preexisting = true;
+        e.observe(&old);
+        assert_eq!(open(&mut e, 40, 40, "/x").phase, Phase::Runtime);
+    }
+
+    #[test]
+    fn unprobed_interpreters_fall_back_to_the_script_open() {
+        let mut e = engine();
+        let mut img = ev(10, 10, Action::Image { path: "/usr/bin/python3".into(), argv: Vec::new() });
+        img.process.probed = false;
+        e.observe(&img);
+        let c = open(&mut e, 10, 10, "/x");
+        assert_eq!((c.phase, c.basis), (Phase::Startup, "syscall-order"));
+        open(&mut e, 10, 10, "/srv/app.py");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+    }
+
+    #[test]
+    fn script_detection() {
+        let argv = |a: &[&str]| a.iter().map(|s| s.as_bytes().to_vec()).collect::<Vec<_>>();
+        let cwd = Some(Path::new("/w"));
+        assert_eq!(script_of(&argv(&["py", "-u", "a.py", "-c"]), cwd), Some("/w/a.py".into()));
+        assert_eq!(script_of(&argv(&["py", "-W", "ignore", "/x/b.py"]), cwd), Some("/x/b.py".into()));
+        assert_eq!(script_of(&argv(&["py", "-c", "pass"]), cwd), None);
+        assert_eq!(script_of(&argv(&["py", "-Im", "json.tool"]), cwd), None);
+    }
+}
