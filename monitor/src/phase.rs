@@ -373,7 +373,9 @@ impl PhaseEngine {
                 basis,
             };
         }
-        let above_main = match frames.iter().rposition(|f| f.main) {
+        // A `__main__.py` only ever runs as main code (`-m`, `runpy.run_module` in launchers
+        // such as pip's `__pip-runner__.py`): what it calls is not import-time code.
+        let above_main = match frames.iter().rposition(|f| f.main || file_name_is(&f.file, "__main__.py")) {
             Some(i) => &frames[i + 1..],
             None => frames,
         };
@@ -636,6 +638,18 @@ mod tests {
         exit(&mut e, 10, 10);
         enter(&mut e, 10, 10, "/srv/app/__main__.py");
         assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+    }
+
+    #[test]
+    fn a_launcher_running_a_main_module_is_not_an_import() {
+        let mut e = engine();
+        image(&mut e, 10);
+        main(&mut e, 10, "file", "/x/pip/__pip-runner__.py");
+        enter(&mut e, 10, 10, "/x/pip/__pip-runner__.py");
+        enter(&mut e, 10, 10, "/x/pip/__main__.py");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+        enter(&mut e, 10, 10, "/x/pip/_internal/cli/main.py");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Import);
     }
 
     #[test]

@@ -70,6 +70,10 @@ pub const CREDENTIALS: &[(&str, &str)] = &[
     ("wallet", "**/.config/Exodus/exodus.wallet/**"),
 ];
 
+/// Programs the standard library runs on its own at import time (`platform` runs `uname -p`,
+/// `ctypes.util.find_library` runs `ldconfig -p`); pip and many libraries trigger them.
+pub const BENIGN_PROGRAMS: &[&str] = &["uname", "ldconfig", "ldconfig.real"];
+
 /// Never credentials even when a pattern above matches.
 const NOT_CREDENTIALS: &[&str] = &["**/*.pub", "**/.env.example", "**/.env.sample", "**/.gnupg/*.conf"];
 
@@ -136,7 +140,19 @@ impl Rules {
                 network_target(addr).map(|target| hit(NETWORK_CONNECT, target, None))
             }
             Action::Send { addr, .. } => network_target(addr).map(|target| hit(NETWORK_SEND, target, None)),
-            Action::Exec { path, .. } => Some(hit(PROGRAM_EXEC, path.to_string_lossy().into_owned(), None)),
+            Action::Exec { path, result, .. } => {
+                // A PATH search tries every directory: the misses are not programs run.
+                const ENOENT: i64 = 2;
+                const ENOTDIR: i64 = 20;
+                if *result == -ENOENT || *result == -ENOTDIR {
+                    return None;
+                }
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                if BENIGN_PROGRAMS.contains(&name.as_str()) {
+                    return None;
+                }
+                Some(hit(PROGRAM_EXEC, path.to_string_lossy().into_owned(), None))
+            }
             Action::Image { .. } | Action::Fork { .. } | Action::Exit { .. } | Action::Marker(_) => None,
         }
     }
@@ -146,11 +162,28 @@ fn severity(rule: &str) -> &'static str {
     DEFAULT_RULES.iter().find(|(r, _)| *r == rule).map_or("high", |(_, s)| s)
 }
 
-/// Internet and UNIX-socket destinations; `AF_UNSPEC` (a UDP "disconnect") and other
-/// families are not network activity.
+/// Local sockets the C library and logging use on behalf of any program (user and host
+/// lookups, syslog): not the program reaching out.
+pub const SYSTEM_SOCKETS: &[&str] = &[
+    "/var/run/nscd/socket",
+    "/run/nscd/socket",
+    "/var/lib/sss/pipes/nss",
+    "/dev/log",
+    "/run/systemd/journal/socket",
+    "/run/systemd/journal/dev-log",
+    "/run/systemd/userdb/io.systemd.DynamicUser",
+    "/run/systemd/userdb/io.systemd.Multiplexer",
+    "/run/systemd/userdb/io.systemd.NameServiceSwitch",
+];
+
+/// Internet and UNIX-socket destinations; `AF_UNSPEC` (a UDP "disconnect"), other families
+/// and the [`SYSTEM_SOCKETS`] are not network activity.
 fn network_target(addr: &[u8]) -> Option<String> {
     let parsed = SockAddr::parse(addr);
-    matches!(parsed.family(), "inet" | "inet6" | "unix").then(|| parsed.render())
+    let target = parsed.render();
+    let wanted =
+        matches!(parsed.family(), "inet" | "inet6" | "unix") && !SYSTEM_SOCKETS.contains(&target.as_str());
+    wanted.then_some(target)
 }
 
 #[cfg(test)]
@@ -208,6 +241,21 @@ mod tests {
     }
 
     #[test]
+    fn exec_rule_skips_path_search_misses_and_stdlib_helpers() {
+        let rules = Rules::defaults();
+        let exec = |path: &str, result| Action::Exec {
+            path: PathBuf::from(path),
+            argv: Vec::new(),
+            result,
+            image: None,
+        };
+        assert_eq!(rules.evaluate(&exec("/usr/bin/curl", 0)).unwrap().rule, PROGRAM_EXEC);
+        assert!(rules.evaluate(&exec("/usr/bin/curl", -13)).is_some());
+        assert!(rules.evaluate(&exec("/usr/local/bin/curl", -2)).is_none());
+        assert!(rules.evaluate(&exec("/usr/bin/uname", 0)).is_none());
+    }
+
+    #[test]
     fn network_families() {
         let rules = Rules::defaults();
         let v4 = [2u8, 0, 0x1f, 0x90, 127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0].to_vec();
@@ -216,5 +264,11 @@ mod tests {
         assert_eq!(rules.evaluate(&Action::Send { addr: v4, fd: 3, result: 5 }).unwrap().rule, NETWORK_SEND);
         let unspec = [0u8; 16].to_vec();
         assert!(rules.evaluate(&Action::Connect { addr: unspec, fd: 3, result: 0 }).is_none());
+        let mut nscd = vec![1u8, 0];
+        nscd.extend_from_slice(b"/var/run/nscd/socket\0");
+        assert!(rules.evaluate(&Action::Connect { addr: nscd.clone(), fd: 3, result: -2 }).is_none());
+        nscd.truncate(2);
+        nscd.extend_from_slice(b"/run/user/0/evil.sock\0");
+        assert!(rules.evaluate(&Action::Connect { addr: nscd, fd: 3, result: -2 }).is_some());
     }
 }

@@ -57,9 +57,18 @@ pub struct Premain {
 
 impl Premain {
     pub fn start(extra: &[&str]) -> Self {
+        Self::launch(&["run", "--events"], extra)
+    }
+
+    /// Without `--events`: only alerts and loss records are printed.
+    pub fn start_alerts(extra: &[&str]) -> Self {
+        Self::launch(&["run"], extra)
+    }
+
+    fn launch(base: &[&str], extra: &[&str]) -> Self {
         require_root();
         let mut child = Command::new(premain_binary())
-            .args(["run", "--events"])
+            .args(base)
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -112,6 +121,18 @@ impl Premain {
     /// Every JSON line printed so far.
     pub fn lines(&self) -> Vec<Value> {
         self.lines.lock().unwrap().clone()
+    }
+
+    /// Alerts, each once: a folded alert printed again (same `id`) replaces the first line.
+    pub fn alerts(&self) -> Vec<Value> {
+        let mut by_id: Vec<Value> = Vec::new();
+        for line in self.lines().into_iter().filter(|v| v["kind"] == "alert") {
+            match by_id.iter_mut().find(|a| a["id"] == line["id"]) {
+                Some(slot) => *slot = line,
+                None => by_id.push(line),
+            }
+        }
+        by_id
     }
 
     pub fn events(&self) -> Vec<Value> {

@@ -1,0 +1,660 @@
+//! The scenario corpus: real packages (tests/scenarios/packages) built locally and installed
+//! with real pip (no index, no network) into fresh venvs, run on every CPython present, with
+//! bait credentials in a temporary HOME and a loopback listener as the sink. Each scenario
+//! lists the exact alerts it expects; a missing, extra or mis-phased alert fails it.
+//!
+//! Venvs are created with `--copies`, so each run starts an interpreter binary premain has
+//! never seen (a fresh inode; for the static Debian build, a fresh image to probe).
+
+use std::{
+    collections::BTreeMap,
+    env,
+    ffi::OsStr,
+    fs,
+    io::{Read as _, Write as _},
+    net::{TcpListener, UdpSocket},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use integration_tests::{Premain, Python, TempDir, pythons, workspace_root};
+use serde_json::Value;
+
+/// Loopback TCP (and UDP, same port) sink; answers HTTP requests with an empty 200.
+struct Sink {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    _udp: Option<UdpSocket>,
+}
+
+impl Sink {
+    fn new() -> Self {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind sink");
+        let port = tcp.local_addr().unwrap().port();
+        tcp.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match tcp.accept() {
+                    Ok((mut conn, _)) => {
+                        let _ = conn.set_nonblocking(false);
+                        let _ = conn.set_read_timeout(Some(Duration::from_millis(300)));
+                        let mut buf = [0u8; 1024];
+                        let _ = conn.read(&mut buf);
+                        let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Self { port, stop, _udp: UdpSocket::bind(("127.0.0.1", port)).ok() }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A temporary HOME with fake credentials.
+fn bait_home(dir: &Path) -> PathBuf {
+    let home = dir.join("home");
+    for (file, content) in [
+        (".aws/credentials", "[default]\naws_access_key_id = AKIAFAKEFAKEFAKEFAKE\n"),
+        (".ssh/id_ed25519", "-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n"),
+        (".netrc", "machine example.invalid login x password fake\n"),
+        (".kube/config", "apiVersion: v1\nkind: Config\n"),
+        (".pypirc", "[pypi]\npassword = fake\n"),
+    ] {
+        let path = home.join(file);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+    home
+}
+
+/// `Command` with pip's and Python's environment knobs from the caller removed.
+fn clean(program: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    for (key, _) in env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        if key.starts_with("PIP_") || key.starts_with("PYTHON") || key == "VIRTUAL_ENV" {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.env("PIP_DISABLE_PIP_VERSION_CHECK", "1").env("PIP_NO_INPUT", "1").stdin(Stdio::null());
+    cmd
+}
+
+fn checked(cmd: &mut Command, what: &str) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn scenario_dir() -> PathBuf {
+    workspace_root().join("tests/scenarios")
+}
+
+/// A copy of a scenario package with the shared in-tree backend beside it.
+fn source_tree(name: &str, into: &Path) -> PathBuf {
+    let dest = into.join(name);
+    copy_dir(&scenario_dir().join("packages").join(name), &dest);
+    fs::copy(scenario_dir().join("premain_scenario_backend.py"), dest.join("premain_scenario_backend.py"))
+        .unwrap();
+    dest
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Wheels of the scenario packages, built once per test binary with real pip.
+fn wheels() -> &'static Path {
+    static WHEELS: OnceLock<PathBuf> = OnceLock::new();
+    WHEELS.get_or_init(|| {
+        let dir = env::temp_dir().join(format!("premain-wheels-{}", std::process::id()));
+        let src = dir.join("src");
+        let out = dir.join("wheels");
+        fs::create_dir_all(&out).unwrap();
+        let builder = pythons().into_iter().next().expect("a CPython 3.8+ to build the scenario wheels");
+        let mut cmd = clean(&builder.path);
+        cmd.args(["-m", "pip", "wheel", "--no-index", "--no-deps", "-q", "-w"]).arg(&out);
+        for name in
+            ["evil-pth", "paths-only", "evil-detach", "evil-site", "evil-import", "evil-thread", "benign-lib"]
+        {
+            cmd.arg(source_tree(name, &src));
+        }
+        checked(&mut cmd, "building the scenario wheels");
+        out
+    })
+}
+
+/// setuptools and wheel wheels already on this machine (ensurepip bundles, Debian's
+/// python-wheels, CPython's test data), for the `setup.py` scenario's build isolation.
+fn setuptools_links(into: &Path) -> Option<PathBuf> {
+    let mut candidates = vec![PathBuf::from("/usr/share/python-wheels")];
+    let pyenv = env::var_os("PYENV_ROOT").map_or_else(|| PathBuf::from("/root/.pyenv"), PathBuf::from);
+    for entry in fs::read_dir(pyenv.join("versions")).into_iter().flatten().flatten() {
+        for lib in fs::read_dir(entry.path().join("lib")).into_iter().flatten().flatten() {
+            for sub in ["ensurepip/_bundled", "test", "test/wheeldata"] {
+                candidates.push(lib.path().join(sub));
+            }
+        }
+    }
+    let newest = |prefix: &str| {
+        let mut found: Vec<PathBuf> = candidates
+            .iter()
+            .flat_map(|d| fs::read_dir(d).into_iter().flatten().flatten())
+            .map(|e| e.path())
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy();
+                n.starts_with(prefix) && n.ends_with("-py3-none-any.whl")
+            })
+            .collect();
+        found.sort_by_key(|p| version_key(p));
+        found.pop()
+    };
+    let (setuptools, wheel) = (newest("setuptools-")?, newest("wheel-")?);
+    let links = into.join("links");
+    fs::create_dir_all(&links).unwrap();
+    for w in [setuptools, wheel] {
+        fs::copy(&w, links.join(w.file_name().unwrap())).unwrap();
+    }
+    Some(links)
+}
+
+fn version_key(wheel: &Path) -> Vec<u32> {
+    let name = wheel.file_name().unwrap().to_string_lossy();
+    name.split('-').nth(1).unwrap_or("").split('.').map(|p| p.parse().unwrap_or(0)).collect()
+}
+
+/// A venv whose interpreter is a fresh copy; returns its python.
+fn venv(py: &Python, dir: &Path) -> PathBuf {
+    checked(
+        clean(&py.path).args(["-m", "venv", "--without-pip", "--copies"]).arg(dir),
+        &format!("[{}] python -m venv", py.label),
+    );
+    dir.join("bin/python")
+}
+
+/// `pip install` with `py`'s own pip into the environment of `target`.
+fn pip_install(py: &Python, target: &Path, home: &Path, env: &[(&str, String)], args: &[&OsStr]) {
+    let mut cmd = clean(&py.path);
+    cmd.args(["-m", "pip", "--python"]).arg(target).args(["install", "--no-index", "-q"]);
+    cmd.args(args).env("HOME", home);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    checked(&mut cmd, &format!("[{}] pip install {args:?}", py.label));
+}
+
+fn wheel_of(dist: &str) -> PathBuf {
+    let prefix = format!("{}-", dist.replace('-', "_"));
+    fs::read_dir(wheels())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no wheel for {dist}"))
+}
+
+/// One expected alert.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Want {
+    rule: &'static str,
+    phase: &'static str,
+    culprit: &'static str,
+    target: String,
+    distribution: Option<String>,
+    /// The phase came from a creator (thread, parent, earlier image).
+    inherited: bool,
+}
+
+fn want(rule: &'static str, phase: &'static str, culprit: &'static str, target: impl Into<String>) -> Want {
+    Want { rule, phase, culprit, target: target.into(), distribution: None, inherited: false }
+}
+
+impl Want {
+    fn from(self, dist: &str) -> Self {
+        Self { distribution: Some(dist.to_owned()), ..self }
+    }
+    fn inherited(self) -> Self {
+        Self { inherited: true, ..self }
+    }
+}
+
+fn got(alert: &Value) -> Want {
+    let action = &alert["action"];
+    let target = action["path"].as_str().or(action["addr"].as_str()).unwrap_or("").to_owned();
+    let s = |v: &Value| -> &'static str { Box::leak(v.as_str().unwrap_or("?").to_owned().into_boxed_str()) };
+    Want {
+        rule: s(&alert["rule"]),
+        phase: s(&alert["phase"]),
+        culprit: s(&alert["culprit"]["kind"]),
+        target,
+        distribution: alert["culprit"]["distribution"].as_str().map(str::to_owned),
+        inherited: !alert["inherited_from"].is_null(),
+    }
+}
+
+/// Alerts whose process is `root`, descends from it, or inherited its phase from it.
+fn alerts_of(premain: &Premain, root: u32) -> Vec<Value> {
+    premain
+        .alerts()
+        .into_iter()
+        .filter(|a| {
+            a["process"]["pid"] == root
+                || a["inherited_from"]["pid"] == root
+                || a["process"]["ancestry"].as_array().is_some_and(|up| up.iter().any(|p| p["pid"] == root))
+        })
+        .collect()
+}
+
+/// Waits until `root`'s alerts number at least `count` (then a little longer for extras).
+fn settle(premain: &Premain, root: u32, count: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while alerts_of(premain, root).len() < count && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_millis(400));
+    alerts_of(premain, root)
+}
+
+/// How many times `one` occurs among the alerts (at least once is expected).
+fn repeats(alerts: &[Value], one: &Want) -> usize {
+    alerts.iter().filter(|a| got(a) == *one).count().max(1)
+}
+
+/// Compares as multisets; returns a readable difference.
+fn compare(label: &str, alerts: &[Value], mut wanted: Vec<Want>) -> Result<(), String> {
+    let mut actual: Vec<Want> = alerts.iter().map(got).collect();
+    actual.sort();
+    wanted.sort();
+    if actual == wanted {
+        return Ok(());
+    }
+    let mut msg = format!("[{label}] alerts differ\n  expected:\n");
+    for w in &wanted {
+        msg += &format!("    {w:?}\n");
+    }
+    msg += "  got:\n";
+    for a in alerts {
+        msg += &format!("    {}\n", a);
+    }
+    Err(msg)
+}
+
+fn run_python(
+    python: &Path,
+    args: &[&OsStr],
+    home: &Path,
+    sink: &Sink,
+    cwd: &Path,
+    extra: &[(&str, &OsStr)],
+) -> Result<u32, String> {
+    let mut cmd = clean(python);
+    cmd.args(args).current_dir(cwd).env("HOME", home).env("PREMAIN_SINK_PORT", sink.port.to_string());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn scenario");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait scenario");
+    if !out.status.success() {
+        return Err(format!("{python:?} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(pid)
+}
+
+/// Runs `scenario` on every CPython, reporting every failure at the end.
+fn on_every_python(name: &str, mut scenario: impl FnMut(&Python, &Premain, &Path) -> Result<(), String>) {
+    let pythons = pythons();
+    assert!(!pythons.is_empty(), "no CPython 3.8+ found");
+    wheels();
+    let premain = Premain::start_alerts(&["--fold-window-secs", "2"]);
+    let mut failures = Vec::new();
+    let mut ran = Vec::new();
+    for py in &pythons {
+        let dir = TempDir::new(&format!("scn-{name}"));
+        match scenario(py, &premain, dir.path()) {
+            Ok(()) => ran.push(py.label.clone()),
+            Err(err) => failures.push(err),
+        }
+    }
+    let (status, stderr) = premain.stop();
+    println!("{name}: ran on {}", ran.join(", "));
+    assert!(failures.is_empty(), "{}\npremain stderr:\n{stderr}", failures.join("\n"));
+    assert!(status.success(), "premain exited with {status}");
+}
+
+fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+fn user_site(home: &Path, py: &Python) -> PathBuf {
+    home.join(format!(".local/lib/python{}.{}/site-packages", py.version.0, py.version.1))
+}
+
+#[test]
+fn pth_reads_credentials_and_connects_at_startup() {
+    on_every_python("pth", |py, premain, dir| {
+        let home = bait_home(dir);
+        let sink = Sink::new();
+        let python = venv(py, &dir.join("venv"));
+        pip_install(
+            py,
+            &python,
+            &home,
+            &[],
+            &[wheel_of("evil-pth").as_os_str(), wheel_of("paths-only").as_os_str()],
+        );
+        let script = dir.join("app.py");
+        fs::write(&script, "print('hello')\n").unwrap();
+        let expect = || {
+            vec![
+                want(
+                    "credential-read",
+                    "startup",
+                    "pth",
+                    home.join(".aws/credentials").display().to_string(),
+                )
+                .from("evil-pth"),
+                want("network-connect", "startup", "pth", sink.addr()).from("evil-pth"),
+            ]
+        };
+        let modes: [&[&OsStr]; 3] =
+            [&[os("-c"), os("pass")], &[script.as_os_str()], &[os("-m"), os("platform")]];
+        for args in modes {
+            let pid = run_python(&python, args, &home, &sink, dir, &[])?;
+            let alerts = settle(premain, pid, 2);
+            compare(&format!("{} venv {args:?}", py.label), &alerts, expect())?;
+            for a in &alerts {
+                let path = a["culprit"]["path"].as_str().unwrap_or("");
+                if !path.ends_with("/aaa_evil_pth.pth") || a["culprit"]["module"] != "evil_pth_payload" {
+                    return Err(format!("[{}] wrong culprit: {}", py.label, a["culprit"]));
+                }
+            }
+        }
+        // Out of a venv: the user site of the base interpreter, installed there by pip.
+        let user = user_site(&home, py);
+        let mut cmd = clean(&py.path);
+        cmd.args(["-m", "pip", "install", "--no-index", "-q", "--target"])
+            .arg(&user)
+            .arg(wheel_of("evil-pth"));
+        checked(cmd.env("HOME", &home), &format!("[{}] pip install --target", py.label));
+        let pid = run_python(&py.path, &[os("-c"), os("pass")], &home, &sink, dir, &[])?;
+        compare(&format!("{} user site", py.label), &settle(premain, pid, 2), expect())
+    });
+}
+
+#[test]
+fn pth_detached_child_acts_after_its_parent_exited() {
+    on_every_python("detach", |py, premain, dir| {
+        let home = bait_home(dir);
+        let sink = Sink::new();
+        let python = venv(py, &dir.join("venv"));
+        pip_install(py, &python, &home, &[], &[wheel_of("evil-detach").as_os_str()]);
+        let done = dir.join("done");
+        let pid = run_python(
+            &python,
+            &[os("-c"), os("pass")],
+            &home,
+            &sink,
+            dir,
+            &[("PREMAIN_DONE", done.as_os_str())],
+        )?;
+        let parent_gone = Instant::now();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done.exists() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(50));
+        }
+        if !done.exists() {
+            return Err(format!("[{}] the detached child never finished", py.label));
+        }
+        if parent_gone.elapsed() < Duration::from_millis(500) {
+            return Err(format!("[{}] the child acted too early to prove anything", py.label));
+        }
+        let alerts = settle(premain, pid, 3);
+        compare(
+            &py.label,
+            &alerts,
+            vec![
+                want("program-exec", "startup", "pth", python.display().to_string())
+                    .from("evil-detach")
+                    .inherited(),
+                want("credential-read", "startup", "pth", home.join(".ssh/id_ed25519").display().to_string())
+                    .from("evil-detach")
+                    .inherited(),
+                want("network-connect", "startup", "pth", sink.addr()).from("evil-detach").inherited(),
+            ],
+        )?;
+        let origin = alerts.iter().map(|a| &a["inherited_from"]["pid"]).collect::<Vec<_>>();
+        if origin.iter().any(|p| **p != pid) {
+            return Err(format!("[{}] taint should come from {pid}: {origin:?}", py.label));
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn sitecustomize_runs_curl() {
+    let curl = PathBuf::from("/usr/bin/curl");
+    assert!(curl.exists(), "this scenario needs curl at /usr/bin/curl (cargo xtask setup installs it)");
+    on_every_python("sitecustomize", |py, premain, dir| {
+        let home = bait_home(dir);
+        let sink = Sink::new();
+        let python = venv(py, &dir.join("venv"));
+        pip_install(py, &python, &home, &[], &[wheel_of("evil-site").as_os_str()]);
+        // On PYTHONPATH, as pip's build environments do: a distribution's own sitecustomize
+        // (Debian's) would otherwise shadow the one in site-packages.
+        let site = fs::read_dir(dir.join("venv/lib"))
+            .unwrap()
+            .flatten()
+            .next()
+            .unwrap()
+            .path()
+            .join("site-packages");
+        let pid = run_python(
+            &python,
+            &[os("-c"), os("pass")],
+            &home,
+            &sink,
+            dir,
+            &[("PYTHONPATH", site.as_os_str())],
+        )?;
+        let alerts = settle(premain, pid, 2);
+        compare(
+            &py.label,
+            &alerts,
+            vec![
+                want("program-exec", "startup", "sitecustomize", "/usr/bin/curl")
+                    .from("evil-site")
+                    .inherited(),
+                want("network-connect", "startup", "sitecustomize", sink.addr())
+                    .from("evil-site")
+                    .inherited(),
+            ],
+        )
+    });
+}
+
+const APP: &str = "\
+import os
+import evil_import, evil_thread, benign_lib
+def main():
+    benign_lib.read_aws()
+    from benign_lib import lazy
+    lazy.phone_home(int(os.environ['PREMAIN_SINK_PORT']))
+    open(os.environ['PREMAIN_FLAG'], 'w').close()
+main()
+";
+
+#[test]
+fn import_time_code_and_benign_controls() {
+    on_every_python("import", |py, premain, dir| {
+        let home = bait_home(dir);
+        let sink = Sink::new();
+        let python = venv(py, &dir.join("venv"));
+        let wheels: Vec<PathBuf> =
+            ["evil-import", "evil-thread", "benign-lib"].iter().map(|d| wheel_of(d)).collect();
+        let args: Vec<&OsStr> = wheels.iter().map(|w| w.as_os_str()).collect();
+        pip_install(py, &python, &home, &[], &args);
+        let app = dir.join("app");
+        fs::create_dir_all(app.join("app_pkg")).unwrap();
+        fs::write(app.join("app_main.py"), APP).unwrap();
+        fs::write(app.join("app_pkg/__init__.py"), "").unwrap();
+        fs::write(app.join("app_pkg/__main__.py"), APP).unwrap();
+        let expected = || {
+            vec![
+                want("credential-read", "import", "module", home.join(".netrc").display().to_string())
+                    .from("evil-import"),
+                want("network-connect", "import", "module", sink.addr()).from("evil-import"),
+                want("network-send", "import", "module", sink.addr()).from("evil-import"),
+                want("credential-read", "import", "module", home.join(".kube/config").display().to_string())
+                    .from("evil-thread")
+                    .inherited(),
+            ]
+        };
+        let site = fs::read_dir(dir.join("venv/lib"))
+            .unwrap()
+            .flatten()
+            .next()
+            .unwrap()
+            .path()
+            .join("site-packages");
+        let runs: Vec<(String, PathBuf, Vec<&OsStr>, Vec<(&str, &OsStr)>)> = vec![
+            ("venv file".into(), python.clone(), vec![os("app_main.py")], vec![]),
+            ("venv -m".into(), python.clone(), vec![os("-m"), os("app_pkg")], vec![]),
+            ("venv -c".into(), python.clone(), vec![os("-c"), os(APP)], vec![]),
+            (
+                "no venv file".into(),
+                py.path.clone(),
+                vec![os("app_main.py")],
+                vec![("PYTHONPATH", site.as_os_str())],
+            ),
+        ];
+        for (i, (label, exe, args, extra)) in runs.into_iter().enumerate() {
+            let flag = dir.join(format!("flag{i}"));
+            let mut env: Vec<(&str, &OsStr)> = vec![("PREMAIN_FLAG", flag.as_os_str())];
+            env.extend(extra);
+            let pid = run_python(&exe, &args, &home, &sink, &app, &env)?;
+            let alerts = settle(premain, pid, 4);
+            compare(&format!("{} {label}", py.label), &alerts, expected())?;
+            let modules: BTreeMap<String, String> = alerts
+                .iter()
+                .map(|a| (a["action"]["type"].to_string(), a["culprit"]["module"].to_string()))
+                .collect();
+            if alerts.iter().any(|a| !a["culprit"]["module"].as_str().is_some_and(|m| m.starts_with("evil_")))
+            {
+                return Err(format!("[{} {label}] culprit modules: {modules:?}", py.label));
+            }
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn setup_py_reads_credentials_during_pip_install() {
+    let links_dir = TempDir::new("links");
+    let Some(links) = setuptools_links(links_dir.path()) else {
+        println!("setup.py scenario SKIPPED: no setuptools and wheel wheels on this machine to build with");
+        return;
+    };
+    on_every_python("setup.py", |py, premain, dir| {
+        let home = bait_home(dir);
+        let python = venv(py, &dir.join("venv"));
+        let src = source_tree("evil-setup", dir);
+        let mut cmd = clean(&py.path);
+        cmd.args(["-m", "pip", "--python"]).arg(&python).args([
+            "install",
+            "--no-index",
+            "-q",
+            "--find-links",
+        ]);
+        cmd.arg(&links).arg(&src).env("HOME", &home);
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let pid = child.id();
+        let out = child.wait_with_output().unwrap();
+        if !out.status.success() {
+            return Err(format!(
+                "[{}] pip install failed: {}",
+                py.label,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let alerts = settle(premain, pid, 1);
+        // setup.py runs once per build hook process; pip versions differ in how many.
+        let one = want("credential-read", "install", "setup", home.join(".pypirc").display().to_string())
+            .from("evil-setup");
+        compare(&py.label, &alerts, vec![one.clone(); repeats(&alerts, &one)])?;
+        for a in &alerts {
+            let c = &a["culprit"];
+            if !c["path"].as_str().unwrap_or("").ends_with("setup.py") || c["installer"] != "pip" {
+                return Err(format!("[{}] culprit: {c}", py.label));
+            }
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn in_tree_backend_connects_during_its_hook() {
+    on_every_python("backend", |py, premain, dir| {
+        let home = bait_home(dir);
+        let sink = Sink::new();
+        let python = venv(py, &dir.join("venv"));
+        let src = source_tree("evil-backend", dir);
+        let mut cmd = clean(&py.path);
+        cmd.args(["-m", "pip", "--python"]).arg(&python).args(["install", "--no-index", "-q"]).arg(&src);
+        cmd.env("HOME", &home).env("PREMAIN_SINK_PORT", sink.port.to_string());
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let pid = child.id();
+        let out = child.wait_with_output().unwrap();
+        if !out.status.success() {
+            return Err(format!(
+                "[{}] pip install failed: {}",
+                py.label,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let alerts = settle(premain, pid, 1);
+        let one = want("network-connect", "install", "build-backend", sink.addr()).from("evil-backend");
+        compare(&py.label, &alerts, vec![one.clone(); repeats(&alerts, &one)])?;
+        for a in &alerts {
+            let c = &a["culprit"];
+            if c["backend"] != "evil_backend_impl"
+                || !c["path"].as_str().unwrap_or("").ends_with("evil_backend_impl.py")
+            {
+                return Err(format!("[{}] culprit: {c}", py.label));
+            }
+        }
+        Ok(())
+    });
+}

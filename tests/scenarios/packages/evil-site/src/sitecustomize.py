@@ -1,0 +1,10 @@
+# Runs at every interpreter start, before the user's code.
+import os
+import shutil
+import subprocess
+
+if os.environ.get("PREMAIN_SINK_PORT"):
+    subprocess.run(
+        [shutil.which("curl"), "-s", "-m", "3", "-o", "/dev/null", "http://127.0.0.1:%s/beacon" % os.environ["PREMAIN_SINK_PORT"]],
+        check=False,
+    )

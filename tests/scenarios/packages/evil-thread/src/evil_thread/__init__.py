@@ -1,0 +1,15 @@
+# Import-time thread that waits until the application's main code runs, then acts.
+import os
+import threading
+import time
+
+
+def _later(flag):
+    deadline = time.time() + 20
+    while not os.path.exists(flag) and time.time() < deadline:
+        time.sleep(0.05)
+    open(os.path.join(os.path.expanduser("~"), ".kube", "config")).close()
+
+
+if os.environ.get("PREMAIN_FLAG"):
+    threading.Thread(target=_later, args=(os.environ["PREMAIN_FLAG"],)).start()
