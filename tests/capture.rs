@@ -206,11 +206,17 @@ fn detached_grandchild_outliving_its_python_ancestor_is_reported() {
 
 #[test]
 fn ring_buffer_overflow_is_counted_per_hook() {
-    // One page of ring buffer and a reader that waits: a burst of opens cannot fit.
+    // One page of ring buffer and a reader that waits: a burst of opens cannot fit. An
+    // interpreter already running when premain starts makes its executable known, so the
+    // burst is not held (stopped) until the stalled reader judges it.
+    let py = &pythons()[0];
+    let mut known =
+        Command::new(&py.path).args(["-c", "import time; time.sleep(60)"]).spawn().expect("spawn");
     let premain = Premain::start(&["--ring-buffer-size", "4096", "--debug-stall-reader-ms", "3000"]);
+    let _ = known.kill();
+    let _ = known.wait();
     let dir = TempDir::new("overflow");
     let target = dir.file("burst", "x\n");
-    let py = &pythons()[0];
     run_ok(&py.path, &[script("burst.py").as_os_str(), target.as_os_str(), OsStr::new("2000")]);
     premain.wait_for("a loss record for the open hook", |v| v["kind"] == "loss" && v["hook"] == "open");
     // Stopping reports whatever is still uncounted and drains the ring.

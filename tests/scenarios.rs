@@ -549,22 +549,28 @@ fn import_time_code_and_benign_controls() {
             .unwrap()
             .path()
             .join("site-packages");
-        let runs: Vec<(String, PathBuf, Vec<&OsStr>, Vec<(&str, &OsStr)>)> = vec![
-            ("venv file".into(), python.clone(), vec![os("app_main.py")], vec![]),
-            ("venv -m".into(), python.clone(), vec![os("-m"), os("app_pkg")], vec![]),
-            ("venv -c".into(), python.clone(), vec![os("-c"), os(APP)], vec![]),
-            (
-                "no venv file".into(),
-                py.path.clone(),
-                vec![os("app_main.py")],
-                vec![("PYTHONPATH", site.as_os_str())],
-            ),
+        struct Run<'a> {
+            label: &'static str,
+            exe: &'a Path,
+            args: Vec<&'a OsStr>,
+            env: Vec<(&'static str, &'a OsStr)>,
+        }
+        let runs = [
+            Run { label: "venv file", exe: &python, args: vec![os("app_main.py")], env: vec![] },
+            Run { label: "venv -m", exe: &python, args: vec![os("-m"), os("app_pkg")], env: vec![] },
+            Run { label: "venv -c", exe: &python, args: vec![os("-c"), os(APP)], env: vec![] },
+            Run {
+                label: "no venv file",
+                exe: &py.path,
+                args: vec![os("app_main.py")],
+                env: vec![("PYTHONPATH", site.as_os_str())],
+            },
         ];
-        for (i, (label, exe, args, extra)) in runs.into_iter().enumerate() {
+        for (i, Run { label, exe, args, env: extra }) in runs.into_iter().enumerate() {
             let flag = dir.join(format!("flag{i}"));
             let mut env: Vec<(&str, &OsStr)> = vec![("PREMAIN_FLAG", flag.as_os_str())];
             env.extend(extra);
-            let pid = run_python(&exe, &args, &home, &sink, &app, &env)?;
+            let pid = run_python(exe, &args, &home, &sink, &app, &env)?;
             let alerts = settle(premain, pid, 4);
             compare(&format!("{} {label}", py.label), &alerts, expected())?;
             let modules: BTreeMap<String, String> = alerts
