@@ -66,6 +66,8 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let offsets = offsets::resolve(&btf, &tracefs)?;
     drop(btf);
 
+    // A premain killed while holding processes left them stopped: nothing else resumes them.
+    crate::hold::release_orphans();
     let mut kernel = loader::load(&offsets, opts.ring_buffer_bytes)?;
     let attached = loader::attach_all(&mut kernel)?;
     let loader::Kernel { events, maps, counters, logger } = kernel;

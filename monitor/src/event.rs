@@ -98,7 +98,7 @@ impl ProcessInfo {
         };
         Self {
             ppid: p.ppid,
-            probed: p.python.as_ref().is_some_and(|i| i.probed),
+            probed: !p.late && p.python.as_ref().is_some_and(|i| i.probed),
             cwd: p.cwd.clone(),
             started_ns: p.started_ns,
             exe: p.exe.clone(),

@@ -11,6 +11,7 @@ pub mod decode;
 pub mod dist;
 pub mod error;
 pub mod event;
+pub mod hold;
 pub mod install;
 pub mod interpreter;
 pub mod loader;

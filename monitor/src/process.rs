@@ -32,6 +32,8 @@ pub struct Process {
     pub preexisting: bool,
     /// `CLOCK_MONOTONIC` time of the exec that started the current image (0 when unknown).
     pub started_ns: u64,
+    /// Ran before its interpreter's probes were attached (a hold that did not hold).
+    pub late: bool,
     pub cwd: Option<PathBuf>,
     pub(crate) fds: HashMap<i32, PathBuf>,
 }

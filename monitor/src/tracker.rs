@@ -29,8 +29,9 @@ pub trait KernelState {
     /// Attaches the start-up probes to the interpreter's image (once per image); returns
     /// whether its processes can be phased by them.
     fn attach_probes(&mut self, interpreter: &Interpreter) -> bool;
-    /// Resumes a process the kernel stopped until its executable was judged.
-    fn resume(&mut self, pid: u32);
+    /// Resumes a process the kernel stopped until its executable was judged; returns whether
+    /// it was still stopped (else something else let it run before its probes were ready).
+    fn resume(&mut self, pid: u32) -> bool;
 }
 
 /// Judges the executable of process `pid` whose kernel identity is `key`.
@@ -113,14 +114,7 @@ impl<K: KernelState> Tracker<K> {
         self.stats.records += 1;
         let pid = record.header().pid;
         match record {
-            Record::Image(exec) => {
-                let held = exec.header.flags & FLAG_HELD != 0;
-                let event = self.on_image(exec);
-                if held {
-                    self.kernel.resume(pid);
-                }
-                event
-            }
+            Record::Image(exec) => self.on_image(exec),
             Record::Marker(marker) => {
                 if self.drop_untracked(pid) {
                     return None;
@@ -262,6 +256,9 @@ impl<K: KernelState> Tracker<K> {
                 .unwrap_or_default(),
             python: Some(python),
             cwd: fs::read_link(format!("/proc/{pid}/cwd")).ok(),
+            // Its start was not seen: like a process running before premain, it is phased
+            // `runtime` rather than guessed.
+            preexisting: true,
             ..Process::default()
         })
     }
@@ -281,6 +278,11 @@ impl<K: KernelState> Tracker<K> {
         } else {
             None
         };
+        // Resume a held process now that its probes (if any) are attached, whatever the verdict.
+        let mut late = false;
+        if exec.header.flags & FLAG_HELD != 0 {
+            late = !self.kernel.resume(pid);
+        }
         let previous = self.table.get(pid).cloned();
         if tracking & TRACK_PENDING != 0 {
             // The kernel kept recording while it waited for us; settle it now.
@@ -307,6 +309,8 @@ impl<K: KernelState> Tracker<K> {
             exe_key: exec.exe,
             exe: fs::read_link(format!("/proc/{pid}/exe")).ok().or_else(|| path_of(&exec.filename)),
             argv: exec.argv.clone(),
+            // Ran before its probes were attached: its first markers may be missing.
+            late,
             python,
             preexisting: false,
             cwd: previous.as_ref().and_then(|p| p.cwd.clone()),
@@ -433,11 +437,8 @@ impl KernelState for crate::loader::KernelMaps {
         self.probes.attach(interpreter)
     }
 
-    fn resume(&mut self, pid: u32) {
-        // SAFETY: kill(2) has no memory preconditions.
-        if unsafe { libc::kill(pid as i32, libc::SIGCONT) } != 0 {
-            tracing::debug!(pid, error = %std::io::Error::last_os_error(), "cannot resume held process");
-        }
+    fn resume(&mut self, pid: u32) -> bool {
+        crate::hold::resume(pid)
     }
 }
 
@@ -466,8 +467,9 @@ mod tests {
         fn attach_probes(&mut self, _: &Interpreter) -> bool {
             true
         }
-        fn resume(&mut self, pid: u32) {
+        fn resume(&mut self, pid: u32) -> bool {
             self.resumed.push(pid);
+            pid != 41
         }
     }
 
@@ -552,6 +554,9 @@ mod tests {
         t.handle(image(41, PY, TRACK_PENDING, FLAG_HELD));
         t.handle(image(42, PY, TRACK_PYTHON, 0));
         assert_eq!(t.kernel.resumed, vec![40, 41]);
+        // 41 was running again before it was judged: its start-up may have been missed.
+        assert!(t.table.get(41).unwrap().late);
+        assert!(!ProcessInfo::of(t.table.get(41)).probed);
     }
 
     #[test]

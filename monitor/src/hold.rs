@@ -1,0 +1,66 @@
+//! Processes the kernel stops (`SIGSTOP`) at exec of an executable never judged, until the
+//! daemon has judged it and attached its probes: resuming them, and recovering the ones a
+//! previous premain left stopped when it was killed.
+
+use std::fs;
+
+const SYS_EXECVE: &str = "59";
+const SYS_EXECVEAT: &str = "322";
+
+/// Resumes `pid`; returns whether it was still stopped, i.e. whether the hold kept it from
+/// running until now (a job-control shell or a debugger may have continued it).
+pub fn resume(pid: u32) -> bool {
+    let stopped = state(pid) == Some('T');
+    // SAFETY: kill(2) has no memory preconditions.
+    if unsafe { libc::kill(pid as i32, libc::SIGCONT) } != 0 {
+        tracing::debug!(pid, error = %std::io::Error::last_os_error(), "cannot resume held process");
+    }
+    stopped
+}
+
+fn state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state follows the parenthesised command, which may itself contain ") ".
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// Whether a process is stopped exactly where the hold stops one: on the way out of a
+/// successful exec, before its first instruction. A process stopped by a user or a job-control
+/// shell is somewhere else (`/proc/<pid>/syscall` names another syscall or `running`).
+pub fn stopped_at_exec(pid: u32) -> bool {
+    if state(pid) != Some('T') {
+        return false;
+    }
+    let Ok(syscall) = fs::read_to_string(format!("/proc/{pid}/syscall")) else { return false };
+    matches!(syscall.split_whitespace().next(), Some(SYS_EXECVE | SYS_EXECVEAT))
+}
+
+/// Resumes processes a previous premain stopped and never resumed (it was killed). Returns
+/// how many.
+pub fn release_orphans() -> usize {
+    let Ok(entries) = fs::read_dir("/proc") else { return 0 };
+    let mut released = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if stopped_at_exec(pid) {
+            resume(pid);
+            released += 1;
+        }
+    }
+    if released > 0 {
+        tracing::warn!(released, "resumed processes a previous premain left stopped at exec");
+    }
+    released
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_process_is_not_an_orphan() {
+        assert!(!stopped_at_exec(std::process::id()));
+        assert!(matches!(state(std::process::id()), Some('R' | 'S')));
+        assert_eq!(state(u32::MAX), None);
+    }
+}
