@@ -537,6 +537,8 @@ fn import_time_code_and_benign_controls() {
                     .from("evil-import"),
                 want("network-connect", "import", "module", sink.addr()).from("evil-import"),
                 want("network-send", "import", "module", sink.addr()).from("evil-import"),
+                want("network-send", "import", "module", format!("127.0.0.2:{}", sink.port))
+                    .from("evil-import"),
                 want("credential-read", "import", "module", home.join(".kube/config").display().to_string())
                     .from("evil-thread")
                     .inherited(),
@@ -571,7 +573,7 @@ fn import_time_code_and_benign_controls() {
             let mut env: Vec<(&str, &OsStr)> = vec![("PREMAIN_FLAG", flag.as_os_str())];
             env.extend(extra);
             let pid = run_python(exe, &args, &home, &sink, &app, &env)?;
-            let alerts = settle(premain, pid, 4);
+            let alerts = settle(premain, pid, 5);
             compare(&format!("{} {label}", py.label), &alerts, expected())?;
             let modules: BTreeMap<String, String> = alerts
                 .iter()

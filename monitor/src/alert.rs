@@ -308,3 +308,71 @@ fn action_json(action: &Action, hit: &Hit) -> Value {
     }
     Value::Object(obj)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        decode::Header,
+        event::ProcessInfo,
+        phase::{Phase, PhaseEngine},
+        process::Resolution,
+        rules::Rules,
+    };
+
+    fn open(pid: u32, path: &str) -> Event {
+        let header = Header {
+            ktime_ns: 1,
+            cgroup_id: 0,
+            pid,
+            tid: pid,
+            ppid: 0,
+            uid: 0,
+            gid: 0,
+            flags: 0,
+            comm: Vec::new(),
+        };
+        let action = Action::Open {
+            path: path.into(),
+            resolution: Resolution::Absolute,
+            dirfd: -100,
+            flags: 0,
+            mode: 0,
+            result: 3,
+        };
+        Event {
+            header,
+            process: ProcessInfo { python: Some("3.12".into()), ..ProcessInfo::default() },
+            action,
+        }
+    }
+
+    #[test]
+    fn repeats_fold_and_distinct_targets_do_not() {
+        let mut alerts = Alerts::new(Clock::new(), Duration::from_secs(60));
+        let rules = Rules::defaults();
+        let table = ProcessTable::new(8);
+        let context = Context {
+            phase: Phase::Startup,
+            ..PhaseEngine::new(Box::new(|_, _, _| None)).observe(&open(1, "/x"))
+        };
+        let mut raise = |pid, path| {
+            let event = open(pid, path);
+            let hit = rules.evaluate(&event.action).expect("a credential");
+            alerts.raise(&event, &context, hit, &table)
+        };
+        let first = raise(7, "/h/.netrc").expect("first alert printed");
+        assert!(raise(7, "/h/.netrc").is_none(), "a repeat folds");
+        assert!(raise(7, "/h/.pypirc").is_some(), "another target is another alert");
+        assert!(raise(8, "/h/.netrc").is_some(), "another process is another alert");
+        assert_eq!(first["schema"], SCHEMA);
+        assert_eq!(first["phase"], "startup");
+        assert_eq!(first["action"]["category"], "netrc");
+        let closed = alerts.expire(true);
+        assert_eq!(closed.len(), 1, "only the folded alert is printed again");
+        assert_eq!(
+            (closed[0]["id"].clone(), closed[0]["count"].clone()),
+            (first["id"].clone(), serde_json::json!(2))
+        );
+    }
+}
