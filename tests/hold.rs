@@ -4,7 +4,7 @@
 
 use std::{
     fs,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command},
     thread,
     time::{Duration, Instant},
@@ -26,11 +26,17 @@ fn eventually(what: &str, mut pred: impl FnMut() -> bool) {
     }
 }
 
-fn fresh_copy(dir: &Path, of: &str) -> PathBuf {
-    let copy = dir.join("fresh-binary");
-    fs::copy(of, &copy).expect("copy binary");
-    copy
+/// A fresh copy of Debian's static CPython (a new file premain has never judged), named like
+/// an interpreter: those are the executables the kernel holds.
+fn fresh_python(dir: &Path) -> Command {
+    let copy = dir.join("python3-fresh");
+    fs::copy(PYTHON, &copy).expect("copy python");
+    let mut cmd = Command::new(copy);
+    cmd.args(["-c", "pass"]);
+    cmd
 }
+
+const PYTHON: &str = "/usr/bin/python3.11";
 
 fn exited(child: &mut Child) -> bool {
     matches!(child.try_wait(), Ok(Some(_)))
@@ -40,16 +46,16 @@ fn exited(child: &mut Child) -> bool {
 fn unseen_executables_wait_until_judged() {
     let premain = Premain::start_alerts(&["--debug-stall-reader-ms", "4000"]);
     let dir = TempDir::new("hold");
-    let mut child = Command::new(fresh_copy(dir.path(), "/bin/true")).spawn().expect("spawn");
+    let mut child = fresh_python(dir.path()).spawn().expect("spawn");
     let pid = child.id();
     // The reader is stalled: nobody has judged the file, so the process must be stopped.
     eventually("the unseen binary to be held", || state(pid) == Some('T'));
     assert!(!exited(&mut child), "a held process ran");
-    // Once the reader runs, it is judged (not Python) and resumed.
+    // Once the reader runs, it is judged, probed and resumed.
     eventually("the held process to be resumed", || exited(&mut child));
     assert!(child.wait().unwrap().success());
     // Judged once: the next run is not held.
-    let status = Command::new(dir.path().join("fresh-binary")).status().expect("run again");
+    let status = fresh_python(dir.path()).status().expect("run again");
     assert!(status.success());
     let (status, _) = premain.stop();
     assert!(status.success());
@@ -59,9 +65,15 @@ fn unseen_executables_wait_until_judged() {
 fn a_killed_premain_leaves_no_process_stopped_for_good() {
     let premain = Premain::start_alerts(&["--debug-stall-reader-ms", "60000"]);
     let dir = TempDir::new("orphan");
-    let mut child = Command::new(fresh_copy(dir.path(), "/bin/true")).spawn().expect("spawn");
+    let mut child = fresh_python(dir.path()).spawn().expect("spawn");
     let pid = child.id();
     eventually("the unseen binary to be held", || state(pid) == Some('T'));
+    // Meanwhile (the reader is still stalled), a new binary that is not an interpreter, run
+    // by an untracked process, is not held: a job-control shell would show it as stopped.
+    let other = dir.path().join("fresh-true");
+    fs::copy("/bin/true", &other).unwrap();
+    let mut plain = Command::new(&other).spawn().unwrap();
+    eventually("a new non-Python binary to run unheld", || exited(&mut plain));
     let (status, _) = premain.stop_with(libc::SIGKILL);
     assert!(!status.success());
     // Killed: its programs are gone, the process is still stopped.

@@ -129,6 +129,18 @@ fn read_argv(rec: &mut ExecRecord, argv: u64) {
     rec.args_len = used as u32;
 }
 
+/// After exec, `comm` is the basename of the file run (`python3.12`, a venv's `python`).
+#[inline(always)]
+fn comm_is_python() -> bool {
+    let comm = aya_ebpf::helpers::bpf_get_current_comm().unwrap_or_default();
+    comm[0] == b'p'
+        && comm[1] == b'y'
+        && comm[2] == b't'
+        && comm[3] == b'h'
+        && comm[4] == b'o'
+        && comm[5] == b'n'
+}
+
 /// `n` is a `*_read_*_str` result: bytes copied including the NUL, or a negative error.
 /// Returns whether the record was sent.
 #[inline(always)]
@@ -195,8 +207,10 @@ pub fn exec_image(ctx: TracePointContext) -> u32 {
     }
     // An unseen executable may be a CPython whose probes are not attached yet: stop the process
     // before its first instruction, so that no start-up marker is missed. The daemon resumes
-    // it once judged; only a record that reached the ring can promise that.
-    let hold = verdict.is_none() && control(CONTROL_HOLD) != 0;
+    // it once judged; only a record that reached the ring can promise that. A stop is visible
+    // to a job-control shell ("Stopped"), so only likely interpreters are held: files run as
+    // `python*`, and anything run by a tracked process (a renamed copy run by pre-main code).
+    let hold = verdict.is_none() && control(CONTROL_HOLD) != 0 && (by_tracked || comm_is_python());
     if hold {
         rec.header.flags |= FLAG_HELD;
     }

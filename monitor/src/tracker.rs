@@ -279,10 +279,13 @@ impl<K: KernelState> Tracker<K> {
             None
         };
         // Resume a held process now that its probes (if any) are attached, whatever the verdict.
-        let mut late = false;
-        if exec.header.flags & FLAG_HELD != 0 {
-            late = !self.kernel.resume(pid);
-        }
+        // An unseen file had no probes at exec: unless the hold kept the process stopped until
+        // now, its first markers may be missing.
+        let late = if exec.header.flags & FLAG_HELD != 0 {
+            !self.kernel.resume(pid)
+        } else {
+            exec.tracking & TRACK_PENDING != 0
+        };
         let previous = self.table.get(pid).cloned();
         if tracking & TRACK_PENDING != 0 {
             // The kernel kept recording while it waited for us; settle it now.
@@ -541,6 +544,8 @@ mod tests {
         let mut t = tracker();
         let started = t.handle(image(10, PY, TRACK_PENDING, 0)).expect("image event");
         assert!(matches!(started.action, Action::Image { .. }));
+        // Not held: it ran before its probes existed.
+        assert!(!started.process.probed);
         assert_eq!(t.kernel.tracked.get(&10), Some(&TRACK_PYTHON));
         assert_eq!(t.kernel.verdicts.get(&PY), Some(&true));
         let event = t.handle(open(10)).expect("event for a python process");
@@ -557,6 +562,7 @@ mod tests {
         // 41 was running again before it was judged: its start-up may have been missed.
         assert!(t.table.get(41).unwrap().late);
         assert!(!ProcessInfo::of(t.table.get(41)).probed);
+        assert!(!t.table.get(42).unwrap().late);
     }
 
     #[test]
