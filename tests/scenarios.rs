@@ -215,6 +215,26 @@ fn pip_install(py: &Python, target: &Path, home: &Path, env: &[(&str, String)], 
     checked(&mut cmd, &format!("[{}] pip install {args:?}", py.label));
 }
 
+/// `pip install` of source trees (a build), as a process whose alerts the caller collects.
+fn pip_build(
+    py: &Python,
+    target: &Path,
+    home: &Path,
+    args: &[&OsStr],
+    env: &[(&str, &str)],
+) -> Result<u32, String> {
+    let mut cmd = clean(&py.path);
+    cmd.args(["-m", "pip", "--python"]).arg(target).args(["install", "--no-index", "-q"]).args(args);
+    cmd.env("HOME", home).envs(env.iter().copied());
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().map_err(|e| e.to_string())?;
+    let pid = child.id();
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("[{}] pip install failed: {}", py.label, String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(pid)
+}
+
 fn wheel_of(dist: &str) -> PathBuf {
     let prefix = format!("{}-", dist.replace('-', "_"));
     fs::read_dir(wheels())
@@ -599,24 +619,8 @@ fn setup_py_reads_credentials_during_pip_install() {
         let home = bait_home(dir);
         let python = venv(py, &dir.join("venv"));
         let src = source_tree("evil-setup", dir);
-        let mut cmd = clean(&py.path);
-        cmd.args(["-m", "pip", "--python"]).arg(&python).args([
-            "install",
-            "--no-index",
-            "-q",
-            "--find-links",
-        ]);
-        cmd.arg(&links).arg(&src).env("HOME", &home);
-        let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-        let pid = child.id();
-        let out = child.wait_with_output().unwrap();
-        if !out.status.success() {
-            return Err(format!(
-                "[{}] pip install failed: {}",
-                py.label,
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
+        let pid =
+            pip_build(py, &python, &home, &[os("--find-links"), links.as_os_str(), src.as_os_str()], &[])?;
         let alerts = settle(premain, pid, 1);
         // setup.py runs once per build hook process; pip versions differ in how many.
         let one = want("credential-read", "install", "setup", home.join(".pypirc").display().to_string())
@@ -639,19 +643,8 @@ fn in_tree_backend_connects_during_its_hook() {
         let sink = Sink::new();
         let python = venv(py, &dir.join("venv"));
         let src = source_tree("evil-backend", dir);
-        let mut cmd = clean(&py.path);
-        cmd.args(["-m", "pip", "--python"]).arg(&python).args(["install", "--no-index", "-q"]).arg(&src);
-        cmd.env("HOME", &home).env("PREMAIN_SINK_PORT", sink.port.to_string());
-        let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-        let pid = child.id();
-        let out = child.wait_with_output().unwrap();
-        if !out.status.success() {
-            return Err(format!(
-                "[{}] pip install failed: {}",
-                py.label,
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
+        let port = sink.port.to_string();
+        let pid = pip_build(py, &python, &home, &[src.as_os_str()], &[("PREMAIN_SINK_PORT", port.as_str())])?;
         let alerts = settle(premain, pid, 1);
         let one = want("network-connect", "install", "build-backend", sink.addr()).from("evil-backend");
         compare(&py.label, &alerts, vec![one.clone(); repeats(&alerts, &one)])?;
