@@ -156,10 +156,11 @@ fn wheels() -> &'static Path {
     })
 }
 
-/// setuptools and wheel wheels already on this machine (ensurepip bundles, Debian's
-/// python-wheels, CPython's test data), for the `setup.py` scenario's build isolation.
+/// setuptools and wheel wheels already on this machine (pyenv's ensurepip bundles and CPython
+/// test data), for the `setup.py` scenario's build isolation. Debian's `python-wheels` are not
+/// used: its setuptools is patched for Debian's own Python and fails under pyenv's.
 fn setuptools_links(into: &Path) -> Option<PathBuf> {
-    let mut candidates = vec![PathBuf::from("/usr/share/python-wheels")];
+    let mut candidates = Vec::new();
     let pyenv = env::var_os("PYENV_ROOT").map_or_else(|| PathBuf::from("/root/.pyenv"), PathBuf::from);
     for entry in fs::read_dir(pyenv.join("versions")).into_iter().flatten().flatten() {
         for lib in fs::read_dir(entry.path().join("lib")).into_iter().flatten().flatten() {
@@ -205,14 +206,64 @@ fn venv(py: &Python, dir: &Path) -> PathBuf {
 }
 
 /// `pip install` with `py`'s own pip into the environment of `target`.
-fn pip_install(py: &Python, target: &Path, home: &Path, env: &[(&str, String)], args: &[&OsStr]) {
+fn pip_install(py: &Python, target: &Path, home: &Path, args: &[&OsStr]) {
     let mut cmd = clean(&py.path);
     cmd.args(["-m", "pip", "--python"]).arg(target).args(["install", "--no-index", "-q"]);
     cmd.args(args).env("HOME", home);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
     checked(&mut cmd, &format!("[{}] pip install {args:?}", py.label));
+}
+
+/// A scenario's world: a bait HOME, a loopback sink and a fresh `--copies` venv with the
+/// scenario's distributions installed by pip.
+struct Stage {
+    home: PathBuf,
+    sink: Sink,
+    python: PathBuf,
+    site: PathBuf,
+}
+
+impl Stage {
+    fn new(py: &Python, dir: &Path, dists: &[&str]) -> Self {
+        let home = bait_home(dir);
+        let python = venv(py, &dir.join("venv"));
+        if !dists.is_empty() {
+            let wheels: Vec<PathBuf> = dists.iter().map(|d| wheel_of(d)).collect();
+            let args: Vec<&OsStr> = wheels.iter().map(|w| w.as_os_str()).collect();
+            pip_install(py, &python, &home, &args);
+        }
+        let site = fs::read_dir(dir.join("venv/lib"))
+            .ok()
+            .and_then(|mut libs| libs.next())
+            .and_then(Result::ok)
+            .map(|lib| lib.path().join("site-packages"))
+            .expect("the venv has a site-packages");
+        Self { home, sink: Sink::new(), python, site }
+    }
+
+    /// A bait file, as alerts name it.
+    fn bait(&self, rel: &str) -> String {
+        self.home.join(rel).display().to_string()
+    }
+
+    /// Runs `python` to completion with the bait HOME and the sink's port; returns its pid.
+    fn run(
+        &self,
+        python: &Path,
+        args: &[&OsStr],
+        cwd: &Path,
+        extra: &[(&str, &OsStr)],
+    ) -> Result<u32, String> {
+        let mut cmd = clean(python);
+        cmd.args(args).current_dir(cwd).env("HOME", &self.home);
+        cmd.env("PREMAIN_SINK_PORT", self.sink.port.to_string()).envs(extra.iter().copied());
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn scenario");
+        let pid = child.id();
+        let out = child.wait_with_output().expect("wait scenario");
+        if !out.status.success() {
+            return Err(format!("{python:?} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(pid)
+    }
 }
 
 /// `pip install` of source trees (a build), as a process whose alerts the caller collects.
@@ -331,28 +382,6 @@ fn compare(label: &str, alerts: &[Value], mut wanted: Vec<Want>) -> Result<(), S
     Err(msg)
 }
 
-fn run_python(
-    python: &Path,
-    args: &[&OsStr],
-    home: &Path,
-    sink: &Sink,
-    cwd: &Path,
-    extra: &[(&str, &OsStr)],
-) -> Result<u32, String> {
-    let mut cmd = clean(python);
-    cmd.args(args).current_dir(cwd).env("HOME", home).env("PREMAIN_SINK_PORT", sink.port.to_string());
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn scenario");
-    let pid = child.id();
-    let out = child.wait_with_output().expect("wait scenario");
-    if !out.status.success() {
-        return Err(format!("{python:?} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    Ok(pid)
-}
-
 /// Runs `scenario` on every CPython, reporting every failure at the end.
 fn on_every_python(name: &str, mut scenario: impl FnMut(&Python, &Premain, &Path) -> Result<(), String>) {
     let pythons = pythons();
@@ -385,34 +414,19 @@ fn user_site(home: &Path, py: &Python) -> PathBuf {
 #[test]
 fn pth_reads_credentials_and_connects_at_startup() {
     on_every_python("pth", |py, premain, dir| {
-        let home = bait_home(dir);
-        let sink = Sink::new();
-        let python = venv(py, &dir.join("venv"));
-        pip_install(
-            py,
-            &python,
-            &home,
-            &[],
-            &[wheel_of("evil-pth").as_os_str(), wheel_of("paths-only").as_os_str()],
-        );
+        let stage = Stage::new(py, dir, &["evil-pth", "paths-only"]);
         let script = dir.join("app.py");
         fs::write(&script, "print('hello')\n").unwrap();
         let expect = || {
             vec![
-                want(
-                    "credential-read",
-                    "startup",
-                    "pth",
-                    home.join(".aws/credentials").display().to_string(),
-                )
-                .from("evil-pth"),
-                want("network-connect", "startup", "pth", sink.addr()).from("evil-pth"),
+                want("credential-read", "startup", "pth", stage.bait(".aws/credentials")).from("evil-pth"),
+                want("network-connect", "startup", "pth", stage.sink.addr()).from("evil-pth"),
             ]
         };
         let modes: [&[&OsStr]; 3] =
             [&[os("-c"), os("pass")], &[script.as_os_str()], &[os("-m"), os("platform")]];
         for args in modes {
-            let pid = run_python(&python, args, &home, &sink, dir, &[])?;
+            let pid = stage.run(&stage.python, args, dir, &[])?;
             let alerts = settle(premain, pid, 2);
             compare(&format!("{} venv {args:?}", py.label), &alerts, expect())?;
             for a in &alerts {
@@ -423,13 +437,13 @@ fn pth_reads_credentials_and_connects_at_startup() {
             }
         }
         // Out of a venv: the user site of the base interpreter, installed there by pip.
-        let user = user_site(&home, py);
+        let user = user_site(&stage.home, py);
         let mut cmd = clean(&py.path);
         cmd.args(["-m", "pip", "install", "--no-index", "-q", "--target"])
             .arg(&user)
             .arg(wheel_of("evil-pth"));
-        checked(cmd.env("HOME", &home), &format!("[{}] pip install --target", py.label));
-        let pid = run_python(&py.path, &[os("-c"), os("pass")], &home, &sink, dir, &[])?;
+        checked(cmd.env("HOME", &stage.home), &format!("[{}] pip install --target", py.label));
+        let pid = stage.run(&py.path, &[os("-c"), os("pass")], dir, &[])?;
         compare(&format!("{} user site", py.label), &settle(premain, pid, 2), expect())
     });
 }
@@ -437,19 +451,10 @@ fn pth_reads_credentials_and_connects_at_startup() {
 #[test]
 fn pth_detached_child_acts_after_its_parent_exited() {
     on_every_python("detach", |py, premain, dir| {
-        let home = bait_home(dir);
-        let sink = Sink::new();
-        let python = venv(py, &dir.join("venv"));
-        pip_install(py, &python, &home, &[], &[wheel_of("evil-detach").as_os_str()]);
+        let stage = Stage::new(py, dir, &["evil-detach"]);
         let done = dir.join("done");
-        let pid = run_python(
-            &python,
-            &[os("-c"), os("pass")],
-            &home,
-            &sink,
-            dir,
-            &[("PREMAIN_DONE", done.as_os_str())],
-        )?;
+        let pid =
+            stage.run(&stage.python, &[os("-c"), os("pass")], dir, &[("PREMAIN_DONE", done.as_os_str())])?;
         let parent_gone = Instant::now();
         let deadline = Instant::now() + Duration::from_secs(20);
         while !done.exists() && Instant::now() < deadline {
@@ -466,13 +471,13 @@ fn pth_detached_child_acts_after_its_parent_exited() {
             &py.label,
             &alerts,
             vec![
-                want("program-exec", "startup", "pth", python.display().to_string())
+                want("program-exec", "startup", "pth", stage.python.display().to_string())
                     .from("evil-detach")
                     .inherited(),
-                want("credential-read", "startup", "pth", home.join(".ssh/id_ed25519").display().to_string())
+                want("credential-read", "startup", "pth", stage.bait(".ssh/id_ed25519"))
                     .from("evil-detach")
                     .inherited(),
-                want("network-connect", "startup", "pth", sink.addr()).from("evil-detach").inherited(),
+                want("network-connect", "startup", "pth", stage.sink.addr()).from("evil-detach").inherited(),
             ],
         )?;
         let origin = alerts.iter().map(|a| &a["inherited_from"]["pid"]).collect::<Vec<_>>();
@@ -488,27 +493,11 @@ fn sitecustomize_runs_curl() {
     let curl = PathBuf::from("/usr/bin/curl");
     assert!(curl.exists(), "this scenario needs curl at /usr/bin/curl (cargo xtask setup installs it)");
     on_every_python("sitecustomize", |py, premain, dir| {
-        let home = bait_home(dir);
-        let sink = Sink::new();
-        let python = venv(py, &dir.join("venv"));
-        pip_install(py, &python, &home, &[], &[wheel_of("evil-site").as_os_str()]);
+        let stage = Stage::new(py, dir, &["evil-site"]);
         // On PYTHONPATH, as pip's build environments do: a distribution's own sitecustomize
         // (Debian's) would otherwise shadow the one in site-packages.
-        let site = fs::read_dir(dir.join("venv/lib"))
-            .unwrap()
-            .flatten()
-            .next()
-            .unwrap()
-            .path()
-            .join("site-packages");
-        let pid = run_python(
-            &python,
-            &[os("-c"), os("pass")],
-            &home,
-            &sink,
-            dir,
-            &[("PYTHONPATH", site.as_os_str())],
-        )?;
+        let pythonpath = [("PYTHONPATH", stage.site.as_os_str())];
+        let pid = stage.run(&stage.python, &[os("-c"), os("pass")], dir, &pythonpath)?;
         let alerts = settle(premain, pid, 2);
         compare(
             &py.label,
@@ -517,7 +506,7 @@ fn sitecustomize_runs_curl() {
                 want("program-exec", "startup", "sitecustomize", "/usr/bin/curl")
                     .from("evil-site")
                     .inherited(),
-                want("network-connect", "startup", "sitecustomize", sink.addr())
+                want("network-connect", "startup", "sitecustomize", stage.sink.addr())
                     .from("evil-site")
                     .inherited(),
             ],
@@ -539,38 +528,25 @@ main()
 #[test]
 fn import_time_code_and_benign_controls() {
     on_every_python("import", |py, premain, dir| {
-        let home = bait_home(dir);
-        let sink = Sink::new();
-        let python = venv(py, &dir.join("venv"));
-        let wheels: Vec<PathBuf> =
-            ["evil-import", "evil-thread", "benign-lib"].iter().map(|d| wheel_of(d)).collect();
-        let args: Vec<&OsStr> = wheels.iter().map(|w| w.as_os_str()).collect();
-        pip_install(py, &python, &home, &[], &args);
+        let stage = Stage::new(py, dir, &["evil-import", "evil-thread", "benign-lib"]);
         let app = dir.join("app");
         fs::create_dir_all(app.join("app_pkg")).unwrap();
         fs::write(app.join("app_main.py"), APP).unwrap();
         fs::write(app.join("app_pkg/__init__.py"), "").unwrap();
         fs::write(app.join("app_pkg/__main__.py"), APP).unwrap();
+        let sink = &stage.sink;
         let expected = || {
             vec![
-                want("credential-read", "import", "module", home.join(".netrc").display().to_string())
-                    .from("evil-import"),
+                want("credential-read", "import", "module", stage.bait(".netrc")).from("evil-import"),
                 want("network-connect", "import", "module", sink.addr()).from("evil-import"),
                 want("network-send", "import", "module", sink.addr()).from("evil-import"),
                 want("network-send", "import", "module", format!("127.0.0.2:{}", sink.port))
                     .from("evil-import"),
-                want("credential-read", "import", "module", home.join(".kube/config").display().to_string())
+                want("credential-read", "import", "module", stage.bait(".kube/config"))
                     .from("evil-thread")
                     .inherited(),
             ]
         };
-        let site = fs::read_dir(dir.join("venv/lib"))
-            .unwrap()
-            .flatten()
-            .next()
-            .unwrap()
-            .path()
-            .join("site-packages");
         struct Run<'a> {
             label: &'static str,
             exe: &'a Path,
@@ -578,21 +554,21 @@ fn import_time_code_and_benign_controls() {
             env: Vec<(&'static str, &'a OsStr)>,
         }
         let runs = [
-            Run { label: "venv file", exe: &python, args: vec![os("app_main.py")], env: vec![] },
-            Run { label: "venv -m", exe: &python, args: vec![os("-m"), os("app_pkg")], env: vec![] },
-            Run { label: "venv -c", exe: &python, args: vec![os("-c"), os(APP)], env: vec![] },
+            Run { label: "venv file", exe: &stage.python, args: vec![os("app_main.py")], env: vec![] },
+            Run { label: "venv -m", exe: &stage.python, args: vec![os("-m"), os("app_pkg")], env: vec![] },
+            Run { label: "venv -c", exe: &stage.python, args: vec![os("-c"), os(APP)], env: vec![] },
             Run {
                 label: "no venv file",
                 exe: &py.path,
                 args: vec![os("app_main.py")],
-                env: vec![("PYTHONPATH", site.as_os_str())],
+                env: vec![("PYTHONPATH", stage.site.as_os_str())],
             },
         ];
         for (i, Run { label, exe, args, env: extra }) in runs.into_iter().enumerate() {
             let flag = dir.join(format!("flag{i}"));
             let mut env: Vec<(&str, &OsStr)> = vec![("PREMAIN_FLAG", flag.as_os_str())];
             env.extend(extra);
-            let pid = run_python(exe, &args, &home, &sink, &app, &env)?;
+            let pid = stage.run(exe, &args, &app, &env)?;
             let alerts = settle(premain, pid, 5);
             compare(&format!("{} {label}", py.label), &alerts, expected())?;
             let modules: BTreeMap<String, String> = alerts
@@ -616,15 +592,13 @@ fn setup_py_reads_credentials_during_pip_install() {
         return;
     };
     on_every_python("setup.py", |py, premain, dir| {
-        let home = bait_home(dir);
-        let python = venv(py, &dir.join("venv"));
+        let stage = Stage::new(py, dir, &[]);
         let src = source_tree("evil-setup", dir);
-        let pid =
-            pip_build(py, &python, &home, &[os("--find-links"), links.as_os_str(), src.as_os_str()], &[])?;
+        let args = [os("--find-links"), links.as_os_str(), src.as_os_str()];
+        let pid = pip_build(py, &stage.python, &stage.home, &args, &[])?;
         let alerts = settle(premain, pid, 1);
         // setup.py runs once per build hook process; pip versions differ in how many.
-        let one = want("credential-read", "install", "setup", home.join(".pypirc").display().to_string())
-            .from("evil-setup");
+        let one = want("credential-read", "install", "setup", stage.bait(".pypirc")).from("evil-setup");
         compare(&py.label, &alerts, vec![one.clone(); repeats(&alerts, &one)])?;
         for a in &alerts {
             let c = &a["culprit"];
@@ -639,14 +613,13 @@ fn setup_py_reads_credentials_during_pip_install() {
 #[test]
 fn in_tree_backend_connects_during_its_hook() {
     on_every_python("backend", |py, premain, dir| {
-        let home = bait_home(dir);
-        let sink = Sink::new();
-        let python = venv(py, &dir.join("venv"));
+        let stage = Stage::new(py, dir, &[]);
         let src = source_tree("evil-backend", dir);
-        let port = sink.port.to_string();
-        let pid = pip_build(py, &python, &home, &[src.as_os_str()], &[("PREMAIN_SINK_PORT", port.as_str())])?;
+        let port = stage.sink.port.to_string();
+        let env = [("PREMAIN_SINK_PORT", port.as_str())];
+        let pid = pip_build(py, &stage.python, &stage.home, &[src.as_os_str()], &env)?;
         let alerts = settle(premain, pid, 1);
-        let one = want("network-connect", "install", "build-backend", sink.addr()).from("evil-backend");
+        let one = want("network-connect", "install", "build-backend", stage.sink.addr()).from("evil-backend");
         compare(&py.label, &alerts, vec![one.clone(); repeats(&alerts, &one)])?;
         for a in &alerts {
             let c = &a["culprit"];

@@ -8,8 +8,6 @@
 use std::{
     collections::HashMap,
     fs,
-    os::unix::ffi::OsStrExt as _,
-    path::Path,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -17,10 +15,10 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     dist::{Distributions, module_name},
-    event::{Action, Clock, Event, errno_name, rfc3339},
+    event::{Action, Clock, Event, argv_json, put_path, put_result, rfc3339},
     install::read_source,
     phase::{Context, Culprit, CulpritKind, Origin},
-    process::ProcessTable,
+    process::{Lineage, ProcessTable},
     rules::Hit,
     sockaddr::SockAddr,
 };
@@ -222,41 +220,12 @@ fn node_name() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_default()
 }
 
-fn put_path(obj: &mut Map<String, Value>, field: &str, path: Option<&Path>) {
-    let Some(path) = path else {
-        obj.insert(field.into(), Value::Null);
-        return;
-    };
-    let bytes = path.as_os_str().as_bytes();
-    obj.insert(field.into(), json!(String::from_utf8_lossy(bytes)));
-    if std::str::from_utf8(bytes).is_err() {
-        obj.insert(
-            format!("{field}_hex"),
-            json!(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()),
-        );
-    }
-}
-
-fn argv_json(argv: &[Vec<u8>]) -> Value {
-    Value::Array(argv.iter().map(|a| json!(String::from_utf8_lossy(a))).collect())
-}
-
 fn ancestry(mut ppid: u32, table: &ProcessTable) -> Value {
     let mut out = Vec::new();
     while ppid > 0 && out.len() < ANCESTRY_MAX {
-        let (exe, argv, next) = match table.get(ppid) {
-            Some(p) => (p.exe.clone(), p.argv.clone(), p.ppid),
-            None => {
-                let Ok(stat) = procfs::process::Process::new(ppid as i32).and_then(|p| p.stat()) else {
-                    break;
-                };
-                let exe = fs::read_link(format!("/proc/{ppid}/exe")).ok();
-                let argv = fs::read(format!("/proc/{ppid}/cmdline"))
-                    .map(|b| crate::decode::split_args(&b))
-                    .unwrap_or_default();
-                (exe, argv, stat.ppid as u32)
-            }
-        };
+        let known =
+            table.get(ppid).map(|p| Lineage { ppid: p.ppid, exe: p.exe.clone(), argv: p.argv.clone() });
+        let Some(Lineage { ppid: next, exe, argv }) = known.or_else(|| Lineage::read(ppid)) else { break };
         let mut obj = Map::new();
         obj.insert("pid".into(), json!(ppid));
         put_path(&mut obj, "exe", exe.as_deref());
@@ -272,12 +241,6 @@ fn ancestry(mut ppid: u32, table: &ProcessTable) -> Value {
 
 fn action_json(action: &Action, hit: &Hit) -> Value {
     let mut obj = Map::new();
-    let result = |obj: &mut Map<String, Value>, result: i64| {
-        obj.insert("result".into(), json!(result));
-        if result < 0 {
-            obj.insert("error".into(), json!(errno_name(-result)));
-        }
-    };
     match action {
         Action::Open { path, flags, resolution, result: r, .. } => {
             obj.insert("type".into(), json!("open"));
@@ -285,7 +248,7 @@ fn action_json(action: &Action, hit: &Hit) -> Value {
             obj.insert("path_resolution".into(), json!(resolution.as_str()));
             obj.insert("flags".into(), json!(flags));
             obj.insert("category".into(), json!(hit.category));
-            result(&mut obj, *r);
+            put_result(&mut obj, *r);
         }
         Action::Connect { addr, result: r, .. } | Action::Send { addr, result: r, .. } => {
             let parsed = SockAddr::parse(addr);
@@ -296,13 +259,13 @@ fn action_json(action: &Action, hit: &Hit) -> Value {
             obj.insert("addr".into(), json!(parsed.render()));
             obj.insert("family".into(), json!(parsed.family()));
             obj.insert("port".into(), json!(parsed.port()));
-            result(&mut obj, *r);
+            put_result(&mut obj, *r);
         }
         Action::Exec { path, argv, result: r, .. } => {
             obj.insert("type".into(), json!("exec"));
             put_path(&mut obj, "path", Some(path));
             obj.insert("argv".into(), argv_json(argv));
-            result(&mut obj, *r);
+            put_result(&mut obj, *r);
         }
         Action::Image { .. } | Action::Fork { .. } | Action::Exit { .. } | Action::Marker(_) => {}
     }

@@ -225,7 +225,7 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn put_bytes(obj: &mut Map<String, Value>, field: &str, bytes: &[u8]) {
+pub(crate) fn put_bytes(obj: &mut Map<String, Value>, field: &str, bytes: &[u8]) {
     obj.insert(field.to_owned(), Value::String(text(bytes)));
     if std::str::from_utf8(bytes).is_err() {
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -233,11 +233,26 @@ fn put_bytes(obj: &mut Map<String, Value>, field: &str, bytes: &[u8]) {
     }
 }
 
-fn put_result(obj: &mut Map<String, Value>, result: i64) {
+pub(crate) fn put_result(obj: &mut Map<String, Value>, result: i64) {
     obj.insert("result".into(), json!(result));
     if result < 0 {
         obj.insert("error".into(), Value::String(errno_name(-result)));
     }
+}
+
+/// A path, or `null`, in the form of [`put_bytes`].
+pub(crate) fn put_path(obj: &mut Map<String, Value>, field: &str, path: Option<&std::path::Path>) {
+    use std::os::unix::ffi::OsStrExt as _;
+    match path {
+        Some(path) => put_bytes(obj, field, path.as_os_str().as_bytes()),
+        None => {
+            obj.insert(field.to_owned(), Value::Null);
+        }
+    }
+}
+
+pub(crate) fn argv_json(argv: &[Vec<u8>]) -> Value {
+    Value::Array(argv.iter().map(|a| Value::String(text(a))).collect())
 }
 
 fn access_mode(flags: u32) -> &'static str {
@@ -264,12 +279,7 @@ impl Event {
         obj.insert("gid".into(), json!(h.gid));
         obj.insert("cgroup_id".into(), json!(h.cgroup_id));
         put_bytes(&mut obj, "comm", &h.comm);
-        match &self.process.exe {
-            Some(exe) => put_bytes(&mut obj, "exe", exe.as_os_str().as_bytes()),
-            None => {
-                obj.insert("exe".into(), Value::Null);
-            }
-        }
+        put_path(&mut obj, "exe", self.process.exe.as_deref());
         obj.insert("python".into(), json!(self.process.python));
         obj.insert("tracking".into(), json!(self.process.tracking));
         obj.insert("preexisting".into(), json!(self.process.preexisting));
@@ -293,10 +303,7 @@ impl Event {
             }
             Action::Image { path, argv } => {
                 put_bytes(&mut obj, "path", path.as_os_str().as_bytes());
-                obj.insert(
-                    "argv".into(),
-                    Value::Array(argv.iter().map(|a| Value::String(text(a))).collect()),
-                );
+                obj.insert("argv".into(), argv_json(argv));
             }
             Action::Marker(mark) => match mark {
                 Mark::Main { how, target } => {
@@ -314,10 +321,7 @@ impl Event {
             },
             Action::Exec { path, argv, result, .. } => {
                 put_bytes(&mut obj, "path", path.as_os_str().as_bytes());
-                obj.insert(
-                    "argv".into(),
-                    Value::Array(argv.iter().map(|a| Value::String(text(a))).collect()),
-                );
+                obj.insert("argv".into(), argv_json(argv));
                 put_result(&mut obj, *result);
             }
             Action::Fork { child_pid, child_tid, thread } => {

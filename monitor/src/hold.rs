@@ -27,7 +27,7 @@ fn state(pid: u32) -> Option<char> {
 /// Whether a process is stopped exactly where the hold stops one: on the way out of a
 /// successful exec, before its first instruction. A process stopped by a user or a job-control
 /// shell is somewhere else (`/proc/<pid>/syscall` names another syscall or `running`).
-pub fn stopped_at_exec(pid: u32) -> bool {
+fn stopped_at_exec(pid: u32) -> bool {
     if state(pid) != Some('T') {
         return false;
     }

@@ -11,9 +11,9 @@ use std::{
 };
 
 use crate::{
-    decode::split_args,
     event::ProcessInfo,
-    phase::{Culprit, CulpritKind, InstallDetector, Lineage},
+    phase::{Culprit, CulpritKind, InstallDetector},
+    process::Lineage,
 };
 
 /// PEP 517 hook names, as pip and uv pass or embed them.
@@ -237,16 +237,6 @@ fn backend_file(dir: &Path, backend_path: &[String], backend: &str) -> Option<Pa
     })
 }
 
-/// Lineage of a process the engine does not know (the installer may not be Python: uv).
-fn lineage_from_proc(pid: u32) -> Option<Lineage> {
-    let stat = procfs::process::Process::new(pid as i32).ok()?.stat().ok()?;
-    Some(Lineage {
-        ppid: stat.ppid as u32,
-        exe: fs::read_link(format!("/proc/{pid}/exe")).ok(),
-        argv: fs::read(format!("/proc/{pid}/cmdline")).map(|b| split_args(&b)).unwrap_or_default(),
-    })
-}
-
 /// The daemon's detector: a hook runner with an installer among its ancestors (looked up in
 /// the engine's table, else in `/proc`).
 pub fn detector() -> InstallDetector {
@@ -258,7 +248,7 @@ pub fn detector() -> InstallDetector {
             if cursor <= 1 || cursor == pid {
                 break;
             }
-            let Some(up) = known(cursor).or_else(|| lineage_from_proc(cursor)) else { break };
+            let Some(up) = known(cursor).or_else(|| Lineage::read(cursor)) else { break };
             if let Some(found) = installer_of(&up.argv, up.exe.as_deref()) {
                 installer = Some(found);
                 break;

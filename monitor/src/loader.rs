@@ -120,41 +120,38 @@ pub fn attach_all(kernel: &mut Kernel) -> Result<usize, StartError> {
     let ebpf = kernel.maps.probes.ebpf_mut().ok_or_else(|| StartError::Load("programs unloaded".into()))?;
     // The CPython probes are verified now and attached per interpreter image later.
     for &(program, _) in crate::probes::SITES {
-        let fail = |err: ProgramError| StartError::Program {
-            program: program.to_owned(),
-            reason: program_error(&err),
-        };
-        let prog = ebpf
-            .program_mut(program)
-            .ok_or_else(|| StartError::Load(format!("program {program} missing from the object")))?;
-        let probe: &mut UProbe = prog.try_into().map_err(fail)?;
-        if probe.fd().is_err() {
-            probe.load().map_err(fail)?;
-        }
+        let probe: &mut UProbe = program_mut(ebpf, program)?.try_into().map_err(refused(program))?;
+        probe.load().map_err(refused(program))?;
     }
-    for (program, attach) in PROGRAMS {
-        let fail = |err: ProgramError| StartError::Program {
-            program: (*program).to_owned(),
-            reason: program_error(&err),
-        };
-        let prog = ebpf
-            .program_mut(program)
-            .ok_or_else(|| StartError::Load(format!("program {program} missing from the object")))?;
-        match *attach {
+    for &(program, attach) in PROGRAMS {
+        let prog = program_mut(ebpf, program)?;
+        match attach {
             Attach::TracePoint { category, name } => {
-                let tp: &mut TracePoint = prog.try_into().map_err(fail)?;
-                tp.load().map_err(fail)?;
-                tp.attach(category, name).map_err(fail)?;
+                let tp: &mut TracePoint = prog.try_into().map_err(refused(program))?;
+                tp.load().map_err(refused(program))?;
+                tp.attach(category, name).map_err(refused(program))?;
             }
             Attach::Raw { name } => {
-                let raw: &mut RawTracePoint = prog.try_into().map_err(fail)?;
-                raw.load().map_err(fail)?;
-                raw.attach(name).map_err(fail)?;
+                let raw: &mut RawTracePoint = prog.try_into().map_err(refused(program))?;
+                raw.load().map_err(refused(program))?;
+                raw.attach(name).map_err(refused(program))?;
             }
         }
         tracing::debug!(program, "attached");
     }
     Ok(PROGRAMS.len())
+}
+
+fn program_mut<'a>(
+    ebpf: &'a mut aya::Ebpf,
+    program: &str,
+) -> Result<&'a mut aya::programs::Program, StartError> {
+    ebpf.program_mut(program)
+        .ok_or_else(|| StartError::Load(format!("program {program} missing from the object")))
+}
+
+fn refused(program: &str) -> impl Fn(ProgramError) -> StartError + '_ {
+    move |err| StartError::Program { program: program.to_owned(), reason: program_error(&err) }
 }
 
 /// The verifier log is long; the operator gets its last meaningful line, the full text goes

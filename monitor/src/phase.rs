@@ -21,6 +21,7 @@ use std::{
 use crate::{
     decode::Mark,
     event::{Action, Event, ProcessInfo},
+    process::Lineage,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -122,14 +123,6 @@ impl Context {
 pub type InstallDetector =
     Box<dyn FnMut(u32, &ProcessInfo, &dyn Fn(u32) -> Option<Lineage>) -> Option<Culprit>>;
 
-/// What the engine knows of a process, for lineage checks.
-#[derive(Clone, Debug, Default)]
-pub struct Lineage {
-    pub ppid: u32,
-    pub exe: Option<PathBuf>,
-    pub argv: Vec<Vec<u8>>,
-}
-
 #[derive(Clone, Debug)]
 struct Main {
     how: String,
@@ -185,10 +178,6 @@ pub struct PhaseEngine {
 impl PhaseEngine {
     pub fn new(detect_install: InstallDetector) -> Self {
         Self { procs: HashMap::new(), detect_install, overflow: HashMap::new() }
-    }
-
-    pub fn processes(&self) -> usize {
-        self.procs.len()
     }
 
     /// Applies `event` and returns the phase of the acting thread as it was when it acted.

@@ -70,6 +70,29 @@ impl Process {
     }
 }
 
+/// Who a process is, for lineage: from the table, or from `/proc` for processes premain does
+/// not track (an installer that is not Python, an ancestor of a tracked process).
+#[derive(Clone, Debug, Default)]
+pub struct Lineage {
+    pub ppid: u32,
+    pub exe: Option<PathBuf>,
+    pub argv: Vec<Vec<u8>>,
+}
+
+impl Lineage {
+    /// Reads `/proc/<pid>`; `None` once the process is gone.
+    pub fn read(pid: u32) -> Option<Self> {
+        let stat = procfs::process::Process::new(pid as i32).ok()?.stat().ok()?;
+        Some(Self {
+            ppid: stat.ppid as u32,
+            exe: fs::read_link(format!("/proc/{pid}/exe")).ok(),
+            argv: fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| crate::decode::split_args(&b))
+                .unwrap_or_default(),
+        })
+    }
+}
+
 /// How a reported path was made absolute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolution {

@@ -18,7 +18,7 @@ use crate::{
     decode::{Exec, Header, Record},
     event::{Action, Event, ProcessInfo},
     interpreter::{self, Interpreter, Verdict},
-    process::{Process, ProcessTable, resolve},
+    process::{Lineage, Process, ProcessTable, resolve},
 };
 
 /// What the tracker needs from the kernel maps; a fake stands in for unit tests.
@@ -243,17 +243,14 @@ impl<K: KernelState> Tracker<K> {
             self.untracked.insert(pid);
             return false;
         };
-        let ppid =
-            procfs::process::Process::new(pid as i32).and_then(|p| p.stat()).map_or(0, |s| s.ppid as u32);
+        let Lineage { ppid, exe, argv } = Lineage::read(pid).unwrap_or_default();
         self.kernel.track(pid, TRACK_PYTHON);
         self.table.insert(Process {
             pid,
             ppid,
             tracking: TRACK_PYTHON,
-            exe: fs::read_link(&exe).ok(),
-            argv: fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|b| crate::decode::split_args(&b))
-                .unwrap_or_default(),
+            exe,
+            argv,
             python: Some(python),
             cwd: fs::read_link(format!("/proc/{pid}/cwd")).ok(),
             // Its start was not seen: like a process running before premain, it is phased
@@ -324,10 +321,10 @@ impl<K: KernelState> Tracker<K> {
             self.stats.table_full += 1;
         }
         let (path, _) = resolve(&exec.filename, exec.dirfd, pid, self.table.get_mut(pid));
-        let image = ProcessInfo::of(self.table.get(pid));
         if exec.header.flags & FLAG_EXEC_BY_TRACKED == 0 {
             return self.event(&exec.header, Action::Image { path, argv: exec.argv });
         }
+        let image = ProcessInfo::of(self.table.get(pid));
         let mut event = self.event(
             &exec.header,
             Action::Exec { path, argv: exec.argv, result: 0, image: Some(Box::new(image)) },

@@ -8,9 +8,17 @@ use std::{path::PathBuf, process::Command};
 
 use anyhow::{Context as _, bail};
 
-/// Debian packages: Debian's BPF-capable rustc/cargo and `core`, and LLVM for bpf-linker.
-const PACKAGES: &[&str] =
-    &["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf", "llvm-22-dev", "libpolly-22-dev", "zlib1g-dev"];
+/// Debian packages: Debian's BPF-capable rustc/cargo and `core`, and LLVM for bpf-linker; `curl`
+/// for the scenario tests.
+const PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "libstd-rust-web-dev-bpf",
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "zlib1g-dev",
+    "curl",
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
