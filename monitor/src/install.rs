@@ -91,37 +91,29 @@ fn quoted_path_ending(code: &str, suffix: &str) -> Option<PathBuf> {
     Some(PathBuf::from(&code[start..end]))
 }
 
+/// Installers that are programs of their own (pip is also run as a script or a module).
+const INSTALLERS: &[&str] = &["pip", "uv", "poetry", "pdm"];
+
 /// The installer a command line runs, if any.
 pub fn installer_of(argv: &[Vec<u8>], exe: Option<&Path>) -> Option<&'static str> {
-    let name_of =
-        |b: &[u8]| Path::new(OsStr::from_bytes(b)).file_name().map(|n| n.to_string_lossy().into_owned());
-    if let Some(name) = exe.and_then(|e| e.file_name()).map(|n| n.to_string_lossy().into_owned()) {
-        for installer in ["uv", "poetry", "pdm"] {
-            if name == installer {
-                return Some(installer);
-            }
-        }
+    let named = |name: &str| INSTALLERS.iter().copied().find(|i| *i == name);
+    let file_name = |path: &Path| path.file_name().map(|n| n.to_string_lossy().into_owned());
+    if let Some(found) = exe.and_then(file_name).as_deref().and_then(named) {
+        return Some(found);
     }
     for (i, arg) in argv.iter().enumerate() {
         if arg.as_slice() == b"-m" {
-            return match argv.get(i + 1).map(Vec::as_slice) {
-                Some(b"pip") => Some("pip"),
-                Some(b"poetry") => Some("poetry"),
-                Some(b"pdm") => Some("pdm"),
-                Some(b"uv") => Some("uv"),
-                _ => None,
-            };
+            return argv.get(i + 1).and_then(|m| named(&String::from_utf8_lossy(m)));
         }
-        let Some(name) = name_of(arg) else { continue };
-        if name == "__pip-runner__.py" || name == "pip" || name.starts_with("pip3") {
+        let Some(name) = file_name(Path::new(OsStr::from_bytes(arg))) else { continue };
+        if name == "__pip-runner__.py" || name.starts_with("pip3") {
             return Some("pip");
         }
-        if i <= 1 && matches!(name.as_str(), "uv" | "poetry" | "pdm") {
-            return Some(match name.as_str() {
-                "uv" => "uv",
-                "poetry" => "poetry",
-                _ => "pdm",
-            });
+        // The program itself, or the script its interpreter runs.
+        if i <= 1
+            && let Some(found) = named(&name)
+        {
+            return Some(found);
         }
         if i >= 1 && !arg.starts_with(b"-") {
             break;

@@ -140,6 +140,8 @@ struct Frame {
 #[derive(Clone, Debug, Default)]
 struct Thread {
     frames: Vec<Frame>,
+    /// Frames entered beyond [`MAX_FRAMES`], whose returns must not pop recorded ones.
+    unrecorded: usize,
     taint: Option<Arc<Origin>>,
 }
 
@@ -171,13 +173,11 @@ const MAX_FRAMES: usize = 256;
 pub struct PhaseEngine {
     procs: HashMap<u32, Proc>,
     detect_install: InstallDetector,
-    /// Returns beyond the recorded frames, per tid.
-    overflow: HashMap<u32, usize>,
 }
 
 impl PhaseEngine {
     pub fn new(detect_install: InstallDetector) -> Self {
-        Self { procs: HashMap::new(), detect_install, overflow: HashMap::new() }
+        Self { procs: HashMap::new(), detect_install }
     }
 
     /// Applies `event` and returns the phase of the acting thread as it was when it acted.
@@ -202,11 +202,7 @@ impl PhaseEngine {
                 self.fork(pid, tid, *child_pid, *child_tid, *thread, &context)
             }
             Action::Exit { .. } => {
-                if let Some(p) = self.procs.remove(&pid) {
-                    for t in p.threads.keys() {
-                        self.overflow.remove(t);
-                    }
-                }
+                self.procs.remove(&pid);
             }
             Action::Marker(mark) => self.mark(pid, tid, mark),
             Action::Open { path, result, .. } => {
@@ -229,7 +225,6 @@ impl PhaseEngine {
     /// Forgets processes `alive` says are gone (their exit was not seen).
     pub fn sweep(&mut self, alive: impl Fn(u32) -> bool) {
         self.procs.retain(|pid, _| alive(*pid));
-        self.overflow.retain(|tid, _| alive(*tid));
     }
 
     fn start(&mut self, pid: u32, info: &ProcessInfo, taint: Option<Arc<Origin>>) {
@@ -238,11 +233,6 @@ impl PhaseEngine {
         };
         let install = if info.python.is_some() { (self.detect_install)(pid, info, &lineage) } else { None };
         let script = script_of(&info.argv, info.cwd.as_deref());
-        let threads =
-            self.procs.get(&pid).map(|p| p.threads.keys().copied().collect::<Vec<_>>()).unwrap_or_default();
-        for t in threads {
-            self.overflow.remove(&t);
-        }
         self.procs.insert(
             pid,
             Proc {
@@ -284,16 +274,16 @@ impl PhaseEngine {
         let taint = self.pass_on(pid, tid, context);
         let Some(parent) = self.procs.get_mut(&pid) else { return };
         if thread {
-            parent.threads.insert(child_tid, Thread { frames: Vec::new(), taint });
+            parent.threads.insert(child_tid, Thread { taint, ..Thread::default() });
             return;
         }
         // The child continues the parent's interpreter from inside the creating thread.
-        let frames = parent.threads.get(&tid).map(|t| t.frames.clone()).unwrap_or_default();
+        let inside = parent.threads.get(&tid).cloned().unwrap_or_default();
         let mut child = Proc { ppid: pid, threads: HashMap::new(), taint, ..parent.clone() };
         if let Some(main) = &mut child.main {
             main.tid = child_tid;
         }
-        child.threads.insert(child_tid, Thread { frames, taint: None });
+        child.threads.insert(child_tid, Thread { taint: None, ..inside });
         self.procs.insert(child_pid, child);
     }
 
@@ -309,7 +299,7 @@ impl PhaseEngine {
                 let file = PathBuf::from(OsStr::from_bytes(filename));
                 let thread = p.threads.entry(tid).or_default();
                 if thread.frames.len() >= MAX_FRAMES {
-                    *self.overflow.entry(tid).or_default() += 1;
+                    thread.unrecorded += 1;
                     return;
                 }
                 let main = !p.main_frame_seen
@@ -319,12 +309,12 @@ impl PhaseEngine {
                 thread.frames.push(Frame { file, main });
             }
             Mark::EvalExit => {
-                if let Some(n) = self.overflow.get_mut(&tid).filter(|n| **n > 0) {
-                    *n -= 1;
-                    return;
-                }
                 if let Some(thread) = p.threads.get_mut(&tid) {
-                    thread.frames.pop();
+                    if thread.unrecorded > 0 {
+                        thread.unrecorded -= 1;
+                    } else {
+                        thread.frames.pop();
+                    }
                 }
             }
         }
@@ -717,6 +707,25 @@ mod tests {
         let c = open(&mut e, 10, 10, "/x");
         assert_eq!((c.phase, c.basis), (Phase::Startup, "syscall-order"));
         open(&mut e, 10, 10, "/srv/app.py");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+    }
+
+    #[test]
+    fn returns_beyond_the_recorded_depth_keep_the_stack_aligned() {
+        let mut e = engine();
+        image(&mut e, 10);
+        main(&mut e, 10, "command", "x");
+        enter(&mut e, 10, 10, "<string>");
+        enter(&mut e, 10, 10, "/site/deep.py");
+        for _ in 0..MAX_FRAMES + 40 {
+            enter(&mut e, 10, 10, "/site/deeper.py");
+        }
+        for _ in 0..MAX_FRAMES + 40 {
+            exit(&mut e, 10, 10);
+        }
+        let c = open(&mut e, 10, 10, "/x");
+        assert_eq!(c.culprit.module_file.as_deref(), Some(Path::new("/site/deep.py")));
+        exit(&mut e, 10, 10);
         assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
     }
 
