@@ -5,6 +5,7 @@
 
 pub mod alert;
 pub mod btf;
+pub mod config;
 pub mod counters;
 pub mod daemon;
 pub mod decode;
@@ -15,6 +16,7 @@ pub mod hold;
 pub mod install;
 pub mod interpreter;
 pub mod loader;
+pub mod metrics;
 pub mod offsets;
 pub mod phase;
 pub mod preflight;
