@@ -16,6 +16,7 @@ pub mod event;
 pub mod hold;
 pub mod install;
 pub mod interpreter;
+pub mod k8s;
 pub mod loader;
 pub mod metrics;
 pub mod offsets;
