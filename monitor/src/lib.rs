@@ -24,5 +24,6 @@ pub mod probes;
 pub mod process;
 pub mod rules;
 pub mod seed;
+pub mod sink;
 pub mod sockaddr;
 pub mod tracker;
