@@ -3,7 +3,7 @@
 
 use std::{
     fs,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     sync::{
         Arc,
@@ -13,72 +13,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{Premain, Python, TempDir, premain_binary, pythons};
+use integration_tests::{Bait, Premain, TempDir, alert_of, eventually, premain_binary, pyenv_python};
 use serde_json::Value;
-
-/// Polls `pred` for up to 20 s.
-fn eventually(what: &str, mut pred: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !pred() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A CPython whose site runs a `sitecustomize` found on PYTHONPATH (Debian's own python
-/// ships one in its stdlib that would shadow it).
-fn pyenv_python() -> Python {
-    pythons()
-        .into_iter()
-        .rev()
-        .find(|p| p.label.starts_with("pyenv"))
-        .expect("a pyenv CPython (cargo xtask setup / pyenv install)")
-}
-
-/// A bait HOME with a fake `.netrc`, and a PYTHONPATH dir whose `sitecustomize` reads it at
-/// start-up: two pre-main credential reads per run (the second folds into the first alert).
-struct Bait {
-    dir: TempDir,
-}
-
-impl Bait {
-    fn new() -> Self {
-        let dir = TempDir::new("ops");
-        fs::create_dir_all(dir.path().join("home")).unwrap();
-        fs::write(dir.path().join("home/.netrc"), "machine example.invalid login fake password fake\n")
-            .unwrap();
-        fs::create_dir_all(dir.path().join("site")).unwrap();
-        fs::write(
-            dir.path().join("site/sitecustomize.py"),
-            "import os\nfor _ in range(2):\n    open(os.path.expanduser('~/.netrc')).close()\n",
-        )
-        .unwrap();
-        Self { dir }
-    }
-
-    fn netrc(&self) -> PathBuf {
-        self.dir.path().join("home/.netrc")
-    }
-
-    /// Runs the python once to completion; returns its pid.
-    fn run(&self, python: &Python) -> u32 {
-        let mut child = Command::new(&python.path)
-            .args(["-c", "pass"])
-            .env("HOME", self.dir.path().join("home"))
-            .env("PYTHONPATH", self.dir.path().join("site"))
-            .spawn()
-            .expect("spawn python");
-        let pid = child.id();
-        assert!(child.wait().unwrap().success());
-        pid
-    }
-}
-
-fn alert_of(premain: &Premain, pid: u32, path: &Path) -> Value {
-    premain.wait_for(&format!("credential alert of pid {pid}"), |v| {
-        v["kind"] == "alert" && v["process"]["pid"] == pid && v["action"]["path"] == path.to_str().unwrap()
-    })
-}
 
 fn check_config(file: &Path) -> (i32, String, String) {
     let out =

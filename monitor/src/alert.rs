@@ -19,6 +19,7 @@ use crate::{
     dist::{Distributions, module_name},
     event::{Action, Clock, Event, argv_json, put_path, put_result, rfc3339},
     install::read_source,
+    k8s::{Container, PodCache},
     phase::{Context, Culprit, CulpritKind, Origin},
     process::{Lineage, ProcessTable},
     rules::{Hit, Rules},
@@ -42,6 +43,8 @@ pub struct Alerts {
     clock: Clock,
     window: Duration,
     ancestry_argv: bool,
+    pod_labels: bool,
+    pods: PodCache,
     dists: Distributions,
     folds: HashMap<(u32, &'static str, String), Fold>,
     id_prefix: String,
@@ -58,6 +61,8 @@ impl Alerts {
             clock,
             window: Duration::from_secs(options.fold_window_secs),
             ancestry_argv: options.ancestry_argv,
+            pod_labels: true,
+            pods: PodCache::default(),
             dists: Distributions::new(),
             folds: HashMap::new(),
             id_prefix: format!("{:x}{:05x}", started.as_secs(), std::process::id() & 0xfffff),
@@ -65,6 +70,12 @@ impl Alerts {
             raised: 0,
             folded: 0,
         }
+    }
+
+    /// Pod metadata from the API server watch; `labels` copies pod labels into alerts.
+    pub fn set_pods(&mut self, pods: PodCache, labels: bool) {
+        self.pods = pods;
+        self.pod_labels = labels;
     }
 
     /// The node name alerts carry.
@@ -190,8 +201,26 @@ impl Alerts {
             "process": Value::Object(process),
             "action": action_json(&event.action, hit),
             "inherited_from": inherited,
+            "container": event.process.container.as_ref().map(|c| json!({"id": c.id, "runtime": c.runtime})),
+            "kubernetes": self.kubernetes(event.process.container.as_ref()),
             "count": 1,
         })
+    }
+
+    /// Pod identity: the UID from the cgroup at once, name, namespace and labels when the
+    /// watch knows the pod (never waited for).
+    fn kubernetes(&self, container: Option<&Container>) -> Value {
+        let Some(uid) = container.and_then(|c| c.pod_uid.as_deref()) else { return Value::Null };
+        let mut obj = Map::new();
+        obj.insert("pod_uid".into(), json!(uid));
+        if let Some(pod) = self.pods.get(uid) {
+            obj.insert("pod".into(), json!(pod.name));
+            obj.insert("namespace".into(), json!(pod.namespace));
+            if self.pod_labels {
+                obj.insert("labels".into(), json!(pod.labels));
+            }
+        }
+        Value::Object(obj)
     }
 
     fn origin(&mut self, origin: &Origin) -> Value {

@@ -19,13 +19,14 @@ use serde_json::Value;
 use crate::{
     alert::Alerts,
     btf::Btf,
-    config::{AlertLabel, Config, ConfigError},
+    config::{AlertLabel, Config, ConfigError, Switch},
     counters::{Snapshot, hook_name},
     decode::decode,
     endpoints::{self, Health},
     error::StartError,
     event::{Clock, rfc3339},
     install,
+    k8s::{K8sError, PodCache, WatchOptions, spawn_watch},
     loader::{self, KernelMaps},
     metrics::{Metrics, stage},
     offsets,
@@ -87,6 +88,8 @@ pub enum RunError {
     MetricsAddress(String),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Kubernetes(K8sError),
     #[error("cannot listen on metrics.address {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -142,7 +145,8 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
     }
     let clock = Clock::new();
-    let alerts = Alerts::new(clock, &config.alerts);
+    let mut alerts = Alerts::new(clock, &config.alerts);
+    alerts.set_pods(pod_watch(&config, &metrics)?, config.kubernetes.pod_labels);
     let sinks = Sinks::start(&config.sinks(), config.limits.queue_capacity, &metrics, alerts.node())?;
 
     preflight::check_privileges()?;
@@ -270,6 +274,30 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let report = out.sinks.shutdown(deadline).await;
     tracing::info!(?report, "stopped");
     Ok(())
+}
+
+/// Starts the node-scoped pod watch when configured. Under `auto`, a cluster that cannot be
+/// reached is a warning (alerts carry the pod UID from the cgroup regardless).
+fn pod_watch(config: &Config, metrics: &Metrics) -> Result<PodCache, RunError> {
+    let strict = config.kubernetes.enabled == Switch::On;
+    let started = WatchOptions::resolve(&config.kubernetes).and_then(|opts| match opts {
+        Some(opts) => {
+            tracing::info!(api_server = %opts.api_server, node = %opts.node_name, "watching this node's pods");
+            spawn_watch(opts, metrics.clone())
+        }
+        None => {
+            tracing::info!("kubernetes metadata off (not in a cluster and no kubernetes.api_server)");
+            Ok(PodCache::default())
+        }
+    });
+    match started {
+        Ok(cache) => Ok(cache),
+        Err(err) if strict => Err(RunError::Kubernetes(err)),
+        Err(err) => {
+            tracing::warn!(error = %err, "no pod metadata: alerts carry container and pod UIDs only");
+            Ok(PodCache::default())
+        }
+    }
 }
 
 /// Re-reads the configuration file; a file that does not parse or compile leaves the running

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     decode::{Header, Mark},
+    k8s::Container,
     process::{Process, Resolution},
     sockaddr::SockAddr,
 };
@@ -89,6 +90,7 @@ pub struct ProcessInfo {
     pub cwd: Option<PathBuf>,
     /// `CLOCK_MONOTONIC` time its current image started (0 when unknown).
     pub started_ns: u64,
+    pub container: Option<Container>,
 }
 
 impl ProcessInfo {
@@ -101,6 +103,7 @@ impl ProcessInfo {
             probed: !p.late && p.python.as_ref().is_some_and(|i| i.probed),
             cwd: p.cwd.clone(),
             started_ns: p.started_ns,
+            container: p.container.clone(),
             exe: p.exe.clone(),
             argv: p.argv.clone(),
             python: p.python.as_ref().map(|i| match i.version {

@@ -94,7 +94,13 @@ fn main() -> ExitCode {
             };
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
             match runtime {
-                Ok(rt) => rt.block_on(daemon::run(opts)).map_err(|e| e.to_string()),
+                Ok(rt) => {
+                    let result = rt.block_on(daemon::run(opts)).map_err(|e| e.to_string());
+                    // The sinks have had their drain deadline; a write stuck in a blocking task
+                    // (a full pipe) must not keep the process from exiting.
+                    rt.shutdown_timeout(Duration::from_secs(1));
+                    result
+                }
                 Err(e) => Err(format!("cannot start the async runtime: {e}")),
             }
         }

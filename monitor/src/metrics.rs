@@ -127,7 +127,7 @@ impl Metrics {
             sink_queue: gauge_vec("sink_queue_depth", "Records waiting in a sink's memory queue", &["sink"]),
             sink_spool_bytes: gauge_vec(
                 "sink_spool_bytes",
-                "Bytes waiting in a sink's on-disk spool",
+                "Bytes not yet delivered in a sink's on-disk spool",
                 &["sink"],
             ),
             reloads: counter_vec("config_reloads_total", "Configuration reloads, by result", &["result"]),

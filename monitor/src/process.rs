@@ -11,7 +11,7 @@ use std::{
 
 use monitor_common::{ExeKey, TRACK_DESCENDANT, TRACK_PENDING, TRACK_PYTHON};
 
-use crate::interpreter::Interpreter;
+use crate::{interpreter::Interpreter, k8s::Container};
 
 const AT_FDCWD: i32 = -100;
 /// Directory fds remembered per process; beyond this the oldest knowledge is dropped and
@@ -35,6 +35,8 @@ pub struct Process {
     /// Ran before its interpreter's probes were attached (a hold that did not hold).
     pub late: bool,
     pub cwd: Option<PathBuf>,
+    /// The container it runs in, from its cgroup (read once, when first tracked).
+    pub container: Option<Container>,
     pub(crate) fds: HashMap<i32, PathBuf>,
 }
 

@@ -85,6 +85,7 @@ pub fn seed<K: KernelState>(tracker: &mut Tracker<K>) -> usize {
             python: info.python.clone(),
             preexisting: true,
             cwd: fs::read_link(format!("/proc/{pid}/cwd")).ok(),
+            container: crate::k8s::cgroup::of_pid(pid),
             ..Process::default()
         });
         adopted += 1;

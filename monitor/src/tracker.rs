@@ -259,6 +259,7 @@ impl<K: KernelState> Tracker<K> {
             argv,
             python: Some(python),
             cwd: fs::read_link(format!("/proc/{pid}/cwd")).ok(),
+            container: crate::k8s::cgroup::of_pid(pid),
             // Its start was not seen: like a process running before premain, it is phased
             // `runtime` rather than guessed.
             preexisting: true,
@@ -328,6 +329,9 @@ impl<K: KernelState> Tracker<K> {
             python,
             preexisting: false,
             cwd: previous.as_ref().and_then(|p| p.cwd.clone()),
+            // Read at every exec: runtimes move a process into the container's cgroup between
+            // fork and exec. The forked copy's value serves when the process is already gone.
+            container: crate::k8s::cgroup::of_pid(pid).or_else(|| previous.as_ref().and_then(|p| p.container.clone())),
             ..Process::default()
         };
         process.cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok().or(process.cwd);

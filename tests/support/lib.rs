@@ -388,3 +388,67 @@ pub fn run_ok(program: impl AsRef<OsStr>, args: &[&OsStr]) -> String {
 pub fn matching<'a>(events: &'a [Value], pid: u32, hook: &str, key: &str, value: &Value) -> Vec<&'a Value> {
     events.iter().filter(|e| e["pid"] == pid && e["hook"] == hook && &e[key] == value).collect()
 }
+
+/// Polls `pred` for up to 20 s.
+pub fn eventually(what: &str, mut pred: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !pred() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A CPython whose site runs a `sitecustomize` found on PYTHONPATH (Debian's own python
+/// ships one in its stdlib that would shadow it).
+pub fn pyenv_python() -> Python {
+    pythons()
+        .into_iter()
+        .rev()
+        .find(|p| p.label.starts_with("pyenv"))
+        .expect("a pyenv CPython (cargo xtask setup / pyenv install)")
+}
+
+/// A bait HOME with a fake `.netrc`, and a PYTHONPATH dir whose `sitecustomize` reads it at
+/// start-up: two pre-main credential reads per run (the second folds into the first alert).
+pub struct Bait {
+    pub dir: TempDir,
+}
+
+impl Bait {
+    pub fn new() -> Self {
+        let dir = TempDir::new("ops");
+        fs::create_dir_all(dir.path().join("home")).unwrap();
+        fs::write(dir.path().join("home/.netrc"), "machine example.invalid login fake password fake\n")
+            .unwrap();
+        fs::create_dir_all(dir.path().join("site")).unwrap();
+        fs::write(
+            dir.path().join("site/sitecustomize.py"),
+            "import os\nfor _ in range(2):\n    open(os.path.expanduser('~/.netrc')).close()\n",
+        )
+        .unwrap();
+        Self { dir }
+    }
+
+    pub fn netrc(&self) -> PathBuf {
+        self.dir.path().join("home/.netrc")
+    }
+
+    /// Runs the python once to completion; returns its pid.
+    pub fn run(&self, python: &Python) -> u32 {
+        let mut child = Command::new(&python.path)
+            .args(["-c", "pass"])
+            .env("HOME", self.dir.path().join("home"))
+            .env("PYTHONPATH", self.dir.path().join("site"))
+            .spawn()
+            .expect("spawn python");
+        let pid = child.id();
+        assert!(child.wait().unwrap().success());
+        pid
+    }
+}
+
+pub fn alert_of(premain: &Premain, pid: u32, path: &Path) -> Value {
+    premain.wait_for(&format!("credential alert of pid {pid}"), |v| {
+        v["kind"] == "alert" && v["process"]["pid"] == pid && v["action"]["path"] == path.to_str().unwrap()
+    })
+}

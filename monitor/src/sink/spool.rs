@@ -383,7 +383,15 @@ impl Spool {
 
     fn publish(&self) {
         self.shared.spooled.store(self.pending, Ordering::Relaxed);
-        self.bytes_gauge.set(self.bytes as i64);
+        self.bytes_gauge.set(self.undelivered_bytes() as i64);
+    }
+
+    /// Bytes from the cursor on: what the receiver has not acknowledged yet (the segment
+    /// being written also holds delivered records until it rolls).
+    fn undelivered_bytes(&self) -> u64 {
+        let from_cursor: u64 =
+            self.segments.iter().filter(|s| s.id >= self.cursor.segment).map(|s| s.size).sum();
+        from_cursor.saturating_sub(self.cursor.offset)
     }
 
     fn segment_path(&self, id: u64) -> PathBuf {
