@@ -100,7 +100,10 @@ fn webhook_outage_stall_and_recovery_lose_no_alert() {
         expected.insert(alert_of(&premain, pid, &bait.netrc())["id"].as_str().unwrap().to_owned());
     }
     eventually("a stalled delivery", || receiver.stats()["stalled"].as_u64().unwrap() > stalled_before);
-    assert!(premain.metric(r#"premain_sink_spool_bytes{sink="soc"}"#) > 0.0, "undelivered alerts wait on disk");
+    assert!(
+        premain.metric(r#"premain_sink_spool_bytes{sink="soc"}"#) > 0.0,
+        "undelivered alerts wait on disk"
+    );
     receiver.mode("ok", 0.0);
     eventually("every alert delivered", || alert_ids(&receiver.received()).is_superset(&expected));
 
@@ -127,8 +130,9 @@ fn sigterm_delivers_queued_alerts_before_exit() {
     let receiver = Receiver::start();
     // A slow receiver: alerts are still queued when SIGTERM arrives.
     receiver.mode("ok", 0.5);
-    let config =
-        bait.dir.file("premain.toml", &webhook_config(&bait, &receiver, "[shutdown]\ndrain_deadline_secs = 15\n"));
+    let config = bait
+        .dir
+        .file("premain.toml", &webhook_config(&bait, &receiver, "[shutdown]\ndrain_deadline_secs = 15\n"));
     let premain = Premain::start_alerts(&["--config", config.to_str().unwrap()]);
     let mut expected = HashSet::new();
     for _ in 0..5 {
@@ -187,8 +191,7 @@ fn file_sink_rotates_and_keeps_every_line_whole() {
 fn falco_envelope_on_stdout() {
     let python = pyenv_python();
     let bait = Bait::new();
-    let config =
-        bait.dir.file("premain.toml", "[[sinks]]\ntype = \"stdout\"\nformat = \"falco\"\n");
+    let config = bait.dir.file("premain.toml", "[[sinks]]\ntype = \"stdout\"\nformat = \"falco\"\n");
     let premain = Premain::start_alerts(&["--config", config.to_str().unwrap()]);
     let pid = bait.run(&python);
     let event = premain.wait_for("a Falco event", |v| v["output_fields"]["proc.pid"] == pid);

@@ -45,7 +45,6 @@ pub struct Config {
     pub shutdown: Shutdown,
 }
 
-
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {

@@ -331,7 +331,8 @@ impl<K: KernelState> Tracker<K> {
             cwd: previous.as_ref().and_then(|p| p.cwd.clone()),
             // Read at every exec: runtimes move a process into the container's cgroup between
             // fork and exec. The forked copy's value serves when the process is already gone.
-            container: crate::k8s::cgroup::of_pid(pid).or_else(|| previous.as_ref().and_then(|p| p.container.clone())),
+            container: crate::k8s::cgroup::of_pid(pid)
+                .or_else(|| previous.as_ref().and_then(|p| p.container.clone())),
             ..Process::default()
         };
         process.cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok().or(process.cwd);
