@@ -80,7 +80,7 @@ fn alert_ids(records: &[Value]) -> HashSet<String> {
 fn webhook_outage_stall_and_recovery_lose_no_alert() {
     let python = pyenv_python();
     eprintln!("python: {}", python.label);
-    let bait = Bait::new();
+    let bait = Bait::create();
     let receiver = Receiver::start();
     let config = bait.dir.file("premain.toml", &webhook_config(&bait, &receiver, ""));
     let premain = Premain::start_alerts(&["--config", config.to_str().unwrap()]);
@@ -126,7 +126,7 @@ fn webhook_outage_stall_and_recovery_lose_no_alert() {
 #[test]
 fn sigterm_delivers_queued_alerts_before_exit() {
     let python = pyenv_python();
-    let bait = Bait::new();
+    let bait = Bait::create();
     let receiver = Receiver::start();
     // A slow receiver: alerts are still queued when SIGTERM arrives.
     receiver.mode("ok", 0.5);
@@ -150,7 +150,7 @@ fn sigterm_delivers_queued_alerts_before_exit() {
 #[test]
 fn file_sink_rotates_and_keeps_every_line_whole() {
     let python = pyenv_python();
-    let bait = Bait::new();
+    let bait = Bait::create();
     let log = bait.dir.path().join("log/alerts.jsonl");
     let config = bait.dir.file(
         "premain.toml",
@@ -190,7 +190,7 @@ fn file_sink_rotates_and_keeps_every_line_whole() {
 #[test]
 fn falco_envelope_on_stdout() {
     let python = pyenv_python();
-    let bait = Bait::new();
+    let bait = Bait::create();
     let config = bait.dir.file("premain.toml", "[[sinks]]\ntype = \"stdout\"\nformat = \"falco\"\n");
     let premain = Premain::start_alerts(&["--config", config.to_str().unwrap()]);
     let pid = bait.run(&python);

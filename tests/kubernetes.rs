@@ -124,7 +124,7 @@ fn alerts_name_container_and_pod_for_each_runtime_layout() {
         return;
     };
     let python = pyenv_python();
-    let bait = Bait::new();
+    let bait = Bait::create();
     let api = ApiServer::start();
     let token = bait.dir.file("token", TOKEN);
     let config = bait.dir.file(

@@ -93,7 +93,7 @@ fn check_config_rejects_each_error_class_with_file_line_and_column() {
 fn sighup_applies_a_good_file_and_keeps_the_old_one_when_the_new_is_bad() {
     let python = pyenv_python();
     eprintln!("python: {} ({})", python.label, python.path.display());
-    let bait = Bait::new();
+    let bait = Bait::create();
     let config = bait.dir.file("premain.toml", "[alerts]\nfold_window_secs = 0\n");
     let config_arg = config.to_str().unwrap();
     let premain = Premain::start_alerts(&["--config", config_arg]);
@@ -178,7 +178,7 @@ fn reloading_drops_no_event() {
 #[test]
 fn metrics_and_health_move_with_their_causes() {
     let python = pyenv_python();
-    let bait = Bait::new();
+    let bait = Bait::create();
     let premain = Premain::start_alerts(&[]);
     assert_eq!(premain.get("/readyz").0, 200, "ready once attached");
     assert_eq!(premain.get("/healthz").0, 200);

@@ -415,7 +415,7 @@ pub struct Bait {
 }
 
 impl Bait {
-    pub fn new() -> Self {
+    pub fn create() -> Self {
         let dir = TempDir::new("ops");
         fs::create_dir_all(dir.path().join("home")).unwrap();
         fs::write(dir.path().join("home/.netrc"), "machine example.invalid login fake password fake\n")
