@@ -33,6 +33,14 @@ fn main() -> anyhow::Result<()> {
         println!("cargo:rerun-if-env-changed={var}");
     }
 
+    // The host compiler's version, for `premain_build_info{rustc}`.
+    let host_rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    if let Ok(out) = Command::new(host_rustc).arg("--version").output() {
+        let version = String::from_utf8_lossy(&out.stdout);
+        let version = version.split_whitespace().nth(1).unwrap_or("unknown");
+        println!("cargo:rustc-env=PREMAIN_RUSTC={version}");
+    }
+
     let rustc = env::var_os(BPF_RUSTC).map_or_else(|| PathBuf::from("/usr/bin/rustc"), PathBuf::from);
     let cargo = env::var_os(BPF_CARGO).map_or_else(|| PathBuf::from("/usr/bin/cargo"), PathBuf::from);
     let sysroot_core = Path::new("/usr/lib/rustlib").join(BPF_TARGET);

@@ -205,3 +205,38 @@ fn falco_envelope_on_stdout() {
     let (status, _) = premain.stop();
     assert!(status.success());
 }
+
+#[test]
+fn a_full_spool_drops_the_oldest_counts_them_and_tells_the_receiver() {
+    let python = pyenv_python();
+    let bait = Bait::create();
+    let receiver = Receiver::start();
+    receiver.mode("fail", 0.0);
+    let config = bait.dir.file(
+        "premain.toml",
+        &webhook_config(&bait, &receiver, "")
+            .replace("backoff_max_ms = 500\n", "backoff_max_ms = 500\nspool_max_bytes = 8192\n"),
+    );
+    let premain = Premain::start_alerts(&["--config", config.to_str().unwrap()]);
+    let lost = r#"premain_events_lost_total{hook="alert",stage="sink"}"#;
+    let mut runs = 0;
+    while premain.metric(lost) == 0.0 {
+        assert!(runs < 40, "an 8 KiB spool overflows within 40 runs");
+        let pid = bait.run(&python);
+        alert_of(&premain, pid, &bait.netrc());
+        runs += 1;
+    }
+    receiver.mode("ok", 0.0);
+    let counted = || premain.metric(lost) as u64;
+    eventually("the loss record delivered", || {
+        let reported: u64 = receiver
+            .received()
+            .iter()
+            .filter(|r| r["kind"] == "loss" && r["reason"] == "spool_full")
+            .map(|r| r["count"].as_u64().unwrap())
+            .sum();
+        reported > 0 && reported == counted()
+    });
+    let (status, _) = premain.stop();
+    assert!(status.success());
+}

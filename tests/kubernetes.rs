@@ -188,3 +188,28 @@ fn alerts_name_container_and_pod_for_each_runtime_layout() {
     let (status, _) = premain.stop();
     assert!(status.success());
 }
+
+#[test]
+fn an_unreachable_api_server_is_retried_with_backoff_and_alerts_still_flow() {
+    let python = pyenv_python();
+    let bait = Bait::create();
+    // A port nothing listens on (bound then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = bait.dir.file(
+        "premain.toml",
+        &format!(
+            "[kubernetes]\nenabled = \"on\"\nnode_name = \"{NODE}\"\napi_server = \"http://127.0.0.1:{port}\"\n\
+             token_file = \"\"\nca_file = \"\"\n"
+        ),
+    );
+    let premain = Premain::start_alerts(&["--config", config.to_str().unwrap()]);
+    eventually("watch errors counted", || premain.metric("premain_kubernetes_watch_errors_total") >= 1.0);
+    let pid = bait.run(&python);
+    integration_tests::alert_of(&premain, pid, &bait.netrc());
+    // Backoff: a handful of attempts in the first seconds, not a tight loop.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let errors = premain.metric("premain_kubernetes_watch_errors_total");
+    assert!(errors <= 5.0, "{errors} attempts in ~3 s");
+    let (status, _) = premain.stop();
+    assert!(status.success());
+}

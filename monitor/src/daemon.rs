@@ -127,6 +127,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let config = configuration(&opts)?;
+    // Nothing is started (no port bound, no spool created) for a run that cannot work.
+    preflight::check_privileges()?;
+    preflight::check_btf()?;
     let rules = Rules::from_config(&config).map_err(|message| ConfigError {
         file: "configuration".into(),
         line: 0,
@@ -149,8 +152,6 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     alerts.set_pods(pod_watch(&config, &metrics)?, config.kubernetes.pod_labels);
     let sinks = Sinks::start(&config.sinks(), config.limits.queue_capacity, &metrics, alerts.node())?;
 
-    preflight::check_privileges()?;
-    preflight::check_btf()?;
     let tracefs = preflight::tracefs()?;
     preflight::check_tracepoints(&tracefs, &loader::tracepoints())?;
     preflight::raise_memlock();
@@ -286,7 +287,7 @@ fn pod_watch(config: &Config, metrics: &Metrics) -> Result<PodCache, RunError> {
             spawn_watch(opts, metrics.clone())
         }
         None => {
-            tracing::info!("kubernetes metadata off (not in a cluster and no kubernetes.api_server)");
+            tracing::debug!("kubernetes metadata off (not in a cluster and no kubernetes.api_server)");
             Ok(PodCache::default())
         }
     });
