@@ -877,9 +877,14 @@ fn example_configs_pass_check_config() {
     let dir = TempDir::new("deploy-config");
     check_config(&dir.file("premain-uncommented.toml", &example_config_uncommented()));
     check_config(&generated_config().2);
+    // The check must be able to fail, or passing it says nothing.
+    let bogus = dir.file("bogus.toml", "[metrics]\nadress = \"0.0.0.0:9464\"\n");
+    let out = Command::new(premain_binary()).arg("check-config").arg(&bogus).output().expect("run premain");
+    assert!(!out.status.success(), "check-config accepted an unknown key: {}", text(&out));
 }
 
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+/// `GET path` on loopback, `None` while nothing answers (the caller polls).
+fn try_get(port: u16, path: &str) -> Option<(u16, String)> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -977,7 +982,7 @@ fn daemonset_container_runs_with_configmap_config() {
                 thread::sleep(Duration::from_millis(100));
                 panic!("premain exited ({status}) before {path} answered; stderr:\n{}", premain.stderr());
             }
-            if let Some((200, _)) = http_get(port, path) {
+            if let Some((200, _)) = try_get(port, path) {
                 return;
             }
             assert!(
@@ -992,7 +997,7 @@ fn daemonset_container_runs_with_configmap_config() {
     wait_for("/readyz");
     println!("healthy and ready after {:?}", started.elapsed());
 
-    let (status, metrics) = http_get(port, "/metrics").expect("GET /metrics");
+    let (status, metrics) = try_get(port, "/metrics").expect("GET /metrics");
     assert_eq!(status, 200);
     for line in [
         "premain_ready 1",

@@ -8,18 +8,20 @@
 use std::{
     collections::HashMap,
     fs,
+    path::Path,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use serde_json::{Map, Value, json};
 
 use crate::{
+    config::AlertOptions,
     dist::{Distributions, module_name},
     event::{Action, Clock, Event, argv_json, put_path, put_result, rfc3339},
     install::read_source,
     phase::{Context, Culprit, CulpritKind, Origin},
     process::{Lineage, ProcessTable},
-    rules::Hit,
+    rules::{Hit, Rules},
     sockaddr::SockAddr,
 };
 
@@ -39,6 +41,7 @@ pub struct Alerts {
     node: String,
     clock: Clock,
     window: Duration,
+    ancestry_argv: bool,
     dists: Distributions,
     folds: HashMap<(u32, &'static str, String), Fold>,
     id_prefix: String,
@@ -48,12 +51,13 @@ pub struct Alerts {
 }
 
 impl Alerts {
-    pub fn new(clock: Clock, window: Duration) -> Self {
+    pub fn new(clock: Clock, options: &AlertOptions) -> Self {
         let started = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         Self {
-            node: node_name(),
+            node: node_name(&options.node_name),
             clock,
-            window,
+            window: Duration::from_secs(options.fold_window_secs),
+            ancestry_argv: options.ancestry_argv,
             dists: Distributions::new(),
             folds: HashMap::new(),
             id_prefix: format!("{:x}{:05x}", started.as_secs(), std::process::id() & 0xfffff),
@@ -61,6 +65,34 @@ impl Alerts {
             raised: 0,
             folded: 0,
         }
+    }
+
+    /// The node name alerts carry.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Applies reloaded options; open fold windows keep running under the new length.
+    pub fn set_options(&mut self, options: &AlertOptions) {
+        self.node = node_name(&options.node_name);
+        self.window = Duration::from_secs(options.fold_window_secs);
+        self.ancestry_argv = options.ancestry_argv;
+    }
+
+    /// Whether an allowlist exempts this action: its executable, its culprit's files or
+    /// module names, or the distribution that carries the culprit.
+    pub fn exempt(&mut self, rules: &Rules, event: &Event, context: &Context) -> bool {
+        let c = &context.culprit;
+        let files: Vec<&Path> = [c.path.as_deref(), c.module_file.as_deref(), c.outer_module_file.as_deref()]
+            .into_iter()
+            .flatten()
+            .chain(c.source_dir.as_deref())
+            .collect();
+        let modules: Vec<String> = files.iter().filter_map(|f| module_name(f)).collect();
+        let mut names: Vec<&Path> = files.clone();
+        names.extend(modules.iter().map(Path::new));
+        let (distribution, _) = self.attribution(c);
+        rules.allowed(event.process.exe.as_deref(), &names, distribution.as_deref())
     }
 
     /// The alert line to print now, or `None` when it folds into an open one.
@@ -141,7 +173,7 @@ impl Alerts {
                 Value::Null
             },
         );
-        process.insert("ancestry".into(), ancestry(h.ppid, table));
+        process.insert("ancestry".into(), ancestry(h.ppid, table, self.ancestry_argv));
 
         let inherited = context.inherited_from.as_deref().map(|o| self.origin(o));
         json!({
@@ -188,20 +220,7 @@ impl Alerts {
                 json!(c.outer_module_file.as_deref().and_then(module_name)),
             );
         }
-        let (distribution, version) = match c.kind {
-            CulpritKind::Setup | CulpritKind::BuildBackend => {
-                let source = c.source_dir.as_deref().map(read_source).unwrap_or_default();
-                (source.name, source.version)
-            }
-            _ => {
-                // The file that carries the code: the .pth or customize file, else the module.
-                let owner = [c.path.as_deref(), c.module_file.as_deref(), c.outer_module_file.as_deref()]
-                    .into_iter()
-                    .flatten()
-                    .find_map(|f| self.dists.owner(f));
-                (owner.as_ref().map(|d| d.name.clone()), owner.map(|d| d.version))
-            }
-        };
+        let (distribution, version) = self.attribution(c);
         obj.insert("distribution".into(), json!(distribution));
         obj.insert("version".into(), json!(version));
         for (key, value) in [("hook", &c.hook), ("backend", &c.backend), ("installer", &c.installer)] {
@@ -214,13 +233,37 @@ impl Alerts {
         }
         Value::Object(obj)
     }
+
+    /// The distribution (name, version) that carries the culprit's code.
+    fn attribution(&mut self, c: &Culprit) -> (Option<String>, Option<String>) {
+        match c.kind {
+            CulpritKind::Setup | CulpritKind::BuildBackend => {
+                let source = c.source_dir.as_deref().map(read_source).unwrap_or_default();
+                (source.name, source.version)
+            }
+            _ => {
+                // The file that carries the code: the .pth or customize file, else the module.
+                let owner = [c.path.as_deref(), c.module_file.as_deref(), c.outer_module_file.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|f| self.dists.owner(f));
+                (owner.as_ref().map(|d| d.name.clone()), owner.map(|d| d.version))
+            }
+        }
+    }
 }
 
-fn node_name() -> String {
-    fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_default()
+/// The configured name, else `$NODE_NAME` (the downward API in a DaemonSet), else the hostname.
+fn node_name(configured: &str) -> String {
+    if !configured.is_empty() {
+        return configured.to_owned();
+    }
+    std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()).unwrap_or_else(|| {
+        fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_default()
+    })
 }
 
-fn ancestry(mut ppid: u32, table: &ProcessTable) -> Value {
+fn ancestry(mut ppid: u32, table: &ProcessTable, with_argv: bool) -> Value {
     let mut out = Vec::new();
     while ppid > 0 && out.len() < ANCESTRY_MAX {
         let known =
@@ -229,7 +272,9 @@ fn ancestry(mut ppid: u32, table: &ProcessTable) -> Value {
         let mut obj = Map::new();
         obj.insert("pid".into(), json!(ppid));
         put_path(&mut obj, "exe", exe.as_deref());
-        obj.insert("cmdline".into(), argv_json(&argv));
+        if with_argv {
+            obj.insert("cmdline".into(), argv_json(&argv));
+        }
         out.push(Value::Object(obj));
         if next == ppid {
             break;
@@ -280,7 +325,6 @@ mod tests {
         event::ProcessInfo,
         phase::{Phase, PhaseEngine},
         process::Resolution,
-        rules::Rules,
     };
 
     fn open(pid: u32, path: &str) -> Event {
@@ -312,7 +356,8 @@ mod tests {
 
     #[test]
     fn repeats_fold_and_distinct_targets_do_not() {
-        let mut alerts = Alerts::new(Clock::new(), Duration::from_secs(60));
+        let options = AlertOptions { fold_window_secs: 60, ..AlertOptions::default() };
+        let mut alerts = Alerts::new(Clock::new(), &options);
         let rules = Rules::defaults();
         let table = ProcessTable::new(8);
         let context = Context {
@@ -321,7 +366,7 @@ mod tests {
         };
         let mut raise = |pid, path| {
             let event = open(pid, path);
-            let hit = rules.evaluate(&event.action).expect("a credential");
+            let hit = rules.evaluate(&event.action, false).expect("a credential");
             alerts.raise(&event, &context, hit, &table)
         };
         let first = raise(7, "/h/.netrc").expect("first alert printed");

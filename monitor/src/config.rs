@@ -30,7 +30,7 @@ pub struct ConfigError {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub limits: Limits,
@@ -45,22 +45,6 @@ pub struct Config {
     pub shutdown: Shutdown,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            limits: Limits::default(),
-            alerts: AlertOptions::default(),
-            credentials: Credentials::default(),
-            rules: RuleOptions::default(),
-            allow: Allow::default(),
-            install: Install::default(),
-            metrics: Metrics::default(),
-            kubernetes: Kubernetes::default(),
-            sinks: Vec::new(),
-            shutdown: Shutdown::default(),
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -504,7 +488,10 @@ impl Config {
         if !ring.get_ref().is_power_of_two() || *ring.get_ref() < 4096 {
             return Err((
                 ring.span(),
-                format!("limits.ring_buffer_size must be a power of two of at least 4096, not {}", ring.get_ref()),
+                format!(
+                    "limits.ring_buffer_size must be a power of two of at least 4096, not {}",
+                    ring.get_ref()
+                ),
             ));
         }
         let globs = self
@@ -516,7 +503,8 @@ impl Config {
             .chain(&self.allow.culprits)
             .chain(&self.allow.exes);
         for glob in globs {
-            Glob::new(glob.get_ref()).map_err(|e| (glob.span(), format!("bad glob {:?}: {}", glob.get_ref(), e.kind())))?;
+            Glob::new(glob.get_ref())
+                .map_err(|e| (glob.span(), format!("bad glob {:?}: {}", glob.get_ref(), e.kind())))?;
         }
         for dest in &self.allow.destinations {
             Destination::parse(dest.get_ref()).map_err(|m| (dest.span(), m))?;
@@ -525,7 +513,10 @@ impl Config {
         if !address.get_ref().is_empty() && self.metrics.socket_addr().is_none() {
             return Err((
                 address.span(),
-                format!("metrics.address {:?} is not an IP:port address (empty turns it off)", address.get_ref()),
+                format!(
+                    "metrics.address {:?} is not an IP:port address (empty turns it off)",
+                    address.get_ref()
+                ),
             ));
         }
         let api = &self.kubernetes.api_server;
@@ -546,12 +537,16 @@ impl Config {
                     if *batch_max == 0 || *backoff_initial_ms == 0 || backoff_initial_ms > backoff_max_ms {
                         return Err((
                             sink.span(),
-                            "webhook needs batch_max >= 1 and 0 < backoff_initial_ms <= backoff_max_ms".into(),
+                            "webhook needs batch_max >= 1 and 0 < backoff_initial_ms <= backoff_max_ms"
+                                .into(),
                         ));
                     }
                 }
                 Sink::File { max_bytes, .. } if *max_bytes < 4096 => {
-                    return Err((sink.span(), format!("file sink max_bytes must be at least 4096, not {max_bytes}")));
+                    return Err((
+                        sink.span(),
+                        format!("file sink max_bytes must be at least 4096, not {max_bytes}"),
+                    ));
                 }
                 _ => {}
             }
@@ -581,7 +576,9 @@ pub struct Destination {
 
 impl Destination {
     pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = |why: &str| format!("bad destination {text:?}: {why} (want CIDR, CIDR:port, [v6-CIDR]:port or *:port)");
+        let bad = |why: &str| {
+            format!("bad destination {text:?}: {why} (want CIDR, CIDR:port, [v6-CIDR]:port or *:port)")
+        };
         let (net, port) = if let Some(rest) = text.strip_prefix('[') {
             let (net, tail) = rest.split_once(']').ok_or_else(|| bad("unclosed ["))?;
             let port = tail.strip_prefix(':').ok_or_else(|| bad("expected :port after ]"))?;

@@ -2,6 +2,8 @@
 
 use std::{
     io::{self, Write as _},
+    path::PathBuf,
+    sync::Arc,
     time::Duration,
 };
 
@@ -12,51 +14,137 @@ use tokio::{
     time::{MissedTickBehavior, interval, sleep},
 };
 
+use serde_json::Value;
+
 use crate::{
     alert::Alerts,
     btf::Btf,
-    counters::Snapshot,
+    config::{AlertLabel, Config, ConfigError},
+    counters::{Snapshot, hook_name},
     decode::decode,
+    endpoints::{self, Health},
     error::StartError,
     event::{Clock, rfc3339},
     install,
     loader::{self, KernelMaps},
+    metrics::{Metrics, stage},
     offsets,
     phase::{Phase, PhaseEngine},
     preflight,
+    ring_fill::RingFill,
     rules::Rules,
     seed,
+    sink::{SinkError, Sinks},
     tracker::{Tracker, judge_from_proc},
 };
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
+    /// The configuration file; none runs with the defaults.
+    pub config: Option<PathBuf>,
+    /// Command-line values that win over the file's (at start and on every reload).
+    pub overrides: Overrides,
     /// Print every event of a tracked process as a JSON line on stdout.
     pub events: bool,
-    /// Ring buffer size in bytes (a power of two, at least one page).
-    pub ring_buffer_bytes: u32,
-    /// Processes remembered at most.
-    pub max_processes: usize,
     /// Test hook: wait this long after `ready` before reading records.
     pub stall_reader: Option<Duration>,
-    /// Repeats of an alert within this window are folded into it.
-    pub fold_window: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub ring_buffer_size: Option<u32>,
+    pub max_processes: Option<usize>,
+    pub fold_window_secs: Option<u64>,
+    pub metrics_address: Option<String>,
+}
+
+impl Overrides {
+    fn apply(&self, config: &mut Config) {
+        if let Some(size) = self.ring_buffer_size {
+            config.limits.ring_buffer_size = toml::Spanned::new(0..0, size);
+        }
+        if let Some(max) = self.max_processes {
+            config.limits.max_processes = max;
+        }
+        if let Some(secs) = self.fold_window_secs {
+            config.alerts.fold_window_secs = secs;
+        }
+        if let Some(address) = &self.metrics_address {
+            config.metrics.address = toml::Spanned::new(0..0, address.clone());
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
     Start(#[from] StartError),
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
     #[error("--ring-buffer-size must be a power of two of at least 4096 bytes, not {0}")]
     RingSize(u32),
+    #[error("--metrics-address must be IP:PORT (or empty to turn the endpoint off), not {0:?}")]
+    MetricsAddress(String),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("cannot listen on metrics.address {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: io::Error,
+    },
     #[error("event loop failed: {0}")]
     Io(#[from] io::Error),
 }
 
-pub async fn run(opts: RunOptions) -> Result<(), RunError> {
-    if !opts.ring_buffer_bytes.is_power_of_two() || opts.ring_buffer_bytes < 4096 {
-        return Err(RunError::RingSize(opts.ring_buffer_bytes));
+/// Reads the configuration the daemon would run with.
+pub fn configuration(opts: &RunOptions) -> Result<Config, RunError> {
+    let mut config = match &opts.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    opts.overrides.apply(&mut config);
+    let ring = *config.limits.ring_buffer_size.get_ref();
+    if !ring.is_power_of_two() || ring < 4096 {
+        return Err(RunError::RingSize(ring));
     }
+    if let Some(address) = &opts.overrides.metrics_address
+        && !address.is_empty()
+        && config.metrics.socket_addr().is_none()
+    {
+        return Err(RunError::MetricsAddress(address.clone()));
+    }
+    Ok(config)
+}
+
+pub async fn run(opts: RunOptions) -> Result<(), RunError> {
+    // Handlers first: a SIGHUP sent while starting must not kill the daemon (the default
+    // action); it is acted on once the loop runs.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let config = configuration(&opts)?;
+    let rules = Rules::from_config(&config).map_err(|message| ConfigError {
+        file: "configuration".into(),
+        line: 0,
+        column: 0,
+        message,
+    })?;
+    let metrics = Metrics::new(&config.metrics.alert_labels, config.metrics.max_label_values);
+    let health = Health::default();
+    health.beat();
+    // Endpoints and sinks first: a taken port or an unwritable spool fails before any program
+    // is loaded, and /healthz answers while the verifier runs.
+    if let Some(addr) = config.metrics.socket_addr() {
+        let bound = endpoints::serve(addr, metrics.clone(), health.clone())
+            .await
+            .map_err(|source| RunError::Listen { addr, source })?;
+        tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
+    }
+    let clock = Clock::new();
+    let alerts = Alerts::new(clock, &config.alerts);
+    let sinks = Sinks::start(&config.sinks(), config.limits.queue_capacity, &metrics, alerts.node())?;
+
     preflight::check_privileges()?;
     preflight::check_btf()?;
     let tracefs = preflight::tracefs()?;
@@ -68,19 +156,27 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
 
     // A premain killed while holding processes left them stopped: nothing else resumes them.
     crate::hold::release_orphans();
-    let mut kernel = loader::load(&offsets, opts.ring_buffer_bytes)?;
+    let ring_bytes = *config.limits.ring_buffer_size.get_ref();
+    let mut kernel = loader::load(&offsets, ring_bytes)?;
     let attached = loader::attach_all(&mut kernel)?;
     let loader::Kernel { events, maps, counters, logger } = kernel;
     if let Some(logger) = logger {
         tokio::spawn(pump_kernel_log(logger));
     }
-    let mut tracker: Tracker<KernelMaps> = Tracker::new(maps, Box::new(judge_from_proc), opts.max_processes);
+    let fill = RingFill::new(&events, ring_bytes)
+        .inspect_err(|err| tracing::warn!(error = %err, "cannot sample the ring buffer fill"))
+        .ok();
+    metrics.ring_buffer_bytes.set(i64::from(ring_bytes));
+    let mut tracker: Tracker<KernelMaps> =
+        Tracker::new(maps, Box::new(judge_from_proc), config.limits.max_processes);
     let adopted = seed::seed(&mut tracker);
     // From now on a process starting an executable never seen waits (stopped) until it is
     // judged, so that a new CPython has its probes before it runs a line.
     if let Err(err) = tracker.kernel().set_hold(true) {
         tracing::warn!(error = %err, "cannot hold unseen executables: their first start-up may be phased from syscalls only");
     }
+    health.set_ready(true);
+    metrics.ready.set(1);
     tracing::info!(
         programs = attached,
         preexisting = adopted,
@@ -91,8 +187,6 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     // Counters start at zero when the maps are created: everything counted from here on is
     // reported, including what is lost while the reader is not yet running.
     let mut last_counts = Snapshot::default();
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     if let Some(stall) = opts.stall_reader {
         tokio::select! {
             () = sleep(stall) => {}
@@ -101,7 +195,6 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         }
     }
 
-    let clock = Clock::new();
     let mut ring = readable(events)?;
     let mut out = Output {
         events: opts.events,
@@ -109,9 +202,14 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         malformed: 0,
         printed: 0,
         engine: PhaseEngine::new(install::detector()),
-        rules: Rules::defaults(),
-        alerts: Alerts::new(clock, opts.fold_window),
+        rules,
+        alerts,
+        sinks,
+        metrics: metrics.clone(),
+        fill,
+        fill_peak: 0.0,
     };
+    let mut config = config;
     let mut ticker = interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
@@ -124,8 +222,11 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 guard.clear_ready();
             }
             _ = ticker.tick() => {
-                last_counts = report_losses(&counters, &last_counts)?;
-                print_lines(&out.alerts.expire(false))?;
+                health.beat();
+                last_counts = report_losses(&counters, &last_counts, &out);
+                let closed = out.alerts.expire(false);
+                out.publish_all(closed);
+                out.sample(&tracker);
                 ticks += 1;
                 if ticks.is_multiple_of(10) {
                     let swept = tracker.sweep();
@@ -135,17 +236,24 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                     out.engine.sweep(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
                 }
             }
+            _ = sighup.recv() => {
+                // Between two drains: records wait in the ring meanwhile, none are dropped.
+                reload(&opts, &mut config, &mut out);
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
+    health.set_ready(false);
+    metrics.ready.set(0);
     // Stop holding, detach so nothing new arrives, then take what is left in the ring: that
     // resumes any process still held.
     let _ = tracker.kernel().set_hold(false);
     tracker.kernel().probes.unload();
     drain(ring.get_mut(), &mut tracker, &mut out)?;
-    print_lines(&out.alerts.expire(true))?;
-    let final_counts = report_losses(&counters, &last_counts)?;
+    let closed = out.alerts.expire(true);
+    out.publish_all(closed);
+    let final_counts = report_losses(&counters, &last_counts, &out);
     let lost: u64 = (0..monitor_common::HOOK_COUNT).map(|h| final_counts.lost(h)).sum();
     tracing::info!(
         records = tracker.stats.records,
@@ -156,9 +264,61 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         lost,
         not_python = tracker.stats.dropped_not_python,
         unjudged = tracker.stats.unjudged,
-        "stopped"
+        "stopped reading; delivering queued alerts"
     );
+    let deadline = Duration::from_secs(config.shutdown.drain_deadline_secs);
+    let report = out.sinks.shutdown(deadline).await;
+    tracing::info!(?report, "stopped");
     Ok(())
+}
+
+/// Re-reads the configuration file; a file that does not parse or compile leaves the running
+/// configuration in force.
+fn reload(opts: &RunOptions, config: &mut Config, out: &mut Output) {
+    let Some(path) = &opts.config else {
+        tracing::info!("SIGHUP: no --config file to reload");
+        return;
+    };
+    let fresh = configuration(opts).and_then(|c| {
+        let rules = Rules::from_config(&c).map_err(|message| ConfigError {
+            file: path.display().to_string(),
+            line: 0,
+            column: 0,
+            message,
+        })?;
+        Ok((c, rules))
+    });
+    let (fresh, rules) = match fresh {
+        Ok(ok) => ok,
+        Err(err) => {
+            out.metrics.reloads.with_label_values(&["failure"]).inc();
+            tracing::error!(error = %err, "configuration reload refused; the running configuration stays in force");
+            return;
+        }
+    };
+    let restart_only = [
+        ("limits", fresh.limits != config.limits),
+        ("metrics", fresh.metrics != config.metrics),
+        ("kubernetes", fresh.kubernetes != config.kubernetes),
+        ("sinks", fresh.sinks() != config.sinks()),
+        ("shutdown", fresh.shutdown != config.shutdown),
+    ];
+    let mut kept = config.clone();
+    for (section, changed) in restart_only {
+        if changed {
+            tracing::warn!(section, "configuration section changed: it takes effect when premain restarts");
+        }
+    }
+    kept.alerts = fresh.alerts.clone();
+    kept.credentials = fresh.credentials;
+    kept.rules = fresh.rules;
+    kept.allow = fresh.allow;
+    kept.install = fresh.install;
+    out.rules = rules;
+    out.alerts.set_options(&fresh.alerts);
+    *config = kept;
+    out.metrics.reloads.with_label_values(&["success"]).inc();
+    tracing::info!(file = %path.display(), "configuration reloaded");
 }
 
 struct Output {
@@ -169,22 +329,47 @@ struct Output {
     engine: PhaseEngine,
     rules: Rules,
     alerts: Alerts,
+    sinks: Sinks,
+    metrics: Metrics,
+    fill: Option<RingFill>,
+    /// Highest ring fill seen since the last tick.
+    fill_peak: f64,
 }
 
-fn print_lines(lines: &[serde_json::Value]) -> io::Result<()> {
-    if lines.is_empty() {
-        return Ok(());
+impl Output {
+    fn publish_all(&self, records: Vec<Value>) {
+        for record in records {
+            self.sinks.publish(Arc::new(record));
+        }
     }
-    let stdout = io::stdout();
-    let mut stdout = io::BufWriter::new(stdout.lock());
-    for line in lines {
-        serde_json::to_writer(&mut stdout, line)?;
-        stdout.write_all(b"\n")?;
+
+    /// Per-tick gauges.
+    fn sample(&mut self, tracker: &Tracker<KernelMaps>) {
+        self.metrics.ring_buffer_fill.set(self.fill_peak);
+        self.fill_peak = 0.0;
+        self.metrics.tracked_processes.set(tracker.table.len() as i64);
     }
-    stdout.flush()
+
+    fn count_alert(&self, alert: &Value) {
+        let text = |v: &Value| v.as_str().map(str::to_owned);
+        self.metrics.alert(
+            alert["rule"].as_str().unwrap_or_default(),
+            alert["phase"].as_str().unwrap_or_default(),
+            alert["severity"].as_str().unwrap_or_default(),
+            |label| match label {
+                AlertLabel::Namespace => text(&alert["kubernetes"]["namespace"]),
+                AlertLabel::Pod => text(&alert["kubernetes"]["pod"]),
+                AlertLabel::Distribution => text(&alert["culprit"]["distribution"]),
+                AlertLabel::CulpritKind => text(&alert["culprit"]["kind"]),
+            },
+        );
+    }
 }
 
 fn drain(ring: &mut RingBuf<MapData>, tracker: &mut Tracker<KernelMaps>, out: &mut Output) -> io::Result<()> {
+    if let Some(fill) = &out.fill {
+        out.fill_peak = out.fill_peak.max(fill.ratio());
+    }
     let stdout = io::stdout();
     let mut stdout = io::BufWriter::new(stdout.lock());
     while let Some(item) = ring.next() {
@@ -194,6 +379,7 @@ fn drain(ring: &mut RingBuf<MapData>, tracker: &mut Tracker<KernelMaps>, out: &m
             Ok(record) => record,
             Err(err) => {
                 out.malformed += 1;
+                out.metrics.lose("unknown", stage::DECODE, 1);
                 if out.malformed.is_power_of_two() {
                     tracing::warn!(error = %err, total = out.malformed, "skipping malformed record");
                 }
@@ -204,7 +390,7 @@ fn drain(ring: &mut RingBuf<MapData>, tracker: &mut Tracker<KernelMaps>, out: &m
         let context = out.engine.observe(&event);
         if out.events {
             let mut line = event.to_json(&out.clock);
-            if let serde_json::Value::Object(obj) = &mut line {
+            if let Value::Object(obj) = &mut line {
                 obj.insert("phase".into(), serde_json::json!(context.phase.as_str()));
             }
             serde_json::to_writer(&mut stdout, &line)?;
@@ -214,30 +400,61 @@ fn drain(ring: &mut RingBuf<MapData>, tracker: &mut Tracker<KernelMaps>, out: &m
         if context.phase == Phase::Runtime {
             continue;
         }
-        let Some(hit) = out.rules.evaluate(&event.action) else { continue };
+        let Some(hit) = out.rules.evaluate(&event.action, context.phase == Phase::Install) else { continue };
+        if out.alerts.exempt(&out.rules, &event, &context) {
+            continue;
+        }
+        let folded = out.alerts.folded;
         if let Some(alert) = out.alerts.raise(&event, &context, hit, &tracker.table) {
-            serde_json::to_writer(&mut stdout, &alert)?;
-            stdout.write_all(b"\n")?;
+            out.count_alert(&alert);
+            // Event lines already written must come first on a shared stdout.
+            stdout.flush()?;
+            out.sinks.publish(Arc::new(alert));
+        } else if out.alerts.folded > folded {
+            out.metrics.alerts_folded.inc();
         }
     }
-    stdout.flush()
+    stdout.flush()?;
+    let stats = &mut tracker.stats;
+    for wait in stats.hold_waits_ns.drain(..) {
+        out.metrics.hold_seconds.observe(wait as f64 / 1e9);
+    }
+    out.metrics.held.inc_by(stats.held.saturating_sub(out.metrics.held.get()));
+    out.metrics.late_interpreters.inc_by(stats.late.saturating_sub(out.metrics.late_interpreters.get()));
+    let probes = &tracker.kernel().probes;
+    out.metrics.interpreter_images.set(probes.images() as i64);
+    let failures = probes.failures() as u64;
+    out.metrics.probe_failures.inc_by(failures.saturating_sub(out.metrics.probe_failures.get()));
+    Ok(())
 }
 
-fn report_losses(counters: &aya::maps::PerCpuArray<MapData, u64>, before: &Snapshot) -> io::Result<Snapshot> {
+/// Publishes kernel losses since `before` as loss records and metrics, and the records each
+/// hook sent.
+fn report_losses(
+    counters: &aya::maps::PerCpuArray<MapData, u64>,
+    before: &Snapshot,
+    out: &Output,
+) -> Snapshot {
     let now = Snapshot::read(counters);
-    let time = rfc3339(std::time::SystemTime::now());
-    let records = now.loss_records(before, &time);
-    if !records.is_empty() {
-        let stdout = io::stdout();
-        let mut stdout = stdout.lock();
-        for record in &records {
-            tracing::warn!(hook = %record["hook"], reason = %record["reason"], count = %record["count"], "records lost");
-            serde_json::to_writer(&mut stdout, record)?;
-            stdout.write_all(b"\n")?;
+    for hook in 0..monitor_common::HOOK_COUNT {
+        let sent = now.sent(hook).saturating_sub(before.sent(hook));
+        if sent > 0 {
+            out.metrics.events.with_label_values(&[hook_name(hook)]).inc_by(sent);
         }
-        stdout.flush()?;
     }
-    Ok(now)
+    let time = rfc3339(std::time::SystemTime::now());
+    for record in now.loss_records(before, &time) {
+        tracing::warn!(hook = %record["hook"], reason = %record["reason"], count = %record["count"], "records lost");
+        let stage =
+            if record["reason"] == "ring_buffer_full" { stage::RING_BUFFER } else { stage::KERNEL_TABLE };
+        out.metrics.lose(
+            record["hook"].as_str().unwrap_or_default(),
+            stage,
+            record["count"].as_u64().unwrap_or(0),
+        );
+        out.sinks.publish(Arc::new(record));
+    }
+    now
 }
 
 async fn pump_kernel_log(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {

@@ -2,7 +2,8 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use monitor::{
-    daemon::{self, RunOptions},
+    config::Config,
+    daemon::{self, Overrides, RunOptions},
     interpreter::{self, Verdict},
 };
 
@@ -22,22 +23,36 @@ struct Cli {
 enum Command {
     /// Watch every Python process on this machine (needs root).
     Run {
+        /// Configuration file (TOML); see deploy/premain.toml. SIGHUP re-reads it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// Print each record of a tracked process as one JSON line on stdout.
         #[arg(long)]
         events: bool,
-        /// Kernel ring buffer size in bytes (power of two).
-        #[arg(long, default_value_t = 8 << 20)]
-        ring_buffer_size: u32,
-        /// Tracked processes remembered at most.
-        #[arg(long, default_value_t = 65_536)]
-        max_processes: usize,
+        /// Kernel ring buffer size in bytes (power of two) [config: limits.ring_buffer_size,
+        /// default 8388608].
+        #[arg(long)]
+        ring_buffer_size: Option<u32>,
+        /// Tracked processes remembered at most [config: limits.max_processes, default 65536].
+        #[arg(long)]
+        max_processes: Option<usize>,
         /// Repeats of an alert (same process, rule and target) within this many seconds are
-        /// folded into it; its final count is printed when the window closes.
-        #[arg(long, default_value_t = 30)]
-        fold_window_secs: u64,
+        /// folded into it; its final count is printed when the window closes [config:
+        /// alerts.fold_window_secs, default 30].
+        #[arg(long)]
+        fold_window_secs: Option<u64>,
+        /// Where /metrics, /healthz and /readyz listen; empty turns them off [config:
+        /// metrics.address, default 127.0.0.1:9464].
+        #[arg(long, value_name = "IP:PORT")]
+        metrics_address: Option<String>,
         /// Testing aid: after attaching, wait this many milliseconds before reading records.
         #[arg(long, hide = true)]
         debug_stall_reader_ms: Option<u64>,
+    },
+    /// Validate a configuration file without loading anything; exit 0 only when it is valid.
+    CheckConfig {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
     },
     /// Tell whether executables run CPython, and where its symbols are (JSON per line).
     Interpreter {
@@ -62,13 +77,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level);
     let result = match cli.command {
-        Command::Run { events, ring_buffer_size, max_processes, fold_window_secs, debug_stall_reader_ms } => {
+        Command::Run {
+            config,
+            events,
+            ring_buffer_size,
+            max_processes,
+            fold_window_secs,
+            metrics_address,
+            debug_stall_reader_ms,
+        } => {
             let opts = RunOptions {
+                config,
+                overrides: Overrides { ring_buffer_size, max_processes, fold_window_secs, metrics_address },
                 events,
-                ring_buffer_bytes: ring_buffer_size,
-                max_processes,
                 stall_reader: debug_stall_reader_ms.map(Duration::from_millis),
-                fold_window: Duration::from_secs(fold_window_secs),
             };
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
             match runtime {
@@ -76,6 +98,7 @@ fn main() -> ExitCode {
                 Err(e) => Err(format!("cannot start the async runtime: {e}")),
             }
         }
+        Command::CheckConfig { file } => check_config(&file),
         Command::Interpreter { paths } => inspect(&paths),
     };
     match result {
@@ -85,6 +108,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn check_config(file: &std::path::Path) -> Result<(), String> {
+    let config = Config::load(file).map_err(|e| e.to_string())?;
+    monitor::rules::Rules::from_config(&config).map_err(|e| format!("{}: {e}", file.display()))?;
+    println!("{}: valid", file.display());
+    Ok(())
 }
 
 fn inspect(paths: &[PathBuf]) -> Result<(), String> {

@@ -66,18 +66,21 @@ impl Metrics {
         let mut labels = alert_labels.to_vec();
         labels.sort();
         labels.dedup();
-        let names: Vec<&str> = ALERT_LABELS.iter().copied().chain(labels.iter().map(|l| l.as_str())).collect();
+        let names: Vec<&str> =
+            ALERT_LABELS.iter().copied().chain(labels.iter().map(|l| l.as_str())).collect();
         let alerts = IntCounterVec::new(
             Opts::new("alerts_total", "Alerts raised (before folding) by rule, phase and severity"),
             &names,
         )
         .expect("valid metric");
         let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
-        let counter_vec =
-            |name: &str, help: &str, labels: &[&str]| IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
         let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
-        let gauge_vec =
-            |name: &str, help: &str, labels: &[&str]| IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
         let metrics = Self {
             alerts,
             alert_labels: Arc::new(labels),
@@ -90,9 +93,15 @@ impl Metrics {
                 "Records or alerts lost, by hook and stage (ring_buffer, kernel_table, decode, userspace_queue, sink)",
                 &["hook", "stage"],
             ),
-            tracked_processes: gauge("tracked_processes", "Python processes and their descendants being tracked"),
+            tracked_processes: gauge(
+                "tracked_processes",
+                "Python processes and their descendants being tracked",
+            ),
             interpreter_images: gauge("interpreter_images", "Interpreter binaries with uprobes attached"),
-            probe_failures: counter("interpreter_probe_failures_total", "Interpreter binaries whose uprobes failed to attach"),
+            probe_failures: counter(
+                "interpreter_probe_failures_total",
+                "Interpreter binaries whose uprobes failed to attach",
+            ),
             held: counter("processes_held_total", "New interpreter runs stopped until judged"),
             hold_seconds: Histogram::with_opts(
                 HistogramOpts::new("hold_duration_seconds", "How long a held interpreter run waited")
@@ -103,8 +112,11 @@ impl Metrics {
                 "late_interpreters_total",
                 "Interpreter runs phased from syscall order because they were not held",
             ),
-            ring_buffer_fill: Gauge::new("ring_buffer_fill_ratio", "Kernel ring buffer fill at the last sample (0-1)")
-                .expect("valid metric"),
+            ring_buffer_fill: Gauge::new(
+                "ring_buffer_fill_ratio",
+                "Kernel ring buffer fill at the last sample (0-1)",
+            )
+            .expect("valid metric"),
             ring_buffer_bytes: gauge("ring_buffer_size_bytes", "Kernel ring buffer size"),
             delivered: counter_vec("alerts_delivered_total", "Records delivered, by sink", &["sink"]),
             delivery_failures: counter_vec(
@@ -113,7 +125,11 @@ impl Metrics {
                 &["sink"],
             ),
             sink_queue: gauge_vec("sink_queue_depth", "Records waiting in a sink's memory queue", &["sink"]),
-            sink_spool_bytes: gauge_vec("sink_spool_bytes", "Bytes waiting in a sink's on-disk spool", &["sink"]),
+            sink_spool_bytes: gauge_vec(
+                "sink_spool_bytes",
+                "Bytes waiting in a sink's on-disk spool",
+                &["sink"],
+            ),
             reloads: counter_vec("config_reloads_total", "Configuration reloads, by result", &["result"]),
             ready: gauge("ready", "1 once every program is attached"),
             pods_known: gauge("kubernetes_pods", "Pods of this node in the metadata cache"),
@@ -123,12 +139,15 @@ impl Metrics {
             ),
             registry,
         };
-        let build = IntGaugeVec::new(
-            Opts::new("build_info", "premain's version; always 1"),
-            &["version", "rustc"],
-        )
-        .expect("valid metric");
-        build.with_label_values(&[env!("CARGO_PKG_VERSION"), option_env!("PREMAIN_RUSTC").unwrap_or("unknown")]).set(1);
+        let build =
+            IntGaugeVec::new(Opts::new("build_info", "premain's version; always 1"), &["version", "rustc"])
+                .expect("valid metric");
+        build
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                option_env!("PREMAIN_RUSTC").unwrap_or("unknown"),
+            ])
+            .set(1);
         for collector in [
             Box::new(build) as Box<dyn prometheus::core::Collector>,
             Box::new(metrics.alerts.clone()),
@@ -158,7 +177,13 @@ impl Metrics {
     }
 
     /// Counts one alert. `optional` gives the value of each optional label the alert has.
-    pub fn alert(&self, rule: &str, phase: &str, severity: &str, optional: impl Fn(AlertLabel) -> Option<String>) {
+    pub fn alert(
+        &self,
+        rule: &str,
+        phase: &str,
+        severity: &str,
+        optional: impl Fn(AlertLabel) -> Option<String>,
+    ) {
         let mut values: Vec<String> = vec![rule.into(), phase.into(), severity.into()];
         if !self.alert_labels.is_empty() {
             let mut seen = self.label_values.lock().unwrap_or_else(|p| p.into_inner());

@@ -69,6 +69,11 @@ impl Probes {
         self.attached.values().filter(|ok| **ok).count()
     }
 
+    /// Images whose probes could not be attached.
+    pub fn failures(&self) -> usize {
+        self.attached.values().filter(|ok| !**ok).count()
+    }
+
     /// Attaches every probe to `interp.image`, or none. A failure is logged once per image:
     /// its processes are then phased from syscall order.
     pub fn attach(&mut self, interp: &Interpreter) -> bool {

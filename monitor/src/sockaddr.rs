@@ -90,6 +90,15 @@ impl SockAddr {
         }
     }
 
+    /// The IP address; an IPv4-mapped IPv6 address as the IPv4 one, so allowlists match both.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        match self {
+            Self::Inet(a) => Some((*a.ip()).into()),
+            Self::Inet6(a) => Some(a.ip().to_canonical()),
+            _ => None,
+        }
+    }
+
     pub fn port(&self) -> Option<u16> {
         match self {
             Self::Inet(a) => Some(a.port()),

@@ -47,6 +47,12 @@ pub struct Stats {
     pub unjudged: u64,
     /// Records of processes the kernel tracked but we had no record of (judged on the spot).
     pub unknown_processes: u64,
+    /// Processes the kernel stopped until judged, and resumed.
+    pub held: u64,
+    /// How long each held process waited (exec to resume), drained by the metrics.
+    pub hold_waits_ns: Vec<u64>,
+    /// Interpreter runs that started before their probes could be attached.
+    pub late: u64,
 }
 
 const VERDICT_CACHE_MAX: usize = 8_192;
@@ -279,10 +285,18 @@ impl<K: KernelState> Tracker<K> {
         // An unseen file had no probes at exec: unless the hold kept the process stopped until
         // now, its first markers may be missing.
         let late = if exec.header.flags & FLAG_HELD != 0 {
-            !self.kernel.resume(pid)
+            let was_stopped = self.kernel.resume(pid);
+            self.stats.held += 1;
+            if self.stats.hold_waits_ns.len() < 4096 {
+                self.stats.hold_waits_ns.push(monotonic_ns().saturating_sub(exec.header.ktime_ns));
+            }
+            !was_stopped
         } else {
             exec.tracking & TRACK_PENDING != 0
         };
+        if late && python.is_some() {
+            self.stats.late += 1;
+        }
         let previous = self.table.get(pid).cloned();
         if tracking & TRACK_PENDING != 0 {
             // The kernel kept recording while it waited for us; settle it now.
@@ -372,6 +386,14 @@ fn path_of(bytes: &[u8]) -> Option<PathBuf> {
 
 /// Converts a userspace `st_dev` into the kernel's internal `dev_t` (`MAJOR << 20 | MINOR`),
 /// the encoding the programs read from `super_block.s_dev`.
+/// `CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+}
+
 pub fn kernel_dev(st_dev: u64) -> u64 {
     let major = ((st_dev >> 8) & 0xfff) | ((st_dev >> 32) & !0xfff);
     let minor = (st_dev & 0xff) | ((st_dev >> 12) & !0xff);

@@ -76,11 +76,15 @@ impl Premain {
 
     fn launch(base: &[&str], extra: &[&str]) -> Self {
         require_root();
+        // A free port each run: tests never collide with each other or with a premain the
+        // developer has running on the default port.
+        let metrics: &[&str] =
+            if extra.contains(&"--metrics-address") { &[] } else { &["--metrics-address", "127.0.0.1:0"] };
         let mut command = Command::new(premain_binary());
-        command.args(base).args(extra).env("RUST_LOG", "info");
+        command.args(base).args(metrics).args(extra).env("RUST_LOG", "info");
         let mut premain = Self::spawn(command);
         let deadline = Instant::now() + READY_TIMEOUT;
-        while !premain.stderr().contains("ready") {
+        while !premain.stderr().contains("ready: all programs attached") {
             if let Some(status) = premain.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 thread::sleep(Duration::from_millis(100));
                 panic!("premain exited before ready ({status}); stderr:\n{}", premain.stderr());
@@ -133,6 +137,40 @@ impl Premain {
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// Sends `signal` and leaves premain running.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid(), signal) };
+    }
+
+    /// Where the metrics endpoint listens, from the start-up log.
+    pub fn metrics_address(&self) -> String {
+        let stderr = self.stderr();
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("serving /metrics"))
+            .unwrap_or_else(|| panic!("no metrics endpoint in the log:\n{stderr}"));
+        let at = line.find("address=").expect("address field") + "address=".len();
+        line[at..].split_whitespace().next().expect("an address").to_owned()
+    }
+
+    /// `GET path` on the metrics endpoint: `(status, body)`.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(&self.metrics_address(), path)
+    }
+
+    /// The value of the sample `series` (name with its labels as printed, e.g.
+    /// `premain_events_total{hook="open"}`), 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200, "{body}");
+        sample(&body, series)
     }
 
     /// Every JSON line printed so far.
@@ -236,6 +274,29 @@ impl Drop for Premain {
             let _ = child.wait();
         }
     }
+}
+
+/// The value of the sample `series` in a Prometheus text exposition, 0 when absent.
+pub fn sample(exposition: &str, series: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0.0, |v| v.trim().parse().expect("a number"))
+}
+
+/// A minimal HTTP/1.1 GET (the test side needs no HTTP client crate).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("send request");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status line");
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    // Chunked bodies are not expected from the endpoint (it sends a full body with a length).
+    (status, body)
 }
 
 /// A directory under /tmp removed on drop.

@@ -1,0 +1,324 @@
+//! Operating premain: the configuration file and `check-config`, SIGHUP reload, and the
+//! Prometheus metrics and health endpoints, each metric checked against the cause that moves it.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use integration_tests::{Premain, Python, TempDir, premain_binary, pythons};
+use serde_json::Value;
+
+/// Polls `pred` for up to 20 s.
+fn eventually(what: &str, mut pred: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !pred() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A CPython whose site runs a `sitecustomize` found on PYTHONPATH (Debian's own python
+/// ships one in its stdlib that would shadow it).
+fn pyenv_python() -> Python {
+    pythons()
+        .into_iter()
+        .rev()
+        .find(|p| p.label.starts_with("pyenv"))
+        .expect("a pyenv CPython (cargo xtask setup / pyenv install)")
+}
+
+/// A bait HOME with a fake `.netrc`, and a PYTHONPATH dir whose `sitecustomize` reads it at
+/// start-up: two pre-main credential reads per run (the second folds into the first alert).
+struct Bait {
+    dir: TempDir,
+}
+
+impl Bait {
+    fn new() -> Self {
+        let dir = TempDir::new("ops");
+        fs::create_dir_all(dir.path().join("home")).unwrap();
+        fs::write(dir.path().join("home/.netrc"), "machine example.invalid login fake password fake\n")
+            .unwrap();
+        fs::create_dir_all(dir.path().join("site")).unwrap();
+        fs::write(
+            dir.path().join("site/sitecustomize.py"),
+            "import os\nfor _ in range(2):\n    open(os.path.expanduser('~/.netrc')).close()\n",
+        )
+        .unwrap();
+        Self { dir }
+    }
+
+    fn netrc(&self) -> PathBuf {
+        self.dir.path().join("home/.netrc")
+    }
+
+    /// Runs the python once to completion; returns its pid.
+    fn run(&self, python: &Python) -> u32 {
+        let mut child = Command::new(&python.path)
+            .args(["-c", "pass"])
+            .env("HOME", self.dir.path().join("home"))
+            .env("PYTHONPATH", self.dir.path().join("site"))
+            .spawn()
+            .expect("spawn python");
+        let pid = child.id();
+        assert!(child.wait().unwrap().success());
+        pid
+    }
+}
+
+fn alert_of(premain: &Premain, pid: u32, path: &Path) -> Value {
+    premain.wait_for(&format!("credential alert of pid {pid}"), |v| {
+        v["kind"] == "alert" && v["process"]["pid"] == pid && v["action"]["path"] == path.to_str().unwrap()
+    })
+}
+
+fn check_config(file: &Path) -> (i32, String, String) {
+    let out =
+        Command::new(premain_binary()).arg("check-config").arg(file).output().expect("run check-config");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_rejects_each_error_class_with_file_line_and_column() {
+    let dir = TempDir::new("cfg");
+    // (file contents, expected "line:column", expected message fragment)
+    let cases: &[(&str, &str, &str)] = &[
+        ("[alerts]\nfold_window_secs = 3\ncolour = \"red\"\n", "3:1", "unknown field `colour`"),
+        ("[bogus]\n", "1:2", "unknown field `bogus`"),
+        ("[limits]\nmax_processes = \"many\"\n", "2:17", "invalid type: string \"many\", expected usize"),
+        ("[alerts]\nancestry_argv = 1\n", "2:17", "invalid type: integer `1`, expected a boolean"),
+        ("[rules.credential-read]\nseverity = \"dire\"\n", "2:12", "unknown variant `dire`"),
+        ("[credentials]\nexclude = [\"a/**\", \"b[\"]\n", "2:20", "bad glob \"b[\""),
+        ("[allow]\ndestinations = [\"10.0.0.0/33:443\"]\n", "2:17", "bad destination \"10.0.0.0/33:443\""),
+        ("[allow]\ndestinations = [\"*\"]\n", "2:17", "`*` needs a port"),
+        ("[metrics]\naddress = \"localhost:9464\"\n", "2:11", "is not an IP:port address"),
+        ("[limits]\nring_buffer_size = 1000\n", "2:20", "power of two"),
+        ("[[sinks]]\ntype = \"webhook\"\nurl = \"ftp://soc\"\n", "1:1", "webhook sink url"),
+        ("[[sinks]]\ntype = \"file\"\n", "1:1", "missing field `path`"),
+        (
+            "[[sinks]]\ntype = \"stdout\"\n[[sinks]]\ntype = \"stdout\"\n",
+            "3:1",
+            "two sinks are named \"stdout\"",
+        ),
+        ("[alerts\n", "1:8", "unclosed table"),
+    ];
+    for (i, (text, at, fragment)) in cases.iter().enumerate() {
+        let file = dir.file(&format!("bad{i}.toml"), text);
+        let (code, stdout, stderr) = check_config(&file);
+        assert_eq!(code, 1, "case {i} must fail: {stdout}{stderr}");
+        let expected = format!("premain: error: {}:{at}: ", file.display());
+        assert!(stderr.starts_with(&expected), "case {i}: want {expected:?}…{fragment:?}, got {stderr:?}");
+        assert!(stderr.contains(fragment), "case {i}: want {fragment:?} in {stderr:?}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+    }
+    let (code, _, stderr) = check_config(&dir.path().join("missing.toml"));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("missing.toml") && stderr.contains("cannot read"), "{stderr}");
+
+    let good = dir.file(
+        "good.toml",
+        "[alerts]\nfold_window_secs = 5\n[[credentials.paths]]\ncategory = \"corp\"\nglob = \"/etc/corp/*.key\"\n\
+         [allow]\ndestinations = [\"10.0.0.0/8:443\", \"[fd00::/8]:53\", \"*:9418\"]\n\
+         [[sinks]]\ntype = \"stdout\"\nformat = \"falco\"\n",
+    );
+    let (code, stdout, stderr) = check_config(&good);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("valid"), "{stdout}");
+
+    // `run` refuses the same file before loading anything.
+    let bad = dir.path().join("bad0.toml");
+    let out = Command::new(premain_binary())
+        .args(["run", "--config"])
+        .arg(&bad)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run premain");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("invalid configuration: {}:3:1: unknown field `colour`", bad.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sighup_applies_a_good_file_and_keeps_the_old_one_when_the_new_is_bad() {
+    let python = pyenv_python();
+    eprintln!("python: {} ({})", python.label, python.path.display());
+    let bait = Bait::new();
+    let config = bait.dir.file("premain.toml", "[alerts]\nfold_window_secs = 0\n");
+    let config_arg = config.to_str().unwrap();
+    let premain = Premain::start_alerts(&["--config", config_arg]);
+
+    let pid = bait.run(&python);
+    assert_eq!(alert_of(&premain, pid, &bait.netrc())["severity"], "critical");
+
+    fs::write(
+        &config,
+        "[alerts]\nfold_window_secs = 0\n[rules.credential-read]\nseverity = \"medium\"\n[metrics]\nmax_label_values = 7\n",
+    )
+    .unwrap();
+    premain.signal(libc::SIGHUP);
+    eventually("the reload", || premain.stderr().contains("configuration reloaded"));
+    assert!(
+        premain.stderr().contains("section=\"metrics\""),
+        "a restart-only change is reported: {}",
+        premain.stderr()
+    );
+    let pid = bait.run(&python);
+    assert_eq!(alert_of(&premain, pid, &bait.netrc())["severity"], "medium");
+
+    fs::write(&config, "[rules.credential-read]\nseverity = \"medium\"\nenabled = \"maybe\"\n").unwrap();
+    premain.signal(libc::SIGHUP);
+    eventually("the refusal", || premain.stderr().contains("reload refused"));
+    let refusal = premain.stderr().lines().find(|l| l.contains("reload refused")).unwrap().to_owned();
+    assert!(refusal.contains(&format!("{config_arg}:3:11")), "{refusal}");
+    // The previous (good) configuration is still in force.
+    let pid = bait.run(&python);
+    assert_eq!(alert_of(&premain, pid, &bait.netrc())["severity"], "medium");
+    assert_eq!(premain.metric(r#"premain_config_reloads_total{result="success"}"#), 1.0);
+    assert_eq!(premain.metric(r#"premain_config_reloads_total{result="failure"}"#), 1.0);
+    let (status, _) = premain.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn reloading_drops_no_event() {
+    let python = pyenv_python();
+    let dir = TempDir::new("reload-storm");
+    let config = dir.file("premain.toml", "");
+    let target = dir.file("target.txt", "x");
+    let premain = Premain::start(&["--config", config.to_str().unwrap()]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let pid = premain.pid();
+    let hupper = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut sent = 0;
+            while !stop.load(Ordering::Relaxed) {
+                // SAFETY: signalling the premain child of this test.
+                unsafe { libc::kill(pid, libc::SIGHUP) };
+                sent += 1;
+                thread::sleep(Duration::from_millis(5));
+            }
+            sent
+        })
+    };
+    const OPENS: usize = 3000;
+    let script = format!("for _ in range({OPENS}):\n    open({:?}).close()\n", target.to_str().unwrap());
+    let mut child = Command::new(&python.path).args(["-c", &script]).spawn().expect("spawn python");
+    let child_pid = child.id();
+    assert!(child.wait().unwrap().success());
+    premain.wait_exit(child_pid);
+    stop.store(true, Ordering::Relaxed);
+    let sent = hupper.join().unwrap();
+    let opens = premain
+        .events()
+        .iter()
+        .filter(|e| e["pid"] == child_pid && e["hook"] == "open" && e["path"] == target.to_str().unwrap())
+        .count();
+    let losses: Vec<Value> = premain.lines().into_iter().filter(|v| v["kind"] == "loss").collect();
+    let reloads = premain.metric(r#"premain_config_reloads_total{result="success"}"#);
+    eprintln!("{sent} SIGHUPs sent, {reloads} reloads, {opens} opens seen");
+    assert!(reloads >= 10.0, "reloads happened while the python ran ({reloads})");
+    assert_eq!(opens, OPENS, "every open is reported across reloads");
+    assert!(losses.is_empty(), "{losses:?}");
+    let (status, _) = premain.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn metrics_and_health_move_with_their_causes() {
+    let python = pyenv_python();
+    let bait = Bait::new();
+    let premain = Premain::start_alerts(&[]);
+    assert_eq!(premain.get("/readyz").0, 200, "ready once attached");
+    assert_eq!(premain.get("/healthz").0, 200);
+    assert_eq!(premain.get("/nope").0, 404);
+    let (_, body) = premain.get("/metrics");
+    assert!(body.contains("premain_build_info{rustc="), "{body}");
+    assert_eq!(premain.metric("premain_ready"), 1.0);
+    assert!(premain.metric("premain_ring_buffer_size_bytes") > 0.0);
+    let alerts = r#"premain_alerts_total{phase="startup",rule="credential-read",severity="critical"}"#;
+    let opens = r#"premain_events_total{hook="open"}"#;
+    let folded = "premain_alerts_folded_total";
+    let (alerts_before, opens_before) = (premain.metric(alerts), premain.metric(opens));
+    let folded_before = premain.metric(folded);
+
+    let pid = bait.run(&python);
+    alert_of(&premain, pid, &bait.netrc());
+    eventually("the alert counted", || premain.metric(alerts) == alerts_before + 1.0);
+    assert_eq!(premain.metric(folded), folded_before + 1.0, "the repeat read folded");
+    eventually("open records counted (sampled every second)", || premain.metric(opens) > opens_before);
+    assert!(premain.metric("premain_interpreter_images") >= 1.0, "the CPython image is probed");
+
+    // A Python that stays up is tracked.
+    let mut sleeper = Command::new(&python.path).args(["-c", "import time; time.sleep(30)"]).spawn().unwrap();
+    let base = premain.metric("premain_tracked_processes");
+    eventually("the sleeper tracked", || premain.metric("premain_tracked_processes") >= base.max(1.0));
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+
+    // A fresh interpreter file is held until judged.
+    let held = premain.metric("premain_processes_held_total");
+    let copy = bait.dir.path().join("python3-fresh");
+    fs::copy("/usr/bin/python3.11", &copy).expect("copy python");
+    assert!(Command::new(&copy).args(["-c", "pass"]).status().unwrap().success());
+    eventually("the hold counted", || premain.metric("premain_processes_held_total") == held + 1.0);
+    assert!(premain.metric("premain_hold_duration_seconds_count") >= 1.0);
+
+    let (status, _) = premain.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn ring_buffer_losses_match_the_loss_records_and_fill_is_sampled() {
+    let python = pyenv_python();
+    // Pre-run so the burst below is not held (stopped) until the stalled reader judges it.
+    let mut warm = Command::new(&python.path).args(["-c", "import time; time.sleep(60)"]).spawn().unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let premain = Premain::start(&["--ring-buffer-size", "4096", "--debug-stall-reader-ms", "3000"]);
+    let dir = TempDir::new("overflow");
+    let target = dir.file("t.txt", "x");
+    let script = format!("for _ in range(2000):\n    open({:?}).close()\n", target.to_str().unwrap());
+    assert!(Command::new(&python.path).args(["-c", &script]).status().unwrap().success());
+    // Once the stall ends the first drain finds the ring full; the gauge shows that peak.
+    let mut peak = 0.0f64;
+    eventually("a loss record", || {
+        peak = peak.max(premain.metric("premain_ring_buffer_fill_ratio"));
+        premain.lines().iter().any(|v| v["kind"] == "loss")
+    });
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        peak = peak.max(premain.metric("premain_ring_buffer_fill_ratio"));
+        thread::sleep(Duration::from_millis(100));
+    }
+    warm.kill().unwrap();
+    warm.wait().unwrap();
+    let (status, _) = {
+        let lines = premain.lines();
+        let recorded: u64 = lines
+            .iter()
+            .filter(|v| v["kind"] == "loss" && v["hook"] == "open" && v["reason"] == "ring_buffer_full")
+            .map(|v| v["count"].as_u64().unwrap())
+            .sum();
+        let counted = premain.metric(r#"premain_events_lost_total{hook="open",stage="ring_buffer"}"#);
+        assert!(recorded > 0);
+        assert_eq!(counted, recorded as f64, "the metric and the loss records agree");
+        assert!(peak > 0.5, "the full ring was sampled (peak fill {peak})");
+        premain.stop()
+    };
+    assert!(status.success());
+}
