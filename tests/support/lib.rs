@@ -65,17 +65,42 @@ impl Premain {
         Self::launch(&["run"], extra)
     }
 
+    /// Starts premain as a container would: with exactly `args`, only `env` in its
+    /// environment, in `/`. Returns at once: the caller decides what ready means.
+    pub fn spawn_exact(args: &[String], env: &[(String, String)]) -> Self {
+        require_root();
+        let mut command = Command::new(premain_binary());
+        command.args(args).env_clear().envs(env.iter().map(|(k, v)| (k, v))).current_dir("/");
+        Self::spawn(command)
+    }
+
     fn launch(base: &[&str], extra: &[&str]) -> Self {
         require_root();
         // A free port each run: tests never collide with each other or with a premain the
         // developer has running on the default port.
         let metrics: &[&str] =
             if extra.contains(&"--metrics-address") { &[] } else { &["--metrics-address", "127.0.0.1:0"] };
-        let mut child = Command::new(premain_binary())
-            .args(base)
-            .args(metrics)
-            .args(extra)
-            .env("RUST_LOG", "info")
+        let mut command = Command::new(premain_binary());
+        command.args(base).args(metrics).args(extra).env("RUST_LOG", "info");
+        let mut premain = Self::spawn(command);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !premain.stderr().contains("ready: all programs attached") {
+            if let Some(status) = premain.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                thread::sleep(Duration::from_millis(100));
+                panic!("premain exited before ready ({status}); stderr:\n{}", premain.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "premain not ready after {READY_TIMEOUT:?}; stderr:\n{}",
+                premain.stderr()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        premain
+    }
+
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -102,21 +127,12 @@ impl Premain {
                 all.push('\n');
             }
         });
-        let mut premain = Self { child: Some(child), lines, stderr };
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while !premain.stderr().contains("ready: all programs attached") {
-            if let Some(status) = premain.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                thread::sleep(Duration::from_millis(100));
-                panic!("premain exited before ready ({status}); stderr:\n{}", premain.stderr());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "premain not ready after {READY_TIMEOUT:?}; stderr:\n{}",
-                premain.stderr()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-        premain
+        Self { child: Some(child), lines, stderr }
+    }
+
+    /// The exit status, once premain has exited.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
     pub fn stderr(&self) -> String {
@@ -210,25 +226,33 @@ impl Premain {
         self.stop_with(libc::SIGINT)
     }
 
-    pub fn stop_with(mut self, signal: i32) -> (ExitStatus, String) {
-        let status = self.signal_and_wait(signal);
+    pub fn stop_with(self, signal: i32) -> (ExitStatus, String) {
+        self.stop_within(signal, Duration::from_secs(20))
+    }
+
+    /// Sends `signal` and waits at most `limit` for premain to exit (then kills it and panics).
+    pub fn stop_within(mut self, signal: i32, limit: Duration) -> (ExitStatus, String) {
+        let status = self.signal_and_wait(signal, limit);
         // Let the reader threads take the last lines.
         thread::sleep(Duration::from_millis(100));
         (status, self.stderr())
     }
 
-    fn signal_and_wait(&mut self, signal: i32) -> ExitStatus {
+    fn signal_and_wait(&mut self, signal: i32, limit: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("running");
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, signal) };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = child.try_wait().expect("wait premain") {
                 return status;
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("premain did not stop within 20 s of signal {signal}");
+                panic!(
+                    "premain did not stop within {limit:?} of signal {signal}; stderr:\n{}",
+                    self.stderr()
+                );
             }
             thread::sleep(Duration::from_millis(20));
         }

@@ -45,13 +45,13 @@ enum Task {
 fn main() -> anyhow::Result<()> {
     let root = workspace_root()?;
     match Cli::parse().task {
-        Task::Setup => setup::run(),
+        Task::Setup => setup::run(&root),
         Task::Build => {
-            setup::run()?;
+            setup::run(&root)?;
             build(&root)
         }
         Task::Run { args } => {
-            setup::run()?;
+            setup::run(&root)?;
             build(&root)?;
             let args = if args.is_empty() { vec!["run".into(), "--events".into()] } else { args };
             let status = Command::new(root.join("target/release/premain"))
@@ -64,7 +64,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Task::Test { no_lint, filter } => {
-            setup::run()?;
+            setup::run(&root)?;
             if !no_lint {
                 lint(&root)?;
             }
