@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use crate::{
     config::AlertOptions,
     dist::{Distributions, module_name},
-    event::{Action, Clock, Event, argv_json, put_path, put_result, rfc3339},
+    event::{Action, Clock, Event, argv_json, put_capture_flags, put_path, put_result, rfc3339},
     install::read_source,
     k8s::{Container, PodCache},
     phase::{Context, Culprit, CulpritKind, Origin},
@@ -199,7 +199,7 @@ impl Alerts {
             "phase_basis": context.basis,
             "culprit": self.culprit(&context.culprit),
             "process": Value::Object(process),
-            "action": action_json(&event.action, hit),
+            "action": action_json(&event.action, hit, h.flags),
             "inherited_from": inherited,
             "container": event.process.container.as_ref().map(|c| json!({"id": c.id, "runtime": c.runtime})),
             "kubernetes": self.kubernetes(event.process.container.as_ref()),
@@ -313,7 +313,8 @@ fn ancestry(mut ppid: u32, table: &ProcessTable, with_argv: bool) -> Value {
     Value::Array(out)
 }
 
-fn action_json(action: &Action, hit: &Hit) -> Value {
+/// The action as the alert states it; a path or argv the kernel cut is flagged as in events.
+fn action_json(action: &Action, hit: &Hit, flags: u32) -> Value {
     let mut obj = Map::new();
     match action {
         Action::Open { path, flags, resolution, result: r, .. } => {
@@ -343,6 +344,7 @@ fn action_json(action: &Action, hit: &Hit) -> Value {
         }
         Action::Image { .. } | Action::Fork { .. } | Action::Exit { .. } | Action::Marker(_) => {}
     }
+    put_capture_flags(&mut obj, flags);
     Value::Object(obj)
 }
 
@@ -411,5 +413,20 @@ mod tests {
             (closed[0]["id"].clone(), closed[0]["count"].clone()),
             (first["id"].clone(), serde_json::json!(2))
         );
+    }
+
+    #[test]
+    fn a_cut_path_is_flagged_in_the_alert() {
+        let mut alerts = Alerts::new(Clock::new(), &AlertOptions::default());
+        let rules = Rules::defaults();
+        let table = ProcessTable::new(8);
+        let mut event = open(9, "/h/.gnupg/aaaa");
+        event.header.flags = monitor_common::FLAG_PATH_TRUNCATED;
+        let context =
+            Context { phase: Phase::Startup, ..PhaseEngine::new(Box::new(|_, _, _| None)).observe(&event) };
+        let hit = rules.evaluate(&event.action, false).expect("a credential");
+        let alert = alerts.raise(&event, &context, hit, &table).expect("an alert");
+        assert_eq!(alert["action"]["truncated"], serde_json::json!(["path"]));
+        assert!(alert["action"].get("read_failed").is_none());
     }
 }

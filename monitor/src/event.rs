@@ -337,20 +337,25 @@ impl Event {
                 obj.insert("signal".into(), json!(status & 0x7f));
             }
         }
-        let mut truncated = Vec::new();
-        if h.flags & FLAG_PATH_TRUNCATED != 0 {
-            truncated.push("path");
-        }
-        if h.flags & FLAG_ARGS_TRUNCATED != 0 {
-            truncated.push("argv");
-        }
-        if !truncated.is_empty() {
-            obj.insert("truncated".into(), json!(truncated));
-        }
-        if h.flags & FLAG_READ_FAILED != 0 {
-            obj.insert("read_failed".into(), json!(true));
-        }
+        put_capture_flags(&mut obj, h.flags);
         Value::Object(obj)
+    }
+}
+
+/// What the kernel could not capture whole: `truncated` (the fields cut) and `read_failed`.
+pub(crate) fn put_capture_flags(obj: &mut Map<String, Value>, flags: u32) {
+    let mut truncated = Vec::new();
+    if flags & FLAG_PATH_TRUNCATED != 0 {
+        truncated.push("path");
+    }
+    if flags & FLAG_ARGS_TRUNCATED != 0 {
+        truncated.push("argv");
+    }
+    if !truncated.is_empty() {
+        obj.insert("truncated".into(), json!(truncated));
+    }
+    if flags & FLAG_READ_FAILED != 0 {
+        obj.insert("read_failed".into(), json!(true));
     }
 }
 
