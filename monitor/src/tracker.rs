@@ -434,7 +434,8 @@ pub fn judge_from_proc(pid: u32, key: &ExeKey, filename: &[u8]) -> Option<Verdic
     match interpreter::recognize(&path, &root) {
         Ok(verdict) => Some(verdict),
         Err(err) => {
-            tracing::warn!(pid, path = %path.display(), error = %err, "cannot parse executable; treating it as not Python");
+            // Escaped (Debug): the file name may hold line breaks or terminal escapes.
+            tracing::warn!(pid, path = ?path, error = ?err, "cannot parse executable; treating it as not Python");
             Some(Verdict::NotPython)
         }
     }
