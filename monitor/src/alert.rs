@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use crate::{
     config::AlertOptions,
     dist::{Distributions, module_name},
-    event::{Action, Clock, Event, argv_json, put_path, put_result, rfc3339},
+    event::{Action, Clock, Event, put_argv, put_bytes, put_capture_flags, put_path, put_result, rfc3339},
     install::read_source,
     k8s::{Container, PodCache},
     phase::{Context, Culprit, CulpritKind, Origin},
@@ -170,10 +170,10 @@ impl Alerts {
         process.insert("tid".into(), json!(h.tid));
         process.insert("ppid".into(), json!(h.ppid));
         put_path(&mut process, "exe", event.process.exe.as_deref());
-        process.insert("cmdline".into(), argv_json(&event.process.argv));
+        put_argv(&mut process, "cmdline", &event.process.argv);
         process.insert("uid".into(), json!(h.uid));
         process.insert("gid".into(), json!(h.gid));
-        process.insert("comm".into(), json!(String::from_utf8_lossy(&h.comm)));
+        put_bytes(&mut process, "comm", &h.comm);
         process.insert("python".into(), json!(event.process.python));
         process.insert("cgroup_id".into(), json!(h.cgroup_id));
         process.insert(
@@ -199,7 +199,7 @@ impl Alerts {
             "phase_basis": context.basis,
             "culprit": self.culprit(&context.culprit),
             "process": Value::Object(process),
-            "action": action_json(&event.action, hit),
+            "action": action_json(&event.action, hit, h.flags),
             "inherited_from": inherited,
             "container": event.process.container.as_ref().map(|c| json!({"id": c.id, "runtime": c.runtime})),
             "kubernetes": self.kubernetes(event.process.container.as_ref()),
@@ -228,7 +228,7 @@ impl Alerts {
         obj.insert("pid".into(), json!(origin.pid));
         obj.insert("tid".into(), json!(origin.tid));
         put_path(&mut obj, "exe", origin.exe.as_deref());
-        obj.insert("cmdline".into(), argv_json(&origin.argv));
+        put_argv(&mut obj, "cmdline", &origin.argv);
         obj.insert("phase".into(), json!(origin.phase.as_str()));
         obj.insert("culprit".into(), self.culprit(&origin.culprit));
         Value::Object(obj)
@@ -302,7 +302,7 @@ fn ancestry(mut ppid: u32, table: &ProcessTable, with_argv: bool) -> Value {
         obj.insert("pid".into(), json!(ppid));
         put_path(&mut obj, "exe", exe.as_deref());
         if with_argv {
-            obj.insert("cmdline".into(), argv_json(&argv));
+            put_argv(&mut obj, "cmdline", &argv);
         }
         out.push(Value::Object(obj));
         if next == ppid {
@@ -313,7 +313,8 @@ fn ancestry(mut ppid: u32, table: &ProcessTable, with_argv: bool) -> Value {
     Value::Array(out)
 }
 
-fn action_json(action: &Action, hit: &Hit) -> Value {
+/// The action as the alert states it; a path or argv the kernel cut is flagged as in events.
+fn action_json(action: &Action, hit: &Hit, flags: u32) -> Value {
     let mut obj = Map::new();
     match action {
         Action::Open { path, flags, resolution, result: r, .. } => {
@@ -338,11 +339,12 @@ fn action_json(action: &Action, hit: &Hit) -> Value {
         Action::Exec { path, argv, result: r, .. } => {
             obj.insert("type".into(), json!("exec"));
             put_path(&mut obj, "path", Some(path));
-            obj.insert("argv".into(), argv_json(argv));
+            put_argv(&mut obj, "argv", argv);
             put_result(&mut obj, *r);
         }
         Action::Image { .. } | Action::Fork { .. } | Action::Exit { .. } | Action::Marker(_) => {}
     }
+    put_capture_flags(&mut obj, flags);
     Value::Object(obj)
 }
 
@@ -411,5 +413,20 @@ mod tests {
             (closed[0]["id"].clone(), closed[0]["count"].clone()),
             (first["id"].clone(), serde_json::json!(2))
         );
+    }
+
+    #[test]
+    fn a_cut_path_is_flagged_in_the_alert() {
+        let mut alerts = Alerts::new(Clock::new(), &AlertOptions::default());
+        let rules = Rules::defaults();
+        let table = ProcessTable::new(8);
+        let mut event = open(9, "/h/.gnupg/aaaa");
+        event.header.flags = monitor_common::FLAG_PATH_TRUNCATED;
+        let context =
+            Context { phase: Phase::Startup, ..PhaseEngine::new(Box::new(|_, _, _| None)).observe(&event) };
+        let hit = rules.evaluate(&event.action, false).expect("a credential");
+        let alert = alerts.raise(&event, &context, hit, &table).expect("an alert");
+        assert_eq!(alert["action"]["truncated"], serde_json::json!(["path"]));
+        assert!(alert["action"].get("read_failed").is_none());
     }
 }

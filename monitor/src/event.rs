@@ -228,11 +228,26 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub(crate) fn put_bytes(obj: &mut Map<String, Value>, field: &str, bytes: &[u8]) {
     obj.insert(field.to_owned(), Value::String(text(bytes)));
     if std::str::from_utf8(bytes).is_err() {
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        obj.insert(format!("{field}_hex"), Value::String(hex));
+        obj.insert(format!("{field}_hex"), Value::String(hex(bytes)));
+    }
+}
+
+/// An argv in the form of [`put_bytes`]: when any entry is not UTF-8, `<field>_hex` lists the
+/// exact bytes of every entry.
+pub(crate) fn put_argv(obj: &mut Map<String, Value>, field: &str, argv: &[Vec<u8>]) {
+    obj.insert(field.to_owned(), argv_json(argv));
+    if argv.iter().any(|a| std::str::from_utf8(a).is_err()) {
+        obj.insert(
+            format!("{field}_hex"),
+            Value::Array(argv.iter().map(|a| Value::String(hex(a))).collect()),
+        );
     }
 }
 
@@ -254,7 +269,7 @@ pub(crate) fn put_path(obj: &mut Map<String, Value>, field: &str, path: Option<&
     }
 }
 
-pub(crate) fn argv_json(argv: &[Vec<u8>]) -> Value {
+fn argv_json(argv: &[Vec<u8>]) -> Value {
     Value::Array(argv.iter().map(|a| Value::String(text(a))).collect())
 }
 
@@ -306,7 +321,7 @@ impl Event {
             }
             Action::Image { path, argv } => {
                 put_bytes(&mut obj, "path", path.as_os_str().as_bytes());
-                obj.insert("argv".into(), argv_json(argv));
+                put_argv(&mut obj, "argv", argv);
             }
             Action::Marker(mark) => match mark {
                 Mark::Main { how, target } => {
@@ -324,7 +339,7 @@ impl Event {
             },
             Action::Exec { path, argv, result, .. } => {
                 put_bytes(&mut obj, "path", path.as_os_str().as_bytes());
-                obj.insert("argv".into(), argv_json(argv));
+                put_argv(&mut obj, "argv", argv);
                 put_result(&mut obj, *result);
             }
             Action::Fork { child_pid, child_tid, thread } => {
@@ -337,20 +352,25 @@ impl Event {
                 obj.insert("signal".into(), json!(status & 0x7f));
             }
         }
-        let mut truncated = Vec::new();
-        if h.flags & FLAG_PATH_TRUNCATED != 0 {
-            truncated.push("path");
-        }
-        if h.flags & FLAG_ARGS_TRUNCATED != 0 {
-            truncated.push("argv");
-        }
-        if !truncated.is_empty() {
-            obj.insert("truncated".into(), json!(truncated));
-        }
-        if h.flags & FLAG_READ_FAILED != 0 {
-            obj.insert("read_failed".into(), json!(true));
-        }
+        put_capture_flags(&mut obj, h.flags);
         Value::Object(obj)
+    }
+}
+
+/// What the kernel could not capture whole: `truncated` (the fields cut) and `read_failed`.
+pub(crate) fn put_capture_flags(obj: &mut Map<String, Value>, flags: u32) {
+    let mut truncated = Vec::new();
+    if flags & FLAG_PATH_TRUNCATED != 0 {
+        truncated.push("path");
+    }
+    if flags & FLAG_ARGS_TRUNCATED != 0 {
+        truncated.push("argv");
+    }
+    if !truncated.is_empty() {
+        obj.insert("truncated".into(), json!(truncated));
+    }
+    if flags & FLAG_READ_FAILED != 0 {
+        obj.insert("read_failed".into(), json!(true));
     }
 }
 
@@ -375,6 +395,13 @@ mod tests {
         assert_eq!(obj["path_hex"], json!("2f746d702fff0a2278"));
         let line = serde_json::to_string(&obj).unwrap();
         assert!(!line.contains('\n'));
+        let mut obj = Map::new();
+        put_argv(&mut obj, "argv", &[b"/bin/x".to_vec(), b"\xff".to_vec()]);
+        assert_eq!(obj["argv"], json!(["/bin/x", "\u{fffd}"]));
+        assert_eq!(obj["argv_hex"], json!(["2f62696e2f78", "ff"]));
+        let mut obj = Map::new();
+        put_argv(&mut obj, "argv", &[b"ok".to_vec()]);
+        assert!(obj.get("argv_hex").is_none());
     }
 
     #[test]

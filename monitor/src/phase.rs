@@ -132,9 +132,12 @@ struct Main {
 
 #[derive(Clone, Debug)]
 struct Frame {
+    /// `co_filename`; empty when it could not be read (not ASCII).
     file: PathBuf,
     /// The user's main code (script, `-c` command, `-m` module).
     main: bool,
+    /// A module body (not an `exec` of a string); see [`is_module_body`].
+    module: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -302,11 +305,23 @@ impl PhaseEngine {
                     thread.unrecorded += 1;
                     return;
                 }
-                let main = !p.main_frame_seen
-                    && thread.frames.is_empty()
-                    && p.main.as_ref().is_some_and(|m| m.tid == tid && is_main_code(m, &file));
+                let top = !p.main_frame_seen && thread.frames.is_empty();
+                let main_how = p.main.as_ref().filter(|m| top && m.tid == tid).map(|m| (m, m.how.as_str()));
+                // A file name that is not ASCII is not read. Such a frame is still a module body
+                // (else module-level code under such a directory would pass for runtime code),
+                // unless it is the user's code: right after the marker, a script, command or
+                // stdin is the first frame; a `-m` run's first frames may be its package or
+                // its main module, which only the name could tell apart.
+                let unnamed = filename.is_empty();
+                let main =
+                    main_how.is_some_and(|(m, how)| is_main_code(m, &file) || (unnamed && how != "module"));
+                let module = if unnamed {
+                    !main && main_how.is_none_or(|(_, how)| how != "module")
+                } else {
+                    is_module_body(&file)
+                };
                 p.main_frame_seen |= main;
-                thread.frames.push(Frame { file, main });
+                thread.frames.push(Frame { file, main, module });
             }
             Mark::EvalExit => {
                 if let Some(thread) = p.threads.get_mut(&tid) {
@@ -358,7 +373,7 @@ impl PhaseEngine {
             Some(i) => &frames[i + 1..],
             None => frames,
         };
-        let mut modules = above_main.iter().filter(|f| is_module_body(&f.file));
+        let mut modules = above_main.iter().filter(|f| f.module);
         let Some(outer) = modules.next() else {
             return Context { basis, ..Context::runtime() };
         };
@@ -367,9 +382,9 @@ impl PhaseEngine {
             phase: Phase::Import,
             culprit: Culprit {
                 kind: CulpritKind::Module,
-                path: Some(inner.file.clone()),
-                module_file: Some(inner.file.clone()),
-                outer_module_file: Some(outer.file.clone()),
+                path: named(&inner.file),
+                module_file: named(&inner.file),
+                outer_module_file: named(&outer.file),
                 ..Culprit::default()
             },
             inherited_from: None,
@@ -385,15 +400,20 @@ fn is_module_body(file: &Path) -> bool {
     !bytes.is_empty() && (!bytes.starts_with(b"<") || bytes.starts_with(b"<frozen "))
 }
 
+/// A frame's file, `None` when its name could not be read.
+fn named(file: &Path) -> Option<PathBuf> {
+    (!file.as_os_str().is_empty()).then(|| file.to_path_buf())
+}
+
 fn file_name_is(file: &Path, name: &str) -> bool {
     file.file_name() == Some(OsStr::new(name))
 }
 
 fn startup_culprit(frames: &[Frame], last_pth: Option<&Path>) -> Culprit {
-    let modules: Vec<&Frame> = frames.iter().filter(|f| is_module_body(&f.file)).collect();
+    let modules: Vec<&Frame> = frames.iter().filter(|f| f.module).collect();
     let inner_above = |i: usize| {
-        let above: Vec<&Frame> = frames[i..].iter().filter(|f| is_module_body(&f.file)).collect();
-        (above.last().map(|f| f.file.clone()), above.first().map(|f| f.file.clone()))
+        let above: Vec<&Frame> = frames[i..].iter().filter(|f| f.module).collect();
+        (above.last().and_then(|f| named(&f.file)), above.first().and_then(|f| named(&f.file)))
     };
     for (i, f) in frames.iter().enumerate() {
         for (name, kind) in [
@@ -426,9 +446,9 @@ fn startup_culprit(frames: &[Frame], last_pth: Option<&Path>) -> Culprit {
     match (modules.first(), modules.last()) {
         (Some(outer), Some(inner)) => Culprit {
             kind: CulpritKind::Module,
-            path: Some(inner.file.clone()),
-            module_file: Some(inner.file.clone()),
-            outer_module_file: Some(outer.file.clone()),
+            path: named(&inner.file),
+            module_file: named(&inner.file),
+            outer_module_file: named(&outer.file),
             ..Culprit::default()
         },
         _ => Culprit::default(),
@@ -568,6 +588,31 @@ mod tests {
         assert_eq!(c.culprit.path.as_deref(), Some(Path::new("/venv/site-packages/aaa.pth")));
         assert_eq!(c.culprit.module_file.as_deref(), Some(Path::new("/venv/site-packages/evil.py")));
         assert!(c.inherited_from.is_none());
+    }
+
+    #[test]
+    fn frames_whose_file_name_was_not_read_still_count() {
+        let mut e = engine();
+        // A script under /home/josé importing a module from a non-ASCII directory: neither name
+        // is read (not ASCII), the script is still main code and the module still an import.
+        image(&mut e, 10);
+        main(&mut e, 10, "file", "/home/jos\u{e9}/app.py");
+        enter(&mut e, 10, 10, "");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+        enter(&mut e, 10, 10, "");
+        let c = open(&mut e, 10, 10, "/x");
+        assert_eq!((c.phase, c.culprit.kind), (Phase::Import, CulpritKind::Module));
+        assert_eq!((c.culprit.path, c.culprit.module_file), (None, None));
+        // `-m`: an unnamed top-level frame may be the main module itself: not an import.
+        image(&mut e, 11);
+        main(&mut e, 11, "module", "app");
+        enter(&mut e, 11, 11, "");
+        assert_eq!(open(&mut e, 11, 11, "/x").phase, Phase::Runtime);
+        // Before main, unnamed frames are start-up modules.
+        image(&mut e, 12);
+        enter(&mut e, 12, 12, "");
+        let c = open(&mut e, 12, 12, "/x");
+        assert_eq!((c.phase, c.culprit.kind), (Phase::Startup, CulpritKind::Module));
     }
 
     #[test]

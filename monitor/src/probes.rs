@@ -75,12 +75,14 @@ impl Probes {
     }
 
     /// Attaches every probe to `interp.image`, or none. A failure is logged once per image:
-    /// its processes are then phased from syscall order.
+    /// its processes are then phased from syscall order. Paths are logged in their escaped
+    /// (Debug) form: a file name is chosen by whoever created it and may hold line breaks or
+    /// terminal escapes.
     pub fn attach(&mut self, interp: &Interpreter) -> bool {
         let key = match FileKey::of(&interp.image) {
             Ok(key) => key,
             Err(err) => {
-                tracing::warn!(image = %interp.image.display(), error = %err, "cannot attach CPython probes");
+                tracing::warn!(image = ?interp.image, error = %err, "cannot attach CPython probes");
                 return false;
             }
         };
@@ -89,13 +91,13 @@ impl Probes {
         }
         let done = match self.try_attach(interp) {
             Ok(()) => {
-                tracing::info!(image = %interp.image.display(), version = ?interp.version, "CPython probes attached");
+                tracing::info!(image = ?interp.image, version = ?interp.version, "CPython probes attached");
                 true
             }
             Err(err) => {
                 tracing::warn!(
-                    image = %interp.image.display(),
-                    error = %err,
+                    image = ?interp.image,
+                    error = ?err,
                     "no CPython probes: its processes are phased from syscall order only"
                 );
                 false

@@ -423,7 +423,12 @@ pub fn exe_key(path: &Path) -> std::io::Result<ExeKey> {
 /// already gone and the file there is still the same one.
 pub fn judge_from_proc(pid: u32, key: &ExeKey, filename: &[u8]) -> Option<Verdict> {
     let proc_exe = PathBuf::from(format!("/proc/{pid}/exe"));
-    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let proc_root = PathBuf::from(format!("/proc/{pid}/root"));
+    // A process that shares premain's root sees the same paths: judge its file by that path, so
+    // that what is found (the image to probe) does not vanish with the process. Under
+    // /proc/<pid>/root, a run that exits before its probes are attached left its interpreter
+    // unprobed for good.
+    let root = if same_file(&proc_root, Path::new("/")) { PathBuf::from("/") } else { proc_root };
     let candidates = [
         fs::read_link(&proc_exe).ok().map(|target| root.join(target.strip_prefix("/").unwrap_or(&target))),
         Some(proc_exe),
@@ -434,9 +439,18 @@ pub fn judge_from_proc(pid: u32, key: &ExeKey, filename: &[u8]) -> Option<Verdic
     match interpreter::recognize(&path, &root) {
         Ok(verdict) => Some(verdict),
         Err(err) => {
-            tracing::warn!(pid, path = %path.display(), error = %err, "cannot parse executable; treating it as not Python");
+            // Escaped (Debug): the file name may hold line breaks or terminal escapes.
+            tracing::warn!(pid, path = ?path, error = ?err, "cannot parse executable; treating it as not Python");
             Some(Verdict::NotPython)
         }
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
     }
 }
 

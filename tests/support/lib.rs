@@ -52,17 +52,26 @@ pub fn require_root() {
 pub struct Premain {
     child: Option<Child>,
     lines: Arc<Mutex<Vec<Value>>>,
+    /// Every stdout line exactly as written, without its newline.
+    raw: Arc<Mutex<Vec<Vec<u8>>>>,
     stderr: Arc<Mutex<String>>,
 }
 
 impl Premain {
     pub fn start(extra: &[&str]) -> Self {
-        Self::launch(&["run", "--events"], extra)
+        Self::launch(&[], &["run", "--events"], extra)
+    }
+
+    /// `premain run --events` started by `launcher` (a program that runs its arguments as a
+    /// child and forwards SIGINT/SIGTERM to it): premain is then not the test's child.
+    /// [`Premain::pid`] is the launcher's; [`Premain::daemon_pid`] is premain's.
+    pub fn start_via(launcher: &[&OsStr], extra: &[&str]) -> Self {
+        Self::launch(launcher, &["run", "--events"], extra)
     }
 
     /// Without `--events`: only alerts and loss records are printed.
     pub fn start_alerts(extra: &[&str]) -> Self {
-        Self::launch(&["run"], extra)
+        Self::launch(&[], &["run"], extra)
     }
 
     /// Starts premain as a container would: with exactly `args`, only `env` in its
@@ -74,13 +83,20 @@ impl Premain {
         Self::spawn(command)
     }
 
-    fn launch(base: &[&str], extra: &[&str]) -> Self {
+    fn launch(launcher: &[&OsStr], base: &[&str], extra: &[&str]) -> Self {
         require_root();
         // A free port each run: tests never collide with each other or with a premain the
         // developer has running on the default port.
         let metrics: &[&str] =
             if extra.contains(&"--metrics-address") { &[] } else { &["--metrics-address", "127.0.0.1:0"] };
-        let mut command = Command::new(premain_binary());
+        let mut command = match launcher.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(premain_binary());
+                c
+            }
+            None => Command::new(premain_binary()),
+        };
         command.args(base).args(metrics).args(extra).env("RUST_LOG", "info");
         let mut premain = Self::spawn(command);
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -107,12 +123,26 @@ impl Premain {
             .spawn()
             .expect("spawn premain");
         let lines = Arc::new(Mutex::new(Vec::new()));
+        let raw = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let out = child.stdout.take().expect("stdout");
         let sink = Arc::clone(&lines);
+        let raw_sink = Arc::clone(&raw);
         thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let line = line.expect("premain stdout is UTF-8");
+            let mut out = BufReader::new(out);
+            loop {
+                let mut line = Vec::new();
+                if out.read_until(b'\n', &mut line).expect("read premain stdout") == 0 {
+                    break;
+                }
+                let whole = line.pop_if(|b| *b == b'\n').is_some();
+                raw_sink.lock().unwrap().push(line.clone());
+                if !whole {
+                    // Only a premain killed in the middle of a write leaves a partial line.
+                    eprintln!("premain's stdout ended in the middle of a line ({} bytes)", line.len());
+                    break;
+                }
+                let line = String::from_utf8(line).expect("premain stdout is UTF-8");
                 let value: Value = serde_json::from_str(&line)
                     .unwrap_or_else(|e| panic!("premain printed invalid JSON ({e}): {line}"));
                 sink.lock().unwrap().push(value);
@@ -121,13 +151,14 @@ impl Premain {
         let err = child.stderr.take().expect("stderr");
         let sink = Arc::clone(&stderr);
         thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
+            // Bytes, not lines of UTF-8: a log line with other bytes must not end the capture.
+            for line in BufReader::new(err).split(b'\n').map_while(Result::ok) {
                 let mut all = sink.lock().unwrap();
-                all.push_str(&line);
+                all.push_str(&String::from_utf8_lossy(&line));
                 all.push('\n');
             }
         });
-        Self { child: Some(child), lines, stderr }
+        Self { child: Some(child), lines, raw, stderr }
     }
 
     /// The exit status, once premain has exited.
@@ -141,6 +172,18 @@ impl Premain {
 
     pub fn pid(&self) -> i32 {
         self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// The premain process itself: [`Premain::pid`], or its child under a launcher.
+    pub fn daemon_pid(&self) -> i32 {
+        let pid = self.pid();
+        let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let exe = fs::canonicalize(premain_binary()).expect("premain binary");
+        children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<i32>().ok())
+            .find(|c| fs::read_link(format!("/proc/{c}/exe")).is_ok_and(|e| e == exe))
+            .unwrap_or(pid)
     }
 
     /// Sends `signal` and leaves premain running.
@@ -190,6 +233,11 @@ impl Premain {
         by_id
     }
 
+    /// Every stdout line exactly as premain wrote it (bytes, newline removed).
+    pub fn raw_lines(&self) -> Vec<Vec<u8>> {
+        self.raw.lock().unwrap().clone()
+    }
+
     pub fn events(&self) -> Vec<Value> {
         self.lines().into_iter().filter(|v| v["kind"] == "event").collect()
     }
@@ -197,9 +245,16 @@ impl Premain {
     /// Waits until a line matching `pred` arrives; panics with `what` and the lines seen.
     pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + EVENT_TIMEOUT;
+        // Lines only grow: scan each once, under the lock, without copying them all each time
+        // (a busy machine can make premain print hundreds of thousands of lines).
+        let mut scanned = 0;
         loop {
-            if let Some(found) = self.lines().into_iter().find(|v| pred(v)) {
-                return found;
+            {
+                let lines = self.lines.lock().unwrap();
+                if let Some(found) = lines[scanned..].iter().find(|v| pred(v)) {
+                    return found.clone();
+                }
+                scanned = lines.len();
             }
             if Instant::now() > deadline {
                 let seen = self.lines();
@@ -224,6 +279,14 @@ impl Premain {
     /// Stops with SIGINT and returns the exit status and everything premain wrote on stderr.
     pub fn stop(self) -> (ExitStatus, String) {
         self.stop_with(libc::SIGINT)
+    }
+
+    /// Stops with SIGINT; also returns every JSON line, including those printed on the way out.
+    pub fn stop_lines(self) -> (ExitStatus, String, Vec<Value>) {
+        let lines = Arc::clone(&self.lines);
+        let (status, stderr) = self.stop();
+        let all = lines.lock().unwrap().clone();
+        (status, stderr, all)
     }
 
     pub fn stop_with(self, signal: i32) -> (ExitStatus, String) {
