@@ -120,17 +120,16 @@ const ENTRY_POINTS: [&str; 2] = ["Py_BytesMain", "Py_Main"];
 /// a missing or decoy library must not hide a real interpreter.
 pub fn recognize(exe: &Path, root: &Path) -> Result<Verdict, RecognizeError> {
     let data = fs::read(exe).map_err(|source| RecognizeError::Io { path: exe.into(), source })?;
-    // For scripts the kernel runs (and reports) the `#!` interpreter, so only ELF matters.
-    if !data.starts_with(&elf::ELFMAG) {
+    let Some(info) = examine(&data).map_err(|reason| RecognizeError::BadElf { path: exe.into(), reason })?
+    else {
         return Ok(Verdict::NotPython);
-    }
-    let info = parse_elf(&data).map_err(|reason| RecognizeError::BadElf { path: exe.into(), reason })?;
+    };
     let python = |image: PathBuf, (minor, free_threaded): Abi, symbols| {
         let (exe, version) = (exe.into(), minor.map(|minor| (3, minor)));
         Verdict::Python(Interpreter { exe, image, version, free_threaded, symbols, probed: false })
     };
-    if info.is_interpreter() {
-        return Ok(python(exe.into(), static_abi(&data, &info), info.symbols));
+    if let Some(abi) = info.abi {
+        return Ok(python(exe.into(), abi, info.symbols));
     }
     let libpython = info.needed.iter().find_map(|n| Some((n, libpython3_abi(n.rsplit('/').next()?)?)));
     let Some((needed, abi)) = libpython else {
@@ -151,6 +150,18 @@ pub fn recognize(exe: &Path, root: &Path) -> Result<Verdict, RecognizeError> {
         }
     }
     Ok(python(exe.into(), abi, BTreeMap::new()))
+}
+
+/// The part of [`recognize`] that reads nothing but the executable's bytes (and so can be
+/// fuzzed): `None` if they are not ELF, else the ELF file with, for an interpreter, its ABI.
+pub fn examine(data: &[u8]) -> Result<Option<ElfInfo>, String> {
+    // For scripts the kernel runs (and reports) the `#!` interpreter, so only ELF matters.
+    if !data.starts_with(&elf::ELFMAG) {
+        return Ok(None);
+    }
+    let mut info = parse_elf(data)?;
+    info.abi = info.is_interpreter().then(|| static_abi(data, &info));
+    Ok(Some(info))
 }
 
 /// Minor version (major is 3) if known, and whether the ABI is free-threaded.
@@ -303,7 +314,7 @@ struct Load(u64, u64, u64);
 
 /// What [`recognize`] needs from one ELF file.
 #[derive(Default)]
-struct ElfInfo {
+pub struct ElfInfo {
     machine: u16,
     is64: bool,
     loads: Vec<Load>,
@@ -314,9 +325,21 @@ struct ElfInfo {
     symbols: BTreeMap<String, u64>,
     /// Value of the exported `Py_Version` (PY_VERSION_HEX).
     py_version: Option<u64>,
+    /// Set by [`examine`] for an interpreter: what [`static_abi`] finds.
+    abi: Option<Abi>,
 }
 
 impl ElfInfo {
+    /// The [`WANTED_SYMBOLS`] exported as functions, at file offsets.
+    pub fn symbols(&self) -> &BTreeMap<String, u64> {
+        &self.symbols
+    }
+
+    /// For an interpreter, `(3, minor)` if known.
+    pub fn version(&self) -> Option<(u8, u8)> {
+        self.abi?.0.map(|minor| (3, minor))
+    }
+
     fn is_interpreter(&self) -> bool {
         ENTRY_POINTS.iter().any(|n| self.symbols.contains_key(*n))
     }
@@ -371,6 +394,9 @@ fn parse_as<E: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<ElfInfo, 
             let bytes = ph.data(endian, data).map_err(past_end)?;
             match kind {
                 elf::PT_DYNAMIC => dynamic = bytes,
+                // No file bytes (all .bss): nothing of the file to map, and object does not
+                // check the offset of an empty segment.
+                _ if bytes.is_empty() => {}
                 _ => info.loads.push(Load(ph.p_vaddr(endian).into(), offset, bytes.len() as u64)),
             }
         }
@@ -416,7 +442,14 @@ fn parse_as<E: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<ElfInfo, 
     let outside = |tag| format!("dynamic tag {tag:#x} is outside the file");
     let table = |tag| tags.get(&tag).map(|&a| info.mapped(data, a).ok_or(outside(tag)));
     let count = if let Some(bytes) = table(DT_GNU_HASH) {
-        let hash = GnuHashTable::<E>::parse(endian, bytes?).map_err(|e| e.to_string())?;
+        let bytes = bytes?;
+        let hash = GnuHashTable::<E>::parse(endian, bytes).map_err(|e| e.to_string())?;
+        // object 0.39 counts along the chain without overflow checks (fixed in 0.40). Its
+        // count is at most the first symbol index plus the number of 4-byte chain words, so
+        // below this bound it cannot overflow; an index above it fits no symbol table anyway.
+        if u64::from(hash.symbol_base()) + bytes.len() as u64 / 4 > u64::from(u32::MAX) {
+            return Err("DT_GNU_HASH's first symbol index is out of range".into());
+        }
         hash.symbol_table_length(endian).unwrap_or(0)
     } else if let Some(bytes) = table(DT_HASH) {
         let hash = HashTable::<E>::parse(endian, bytes?).map_err(|e| e.to_string())?;
@@ -648,6 +681,22 @@ mod tests {
         fs::create_dir(root.0.join("o")).unwrap();
         fs::rename(&placed, root.0.join("o/libpython3.13.so")).unwrap();
         assert_eq!(check(&exe, &root.0, (3, 13)).image, root.0.join("o/libpython3.13.so"));
+    }
+
+    #[test]
+    fn gnu_hash_symbol_base_near_u32_max_is_an_error() {
+        // Found by `cargo xtask fuzz elf`: the chain walk overflowed (a panic in debug builds).
+        let bytes = include_bytes!("../../fuzz/regressions/elf/gnu-hash-symbol-base-overflow");
+        let e = examine(bytes).err().expect("refused");
+        assert!(e.contains("DT_GNU_HASH"), "{e}");
+    }
+
+    #[test]
+    fn empty_load_segment_at_a_wild_offset_maps_nothing() {
+        // Found by `cargo xtask fuzz elf`: the version string search sliced at that offset.
+        let bytes = include_bytes!("../../fuzz/regressions/elf/empty-load-segment-far-offset");
+        let info = examine(bytes).expect("valid").expect("ELF");
+        assert!(info.loads.iter().all(|l| l.2 > 0 && l.1 + l.2 <= bytes.len() as u64));
     }
 
     #[test]

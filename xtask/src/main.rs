@@ -1,5 +1,6 @@
-//! Contributor tasks: `cargo xtask setup | build | run | test | lint`.
+//! Contributor tasks: `cargo xtask setup | build | run | test | lint | fuzz`.
 
+mod fuzz;
 mod setup;
 
 use std::{
@@ -40,6 +41,12 @@ enum Task {
     },
     /// `cargo fmt --check` and `cargo clippy -D warnings` on the host crates.
     Lint,
+    /// Set up, replay the fuzz regressions, and fuzz TARGET (default: every target) for SECS each.
+    Fuzz {
+        target: Option<String>,
+        #[arg(long, default_value_t = fuzz::DEFAULT_SECS)]
+        secs: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,9 +76,15 @@ fn main() -> anyhow::Result<()> {
                 lint(&root)?;
             }
             build(&root)?;
-            test(&root, filter.as_deref())
+            test(&root, filter.as_deref())?;
+            // A filter picks tests; the fuzz targets are not among them.
+            if filter.is_none() { fuzz::run(&root, None, fuzz::TEST_SECS, true) } else { Ok(()) }
         }
         Task::Lint => lint(&root),
+        Task::Fuzz { target, secs } => {
+            setup::run()?;
+            fuzz::run(&root, target.as_deref(), secs, false)
+        }
     }
 }
 

@@ -58,8 +58,9 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
         );
     }
     tools_venv(root)?;
+    ensure_cargo_fuzz()?;
     eprintln!(
-        "xtask: setup: toolchain present (Debian rustc for bpfel-unknown-none, bpf-linker {BPF_LINKER_VERSION}, deploy test tools)"
+        "xtask: setup: toolchain present (Debian rustc for bpfel-unknown-none, bpf-linker {BPF_LINKER_VERSION}, deploy test tools, cargo-fuzz)"
     );
     Ok(())
 }
@@ -228,6 +229,33 @@ fn install_bpf_linker() -> anyhow::Result<()> {
         .context("running cargo install bpf-linker")?;
     if !status.success() {
         bail!("cargo install bpf-linker failed ({status})");
+    }
+    Ok(())
+}
+
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// cargo-fuzz, for the fuzz targets in `fuzz/`, and a C++ compiler for the libFuzzer they link.
+fn ensure_cargo_fuzz() -> anyhow::Result<()> {
+    if !Command::new("c++").arg("--version").output().is_ok_and(|out| out.status.success()) {
+        install_packages(&["g++"])?;
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let present = || {
+        Command::new(&cargo).args(["fuzz", "--version"]).output().is_ok_and(|out| {
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains(CARGO_FUZZ_VERSION)
+        })
+    };
+    if present() {
+        return Ok(());
+    }
+    eprintln!("xtask: setup: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
+    let status = Command::new(&cargo)
+        .args(["install", "cargo-fuzz", "--version", CARGO_FUZZ_VERSION, "--locked", "--force"])
+        .status()
+        .context("running cargo install cargo-fuzz")?;
+    if !status.success() || !present() {
+        bail!("cargo install cargo-fuzz {CARGO_FUZZ_VERSION} failed ({status})");
     }
     Ok(())
 }
