@@ -82,7 +82,7 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Lint => lint(&root),
         Task::Fuzz { target, secs } => {
-            setup::run()?;
+            setup::run(&root)?;
             fuzz::run(&root, target.as_deref(), secs, false)
         }
     }
