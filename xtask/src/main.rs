@@ -1,5 +1,6 @@
-//! Contributor tasks: `cargo xtask setup | build | run | test | lint`.
+//! Contributor tasks: `cargo xtask setup | build | run | test | lint | bench`.
 
+mod bench;
 mod setup;
 
 use std::{
@@ -40,6 +41,9 @@ enum Task {
     },
     /// `cargo fmt --check` and `cargo clippy -D warnings` on the host crates.
     Lint,
+    /// Set up, build, and measure overhead (next to bpftrace), capacity, alert latency and memory
+    /// (as root); writes target/bench/report.json and report.md.
+    Bench(bench::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -72,6 +76,12 @@ fn main() -> anyhow::Result<()> {
             test(&root, filter.as_deref())
         }
         Task::Lint => lint(&root),
+        Task::Bench(opts) => {
+            setup::run()?;
+            setup::bench_tools()?;
+            build(&root)?;
+            bench::run(&root, &opts)
+        }
     }
 }
 
