@@ -130,6 +130,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    tune_allocator();
     let config = configuration(&opts)?;
     let rules = Rules::from_config(&config).map_err(|message| ConfigError {
         file: "configuration".into(),
@@ -183,6 +184,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     if let Err(err) = tracker.kernel().set_hold(true) {
         tracing::warn!(error = %err, "cannot hold unseen executables: their first start-up may be phased from syscalls only");
     }
+    release_free_heap();
     health.set_ready(true);
     metrics.ready.set(1);
     tracing::info!(
@@ -247,6 +249,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                         tracing::debug!(swept, "forgot processes whose exit was not seen");
                     }
                     out.engine.sweep(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+                    release_free_heap();
                 }
             }
             _ = sighup.recv() => {
@@ -500,6 +503,29 @@ async fn pump_kernel_log(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
         let Ok(mut guard) = fd.readable_mut().await else { return };
         guard.get_inner_mut().flush();
         guard.clear_ready();
+    }
+}
+
+/// Large buffers (whole executables read to judge them, BTF) get their own mappings, returned
+/// to the kernel when freed. glibc's default raises this threshold after the first such free,
+/// after which every later executable read lands in the heap and stays resident.
+fn tune_allocator() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: no preconditions (glibc takes its own locks).
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1024 * 1024);
+    }
+}
+
+/// Hands the heap's free pages back to the kernel. Loading (BTF, the object file) and bursts
+/// of short-lived processes leave megabytes free but resident, which glibc otherwise keeps:
+/// they would count against premain's memory budget for as long as it runs.
+fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: no preconditions; it only returns free memory.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
