@@ -38,10 +38,14 @@ pub(crate) struct Options {
     /// Measure this premain binary instead of target/release/premain (to compare builds).
     #[arg(long, value_name = "PATH")]
     premain: Option<PathBuf>,
-    /// Before each overhead sample, wait up to this long for other premain or bpftrace
-    /// processes (other people's tests) to stop; samples taken with them are marked.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    /// Before each overhead sample and each other part, wait up to this long for other premain
+    /// or bpftrace processes (other people's tests) to stop and for the CPUs to be mostly idle;
+    /// samples taken with other tracers running are marked.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
     quiet_wait: u64,
+    /// The most all those waits may take together.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    quiet_budget: u64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,6 +114,11 @@ pub(crate) fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
     let started = Instant::now();
     let sizes = Sizes::new(opts.quick, opts.rounds, opts.quiet_wait);
     let wants = |part| opts.only.is_empty() || opts.only.contains(&part);
+    proc::set_quiet_budget(Duration::from_secs(if opts.quick {
+        opts.quiet_budget.min(60)
+    } else {
+        opts.quiet_budget
+    }));
     let env = env::Env::prepare(root, opts.premain.as_deref(), opts.python.as_deref())?;
     let mut report = Map::new();
     report.insert("schema".into(), json!("premain.bench/v1"));
@@ -143,12 +152,15 @@ pub(crate) fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
         report.insert("overhead".into(), overhead::measure(&env, &sizes).context("overhead")?);
     }
     if wants(Part::Capacity) {
+        proc::wait_quiet(sizes.quiet_wait);
         report.insert("capacity".into(), capacity::measure(&env, &sizes).context("capacity")?);
     }
     if wants(Part::Latency) {
+        proc::wait_quiet(sizes.quiet_wait);
         report.insert("latency".into(), latency::measure(&env, &sizes).context("alert latency")?);
     }
     if wants(Part::Memory) {
+        proc::wait_quiet(sizes.quiet_wait);
         report.insert("memory".into(), memory::measure(&env, &sizes).context("memory")?);
     }
     report.insert("load_average_end".into(), json!(proc::read_trimmed("/proc/loadavg")));

@@ -103,8 +103,9 @@ fn start(env: &Env, ring: Option<u32>, events: bool) -> anyhow::Result<Premain> 
     Ok(Premain { daemon, counts, metrics })
 }
 
-/// A worker making `records` opens of the data file, or datagrams to `udp_port` on loopback.
-fn worker(env: &Env, records: u64, rate: f64, udp_port: Option<u16>) -> Command {
+/// A worker making `records` opens of the data file, or datagrams to `udp_port` on loopback,
+/// beginning at `start_ns` (`CLOCK_MONOTONIC`) if given.
+fn worker(env: &Env, records: u64, rate: f64, udp_port: Option<u16>, start_ns: Option<u64>) -> Command {
     let mut command = env.python_command(&env.python.path);
     command
         .args(["-c", "pass"])
@@ -115,6 +116,7 @@ fn worker(env: &Env, records: u64, rate: f64, udp_port: Option<u16>) -> Command 
         .env("BENCH_OPENS", records.to_string())
         .env("BENCH_RATE", rate.to_string())
         .env("BENCH_UDP_PORT", udp_port.unwrap_or(0).to_string())
+        .env("BENCH_START_NS", start_ns.unwrap_or(0).to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -141,7 +143,7 @@ fn settle(counts: &Shared, pids: &[u32], quiet: Duration, limit: Duration) {
 fn calibrate(env: &Env, premain: &Premain, udp_port: Option<u16>) -> anyhow::Result<Vec<u64>> {
     let mut runs = Vec::new();
     for _ in 0..3 {
-        let mut child = worker(env, 0, 0.0, udp_port).spawn().context("starting a worker")?;
+        let mut child = worker(env, 0, 0.0, udp_port, None).spawn().context("starting a worker")?;
         let pid = child.id();
         child.wait()?;
         settle(&premain.counts, &[pid], Duration::from_secs(3), Duration::from_secs(10));
@@ -212,6 +214,17 @@ impl Drop for Sentinel {
     }
 }
 
+/// `CLOCK_MONOTONIC` now, the clock Python's `time.monotonic_ns` reads.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Time the workers' interpreters get to start before they all begin at once.
+const START_MARGIN: Duration = Duration::from_millis(1500);
+
 fn median_u64(values: &[u64]) -> u64 {
     median(&values.iter().map(|&v| v as f64).collect::<Vec<_>>()) as u64
 }
@@ -260,16 +273,20 @@ fn throughput(env: &Env, sizes: &Sizes, rate: f64, opens: u64, base: u64) -> any
     let rss = RssSampler::start(pid);
     let cpu_before = proc::cpu_time(pid).unwrap_or_default();
     let workers = sizes.capacity_workers;
-    let t0 = Instant::now();
+    let (t0, start_ns) = (Instant::now() + START_MARGIN, monotonic_ns() + START_MARGIN.as_nanos() as u64);
     let children: Vec<Child> = (0..workers)
-        .map(|_| worker(env, opens, rate / workers as f64, None).spawn().context("starting a worker"))
+        .map(|_| {
+            worker(env, opens, rate / workers as f64, None, Some(start_ns))
+                .spawn()
+                .context("starting a worker")
+        })
         .collect::<anyhow::Result<_>>()?;
     for mut child in children {
         child.wait()?;
     }
-    let generation = t0.elapsed().as_secs_f64();
+    let generation = Instant::now().saturating_duration_since(t0).as_secs_f64();
     let caught_up = sentinel.release(&premain.counts, Duration::from_secs(60))?;
-    let window = caught_up.duration_since(t0).as_secs_f64();
+    let window = caught_up.saturating_duration_since(t0).as_secs_f64();
     let cpu = proc::cpu_time(pid).unwrap_or_default().saturating_sub(cpu_before).as_secs_f64();
     let rss_peak = rss.finish();
     let hwm = proc::status_kib(pid, "VmHWM");
@@ -278,11 +295,14 @@ fn throughput(env: &Env, sizes: &Sizes, rate: f64, opens: u64, base: u64) -> any
     let decoded = proc::summary_field(&stderr, "records").context("premain's stop summary")?;
     let lost = proc::summary_field(&stderr, "lost").context("premain's stop summary")?;
     let generated = (base + opens) * workers as u64;
+    // Rates count the opens, made together from t0 on; start-up records come before t0.
+    let opened = opens * workers as u64;
+    let decoded_opens = decoded.min(generated).saturating_sub(base * workers as u64);
     let label = if rate > 0.0 { format!("{:.0}k/s", rate / 1e3) } else { "unpaced".into() };
     eprintln!(
-        "xtask: bench: capacity {label}: {workers} workers x {opens} opens: generated {generated} in {generation:.2} s ({:.0}/s), decoded {decoded} by {window:.2} s ({:.0}/s), lost {lost}, premain CPU {:.2} us/record",
-        generated as f64 / generation,
-        decoded.min(generated) as f64 / window,
+        "xtask: bench: capacity {label}: {workers} workers x {opens} opens: {opened} opens in {generation:.2} s ({:.0}/s), all records decoded by {window:.2} s ({:.0} opens/s); decoded {decoded} of {generated}, lost {lost}, premain CPU {:.2} us/record",
+        opened as f64 / generation,
+        decoded_opens as f64 / window,
         cpu * 1e6 / decoded.max(1) as f64
     );
     Ok(json!({
@@ -294,10 +314,11 @@ fn throughput(env: &Env, sizes: &Sizes, rate: f64, opens: u64, base: u64) -> any
         "records_decoded": decoded,
         "records_lost": lost,
         "other_records": decoded as i64 + lost as i64 - generated as i64,
+        "opens": opened,
         "generation_s": round(generation),
-        "generation_rate": round(generated as f64 / generation),
+        "generation_rate": round(opened as f64 / generation),
         "decode_window_s": round(window),
-        "decoded_rate": round(decoded.min(generated) as f64 / window),
+        "decoded_rate": round(decoded_opens as f64 / window),
         "ring_fill_peak_last_tick": round(fill),
         "daemon_cpu_s": round(cpu),
         "daemon_cpu_us_per_record": round(cpu * 1e6 / decoded.max(1) as f64),
@@ -311,20 +332,13 @@ fn throughput(env: &Env, sizes: &Sizes, rate: f64, opens: u64, base: u64) -> any
 /// processes on a node send to an explicit address, so the `send` hook's loss counter is the
 /// workers' alone, and the accounting is exact even on a shared machine (premain counts
 /// losses per hook, not per process).
-fn overflow(env: &Env, sizes: &Sizes) -> anyhow::Result<Value> {
-    let sink = std::net::UdpSocket::bind("127.0.0.1:0").context("binding the datagram sink")?;
-    let port = Some(sink.local_addr()?.port());
+fn overflow(env: &Env, sizes: &Sizes, port: u16, base: u64) -> anyhow::Result<Value> {
+    let port = Some(port);
     let premain = start(env, Some(sizes.accounting_ring), true)?;
-    let calibration = calibrate(env, &premain, port)?;
-    let base = median_u64(&calibration);
-    {
-        let mut c = premain.counts.lock().unwrap_or_else(|e| e.into_inner());
-        *c = Counts::default();
-    }
     let (workers, sends) = (sizes.capacity_workers, sizes.capacity_unpaced_opens);
     let t0 = Instant::now();
     let children: Vec<Child> = (0..workers)
-        .map(|_| worker(env, sends, 0.0, port).spawn().context("starting a worker"))
+        .map(|_| worker(env, sends, 0.0, port, None).spawn().context("starting a worker"))
         .collect::<anyhow::Result<_>>()?;
     let pids: Vec<u32> = children.iter().map(Child::id).collect();
     for mut child in children {
@@ -335,7 +349,6 @@ fn overflow(env: &Env, sizes: &Sizes) -> anyhow::Result<Value> {
     let counts = Arc::clone(&premain.counts);
     // Stopping reports the losses not yet reported and drains the ring.
     let (_, stderr) = premain.daemon.stop()?;
-    drop(sink);
     let c = counts.lock().unwrap_or_else(|e| e.into_inner());
     let received: u64 = pids.iter().filter_map(|p| c.per_pid.get(p)).map(|e| e.0).sum();
     let received_sends: u64 = pids.iter().filter_map(|p| c.sends.get(p)).sum();
@@ -351,13 +364,13 @@ fn overflow(env: &Env, sizes: &Sizes) -> anyhow::Result<Value> {
         "workers": workers,
         "sends_per_worker": sends,
         "ring_buffer_bytes": sizes.accounting_ring,
-        "records_per_worker_without_sends": calibration,
         "send_accounting": {
             "generated": generated_sends,
             "received": received_sends,
             "lost": lost_sends,
             "unaccounted": generated_sends as i64 - received_sends as i64 - lost_sends as i64,
             "foreign_received": foreign_sends,
+            "why_unaccounted": "records premain received but dropped because their process was unknown and gone (its exec record lost): counted in the summary's not_python, not as lost",
         },
         "all_hooks": {
             "generated_by_workers": generated,
@@ -380,11 +393,14 @@ pub(crate) fn measure(env: &Env, sizes: &Sizes) -> anyhow::Result<Value> {
             .stdin(Stdio::null()),
     )?;
     thread::sleep(Duration::from_millis(300));
-    let calibration = {
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").context("binding the datagram sink")?;
+    let port = sink.local_addr()?.port();
+    let (calibration, calibration_sends) = {
         let premain = start(env, None, true)?;
         let runs = calibrate(env, &premain, None)?;
+        let sends = calibrate(env, &premain, Some(port))?;
         premain.daemon.stop()?;
-        runs
+        (runs, sends)
     };
     if calibration.windows(2).any(|w| w[0] != w[1]) {
         eprintln!("xtask: bench: capacity: worker start-up records vary between runs: {calibration:?}");
@@ -399,15 +415,18 @@ pub(crate) fn measure(env: &Env, sizes: &Sizes) -> anyhow::Result<Value> {
         steps.push(throughput(env, sizes, rate, opens, base)?);
     }
     steps.push(throughput(env, sizes, 0.0, sizes.capacity_unpaced_opens, base)?);
-    let overflow = overflow(env, sizes)?;
+    let overflow = overflow(env, sizes, port, median_u64(&calibration_sends))?;
+    drop(sink);
     judged.kill();
     let rss_peak = steps.iter().filter_map(|s| s["daemon_rss_peak_kib"].as_u64()).max();
     Ok(json!({
         "what": format!(
-            "{} {} interpreters started at once, each opening a file thousands of times from a sitecustomize (pre-main), paced to an offered total rate or unpaced, under a fresh `premain run` per step; records decoded and lost from its stop summary",
+            "{} {} interpreters started at once; once all are up, each opens a file thousands of times from its sitecustomize (pre-main), all beginning at the same instant, paced to an offered total rate or unpaced; a fresh `premain run` per step, records decoded and lost from its stop summary; decoded_rate: opens per second from that instant until a sentinel alert queued behind them is read",
             sizes.capacity_workers, env.python.version
         ),
         "records_per_worker_without_opens": calibration,
+        "records_per_worker_without_sends": calibration_sends,
+        "start_margin_s": START_MARGIN.as_secs_f64(),
         "steps": steps,
         "rss_peak_kib": rss_peak,
         "overflow": overflow,

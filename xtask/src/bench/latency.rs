@@ -139,6 +139,7 @@ pub(crate) fn measure(env: &Env, sizes: &Sizes) -> anyhow::Result<Value> {
         "p99_ms": round(quantile(&latencies_ms, 0.99)),
         "max_ms": round(quantile(&latencies_ms, 1.0)),
         "min_ms": round(quantile(&latencies_ms, 0.0)),
+        "samples_ms": latencies_ms.iter().map(|v| (v * 100.0).round() / 100.0).collect::<Vec<_>>(),
         "background_rate": sizes.latency_load_rate,
         "daemon_cpu_share": round(cpu.as_secs_f64() / elapsed.as_secs_f64()),
         "records_lost": lost,

@@ -2,7 +2,7 @@
 //! the peer, interleaved round by round (the tracer order rotates each round, so a slow spell
 //! of the shared machine does not always land on the same tracer).
 
-use std::{collections::HashMap, process::Command, time::Duration};
+use std::{collections::HashMap, process::Command};
 
 use serde_json::{Map, Value, json};
 
@@ -69,12 +69,14 @@ pub(crate) fn measure(env: &Env, sizes: &Sizes) -> anyhow::Result<Value> {
     let mut warm_runs: HashMap<Config, Vec<f64>> = HashMap::new();
     let mut tracer_out: HashMap<Config, Vec<Value>> = HashMap::new();
     let mut foreign: Vec<Value> = Vec::new();
+    let mut busy_shares: HashMap<Config, Vec<f64>> = HashMap::new();
     for round in 0..sizes.rounds {
         let mut order = Config::ALL;
         order.rotate_left(round % Config::ALL.len());
         for config in order {
-            let before = wait_quiet(sizes.quiet_wait);
+            let before = proc::wait_quiet(sizes.quiet_wait);
             let running = tracer::start(env, config)?;
+            let jiffies = proc::cpu_jiffies();
             // The first run of an interpreter after premain starts is held until premain has
             // judged it and attached its probes: timed separately, and kept out of the samples.
             let first = python_pass(env, &env.python.path)?.wall.as_secs_f64();
@@ -89,6 +91,9 @@ pub(crate) fn measure(env: &Env, sizes: &Sizes) -> anyhow::Result<Value> {
                 samples.entry((workload, config)).or_default().push(sample);
                 line.push_str(&format!(" {} {:.1} ms", workload.key(), sample.wall * 1e3));
             }
+            let busy = proc::busy_share(jiffies, proc::cpu_jiffies());
+            busy_shares.entry(config).or_default().push(busy);
+            line.push_str(&format!(" [machine {:.0}% busy]", busy * 100.0));
             let mut others = proc::foreign_tracers(&running.pid().into_iter().collect::<Vec<_>>());
             others.extend(before);
             others.sort();
@@ -122,6 +127,13 @@ pub(crate) fn measure(env: &Env, sizes: &Sizes) -> anyhow::Result<Value> {
         json!({
             "what": format!("`{} -c pass` right after the tracer is ready (premain holds the first exec of an unjudged interpreter until judged), then again", env.python.version),
             "by_tracer": holds,
+        }),
+    );
+    out.insert(
+        "machine_busy".into(),
+        json!({
+            "what": "share of both CPUs busy while each tracer's workloads ran (the workloads are single-threaded: about 50% plus the tracer's own is what they use alone)",
+            "by_tracer": Config::ALL.iter().map(|c| (c.key().to_owned(), summary(&busy_shares[c]))).collect::<Map<_, _>>(),
         }),
     );
     out.insert(
@@ -196,25 +208,4 @@ fn run(env: &Env, sizes: &Sizes, workload: Workload) -> anyhow::Result<Sample> {
 
 fn python_pass(env: &Env, python: &std::path::Path) -> anyhow::Result<proc::Cost> {
     proc::timed(env.python_command(python).args(["-c", "pass"]))
-}
-
-/// Waits up to `limit` for other tracers (another premain under test, a bpftrace) to go away;
-/// returns those still there.
-fn wait_quiet(limit: Duration) -> Vec<String> {
-    let deadline = std::time::Instant::now() + limit;
-    let mut announced = false;
-    loop {
-        let others = proc::foreign_tracers(&[]);
-        if others.is_empty() || std::time::Instant::now() > deadline {
-            return others;
-        }
-        if !announced {
-            eprintln!(
-                "xtask: bench: waiting up to {limit:?} for other tracers to stop: {}",
-                others.join(" ")
-            );
-            announced = true;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }

@@ -7,7 +7,10 @@ use std::{
     net::TcpStream,
     path::Path,
     process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
@@ -354,6 +357,73 @@ pub(crate) fn foreign_tracers(ours: &[u32]) -> Vec<String> {
         .collect();
     found.sort();
     found
+}
+
+/// Busy and total jiffies of all CPUs so far (`/proc/stat`).
+pub(crate) fn cpu_jiffies() -> (u64, u64) {
+    let stat = read_trimmed("/proc/stat");
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().take(8).sum();
+    // idle and iowait
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (total.saturating_sub(idle), total)
+}
+
+/// Share of the machine's CPU time that was busy between two `cpu_jiffies` readings.
+pub(crate) fn busy_share(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let total = after.1.saturating_sub(before.1);
+    if total == 0 { 0.0 } else { after.0.saturating_sub(before.0) as f64 / total as f64 }
+}
+
+/// Most of the machine the bench may find busy before a sample (others compiling, say).
+const QUIET_BUSY: f64 = 0.25;
+
+/// What is left of the bench's whole budget for waiting for a quiet machine, in milliseconds:
+/// on a machine busy all along, the bench runs anyway, in bounded time.
+static QUIET_BUDGET_MS: AtomicU64 = AtomicU64::new(0);
+
+pub(crate) fn set_quiet_budget(budget: Duration) {
+    QUIET_BUDGET_MS.store(budget.as_millis() as u64, Ordering::Relaxed);
+}
+
+/// Waits up to `limit` (and what is left of the budget) for other tracers (another premain
+/// under test, a bpftrace) to go away and for the machine to be mostly idle; returns the
+/// tracers still there.
+pub(crate) fn wait_quiet(limit: Duration) -> Vec<String> {
+    let started = Instant::now();
+    let budget = Duration::from_millis(QUIET_BUDGET_MS.load(Ordering::Relaxed));
+    let deadline = started + limit.min(budget);
+    let spend = || {
+        let ms = started.elapsed().as_millis() as u64;
+        let _ = QUIET_BUDGET_MS
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(ms)));
+    };
+    let mut announced = false;
+    loop {
+        let before = cpu_jiffies();
+        thread::sleep(Duration::from_millis(500));
+        let busy = busy_share(before, cpu_jiffies());
+        let others = foreign_tracers(&[]);
+        if (others.is_empty() && busy <= QUIET_BUSY) || Instant::now() > deadline {
+            spend();
+            return others;
+        }
+        if !announced {
+            eprintln!(
+                "xtask: bench: waiting up to {limit:?} for a quiet machine ({:.0}% busy; other tracers: {})",
+                busy * 100.0,
+                if others.is_empty() { "none".to_owned() } else { others.join(" ") }
+            );
+            announced = true;
+        }
+    }
 }
 
 pub(crate) fn read_trimmed(path: impl AsRef<Path>) -> String {

@@ -208,23 +208,26 @@ pub(crate) fn markdown(r: &Value) -> String {
         let _ = writeln!(
             md,
             "### Capacity\n\n{} interpreters at once, each opening a file thousands of times from its `sitecustomize` \
-             (pre-main), paced to an offered total rate or unpaced; a fresh `premain run` per step, whose stop summary \
-             counts the records it decoded and lost (records of other processes on the node included).\n",
+             (pre-main), all beginning together once their interpreters are up, paced to an offered total rate or unpaced; \
+             a fresh `premain run` per step, whose stop summary counts the records it decoded and lost (records of other \
+             processes on the node included). Decoded opens/s: from that start until an alert queued behind the last \
+             record has been read.\n",
             c["steps"][0]["workers"]
         );
         let _ = writeln!(
             md,
-            "| offered | generated | generated/s | decoded | lost | premain CPU per record | premain RSS peak |\n|---|---|---|---|---|---|---|"
+            "| offered | records | opens made/s | decoded | lost | decoded opens/s | premain CPU per record | premain RSS peak |\n|---|---|---|---|---|---|---|---|"
         );
         for s in c["steps"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} µs | {:.1} MiB |",
+                "| {} | {} | {} | {} | {} | {} | {} µs | {:.1} MiB |",
                 s["step"].as_str().unwrap_or("?"),
                 s["records_generated"],
                 num(s["generation_rate"].as_f64()),
                 s["records_decoded"],
                 s["records_lost"],
+                num(s["decoded_rate"].as_f64()),
                 num(s["daemon_cpu_us_per_record"].as_f64()),
                 s["daemon_rss_peak_kib"].as_f64().unwrap_or(0.0) / 1024.0
             );
