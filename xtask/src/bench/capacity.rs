@@ -271,6 +271,7 @@ fn throughput(env: &Env, sizes: &Sizes, rate: f64, opens: u64, base: u64) -> any
     let pid = premain.daemon.pid();
     let sentinel = Sentinel::spawn(env)?;
     let rss = RssSampler::start(pid);
+    let load = proc::OtherLoad::start(&[pid]);
     let cpu_before = proc::cpu_time(pid).unwrap_or_default();
     let workers = sizes.capacity_workers;
     let (t0, start_ns) = (Instant::now() + START_MARGIN, monotonic_ns() + START_MARGIN.as_nanos() as u64);
@@ -288,6 +289,7 @@ fn throughput(env: &Env, sizes: &Sizes, rate: f64, opens: u64, base: u64) -> any
     let caught_up = sentinel.release(&premain.counts, Duration::from_secs(60))?;
     let window = caught_up.saturating_duration_since(t0).as_secs_f64();
     let cpu = proc::cpu_time(pid).unwrap_or_default().saturating_sub(cpu_before).as_secs_f64();
+    let others = load.share();
     let rss_peak = rss.finish();
     let hwm = proc::status_kib(pid, "VmHWM");
     let fill = proc::metric_sum(&proc::metrics(&premain.metrics)?, "premain_ring_buffer_fill_ratio", &[]);
@@ -324,6 +326,7 @@ fn throughput(env: &Env, sizes: &Sizes, rate: f64, opens: u64, base: u64) -> any
         "daemon_cpu_us_per_record": round(cpu * 1e6 / decoded.max(1) as f64),
         "daemon_rss_peak_kib": rss_peak,
         "daemon_vm_hwm_kib": hwm,
+        "other_load": round(others),
     }))
 }
 

@@ -67,6 +67,7 @@ pub(crate) fn measure(env: &Env, sizes: &Sizes) -> anyhow::Result<Value> {
     )?;
     thread::sleep(Duration::from_millis(500));
     let cpu_before = proc::cpu_time(premain.pid()).unwrap_or_default();
+    let other_load = proc::OtherLoad::start(&[premain.pid(), load.child.id()]);
     let started = Instant::now();
     let mut runs: Vec<Child> = Vec::new();
     for i in 0..sizes.latency_alerts {
@@ -94,6 +95,7 @@ pub(crate) fn measure(env: &Env, sizes: &Sizes) -> anyhow::Result<Value> {
         thread::sleep(Duration::from_millis(50));
     }
     let cpu = proc::cpu_time(premain.pid()).unwrap_or_default().saturating_sub(cpu_before);
+    let others = other_load.share();
     let elapsed = started.elapsed();
     load.kill();
     let metrics_addr = proc::metrics_address(&premain.stderr());
@@ -142,6 +144,7 @@ pub(crate) fn measure(env: &Env, sizes: &Sizes) -> anyhow::Result<Value> {
         "samples_ms": latencies_ms.iter().map(|v| (v * 100.0).round() / 100.0).collect::<Vec<_>>(),
         "background_rate": sizes.latency_load_rate,
         "daemon_cpu_share": round(cpu.as_secs_f64() / elapsed.as_secs_f64()),
+        "other_load": round(others),
         "records_lost": lost,
         "records_decoded": proc::summary_field(&stderr, "records"),
     }))

@@ -76,7 +76,7 @@ pub(crate) fn measure(env: &Env, sizes: &Sizes) -> anyhow::Result<Value> {
         for config in order {
             let before = proc::wait_quiet(sizes.quiet_wait);
             let running = tracer::start(env, config)?;
-            let jiffies = proc::cpu_jiffies();
+            let load = proc::OtherLoad::start(&running.pid().into_iter().collect::<Vec<_>>());
             // The first run of an interpreter after premain starts is held until premain has
             // judged it and attached its probes: timed separately, and kept out of the samples.
             let first = python_pass(env, &env.python.path)?.wall.as_secs_f64();
@@ -91,9 +91,9 @@ pub(crate) fn measure(env: &Env, sizes: &Sizes) -> anyhow::Result<Value> {
                 samples.entry((workload, config)).or_default().push(sample);
                 line.push_str(&format!(" {} {:.1} ms", workload.key(), sample.wall * 1e3));
             }
-            let busy = proc::busy_share(jiffies, proc::cpu_jiffies());
-            busy_shares.entry(config).or_default().push(busy);
-            line.push_str(&format!(" [machine {:.0}% busy]", busy * 100.0));
+            let others_load = load.share();
+            busy_shares.entry(config).or_default().push(others_load);
+            line.push_str(&format!(" [others {:.0}% of the CPUs]", others_load * 100.0));
             let mut others = proc::foreign_tracers(&running.pid().into_iter().collect::<Vec<_>>());
             others.extend(before);
             others.sort();
@@ -130,9 +130,9 @@ pub(crate) fn measure(env: &Env, sizes: &Sizes) -> anyhow::Result<Value> {
         }),
     );
     out.insert(
-        "machine_busy".into(),
+        "other_load".into(),
         json!({
-            "what": "share of both CPUs busy while each tracer's workloads ran (the workloads are single-threaded: about 50% plus the tracer's own is what they use alone)",
+            "what": "share of all CPUs' time used by other processes (not the bench, its workloads or the tracer) while each tracer's workloads ran",
             "by_tracer": Config::ALL.iter().map(|c| (c.key().to_owned(), summary(&busy_shares[c]))).collect::<Map<_, _>>(),
         }),
     );

@@ -382,6 +382,58 @@ pub(crate) fn busy_share(before: (u64, u64), after: (u64, u64)) -> f64 {
     if total == 0 { 0.0 } else { after.0.saturating_sub(before.0) as f64 / total as f64 }
 }
 
+/// CPU time of the bench and of the children it has waited for.
+pub(crate) fn own_cpu() -> Duration {
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN]
+        .into_iter()
+        .map(|who| {
+            // SAFETY: all-zero is a valid rusage.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: valid out-pointer.
+            unsafe { libc::getrusage(who, &mut usage) };
+            tv(usage.ru_utime) + tv(usage.ru_stime)
+        })
+        .sum()
+}
+
+/// How much of the machine others used over a stretch: all busy CPU time minus the bench's,
+/// its waited-for children's and that of `running` (the tracer, a background load), as a share
+/// of all the CPUs' time.
+pub(crate) struct OtherLoad {
+    jiffies: (u64, u64),
+    own: Duration,
+    running: Vec<(u32, Duration)>,
+}
+
+impl OtherLoad {
+    pub(crate) fn start(running: &[u32]) -> Self {
+        Self {
+            jiffies: cpu_jiffies(),
+            own: own_cpu(),
+            running: running.iter().map(|&pid| (pid, cpu_time(pid).unwrap_or_default())).collect(),
+        }
+    }
+
+    pub(crate) fn share(&self) -> f64 {
+        let now = cpu_jiffies();
+        let total = now.1.saturating_sub(self.jiffies.1);
+        if total == 0 {
+            return 0.0;
+        }
+        // SAFETY: no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let busy = now.0.saturating_sub(self.jiffies.0) as f64 / hz;
+        let running: Duration = self
+            .running
+            .iter()
+            .map(|&(pid, before)| cpu_time(pid).unwrap_or_default().saturating_sub(before))
+            .sum();
+        let ours = own_cpu().saturating_sub(self.own) + running;
+        ((busy - ours.as_secs_f64()) / (total as f64 / hz)).clamp(0.0, 1.0)
+    }
+}
+
 /// Most of the machine the bench may find busy before a sample (others compiling, say).
 const QUIET_BUSY: f64 = 0.25;
 

@@ -4,6 +4,8 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
+use super::tracer::Config;
+
 /// Every target of the issue with what was measured; `pass` is null when its part did not run.
 pub(crate) fn targets(r: &Value) -> Value {
     let mut out = Vec::new();
@@ -189,6 +191,15 @@ pub(crate) fn markdown(r: &Value) -> String {
                 num(w["peer"]["cpu_ratio"].as_f64())
             );
         }
+        let load = &o["other_load"]["by_tracer"];
+        let _ = writeln!(
+            md,
+            "\nOther processes used a median {:.0}% (max {:.0}%) of the CPUs' time during the samples.",
+            Config::ALL.iter().map(|c| load[c.key()]["median"].as_f64().unwrap_or(0.0)).fold(0.0, f64::max)
+                * 100.0,
+            Config::ALL.iter().map(|c| load[c.key()]["max"].as_f64().unwrap_or(0.0)).fold(0.0, f64::max)
+                * 100.0,
+        );
         let others = o["other_tracers"]["samples"].as_array().map_or(0, Vec::len);
         if others > 0 {
             let _ = writeln!(
