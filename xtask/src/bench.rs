@@ -92,7 +92,7 @@ impl Sizes {
             runtime_imports: 1_000_000,
             runtime_opens: 30_000,
             capacity_workers: if quick { 8 } else { 16 },
-            capacity_rates: if quick { vec![200e3] } else { vec![100e3, 200e3, 300e3, 400e3] },
+            capacity_rates: if quick { vec![250e3] } else { vec![100e3, 200e3, 250e3, 300e3, 400e3] },
             capacity_secs: if quick { 1.0 } else { 2.0 },
             capacity_unpaced_opens: if quick { 10_000 } else { 20_000 },
             accounting_ring: 64 * 1024,
