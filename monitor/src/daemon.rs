@@ -120,12 +120,17 @@ pub fn configuration(opts: &RunOptions) -> Result<Config, RunError> {
     Ok(config)
 }
 
+/// How long the reader waits after draining the ring: at most this much alert latency, and at
+/// most a few hundred wake-ups per second however many records arrive.
+const DRAIN_PAUSE: Duration = Duration::from_millis(2);
+
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     // Handlers first: a SIGHUP sent while starting must not kill the daemon (the default
     // action); it is acted on once the loop runs.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    tune_allocator();
     let config = configuration(&opts)?;
     // Nothing is started (no port bound, no spool created) for a run that cannot work.
     preflight::check_privileges()?;
@@ -180,6 +185,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     if let Err(err) = tracker.kernel().set_hold(true) {
         tracing::warn!(error = %err, "cannot hold unseen executables: their first start-up may be phased from syscalls only");
     }
+    release_free_heap();
     health.set_ready(true);
     metrics.ready.set(1);
     tracing::info!(
@@ -225,6 +231,11 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 drain(guard.get_inner_mut(), &mut tracker, &mut out)?;
                 // AsyncFd is edge-triggered: clear only once drained.
                 guard.clear_ready();
+                // Let records gather before listening again. The kernel signals the reader only
+                // when a record lands in a ring it had emptied, so a reader that drains at once
+                // is woken for nearly every record of a steady stream: a wake-up and two context
+                // switches per record, paid by the traced process.
+                sleep(DRAIN_PAUSE).await;
             }
             _ = ticker.tick() => {
                 health.beat();
@@ -239,6 +250,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                         tracing::debug!(swept, "forgot processes whose exit was not seen");
                     }
                     out.engine.sweep(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+                    release_free_heap();
                 }
             }
             _ = sighup.recv() => {
@@ -492,6 +504,29 @@ async fn pump_kernel_log(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
         let Ok(mut guard) = fd.readable_mut().await else { return };
         guard.get_inner_mut().flush();
         guard.clear_ready();
+    }
+}
+
+/// Large buffers (whole executables read to judge them, BTF) get their own mappings, returned
+/// to the kernel when freed. glibc's default raises this threshold after the first such free,
+/// after which every later executable read lands in the heap and stays resident.
+fn tune_allocator() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: no preconditions (glibc takes its own locks).
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1024 * 1024);
+    }
+}
+
+/// Hands the heap's free pages back to the kernel. Loading (BTF, the object file) and bursts
+/// of short-lived processes leave megabytes free but resident, which glibc otherwise keeps:
+/// they would count against premain's memory budget for as long as it runs.
+fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: no preconditions; it only returns free memory.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -1,5 +1,6 @@
-//! Contributor tasks: `cargo xtask setup | build | run | test | lint | fuzz`.
+//! Contributor tasks: `cargo xtask setup | build | run | test | lint | fuzz | bench`.
 
+mod bench;
 mod fuzz;
 mod setup;
 
@@ -47,6 +48,9 @@ enum Task {
         #[arg(long, default_value_t = fuzz::DEFAULT_SECS)]
         secs: u64,
     },
+    /// Set up, build, and measure overhead (next to bpftrace), capacity, alert latency and memory
+    /// (as root); writes target/bench/report.json and report.md.
+    Bench(bench::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -84,6 +88,12 @@ fn main() -> anyhow::Result<()> {
         Task::Fuzz { target, secs } => {
             setup::run(&root)?;
             fuzz::run(&root, target.as_deref(), secs, false)
+        }
+        Task::Bench(opts) => {
+            setup::run(&root)?;
+            setup::bench_tools()?;
+            build(&root)?;
+            bench::run(&root, &opts)
         }
     }
 }

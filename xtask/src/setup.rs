@@ -192,6 +192,17 @@ fn install_packages(packages: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What only `cargo xtask bench` needs: bpftrace (the floor and the peer) and gcc (the
+/// syscall storm), from Debian.
+pub(crate) fn bench_tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = [("bpftrace", "bpftrace"), ("gcc", "gcc")]
+        .into_iter()
+        .filter(|(program, _)| Command::new(program).arg("--version").output().is_err())
+        .map(|(_, package)| package)
+        .collect();
+    if missing.is_empty() { Ok(()) } else { install_packages(&missing) }
+}
+
 fn cargo_home() -> PathBuf {
     std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
