@@ -198,11 +198,13 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     // Counters start at zero when the maps are created: everything counted from here on is
     // reported, including what is lost while the reader is not yet running.
     let mut last_counts = Snapshot::default();
+    // A stop asked for during the stall is honoured: the loop below is skipped.
+    let mut stopping = false;
     if let Some(stall) = opts.stall_reader {
         tokio::select! {
             () = sleep(stall) => {}
-            _ = sigint.recv() => {}
-            _ = sigterm.recv() => {}
+            _ = sigint.recv() => stopping = true,
+            _ = sigterm.recv() => stopping = true,
         }
     }
 
@@ -224,7 +226,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut ticker = interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
-    loop {
+    while !stopping {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
@@ -257,8 +259,8 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 // Between two drains: records wait in the ring meanwhile, none are dropped.
                 reload(&opts, &mut config, &mut out);
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = sigint.recv() => stopping = true,
+            _ = sigterm.recv() => stopping = true,
         }
     }
     health.set_ready(false);
