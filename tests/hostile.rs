@@ -417,8 +417,12 @@ fn names_do_not_make_or_unmake_python() {
     for i in 0..4 {
         let copy = dir.path().join(format!("bash-{i}"));
         fs::copy(&python.path, &copy).unwrap();
-        let status = Command::new(&copy).args(["-I", "-S", "-c", "pass"]).status().unwrap();
-        assert!(status.success());
+        let mut first = Command::new(&copy).args(["-I", "-S", "-c", "pass"]).spawn().unwrap();
+        let first_pid = first.id();
+        assert!(first.wait().unwrap().success());
+        // A second run that starts before premain has read the first one's exec finds the file
+        // still unjudged (and, not named python*, unheld): wait until the first is handled.
+        premain.wait_exit(first_pid);
         same_as_reference(&copy, "second");
     }
 
