@@ -123,6 +123,8 @@ pub fn configuration(opts: &RunOptions) -> Result<Config, RunError> {
 /// How long the reader waits after draining the ring: at most this much alert latency, and at
 /// most a few hundred wake-ups per second however many records arrive.
 const DRAIN_PAUSE: Duration = Duration::from_millis(2);
+/// Records handled before the loop lets its other work run.
+const DRAIN_BUDGET: usize = 8192;
 
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     // Handlers first: a SIGHUP sent while starting must not kill the daemon (the default
@@ -230,14 +232,19 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                drain(guard.get_inner_mut(), &mut tracker, &mut out)?;
-                // AsyncFd is edge-triggered: clear only once drained.
-                guard.clear_ready();
-                // Let records gather before listening again. The kernel signals the reader only
-                // when a record lands in a ring it had emptied, so a reader that drains at once
-                // is woken for nearly every record of a steady stream: a wake-up and two context
-                // switches per record, paid by the traced process.
-                sleep(DRAIN_PAUSE).await;
+                if drain(guard.get_inner_mut(), &mut tracker, &mut out, DRAIN_BUDGET)? {
+                    // AsyncFd is edge-triggered: clear only once drained.
+                    guard.clear_ready();
+                    // Let records gather before listening again. The kernel signals the reader
+                    // only when a record lands in a ring it had emptied, so a reader that drains
+                    // at once is woken for nearly every record of a steady stream: a wake-up and
+                    // two context switches per record, paid by the traced process.
+                    sleep(DRAIN_PAUSE).await;
+                } else {
+                    // Still readable: the ticker, signals and the metrics endpoint get their turn
+                    // before the next batch, however fast records keep coming.
+                    tokio::task::yield_now().await;
+                }
             }
             _ = ticker.tick() => {
                 health.beat();
@@ -269,7 +276,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     // resumes any process still held.
     let _ = tracker.kernel().set_hold(false);
     tracker.kernel().probes.unload();
-    drain(ring.get_mut(), &mut tracker, &mut out)?;
+    while !drain(ring.get_mut(), &mut tracker, &mut out, DRAIN_BUDGET)? {}
     let closed = out.alerts.expire(true);
     out.publish_all(closed);
     let final_counts = report_losses(&counters, &last_counts, &out);
@@ -409,13 +416,24 @@ impl Output {
     }
 }
 
-fn drain(ring: &mut RingBuf<MapData>, tracker: &mut Tracker<KernelMaps>, out: &mut Output) -> io::Result<()> {
+/// Handles at most `budget` records; returns whether the ring was emptied.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    tracker: &mut Tracker<KernelMaps>,
+    out: &mut Output,
+    budget: usize,
+) -> io::Result<bool> {
     if let Some(fill) = &out.fill {
         out.fill_peak = out.fill_peak.max(fill.ratio());
     }
     let stdout = io::stdout();
     let mut stdout = io::BufWriter::new(stdout.lock());
-    while let Some(item) = ring.next() {
+    let mut emptied = false;
+    for _ in 0..budget {
+        let Some(item) = ring.next() else {
+            emptied = true;
+            break;
+        };
         let decoded = decode(&item);
         drop(item);
         let record = match decoded {
@@ -468,7 +486,7 @@ fn drain(ring: &mut RingBuf<MapData>, tracker: &mut Tracker<KernelMaps>, out: &m
     out.metrics.interpreter_images.set(probes.images() as i64);
     let failures = probes.failures() as u64;
     out.metrics.probe_failures.inc_by(failures.saturating_sub(out.metrics.probe_failures.get()));
-    Ok(())
+    Ok(emptied)
 }
 
 /// Publishes kernel losses since `before` as loss records and metrics, and the records each
