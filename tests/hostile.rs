@@ -652,3 +652,56 @@ fn modules_in_directories_with_non_ascii_names_still_count() {
     assert!(status.success());
     eprintln!("Pythons exercised: {}", python.label);
 }
+
+#[test]
+fn huge_command_lines_are_cut_and_flagged_in_alerts() {
+    let python = pyenv_python();
+    let bait = Bait::create();
+    let premain = Premain::start(&[]);
+    // A shell holding a 30 KB script (as CI runners pass them) starts a Python with 3 KB of
+    // arguments; the shell waits on its stdin so it is alive when the alert is written.
+    let padding = "#".repeat(30_000);
+    let args: Vec<String> = (0..40).map(|i| format!("arg{i}-{}", "x".repeat(70))).collect();
+    let script = format!("\"$0\" -c pass {} ; read _ ; exit 0\n{padding}\n", args.join(" "));
+    let mut shell = Command::new("bash")
+        .args(["-c", &script])
+        .arg(&python.path)
+        .env("HOME", bait.dir.path().join("home"))
+        .env("PYTHONPATH", bait.dir.path().join("site"))
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let shell_pid = shell.id();
+    let alert = premain.wait_for("the bait alert of the shell's Python", |v| {
+        v["kind"] == "alert"
+            && v["process"]["ppid"] == shell_pid
+            && v["action"]["path"] == bait.netrc().to_str().unwrap()
+    });
+    drop(shell.stdin.take());
+    assert!(wait_bounded(&mut shell).success());
+
+    let process = &alert["process"];
+    // Bytes as in /proc/<pid>/cmdline: the arguments and the NULs between them.
+    // Bytes as in /proc/<pid>/cmdline: the arguments and the NULs between them.
+    let own: usize =
+        process["cmdline"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().len() + 1).sum::<usize>()
+            - 1;
+    assert!(own <= 2048, "the Python's command line is bounded: {own} bytes");
+    assert!(process["cmdline"][3].as_str().unwrap().starts_with("arg0-"), "{process}");
+    assert_eq!(process["cmdline_truncated"], true, "{process}");
+    let parent = &process["ancestry"][0];
+    assert_eq!(parent["pid"], shell_pid, "{process}");
+    let shell_args = parent["cmdline"].as_array().unwrap();
+    let bytes: usize = shell_args.iter().map(|a| a.as_str().unwrap().len() + 1).sum::<usize>() - 1;
+    assert!(bytes <= 2048, "the shell's command line is bounded: {bytes} bytes");
+    assert!(shell_args[2].as_str().unwrap().starts_with("\"$0\" -c pass arg0-"), "{parent}");
+    assert_eq!(parent["cmdline_truncated"], true, "{parent}");
+    // Ancestors with ordinary command lines are not flagged.
+    let others = process["ancestry"].as_array().unwrap()[1..].to_vec();
+    assert!(others.iter().all(|a| a["cmdline_truncated"].is_null()), "{others:?}");
+    let line = serde_json::to_string(&alert).unwrap();
+    assert!(line.len() < 16 * 1024, "the whole alert stays small: {} bytes", line.len());
+    let (status, _) = premain.stop();
+    assert!(status.success());
+    eprintln!("Pythons exercised: {}", python.label);
+}

@@ -171,6 +171,9 @@ impl Alerts {
         process.insert("ppid".into(), json!(h.ppid));
         put_path(&mut process, "exe", event.process.exe.as_deref());
         put_argv(&mut process, "cmdline", &event.process.argv);
+        if event.process.argv_truncated {
+            process.insert("cmdline_truncated".into(), json!(true));
+        }
         process.insert("uid".into(), json!(h.uid));
         process.insert("gid".into(), json!(h.gid));
         put_bytes(&mut process, "comm", &h.comm);
@@ -295,14 +298,24 @@ fn node_name(configured: &str) -> String {
 fn ancestry(mut ppid: u32, table: &ProcessTable, with_argv: bool) -> Value {
     let mut out = Vec::new();
     while ppid > 0 && out.len() < ANCESTRY_MAX {
-        let known =
-            table.get(ppid).map(|p| Lineage { ppid: p.ppid, exe: p.exe.clone(), argv: p.argv.clone() });
-        let Some(Lineage { ppid: next, exe, argv }) = known.or_else(|| Lineage::read(ppid)) else { break };
+        let known = table.get(ppid).map(|p| Lineage {
+            ppid: p.ppid,
+            exe: p.exe.clone(),
+            argv: p.argv.clone(),
+            argv_truncated: p.argv_truncated,
+        });
+        let Some(Lineage { ppid: next, exe, argv, argv_truncated }) = known.or_else(|| Lineage::read(ppid))
+        else {
+            break;
+        };
         let mut obj = Map::new();
         obj.insert("pid".into(), json!(ppid));
         put_path(&mut obj, "exe", exe.as_deref());
         if with_argv {
             put_argv(&mut obj, "cmdline", &argv);
+            if argv_truncated {
+                obj.insert("cmdline_truncated".into(), json!(true));
+            }
         }
         out.push(Value::Object(obj));
         if next == ppid {

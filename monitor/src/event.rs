@@ -81,6 +81,7 @@ pub struct ProcessInfo {
     pub ppid: u32,
     pub exe: Option<PathBuf>,
     pub argv: Vec<Vec<u8>>,
+    pub argv_truncated: bool,
     /// `major.minor` of the CPython the process runs, when it runs one.
     pub python: Option<String>,
     /// Its interpreter's start-up probes are attached: its phases come from them.
@@ -106,6 +107,7 @@ impl ProcessInfo {
             container: p.container.clone(),
             exe: p.exe.clone(),
             argv: p.argv.clone(),
+            argv_truncated: p.argv_truncated,
             python: p.python.as_ref().map(|i| match i.version {
                 Some((major, minor)) => format!("{major}.{minor}"),
                 None => "unknown".to_owned(),

@@ -232,7 +232,12 @@ impl PhaseEngine {
 
     fn start(&mut self, pid: u32, info: &ProcessInfo, taint: Option<Arc<Origin>>) {
         let lineage = |p: u32| {
-            self.procs.get(&p).map(|x| Lineage { ppid: x.ppid, exe: x.exe.clone(), argv: x.argv.clone() })
+            self.procs.get(&p).map(|x| Lineage {
+                ppid: x.ppid,
+                exe: x.exe.clone(),
+                argv: x.argv.clone(),
+                argv_truncated: false,
+            })
         };
         let install = if info.python.is_some() { (self.detect_install)(pid, info, &lineage) } else { None };
         let script = script_of(&info.argv, info.cwd.as_deref());

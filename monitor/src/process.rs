@@ -9,7 +9,7 @@ use std::{
     sync::Arc,
 };
 
-use monitor_common::{ExeKey, TRACK_DESCENDANT, TRACK_PENDING, TRACK_PYTHON};
+use monitor_common::{ARGS_MAX, ExeKey, TRACK_DESCENDANT, TRACK_PENDING, TRACK_PYTHON};
 
 use crate::{interpreter::Interpreter, k8s::Container};
 
@@ -27,6 +27,8 @@ pub struct Process {
     pub exe_key: ExeKey,
     pub exe: Option<PathBuf>,
     pub argv: Vec<Vec<u8>>,
+    /// `argv` was cut at [`ARGS_MAX`] bytes or [`ARGV_MAX`] entries.
+    pub argv_truncated: bool,
     pub python: Option<Arc<Interpreter>>,
     /// Was running before premain started.
     pub preexisting: bool,
@@ -79,20 +81,41 @@ pub struct Lineage {
     pub ppid: u32,
     pub exe: Option<PathBuf>,
     pub argv: Vec<Vec<u8>>,
+    pub argv_truncated: bool,
 }
 
 impl Lineage {
     /// Reads `/proc/<pid>`; `None` once the process is gone.
     pub fn read(pid: u32) -> Option<Self> {
         let stat = procfs::process::Process::new(pid as i32).ok()?.stat().ok()?;
+        let (argv, argv_truncated) = read_cmdline(pid);
         Some(Self {
             ppid: stat.ppid as u32,
             exe: fs::read_link(format!("/proc/{pid}/exe")).ok(),
-            argv: fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|b| crate::decode::split_args(&b))
-                .unwrap_or_default(),
+            argv,
+            argv_truncated,
         })
     }
+}
+
+/// `/proc/<pid>/cmdline` within the bounds the kernel side captures at exec, so a process
+/// table entry or an alert's ancestry stays small whatever a command line holds (CI runners
+/// and shells pass whole scripts as one argument).
+pub fn read_cmdline(pid: u32) -> (Vec<Vec<u8>>, bool) {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    let read = fs::File::open(format!("/proc/{pid}/cmdline"))
+        .and_then(|f| f.take(ARGS_MAX as u64 + 1).read_to_end(&mut bytes));
+    if read.is_err() {
+        return (Vec::new(), false);
+    }
+    cap_argv(&bytes)
+}
+
+/// Splits NUL-separated arguments, keeping at most [`ARGS_MAX`] bytes, as the exec record
+/// does; the flag says something was cut.
+pub fn cap_argv(bytes: &[u8]) -> (Vec<Vec<u8>>, bool) {
+    (crate::decode::split_args(&bytes[..bytes.len().min(ARGS_MAX)]), bytes.len() > ARGS_MAX)
 }
 
 /// How a reported path was made absolute.
@@ -225,6 +248,31 @@ impl ProcessTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_lines_read_from_proc_are_cut_like_the_kernel_cuts_them() {
+        assert_eq!(
+            cap_argv(b"python3\0-c\0pass\0"),
+            (vec![b"python3".to_vec(), b"-c".to_vec(), b"pass".to_vec()], false)
+        );
+        let (argv, cut) = cap_argv(&vec![b'x'; 30_000]);
+        assert!(cut);
+        assert_eq!(argv, vec![vec![b'x'; ARGS_MAX]]);
+        let (argv, cut) = cap_argv("a\0".repeat(ARGS_MAX).as_bytes());
+        assert!(cut);
+        assert_eq!(argv.len(), ARGS_MAX / 2);
+        assert!(!cap_argv("a\0".repeat(ARGS_MAX / 2).as_bytes()).1);
+    }
+
+    #[test]
+    fn own_command_line_is_read_whole() {
+        let (argv, cut) = read_cmdline(std::process::id());
+        assert!(!cut);
+        assert_eq!(
+            argv.first().map(Vec::as_slice),
+            std::env::args_os().next().as_ref().map(|a| a.as_encoded_bytes())
+        );
+    }
 
     #[test]
     fn absolute_paths_pass_through() {

@@ -71,9 +71,7 @@ pub fn seed<K: KernelState>(tracker: &mut Tracker<K>) -> usize {
             continue;
         }
         let info = &seen[&pid];
-        let argv = fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|b| crate::decode::split_args(&b))
-            .unwrap_or_default();
+        let (argv, argv_truncated) = crate::process::read_cmdline(pid);
         tracker.kernel().track(pid, tracking);
         tracker.adopt(Process {
             pid,
@@ -82,6 +80,7 @@ pub fn seed<K: KernelState>(tracker: &mut Tracker<K>) -> usize {
             exe_key: info.exe_key.unwrap_or_default(),
             exe: fs::read_link(format!("/proc/{pid}/exe")).ok(),
             argv,
+            argv_truncated,
             python: info.python.clone(),
             preexisting: true,
             cwd: fs::read_link(format!("/proc/{pid}/cwd")).ok(),

@@ -10,8 +10,8 @@ use std::{
 };
 
 use monitor_common::{
-    ExeKey, FLAG_EXEC_BY_TRACKED, FLAG_HELD, TRACK_DESCENDANT, TRACK_PENDING, TRACK_PYTHON,
-    VERDICT_NOT_PYTHON, VERDICT_PYTHON,
+    ExeKey, FLAG_ARGS_TRUNCATED, FLAG_EXEC_BY_TRACKED, FLAG_HELD, TRACK_DESCENDANT, TRACK_PENDING,
+    TRACK_PYTHON, VERDICT_NOT_PYTHON, VERDICT_PYTHON,
 };
 
 use crate::{
@@ -249,7 +249,7 @@ impl<K: KernelState> Tracker<K> {
             self.untracked.insert(pid);
             return false;
         };
-        let Lineage { ppid, exe, argv } = Lineage::read(pid).unwrap_or_default();
+        let Lineage { ppid, exe, argv, argv_truncated } = Lineage::read(pid).unwrap_or_default();
         self.kernel.track(pid, TRACK_PYTHON);
         self.table.insert(Process {
             pid,
@@ -257,6 +257,7 @@ impl<K: KernelState> Tracker<K> {
             tracking: TRACK_PYTHON,
             exe,
             argv,
+            argv_truncated,
             python: Some(python),
             cwd: fs::read_link(format!("/proc/{pid}/cwd")).ok(),
             container: crate::k8s::cgroup::of_pid(pid),
@@ -324,6 +325,7 @@ impl<K: KernelState> Tracker<K> {
             exe_key: exec.exe,
             exe: fs::read_link(format!("/proc/{pid}/exe")).ok().or_else(|| path_of(&exec.filename)),
             argv: exec.argv.clone(),
+            argv_truncated: exec.header.flags & FLAG_ARGS_TRUNCATED != 0,
             // Ran before its probes were attached: its first markers may be missing.
             late,
             python,
