@@ -242,3 +242,133 @@ fn which(program: &str) -> Result<std::path::PathBuf, ()> {
         .find(|p| p.is_file())
         .ok_or(())
 }
+
+/// Runtime code never alerts, so the kernel stops recording a process whose code is all
+/// runtime; module-level code run later, and children, must still be seen from their first
+/// call.
+#[test]
+fn runtime_code_goes_unrecorded_and_code_after_it_still_alerts() {
+    let bait = integration_tests::Bait::create();
+    let modules = bait.dir.path().join("modules");
+    fs::create_dir_all(&modules).unwrap();
+    let read_netrc = "import os\nopen(os.path.expanduser('~/.netrc')).close()\n";
+    fs::write(modules.join("late_module.py"), read_netrc).unwrap();
+    fs::write(modules.join("child_module.py"), read_netrc).unwrap();
+    let target = bait.dir.file("target.txt", "x");
+    let app = bait.dir.file(
+        "app.py",
+        "import os, sys, time\n\
+         sys.path.insert(0, sys.argv[1])\n\
+         time.sleep(0.5)\n\
+         for _ in range(2000):\n    open(sys.argv[2], 'rb').close()\n\
+         open(os.path.expanduser('~/.netrc')).close()\n\
+         import late_module\n\
+         child = os.fork()\n\
+         if child == 0:\n    import child_module\n    os._exit(0)\n\
+         os.waitpid(child, 0)\n\
+         print(child)\n",
+    );
+    let premain = Premain::start_alerts(&[]);
+    let skipped = || premain.metric(r#"premain_runtime_calls_skipped_total{hook="open"}"#);
+    let netrc = bait.netrc();
+    let mut ran = Vec::new();
+    for py in pythons() {
+        let before = skipped();
+        let run = Command::new(&py.path)
+            .arg(&app)
+            .arg(&modules)
+            .arg(&target)
+            .env("HOME", bait.dir.path().join("home"))
+            .env_remove("PYTHONPATH")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let parent = run.id();
+        let out = run.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}: {}", py.label, String::from_utf8_lossy(&out.stderr));
+        let child: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let module_alert = |pid: u32, module: &str| {
+            premain.wait_for(&format!("{}: the alert of {module}", py.label), |v| {
+                v["kind"] == "alert"
+                    && v["process"]["pid"] == pid
+                    && v["culprit"]["module"] == module
+                    && v["action"]["path"] == netrc.to_str().unwrap()
+            })
+        };
+        let late = module_alert(parent, "late_module");
+        assert_eq!(late["phase"], "import", "{}: {late}", py.label);
+        let from_child = module_alert(child, "child_module");
+        assert_eq!(from_child["phase"], "import", "{}: {from_child}", py.label);
+        assert_eq!(from_child["process"]["ppid"], parent, "{}", py.label);
+        // The runtime read of the same file did not alert on its own.
+        let of_parent = premain.alerts().into_iter().filter(|a| a["process"]["pid"] == parent).count();
+        assert_eq!(of_parent, 1, "{}", py.label);
+        // Most of the 2,000 runtime opens were never recorded (the first ones may be, until
+        // premain has read that main code started).
+        // (The counter is sampled about once a second.)
+        integration_tests::eventually(&format!("{}: 1,500 runtime opens skipped", py.label), || {
+            skipped() - before >= 1500.0
+        });
+        ran.push(py.label);
+    }
+    let (status, _) = premain.stop();
+    assert!(status.success());
+    eprintln!("CPython interpreters exercised: {}", ran.join(", "));
+}
+
+/// On 3.12+ the `PySys_Audit` probe (a trap on every audit event) is detached from an image
+/// once `_PyInterpreterState_SetRunningMain` has been seen marking main; later runs are
+/// phased from that marker and the command line alone. Older interpreters keep the audit
+/// probe.
+#[test]
+fn running_main_replaces_the_audit_probe_where_it_exists() {
+    let dir = TempDir::new("running-main");
+    let modules = dir.path().join("modules");
+    fs::create_dir_all(&modules).unwrap();
+    let target = dir.file("target.txt", "x");
+    let from_module = dir.file("from-module.txt", "x");
+    fs::write(modules.join("imported_here.py"), format!("open({from_module:?}).close()\n")).unwrap();
+    // Found before premain starts: finding them runs them.
+    let found = pythons();
+    let premain = Premain::start(&[]);
+    let mut ran = Vec::new();
+    for py in &found {
+        let run = |how: &[&str]| {
+            let mut cmd = Command::new(&py.path);
+            cmd.args(how).env("PYTHONPATH", &modules);
+            let child = cmd.spawn().unwrap();
+            let pid = child.id();
+            assert!(child.wait_with_output().unwrap().status.success(), "{}", py.label);
+            premain.wait_exit(pid);
+            pid
+        };
+        let code = format!("open({:?}).close(); import imported_here", target.to_str().unwrap());
+        let script = dir.file("script.py", &format!("{code}\n"));
+        let first = run(&["-c", &code]);
+        for pid in [run(&["-c", &code]), run(&[script.to_str().unwrap()]), first] {
+            let events: Vec<Value> = premain.events().into_iter().filter(|e| e["pid"] == pid).collect();
+            let phase_of = |path: &str| {
+                let open = events.iter().find(|e| e["hook"] == "open" && e["path"] == path);
+                open.unwrap_or_else(|| panic!("{}: no open of {path}: {events:#?}", py.label))["phase"]
+                    .clone()
+            };
+            assert_eq!(phase_of(target.to_str().unwrap()), "runtime", "{}", py.label);
+            assert_eq!(phase_of(from_module.to_str().unwrap()), "import", "{}", py.label);
+            let markers: Vec<&str> = events.iter().filter_map(|e| e["marker"].as_str()).collect();
+            let mains: Vec<&&str> = markers.iter().filter(|m| m.contains("main")).collect();
+            match (py.version >= (3, 12), pid == first) {
+                (true, true) => assert_eq!(mains, [&"running_main", &"main"], "{}: {markers:?}", py.label),
+                (true, false) => assert_eq!(mains, [&"running_main"], "{}: audit probe detached", py.label),
+                (false, _) => assert_eq!(mains, [&"main"], "{}", py.label),
+            }
+        }
+        ran.push(py.label.clone());
+    }
+    let (status, stderr) = premain.stop();
+    assert!(status.success());
+    let detached = stderr.lines().filter(|l| l.contains("PySys_Audit probe detached")).count();
+    let newer = found.iter().filter(|p| p.version >= (3, 12)).count();
+    assert_eq!(detached, newer, "{stderr}");
+    eprintln!("CPython interpreters exercised: {}", ran.join(", "));
+}

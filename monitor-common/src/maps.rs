@@ -12,6 +12,14 @@ pub const VERDICTS: &str = "VERDICTS";
 pub const SYSCALLS: &str = "SYSCALLS";
 /// Per-CPU `u64` counters, indexed by [`counter_index`].
 pub const COUNTERS: &str = "COUNTERS";
+/// `tgid -> u64`: the process's *generation*, a `CLOCK_MONOTONIC` time the kernel renews
+/// whenever the phase of the process may change (exec, fork, entry of a code object). Records
+/// that set it carry the same time in their header.
+pub const GENERATIONS: &str = "GENERATIONS";
+/// `tgid -> u64`: written by the daemon when everything the process does is runtime (nothing
+/// it does can alert) as of generation N. While the process is still at generation N, its
+/// open, connect and send records are not made at all.
+pub const QUIET: &str = "QUIET";
 /// `u32` switches the daemon flips at run time (`CONTROL_*` indexes).
 pub const CONTROL: &str = "CONTROL";
 /// Global holding the daemon's own tgid: its processes are never tracked.
@@ -96,7 +104,9 @@ pub const COUNT_LOST_INFLIGHT: u32 = 2;
 pub const COUNT_LOST_TRACKED: u32 = 3;
 /// Record sent with a field the kernel could not read (user memory not paged in, ...).
 pub const COUNT_READ_FAILED: u32 = 4;
-pub const COUNT_KINDS: u32 = 5;
+/// Record not made: the process was quiet (runtime code, see [`QUIET`]).
+pub const COUNT_QUIET: u32 = 5;
+pub const COUNT_KINDS: u32 = 6;
 pub const COUNTER_SLOTS: u32 = HOOK_COUNT * COUNT_KINDS;
 
 #[inline(always)]

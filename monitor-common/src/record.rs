@@ -64,6 +64,9 @@ pub const MARK_MAIN: u32 = 1;
 pub const MARK_EVAL_ENTER: u32 = 2;
 /// `PyEval_EvalCode` returned.
 pub const MARK_EVAL_EXIT: u32 = 3;
+/// `_PyInterpreterState_SetRunningMain` (3.12+), called once right before the user's code is
+/// dispatched: the same moment as [`MARK_MAIN`], without its name or argument.
+pub const MARK_RUNNING_MAIN: u32 = 4;
 
 /// Uprobe cookies carry the layout of the CPython objects a probe reads, so one program
 /// serves every CPython build.

@@ -19,7 +19,7 @@ use monitor_common::{
 
 use crate::{
     emit::{count, fill_header, scratch, send},
-    maps::{SYSCALLS, TRACKED, VERDICTS, control, self_tgid},
+    maps::{TRACKED, VERDICTS, control, self_tgid},
     process::{save_if_tracked, take_saved},
     task,
 };
@@ -176,7 +176,7 @@ pub fn exec_image(ctx: TracePointContext) -> u32 {
     let old_pid = unsafe { ctx.read_at::<i32>(16) }.unwrap_or(tid as i32) as u32;
     if old_pid != tid {
         // A non-leader thread exec'd and took the leader's tid: its saved args are orphaned.
-        let _ = SYSCALLS.remove(old_pid);
+        crate::process::forget_saved(old_pid);
     }
     let exe = task::current_exe();
     // SAFETY: copied out.
@@ -202,6 +202,8 @@ pub fn exec_image(ctx: TracePointContext) -> u32 {
         return 0;
     };
     fill_header(&mut rec.header, RECORD_IMAGE);
+    // A new image starts its own phases.
+    crate::process::renew_generation(tgid, rec.header.ktime_ns);
     if by_tracked {
         rec.header.flags |= FLAG_EXEC_BY_TRACKED;
     }

@@ -10,7 +10,7 @@ use monitor_common::{
 
 use crate::{
     emit::{fill_header, scratch, send},
-    process::{save_if_tracked, take_saved},
+    process::{save_if_recorded, take_saved},
 };
 
 const ENAMETOOLONG: i64 = 36;
@@ -24,13 +24,13 @@ const RET: usize = 16;
 
 #[tracepoint(category = "syscalls", name = "sys_enter_openat")]
 pub fn file_enter_openat(ctx: TracePointContext) -> u32 {
-    save_if_tracked(&ctx, HOOK_OPEN, SYSCALL_OPENAT, [ARG0, ARG1, ARG2, ARG3]);
+    save_if_recorded(&ctx, HOOK_OPEN, SYSCALL_OPENAT, [ARG0, ARG1, ARG2, ARG3]);
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
 pub fn file_enter_openat2(ctx: TracePointContext) -> u32 {
-    save_if_tracked(&ctx, HOOK_OPEN, SYSCALL_OPENAT2, [ARG0, ARG1, ARG2, ARG3]);
+    save_if_recorded(&ctx, HOOK_OPEN, SYSCALL_OPENAT2, [ARG0, ARG1, ARG2, ARG3]);
     0
 }
 

@@ -1,10 +1,14 @@
 //! premain's kernel programs.
 //!
 //! Hot paths (every open, connect and exec on the node) cost one map lookup for processes that
-//! are not tracked: entry handlers look the tgid up in `TRACKED`, exit handlers look the tid up
-//! in `SYSCALLS`, which only holds entries that a tracked entry handler saved.
+//! are not tracked: entry handlers look the tgid up in `TRACKED`; exit handlers read the
+//! `INFLIGHT` count (an inlined array read) and look the tid up in `SYSCALLS` only while some
+//! tracked thread is inside a traced syscall.
 #![no_std]
 #![no_main]
+// Atomic adds on map values (BPF `XADD`): core's atomic types are not available for BPF.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod emit;
 mod exec;

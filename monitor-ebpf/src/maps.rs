@@ -15,10 +15,21 @@ pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 pub(crate) static TRACKED: HashMap<u32, u32> = HashMap::with_max_entries(TRACKED_MAX, 0);
 
 #[map]
+pub(crate) static GENERATIONS: HashMap<u32, u64> = HashMap::with_max_entries(TRACKED_MAX, 0);
+
+#[map]
+pub(crate) static QUIET: HashMap<u32, u64> = HashMap::with_max_entries(TRACKED_MAX, 0);
+
+#[map]
 pub(crate) static VERDICTS: LruHashMap<ExeKey, u32> = LruHashMap::with_max_entries(VERDICTS_MAX, 0);
 
 #[map]
 pub(crate) static SYSCALLS: HashMap<u32, InFlight> = HashMap::with_max_entries(SYSCALLS_MAX, 0);
+
+/// How many `SYSCALLS` entries may exist (never fewer than do): while it is 0, a syscall exit
+/// needs no hash lookup, which is most of the cost premain adds to untracked processes.
+#[map]
+pub(crate) static INFLIGHT: Array<u64> = Array::with_max_entries(1, 0);
 
 #[map]
 pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);

@@ -14,12 +14,12 @@ use monitor_common::{
 
 use crate::{
     emit::{fill_header, scratch, send},
-    process::{current_tracked, save, save_if_tracked, take_saved},
+    process::{current_quiet, current_tracked, save, save_if_recorded, take_saved},
 };
 
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
 pub fn net_enter_connect(ctx: TracePointContext) -> u32 {
-    save_if_tracked(&ctx, HOOK_CONNECT, SYSCALL_CONNECT, [16, 24, 32]);
+    save_if_recorded(&ctx, HOOK_CONNECT, SYSCALL_CONNECT, [16, 24, 32]);
     0
 }
 
@@ -45,7 +45,7 @@ pub fn net_enter_sendto(ctx: TracePointContext) -> u32 {
             ctx.read_at::<u64>(56).unwrap_or(0),
         )
     };
-    if addr != 0 {
+    if addr != 0 && !current_quiet(HOOK_SEND) {
         save(HOOK_SEND, InFlight { syscall: SYSCALL_SENDTO, _pad: 0, args: [fd, addr, addr_len, 0, 0] });
     }
     0
@@ -62,7 +62,7 @@ pub fn net_enter_sendmsg(ctx: TracePointContext) -> u32 {
     // struct msghdr { void *msg_name; int msg_namelen; ... }
     // SAFETY: the helper validates the user address.
     let name = unsafe { read_user(msg as *const u64) }.unwrap_or(0);
-    if name == 0 {
+    if name == 0 || current_quiet(HOOK_SEND) {
         return 0;
     }
     // SAFETY: as above.

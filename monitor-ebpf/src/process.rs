@@ -1,18 +1,20 @@
 //! Process lifecycle (fork, exit) and the tracked-process bookkeeping shared by all hooks.
 
+use core::intrinsics::AtomicOrdering;
+
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
 use monitor_common::{
-    COUNT_LOST_INFLIGHT, COUNT_LOST_TRACKED, ExitRecord, ForkRecord, HOOK_EXIT, HOOK_FORK, InFlight,
-    RECORD_EXIT, RECORD_FORK, TRACK_DESCENDANT, TRACK_PENDING, TRACK_PYTHON,
+    COUNT_LOST_INFLIGHT, COUNT_LOST_TRACKED, COUNT_QUIET, ExitRecord, ForkRecord, HOOK_EXIT, HOOK_FORK,
+    InFlight, RECORD_EXIT, RECORD_FORK, TRACK_DESCENDANT, TRACK_PENDING, TRACK_PYTHON,
 };
 
 use crate::{
     emit::{count, fill_header, scratch, send},
-    maps::{SYSCALLS, TRACKED, offsets},
+    maps::{GENERATIONS, INFLIGHT, QUIET, SYSCALLS, TRACKED, offsets},
     task,
 };
 
@@ -25,9 +27,13 @@ pub(crate) fn save_if_tracked<const N: usize>(
     syscall: u32,
     arg_offsets: [usize; N],
 ) {
-    if !current_tracked() {
-        return;
+    if current_tracked() {
+        save_args(ctx, hook, syscall, arg_offsets);
     }
+}
+
+#[inline(always)]
+fn save_args<const N: usize>(ctx: &TracePointContext, hook: u32, syscall: u32, arg_offsets: [usize; N]) {
     let mut call = InFlight { syscall, _pad: 0, args: [0; 5] };
     let mut i = 0;
     while i < N && i < call.args.len() {
@@ -36,6 +42,50 @@ pub(crate) fn save_if_tracked<const N: usize>(
         i += 1;
     }
     save(hook, call);
+}
+
+/// [`save_if_tracked`] for hooks whose records only matter outside runtime code (open,
+/// connect): nothing is saved while the process is quiet.
+#[inline(always)]
+pub(crate) fn save_if_recorded<const N: usize>(
+    ctx: &TracePointContext,
+    hook: u32,
+    syscall: u32,
+    arg_offsets: [usize; N],
+) {
+    if current_tracked() && !current_quiet(hook) {
+        save_args(ctx, hook, syscall, arg_offsets);
+    }
+}
+
+/// The current process is quiet; the call it skips is counted under `hook`.
+#[inline(always)]
+pub(crate) fn current_quiet(hook: u32) -> bool {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let quiet = quiet(tgid);
+    if quiet {
+        count(hook, COUNT_QUIET);
+    }
+    quiet
+}
+
+/// The daemon declared the process quiet at the generation it is still in.
+#[inline(always)]
+fn quiet(tgid: u32) -> bool {
+    // SAFETY: copied out.
+    let Some(declared) = (unsafe { QUIET.get(tgid) }).copied() else { return false };
+    // SAFETY: copied out.
+    (unsafe { GENERATIONS.get(tgid) }).is_some_and(|now| *now == declared)
+}
+
+/// Starts a new generation of `tgid`: whatever the daemon declared about it no longer holds.
+/// `ktime_ns` is the header time of the record that reports the change.
+#[inline(always)]
+pub(crate) fn renew_generation(tgid: u32, ktime_ns: u64) {
+    if GENERATIONS.insert(tgid, ktime_ns, 0).is_err() {
+        // No generation: never quiet, so nothing is lost; the daemon just gets every record.
+        let _ = QUIET.remove(tgid);
+    }
 }
 
 #[inline(always)]
@@ -49,20 +99,45 @@ pub(crate) fn current_tracked() -> bool {
 #[inline(always)]
 pub(crate) fn save(hook: u32, call: InFlight) {
     let tid = bpf_get_current_pid_tgid() as u32;
+    // Counted before the entry exists, so an exit never sees an entry with a count of 0.
+    add_inflight(1);
     if SYSCALLS.insert(tid, call, 0).is_err() {
+        add_inflight(u64::MAX);
         count(hook, COUNT_LOST_INFLIGHT);
     }
 }
 
 /// At syscall exit: takes the arguments saved at entry, if they belong to one of `syscalls`.
-/// For an untracked process this is the only map operation.
+/// For an untracked process this is at most an array read, or one hash lookup while some
+/// tracked thread is inside a syscall.
 #[inline(always)]
 pub(crate) fn take_saved(syscalls: [u32; 2]) -> Option<InFlight> {
+    if INFLIGHT.get(0).copied().unwrap_or(1) == 0 {
+        return None;
+    }
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: the value is copied out before the entry is removed.
     let call = (unsafe { SYSCALLS.get(tid) }).copied()?;
-    let _ = SYSCALLS.remove(tid);
+    forget_saved(tid);
     syscalls.contains(&call.syscall).then_some(call)
+}
+
+/// Drops the arguments `tid` saved, if any.
+#[inline(always)]
+pub(crate) fn forget_saved(tid: u32) {
+    if SYSCALLS.remove(tid).is_ok() {
+        add_inflight(u64::MAX);
+    }
+}
+
+/// Adds `delta` (`u64::MAX` subtracts one) to the in-flight count, atomically.
+#[inline(always)]
+fn add_inflight(delta: u64) {
+    if let Some(slot) = INFLIGHT.get_ptr_mut(0) {
+        // SAFETY: a valid, aligned map value shared by all CPUs: only touched atomically
+        // (the result is unused, which the BPF `XADD` instruction needs).
+        unsafe { core::intrinsics::atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, delta) };
+    }
 }
 
 /// Raw tracepoint: its arguments are the parent and child `task_struct`s, which tell a new
@@ -97,6 +172,9 @@ pub fn process_fork(ctx: RawTracePointContext) -> u32 {
     rec.child_tid = child_tid;
     rec.is_thread = u32::from(is_thread);
     rec.tracking = if is_thread { flags } else { child_flags };
+    if !is_thread {
+        renew_generation(child_pid, rec.header.ktime_ns);
+    }
     let len = core::mem::size_of::<ForkRecord>();
     rec.header.size = len as u32;
     send(HOOK_FORK, rec, len);
@@ -112,7 +190,7 @@ pub fn process_exit(ctx: TracePointContext) -> u32 {
         return 0;
     }
     // A thread killed inside a traced syscall never reaches the exit handler.
-    let _ = SYSCALLS.remove(tid);
+    forget_saved(tid);
     let group_dead_at = offsets().tp_exit_group_dead;
     let process_ends = if group_dead_at == 0 {
         tid == tgid
@@ -124,6 +202,8 @@ pub fn process_exit(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let _ = TRACKED.remove(tgid);
+    let _ = GENERATIONS.remove(tgid);
+    let _ = QUIET.remove(tgid);
     let Some(rec) = scratch::<ExitRecord>() else {
         return 0;
     };

@@ -1,5 +1,5 @@
-//! Uprobes on CPython images: where the user's code starts (`PySys_Audit("cpython.run_*")`)
-//! and which code object runs (`PyEval_EvalCode` entry and return). Together with the syscall
+//! Uprobes on CPython images: where the user's code starts (`PySys_Audit("cpython.run_*")`,
+//! and `_PyInterpreterState_SetRunningMain` on 3.12+) and which code object runs (`PyEval_EvalCode` entry and return). Together with the syscall
 //! records they let the daemon tell start-up, import and runtime apart.
 //!
 //! A uprobe fires for every process mapping the image; only processes the kernel tracks as
@@ -17,12 +17,13 @@ use aya_ebpf::{
 };
 use monitor_common::{
     FLAG_PATH_TRUNCATED, FLAG_READ_FAILED, HOOK_PYTHON, MARK_EVAL_ENTER, MARK_EVAL_EXIT, MARK_MAIN,
-    MARK_NAME_MAX, MARK_TEXT_MAX, MarkerRecord, ProbeCookie, RECORD_MARKER, TRACK_PYTHON,
+    MARK_NAME_MAX, MARK_RUNNING_MAIN, MARK_TEXT_MAX, MarkerRecord, ProbeCookie, RECORD_MARKER, TRACK_PYTHON,
 };
 
 use crate::{
     emit::{fill_header, scratch, send},
     maps::TRACKED,
+    process::renew_generation,
 };
 
 const RUN_PREFIX: [u8; 12] = *b"cpython.run_";
@@ -152,6 +153,19 @@ pub fn python_audit(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// `int _PyInterpreterState_SetRunningMain(PyInterpreterState *interp)` (3.12+). Unlike
+/// `PySys_Audit`, it runs once per process, so once the daemon has seen it precede the audit
+/// event on an image, it detaches the `PySys_Audit` probe from that image.
+#[uprobe]
+pub fn python_running_main(_ctx: ProbeContext) -> u32 {
+    if !python_process() {
+        return 0;
+    }
+    let Some(rec) = marker(MARK_RUNNING_MAIN) else { return 0 };
+    finish(rec);
+    0
+}
+
 /// `PyObject *PyEval_EvalCode(PyObject *co, PyObject *globals, PyObject *locals)`.
 #[uprobe]
 pub fn python_eval_enter(ctx: ProbeContext) -> u32 {
@@ -161,6 +175,9 @@ pub fn python_eval_enter(ctx: ProbeContext) -> u32 {
     let layout = cookie(&ctx);
     let code = ctx.arg::<u64>(0).unwrap_or(0);
     let Some(rec) = marker(MARK_EVAL_ENTER) else { return 0 };
+    // Module-level code may start here: the daemon must see this process's records again
+    // until it has read this marker.
+    renew_generation(rec.header.pid, rec.header.ktime_ns);
     // SAFETY: the helper validates the user address.
     let filename = match unsafe { bpf_probe_read_user((code + u64::from(layout.co_filename)) as *const u64) }
     {

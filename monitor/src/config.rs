@@ -54,11 +54,18 @@ pub struct Limits {
     pub max_processes: usize,
     /// Alerts and loss records queued in memory per sink before they count as lost.
     pub queue_capacity: usize,
+    /// Keep recording opens, connects and sends of processes whose code is all runtime.
+    pub record_runtime: bool,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { ring_buffer_size: Spanned::new(0..0, 8 << 20), max_processes: 65_536, queue_capacity: 4096 }
+        Self {
+            ring_buffer_size: Spanned::new(0..0, 8 << 20),
+            max_processes: 65_536,
+            queue_capacity: 4096,
+            record_runtime: false,
+        }
     }
 }
 

@@ -2,8 +2,8 @@
 
 use aya::maps::{MapData, PerCpuArray};
 use monitor_common::{
-    COUNT_KINDS, COUNT_LOST_INFLIGHT, COUNT_LOST_RINGBUF, COUNT_LOST_TRACKED, COUNT_READ_FAILED, COUNT_SENT,
-    HOOK_CONNECT, HOOK_COUNT, HOOK_EXEC, HOOK_EXIT, HOOK_FORK, HOOK_OPEN, HOOK_PYTHON, HOOK_SEND,
+    COUNT_KINDS, COUNT_LOST_INFLIGHT, COUNT_LOST_RINGBUF, COUNT_LOST_TRACKED, COUNT_QUIET, COUNT_READ_FAILED,
+    COUNT_SENT, HOOK_CONNECT, HOOK_COUNT, HOOK_EXEC, HOOK_EXIT, HOOK_FORK, HOOK_OPEN, HOOK_PYTHON, HOOK_SEND,
     counter_index,
 };
 use serde_json::{Value, json};
@@ -53,6 +53,11 @@ impl Snapshot {
 
     pub fn sent(&self, hook: u32) -> u64 {
         self.0.get(hook as usize).map_or(0, |c| c[COUNT_SENT as usize])
+    }
+
+    /// Calls of quiet processes not recorded.
+    pub fn quiet(&self, hook: u32) -> u64 {
+        self.0.get(hook as usize).map_or(0, |c| c[COUNT_QUIET as usize])
     }
 
     pub fn lost(&self, hook: u32) -> u64 {

@@ -216,7 +216,8 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         clock,
         malformed: 0,
         printed: 0,
-        engine: PhaseEngine::new(install::detector()),
+        engine: PhaseEngine::new(install::detector())
+            .with_quiet(!opts.events && !config.limits.record_runtime),
         rules,
         alerts,
         sinks,
@@ -281,6 +282,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     out.publish_all(closed);
     let final_counts = report_losses(&counters, &last_counts, &out);
     let lost: u64 = (0..monitor_common::HOOK_COUNT).map(|h| final_counts.lost(h)).sum();
+    let runtime_skipped: u64 = (0..monitor_common::HOOK_COUNT).map(|h| final_counts.quiet(h)).sum();
     tracing::info!(
         records = tracker.stats.records,
         events = out.printed,
@@ -288,6 +290,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         folded = out.alerts.folded,
         malformed = out.malformed,
         lost,
+        runtime_skipped,
         not_python = tracker.stats.dropped_not_python,
         unjudged = tracker.stats.unjudged,
         "stopped reading; delivering queued alerts"
@@ -449,6 +452,13 @@ fn drain(
         };
         let Some(event) = tracker.handle(record) else { continue };
         let context = out.engine.observe(&event);
+        out.engine.quiet_updates(&event, |pid, generation| tracker.kernel().set_quiet(pid, generation));
+        for (pid, running_main) in out.engine.take_main_checks() {
+            let image = tracker.table.get(pid).and_then(|p| p.python.as_ref()).map(|i| i.image.clone());
+            if let Some(image) = image {
+                tracker.kernel().probes.main_checked(&image, running_main);
+            }
+        }
         if out.events {
             let mut line = event.to_json(&out.clock);
             if let Value::Object(obj) = &mut line {
@@ -501,6 +511,10 @@ fn report_losses(
         let sent = now.sent(hook).saturating_sub(before.sent(hook));
         if sent > 0 {
             out.metrics.events.with_label_values(&[hook_name(hook)]).inc_by(sent);
+        }
+        let skipped = now.quiet(hook).saturating_sub(before.quiet(hook));
+        if skipped > 0 {
+            out.metrics.runtime_skipped.with_label_values(&[hook_name(hook)]).inc_by(skipped);
         }
     }
     let time = rfc3339(std::time::SystemTime::now());

@@ -5,9 +5,9 @@ use std::mem::{offset_of, size_of};
 
 use monitor_common::{
     ARGS_MAX, ConnectRecord, ExeKey, ExecRecord, ExitRecord, ForkRecord, MARK_EVAL_ENTER, MARK_EVAL_EXIT,
-    MARK_MAIN, MARK_TEXT_MAX, MarkerRecord, OpenRecord, PATH_MAX, RECORD_CONNECT, RECORD_EXEC_FAILED,
-    RECORD_EXIT, RECORD_FORK, RECORD_IMAGE, RECORD_MARKER, RECORD_OPEN, RECORD_SEND, RecordHeader,
-    SOCKADDR_MAX,
+    MARK_MAIN, MARK_RUNNING_MAIN, MARK_TEXT_MAX, MarkerRecord, OpenRecord, PATH_MAX, RECORD_CONNECT,
+    RECORD_EXEC_FAILED, RECORD_EXIT, RECORD_FORK, RECORD_IMAGE, RECORD_MARKER, RECORD_OPEN, RECORD_SEND,
+    RecordHeader, SOCKADDR_MAX,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,6 +94,8 @@ pub enum Mark {
         how: String,
         target: Vec<u8>,
     },
+    /// The user's code starts (3.12+): what it is comes from the command line.
+    RunningMain,
     /// A code object starts running; its `co_filename`, empty when unreadable.
     EvalEnter {
         filename: Vec<u8>,
@@ -254,6 +256,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 }
                 MARK_EVAL_ENTER => Mark::EvalEnter { filename: text.to_vec() },
                 MARK_EVAL_EXIT => Mark::EvalExit,
+                MARK_RUNNING_MAIN => Mark::RunningMain,
                 other => return Err(DecodeError::UnknownKind(other << 16 | RECORD_MARKER)),
             };
             Ok(Record::Marker(Marker { header: head, mark }))
@@ -427,6 +430,10 @@ mod tests {
         assert!(decode(&bad).is_err());
         bad = marker(5, 6, MARK_EVAL_EXIT, b"", 0, b"");
         assert_eq!(decode(&bad).unwrap().header().pid, 5);
+        let Record::Marker(m) = decode(&marker(5, 6, MARK_RUNNING_MAIN, b"", 0, b"")).unwrap() else {
+            panic!("not a marker")
+        };
+        assert_eq!(m.mark, Mark::RunningMain);
     }
 
     #[test]

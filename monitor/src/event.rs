@@ -335,6 +335,9 @@ impl Event {
                     obj.insert("marker".into(), json!("eval_enter"));
                     put_bytes(&mut obj, "filename", filename);
                 }
+                Mark::RunningMain => {
+                    obj.insert("marker".into(), json!("running_main"));
+                }
                 Mark::EvalExit => {
                     obj.insert("marker".into(), json!("eval_exit"));
                 }

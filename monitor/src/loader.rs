@@ -6,7 +6,8 @@ use aya::{
     programs::{ProgramError, RawTracePoint, TracePoint, UProbe},
 };
 use monitor_common::{
-    CONTROL, CONTROL_HOLD, COUNTERS, EVENTS, ExeKey, KernelOffsets, OFFSETS, SELF_TGID, TRACKED, VERDICTS,
+    CONTROL, CONTROL_HOLD, COUNTERS, EVENTS, ExeKey, KernelOffsets, OFFSETS, QUIET, SELF_TGID, TRACKED,
+    VERDICTS,
 };
 
 use crate::{error::StartError, probes::Probes};
@@ -65,6 +66,8 @@ pub struct KernelMaps {
     pub tracked: HashMap<MapData, u32, u32>,
     pub verdicts: HashMap<MapData, ExeKey, u32>,
     pub control: Array<MapData, u32>,
+    /// `pid -> generation` declared quiet (see `monitor_common::QUIET`).
+    pub quiet: HashMap<MapData, u32, u64>,
     pub probes: Probes,
 }
 
@@ -72,6 +75,20 @@ impl KernelMaps {
     /// Switches holding of processes that run an unseen executable on or off.
     pub fn set_hold(&mut self, on: bool) -> Result<(), aya::maps::MapError> {
         self.control.set(CONTROL_HOLD, u32::from(on), 0)
+    }
+
+    /// Declares `pid` quiet as of `generation`, or forgets it. A failure only means the
+    /// process keeps being recorded.
+    pub fn set_quiet(&mut self, pid: u32, generation: Option<u64>) {
+        let result = match generation {
+            Some(generation) => self.quiet.insert(pid, generation, 0),
+            None => self.quiet.remove(&pid),
+        };
+        if let Err(err) = result
+            && generation.is_some()
+        {
+            tracing::debug!(pid, error = %err, "cannot declare process quiet");
+        }
     }
 }
 
@@ -110,8 +127,9 @@ pub fn load(offsets: &KernelOffsets, ring_buffer_bytes: u32) -> Result<Kernel, S
     let verdicts = HashMap::try_from(take(VERDICTS)?).map_err(|e| StartError::Load(e.to_string()))?;
     let counters = PerCpuArray::try_from(take(COUNTERS)?).map_err(|e| StartError::Load(e.to_string()))?;
     let control = Array::try_from(take(CONTROL)?).map_err(|e| StartError::Load(e.to_string()))?;
+    let quiet = HashMap::try_from(take(QUIET)?).map_err(|e| StartError::Load(e.to_string()))?;
     let probes = Probes::new(ebpf);
-    Ok(Kernel { events, maps: KernelMaps { tracked, verdicts, control, probes }, counters, logger })
+    Ok(Kernel { events, maps: KernelMaps { tracked, verdicts, control, quiet, probes }, counters, logger })
 }
 
 /// Loads into the kernel (verifier) and attaches every tracepoint program. Links are owned by
@@ -119,7 +137,7 @@ pub fn load(offsets: &KernelOffsets, ring_buffer_bytes: u32) -> Result<Kernel, S
 pub fn attach_all(kernel: &mut Kernel) -> Result<usize, StartError> {
     let ebpf = kernel.maps.probes.ebpf_mut().ok_or_else(|| StartError::Load("programs unloaded".into()))?;
     // The CPython probes are verified now and attached per interpreter image later.
-    for &(program, _) in crate::probes::SITES {
+    for program in crate::probes::programs() {
         let probe: &mut UProbe = program_mut(ebpf, program)?.try_into().map_err(refused(program))?;
         probe.load().map_err(refused(program))?;
     }

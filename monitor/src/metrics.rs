@@ -38,6 +38,7 @@ pub struct Metrics {
     max_label_values: usize,
     pub alerts_folded: IntCounter,
     pub events: IntCounterVec,
+    pub runtime_skipped: IntCounterVec,
     pub lost: IntCounterVec,
     pub tracked_processes: IntGauge,
     pub interpreter_images: IntGauge,
@@ -88,6 +89,11 @@ impl Metrics {
             max_label_values,
             alerts_folded: counter("alerts_folded_total", "Alert repeats folded into an open alert"),
             events: counter_vec("events_total", "Records of tracked processes received, by hook", &["hook"]),
+            runtime_skipped: counter_vec(
+                "runtime_calls_skipped_total",
+                "Calls of processes whose code was all runtime that the kernel did not record, by hook",
+                &["hook"],
+            ),
             lost: counter_vec(
                 "events_lost_total",
                 "Records or alerts lost, by hook and stage (ring_buffer, kernel_table, decode, userspace_queue, sink)",
@@ -153,6 +159,7 @@ impl Metrics {
             Box::new(metrics.alerts.clone()),
             Box::new(metrics.alerts_folded.clone()),
             Box::new(metrics.events.clone()),
+            Box::new(metrics.runtime_skipped.clone()),
             Box::new(metrics.lost.clone()),
             Box::new(metrics.tracked_processes.clone()),
             Box::new(metrics.interpreter_images.clone()),

@@ -160,6 +160,8 @@ struct Proc {
     /// Was running before premain (or forked from such a process without exec).
     runtime_only: bool,
     main: Option<Main>,
+    /// The main marker came from `_PyInterpreterState_SetRunningMain`.
+    running_main_seen: bool,
     main_frame_seen: bool,
     last_pth: Option<PathBuf>,
     /// The script of `python script.py`, for the syscall-order fallback.
@@ -167,6 +169,11 @@ struct Proc {
     install: Option<Culprit>,
     taint: Option<Arc<Origin>>,
     threads: HashMap<u32, Thread>,
+    /// The kernel's generation of the process as of the last record read (see
+    /// `monitor_common::GENERATIONS`); `None` until a record that renews it.
+    generation: Option<u64>,
+    /// The generation it was last declared quiet at.
+    declared_quiet: Option<u64>,
 }
 
 /// Frames deeper than this are not recorded (a runaway recursion of `exec`); their returns
@@ -176,11 +183,29 @@ const MAX_FRAMES: usize = 256;
 pub struct PhaseEngine {
     procs: HashMap<u32, Proc>,
     detect_install: InstallDetector,
+    quiet: bool,
+    /// Processes forgotten while declared quiet, whose declaration is to be withdrawn.
+    forgotten: Vec<u32>,
+    /// `(pid, running_main_seen)` at each `cpython.run_*` audit marker.
+    main_checks: Vec<(u32, bool)>,
 }
 
 impl PhaseEngine {
     pub fn new(detect_install: InstallDetector) -> Self {
-        Self { procs: HashMap::new(), detect_install }
+        Self {
+            procs: HashMap::new(),
+            detect_install,
+            quiet: false,
+            forgotten: Vec::new(),
+            main_checks: Vec::new(),
+        }
+    }
+
+    /// Lets [`Self::quiet_updates`] declare processes whose code is all runtime quiet, so the
+    /// kernel stops recording their opens, connects and sends (nothing they do can alert).
+    pub fn with_quiet(mut self, on: bool) -> Self {
+        self.quiet = on;
+        self
     }
 
     /// Applies `event` and returns the phase of the acting thread as it was when it acted.
@@ -195,19 +220,27 @@ impl PhaseEngine {
             Action::Image { .. } => {
                 let inherited = self.procs.get(&pid).and_then(|p| p.taint.clone());
                 self.start(pid, &event.process, inherited);
+                self.renewed(pid, event.header.ktime_ns);
                 return self.context(pid, tid);
             }
             Action::Exec { image: Some(image), .. } => {
                 let taint = self.pass_on(pid, tid, &context);
                 self.start(pid, image, taint);
+                self.renewed(pid, event.header.ktime_ns);
             }
             Action::Fork { child_pid, child_tid, thread } => {
-                self.fork(pid, tid, *child_pid, *child_tid, *thread, &context)
+                self.fork(pid, tid, *child_pid, *child_tid, *thread, &context);
+                if !*thread {
+                    self.renewed(*child_pid, event.header.ktime_ns);
+                }
             }
-            Action::Exit { .. } => {
-                self.procs.remove(&pid);
+            Action::Exit { .. } => self.forget(pid),
+            Action::Marker(mark) => {
+                self.mark(pid, tid, mark);
+                if matches!(mark, Mark::EvalEnter { .. }) {
+                    self.renewed(pid, event.header.ktime_ns);
+                }
             }
-            Action::Marker(mark) => self.mark(pid, tid, mark),
             Action::Open { path, result, .. } => {
                 if let Some(p) = self.procs.get_mut(&pid) {
                     if *result >= 0 && path.extension() == Some(OsStr::new("pth")) {
@@ -225,9 +258,74 @@ impl PhaseEngine {
         context
     }
 
+    /// For each `cpython.run_*` audit marker read since the last call: the process, and whether
+    /// `_PyInterpreterState_SetRunningMain` had marked the same moment first.
+    pub fn take_main_checks(&mut self) -> Vec<(u32, bool)> {
+        std::mem::take(&mut self.main_checks)
+    }
+
     /// Forgets processes `alive` says are gone (their exit was not seen).
     pub fn sweep(&mut self, alive: impl Fn(u32) -> bool) {
-        self.procs.retain(|pid, _| alive(*pid));
+        let gone: Vec<u32> = self.procs.keys().copied().filter(|pid| !alive(*pid)).collect();
+        for pid in gone {
+            self.forget(pid);
+        }
+    }
+
+    fn forget(&mut self, pid: u32) {
+        if self.procs.remove(&pid).is_some_and(|p| p.declared_quiet.is_some()) {
+            self.forgotten.push(pid);
+        }
+    }
+
+    /// The kernel renewed the generation of `pid` with the record read at `ktime_ns`.
+    fn renewed(&mut self, pid: u32, ktime_ns: u64) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.generation = Some(ktime_ns);
+            p.declared_quiet = None;
+        }
+    }
+
+    /// After [`Self::observe`] of `event`: the quiet declarations to make (`Some(generation)`)
+    /// or withdraw (`None`), as `apply(pid, ...)`.
+    ///
+    /// A declaration is safe however late it arrives: it names the generation it was made
+    /// for, and the kernel renews a process's generation before any change that could make
+    /// its actions matter again (exec, fork, entry of a code object), so a stale declaration
+    /// never matches.
+    pub fn quiet_updates(&mut self, event: &Event, mut apply: impl FnMut(u32, Option<u64>)) {
+        for pid in self.forgotten.drain(..) {
+            apply(pid, None);
+        }
+        if !self.quiet {
+            return;
+        }
+        let child = match event.action {
+            Action::Fork { child_pid, thread: false, .. } => Some(child_pid),
+            _ => None,
+        };
+        for pid in std::iter::once(event.header.pid).chain(child) {
+            let Some(generation) = self.quiet_generation(pid) else { continue };
+            let Some(p) = self.procs.get_mut(&pid) else { continue };
+            if p.declared_quiet != Some(generation) {
+                p.declared_quiet = Some(generation);
+                apply(pid, Some(generation));
+            }
+        }
+    }
+
+    /// The generation at which everything `pid` does is runtime: every thread it is known to
+    /// have, and any new one, would act in `runtime`.
+    fn quiet_generation(&self, pid: u32) -> Option<u64> {
+        let p = self.procs.get(&pid)?;
+        let generation = p.generation?;
+        // Without probes, module-level code at run time cannot be told apart.
+        if p.interpreter && !p.probed {
+            return None;
+        }
+        let runtime = |tid: u32| self.context(pid, tid).phase == Phase::Runtime;
+        // Thread id 0 stands for a thread without a recorded stack or taint of its own.
+        (runtime(0) && p.threads.keys().all(|tid| runtime(*tid))).then_some(generation)
     }
 
     fn start(&mut self, pid: u32, info: &ProcessInfo, taint: Option<Arc<Origin>>) {
@@ -287,7 +385,14 @@ impl PhaseEngine {
         }
         // The child continues the parent's interpreter from inside the creating thread.
         let inside = parent.threads.get(&tid).cloned().unwrap_or_default();
-        let mut child = Proc { ppid: pid, threads: HashMap::new(), taint, ..parent.clone() };
+        let mut child = Proc {
+            ppid: pid,
+            threads: HashMap::new(),
+            taint,
+            generation: None,
+            declared_quiet: None,
+            ..parent.clone()
+        };
         if let Some(main) = &mut child.main {
             main.tid = child_tid;
         }
@@ -302,6 +407,14 @@ impl PhaseEngine {
                 if p.main.is_none() {
                     p.main = Some(Main { how: how.clone(), target: target.clone(), tid });
                 }
+                self.main_checks.push((pid, p.running_main_seen));
+            }
+            Mark::RunningMain => {
+                if p.main.is_none() {
+                    let (how, target) = main_of(&p.argv);
+                    p.main = Some(Main { how: how.to_owned(), target, tid });
+                }
+                p.running_main_seen = true;
             }
             Mark::EvalEnter { filename } => {
                 let file = PathBuf::from(OsStr::from_bytes(filename));
@@ -464,6 +577,8 @@ fn startup_culprit(frames: &[Frame], last_pth: Option<&Path>) -> Culprit {
 fn is_main_code(main: &Main, file: &Path) -> bool {
     let bytes = file.as_os_str().as_bytes();
     match main.how.as_str() {
+        // No command line to go by: the first frame at the top after the marker.
+        "unknown" => true,
         "command" => bytes == b"<string>",
         "stdin" => bytes == b"<stdin>",
         "file" => {
@@ -484,30 +599,52 @@ fn is_main_code(main: &Main, file: &Path) -> bool {
 
 /// The script of `python [options] script.py ...`, made absolute.
 fn script_of(argv: &[Vec<u8>], cwd: Option<&Path>) -> Option<PathBuf> {
+    let ("file", script) = main_of(argv) else { return None };
+    let path = Path::new(OsStr::from_bytes(&script));
+    Some(match cwd {
+        Some(cwd) if path.is_relative() => cwd.join(path),
+        _ => path.to_path_buf(),
+    })
+}
+
+/// What a CPython command line runs, as the `cpython.run_*` audit event would name it:
+/// `command` (`-c`), `module` (`-m`), `file` or `stdin`, and its argument; `unknown` without
+/// an argv.
+fn main_of(argv: &[Vec<u8>]) -> (&'static str, Vec<u8>) {
+    if argv.is_empty() {
+        return ("unknown", Vec::new());
+    }
     let mut args = argv.iter().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_slice() {
-            b"-c" | b"-m" | b"-" => return None,
-            // Options that take a value.
-            b"-W" | b"-X" | b"--check-hash-based-pycs" => {
+            b"-" => return ("stdin", Vec::new()),
+            b"--check-hash-based-pycs" => {
                 args.next();
             }
-            a if a.starts_with(b"-") => {
-                if a.len() > 2 && !a.starts_with(b"--") && (a.contains(&b'c') || a.contains(&b'm')) {
-                    // `-Bc code`, `-Im module`.
-                    return None;
+            a if a.starts_with(b"--") => {}
+            [b'-', flags @ ..] => {
+                // A cluster of one-letter options (`-Bc`, `-Wd`, `-Im`): the first that takes
+                // a value takes the rest of the cluster, or else the next argument.
+                for (i, flag) in flags.iter().enumerate() {
+                    if matches!(flag, b'c' | b'm' | b'W' | b'X') {
+                        let rest = &flags[i + 1..];
+                        let value = if rest.is_empty() {
+                            args.next().cloned().unwrap_or_default()
+                        } else {
+                            rest.to_vec()
+                        };
+                        match flag {
+                            b'c' => return ("command", value),
+                            b'm' => return ("module", value),
+                            _ => break,
+                        }
+                    }
                 }
             }
-            a => {
-                let path = Path::new(OsStr::from_bytes(a));
-                return Some(match cwd {
-                    Some(cwd) if path.is_relative() => cwd.join(path),
-                    _ => path.to_path_buf(),
-                });
-            }
+            script => return ("file", script.to_vec()),
         }
     }
-    None
+    ("stdin", Vec::new())
 }
 
 #[cfg(test)]
@@ -577,6 +714,95 @@ mod tests {
 
     fn fork(e: &mut PhaseEngine, pid: u32, tid: u32, child: u32, thread: bool) {
         e.observe(&ev(pid, tid, Action::Fork { child_pid: child, child_tid: child, thread }));
+    }
+
+    /// Feeds `action` at time `t` and returns the quiet declarations it led to.
+    fn step(e: &mut PhaseEngine, pid: u32, tid: u32, t: u64, action: Action) -> Vec<(u32, Option<u64>)> {
+        let mut event = ev(pid, tid, action);
+        event.header.ktime_ns = t;
+        e.observe(&event);
+        let mut out = Vec::new();
+        e.quiet_updates(&event, |pid, generation| out.push((pid, generation)));
+        out
+    }
+
+    fn enter_at(e: &mut PhaseEngine, pid: u32, tid: u32, t: u64, file: &str) -> Vec<(u32, Option<u64>)> {
+        step(e, pid, tid, t, Action::Marker(Mark::EvalEnter { filename: file.as_bytes().to_vec() }))
+    }
+
+    fn quiet_engine() -> PhaseEngine {
+        engine().with_quiet(true)
+    }
+
+    fn image_at(e: &mut PhaseEngine, pid: u32, t: u64) -> Vec<(u32, Option<u64>)> {
+        step(e, pid, pid, t, Action::Image { path: "/usr/bin/python3".into(), argv: Vec::new() })
+    }
+
+    #[test]
+    fn quiet_is_declared_once_main_runs_and_renewed_after_each_import() {
+        let mut e = quiet_engine();
+        assert_eq!(image_at(&mut e, 10, 1), [], "start-up is never quiet");
+        assert_eq!(enter_at(&mut e, 10, 10, 2, "/usr/lib/python3.12/site.py"), []);
+        assert_eq!(step(&mut e, 10, 10, 3, Action::Marker(Mark::EvalExit)), []);
+        let main_mark = Mark::Main { how: "file".into(), target: b"app.py".to_vec() };
+        // The last generation the kernel gave is the site module's entry.
+        assert_eq!(step(&mut e, 10, 10, 4, Action::Marker(main_mark)), [(10, Some(2))]);
+        assert_eq!(enter_at(&mut e, 10, 10, 5, "app.py"), [(10, Some(5))], "the main code is runtime");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+        // A module body at run time: not quiet until it returns.
+        assert_eq!(enter_at(&mut e, 10, 10, 6, "/venv/site-packages/pkg/__init__.py"), []);
+        assert_eq!(step(&mut e, 10, 10, 7, Action::Marker(Mark::EvalExit)), [(10, Some(6))]);
+        // Nothing new to declare.
+        assert_eq!(step(&mut e, 10, 10, 8, Action::Marker(Mark::EvalExit)), []);
+        // Exit withdraws the declaration.
+        assert_eq!(step(&mut e, 10, 10, 9, Action::Exit { status: 0 }), [(10, None)]);
+    }
+
+    #[test]
+    fn a_thread_started_by_module_code_keeps_its_process_recorded() {
+        let mut e = quiet_engine();
+        image_at(&mut e, 10, 1);
+        main(&mut e, 10, "file", "app.py");
+        enter_at(&mut e, 10, 10, 2, "app.py");
+        assert_eq!(enter_at(&mut e, 10, 10, 3, "/venv/site-packages/evil.py"), []);
+        let spawn = Action::Fork { child_pid: 10, child_tid: 11, thread: true };
+        assert_eq!(step(&mut e, 10, 10, 4, spawn), []);
+        // The module body returned, but its thread still acts for it.
+        assert_eq!(step(&mut e, 10, 10, 5, Action::Marker(Mark::EvalExit)), []);
+        assert_eq!(open(&mut e, 10, 11, "/x").phase, Phase::Import);
+    }
+
+    #[test]
+    fn children_forked_by_runtime_code_are_quiet_from_their_own_generation() {
+        let mut e = quiet_engine();
+        image_at(&mut e, 10, 1);
+        main(&mut e, 10, "command", "");
+        assert_eq!(enter_at(&mut e, 10, 10, 2, "<string>"), [(10, Some(2))]);
+        let child = Action::Fork { child_pid: 20, child_tid: 20, thread: false };
+        assert_eq!(step(&mut e, 10, 10, 3, child), [(20, Some(3))]);
+        // A child forked during start-up is not.
+        image_at(&mut e, 30, 4);
+        let child = Action::Fork { child_pid: 31, child_tid: 31, thread: false };
+        assert_eq!(step(&mut e, 30, 30, 5, child), []);
+    }
+
+    #[test]
+    fn unprobed_interpreters_and_disabled_quiet_never_declare() {
+        let mut e = quiet_engine();
+        let mut event = ev(10, 10, Action::Image { path: "/usr/bin/python3".into(), argv: Vec::new() });
+        event.process.probed = false;
+        event.header.ktime_ns = 1;
+        e.observe(&event);
+        main(&mut e, 10, "file", "app.py");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+        let mut out = Vec::new();
+        e.quiet_updates(&ev(10, 10, Action::Marker(Mark::EvalExit)), |p, g| out.push((p, g)));
+        assert_eq!(out, []);
+
+        let mut e = engine();
+        image_at(&mut e, 10, 1);
+        main(&mut e, 10, "command", "");
+        assert_eq!(enter_at(&mut e, 10, 10, 2, "<string>"), []);
     }
 
     #[test]
@@ -787,5 +1013,52 @@ mod tests {
         assert_eq!(script_of(&argv(&["py", "-W", "ignore", "/x/b.py"]), cwd), Some("/x/b.py".into()));
         assert_eq!(script_of(&argv(&["py", "-c", "pass"]), cwd), None);
         assert_eq!(script_of(&argv(&["py", "-Im", "json.tool"]), cwd), None);
+    }
+
+    #[test]
+    fn command_lines_say_what_runs_as_the_audit_event_would() {
+        let argv = |a: &[&str]| a.iter().map(|s| s.as_bytes().to_vec()).collect::<Vec<_>>();
+        let main = |a: &[&str]| {
+            let (how, target) = main_of(&argv(a));
+            (how, String::from_utf8(target).unwrap())
+        };
+        assert_eq!(main(&["py", "-c", "print(1)", "x"]), ("command", "print(1)".into()));
+        assert_eq!(main(&["py", "-Bcpass"]), ("command", "pass".into()));
+        assert_eq!(main(&["py", "-Wd", "-X", "dev", "-Im", "json.tool"]), ("module", "json.tool".into()));
+        assert_eq!(
+            main(&["py", "-W", "ignore", "--check-hash-based-pycs", "always", "a.py"]),
+            ("file", "a.py".into())
+        );
+        assert_eq!(main(&["py", "-u", "-"]), ("stdin", String::new()));
+        assert_eq!(main(&["py", "-i"]), ("stdin", String::new()));
+        assert_eq!(main(&["py", "--version", "s.py", "-c"]), ("file", "s.py".into()));
+        assert_eq!(main(&[]), ("unknown", String::new()));
+    }
+
+    #[test]
+    fn running_main_marks_main_from_the_command_line_and_is_checked_against_the_audit_event() {
+        let mut e = engine();
+        image(&mut e, 10);
+        e.observe(&ev(10, 10, Action::Marker(Mark::RunningMain)));
+        enter(&mut e, 10, 10, "/srv/app.py");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime, "app.py is the main code");
+        enter(&mut e, 10, 10, "/srv/lib.py");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Import);
+        main(&mut e, 10, "file", "app.py");
+        image(&mut e, 20);
+        main(&mut e, 20, "file", "app.py");
+        assert_eq!(e.take_main_checks(), [(10, true), (20, false)]);
+        assert_eq!(e.take_main_checks(), []);
+    }
+
+    #[test]
+    fn without_an_argv_the_first_top_level_frame_after_running_main_is_main() {
+        let mut e = engine();
+        let mut event = ev(10, 10, Action::Image { path: "/usr/bin/python3".into(), argv: Vec::new() });
+        event.process.argv.clear();
+        e.observe(&event);
+        e.observe(&ev(10, 10, Action::Marker(Mark::RunningMain)));
+        enter(&mut e, 10, 10, "/srv/whatever.py");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
     }
 }

@@ -18,10 +18,35 @@ use crate::interpreter::{FileKey, Interpreter};
 
 /// `(program, CPython function)`; all are needed to phase a process.
 pub const SITES: &[(&str, &str)] = &[
-    ("python_audit", "PySys_Audit"),
+    (AUDIT, "PySys_Audit"),
     ("python_eval_enter", "PyEval_EvalCode"),
     ("python_eval_exit", "PyEval_EvalCode"),
 ];
+
+/// Attached too where the image exports it (3.12+). `PySys_Audit` runs for every audit event
+/// (each `open()` in Python code, for example); this runs once per process. Once a process
+/// of the image has shown it marking the same moment as the audit event, the `PySys_Audit`
+/// probe is detached from that image.
+pub const RUNNING_MAIN: (&str, &str) = ("python_running_main", "_PyInterpreterState_SetRunningMain");
+
+const AUDIT: &str = "python_audit";
+
+/// Every CPython probe program, for loading.
+pub fn programs() -> impl Iterator<Item = &'static str> {
+    SITES.iter().chain([&RUNNING_MAIN]).map(|(program, _)| *program)
+}
+
+/// How an image's processes get their main marker.
+#[derive(Debug)]
+enum MainProbe {
+    /// `PySys_Audit` only (before 3.12, or `_PyInterpreterState_SetRunningMain` did not mark
+    /// a run the audit event marked).
+    Audit,
+    /// Both, until a process shows that `_PyInterpreterState_SetRunningMain` marks main.
+    Confirming(UProbeLinkId),
+    /// `_PyInterpreterState_SetRunningMain` only.
+    RunningMain,
+}
 
 /// Where the probes find `co_filename` and a `str`'s characters in this CPython build, on
 /// x86-64. Verified by reading live objects on 3.8-3.13 (see tests/scripts/layout.py);
@@ -57,11 +82,47 @@ pub struct Probes {
     /// `None` in tests and after shutdown.
     ebpf: Option<Ebpf>,
     attached: HashMap<FileKey, bool>,
+    main_probes: HashMap<FileKey, MainProbe>,
 }
 
 impl Probes {
     pub fn new(ebpf: Ebpf) -> Self {
-        Self { ebpf: Some(ebpf), attached: HashMap::new() }
+        Self { ebpf: Some(ebpf), attached: HashMap::new(), main_probes: HashMap::new() }
+    }
+
+    /// A `cpython.run_*` audit marker of a process running `image` was read; `running_main`
+    /// says whether `_PyInterpreterState_SetRunningMain` had marked main before it.
+    pub fn main_checked(&mut self, image: &std::path::Path, running_main: bool) {
+        let Ok(key) = FileKey::of(image) else { return };
+        if !matches!(self.main_probes.get(&key), Some(MainProbe::Confirming(_))) {
+            return;
+        }
+        let Some(MainProbe::Confirming(audit)) = self.main_probes.remove(&key) else { return };
+        if !running_main {
+            tracing::info!(
+                ?image,
+                "_PyInterpreterState_SetRunningMain did not mark main; keeping PySys_Audit"
+            );
+            self.main_probes.insert(key, MainProbe::Audit);
+            return;
+        }
+        let Some(ebpf) = self.ebpf.as_mut() else { return };
+        match uprobe(ebpf, AUDIT).and_then(|p| p.take_link(audit).map_err(|e| e.to_string())) {
+            Ok(link) => {
+                // Unregistering a uprobe waits for RCU grace periods (tens of milliseconds):
+                // not on the reader, which would fall behind the ring meanwhile.
+                std::thread::spawn(move || drop(link));
+                tracing::info!(
+                    ?image,
+                    "main marked by _PyInterpreterState_SetRunningMain: PySys_Audit probe detached"
+                );
+                self.main_probes.insert(key, MainProbe::RunningMain);
+            }
+            Err(reason) => {
+                tracing::warn!(?image, %reason, "cannot detach the PySys_Audit probe");
+                self.main_probes.insert(key, MainProbe::Audit);
+            }
+        }
     }
 
     /// Images with probes attached.
@@ -89,7 +150,7 @@ impl Probes {
         if let Some(&done) = self.attached.get(&key) {
             return done;
         }
-        let done = match self.try_attach(interp) {
+        let done = match self.try_attach(interp, &key) {
             Ok(()) => {
                 tracing::info!(image = ?interp.image, version = ?interp.version, "CPython probes attached");
                 true
@@ -107,7 +168,7 @@ impl Probes {
         done
     }
 
-    fn try_attach(&mut self, interp: &Interpreter) -> Result<(), ProbeError> {
+    fn try_attach(&mut self, interp: &Interpreter, key: &FileKey) -> Result<(), ProbeError> {
         let image = interp.image.display().to_string();
         let version = interp.version.map_or_else(|| "unknown".to_owned(), |(a, b)| format!("{a}.{b}"));
         let cookie = layout(interp.version, interp.free_threaded).ok_or(ProbeError::Version(version))?;
@@ -118,6 +179,10 @@ impl Probes {
                 .get(symbol)
                 .ok_or_else(|| ProbeError::MissingSymbol(image.clone(), symbol))?;
             offsets.push((program, offset));
+        }
+        let (running_main, symbol) = RUNNING_MAIN;
+        if let Some(&offset) = interp.symbols.get(symbol) {
+            offsets.push((running_main, offset));
         }
         let Some(ebpf) = self.ebpf.as_mut() else {
             return Err(ProbeError::Attach { program: "any", image, reason: "programs unloaded".into() });
@@ -145,6 +210,13 @@ impl Probes {
             }
         }
         // The links stay owned by the programs until `unload`.
+        let with_running_main = new_links.iter().any(|(program, _)| *program == running_main);
+        let audit = new_links.iter().position(|(program, _)| *program == AUDIT);
+        let main_probe = match audit {
+            Some(i) if with_running_main => MainProbe::Confirming(new_links.swap_remove(i).1),
+            _ => MainProbe::Audit,
+        };
+        self.main_probes.insert(*key, main_probe);
         Ok(())
     }
 
