@@ -652,7 +652,7 @@ fn daemonset_fits_the_config_and_the_daemon() {
         assert!(volumes.iter().any(|v| v["name"] == mount["name"]), "no volume for mount {mount}");
     }
     let sinks = config.get("sinks").and_then(|s| s.as_array()).cloned().unwrap_or_default();
-    let mut written = vec!["/var/lib/premain/spool".to_owned()];
+    let mut written = vec!["/var/lib/premain/spool".to_owned(), "/run/premain/premain.lock".to_owned()];
     for sink in &sinks {
         for key in ["spool_dir", "path"] {
             written.extend(sink.get(key).and_then(|v| v.as_str()).map(str::to_owned));
@@ -881,6 +881,36 @@ fn example_configs_pass_check_config() {
     let bogus = dir.file("bogus.toml", "[metrics]\nadress = \"0.0.0.0:9464\"\n");
     let out = Command::new(premain_binary()).arg("check-config").arg(&bogus).output().expect("run premain");
     assert!(!out.status.success(), "check-config accepted an unknown key: {}", text(&out));
+}
+
+fn effective(path: &Path) -> String {
+    let out = Command::new(premain_binary())
+        .args(["check-config", "--print"])
+        .arg(path)
+        .output()
+        .expect("run premain");
+    assert!(out.status.success(), "check-config --print {}: {}", path.display(), text(&out));
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// The values deploy/premain.toml sets are the defaults it claims they are, and what
+/// `check-config --print` writes reads back the same.
+#[test]
+fn example_config_values_are_the_defaults_and_print_round_trips() {
+    let dir = TempDir::new("deploy-print");
+    let defaults = effective(&dir.file("empty.toml", ""));
+    assert_eq!(
+        effective(&deploy_dir().join("premain.toml")),
+        defaults,
+        "deploy/premain.toml differs from the defaults"
+    );
+    for printed in [defaults.clone(), effective(&generated_config().2)] {
+        let again = effective(&dir.file("printed.toml", &printed));
+        assert_eq!(again, printed, "check-config --print does not read back the same");
+    }
+    // The comparison can fail: one value off the default shows.
+    let changed = dir.file("changed.toml", "[limits]\nqueue_capacity = 4095\n");
+    assert_ne!(effective(&changed), defaults);
 }
 
 /// `GET path` on loopback, `None` while nothing answers (the caller polls).

@@ -88,3 +88,24 @@ fn sigterm_detaches_and_exits_cleanly() {
     let (status, _) = again.stop();
     assert!(status.success());
 }
+
+#[test]
+fn a_second_premain_on_the_node_is_refused_and_the_first_keeps_running() {
+    require_root();
+    let first = Premain::start(&[]);
+    let started = Instant::now();
+    let out = premain(&[OsStr::new("run"), OsStr::new("--metrics-address"), OsStr::new("127.0.0.1:0")]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let line = one_error_line(&out);
+    assert!(line.contains("another premain is already running"), "{line}");
+    assert!(line.contains(&format!("pid {}", first.pid())), "{line}");
+    // Refused before loading anything: fast, and the first is untouched.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(first.get("/readyz").0 == 200, "the first premain is still ready");
+    let (status, _) = first.stop();
+    assert!(status.success());
+    // Once it is gone, the lock is free again.
+    let again = Premain::start(&[]);
+    let (status, _) = again.stop();
+    assert!(status.success());
+}

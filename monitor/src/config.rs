@@ -15,7 +15,7 @@ use std::{
 
 use globset::Glob;
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::rules::{CREDENTIAL_READ, NETWORK_CONNECT, NETWORK_SEND, PROGRAM_EXEC};
@@ -30,7 +30,7 @@ pub struct ConfigError {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub limits: Limits,
@@ -45,7 +45,7 @@ pub struct Config {
     pub shutdown: Shutdown,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Kernel ring buffer size in bytes (a power of two, at least 4096).
@@ -69,7 +69,7 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertOptions {
     /// Repeats of an alert (same process, rule and target) within this many seconds fold.
@@ -86,7 +86,7 @@ impl Default for AlertOptions {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Credentials {
     /// Drop the built-in catalogue and use only `paths`.
@@ -97,7 +97,7 @@ pub struct Credentials {
     pub exclude: Vec<Spanned<String>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialPath {
     /// The catalogue entry reported as `action.category`.
@@ -105,7 +105,7 @@ pub struct CredentialPath {
     pub glob: Spanned<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -127,7 +127,7 @@ impl Severity {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuleOption {
     pub enabled: bool,
@@ -141,7 +141,7 @@ impl Default for RuleOption {
 }
 
 /// One table per rule; a rule left out keeps its defaults.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuleOptions {
     #[serde(rename = "credential-read")]
@@ -177,7 +177,7 @@ impl RuleOptions {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Allow {
     /// Globs on the culprit's file (`.pth`, customize file, module or setup source dir) or
@@ -208,7 +208,7 @@ impl Default for Allow {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Install {
     /// Package index hosts (names or CIDRs): connections to them from install-time code
@@ -222,7 +222,7 @@ impl Default for Install {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertLabel {
     Namespace,
@@ -242,7 +242,7 @@ impl AlertLabel {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Metrics {
     /// Where `/metrics`, `/healthz` and `/readyz` listen; empty turns the endpoint off.
@@ -270,7 +270,7 @@ impl Metrics {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Switch {
     Auto,
@@ -278,7 +278,7 @@ pub enum Switch {
     Off,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Kubernetes {
     /// `auto` watches pods when running in a cluster (`KUBERNETES_SERVICE_HOST` set).
@@ -306,7 +306,7 @@ impl Default for Kubernetes {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// `premain.alert/v1` lines.
@@ -316,7 +316,7 @@ pub enum Format {
     Falco,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Fsync {
     /// After every write.
@@ -328,7 +328,7 @@ pub enum Fsync {
     Never,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Sink {
     Stdout {
@@ -442,7 +442,7 @@ pub mod defaults {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Shutdown {
     /// On SIGTERM, how long queued alerts may take to be delivered before premain exits
@@ -481,6 +481,14 @@ impl Config {
     }
 
     /// The sinks in force: the configured ones, or stdout.
+    /// The configuration as premain runs it, as TOML: every default written out, and the
+    /// stdout sink a file without sinks gets.
+    pub fn effective_toml(&self) -> Result<String, String> {
+        let mut effective = self.clone();
+        effective.sinks = self.sinks().into_iter().map(|s| Spanned::new(0..0, s)).collect();
+        toml::to_string(&effective).map_err(|e| e.to_string())
+    }
+
     pub fn sinks(&self) -> Vec<Sink> {
         if self.sinks.is_empty() {
             vec![Sink::Stdout { name: None, format: Format::Premain }]

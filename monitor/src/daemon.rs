@@ -49,6 +49,8 @@ pub struct RunOptions {
     pub events: bool,
     /// Test hook: wait this long after `ready` before reading records.
     pub stall_reader: Option<Duration>,
+    /// The node-wide single-instance lock.
+    pub lock_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -88,6 +90,8 @@ pub enum RunError {
     MetricsAddress(String),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Lock(#[from] crate::instance::LockError),
     #[error(transparent)]
     Kubernetes(K8sError),
     #[error("cannot listen on metrics.address {addr}: {source}")]
@@ -136,6 +140,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let config = configuration(&opts)?;
     // Nothing is started (no port bound, no spool created) for a run that cannot work.
     preflight::check_privileges()?;
+    let _lock = crate::instance::acquire(&opts.lock_file)?;
     preflight::check_btf()?;
     let rules = Rules::from_config(&config).map_err(|message| ConfigError {
         file: "configuration".into(),
@@ -224,6 +229,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         metrics: metrics.clone(),
         fill,
         fill_peak: 0.0,
+        unattributed_reported: Default::default(),
     };
     let mut config = config;
     let mut ticker = interval(Duration::from_secs(1));
@@ -250,6 +256,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             _ = ticker.tick() => {
                 health.beat();
                 last_counts = report_losses(&counters, &last_counts, &out);
+                out.report_unattributed(&tracker.stats);
                 let closed = out.alerts.expire(false);
                 out.publish_all(closed);
                 out.sample(&tracker);
@@ -281,6 +288,8 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let closed = out.alerts.expire(true);
     out.publish_all(closed);
     let final_counts = report_losses(&counters, &last_counts, &out);
+    out.report_unattributed(&tracker.stats);
+    let unattributed: u64 = tracker.stats.unattributed.iter().sum();
     let lost: u64 = (0..monitor_common::HOOK_COUNT).map(|h| final_counts.lost(h)).sum();
     let runtime_skipped: u64 = (0..monitor_common::HOOK_COUNT).map(|h| final_counts.quiet(h)).sum();
     tracing::info!(
@@ -291,6 +300,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         malformed = out.malformed,
         lost,
         runtime_skipped,
+        unattributed,
         not_python = tracker.stats.dropped_not_python,
         unjudged = tracker.stats.unjudged,
         "stopped reading; delivering queued alerts"
@@ -387,9 +397,35 @@ struct Output {
     fill: Option<RingFill>,
     /// Highest ring fill seen since the last tick.
     fill_peak: f64,
+    /// `Stats::unattributed` as last reported.
+    unattributed_reported: [u64; monitor_common::HOOK_COUNT as usize],
 }
 
 impl Output {
+    /// Records dropped because their process was gone before it could be identified, as loss
+    /// records and metrics, since the last call.
+    fn report_unattributed(&mut self, stats: &crate::tracker::Stats) {
+        let time = rfc3339(std::time::SystemTime::now());
+        for (hook, (&now, then)) in stats.unattributed.iter().zip(&mut self.unattributed_reported).enumerate()
+        {
+            if now > *then {
+                let hook = hook_name(hook as u32);
+                let count = now - *then;
+                tracing::warn!(
+                    hook,
+                    count,
+                    "records lost: their process was gone before it could be identified"
+                );
+                self.metrics.lose(hook, stage::UNATTRIBUTED, count);
+                self.sinks.publish(Arc::new(serde_json::json!({
+                    "kind": "loss", "time": time, "hook": hook, "stage": "daemon",
+                    "reason": "process_unidentified", "count": count, "total": now,
+                })));
+                *then = now;
+            }
+        }
+    }
+
     fn publish_all(&self, records: Vec<Value>) {
         for record in records {
             self.sinks.publish(Arc::new(record));

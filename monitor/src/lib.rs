@@ -15,6 +15,7 @@ pub mod error;
 pub mod event;
 pub mod hold;
 pub mod install;
+pub mod instance;
 pub mod interpreter;
 pub mod k8s;
 pub mod loader;

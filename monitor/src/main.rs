@@ -45,6 +45,9 @@ enum Command {
         /// metrics.address, default 127.0.0.1:9464].
         #[arg(long, value_name = "IP:PORT")]
         metrics_address: Option<String>,
+        /// The lock that keeps a second premain from starting on the same node.
+        #[arg(long, value_name = "PATH", default_value = monitor::instance::DEFAULT_LOCK)]
+        lock_file: PathBuf,
         /// Testing aid: after attaching, wait this many milliseconds before reading records.
         #[arg(long, hide = true)]
         debug_stall_reader_ms: Option<u64>,
@@ -53,6 +56,10 @@ enum Command {
     CheckConfig {
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// Print the configuration premain would run with (the file's values and every
+        /// default) as TOML, instead of "valid".
+        #[arg(long)]
+        print: bool,
     },
     /// Tell whether executables run CPython, and where its symbols are (JSON per line).
     Interpreter {
@@ -84,6 +91,7 @@ fn main() -> ExitCode {
             max_processes,
             fold_window_secs,
             metrics_address,
+            lock_file,
             debug_stall_reader_ms,
         } => {
             let opts = RunOptions {
@@ -91,6 +99,7 @@ fn main() -> ExitCode {
                 overrides: Overrides { ring_buffer_size, max_processes, fold_window_secs, metrics_address },
                 events,
                 stall_reader: debug_stall_reader_ms.map(Duration::from_millis),
+                lock_file,
             };
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
             match runtime {
@@ -104,7 +113,7 @@ fn main() -> ExitCode {
                 Err(e) => Err(format!("cannot start the async runtime: {e}")),
             }
         }
-        Command::CheckConfig { file } => check_config(&file),
+        Command::CheckConfig { file, print } => check_config(&file, print),
         Command::Interpreter { paths } => inspect(&paths),
     };
     match result {
@@ -116,10 +125,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_config(file: &std::path::Path) -> Result<(), String> {
+fn check_config(file: &std::path::Path, print: bool) -> Result<(), String> {
     let config = Config::load(file).map_err(|e| e.to_string())?;
     monitor::rules::Rules::from_config(&config).map_err(|e| format!("{}: {e}", file.display()))?;
-    println!("{}: valid", file.display());
+    if print {
+        let text = config.effective_toml().map_err(|e| format!("{}: cannot print: {e}", file.display()))?;
+        print!("{text}");
+    } else {
+        println!("{}: valid", file.display());
+    }
     Ok(())
 }
 

@@ -26,6 +26,9 @@ pub mod stage {
     pub const USERSPACE_QUEUE: &str = "userspace_queue";
     /// A sink dropped it (spool bound reached).
     pub const SINK: &str = "sink";
+    /// Received, but its process was gone before it could be identified (its exec record was
+    /// lost): whether it was Python cannot be known.
+    pub const UNATTRIBUTED: &str = "unattributed";
 }
 
 /// Handles on every metric; cheap to clone and shared by the daemon, sinks and watchers.
@@ -96,7 +99,7 @@ impl Metrics {
             ),
             lost: counter_vec(
                 "events_lost_total",
-                "Records or alerts lost, by hook and stage (ring_buffer, kernel_table, decode, userspace_queue, sink)",
+                "Records or alerts lost, by hook and stage (ring_buffer, kernel_table, decode, unattributed, userspace_queue, sink)",
                 &["hook", "stage"],
             ),
             tracked_processes: gauge(

@@ -10,8 +10,9 @@ use std::{
 };
 
 use monitor_common::{
-    ExeKey, FLAG_ARGS_TRUNCATED, FLAG_EXEC_BY_TRACKED, FLAG_HELD, TRACK_DESCENDANT, TRACK_PENDING,
-    TRACK_PYTHON, VERDICT_NOT_PYTHON, VERDICT_PYTHON,
+    ExeKey, FLAG_ARGS_TRUNCATED, FLAG_EXEC_BY_TRACKED, FLAG_HELD, HOOK_CONNECT, HOOK_COUNT, HOOK_EXEC,
+    HOOK_OPEN, HOOK_PYTHON, HOOK_SEND, TRACK_DESCENDANT, TRACK_PENDING, TRACK_PYTHON, VERDICT_NOT_PYTHON,
+    VERDICT_PYTHON,
 };
 
 use crate::{
@@ -47,6 +48,9 @@ pub struct Stats {
     pub unjudged: u64,
     /// Records of processes the kernel tracked but we had no record of (judged on the spot).
     pub unknown_processes: u64,
+    /// Records dropped per hook because their process was gone before it could be identified
+    /// (its exec record was lost): lost, not judged.
+    pub unattributed: [u64; HOOK_COUNT as usize],
     /// Processes the kernel stopped until judged, and resumed.
     pub held: u64,
     /// How long each held process waited (exec to resume), drained by the metrics.
@@ -64,6 +68,8 @@ pub struct Tracker<K> {
     verdicts: HashMap<ExeKey, Option<Arc<Interpreter>>>,
     /// Pids settled as not Python whose records may still be queued.
     untracked: HashSet<u32>,
+    /// Untracked processes that were gone before they could be identified.
+    unidentified: HashSet<u32>,
     pub stats: Stats,
 }
 
@@ -75,6 +81,7 @@ impl<K: KernelState> Tracker<K> {
             judge,
             verdicts: HashMap::new(),
             untracked: HashSet::new(),
+            unidentified: HashSet::new(),
             stats: Stats::default(),
         }
     }
@@ -122,13 +129,13 @@ impl<K: KernelState> Tracker<K> {
         match record {
             Record::Image(exec) => self.on_image(exec),
             Record::Marker(marker) => {
-                if self.drop_untracked(pid) {
+                if self.drop_untracked(pid, HOOK_PYTHON) {
                     return None;
                 }
                 self.event(&marker.header, Action::Marker(marker.mark))
             }
             Record::Send(send) => {
-                if self.drop_untracked(pid) {
+                if self.drop_untracked(pid, HOOK_SEND) {
                     return None;
                 }
                 self.event(&send.header, Action::Send { addr: send.addr, fd: send.fd, result: send.result })
@@ -155,6 +162,7 @@ impl<K: KernelState> Tracker<K> {
                         self.kernel.track(fork.child_pid, tracking);
                     }
                     self.untracked.remove(&fork.child_pid);
+                    self.unidentified.remove(&fork.child_pid);
                     if !self.table.insert(child) {
                         self.stats.table_full += 1;
                     }
@@ -172,10 +180,11 @@ impl<K: KernelState> Tracker<K> {
                 let event = self.event(&exit.header, Action::Exit { status: exit.exit_code });
                 self.table.remove(pid);
                 self.untracked.remove(&pid);
+                self.unidentified.remove(&pid);
                 event
             }
             Record::Open(open) => {
-                if self.drop_untracked(pid) {
+                if self.drop_untracked(pid, HOOK_OPEN) {
                     return None;
                 }
                 let (path, resolution) = resolve(&open.path, open.dirfd, pid, self.table.get_mut(pid));
@@ -197,7 +206,7 @@ impl<K: KernelState> Tracker<K> {
                 )
             }
             Record::Connect(connect) => {
-                if self.drop_untracked(pid) {
+                if self.drop_untracked(pid, HOOK_CONNECT) {
                     return None;
                 }
                 self.event(
@@ -206,7 +215,7 @@ impl<K: KernelState> Tracker<K> {
                 )
             }
             Record::ExecFailed(exec) => {
-                if self.drop_untracked(pid) {
+                if self.drop_untracked(pid, HOOK_EXEC) {
                     return None;
                 }
                 let (path, _) = resolve(&exec.filename, exec.dirfd, pid, self.table.get_mut(pid));
@@ -218,10 +227,14 @@ impl<K: KernelState> Tracker<K> {
         }
     }
 
-    fn drop_untracked(&mut self, pid: u32) -> bool {
+    fn drop_untracked(&mut self, pid: u32, hook: u32) -> bool {
         let drop = !self.known(pid) || self.table.get(pid).is_some_and(Process::is_pending);
         if drop {
-            self.stats.dropped_not_python += 1;
+            if self.unidentified.contains(&pid) {
+                self.stats.unattributed[hook as usize] += 1;
+            } else {
+                self.stats.dropped_not_python += 1;
+            }
         }
         drop
     }
@@ -237,7 +250,15 @@ impl<K: KernelState> Tracker<K> {
         }
         self.stats.unknown_processes += 1;
         let exe = PathBuf::from(format!("/proc/{pid}/exe"));
-        let python = exe_key(&exe).ok().and_then(|key| match self.verdicts.get(&key) {
+        let Ok(key) = exe_key(&exe) else {
+            // Gone before any record told us what it ran (its exec record was lost): whether
+            // it was Python cannot be known any more, so its records count as lost.
+            self.kernel.untrack(pid);
+            self.untracked.insert(pid);
+            self.unidentified.insert(pid);
+            return false;
+        };
+        let python = Some(key).and_then(|key| match self.verdicts.get(&key) {
             Some(known) => known.clone(),
             None => match (self.judge)(pid, &key, b"") {
                 Some(Verdict::Python(interp)) => self.remember(key, Some(interp)),
@@ -271,6 +292,7 @@ impl<K: KernelState> Tracker<K> {
     fn on_image(&mut self, exec: Exec) -> Option<Event> {
         let pid = exec.header.pid;
         self.untracked.remove(&pid);
+        self.unidentified.remove(&pid);
         let mut tracking = exec.tracking;
         let python = if tracking & TRACK_PENDING != 0 || tracking & TRACK_PYTHON != 0 {
             match self.verdict(pid, &exec) {
@@ -381,6 +403,8 @@ impl<K: KernelState> Tracker<K> {
     /// Forgets processes that ended without an exit record reaching us.
     pub fn sweep(&mut self) -> usize {
         self.untracked.retain(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        let untracked = &self.untracked;
+        self.unidentified.retain(|pid| untracked.contains(pid));
         self.table.sweep(|pid| Path::new(&format!("/proc/{pid}")).exists())
     }
 }
@@ -603,6 +627,19 @@ mod tests {
         assert!(t.table.get(41).unwrap().late);
         assert!(!ProcessInfo::of(t.table.get(41)).probed);
         assert!(!t.table.get(42).unwrap().late);
+    }
+
+    #[test]
+    fn records_of_a_process_gone_unidentified_count_as_lost_not_as_not_python() {
+        let mut t = tracker();
+        // No image record was read for it, and no such process exists any more.
+        let gone = u32::MAX - 7;
+        t.kernel.tracked.insert(gone, TRACK_PYTHON);
+        assert!(t.handle(open(gone)).is_none());
+        assert!(t.handle(open(gone)).is_none());
+        assert_eq!(t.stats.unattributed[HOOK_OPEN as usize], 2);
+        assert_eq!(t.stats.dropped_not_python, 0);
+        assert!(!t.kernel.tracked.contains_key(&gone));
     }
 
     #[test]
