@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
             // UTF-32 text becomes UTF-8 of at most the same length.
             Mark::Main { target, .. } => assert!(target.len() <= MARK_TEXT_MAX),
             Mark::EvalEnter { filename } => assert!(filename.len() <= MARK_TEXT_MAX),
-            Mark::EvalExit => {}
+            Mark::EvalExit | Mark::RunningMain => {}
         },
         Record::Fork(_) | Record::Exit(_) => {}
     }
