@@ -5,12 +5,13 @@
 use std::{
     collections::HashSet,
     fs,
-    io::{BufRead as _, BufReader},
-    process::{Child, ChildStdin, Command, Stdio},
+    process::{Child, ChildStdin, Command},
     time::{Duration, Instant},
 };
 
-use integration_tests::{Bait, Premain, alert_of, eventually, http_get, pyenv_python, script};
+use integration_tests::{
+    Bait, Premain, alert_of, eventually, http_get, pyenv_python, script, spawn_listener,
+};
 use serde_json::Value;
 
 /// `tests/scripts/webhook_receiver.py`, killed on drop (it also exits when its stdin closes).
@@ -22,16 +23,10 @@ struct Receiver {
 
 impl Receiver {
     fn start() -> Self {
-        let mut child = Command::new("python3")
-            .arg(script("webhook_receiver.py"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the webhook receiver");
-        let stdin = child.stdin.take().unwrap();
-        let mut port = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut port).expect("receiver port");
-        Self { child, _stdin: stdin, addr: format!("127.0.0.1:{}", port.trim()) }
+        let mut command = Command::new("python3");
+        command.arg(script("webhook_receiver.py"));
+        let (child, stdin, port) = spawn_listener(command, "the webhook receiver");
+        Self { child, _stdin: stdin, addr: format!("127.0.0.1:{port}") }
     }
 
     fn mode(&self, mode: &str, delay: f64) {

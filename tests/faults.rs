@@ -629,16 +629,10 @@ fn ring_buffer_overflow_accounts_for_every_record_exactly() {
 }
 
 fn webhook_receiver() -> (Proc, ChildStdin, String) {
-    let mut child = Command::new("python3")
-        .arg(script("webhook_receiver.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the webhook receiver");
-    let stdin = child.stdin.take().unwrap();
-    let mut port = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut port).expect("receiver port");
-    (Proc(child), stdin, format!("127.0.0.1:{}", port.trim()))
+    let mut command = Command::new("python3");
+    command.arg(script("webhook_receiver.py"));
+    let (child, stdin, port) = integration_tests::spawn_listener(command, "the webhook receiver");
+    (Proc(child), stdin, format!("127.0.0.1:{port}"))
 }
 
 /// Runs premain (directly or under a Python launcher) with a file sink and a webhook sink,

@@ -4,9 +4,8 @@
 
 use std::{
     fs,
-    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::{Child, ChildStdin, Command, Stdio},
+    process::{Child, ChildStdin, Command},
 };
 
 use integration_tests::{Bait, Premain, eventually, pyenv_python, workspace_root};
@@ -66,17 +65,12 @@ struct ApiServer {
 
 impl ApiServer {
     fn start() -> Self {
-        let mut child = Command::new("python3")
+        let mut command = Command::new("python3");
+        command
             .arg(workspace_root().join("tests/k8s/apiserver_standin.py"))
-            .args(["--node", NODE, "--token", TOKEN])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the API server stand-in");
-        let stdin = child.stdin.take().unwrap();
-        let mut port = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut port).expect("stand-in port");
-        Self { child, _stdin: stdin, url: format!("http://127.0.0.1:{}", port.trim()) }
+            .args(["--node", NODE, "--token", TOKEN]);
+        let (child, stdin, port) = integration_tests::spawn_listener(command, "the API server stand-in");
+        Self { child, _stdin: stdin, url: format!("http://127.0.0.1:{port}") }
     }
 
     fn add_pod(&self, uid: &str, name: &str, namespace: &str, node: &str) {

@@ -297,7 +297,17 @@ impl PhaseEngine {
         for pid in self.forgotten.drain(..) {
             apply(pid, None);
         }
-        if !self.quiet {
+        // Only these change a phase or a generation (opens change only the syscall-order
+        // fallback's main, and unprobed interpreters are never quiet): every other record,
+        // the bulk of them, costs nothing here.
+        let can_change = matches!(
+            event.action,
+            Action::Image { .. }
+                | Action::Exec { image: Some(_), .. }
+                | Action::Fork { .. }
+                | Action::Marker(_)
+        );
+        if !self.quiet || !can_change {
             return;
         }
         let child = match event.action {

@@ -258,13 +258,13 @@ impl<K: KernelState> Tracker<K> {
             self.unidentified.insert(pid);
             return false;
         };
-        let python = Some(key).and_then(|key| match self.verdicts.get(&key) {
+        let python = match self.verdicts.get(&key) {
             Some(known) => known.clone(),
             None => match (self.judge)(pid, &key, b"") {
                 Some(Verdict::Python(interp)) => self.remember(key, Some(interp)),
                 _ => None,
             },
-        });
+        };
         let Some(python) = python else {
             self.kernel.untrack(pid);
             self.untracked.insert(pid);

@@ -9,7 +9,7 @@ use std::{
     fs,
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Child, ChildStdin, Command, ExitStatus, Stdio},
     sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
@@ -538,4 +538,22 @@ pub fn alert_of(premain: &Premain, pid: u32, path: &Path) -> Value {
     premain.wait_for(&format!("credential alert of pid {pid}"), |v| {
         v["kind"] == "alert" && v["process"]["pid"] == pid && v["action"]["path"] == path.to_str().unwrap()
     })
+}
+
+/// Starts a loopback helper (`tests/scripts/webhook_receiver.py`, the API server stand-in)
+/// that prints the port it listens on as its first line and exits when its stdin closes.
+/// Returns it, that stdin (keep it open) and the port.
+pub fn spawn_listener(mut command: Command, what: &str) -> (Child, ChildStdin, u16) {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {what}: {e}"));
+    let stdin = child.stdin.take().expect("piped stdin");
+    let mut port = String::new();
+    BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut port)
+        .unwrap_or_else(|e| panic!("{what}'s port: {e}"));
+    let port = port.trim().parse().unwrap_or_else(|_| panic!("{what} printed no port: {port:?}"));
+    (child, stdin, port)
 }
