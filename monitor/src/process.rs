@@ -105,7 +105,7 @@ pub fn read_cmdline(pid: u32) -> (Vec<Vec<u8>>, bool) {
     use std::io::Read as _;
     let mut bytes = Vec::new();
     let read = fs::File::open(format!("/proc/{pid}/cmdline"))
-        .and_then(|f| f.take(ARGS_MAX as u64 + 1).read_to_end(&mut bytes));
+        .and_then(|f| f.take(ARGS_MAX as u64 + 2).read_to_end(&mut bytes));
     if read.is_err() {
         return (Vec::new(), false);
     }
@@ -113,9 +113,11 @@ pub fn read_cmdline(pid: u32) -> (Vec<Vec<u8>>, bool) {
 }
 
 /// Splits NUL-separated arguments, keeping at most [`ARGS_MAX`] bytes, as the exec record
-/// does; the flag says something was cut.
+/// does; the flag says something was cut. The last argument's terminating NUL does not count,
+/// so a command line of exactly `ARGS_MAX` bytes is whole.
 pub fn cap_argv(bytes: &[u8]) -> (Vec<Vec<u8>>, bool) {
-    (crate::decode::split_args(&bytes[..bytes.len().min(ARGS_MAX)]), bytes.len() > ARGS_MAX)
+    let content = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+    (crate::decode::split_args(&content[..content.len().min(ARGS_MAX)]), content.len() > ARGS_MAX)
 }
 
 /// How a reported path was made absolute.
@@ -262,6 +264,11 @@ mod tests {
         assert!(cut);
         assert_eq!(argv.len(), ARGS_MAX / 2);
         assert!(!cap_argv("a\0".repeat(ARGS_MAX / 2).as_bytes()).1);
+        let mut exact = vec![b'x'; ARGS_MAX];
+        exact.push(0);
+        assert_eq!(cap_argv(&exact), (vec![vec![b'x'; ARGS_MAX]], false));
+        exact.push(b'y');
+        assert!(cap_argv(&exact).1, "one byte more after the NUL is cut");
     }
 
     #[test]
