@@ -37,6 +37,11 @@ pub const TRACK_PENDING: u32 = 1 << 2;
 /// `CONTROL` index: when non-zero, a process that executes a file not judged yet is stopped
 /// until the daemon has judged it (and attached its probes). Cleared before the daemon exits.
 pub const CONTROL_HOLD: u32 = 0;
+/// `CONTROL` index: when non-zero, the reader is already draining or about to, so records are
+/// sent without waking it (`BPF_RB_NO_WAKEUP`). A wake-up is an interrupt and often a
+/// preemption of the traced process; the daemon sets this from the first record of a burst
+/// until a drain finds the ring empty, and then drains once more after clearing it.
+pub const CONTROL_READER_BUSY: u32 = 1;
 pub const CONTROL_SLOTS: u32 = 4;
 
 pub const VERDICT_PYTHON: u32 = 1;

@@ -4,12 +4,17 @@ use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
     generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
 };
-use monitor_common::{COUNT_LOST_RINGBUF, COUNT_SENT, ExecRecord, RECORD_MAX, RecordHeader, counter_index};
+use monitor_common::{
+    CONTROL_READER_BUSY, COUNT_LOST_RINGBUF, COUNT_SENT, ExecRecord, RECORD_MAX, RecordHeader, counter_index,
+};
 
 use crate::{
-    maps::{COUNTERS, EVENTS, SCRATCH},
+    maps::{COUNTERS, EVENTS, SCRATCH, control},
     task,
 };
+
+/// `BPF_RB_NO_WAKEUP` from the kernel's uapi.
+const RB_NO_WAKEUP: u64 = 1;
 
 #[inline(always)]
 pub(crate) fn count(hook: u32, what: u32) {
@@ -58,7 +63,10 @@ pub(crate) fn send<T>(hook: u32, record: &T, len: usize) -> bool {
     let len = if len > core::mem::size_of::<T>() { core::mem::size_of::<T>() } else { len };
     // SAFETY: `len` is at most the size of `record`, which is valid for reads.
     let bytes = unsafe { core::slice::from_raw_parts((record as *const T).cast::<u8>(), len) };
-    match EVENTS.output::<[u8]>(bytes, 0) {
+    // Without the flag the kernel wakes the reader only when this record lands in a ring it
+    // had emptied; with the reader busy no record needs to wake it.
+    let flags = if control(CONTROL_READER_BUSY) != 0 { RB_NO_WAKEUP } else { 0 };
+    match EVENTS.output::<[u8]>(bytes, flags) {
         Ok(()) => {
             count(hook, COUNT_SENT);
             true

@@ -4,14 +4,14 @@ use std::{
     io::{self, Write as _},
     path::PathBuf,
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
-    time::{MissedTickBehavior, interval, sleep},
+    time::{MissedTickBehavior, interval, sleep, sleep_until},
 };
 
 use serde_json::Value;
@@ -30,6 +30,7 @@ use crate::{
     loader::{self, KernelMaps},
     metrics::{Metrics, stage},
     offsets,
+    pace::{Pace, Tell},
     phase::{Phase, PhaseEngine},
     preflight,
     ring_fill::RingFill,
@@ -124,9 +125,6 @@ pub fn configuration(opts: &RunOptions) -> Result<Config, RunError> {
     Ok(config)
 }
 
-/// How long the reader waits after draining the ring: at most this much alert latency, and at
-/// most a few hundred wake-ups per second however many records arrive.
-const DRAIN_PAUSE: Duration = Duration::from_millis(2);
 /// Records handled before the loop lets its other work run.
 const DRAIN_BUDGET: usize = 8192;
 
@@ -230,24 +228,30 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         fill,
         fill_peak: 0.0,
         unattributed_reported: Default::default(),
+        busy_clear_failures: 0,
     };
     let mut config = config;
     let mut ticker = interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
+    let mut pace = Pace::default();
     while !stopping {
         tokio::select! {
-            guard = ring.readable_mut() => {
+            guard = ring.readable_mut(), if pace.listening() => {
                 let mut guard = guard?;
-                if drain(guard.get_inner_mut(), &mut tracker, &mut out, DRAIN_BUDGET)? {
-                    // AsyncFd is edge-triggered: clear only once drained.
-                    guard.clear_ready();
-                    // Let records gather before listening again. The kernel signals the reader
-                    // only when a record lands in a ring it had emptied, so a reader that drains
-                    // at once is woken for nearly every record of a steady stream: a wake-up and
-                    // two context switches per record, paid by the traced process.
-                    sleep(DRAIN_PAUSE).await;
-                } else {
+                // Before draining: tokio keeps a wake-up that arrives after the guard was made.
+                guard.clear_ready();
+                let tell = pace.woken();
+                paced(&mut pace, tell, guard.get_inner_mut(), &mut tracker, &mut out)?;
+                let drained = drain(guard.get_inner_mut(), &mut tracker, &mut out, DRAIN_BUDGET)?;
+                let tell = pace.drained(Instant::now(), drained.emptied, drained.records);
+                paced(&mut pace, tell, guard.get_inner_mut(), &mut tracker, &mut out)?;
+            }
+            () = sleep_until(pace.poll_at().unwrap_or_else(Instant::now).into()), if pace.poll_at().is_some() => {
+                let drained = drain(ring.get_mut(), &mut tracker, &mut out, DRAIN_BUDGET)?;
+                let tell = pace.drained(Instant::now(), drained.emptied, drained.records);
+                paced(&mut pace, tell, ring.get_mut(), &mut tracker, &mut out)?;
+                if !drained.emptied {
                     // Still readable: the ticker, signals and the metrics endpoint get their turn
                     // before the next batch, however fast records keep coming.
                     tokio::task::yield_now().await;
@@ -255,6 +259,15 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             }
             _ = ticker.tick() => {
                 health.beat();
+                if pace.idle() {
+                    // Step 3 of `pace`: a record sent without a wake-up is not left waiting.
+                    let drained = drain(ring.get_mut(), &mut tracker, &mut out, DRAIN_BUDGET)?;
+                    if drained.records > 0 {
+                        tracing::debug!(records = drained.records, "records found without a wake-up");
+                    }
+                    let tell = pace.drained(Instant::now(), drained.emptied, drained.records);
+                    paced(&mut pace, tell, ring.get_mut(), &mut tracker, &mut out)?;
+                }
                 last_counts = report_losses(&counters, &last_counts, &out);
                 out.report_unattributed(&tracker.stats);
                 let closed = out.alerts.expire(false);
@@ -284,7 +297,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     // resumes any process still held.
     let _ = tracker.kernel().set_hold(false);
     tracker.kernel().probes.unload();
-    while !drain(ring.get_mut(), &mut tracker, &mut out, DRAIN_BUDGET)? {}
+    while !drain(ring.get_mut(), &mut tracker, &mut out, DRAIN_BUDGET)?.emptied {}
     let closed = out.alerts.expire(true);
     out.publish_all(closed);
     let final_counts = report_losses(&counters, &last_counts, &out);
@@ -399,6 +412,8 @@ struct Output {
     fill_peak: f64,
     /// `Stats::unattributed` as last reported.
     unattributed_reported: [u64; monitor_common::HOOK_COUNT as usize],
+    /// Times the kernel could not be told to wake the reader again.
+    busy_clear_failures: u64,
 }
 
 impl Output {
@@ -455,24 +470,66 @@ impl Output {
     }
 }
 
-/// Handles at most `budget` records; returns whether the ring was emptied.
+/// What one drain did.
+struct Drained {
+    emptied: bool,
+    records: usize,
+}
+
+/// Tells the kernel what `pace` decided, draining once more after clearing the flag.
+fn paced(
+    pace: &mut Pace,
+    mut tell: Tell,
+    ring: &mut RingBuf<MapData>,
+    tracker: &mut Tracker<KernelMaps>,
+    out: &mut Output,
+) -> io::Result<()> {
+    loop {
+        match tell {
+            Tell::Nothing => return Ok(()),
+            Tell::Busy => {
+                // Failing only means records keep waking the reader.
+                if let Err(err) = tracker.kernel().set_reader_busy(true) {
+                    tracing::debug!(error = %err, "cannot tell the kernel the reader is busy");
+                }
+                return Ok(());
+            }
+            Tell::Idle => {
+                if let Err(err) = tracker.kernel().set_reader_busy(false) {
+                    out.busy_clear_failures += 1;
+                    if out.busy_clear_failures.is_power_of_two() {
+                        tracing::warn!(error = %err, total = out.busy_clear_failures, "cannot tell the kernel to wake the reader again; polling instead");
+                    }
+                    pace.clear_failed(Instant::now());
+                    return Ok(());
+                }
+                let drained = drain(ring, tracker, out, DRAIN_BUDGET)?;
+                tell = pace.drained(Instant::now(), drained.emptied, drained.records);
+            }
+        }
+    }
+}
+
+/// Handles at most `budget` records.
 fn drain(
     ring: &mut RingBuf<MapData>,
     tracker: &mut Tracker<KernelMaps>,
     out: &mut Output,
     budget: usize,
-) -> io::Result<bool> {
+) -> io::Result<Drained> {
     if let Some(fill) = &out.fill {
         out.fill_peak = out.fill_peak.max(fill.ratio());
     }
     let stdout = io::stdout();
     let mut stdout = io::BufWriter::new(stdout.lock());
     let mut emptied = false;
+    let mut records = 0;
     for _ in 0..budget {
         let Some(item) = ring.next() else {
             emptied = true;
             break;
         };
+        records += 1;
         let decoded = decode(&item);
         drop(item);
         let record = match decoded {
@@ -532,7 +589,7 @@ fn drain(
     out.metrics.interpreter_images.set(probes.images() as i64);
     let failures = probes.failures() as u64;
     out.metrics.probe_failures.inc_by(failures.saturating_sub(out.metrics.probe_failures.get()));
-    Ok(emptied)
+    Ok(Drained { emptied, records })
 }
 
 /// Publishes kernel losses since `before` as loss records and metrics, and the records each

@@ -21,6 +21,7 @@ pub mod k8s;
 pub mod loader;
 pub mod metrics;
 pub mod offsets;
+pub mod pace;
 pub mod phase;
 pub mod preflight;
 pub mod probes;

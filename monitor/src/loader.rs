@@ -6,8 +6,8 @@ use aya::{
     programs::{ProgramError, RawTracePoint, TracePoint, UProbe},
 };
 use monitor_common::{
-    CONTROL, CONTROL_HOLD, COUNTERS, EVENTS, ExeKey, KernelOffsets, OFFSETS, QUIET, SELF_TGID, TRACKED,
-    VERDICTS,
+    CONTROL, CONTROL_HOLD, CONTROL_READER_BUSY, COUNTERS, EVENTS, ExeKey, KernelOffsets, OFFSETS, QUIET,
+    SELF_TGID, TRACKED, VERDICTS,
 };
 
 use crate::{error::StartError, probes::Probes};
@@ -75,6 +75,12 @@ impl KernelMaps {
     /// Switches holding of processes that run an unseen executable on or off.
     pub fn set_hold(&mut self, on: bool) -> Result<(), aya::maps::MapError> {
         self.control.set(CONTROL_HOLD, u32::from(on), 0)
+    }
+
+    /// Tells the kernel whether records need to wake the reader (see
+    /// `monitor_common::CONTROL_READER_BUSY`).
+    pub fn set_reader_busy(&mut self, busy: bool) -> Result<(), aya::maps::MapError> {
+        self.control.set(CONTROL_READER_BUSY, u32::from(busy), 0)
     }
 
     /// Declares `pid` quiet as of `generation`, or forgets it. A failure only means the
