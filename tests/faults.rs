@@ -1,6 +1,6 @@
 //! Faults: premain killed with SIGKILL under load and restarted, kernel ring buffer overflow
 //! accounted for exactly, and premain's own activity (sinks, webhook, /proc reads) never
-//! recorded, even when premain is started by a Python process.
+//! recorded, even when premain is started by a Python process; no syscall left in flight in the kernel by a process killed after premain stopped tracking it.
 //!
 //! Every premain started here is a [`Premain`], stopped on drop on every path; every workload
 //! process is killed on drop.
@@ -109,12 +109,17 @@ fn bpftool_ids(kind: &str) -> BTreeMap<u64, String> {
 
 /// The keys (tgids) of premain's `TRACKED` kernel map.
 fn tracked_in_kernel(objects: &BpfObjects) -> BTreeSet<u32> {
+    map_keys(objects, "TRACKED")
+}
+
+/// The `u32` keys of premain's kernel map `name`.
+fn map_keys(objects: &BpfObjects, name: &str) -> BTreeSet<u32> {
     let maps = bpftool_ids("map");
     let id = objects
         .maps
         .iter()
-        .find(|id| maps.get(id).is_some_and(|n| n == "TRACKED"))
-        .expect("premain holds its TRACKED map");
+        .find(|id| maps.get(id).is_some_and(|n| n == name))
+        .unwrap_or_else(|| panic!("premain holds its {name} map"));
     let out =
         Command::new(BPFTOOL).args(["map", "dump", "id", &id.to_string(), "-j"]).output().expect("bpftool");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -724,4 +729,69 @@ fn premain_never_records_itself_and_still_tracks_other_pythons() {
     check_self_protection("started directly", None);
     // Started by a Python supervisor, premain descends from a tracked Python.
     check_self_protection("started by a Python launcher", Some(&python));
+}
+
+/// A syscall saved while its process was tracked (here as pending: an executable premain had
+/// not judged yet) is dropped at its exit even after the daemon stopped tracking the process
+/// (judged not Python), including when a SIGKILL ends it: the interrupted syscall still passes
+/// its exit tracepoint on the way to the signal. An exit that skipped untracked processes
+/// would leak the entry, and every syscall exit on the node would then look itself up among
+/// the syscalls in flight.
+#[test]
+fn a_syscall_saved_while_pending_is_dropped_at_its_exit_after_the_process_is_untracked() {
+    let dir = TempDir::new("inflight");
+    let premain = Premain::start(&[]);
+    let objects = BpfObjects::of(premain.pid());
+    let mut exercised = 0;
+    let mut attempts = 0;
+    // Whether the copy reaches the FIFO before premain has judged it is a race, won about
+    // half the time here; losing it only costs a retry.
+    for attempt in 0..40 {
+        attempts += 1;
+        // A fresh copy is an executable premain has not judged: tracked as pending from its exec.
+        let exe = dir.path().join(format!("reader{attempt}"));
+        fs::copy("/bin/cat", &exe).unwrap();
+        let fifo = dir.path().join(format!("fifo{attempt}"));
+        let c_fifo = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0, "mkfifo");
+        // Opening a FIFO nobody writes to blocks inside openat.
+        let reader = Proc(Command::new(&exe).arg(&fifo).stdin(Stdio::null()).spawn().unwrap());
+        let pid = reader.pid();
+        let blocked_while_pending = {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let in_flight = map_keys(&objects, "SYSCALLS").contains(&pid);
+                let tracked = tracked_in_kernel(&objects).contains(&pid);
+                if in_flight && !tracked {
+                    break true; // Saved while pending, then judged: the case under test.
+                }
+                if !in_flight && !tracked && state(pid) == Some('S') {
+                    break false; // Judged before it reached the FIFO: nothing was saved.
+                }
+                if Instant::now() > deadline {
+                    break false;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        };
+        drop(reader); // SIGKILL inside openat, and reaped.
+        if !blocked_while_pending {
+            continue;
+        }
+        exercised += 1;
+        eventually("the killed thread's saved syscall to be dropped", || {
+            !map_keys(&objects, "SYSCALLS").contains(&pid)
+        });
+        if exercised == 2 {
+            break;
+        }
+    }
+    assert!(
+        exercised > 0,
+        "none of {attempts} attempts blocked in openat before premain judged its executable"
+    );
+    eprintln!("{exercised} of {attempts} attempts blocked in openat while pending");
+    let (status, _) = premain.stop();
+    assert!(status.success());
 }
