@@ -1,6 +1,7 @@
 //! Faults: premain killed with SIGKILL under load and restarted, kernel ring buffer overflow
 //! accounted for exactly, and premain's own activity (sinks, webhook, /proc reads) never
-//! recorded, even when premain is started by a Python process; no syscall left in flight in the kernel by a process killed after premain stopped tracking it.
+//! recorded, even when premain is started by a Python process; no syscall left in flight in
+//! the kernel by a process killed after premain stopped tracking it.
 //!
 //! Every premain started here is a [`Premain`], stopped on drop on every path; every workload
 //! process is killed on drop.
