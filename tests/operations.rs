@@ -199,6 +199,14 @@ fn metrics_and_health_move_with_their_causes() {
     assert_eq!(premain.metric(folded), folded_before + 1.0, "the repeat read folded");
     eventually("open records counted (sampled every second)", || premain.metric(opens) > opens_before);
     assert!(premain.metric("premain_interpreter_images") >= 1.0, "the CPython image is probed");
+    // The first record of the burst woke the reader, which then polled until the burst was over
+    // and went back to waiting, where the once-a-second tick drains too.
+    let drains =
+        |trigger: &str| premain.metric(&format!(r#"premain_reader_drains_total{{trigger="{trigger}"}}"#));
+    eventually("a drain started by a wake-up", || drains("wakeup") >= 1.0);
+    eventually("a poll after it", || drains("poll") >= 1.0);
+    eventually("the idle reader's tick drain", || drains("tick") >= 1.0);
+    assert!(body.contains("premain_reader_unwoken_records_total "), "{body}");
 
     // A Python that stays up is tracked.
     let mut sleeper = Command::new(&python.path).args(["-c", "import time; time.sleep(30)"]).spawn().unwrap();

@@ -243,12 +243,18 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 guard.clear_ready();
                 let tell = pace.woken();
                 paced(&mut pace, tell, guard.get_inner_mut(), &mut tracker, &mut out)?;
+                out.metrics.reader_drains.with_label_values(&["wakeup"]).inc();
                 let drained = drain(guard.get_inner_mut(), &mut tracker, &mut out, DRAIN_BUDGET)?;
                 let tell = pace.drained(Instant::now(), drained.emptied, drained.records);
                 paced(&mut pace, tell, guard.get_inner_mut(), &mut tracker, &mut out)?;
             }
             () = sleep_until(pace.poll_at().unwrap_or_else(Instant::now).into()), if pace.poll_at().is_some() => {
+                let settle = pace.settling();
+                out.metrics.reader_drains.with_label_values(&[if settle { "settle" } else { "poll" }]).inc();
                 let drained = drain(ring.get_mut(), &mut tracker, &mut out, DRAIN_BUDGET)?;
+                if settle {
+                    out.metrics.reader_unwoken.inc_by(drained.records as u64);
+                }
                 let tell = pace.drained(Instant::now(), drained.emptied, drained.records);
                 paced(&mut pace, tell, ring.get_mut(), &mut tracker, &mut out)?;
                 if !drained.emptied {
@@ -261,9 +267,11 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 health.beat();
                 if pace.idle() {
                     // Step 3 of `pace`: a record sent without a wake-up is not left waiting.
+                    out.metrics.reader_drains.with_label_values(&["tick"]).inc();
                     let drained = drain(ring.get_mut(), &mut tracker, &mut out, DRAIN_BUDGET)?;
                     if drained.records > 0 {
                         tracing::debug!(records = drained.records, "records found without a wake-up");
+                        out.metrics.reader_unwoken.inc_by(drained.records as u64);
                     }
                     let tell = pace.drained(Instant::now(), drained.emptied, drained.records);
                     paced(&mut pace, tell, ring.get_mut(), &mut tracker, &mut out)?;
@@ -503,6 +511,7 @@ fn paced(
                     pace.clear_failed(Instant::now());
                     return Ok(());
                 }
+                out.metrics.reader_drains.with_label_values(&["poll"]).inc();
                 let drained = drain(ring, tracker, out, DRAIN_BUDGET)?;
                 tell = pace.drained(Instant::now(), drained.emptied, drained.records);
             }

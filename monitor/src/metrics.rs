@@ -42,6 +42,11 @@ pub struct Metrics {
     pub alerts_folded: IntCounter,
     pub events: IntCounterVec,
     pub runtime_skipped: IntCounterVec,
+    /// Ring drains by what started them (see `pace`).
+    pub reader_drains: IntCounterVec,
+    /// Records found by a settle or tick drain: sent without waking the reader while it was
+    /// waiting to be woken (see `pace`).
+    pub reader_unwoken: IntCounter,
     pub lost: IntCounterVec,
     pub tracked_processes: IntGauge,
     pub interpreter_images: IntGauge,
@@ -96,6 +101,15 @@ impl Metrics {
                 "runtime_calls_skipped_total",
                 "Calls of processes whose code was all runtime that the kernel did not record, by hook",
                 &["hook"],
+            ),
+            reader_drains: counter_vec(
+                "reader_drains_total",
+                "Kernel ring buffer drains, by trigger (wakeup, poll, settle, tick)",
+                &["trigger"],
+            ),
+            reader_unwoken: counter(
+                "reader_unwoken_records_total",
+                "Records that waited in the ring without waking the reader until a settle or tick drain",
             ),
             lost: counter_vec(
                 "events_lost_total",
@@ -163,6 +177,8 @@ impl Metrics {
             Box::new(metrics.alerts_folded.clone()),
             Box::new(metrics.events.clone()),
             Box::new(metrics.runtime_skipped.clone()),
+            Box::new(metrics.reader_drains.clone()),
+            Box::new(metrics.reader_unwoken.clone()),
             Box::new(metrics.lost.clone()),
             Box::new(metrics.tracked_processes.clone()),
             Box::new(metrics.interpreter_images.clone()),

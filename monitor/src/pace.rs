@@ -68,6 +68,11 @@ impl Pace {
         self.poll_at
     }
 
+    /// Whether the drain due at [`Pace::poll_at`] is the settle drain (step 2).
+    pub fn settling(&self) -> bool {
+        self.mode == Mode::Settling
+    }
+
     /// Whether only the tick's drain is due (step 3).
     pub fn idle(&self) -> bool {
         self.mode == Mode::Woken
@@ -140,7 +145,7 @@ mod tests {
         assert_eq!(pace.poll_at(), None);
         // The drain right after clearing the flag found nothing: settle.
         assert_eq!(pace.drained(now, true, 0), Tell::Nothing);
-        assert!(pace.listening() && !pace.idle());
+        assert!(pace.listening() && !pace.idle() && pace.settling());
         assert_eq!(pace.poll_at(), Some(now + SETTLE));
         assert_eq!(pace.drained(now, true, 0), Tell::Nothing);
         assert!(pace.listening() && pace.idle());
