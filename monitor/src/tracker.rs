@@ -3,7 +3,7 @@
 //! turns the records of tracked processes into events.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     fs,
     path::{Path, PathBuf},
     sync::Arc,
@@ -61,15 +61,23 @@ pub struct Stats {
 
 const VERDICT_CACHE_MAX: usize = 8_192;
 
+/// Why a process is no longer tracked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Untracked {
+    /// It runs something other than Python: its queued records are dropped.
+    NotPython,
+    /// It was gone before it could be identified (its exec record was lost): its queued
+    /// records count as lost.
+    Unidentified,
+}
+
 pub struct Tracker<K> {
     pub table: ProcessTable,
     kernel: K,
     judge: Judge,
     verdicts: HashMap<ExeKey, Option<Arc<Interpreter>>>,
-    /// Pids settled as not Python whose records may still be queued.
-    untracked: HashSet<u32>,
-    /// Untracked processes that were gone before they could be identified.
-    unidentified: HashSet<u32>,
+    /// Pids no longer tracked whose records may still be queued, and why.
+    untracked: HashMap<u32, Untracked>,
     pub stats: Stats,
 }
 
@@ -80,8 +88,7 @@ impl<K: KernelState> Tracker<K> {
             kernel,
             judge,
             verdicts: HashMap::new(),
-            untracked: HashSet::new(),
-            unidentified: HashSet::new(),
+            untracked: HashMap::new(),
             stats: Stats::default(),
         }
     }
@@ -144,7 +151,7 @@ impl<K: KernelState> Tracker<K> {
                 if !self.known(pid) {
                     if !fork.is_thread {
                         self.kernel.untrack(fork.child_pid);
-                        self.untracked.insert(fork.child_pid);
+                        self.untracked.insert(fork.child_pid, Untracked::NotPython);
                     }
                     return None;
                 }
@@ -162,7 +169,6 @@ impl<K: KernelState> Tracker<K> {
                         self.kernel.track(fork.child_pid, tracking);
                     }
                     self.untracked.remove(&fork.child_pid);
-                    self.unidentified.remove(&fork.child_pid);
                     if !self.table.insert(child) {
                         self.stats.table_full += 1;
                     }
@@ -180,7 +186,6 @@ impl<K: KernelState> Tracker<K> {
                 let event = self.event(&exit.header, Action::Exit { status: exit.exit_code });
                 self.table.remove(pid);
                 self.untracked.remove(&pid);
-                self.unidentified.remove(&pid);
                 event
             }
             Record::Open(open) => {
@@ -230,7 +235,7 @@ impl<K: KernelState> Tracker<K> {
     fn drop_untracked(&mut self, pid: u32, hook: u32) -> bool {
         let drop = !self.known(pid) || self.table.get(pid).is_some_and(Process::is_pending);
         if drop {
-            if self.unidentified.contains(&pid) {
+            if self.untracked.get(&pid) == Some(&Untracked::Unidentified) {
                 self.stats.unattributed[hook as usize] += 1;
             } else {
                 self.stats.dropped_not_python += 1;
@@ -245,7 +250,7 @@ impl<K: KernelState> Tracker<K> {
         if self.table.get(pid).is_some() {
             return true;
         }
-        if self.untracked.contains(&pid) {
+        if self.untracked.contains_key(&pid) {
             return false;
         }
         self.stats.unknown_processes += 1;
@@ -254,8 +259,7 @@ impl<K: KernelState> Tracker<K> {
             // Gone before any record told us what it ran (its exec record was lost): whether
             // it was Python cannot be known any more, so its records count as lost.
             self.kernel.untrack(pid);
-            self.untracked.insert(pid);
-            self.unidentified.insert(pid);
+            self.untracked.insert(pid, Untracked::Unidentified);
             return false;
         };
         let python = match self.verdicts.get(&key) {
@@ -267,7 +271,7 @@ impl<K: KernelState> Tracker<K> {
         };
         let Some(python) = python else {
             self.kernel.untrack(pid);
-            self.untracked.insert(pid);
+            self.untracked.insert(pid, Untracked::NotPython);
             return false;
         };
         let Lineage { ppid, exe, argv, argv_truncated } = Lineage::read(pid).unwrap_or_default();
@@ -292,7 +296,6 @@ impl<K: KernelState> Tracker<K> {
     fn on_image(&mut self, exec: Exec) -> Option<Event> {
         let pid = exec.header.pid;
         self.untracked.remove(&pid);
-        self.unidentified.remove(&pid);
         let mut tracking = exec.tracking;
         let python = if tracking & TRACK_PENDING != 0 || tracking & TRACK_PYTHON != 0 {
             match self.verdict(pid, &exec) {
@@ -332,7 +335,7 @@ impl<K: KernelState> Tracker<K> {
             if tracking == 0 {
                 self.kernel.untrack(pid);
                 self.table.remove(pid);
-                self.untracked.insert(pid);
+                self.untracked.insert(pid, Untracked::NotPython);
                 self.settle_children(&exec.exe, false);
                 return None;
             }
@@ -387,7 +390,7 @@ impl<K: KernelState> Tracker<K> {
             if tracking == 0 {
                 self.kernel.untrack(child);
                 self.table.remove(child);
-                self.untracked.insert(child);
+                self.untracked.insert(child, Untracked::NotPython);
             } else {
                 p.tracking = tracking;
                 self.kernel.track(child, tracking);
@@ -402,9 +405,7 @@ impl<K: KernelState> Tracker<K> {
 
     /// Forgets processes that ended without an exit record reaching us.
     pub fn sweep(&mut self) -> usize {
-        self.untracked.retain(|pid| Path::new(&format!("/proc/{pid}")).exists());
-        let untracked = &self.untracked;
-        self.unidentified.retain(|pid| untracked.contains(pid));
+        self.untracked.retain(|pid, _| Path::new(&format!("/proc/{pid}")).exists());
         self.table.sweep(|pid| Path::new(&format!("/proc/{pid}")).exists())
     }
 }
