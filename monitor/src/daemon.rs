@@ -242,22 +242,12 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 // Before draining: tokio keeps a wake-up that arrives after the guard was made.
                 guard.clear_ready();
                 let tell = pace.woken();
-                paced(&mut pace, tell, guard.get_inner_mut(), &mut tracker, &mut out)?;
-                out.metrics.reader_drains.with_label_values(&["wakeup"]).inc();
-                let drained = drain(guard.get_inner_mut(), &mut tracker, &mut out, DRAIN_BUDGET)?;
-                let tell = pace.drained(Instant::now(), drained.emptied, drained.records);
-                paced(&mut pace, tell, guard.get_inner_mut(), &mut tracker, &mut out)?;
+                tell_kernel(&mut pace, tell, &mut tracker, &mut out);
+                drain_paced(Trigger::Wakeup, &mut pace, guard.get_inner_mut(), &mut tracker, &mut out)?;
             }
             () = sleep_until(pace.poll_at().unwrap_or_else(Instant::now).into()), if pace.poll_at().is_some() => {
-                let settle = pace.settling();
-                out.metrics.reader_drains.with_label_values(&[if settle { "settle" } else { "poll" }]).inc();
-                let drained = drain(ring.get_mut(), &mut tracker, &mut out, DRAIN_BUDGET)?;
-                if settle {
-                    out.metrics.reader_unwoken.inc_by(drained.records as u64);
-                }
-                let tell = pace.drained(Instant::now(), drained.emptied, drained.records);
-                paced(&mut pace, tell, ring.get_mut(), &mut tracker, &mut out)?;
-                if !drained.emptied {
+                let trigger = if pace.settling() { Trigger::Settle } else { Trigger::Poll };
+                if !drain_paced(trigger, &mut pace, ring.get_mut(), &mut tracker, &mut out)? {
                     // Still readable: the ticker, signals and the metrics endpoint get their turn
                     // before the next batch, however fast records keep coming.
                     tokio::task::yield_now().await;
@@ -267,14 +257,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 health.beat();
                 if pace.idle() {
                     // Step 3 of `pace`: a record sent without a wake-up is not left waiting.
-                    out.metrics.reader_drains.with_label_values(&["tick"]).inc();
-                    let drained = drain(ring.get_mut(), &mut tracker, &mut out, DRAIN_BUDGET)?;
-                    if drained.records > 0 {
-                        tracing::debug!(records = drained.records, "records found without a wake-up");
-                        out.metrics.reader_unwoken.inc_by(drained.records as u64);
-                    }
-                    let tell = pace.drained(Instant::now(), drained.emptied, drained.records);
-                    paced(&mut pace, tell, ring.get_mut(), &mut tracker, &mut out)?;
+                    drain_paced(Trigger::Tick, &mut pace, ring.get_mut(), &mut tracker, &mut out)?;
                 }
                 last_counts = report_losses(&counters, &last_counts, &out);
                 out.report_unattributed(&tracker.stats);
@@ -484,39 +467,70 @@ struct Drained {
     records: usize,
 }
 
-/// Tells the kernel what `pace` decided, draining once more after clearing the flag.
-fn paced(
+/// What started a drain (the `trigger` label of `premain_reader_drains_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Wakeup,
+    Poll,
+    Settle,
+    Tick,
+}
+
+impl Trigger {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Wakeup => "wakeup",
+            Self::Poll => "poll",
+            Self::Settle => "settle",
+            Self::Tick => "tick",
+        }
+    }
+}
+
+/// Drains the ring, then does what `pace` decides, which after clearing the flag is one more
+/// drain. Returns whether the last drain emptied the ring.
+fn drain_paced(
+    mut trigger: Trigger,
     pace: &mut Pace,
-    mut tell: Tell,
     ring: &mut RingBuf<MapData>,
     tracker: &mut Tracker<KernelMaps>,
     out: &mut Output,
-) -> io::Result<()> {
+) -> io::Result<bool> {
     loop {
-        match tell {
-            Tell::Nothing => return Ok(()),
-            Tell::Busy => {
-                // Failing only means records keep waking the reader.
-                if let Err(err) = tracker.kernel().set_reader_busy(true) {
-                    tracing::debug!(error = %err, "cannot tell the kernel the reader is busy");
-                }
-                return Ok(());
-            }
-            Tell::Idle => {
-                if let Err(err) = tracker.kernel().set_reader_busy(false) {
-                    out.busy_clear_failures += 1;
-                    if out.busy_clear_failures.is_power_of_two() {
-                        tracing::warn!(error = %err, total = out.busy_clear_failures, "cannot tell the kernel to wake the reader again; polling instead");
-                    }
-                    pace.clear_failed(Instant::now());
-                    return Ok(());
-                }
-                out.metrics.reader_drains.with_label_values(&["poll"]).inc();
-                let drained = drain(ring, tracker, out, DRAIN_BUDGET)?;
-                tell = pace.drained(Instant::now(), drained.emptied, drained.records);
-            }
+        out.metrics.reader_drains.with_label_values(&[trigger.label()]).inc();
+        let drained = drain(ring, tracker, out, DRAIN_BUDGET)?;
+        if matches!(trigger, Trigger::Settle | Trigger::Tick) && drained.records > 0 {
+            tracing::debug!(records = drained.records, "records found without a wake-up");
+            out.metrics.reader_unwoken.inc_by(drained.records as u64);
         }
+        let tell = pace.drained(Instant::now(), drained.emptied, drained.records);
+        if !tell_kernel(pace, tell, tracker, out) {
+            return Ok(drained.emptied);
+        }
+        trigger = Trigger::Poll;
     }
+}
+
+/// Carries out `tell`; returns whether the flag was just cleared, so the ring is to be
+/// drained once more.
+fn tell_kernel(pace: &mut Pace, tell: Tell, tracker: &mut Tracker<KernelMaps>, out: &mut Output) -> bool {
+    let busy = match tell {
+        Tell::Nothing => return false,
+        Tell::Busy => true,
+        Tell::Idle => false,
+    };
+    let Err(err) = tracker.kernel().set_reader_busy(busy) else { return !busy };
+    if busy {
+        // Only means records keep waking the reader.
+        tracing::debug!(error = %err, "cannot tell the kernel the reader is busy");
+    } else {
+        out.busy_clear_failures += 1;
+        if out.busy_clear_failures.is_power_of_two() {
+            tracing::warn!(error = %err, total = out.busy_clear_failures, "cannot tell the kernel to wake the reader again; polling instead");
+        }
+        pace.clear_failed(Instant::now());
+    }
+    false
 }
 
 /// Handles at most `budget` records.

@@ -130,6 +130,13 @@ impl Pace {
 mod tests {
     use super::*;
 
+    /// A pace whose reader was just woken by the first record of a burst.
+    fn woken() -> (Instant, Pace) {
+        let mut pace = Pace::default();
+        assert_eq!(pace.woken(), Tell::Busy);
+        (Instant::now(), pace)
+    }
+
     #[test]
     fn a_burst_is_polled_until_a_pause_passes_without_records() {
         let now = Instant::now();
@@ -154,9 +161,7 @@ mod tests {
 
     #[test]
     fn records_found_after_clearing_the_flag_set_it_again() {
-        let now = Instant::now();
-        let mut pace = Pace::default();
-        pace.woken();
+        let (now, mut pace) = woken();
         assert_eq!(pace.drained(now, true, 0), Tell::Idle);
         assert_eq!(pace.drained(now, true, 1), Tell::Busy, "sent between the last drain and the switch");
         assert!(!pace.listening());
@@ -165,9 +170,7 @@ mod tests {
 
     #[test]
     fn a_record_sent_without_waking_is_found_by_the_settle_or_the_tick() {
-        let now = Instant::now();
-        let mut pace = Pace::default();
-        pace.woken();
+        let (now, mut pace) = woken();
         pace.drained(now, true, 0);
         pace.drained(now, true, 0);
         assert_eq!(pace.drained(now, true, 1), Tell::Busy, "found by the settle drain");
@@ -182,9 +185,7 @@ mod tests {
 
     #[test]
     fn a_flag_that_cannot_be_cleared_keeps_the_reader_polling() {
-        let now = Instant::now();
-        let mut pace = Pace::default();
-        pace.woken();
+        let (now, mut pace) = woken();
         assert_eq!(pace.drained(now, true, 0), Tell::Idle);
         pace.clear_failed(now);
         assert!(!pace.listening());
