@@ -480,7 +480,6 @@ impl Config {
         Ok(config)
     }
 
-    /// The sinks in force: the configured ones, or stdout.
     /// The configuration as premain runs it, as TOML: every default written out, and the
     /// stdout sink a file without sinks gets.
     pub fn effective_toml(&self) -> Result<String, String> {
@@ -489,6 +488,7 @@ impl Config {
         toml::to_string(&effective).map_err(|e| e.to_string())
     }
 
+    /// The sinks in force: the configured ones, or stdout.
     pub fn sinks(&self) -> Vec<Sink> {
         if self.sinks.is_empty() {
             vec![Sink::Stdout { name: None, format: Format::Premain }]
