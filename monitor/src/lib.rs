@@ -1,34 +1,25 @@
 //! premain: an eBPF monitor that catches Python code touching secrets, the network or other
 //! programs before the application's main code runs.
 //!
-//! This library holds the daemon; `main.rs` only parses the command line.
+//! The layers, from the kernel up (each folder's `mod.rs` says what it holds):
+//! - [`kernel`]: loading and controlling the eBPF programs, decoding their records;
+//! - [`process`]: the process table, which processes are tracked, events of tracked processes;
+//! - [`python`]: recognising CPython, its build hooks and the distributions code belongs to;
+//! - [`phase`]: the phase engine (install, startup, import, runtime) and culprits;
+//! - [`detect`]: the rules: which pre-main actions are alerts;
+//! - [`alert`]: the alert model and folding;
+//! - [`output`]: event lines and the sinks alerts go to;
+//! - [`ops`]: configuration, metrics, health endpoints, the node-wide lock;
+//! - [`k8s`]: container and pod identity;
+//! - [`daemon`]: `premain run`, the event loop that ties them together.
 
 pub mod alert;
-pub mod btf;
-pub mod config;
-pub mod counters;
 pub mod daemon;
-pub mod decode;
-pub mod dist;
-pub mod endpoints;
-pub mod error;
-pub mod event;
-pub mod hold;
-pub mod install;
-pub mod instance;
-pub mod interpreter;
+pub mod detect;
 pub mod k8s;
-pub mod loader;
-pub mod metrics;
-pub mod offsets;
-pub mod pace;
+pub mod kernel;
+pub mod ops;
+pub mod output;
 pub mod phase;
-pub mod preflight;
-pub mod probes;
 pub mod process;
-pub mod ring_fill;
-pub mod rules;
-pub mod seed;
-pub mod sink;
-pub mod sockaddr;
-pub mod tracker;
+pub mod python;

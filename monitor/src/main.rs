@@ -2,9 +2,9 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use monitor::{
-    config::Config,
     daemon::{self, Overrides, RunOptions},
-    interpreter::{self, Verdict},
+    ops::config::Config,
+    python::interpreter::{self, Verdict},
 };
 
 /// premain: catches Python code touching secrets, the network or other programs before the
@@ -46,7 +46,7 @@ enum Command {
         #[arg(long, value_name = "IP:PORT")]
         metrics_address: Option<String>,
         /// The lock that keeps a second premain from starting on the same node.
-        #[arg(long, value_name = "PATH", default_value = monitor::instance::DEFAULT_LOCK)]
+        #[arg(long, value_name = "PATH", default_value = monitor::ops::instance::DEFAULT_LOCK)]
         lock_file: PathBuf,
         /// Testing aid: after attaching, wait this many milliseconds before reading records.
         #[arg(long, hide = true)]
@@ -127,7 +127,7 @@ fn main() -> ExitCode {
 
 fn check_config(file: &std::path::Path, print: bool) -> Result<(), String> {
     let config = Config::load(file).map_err(|e| e.to_string())?;
-    monitor::rules::Rules::from_config(&config).map_err(|e| format!("{}: {e}", file.display()))?;
+    monitor::detect::Rules::from_config(&config).map_err(|e| format!("{}: {e}", file.display()))?;
     if print {
         let text = config.effective_toml().map_err(|e| format!("{}: cannot print: {e}", file.display()))?;
         print!("{text}");

@@ -25,8 +25,8 @@ use serde::Deserialize;
 use tracing::{debug, info, warn};
 
 use crate::{
-    config::{self, Switch},
-    metrics::Metrics,
+    ops::config::{self, Switch},
+    ops::metrics::Metrics,
 };
 
 /// What alerts say about a pod.

@@ -1,0 +1,196 @@
+//! Loads the embedded kernel programs, configures them for this kernel and attaches them.
+
+use aya::{
+    EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{ProgramError, RawTracePoint, TracePoint, UProbe},
+};
+use monitor_common::{
+    CONTROL, CONTROL_HOLD, CONTROL_READER_BUSY, COUNTERS, EVENTS, ExeKey, KernelOffsets, OFFSETS, QUIET,
+    SELF_TGID, TRACKED, VERDICTS,
+};
+
+use crate::{kernel::error::StartError, kernel::probes::Probes};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor-ebpf"));
+
+#[derive(Clone, Copy, Debug)]
+pub enum Attach {
+    TracePoint {
+        category: &'static str,
+        name: &'static str,
+    },
+    /// Raw tracepoints receive the tracepoint's C arguments (task pointers for fork).
+    Raw {
+        name: &'static str,
+    },
+}
+
+/// Every program in the object and where it attaches. Lifecycle hooks come first so that a
+/// process is classified before its syscalls can be seen.
+pub const PROGRAMS: &[(&str, Attach)] = &[
+    ("exec_image", Attach::TracePoint { category: "sched", name: "sched_process_exec" }),
+    ("process_fork", Attach::Raw { name: "sched_process_fork" }),
+    ("process_exit", Attach::TracePoint { category: "sched", name: "sched_process_exit" }),
+    ("exec_enter_execve", Attach::TracePoint { category: "syscalls", name: "sys_enter_execve" }),
+    ("exec_exit_execve", Attach::TracePoint { category: "syscalls", name: "sys_exit_execve" }),
+    ("exec_enter_execveat", Attach::TracePoint { category: "syscalls", name: "sys_enter_execveat" }),
+    ("exec_exit_execveat", Attach::TracePoint { category: "syscalls", name: "sys_exit_execveat" }),
+    ("file_enter_openat", Attach::TracePoint { category: "syscalls", name: "sys_enter_openat" }),
+    ("file_exit_openat", Attach::TracePoint { category: "syscalls", name: "sys_exit_openat" }),
+    ("file_enter_openat2", Attach::TracePoint { category: "syscalls", name: "sys_enter_openat2" }),
+    ("file_exit_openat2", Attach::TracePoint { category: "syscalls", name: "sys_exit_openat2" }),
+    ("net_enter_connect", Attach::TracePoint { category: "syscalls", name: "sys_enter_connect" }),
+    ("net_exit_connect", Attach::TracePoint { category: "syscalls", name: "sys_exit_connect" }),
+    ("net_enter_sendto", Attach::TracePoint { category: "syscalls", name: "sys_enter_sendto" }),
+    ("net_exit_sendto", Attach::TracePoint { category: "syscalls", name: "sys_exit_sendto" }),
+    ("net_enter_sendmsg", Attach::TracePoint { category: "syscalls", name: "sys_enter_sendmsg" }),
+    ("net_exit_sendmsg", Attach::TracePoint { category: "syscalls", name: "sys_exit_sendmsg" }),
+];
+
+/// Tracepoints that must exist in tracefs (the raw one is checked there too).
+pub fn tracepoints() -> Vec<(&'static str, &'static str)> {
+    PROGRAMS
+        .iter()
+        .map(|(_, attach)| match *attach {
+            Attach::TracePoint { category, name } => (category, name),
+            Attach::Raw { name } => ("sched", name),
+        })
+        .collect()
+}
+
+/// The kernel state the daemon changes: which processes are tracked, which executables are
+/// judged, whether unseen executables are held, and the probes on interpreter images (which
+/// own the loaded object: unloading them detaches every program).
+pub struct KernelMaps {
+    pub tracked: HashMap<MapData, u32, u32>,
+    pub verdicts: HashMap<MapData, ExeKey, u32>,
+    pub control: Array<MapData, u32>,
+    /// `pid -> generation` declared quiet (see `monitor_common::QUIET`).
+    pub quiet: HashMap<MapData, u32, u64>,
+    pub probes: Probes,
+}
+
+impl KernelMaps {
+    /// Switches holding of processes that run an unseen executable on or off.
+    pub fn set_hold(&mut self, on: bool) -> Result<(), aya::maps::MapError> {
+        self.control.set(CONTROL_HOLD, u32::from(on), 0)
+    }
+
+    /// Tells the kernel whether records need to wake the reader (see
+    /// `monitor_common::CONTROL_READER_BUSY`).
+    pub fn set_reader_busy(&mut self, busy: bool) -> Result<(), aya::maps::MapError> {
+        self.control.set(CONTROL_READER_BUSY, u32::from(busy), 0)
+    }
+
+    /// Declares `pid` quiet as of `generation`, or forgets it. A failure only means the
+    /// process keeps being recorded.
+    pub fn set_quiet(&mut self, pid: u32, generation: Option<u64>) {
+        let result = match generation {
+            Some(generation) => self.quiet.insert(pid, generation, 0),
+            None => self.quiet.remove(&pid),
+        };
+        if let Err(err) = result
+            && generation.is_some()
+        {
+            tracing::debug!(pid, error = %err, "cannot declare process quiet");
+        }
+    }
+}
+
+pub struct Kernel {
+    pub events: RingBuf<MapData>,
+    pub maps: KernelMaps,
+    pub counters: PerCpuArray<MapData, u64>,
+    /// Kernel-side log records; `None` when the object has no log statements.
+    pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+/// Loads the object and creates its maps, without attaching anything.
+pub fn load(offsets: &KernelOffsets, ring_buffer_bytes: u32) -> Result<Kernel, StartError> {
+    if OBJECT.is_empty() {
+        return Err(StartError::EmptyObject);
+    }
+    let self_tgid = std::process::id();
+    let mut ebpf = EbpfLoader::new()
+        .override_global(SELF_TGID, &self_tgid, true)
+        .override_global(OFFSETS, offsets, true)
+        .map_max_entries(EVENTS, ring_buffer_bytes)
+        .load(OBJECT)
+        .map_err(|err| StartError::Load(one_line(&err.to_string())))?;
+    let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+        Ok(logger) => Some(logger),
+        Err(err) => {
+            tracing::debug!(error = %err, "no kernel-side logging");
+            None
+        }
+    };
+    let mut take = |name: &str| {
+        ebpf.take_map(name).ok_or_else(|| StartError::Load(format!("map {name} missing from the object")))
+    };
+    let events = RingBuf::try_from(take(EVENTS)?).map_err(|e| StartError::Load(e.to_string()))?;
+    let tracked = HashMap::try_from(take(TRACKED)?).map_err(|e| StartError::Load(e.to_string()))?;
+    let verdicts = HashMap::try_from(take(VERDICTS)?).map_err(|e| StartError::Load(e.to_string()))?;
+    let counters = PerCpuArray::try_from(take(COUNTERS)?).map_err(|e| StartError::Load(e.to_string()))?;
+    let control = Array::try_from(take(CONTROL)?).map_err(|e| StartError::Load(e.to_string()))?;
+    let quiet = HashMap::try_from(take(QUIET)?).map_err(|e| StartError::Load(e.to_string()))?;
+    let probes = Probes::new(ebpf);
+    Ok(Kernel { events, maps: KernelMaps { tracked, verdicts, control, quiet, probes }, counters, logger })
+}
+
+/// Loads into the kernel (verifier) and attaches every tracepoint program. Links are owned by
+/// the object: [`Probes::unload`] detaches everything.
+pub fn attach_all(kernel: &mut Kernel) -> Result<usize, StartError> {
+    let ebpf = kernel.maps.probes.ebpf_mut().ok_or_else(|| StartError::Load("programs unloaded".into()))?;
+    // The CPython probes are verified now and attached per interpreter image later.
+    for program in crate::kernel::probes::programs() {
+        let probe: &mut UProbe = program_mut(ebpf, program)?.try_into().map_err(refused(program))?;
+        probe.load().map_err(refused(program))?;
+    }
+    for &(program, attach) in PROGRAMS {
+        let prog = program_mut(ebpf, program)?;
+        match attach {
+            Attach::TracePoint { category, name } => {
+                let tp: &mut TracePoint = prog.try_into().map_err(refused(program))?;
+                tp.load().map_err(refused(program))?;
+                tp.attach(category, name).map_err(refused(program))?;
+            }
+            Attach::Raw { name } => {
+                let raw: &mut RawTracePoint = prog.try_into().map_err(refused(program))?;
+                raw.load().map_err(refused(program))?;
+                raw.attach(name).map_err(refused(program))?;
+            }
+        }
+        tracing::debug!(program, "attached");
+    }
+    Ok(PROGRAMS.len())
+}
+
+fn program_mut<'a>(
+    ebpf: &'a mut aya::Ebpf,
+    program: &str,
+) -> Result<&'a mut aya::programs::Program, StartError> {
+    ebpf.program_mut(program)
+        .ok_or_else(|| StartError::Load(format!("program {program} missing from the object")))
+}
+
+fn refused(program: &str) -> impl Fn(ProgramError) -> StartError + '_ {
+    move |err| StartError::Program { program: program.to_owned(), reason: program_error(&err) }
+}
+
+/// The verifier log is long; the operator gets its last meaningful line, the full text goes
+/// to the debug log.
+fn program_error(err: &ProgramError) -> String {
+    if let ProgramError::LoadError { io_error, verifier_log } = err {
+        let log = verifier_log.to_string();
+        tracing::debug!(%log, "verifier log");
+        let last =
+            log.lines().rev().find(|l| !l.trim().is_empty() && !l.starts_with("processed")).unwrap_or("");
+        return format!("{io_error} (verifier: {})", last.trim());
+    }
+    one_line(&err.to_string())
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}

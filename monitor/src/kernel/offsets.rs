@@ -1,0 +1,87 @@
+//! Resolves the kernel struct offsets the programs need from the running kernel's BTF.
+
+use std::{fs, path::Path};
+
+use monitor_common::KernelOffsets;
+
+use crate::{
+    kernel::btf::{Btf, BtfError},
+    kernel::error::StartError,
+};
+
+/// The first candidate member path that exists: field names moved between kernel versions.
+fn first(btf: &Btf, strukt: &str, candidates: &[&str]) -> Result<u32, BtfError> {
+    let mut last_err = None;
+    for path in candidates {
+        match btf.member_offset(strukt, path) {
+            Ok(offset) => return Ok(offset),
+            Err(err) => last_err = Some(err),
+        }
+    }
+    Err(last_err.expect("at least one candidate"))
+}
+
+pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<KernelOffsets, StartError> {
+    Ok(KernelOffsets {
+        task_tgid: btf.member_offset("task_struct", "tgid")?,
+        task_pid: btf.member_offset("task_struct", "pid")?,
+        task_real_parent: btf.member_offset("task_struct", "real_parent")?,
+        task_mm: btf.member_offset("task_struct", "mm")?,
+        task_exit_code: btf.member_offset("task_struct", "exit_code")?,
+        mm_exe_file: btf.member_offset("mm_struct", "exe_file")?,
+        mm_arg_start: btf.member_offset("mm_struct", "arg_start")?,
+        mm_arg_end: btf.member_offset("mm_struct", "arg_end")?,
+        file_inode: btf.member_offset("file", "f_inode")?,
+        inode_ino: btf.member_offset("inode", "i_ino")?,
+        inode_sb: btf.member_offset("inode", "i_sb")?,
+        // 6.11+: i_mtime_sec/nsec; 6.7-6.10: __i_mtime; before: i_mtime.
+        inode_mtime_sec: first(btf, "inode", &["i_mtime_sec", "__i_mtime.tv_sec", "i_mtime.tv_sec"])?,
+        inode_mtime_nsec: first(btf, "inode", &["i_mtime_nsec", "__i_mtime.tv_nsec", "i_mtime.tv_nsec"])?,
+        sb_dev: btf.member_offset("super_block", "s_dev")?,
+        tp_exit_group_dead: group_dead_offset(tracefs),
+        _pad: 0,
+    })
+}
+
+/// Offset of `group_dead` in the `sched_process_exit` tracepoint record (0 when absent).
+fn group_dead_offset(tracefs: &Path) -> u32 {
+    let format = tracefs.join("events/sched/sched_process_exit/format");
+    fs::read_to_string(format).ok().and_then(|text| parse_field_offset(&text, "group_dead")).unwrap_or(0)
+}
+
+/// Finds `offset:N;` on the `field:` line that declares `name` in a tracefs format file.
+pub fn parse_field_offset(format: &str, name: &str) -> Option<u32> {
+    format.lines().find_map(|line| {
+        let decl = line.trim().strip_prefix("field:")?.split(';').next()?;
+        let field = decl.split_whitespace().last()?.split('[').next()?;
+        if field != name {
+            return None;
+        }
+        line.split(';').find_map(|part| part.trim().strip_prefix("offset:")?.parse().ok())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracefs_format_field() {
+        let format = "name: sched_process_exit\n\tfield:char comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\tfield:pid_t pid;\toffset:24;\tsize:4;\tsigned:1;\n\tfield:bool group_dead;\toffset:32;\tsize:1;\tsigned:0;\n";
+        assert_eq!(parse_field_offset(format, "group_dead"), Some(32));
+        assert_eq!(parse_field_offset(format, "comm"), Some(8));
+        assert_eq!(parse_field_offset(format, "prio"), None);
+    }
+
+    #[test]
+    fn resolves_on_this_kernel() {
+        let Ok(btf) = Btf::from_sys_fs() else {
+            eprintln!("skipping: no /sys/kernel/btf/vmlinux on this machine");
+            return;
+        };
+        let offsets = resolve(&btf, Path::new("/nonexistent")).expect("offsets");
+        assert_ne!(offsets.task_real_parent, 0);
+        assert_ne!(offsets.mm_exe_file, 0);
+        assert_eq!(offsets.tp_exit_group_dead, 0);
+    }
+}

@@ -1,0 +1,266 @@
+//! Attaches the CPython probes (`python_*` programs) to interpreter images, once per image.
+//!
+//! Uprobes live on a file, not a process: one attachment to a libpython covers every
+//! interpreter that maps it, including ones started later.
+
+use std::collections::HashMap;
+
+use aya::{
+    Ebpf,
+    programs::{
+        UProbe,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
+    },
+};
+use monitor_common::ProbeCookie;
+
+use crate::python::interpreter::{FileKey, Interpreter};
+
+/// `(program, CPython function)`; all are needed to phase a process.
+pub const SITES: &[(&str, &str)] = &[
+    (AUDIT, "PySys_Audit"),
+    ("python_eval_enter", "PyEval_EvalCode"),
+    ("python_eval_exit", "PyEval_EvalCode"),
+];
+
+/// Attached too where the image exports it (3.12+). `PySys_Audit` runs for every audit event
+/// (each `open()` in Python code, for example); this runs once per process. Once a process
+/// of the image has shown it marking the same moment as the audit event, the `PySys_Audit`
+/// probe is detached from that image.
+pub const RUNNING_MAIN: (&str, &str) = ("python_running_main", "_PyInterpreterState_SetRunningMain");
+
+const AUDIT: &str = "python_audit";
+
+/// Every CPython probe program, for loading.
+pub fn programs() -> impl Iterator<Item = &'static str> {
+    SITES.iter().chain([&RUNNING_MAIN]).map(|(program, _)| *program)
+}
+
+/// How an image's processes get their main marker.
+#[derive(Debug)]
+enum MainProbe {
+    /// `PySys_Audit` only (before 3.12, or `_PyInterpreterState_SetRunningMain` did not mark
+    /// a run the audit event marked).
+    Audit,
+    /// Both, until a process shows that `_PyInterpreterState_SetRunningMain` marks main.
+    Confirming(UProbeLinkId),
+    /// `_PyInterpreterState_SetRunningMain` only.
+    RunningMain,
+}
+
+/// Where the probes find `co_filename` and a `str`'s characters in this CPython build, on
+/// x86-64. Verified by reading live objects on 3.8-3.13 (see tests/scripts/layout.py);
+/// 3.14 and the free-threaded builds follow CPython's headers. `None` for versions the
+/// probes do not understand.
+pub fn layout(version: Option<(u8, u8)>, free_threaded: bool) -> Option<ProbeCookie> {
+    let (3, minor @ 8..) = version? else { return None };
+    // PyCodeObject gained fields in 3.11; the free-threaded PyObject header is 16 bytes longer.
+    let header_extra = if free_threaded { 16 } else { 0 };
+    let co_filename = if minor <= 10 { 104 } else { 112 } + header_extra;
+    let (str_data, str_state, str_ascii_mask) = match (free_threaded, minor) {
+        // 3.14t: `interned` became a whole byte ahead of the kind/compact/ascii bits.
+        (true, 14..) => (56, 49, 0x18),
+        (true, _) => (56, 48, 0x60),
+        // `wstr` went away in 3.12.
+        (false, ..=11) => (48, 32, 0x60),
+        (false, _) => (40, 32, 0x60),
+    };
+    Some(ProbeCookie { co_filename, str_data, str_state, str_ascii_mask })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("CPython {0} is not a version the probes understand")]
+    Version(String),
+    #[error("{0} does not export {1}")]
+    MissingSymbol(String, &'static str),
+    #[error("attaching {program} to {image}: {reason}")]
+    Attach { program: &'static str, image: String, reason: String },
+}
+
+pub struct Probes {
+    /// `None` in tests and after shutdown.
+    ebpf: Option<Ebpf>,
+    attached: HashMap<FileKey, bool>,
+    main_probes: HashMap<FileKey, MainProbe>,
+}
+
+impl Probes {
+    pub fn new(ebpf: Ebpf) -> Self {
+        Self { ebpf: Some(ebpf), attached: HashMap::new(), main_probes: HashMap::new() }
+    }
+
+    /// A `cpython.run_*` audit marker of a process running `image` was read; `running_main`
+    /// says whether `_PyInterpreterState_SetRunningMain` had marked main before it.
+    pub fn main_checked(&mut self, image: &std::path::Path, running_main: bool) {
+        let Ok(key) = FileKey::of(image) else { return };
+        if !matches!(self.main_probes.get(&key), Some(MainProbe::Confirming(_))) {
+            return;
+        }
+        let Some(MainProbe::Confirming(audit)) = self.main_probes.remove(&key) else { return };
+        if !running_main {
+            tracing::info!(
+                ?image,
+                "_PyInterpreterState_SetRunningMain did not mark main; keeping PySys_Audit"
+            );
+            self.main_probes.insert(key, MainProbe::Audit);
+            return;
+        }
+        let Some(ebpf) = self.ebpf.as_mut() else { return };
+        match uprobe(ebpf, AUDIT).and_then(|p| p.take_link(audit).map_err(|e| e.to_string())) {
+            Ok(link) => {
+                // Unregistering a uprobe waits for RCU grace periods (tens of milliseconds):
+                // not on the reader, which would fall behind the ring meanwhile.
+                std::thread::spawn(move || drop(link));
+                tracing::info!(
+                    ?image,
+                    "main marked by _PyInterpreterState_SetRunningMain: PySys_Audit probe detached"
+                );
+                self.main_probes.insert(key, MainProbe::RunningMain);
+            }
+            Err(reason) => {
+                tracing::warn!(?image, %reason, "cannot detach the PySys_Audit probe");
+                self.main_probes.insert(key, MainProbe::Audit);
+            }
+        }
+    }
+
+    /// Images with probes attached.
+    pub fn images(&self) -> usize {
+        self.attached.values().filter(|ok| **ok).count()
+    }
+
+    /// Images whose probes could not be attached.
+    pub fn failures(&self) -> usize {
+        self.attached.values().filter(|ok| !**ok).count()
+    }
+
+    /// Attaches every probe to `interp.image`, or none. A failure is logged once per image:
+    /// its processes are then phased from syscall order. Paths are logged in their escaped
+    /// (Debug) form: a file name is chosen by whoever created it and may hold line breaks or
+    /// terminal escapes.
+    pub fn attach(&mut self, interp: &Interpreter) -> bool {
+        let key = match FileKey::of(&interp.image) {
+            Ok(key) => key,
+            Err(err) => {
+                tracing::warn!(image = ?interp.image, error = %err, "cannot attach CPython probes");
+                return false;
+            }
+        };
+        if let Some(&done) = self.attached.get(&key) {
+            return done;
+        }
+        let done = match self.try_attach(interp, &key) {
+            Ok(()) => {
+                tracing::info!(image = ?interp.image, version = ?interp.version, "CPython probes attached");
+                true
+            }
+            Err(err) => {
+                tracing::warn!(
+                    image = ?interp.image,
+                    error = ?err,
+                    "no CPython probes: its processes are phased from syscall order only"
+                );
+                false
+            }
+        };
+        self.attached.insert(key, done);
+        done
+    }
+
+    fn try_attach(&mut self, interp: &Interpreter, key: &FileKey) -> Result<(), ProbeError> {
+        let image = interp.image.display().to_string();
+        let version = interp.version.map_or_else(|| "unknown".to_owned(), |(a, b)| format!("{a}.{b}"));
+        let cookie = layout(interp.version, interp.free_threaded).ok_or(ProbeError::Version(version))?;
+        let mut offsets = Vec::new();
+        for &(program, symbol) in SITES {
+            let offset = *interp
+                .symbols
+                .get(symbol)
+                .ok_or_else(|| ProbeError::MissingSymbol(image.clone(), symbol))?;
+            offsets.push((program, offset));
+        }
+        let (running_main, symbol) = RUNNING_MAIN;
+        if let Some(&offset) = interp.symbols.get(symbol) {
+            offsets.push((running_main, offset));
+        }
+        let Some(ebpf) = self.ebpf.as_mut() else {
+            return Err(ProbeError::Attach { program: "any", image, reason: "programs unloaded".into() });
+        };
+        let mut new_links: Vec<(&str, UProbeLinkId)> = Vec::new();
+        for (program, offset) in offsets {
+            let result = uprobe(ebpf, program).and_then(|p| {
+                let point = UProbeAttachPoint {
+                    location: UProbeAttachLocation::AbsoluteOffset(offset),
+                    cookie: Some(cookie.encode()),
+                };
+                p.attach(point, &interp.image, UProbeScope::AllProcesses).map_err(|e| e.to_string())
+            });
+            match result {
+                Ok(link) => new_links.push((program, link)),
+                Err(reason) => {
+                    // All or nothing: half the probes would phase processes wrongly.
+                    for (program, link) in new_links {
+                        if let Ok(p) = uprobe(ebpf, program) {
+                            let _ = p.detach(link);
+                        }
+                    }
+                    return Err(ProbeError::Attach { program, image, reason });
+                }
+            }
+        }
+        // The links stay owned by the programs until `unload`.
+        let with_running_main = new_links.iter().any(|(program, _)| *program == running_main);
+        let audit = new_links.iter().position(|(program, _)| *program == AUDIT);
+        let main_probe = match audit {
+            Some(i) if with_running_main => MainProbe::Confirming(new_links.swap_remove(i).1),
+            _ => MainProbe::Audit,
+        };
+        self.main_probes.insert(*key, main_probe);
+        Ok(())
+    }
+
+    /// Detaches everything (every program of the object, not only the probes).
+    pub fn unload(&mut self) {
+        self.ebpf = None;
+    }
+
+    pub fn ebpf_mut(&mut self) -> Option<&mut Ebpf> {
+        self.ebpf.as_mut()
+    }
+}
+
+fn uprobe<'a>(ebpf: &'a mut Ebpf, program: &str) -> Result<&'a mut UProbe, String> {
+    let prog =
+        ebpf.program_mut(program).ok_or_else(|| format!("program {program} missing from the object"))?;
+    prog.try_into().map_err(|e: aya::programs::ProgramError| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_match_what_live_interpreters_showed() {
+        // Values read with ctypes from pyenv 3.8-3.13 and Debian's 3.11.
+        for (minor, co, data) in [(8, 104, 48), (10, 104, 48), (11, 112, 48), (12, 112, 40), (13, 112, 40)] {
+            let l = layout(Some((3, minor)), false).unwrap();
+            assert_eq!(
+                (l.co_filename, l.str_data, l.str_state, l.str_ascii_mask),
+                (co, data, 32, 0x60),
+                "3.{minor}"
+            );
+        }
+        let ft = layout(Some((3, 14)), true).unwrap();
+        assert_eq!((ft.co_filename, ft.str_data, ft.str_state, ft.str_ascii_mask), (128, 56, 49, 0x18));
+        assert!(layout(Some((3, 7)), false).is_none());
+        assert!(layout(Some((2, 7)), false).is_none());
+        assert!(layout(None, false).is_none());
+    }
+
+    #[test]
+    fn cookies_roundtrip() {
+        let l = layout(Some((3, 13)), true).unwrap();
+        assert_eq!(ProbeCookie::decode(l.encode()), l);
+    }
+}

@@ -1,0 +1,717 @@
+//! The configuration file (TOML). Every key is optional; [`Config::default`] is what premain
+//! runs with when no file is given, and `deploy/premain.toml` documents each key.
+//!
+//! Parsing is strict: unknown keys, wrong types, bad globs, CIDRs, addresses or URLs are
+//! rejected with the file, line and column, so `premain check-config` and a SIGHUP reload both
+//! refuse a file before anything of it is used.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::SocketAddr,
+    ops::Range,
+    path::{Path, PathBuf},
+};
+
+use globset::Glob;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::detect::{CREDENTIAL_READ, NETWORK_CONNECT, NETWORK_SEND, PROGRAM_EXEC};
+
+/// Why a configuration file was refused: one line naming the file, line and column.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub limits: Limits,
+    pub alerts: AlertOptions,
+    pub credentials: Credentials,
+    pub rules: RuleOptions,
+    pub allow: Allow,
+    pub install: Install,
+    pub metrics: Metrics,
+    pub kubernetes: Kubernetes,
+    pub sinks: Vec<Spanned<Sink>>,
+    pub shutdown: Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Kernel ring buffer size in bytes (a power of two, at least 4096).
+    pub ring_buffer_size: Spanned<u32>,
+    /// Tracked processes remembered at most.
+    pub max_processes: usize,
+    /// Alerts and loss records queued in memory per sink before they count as lost.
+    pub queue_capacity: usize,
+    /// Keep recording opens, connects and sends of processes whose code is all runtime.
+    pub record_runtime: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            ring_buffer_size: Spanned::new(0..0, 8 << 20),
+            max_processes: 65_536,
+            queue_capacity: 4096,
+            record_runtime: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertOptions {
+    /// Repeats of an alert (same process, rule and target) within this many seconds fold.
+    pub fold_window_secs: u64,
+    /// List the command lines of ancestors, not only their executables.
+    pub ancestry_argv: bool,
+    /// The node name put in alerts; empty means `$NODE_NAME`, else the kernel's hostname.
+    pub node_name: String,
+}
+
+impl Default for AlertOptions {
+    fn default() -> Self {
+        Self { fold_window_secs: 30, ancestry_argv: true, node_name: String::new() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Credentials {
+    /// Drop the built-in catalogue and use only `paths`.
+    pub replace_defaults: bool,
+    /// Extra catalogue entries.
+    pub paths: Vec<CredentialPath>,
+    /// Globs that are never credentials, added to the built-in exclusions.
+    pub exclude: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialPath {
+    /// The catalogue entry reported as `action.category`.
+    pub category: String,
+    pub glob: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleOption {
+    pub enabled: bool,
+    pub severity: Severity,
+}
+
+impl Default for RuleOption {
+    fn default() -> Self {
+        Self { enabled: true, severity: Severity::High }
+    }
+}
+
+/// One table per rule; a rule left out keeps its defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleOptions {
+    #[serde(rename = "credential-read")]
+    pub credential_read: RuleOption,
+    #[serde(rename = "network-connect")]
+    pub network_connect: RuleOption,
+    #[serde(rename = "network-send")]
+    pub network_send: RuleOption,
+    #[serde(rename = "program-exec")]
+    pub program_exec: RuleOption,
+}
+
+impl Default for RuleOptions {
+    fn default() -> Self {
+        Self {
+            credential_read: RuleOption { enabled: true, severity: Severity::Critical },
+            network_connect: RuleOption::default(),
+            network_send: RuleOption::default(),
+            program_exec: RuleOption::default(),
+        }
+    }
+}
+
+impl RuleOptions {
+    pub fn get(&self, rule: &str) -> RuleOption {
+        match rule {
+            CREDENTIAL_READ => self.credential_read,
+            NETWORK_CONNECT => self.network_connect,
+            NETWORK_SEND => self.network_send,
+            PROGRAM_EXEC => self.program_exec,
+            _ => RuleOption::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Allow {
+    /// Globs on the culprit's file (`.pth`, customize file, module or setup source dir) or
+    /// on its module name: matching actions are not alerts.
+    pub culprits: Vec<Spanned<String>>,
+    /// Distribution names (as on PyPI, compared normalized) whose actions are not alerts.
+    pub distributions: Vec<String>,
+    /// Destinations never alerted: `CIDR`, `CIDR:port`, `[v6-CIDR]:port` or `*:port`.
+    pub destinations: Vec<Spanned<String>>,
+    /// Globs on the acting process's executable.
+    pub exes: Vec<Spanned<String>>,
+    /// Program names that pre-main code may run (the standard library runs these itself).
+    pub programs: Vec<String>,
+    /// UNIX sockets the C library and logging use on behalf of any program.
+    pub unix_sockets: Vec<String>,
+}
+
+impl Default for Allow {
+    fn default() -> Self {
+        Self {
+            culprits: Vec::new(),
+            distributions: Vec::new(),
+            destinations: Vec::new(),
+            exes: Vec::new(),
+            programs: crate::detect::BENIGN_PROGRAMS.iter().map(|s| (*s).to_owned()).collect(),
+            unix_sockets: crate::detect::SYSTEM_SOCKETS.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Install {
+    /// Package index hosts (names or CIDRs): connections to them from install-time code
+    /// (setup.py, build backends) are not alerts. Names are resolved at load and reload.
+    pub index_hosts: Vec<String>,
+}
+
+impl Default for Install {
+    fn default() -> Self {
+        Self { index_hosts: vec!["pypi.org".into(), "files.pythonhosted.org".into()] }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertLabel {
+    Namespace,
+    Distribution,
+    CulpritKind,
+    Pod,
+}
+
+impl AlertLabel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Namespace => "namespace",
+            Self::Distribution => "distribution",
+            Self::CulpritKind => "culprit_kind",
+            Self::Pod => "pod",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// Where `/metrics`, `/healthz` and `/readyz` listen; empty turns the endpoint off.
+    pub address: Spanned<String>,
+    /// Labels added to `premain_alerts_total` beyond rule, phase and severity.
+    pub alert_labels: Vec<AlertLabel>,
+    /// Distinct values one optional label may take; later values are reported as `other`.
+    pub max_label_values: usize,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            address: Spanned::new(0..0, "127.0.0.1:9464".into()),
+            alert_labels: Vec::new(),
+            max_label_values: 200,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        let text = self.address.get_ref();
+        if text.is_empty() { None } else { text.parse().ok() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Kubernetes {
+    /// `auto` watches pods when running in a cluster (`KUBERNETES_SERVICE_HOST` set).
+    pub enabled: Switch,
+    /// This node's name; empty means `$NODE_NAME`, else the hostname.
+    pub node_name: String,
+    /// API server URL; empty means the in-cluster service address.
+    pub api_server: Spanned<String>,
+    pub token_file: PathBuf,
+    pub ca_file: PathBuf,
+    /// Copy pod labels into alerts.
+    pub pod_labels: bool,
+}
+
+impl Default for Kubernetes {
+    fn default() -> Self {
+        Self {
+            enabled: Switch::Auto,
+            node_name: String::new(),
+            api_server: Spanned::new(0..0, String::new()),
+            token_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
+            ca_file: "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt".into(),
+            pod_labels: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// `premain.alert/v1` lines.
+    #[default]
+    Premain,
+    /// Falco's output envelope (`time, rule, priority, source, hostname, output, output_fields`).
+    Falco,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// After every write.
+    Always,
+    /// At most once per `fsync_interval_ms`.
+    #[default]
+    Interval,
+    /// Left to the kernel.
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Sink {
+    Stdout {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        format: Format,
+    },
+    File {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        format: Format,
+        path: PathBuf,
+        /// Rotate when the file would grow past this size.
+        #[serde(default = "defaults::file_max_bytes")]
+        max_bytes: u64,
+        /// Rotated files kept (`path.1` .. `path.N`).
+        #[serde(default = "defaults::file_keep")]
+        keep: u32,
+        #[serde(default)]
+        fsync: Fsync,
+        #[serde(default = "defaults::fsync_interval_ms")]
+        fsync_interval_ms: u64,
+    },
+    Webhook {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        format: Format,
+        url: String,
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        /// Alerts per POST at most.
+        #[serde(default = "defaults::batch_max")]
+        batch_max: usize,
+        /// How long a partial batch waits for more.
+        #[serde(default = "defaults::batch_wait_ms")]
+        batch_wait_ms: u64,
+        #[serde(default = "defaults::timeout_ms")]
+        timeout_ms: u64,
+        #[serde(default = "defaults::backoff_initial_ms")]
+        backoff_initial_ms: u64,
+        #[serde(default = "defaults::backoff_max_ms")]
+        backoff_max_ms: u64,
+        /// Where undelivered alerts wait (survives restarts).
+        #[serde(default = "defaults::spool_dir")]
+        spool_dir: PathBuf,
+        /// Spool size at most; beyond it the oldest undelivered alerts are dropped and counted.
+        #[serde(default = "defaults::spool_max_bytes")]
+        spool_max_bytes: u64,
+    },
+}
+
+impl Sink {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Stdout { .. } => "stdout",
+            Self::File { .. } => "file",
+            Self::Webhook { .. } => "webhook",
+        }
+    }
+
+    /// The name used in metrics and loss records: the configured one, else the type.
+    pub fn name(&self) -> &str {
+        let named = match self {
+            Self::Stdout { name, .. } | Self::File { name, .. } | Self::Webhook { name, .. } => name,
+        };
+        named.as_deref().unwrap_or(self.kind())
+    }
+
+    pub fn format(&self) -> Format {
+        match self {
+            Self::Stdout { format, .. } | Self::File { format, .. } | Self::Webhook { format, .. } => *format,
+        }
+    }
+}
+
+pub mod defaults {
+    use std::path::PathBuf;
+
+    pub(crate) fn file_max_bytes() -> u64 {
+        100 << 20
+    }
+    pub(crate) fn file_keep() -> u32 {
+        5
+    }
+    pub(crate) fn fsync_interval_ms() -> u64 {
+        1000
+    }
+    pub(crate) fn batch_max() -> usize {
+        100
+    }
+    pub(crate) fn batch_wait_ms() -> u64 {
+        500
+    }
+    pub(crate) fn timeout_ms() -> u64 {
+        5000
+    }
+    pub(crate) fn backoff_initial_ms() -> u64 {
+        250
+    }
+    pub(crate) fn backoff_max_ms() -> u64 {
+        30_000
+    }
+    pub(crate) fn spool_dir() -> PathBuf {
+        "/var/lib/premain/spool".into()
+    }
+    pub(crate) fn spool_max_bytes() -> u64 {
+        256 << 20
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shutdown {
+    /// On SIGTERM, how long queued alerts may take to be delivered before premain exits
+    /// (what a webhook has not taken stays in its spool for the next start).
+    pub drain_deadline_secs: u64,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self { drain_deadline_secs: 10 }
+    }
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&file, &text)
+    }
+
+    /// Parses and validates `text`; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
+        let at = |span: Option<Range<usize>>, message: String| {
+            let (line, column) = span.map_or((1, 1), |s| line_column(text, s.start));
+            ConfigError { file: file.to_owned(), line, column, message }
+        };
+        let config: Self = toml::from_str(text).map_err(|e| at(e.span(), one_line(e.message())))?;
+        config.validate().map_err(|(span, message)| at(Some(span), message))?;
+        Ok(config)
+    }
+
+    /// The configuration as premain runs it, as TOML: every default written out, and the
+    /// stdout sink a file without sinks gets.
+    pub fn effective_toml(&self) -> Result<String, String> {
+        let mut effective = self.clone();
+        effective.sinks = self.sinks().into_iter().map(|s| Spanned::new(0..0, s)).collect();
+        toml::to_string(&effective).map_err(|e| e.to_string())
+    }
+
+    /// The sinks in force: the configured ones, or stdout.
+    pub fn sinks(&self) -> Vec<Sink> {
+        if self.sinks.is_empty() {
+            vec![Sink::Stdout { name: None, format: Format::Premain }]
+        } else {
+            self.sinks.iter().map(|s| s.get_ref().clone()).collect()
+        }
+    }
+
+    fn validate(&self) -> Result<(), (Range<usize>, String)> {
+        let ring = &self.limits.ring_buffer_size;
+        if !ring.get_ref().is_power_of_two() || *ring.get_ref() < 4096 {
+            return Err((
+                ring.span(),
+                format!(
+                    "limits.ring_buffer_size must be a power of two of at least 4096, not {}",
+                    ring.get_ref()
+                ),
+            ));
+        }
+        let globs = self
+            .credentials
+            .paths
+            .iter()
+            .map(|p| &p.glob)
+            .chain(&self.credentials.exclude)
+            .chain(&self.allow.culprits)
+            .chain(&self.allow.exes);
+        for glob in globs {
+            Glob::new(glob.get_ref())
+                .map_err(|e| (glob.span(), format!("bad glob {:?}: {}", glob.get_ref(), e.kind())))?;
+        }
+        for dest in &self.allow.destinations {
+            Destination::parse(dest.get_ref()).map_err(|m| (dest.span(), m))?;
+        }
+        let address = &self.metrics.address;
+        if !address.get_ref().is_empty() && self.metrics.socket_addr().is_none() {
+            return Err((
+                address.span(),
+                format!(
+                    "metrics.address {:?} is not an IP:port address (empty turns it off)",
+                    address.get_ref()
+                ),
+            ));
+        }
+        let api = &self.kubernetes.api_server;
+        if !api.get_ref().is_empty() {
+            check_url(api.get_ref()).map_err(|m| (api.span(), format!("kubernetes.api_server: {m}")))?;
+        }
+        let mut names = std::collections::HashSet::new();
+        for sink in &self.sinks {
+            if !names.insert(sink.get_ref().name().to_owned()) {
+                return Err((
+                    sink.span(),
+                    format!("two sinks are named {:?}; give each a distinct `name`", sink.get_ref().name()),
+                ));
+            }
+            match sink.get_ref() {
+                Sink::Webhook { url, batch_max, backoff_initial_ms, backoff_max_ms, .. } => {
+                    check_url(url).map_err(|m| (sink.span(), format!("webhook sink url: {m}")))?;
+                    if *batch_max == 0 || *backoff_initial_ms == 0 || backoff_initial_ms > backoff_max_ms {
+                        return Err((
+                            sink.span(),
+                            "webhook needs batch_max >= 1 and 0 < backoff_initial_ms <= backoff_max_ms"
+                                .into(),
+                        ));
+                    }
+                }
+                Sink::File { max_bytes, .. } if *max_bytes < 4096 => {
+                    return Err((
+                        sink.span(),
+                        format!("file sink max_bytes must be at least 4096, not {max_bytes}"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("{url:?} must start with http:// or https://"))?;
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(())
+}
+
+/// An allowed destination: a network and, optionally, one port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Destination {
+    pub net: Option<IpNet>,
+    pub port: Option<u16>,
+}
+
+impl Destination {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = |why: &str| {
+            format!("bad destination {text:?}: {why} (want CIDR, CIDR:port, [v6-CIDR]:port or *:port)")
+        };
+        let (net, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (net, tail) = rest.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+            let port = tail.strip_prefix(':').ok_or_else(|| bad("expected :port after ]"))?;
+            (net, Some(port))
+        } else if text.matches(':').count() == 1 {
+            let (net, port) = text.split_once(':').unwrap_or_default();
+            (net, Some(port))
+        } else {
+            (text, None)
+        };
+        let port = port
+            .map(|p| p.parse::<u16>().map_err(|_| bad("port is not a number from 0 to 65535")))
+            .transpose()?;
+        let net = if net == "*" {
+            None
+        } else {
+            let parsed = net
+                .parse::<IpNet>()
+                .or_else(|_| net.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| bad("not an IP network"))?;
+            Some(parsed)
+        };
+        if net.is_none() && port.is_none() {
+            return Err(bad("`*` needs a port"));
+        }
+        Ok(Self { net, port })
+    }
+
+    pub fn matches(&self, ip: std::net::IpAddr, port: u16) -> bool {
+        self.net.is_none_or(|n| n.contains(&ip)) && self.port.is_none_or(|p| p == port)
+    }
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.net, self.port) {
+            (Some(n), Some(p)) => write!(f, "{n}:{p}"),
+            (Some(n), None) => write!(f, "{n}"),
+            (None, Some(p)) => write!(f, "*:{p}"),
+            (None, None) => f.write_str("*"),
+        }
+    }
+}
+
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// 1-based line and column (in characters) of byte `offset`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(text: &str) -> ConfigError {
+        Config::parse("t.toml", text).expect_err("refused")
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let config = Config::parse("t.toml", "").unwrap();
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.sinks().len(), 1);
+        assert_eq!(config.rules.get(CREDENTIAL_READ).severity, Severity::Critical);
+        assert!(config.allow.programs.contains(&"uname".to_owned()));
+    }
+
+    #[test]
+    fn errors_carry_line_and_column() {
+        let e = error("[alerts]\nfold_window_secs = 3\nbogus = 1\n");
+        assert_eq!((e.line, e.column), (3, 1), "{e}");
+        assert!(e.message.contains("unknown field `bogus`"), "{e}");
+        let e = error("[limits]\nmax_processes = \"many\"\n");
+        assert_eq!((e.line, e.column), (2, 17), "{e}");
+        assert!(e.message.contains("invalid type"), "{e}");
+        let e = error("[credentials]\nexclude = [\"ok\", \"a[\"]\n");
+        assert_eq!((e.line, e.column), (2, 18), "{e}");
+        assert!(e.message.starts_with("bad glob"), "{e}");
+        let e = error("[allow]\ndestinations = [\"10.0.0.0/33\"]\n");
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("bad destination"), "{e}");
+        let e = error("[[sinks]]\ntype = \"carrier-pigeon\"\n");
+        assert!(e.message.contains("unknown variant"), "{e}");
+        let e = error("[limits]\nring_buffer_size = 5000\n");
+        assert_eq!((e.line, e.column), (2, 20), "{e}");
+        let e = error("[metrics]\naddress = \"localhost\"\n");
+        assert!(e.message.contains("metrics.address"), "{e}");
+        let e = error("[alerts]\n[[sinks]]\ntype = \"webhook\"\nurl = \"ftp://x\"\n");
+        assert_eq!(e.line, 2, "the sink's table: {e}");
+        assert!(e.message.contains("webhook sink url"), "{e}");
+        assert_eq!(e.to_string().lines().count(), 1);
+    }
+
+    #[test]
+    fn sinks_need_distinct_names() {
+        let e = error("[[sinks]]\ntype = \"stdout\"\n[[sinks]]\ntype = \"stdout\"\n");
+        assert_eq!(e.line, 3, "{e}");
+        let ok = "[[sinks]]\ntype = \"stdout\"\n[[sinks]]\ntype = \"stdout\"\nname = \"falco\"\nformat = \"falco\"\n";
+        assert_eq!(Config::parse("t", ok).unwrap().sinks().len(), 2);
+    }
+
+    #[test]
+    fn destinations() {
+        let d = Destination::parse("10.0.0.0/8:443").unwrap();
+        assert!(d.matches("10.1.2.3".parse().unwrap(), 443));
+        assert!(!d.matches("10.1.2.3".parse().unwrap(), 80));
+        let d = Destination::parse("[fd00::/8]:53").unwrap();
+        assert!(d.matches("fd00::1".parse().unwrap(), 53));
+        let d = Destination::parse("*:9000").unwrap();
+        assert!(d.matches("1.2.3.4".parse().unwrap(), 9000));
+        let d = Destination::parse("::1").unwrap();
+        assert!(d.matches("::1".parse().unwrap(), 1));
+        assert!(Destination::parse("*").is_err());
+        assert!(Destination::parse("1.2.3.4:99999").is_err());
+    }
+}

@@ -1,0 +1,264 @@
+//! Prometheus metrics. Every label takes a bounded set of values: rules, phases, severities,
+//! hooks, stages and sink names are fixed by the code or the config; the optional alert labels
+//! (namespace, distribution, pod, culprit kind) are capped by `metrics.max_label_values`.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+};
+
+use prometheus::{
+    Encoder as _, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::ops::config::AlertLabel;
+
+/// Where a record was lost.
+pub mod stage {
+    /// The kernel ring buffer was full.
+    pub const RING_BUFFER: &str = "ring_buffer";
+    /// A kernel table (in-flight syscalls, tracked processes) was full.
+    pub const KERNEL_TABLE: &str = "kernel_table";
+    /// The record could not be decoded.
+    pub const DECODE: &str = "decode";
+    /// A sink's in-memory queue was full.
+    pub const USERSPACE_QUEUE: &str = "userspace_queue";
+    /// A sink dropped it (spool bound reached).
+    pub const SINK: &str = "sink";
+    /// Received, but its process was gone before it could be identified (its exec record was
+    /// lost): whether it was Python cannot be known.
+    pub const UNATTRIBUTED: &str = "unattributed";
+}
+
+/// Handles on every metric; cheap to clone and shared by the daemon, sinks and watchers.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    alerts: IntCounterVec,
+    alert_labels: Arc<Vec<AlertLabel>>,
+    label_values: Arc<Mutex<HashMap<AlertLabel, HashSet<String>>>>,
+    max_label_values: usize,
+    pub alerts_folded: IntCounter,
+    pub events: IntCounterVec,
+    pub runtime_skipped: IntCounterVec,
+    /// Ring drains by what started them (see `pace`).
+    pub reader_drains: IntCounterVec,
+    /// Records found by a settle or tick drain: sent without waking the reader while it was
+    /// waiting to be woken (see `pace`).
+    pub reader_unwoken: IntCounter,
+    pub lost: IntCounterVec,
+    pub tracked_processes: IntGauge,
+    pub interpreter_images: IntGauge,
+    pub probe_failures: IntCounter,
+    pub held: IntCounter,
+    pub hold_seconds: Histogram,
+    pub late_interpreters: IntCounter,
+    pub ring_buffer_fill: Gauge,
+    pub ring_buffer_bytes: IntGauge,
+    pub delivered: IntCounterVec,
+    pub delivery_failures: IntCounterVec,
+    pub sink_queue: IntGaugeVec,
+    pub sink_spool_bytes: IntGaugeVec,
+    pub reloads: IntCounterVec,
+    pub ready: IntGauge,
+    pub pods_known: IntGauge,
+    pub kubernetes_watch_errors: IntCounter,
+}
+
+/// Alert labels always present.
+const ALERT_LABELS: [&str; 3] = ["rule", "phase", "severity"];
+
+impl Metrics {
+    pub fn new(alert_labels: &[AlertLabel], max_label_values: usize) -> Self {
+        let registry = Registry::new_custom(Some("premain".into()), None).expect("valid prefix");
+        let mut labels = alert_labels.to_vec();
+        labels.sort();
+        labels.dedup();
+        let names: Vec<&str> =
+            ALERT_LABELS.iter().copied().chain(labels.iter().map(|l| l.as_str())).collect();
+        let alerts = IntCounterVec::new(
+            Opts::new("alerts_total", "Alerts raised (before folding) by rule, phase and severity"),
+            &names,
+        )
+        .expect("valid metric");
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        let metrics = Self {
+            alerts,
+            alert_labels: Arc::new(labels),
+            label_values: Arc::default(),
+            max_label_values,
+            alerts_folded: counter("alerts_folded_total", "Alert repeats folded into an open alert"),
+            events: counter_vec("events_total", "Records of tracked processes received, by hook", &["hook"]),
+            runtime_skipped: counter_vec(
+                "runtime_calls_skipped_total",
+                "Calls of processes whose code was all runtime that the kernel did not record, by hook",
+                &["hook"],
+            ),
+            reader_drains: counter_vec(
+                "reader_drains_total",
+                "Kernel ring buffer drains, by trigger (wakeup, poll, settle, tick)",
+                &["trigger"],
+            ),
+            reader_unwoken: counter(
+                "reader_unwoken_records_total",
+                "Records that waited in the ring without waking the reader until a settle or tick drain",
+            ),
+            lost: counter_vec(
+                "events_lost_total",
+                "Records or alerts lost, by hook and stage (ring_buffer, kernel_table, decode, unattributed, userspace_queue, sink)",
+                &["hook", "stage"],
+            ),
+            tracked_processes: gauge(
+                "tracked_processes",
+                "Python processes and their descendants being tracked",
+            ),
+            interpreter_images: gauge("interpreter_images", "Interpreter binaries with uprobes attached"),
+            probe_failures: counter(
+                "interpreter_probe_failures_total",
+                "Interpreter binaries whose uprobes failed to attach",
+            ),
+            held: counter("processes_held_total", "New interpreter runs stopped until judged"),
+            hold_seconds: Histogram::with_opts(
+                HistogramOpts::new("hold_duration_seconds", "How long a held interpreter run waited")
+                    .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+            )
+            .expect("valid metric"),
+            late_interpreters: counter(
+                "late_interpreters_total",
+                "Interpreter runs phased from syscall order because they were not held",
+            ),
+            ring_buffer_fill: Gauge::new(
+                "ring_buffer_fill_ratio",
+                "Kernel ring buffer fill at the last sample (0-1)",
+            )
+            .expect("valid metric"),
+            ring_buffer_bytes: gauge("ring_buffer_size_bytes", "Kernel ring buffer size"),
+            delivered: counter_vec("alerts_delivered_total", "Records delivered, by sink", &["sink"]),
+            delivery_failures: counter_vec(
+                "alert_delivery_failures_total",
+                "Failed delivery attempts (each retried), by sink",
+                &["sink"],
+            ),
+            sink_queue: gauge_vec("sink_queue_depth", "Records waiting in a sink's memory queue", &["sink"]),
+            sink_spool_bytes: gauge_vec(
+                "sink_spool_bytes",
+                "Bytes not yet delivered in a sink's on-disk spool",
+                &["sink"],
+            ),
+            reloads: counter_vec("config_reloads_total", "Configuration reloads, by result", &["result"]),
+            ready: gauge("ready", "1 once every program is attached"),
+            pods_known: gauge("kubernetes_pods", "Pods of this node in the metadata cache"),
+            kubernetes_watch_errors: counter(
+                "kubernetes_watch_errors_total",
+                "Failed or broken pod watch requests to the API server",
+            ),
+            registry,
+        };
+        let build =
+            IntGaugeVec::new(Opts::new("build_info", "premain's version; always 1"), &["version", "rustc"])
+                .expect("valid metric");
+        build
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                option_env!("PREMAIN_RUSTC").unwrap_or("unknown"),
+            ])
+            .set(1);
+        for collector in [
+            Box::new(build) as Box<dyn prometheus::core::Collector>,
+            Box::new(metrics.alerts.clone()),
+            Box::new(metrics.alerts_folded.clone()),
+            Box::new(metrics.events.clone()),
+            Box::new(metrics.runtime_skipped.clone()),
+            Box::new(metrics.reader_drains.clone()),
+            Box::new(metrics.reader_unwoken.clone()),
+            Box::new(metrics.lost.clone()),
+            Box::new(metrics.tracked_processes.clone()),
+            Box::new(metrics.interpreter_images.clone()),
+            Box::new(metrics.probe_failures.clone()),
+            Box::new(metrics.held.clone()),
+            Box::new(metrics.hold_seconds.clone()),
+            Box::new(metrics.late_interpreters.clone()),
+            Box::new(metrics.ring_buffer_fill.clone()),
+            Box::new(metrics.ring_buffer_bytes.clone()),
+            Box::new(metrics.delivered.clone()),
+            Box::new(metrics.delivery_failures.clone()),
+            Box::new(metrics.sink_queue.clone()),
+            Box::new(metrics.sink_spool_bytes.clone()),
+            Box::new(metrics.reloads.clone()),
+            Box::new(metrics.ready.clone()),
+            Box::new(metrics.pods_known.clone()),
+            Box::new(metrics.kubernetes_watch_errors.clone()),
+        ] {
+            metrics.registry.register(collector).expect("distinct metric names");
+        }
+        metrics
+    }
+
+    /// Counts one alert. `optional` gives the value of each optional label the alert has.
+    pub fn alert(
+        &self,
+        rule: &str,
+        phase: &str,
+        severity: &str,
+        optional: impl Fn(AlertLabel) -> Option<String>,
+    ) {
+        let mut values: Vec<String> = vec![rule.into(), phase.into(), severity.into()];
+        if !self.alert_labels.is_empty() {
+            let mut seen = self.label_values.lock().unwrap_or_else(|p| p.into_inner());
+            for label in self.alert_labels.iter() {
+                let value = optional(*label).unwrap_or_default();
+                let known = seen.entry(*label).or_default();
+                let bounded = if value.is_empty() || known.contains(&value) {
+                    value
+                } else if known.len() < self.max_label_values {
+                    known.insert(value.clone());
+                    value
+                } else {
+                    "other".to_owned()
+                };
+                values.push(bounded);
+            }
+        }
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        self.alerts.with_label_values(&refs).inc();
+    }
+
+    /// Records lost at `stage`.
+    pub fn lose(&self, hook: &str, stage: &str, count: u64) {
+        self.lost.with_label_values(&[hook, stage]).inc_by(count);
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn optional_labels_are_capped() {
+        let metrics = Metrics::new(&[AlertLabel::Namespace], 2);
+        for ns in ["a", "b", "c", "d", "a"] {
+            metrics.alert("credential-read", "startup", "critical", |_| Some(ns.into()));
+        }
+        let text = String::from_utf8(metrics.render()).unwrap();
+        assert!(text.contains(r#"namespace="a""#) && text.contains(r#"namespace="b""#), "{text}");
+        assert!(!text.contains(r#"namespace="c""#), "{text}");
+        assert!(text.contains(r#"premain_alerts_total{namespace="other",phase="startup",rule="credential-read",severity="critical"} 2"#), "{text}");
+        assert!(text.contains("premain_build_info{"), "{text}");
+    }
+}

@@ -1,0 +1,7 @@
+//! Operating premain: the configuration file, Prometheus metrics, the health endpoints and the
+//! node-wide single-instance lock.
+
+pub mod config;
+pub mod endpoints;
+pub mod instance;
+pub mod metrics;

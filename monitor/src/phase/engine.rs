@@ -1,0 +1,1074 @@
+//! The phase engine: for every action of a tracked process, which phase of the interpreter's
+//! life the code that did it belongs to, and which file is responsible.
+//!
+//! - `startup`: from exec until the user's code starts (`PySys_Audit("cpython.run_*")`).
+//! - `import`: module-level code (a `PyEval_EvalCode` frame other than the main one) once the
+//!   user's code has started.
+//! - `install`: anything a package installer's build hook runs (see [`crate::python::install`]).
+//! - `runtime`: everything else.
+//!
+//! A thread or child process created while its creator is in a pre-main phase keeps that phase
+//! and culprit for life ("inherited taint"), whatever it executes later.
+
+use std::{
+    collections::HashMap,
+    ffi::OsStr,
+    os::unix::ffi::OsStrExt as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use crate::{
+    kernel::decode::Mark,
+    process::event::{Action, Event, ProcessInfo},
+    process::table::Lineage,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    Install,
+    Startup,
+    Import,
+    Runtime,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Install => "install",
+            Self::Startup => "startup",
+            Self::Import => "import",
+            Self::Runtime => "runtime",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CulpritKind {
+    Pth,
+    Sitecustomize,
+    Usercustomize,
+    Module,
+    Setup,
+    BuildBackend,
+    #[default]
+    Unknown,
+}
+
+impl CulpritKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pth => "pth",
+            Self::Sitecustomize => "sitecustomize",
+            Self::Usercustomize => "usercustomize",
+            Self::Module => "module",
+            Self::Setup => "setup",
+            Self::BuildBackend => "build-backend",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// Who is responsible, as files; names and distributions are looked up when an alert is made.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Culprit {
+    pub kind: CulpritKind,
+    /// The `.pth`, `sitecustomize.py`/`usercustomize.py`, module, `setup.py` or backend file.
+    pub path: Option<PathBuf>,
+    /// Innermost module whose body was running (for a `.pth`, what its line imported).
+    pub module_file: Option<PathBuf>,
+    /// Outermost module whose body was running.
+    pub outer_module_file: Option<PathBuf>,
+    /// Install: the build hook (`build_wheel`, `egg_info`...).
+    pub hook: Option<String>,
+    /// Install: the source tree being built.
+    pub source_dir: Option<PathBuf>,
+    /// Install: the backend named by the project (`setuptools.build_meta`...).
+    pub backend: Option<String>,
+    /// Install: the installer found among the ancestors (`pip`, `uv`...).
+    pub installer: Option<String>,
+}
+
+/// The thread or process whose pre-main phase was passed on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub pid: u32,
+    pub tid: u32,
+    pub exe: Option<PathBuf>,
+    pub argv: Vec<Vec<u8>>,
+    pub phase: Phase,
+    pub culprit: Culprit,
+}
+
+/// Phase and culprit of one action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Context {
+    pub phase: Phase,
+    pub culprit: Culprit,
+    /// Set when the phase was inherited from a creator.
+    pub inherited_from: Option<Arc<Origin>>,
+    /// How the phase was established: `probes`, or `syscall-order` for an interpreter whose
+    /// probes could not be attached.
+    pub basis: &'static str,
+}
+
+impl Context {
+    fn runtime() -> Self {
+        Self { phase: Phase::Runtime, culprit: Culprit::default(), inherited_from: None, basis: "probes" }
+    }
+}
+
+/// Decides whether a process is a build hook run by an installer, from what the process looks
+/// like and what its ancestors ran.
+pub type InstallDetector =
+    Box<dyn FnMut(u32, &ProcessInfo, &dyn Fn(u32) -> Option<Lineage>) -> Option<Culprit>>;
+
+#[derive(Clone, Debug)]
+struct Main {
+    how: String,
+    target: Vec<u8>,
+    tid: u32,
+}
+
+#[derive(Clone, Debug)]
+struct Frame {
+    /// `co_filename`; empty when it could not be read (not ASCII).
+    file: PathBuf,
+    /// The user's main code (script, `-c` command, `-m` module).
+    main: bool,
+    /// A module body (not an `exec` of a string); see [`is_module_body`].
+    module: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Thread {
+    frames: Vec<Frame>,
+    /// Frames entered beyond [`MAX_FRAMES`], whose returns must not pop recorded ones.
+    unrecorded: usize,
+    taint: Option<Arc<Origin>>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Proc {
+    ppid: u32,
+    exe: Option<PathBuf>,
+    argv: Vec<Vec<u8>>,
+    /// Runs a CPython image.
+    interpreter: bool,
+    /// Its phases come from probes (else from syscall order).
+    probed: bool,
+    /// Was running before premain (or forked from such a process without exec).
+    runtime_only: bool,
+    main: Option<Main>,
+    /// The main marker came from `_PyInterpreterState_SetRunningMain`.
+    running_main_seen: bool,
+    main_frame_seen: bool,
+    last_pth: Option<PathBuf>,
+    /// The script of `python script.py`, for the syscall-order fallback.
+    script: Option<PathBuf>,
+    install: Option<Culprit>,
+    taint: Option<Arc<Origin>>,
+    threads: HashMap<u32, Thread>,
+    /// The kernel's generation of the process as of the last record read (see
+    /// `monitor_common::GENERATIONS`); `None` until a record that renews it.
+    generation: Option<u64>,
+    /// The generation it was last declared quiet at.
+    declared_quiet: Option<u64>,
+}
+
+/// Frames deeper than this are not recorded (a runaway recursion of `exec`); their returns
+/// are matched by a counter so the stack stays aligned.
+const MAX_FRAMES: usize = 256;
+
+pub struct PhaseEngine {
+    procs: HashMap<u32, Proc>,
+    detect_install: InstallDetector,
+    quiet: bool,
+    /// Processes forgotten while declared quiet, whose declaration is to be withdrawn.
+    forgotten: Vec<u32>,
+    /// `(pid, running_main_seen)` at each `cpython.run_*` audit marker.
+    main_checks: Vec<(u32, bool)>,
+}
+
+impl PhaseEngine {
+    pub fn new(detect_install: InstallDetector) -> Self {
+        Self {
+            procs: HashMap::new(),
+            detect_install,
+            quiet: false,
+            forgotten: Vec::new(),
+            main_checks: Vec::new(),
+        }
+    }
+
+    /// Lets [`Self::quiet_updates`] declare processes whose code is all runtime quiet, so the
+    /// kernel stops recording their opens, connects and sends (nothing they do can alert).
+    pub fn with_quiet(mut self, on: bool) -> Self {
+        self.quiet = on;
+        self
+    }
+
+    /// Applies `event` and returns the phase of the acting thread as it was when it acted.
+    pub fn observe(&mut self, event: &Event) -> Context {
+        let (pid, tid) = (event.header.pid, event.header.tid);
+        if !self.procs.contains_key(&pid) && !matches!(event.action, Action::Image { .. }) {
+            // Known to the tracker but not to us (lost records, or adopted at start-up).
+            self.start(pid, &event.process, None);
+        }
+        let context = self.context(pid, tid);
+        match &event.action {
+            Action::Image { .. } => {
+                let inherited = self.procs.get(&pid).and_then(|p| p.taint.clone());
+                self.start(pid, &event.process, inherited);
+                self.renewed(pid, event.header.ktime_ns);
+                return self.context(pid, tid);
+            }
+            Action::Exec { image: Some(image), .. } => {
+                let taint = self.pass_on(pid, tid, &context);
+                self.start(pid, image, taint);
+                self.renewed(pid, event.header.ktime_ns);
+            }
+            Action::Fork { child_pid, child_tid, thread } => {
+                self.fork(pid, tid, *child_pid, *child_tid, *thread, &context);
+                if !*thread {
+                    self.renewed(*child_pid, event.header.ktime_ns);
+                }
+            }
+            Action::Exit { .. } => self.forget(pid),
+            Action::Marker(mark) => {
+                self.mark(pid, tid, mark);
+                if matches!(mark, Mark::EvalEnter { .. }) {
+                    self.renewed(pid, event.header.ktime_ns);
+                }
+            }
+            Action::Open { path, result, .. } => {
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    if *result >= 0 && path.extension() == Some(OsStr::new("pth")) {
+                        p.last_pth = Some(path.clone());
+                    }
+                    if !p.probed && p.main.is_none() && p.script.as_deref() == Some(path.as_path()) {
+                        // Syscall-order fallback: the interpreter reads the script just
+                        // before running it.
+                        p.main = Some(Main { how: "file".into(), target: Vec::new(), tid });
+                    }
+                }
+            }
+            Action::Connect { .. } | Action::Send { .. } | Action::Exec { image: None, .. } => {}
+        }
+        context
+    }
+
+    /// For each `cpython.run_*` audit marker read since the last call: the process, and whether
+    /// `_PyInterpreterState_SetRunningMain` had marked the same moment first.
+    pub fn take_main_checks(&mut self) -> Vec<(u32, bool)> {
+        std::mem::take(&mut self.main_checks)
+    }
+
+    /// Forgets processes `alive` says are gone (their exit was not seen).
+    pub fn sweep(&mut self, alive: impl Fn(u32) -> bool) {
+        let gone: Vec<u32> = self.procs.keys().copied().filter(|pid| !alive(*pid)).collect();
+        for pid in gone {
+            self.forget(pid);
+        }
+    }
+
+    fn forget(&mut self, pid: u32) {
+        if self.procs.remove(&pid).is_some_and(|p| p.declared_quiet.is_some()) {
+            self.forgotten.push(pid);
+        }
+    }
+
+    /// The kernel renewed the generation of `pid` with the record read at `ktime_ns`.
+    fn renewed(&mut self, pid: u32, ktime_ns: u64) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.generation = Some(ktime_ns);
+            p.declared_quiet = None;
+        }
+    }
+
+    /// After [`Self::observe`] of `event`: the quiet declarations to make (`Some(generation)`)
+    /// or withdraw (`None`), as `apply(pid, ...)`.
+    ///
+    /// A declaration is safe however late it arrives: it names the generation it was made
+    /// for, and the kernel renews a process's generation before any change that could make
+    /// its actions matter again (exec, fork, entry of a code object), so a stale declaration
+    /// never matches.
+    pub fn quiet_updates(&mut self, event: &Event, mut apply: impl FnMut(u32, Option<u64>)) {
+        for pid in self.forgotten.drain(..) {
+            apply(pid, None);
+        }
+        // Only these change a phase or a generation (opens change only the syscall-order
+        // fallback's main, and unprobed interpreters are never quiet): every other record,
+        // the bulk of them, costs nothing here.
+        let can_change = matches!(
+            event.action,
+            Action::Image { .. }
+                | Action::Exec { image: Some(_), .. }
+                | Action::Fork { .. }
+                | Action::Marker(_)
+        );
+        if !self.quiet || !can_change {
+            return;
+        }
+        let child = match event.action {
+            Action::Fork { child_pid, thread: false, .. } => Some(child_pid),
+            _ => None,
+        };
+        for pid in std::iter::once(event.header.pid).chain(child) {
+            let Some(generation) = self.quiet_generation(pid) else { continue };
+            let Some(p) = self.procs.get_mut(&pid) else { continue };
+            if p.declared_quiet != Some(generation) {
+                p.declared_quiet = Some(generation);
+                apply(pid, Some(generation));
+            }
+        }
+    }
+
+    /// The generation at which everything `pid` does is runtime: every thread it is known to
+    /// have, and any new one, would act in `runtime`.
+    fn quiet_generation(&self, pid: u32) -> Option<u64> {
+        let p = self.procs.get(&pid)?;
+        let generation = p.generation?;
+        // Without probes, module-level code at run time cannot be told apart.
+        if p.interpreter && !p.probed {
+            return None;
+        }
+        let runtime = |tid: u32| self.context(pid, tid).phase == Phase::Runtime;
+        // Thread id 0 stands for a thread without a recorded stack or taint of its own.
+        (runtime(0) && p.threads.keys().all(|tid| runtime(*tid))).then_some(generation)
+    }
+
+    fn start(&mut self, pid: u32, info: &ProcessInfo, taint: Option<Arc<Origin>>) {
+        let lineage = |p: u32| {
+            self.procs.get(&p).map(|x| Lineage {
+                ppid: x.ppid,
+                exe: x.exe.clone(),
+                argv: x.argv.clone(),
+                argv_truncated: false,
+            })
+        };
+        let install = if info.python.is_some() { (self.detect_install)(pid, info, &lineage) } else { None };
+        let script = script_of(&info.argv, info.cwd.as_deref());
+        self.procs.insert(
+            pid,
+            Proc {
+                ppid: info.ppid,
+                exe: info.exe.clone(),
+                argv: info.argv.clone(),
+                interpreter: info.python.is_some(),
+                probed: info.probed,
+                runtime_only: info.preexisting,
+                script,
+                install,
+                taint,
+                ..Proc::default()
+            },
+        );
+    }
+
+    /// What a creator in `context` passes on to a thread, child or new image: its origin
+    /// when in a pre-main phase.
+    fn pass_on(&self, pid: u32, tid: u32, context: &Context) -> Option<Arc<Origin>> {
+        if context.phase == Phase::Runtime {
+            return None;
+        }
+        if let Some(origin) = &context.inherited_from {
+            return Some(origin.clone());
+        }
+        let p = self.procs.get(&pid);
+        Some(Arc::new(Origin {
+            pid,
+            tid,
+            exe: p.and_then(|p| p.exe.clone()),
+            argv: p.map(|p| p.argv.clone()).unwrap_or_default(),
+            phase: context.phase,
+            culprit: context.culprit.clone(),
+        }))
+    }
+
+    fn fork(&mut self, pid: u32, tid: u32, child_pid: u32, child_tid: u32, thread: bool, context: &Context) {
+        let taint = self.pass_on(pid, tid, context);
+        let Some(parent) = self.procs.get_mut(&pid) else { return };
+        if thread {
+            parent.threads.insert(child_tid, Thread { taint, ..Thread::default() });
+            return;
+        }
+        // The child continues the parent's interpreter from inside the creating thread.
+        let inside = parent.threads.get(&tid).cloned().unwrap_or_default();
+        let mut child = Proc {
+            ppid: pid,
+            threads: HashMap::new(),
+            taint,
+            generation: None,
+            declared_quiet: None,
+            ..parent.clone()
+        };
+        if let Some(main) = &mut child.main {
+            main.tid = child_tid;
+        }
+        child.threads.insert(child_tid, Thread { taint: None, ..inside });
+        self.procs.insert(child_pid, child);
+    }
+
+    fn mark(&mut self, pid: u32, tid: u32, mark: &Mark) {
+        let Some(p) = self.procs.get_mut(&pid) else { return };
+        match mark {
+            Mark::Main { how, target } => {
+                if p.main.is_none() {
+                    p.main = Some(Main { how: how.clone(), target: target.clone(), tid });
+                }
+                self.main_checks.push((pid, p.running_main_seen));
+            }
+            Mark::RunningMain => {
+                if p.main.is_none() {
+                    let (how, target) = main_of(&p.argv);
+                    p.main = Some(Main { how: how.to_owned(), target, tid });
+                }
+                p.running_main_seen = true;
+            }
+            Mark::EvalEnter { filename } => {
+                let file = PathBuf::from(OsStr::from_bytes(filename));
+                let thread = p.threads.entry(tid).or_default();
+                if thread.frames.len() >= MAX_FRAMES {
+                    thread.unrecorded += 1;
+                    return;
+                }
+                let top = !p.main_frame_seen && thread.frames.is_empty();
+                let main_how = p.main.as_ref().filter(|m| top && m.tid == tid).map(|m| (m, m.how.as_str()));
+                // A file name that is not ASCII is not read. Such a frame is still a module body
+                // (else module-level code under such a directory would pass for runtime code),
+                // unless it is the user's code: right after the marker, a script, command or
+                // stdin is the first frame; a `-m` run's first frames may be its package or
+                // its main module, which only the name could tell apart.
+                let unnamed = filename.is_empty();
+                let main =
+                    main_how.is_some_and(|(m, how)| is_main_code(m, &file) || (unnamed && how != "module"));
+                let module = if unnamed {
+                    !main && main_how.is_none_or(|(_, how)| how != "module")
+                } else {
+                    is_module_body(&file)
+                };
+                p.main_frame_seen |= main;
+                thread.frames.push(Frame { file, main, module });
+            }
+            Mark::EvalExit => {
+                if let Some(thread) = p.threads.get_mut(&tid) {
+                    if thread.unrecorded > 0 {
+                        thread.unrecorded -= 1;
+                    } else {
+                        thread.frames.pop();
+                    }
+                }
+            }
+        }
+    }
+
+    fn context(&self, pid: u32, tid: u32) -> Context {
+        let Some(p) = self.procs.get(&pid) else { return Context::runtime() };
+        let thread = p.threads.get(&tid);
+        if let Some(origin) = p.taint.as_ref().or_else(|| thread.and_then(|t| t.taint.as_ref())) {
+            return Context {
+                phase: origin.phase,
+                culprit: origin.culprit.clone(),
+                inherited_from: Some(origin.clone()),
+                basis: if p.probed || !p.interpreter { "probes" } else { "syscall-order" },
+            };
+        }
+        if let Some(culprit) = &p.install {
+            return Context {
+                phase: Phase::Install,
+                culprit: culprit.clone(),
+                inherited_from: None,
+                basis: "lineage",
+            };
+        }
+        if !p.interpreter || p.runtime_only {
+            return Context::runtime();
+        }
+        let basis = if p.probed { "probes" } else { "syscall-order" };
+        let frames = thread.map(|t| t.frames.as_slice()).unwrap_or(&[]);
+        if p.main.is_none() {
+            return Context {
+                phase: Phase::Startup,
+                culprit: startup_culprit(frames, p.last_pth.as_deref()),
+                inherited_from: None,
+                basis,
+            };
+        }
+        // A `__main__.py` only ever runs as main code (`-m`, `runpy.run_module` in launchers
+        // such as pip's `__pip-runner__.py`): what it calls is not import-time code.
+        let above_main = match frames.iter().rposition(|f| f.main || file_name_is(&f.file, "__main__.py")) {
+            Some(i) => &frames[i + 1..],
+            None => frames,
+        };
+        let mut modules = above_main.iter().filter(|f| f.module);
+        let Some(outer) = modules.next() else {
+            return Context { basis, ..Context::runtime() };
+        };
+        let inner = modules.next_back().unwrap_or(outer);
+        Context {
+            phase: Phase::Import,
+            culprit: Culprit {
+                kind: CulpritKind::Module,
+                path: named(&inner.file),
+                module_file: named(&inner.file),
+                outer_module_file: named(&outer.file),
+                ..Culprit::default()
+            },
+            inherited_from: None,
+            basis,
+        }
+    }
+}
+
+/// `<string>` (an `exec` of source text), `<stdin>` and the like are not modules; frozen
+/// modules (`<frozen os>`) are.
+fn is_module_body(file: &Path) -> bool {
+    let bytes = file.as_os_str().as_bytes();
+    !bytes.is_empty() && (!bytes.starts_with(b"<") || bytes.starts_with(b"<frozen "))
+}
+
+/// A frame's file, `None` when its name could not be read.
+fn named(file: &Path) -> Option<PathBuf> {
+    (!file.as_os_str().is_empty()).then(|| file.to_path_buf())
+}
+
+fn file_name_is(file: &Path, name: &str) -> bool {
+    file.file_name() == Some(OsStr::new(name))
+}
+
+fn startup_culprit(frames: &[Frame], last_pth: Option<&Path>) -> Culprit {
+    let modules: Vec<&Frame> = frames.iter().filter(|f| f.module).collect();
+    let inner_above = |i: usize| {
+        let above: Vec<&Frame> = frames[i..].iter().filter(|f| f.module).collect();
+        (above.last().and_then(|f| named(&f.file)), above.first().and_then(|f| named(&f.file)))
+    };
+    for (i, f) in frames.iter().enumerate() {
+        for (name, kind) in [
+            ("sitecustomize.py", CulpritKind::Sitecustomize),
+            ("usercustomize.py", CulpritKind::Usercustomize),
+        ] {
+            if file_name_is(&f.file, name) {
+                let (inner, outer) = inner_above(i);
+                return Culprit {
+                    kind,
+                    path: Some(f.file.clone()),
+                    module_file: inner,
+                    outer_module_file: outer,
+                    ..Culprit::default()
+                };
+            }
+        }
+    }
+    // `site` runs a `.pth` line with `exec(line)`: a `<string>` frame.
+    if let (Some(i), Some(pth)) = (frames.iter().position(|f| f.file.as_os_str() == "<string>"), last_pth) {
+        let (inner, outer) = inner_above(i);
+        return Culprit {
+            kind: CulpritKind::Pth,
+            path: Some(pth.to_path_buf()),
+            module_file: inner,
+            outer_module_file: outer,
+            ..Culprit::default()
+        };
+    }
+    match (modules.first(), modules.last()) {
+        (Some(outer), Some(inner)) => Culprit {
+            kind: CulpritKind::Module,
+            path: named(&inner.file),
+            module_file: named(&inner.file),
+            outer_module_file: named(&outer.file),
+            ..Culprit::default()
+        },
+        _ => Culprit::default(),
+    }
+}
+
+/// Whether a module body entered at depth 0 right after the main marker is the user's code.
+fn is_main_code(main: &Main, file: &Path) -> bool {
+    let bytes = file.as_os_str().as_bytes();
+    match main.how.as_str() {
+        // No command line to go by: the first frame at the top after the marker.
+        "unknown" => true,
+        "command" => bytes == b"<string>",
+        "stdin" => bytes == b"<stdin>",
+        "file" => {
+            bytes == main.target.as_slice()
+                || (!main.target.is_empty()
+                    && file.file_name() == Path::new(OsStr::from_bytes(&main.target)).file_name())
+        }
+        "module" => {
+            let target = String::from_utf8_lossy(&main.target).replace('.', "/");
+            let text = file.to_string_lossy();
+            text.ends_with(&format!("/{target}.py"))
+                || text.ends_with(&format!("/{target}/__main__.py"))
+                || (target == "__main__" && text.ends_with("__main__.py"))
+        }
+        _ => false,
+    }
+}
+
+/// The script of `python [options] script.py ...`, made absolute.
+fn script_of(argv: &[Vec<u8>], cwd: Option<&Path>) -> Option<PathBuf> {
+    let ("file", script) = main_of(argv) else { return None };
+    let path = Path::new(OsStr::from_bytes(&script));
+    Some(match cwd {
+        Some(cwd) if path.is_relative() => cwd.join(path),
+        _ => path.to_path_buf(),
+    })
+}
+
+/// What a CPython command line runs, as the `cpython.run_*` audit event would name it:
+/// `command` (`-c`), `module` (`-m`), `file` or `stdin`, and its argument; `unknown` without
+/// an argv.
+fn main_of(argv: &[Vec<u8>]) -> (&'static str, Vec<u8>) {
+    if argv.is_empty() {
+        return ("unknown", Vec::new());
+    }
+    let mut args = argv.iter().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_slice() {
+            b"-" => return ("stdin", Vec::new()),
+            b"--check-hash-based-pycs" => {
+                args.next();
+            }
+            a if a.starts_with(b"--") => {}
+            [b'-', flags @ ..] => {
+                // A cluster of one-letter options (`-Bc`, `-Wd`, `-Im`): the first that takes
+                // a value takes the rest of the cluster, or else the next argument.
+                for (i, flag) in flags.iter().enumerate() {
+                    if matches!(flag, b'c' | b'm' | b'W' | b'X') {
+                        let rest = &flags[i + 1..];
+                        let value = if rest.is_empty() {
+                            args.next().cloned().unwrap_or_default()
+                        } else {
+                            rest.to_vec()
+                        };
+                        match flag {
+                            b'c' => return ("command", value),
+                            b'm' => return ("module", value),
+                            _ => break,
+                        }
+                    }
+                }
+            }
+            script => return ("file", script.to_vec()),
+        }
+    }
+    ("stdin", Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::decode::Header;
+
+    fn info(python: bool) -> ProcessInfo {
+        ProcessInfo {
+            ppid: 1,
+            exe: Some("/usr/bin/python3".into()),
+            argv: vec![b"python3".to_vec(), b"app.py".to_vec()],
+            python: python.then(|| "3.12".to_owned()),
+            probed: true,
+            cwd: Some("/srv".into()),
+            ..ProcessInfo::default()
+        }
+    }
+
+    fn ev(pid: u32, tid: u32, action: Action) -> Event {
+        let header = Header {
+            ktime_ns: 0,
+            cgroup_id: 0,
+            pid,
+            tid,
+            ppid: 1,
+            uid: 0,
+            gid: 0,
+            flags: 0,
+            comm: Vec::new(),
+        };
+        Event { header, process: info(true), action }
+    }
+
+    fn engine() -> PhaseEngine {
+        PhaseEngine::new(Box::new(|_, _, _| None))
+    }
+
+    fn image(e: &mut PhaseEngine, pid: u32) {
+        e.observe(&ev(pid, pid, Action::Image { path: "/usr/bin/python3".into(), argv: Vec::new() }));
+    }
+
+    fn enter(e: &mut PhaseEngine, pid: u32, tid: u32, file: &str) {
+        e.observe(&ev(pid, tid, Action::Marker(Mark::EvalEnter { filename: file.as_bytes().to_vec() })));
+    }
+
+    fn exit(e: &mut PhaseEngine, pid: u32, tid: u32) {
+        e.observe(&ev(pid, tid, Action::Marker(Mark::EvalExit)));
+    }
+
+    fn main(e: &mut PhaseEngine, pid: u32, how: &str, target: &str) {
+        let mark = Mark::Main { how: how.into(), target: target.as_bytes().to_vec() };
+        e.observe(&ev(pid, pid, Action::Marker(mark)));
+    }
+
+    fn open(e: &mut PhaseEngine, pid: u32, tid: u32, path: &str) -> Context {
+        let action = Action::Open {
+            path: path.into(),
+            resolution: crate::process::table::Resolution::Absolute,
+            dirfd: -100,
+            flags: 0,
+            mode: 0,
+            result: 3,
+        };
+        e.observe(&ev(pid, tid, action))
+    }
+
+    fn fork(e: &mut PhaseEngine, pid: u32, tid: u32, child: u32, thread: bool) {
+        e.observe(&ev(pid, tid, Action::Fork { child_pid: child, child_tid: child, thread }));
+    }
+
+    /// Feeds `action` at time `t` and returns the quiet declarations it led to.
+    fn step(e: &mut PhaseEngine, pid: u32, tid: u32, t: u64, action: Action) -> Vec<(u32, Option<u64>)> {
+        let mut event = ev(pid, tid, action);
+        event.header.ktime_ns = t;
+        e.observe(&event);
+        let mut out = Vec::new();
+        e.quiet_updates(&event, |pid, generation| out.push((pid, generation)));
+        out
+    }
+
+    fn enter_at(e: &mut PhaseEngine, pid: u32, tid: u32, t: u64, file: &str) -> Vec<(u32, Option<u64>)> {
+        step(e, pid, tid, t, Action::Marker(Mark::EvalEnter { filename: file.as_bytes().to_vec() }))
+    }
+
+    fn quiet_engine() -> PhaseEngine {
+        engine().with_quiet(true)
+    }
+
+    fn image_at(e: &mut PhaseEngine, pid: u32, t: u64) -> Vec<(u32, Option<u64>)> {
+        step(e, pid, pid, t, Action::Image { path: "/usr/bin/python3".into(), argv: Vec::new() })
+    }
+
+    #[test]
+    fn quiet_is_declared_once_main_runs_and_renewed_after_each_import() {
+        let mut e = quiet_engine();
+        assert_eq!(image_at(&mut e, 10, 1), [], "start-up is never quiet");
+        assert_eq!(enter_at(&mut e, 10, 10, 2, "/usr/lib/python3.12/site.py"), []);
+        assert_eq!(step(&mut e, 10, 10, 3, Action::Marker(Mark::EvalExit)), []);
+        let main_mark = Mark::Main { how: "file".into(), target: b"app.py".to_vec() };
+        // The last generation the kernel gave is the site module's entry.
+        assert_eq!(step(&mut e, 10, 10, 4, Action::Marker(main_mark)), [(10, Some(2))]);
+        assert_eq!(enter_at(&mut e, 10, 10, 5, "app.py"), [(10, Some(5))], "the main code is runtime");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+        // A module body at run time: not quiet until it returns.
+        assert_eq!(enter_at(&mut e, 10, 10, 6, "/venv/site-packages/pkg/__init__.py"), []);
+        assert_eq!(step(&mut e, 10, 10, 7, Action::Marker(Mark::EvalExit)), [(10, Some(6))]);
+        // Nothing new to declare.
+        assert_eq!(step(&mut e, 10, 10, 8, Action::Marker(Mark::EvalExit)), []);
+        // Exit withdraws the declaration.
+        assert_eq!(step(&mut e, 10, 10, 9, Action::Exit { status: 0 }), [(10, None)]);
+    }
+
+    #[test]
+    fn a_thread_started_by_module_code_keeps_its_process_recorded() {
+        let mut e = quiet_engine();
+        image_at(&mut e, 10, 1);
+        main(&mut e, 10, "file", "app.py");
+        enter_at(&mut e, 10, 10, 2, "app.py");
+        assert_eq!(enter_at(&mut e, 10, 10, 3, "/venv/site-packages/evil.py"), []);
+        let spawn = Action::Fork { child_pid: 10, child_tid: 11, thread: true };
+        assert_eq!(step(&mut e, 10, 10, 4, spawn), []);
+        // The module body returned, but its thread still acts for it.
+        assert_eq!(step(&mut e, 10, 10, 5, Action::Marker(Mark::EvalExit)), []);
+        assert_eq!(open(&mut e, 10, 11, "/x").phase, Phase::Import);
+    }
+
+    #[test]
+    fn children_forked_by_runtime_code_are_quiet_from_their_own_generation() {
+        let mut e = quiet_engine();
+        image_at(&mut e, 10, 1);
+        main(&mut e, 10, "command", "");
+        assert_eq!(enter_at(&mut e, 10, 10, 2, "<string>"), [(10, Some(2))]);
+        let child = Action::Fork { child_pid: 20, child_tid: 20, thread: false };
+        assert_eq!(step(&mut e, 10, 10, 3, child), [(20, Some(3))]);
+        // A child forked during start-up is not.
+        image_at(&mut e, 30, 4);
+        let child = Action::Fork { child_pid: 31, child_tid: 31, thread: false };
+        assert_eq!(step(&mut e, 30, 30, 5, child), []);
+    }
+
+    #[test]
+    fn unprobed_interpreters_and_disabled_quiet_never_declare() {
+        let mut e = quiet_engine();
+        let mut event = ev(10, 10, Action::Image { path: "/usr/bin/python3".into(), argv: Vec::new() });
+        event.process.probed = false;
+        event.header.ktime_ns = 1;
+        e.observe(&event);
+        main(&mut e, 10, "file", "app.py");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+        let mut out = Vec::new();
+        e.quiet_updates(&ev(10, 10, Action::Marker(Mark::EvalExit)), |p, g| out.push((p, g)));
+        assert_eq!(out, []);
+
+        let mut e = engine();
+        image_at(&mut e, 10, 1);
+        main(&mut e, 10, "command", "");
+        assert_eq!(enter_at(&mut e, 10, 10, 2, "<string>"), []);
+    }
+
+    #[test]
+    fn pth_line_is_startup_with_the_pth_as_culprit() {
+        let mut e = engine();
+        image(&mut e, 10);
+        enter(&mut e, 10, 10, "<frozen site>");
+        open(&mut e, 10, 10, "/venv/site-packages/aaa.pth");
+        enter(&mut e, 10, 10, "<string>");
+        enter(&mut e, 10, 10, "/venv/site-packages/evil.py");
+        let c = open(&mut e, 10, 10, "/home/u/.aws/credentials");
+        assert_eq!(c.phase, Phase::Startup);
+        assert_eq!(c.culprit.kind, CulpritKind::Pth);
+        assert_eq!(c.culprit.path.as_deref(), Some(Path::new("/venv/site-packages/aaa.pth")));
+        assert_eq!(c.culprit.module_file.as_deref(), Some(Path::new("/venv/site-packages/evil.py")));
+        assert!(c.inherited_from.is_none());
+    }
+
+    #[test]
+    fn frames_whose_file_name_was_not_read_still_count() {
+        let mut e = engine();
+        // A script under /home/josé importing a module from a non-ASCII directory: neither name
+        // is read (not ASCII), the script is still main code and the module still an import.
+        image(&mut e, 10);
+        main(&mut e, 10, "file", "/home/jos\u{e9}/app.py");
+        enter(&mut e, 10, 10, "");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+        enter(&mut e, 10, 10, "");
+        let c = open(&mut e, 10, 10, "/x");
+        assert_eq!((c.phase, c.culprit.kind), (Phase::Import, CulpritKind::Module));
+        assert_eq!((c.culprit.path, c.culprit.module_file), (None, None));
+        // `-m`: an unnamed top-level frame may be the main module itself: not an import.
+        image(&mut e, 11);
+        main(&mut e, 11, "module", "app");
+        enter(&mut e, 11, 11, "");
+        assert_eq!(open(&mut e, 11, 11, "/x").phase, Phase::Runtime);
+        // Before main, unnamed frames are start-up modules.
+        image(&mut e, 12);
+        enter(&mut e, 12, 12, "");
+        let c = open(&mut e, 12, 12, "/x");
+        assert_eq!((c.phase, c.culprit.kind), (Phase::Startup, CulpritKind::Module));
+    }
+
+    #[test]
+    fn sitecustomize_wins_over_an_earlier_pth() {
+        let mut e = engine();
+        image(&mut e, 10);
+        open(&mut e, 10, 10, "/venv/site-packages/paths.pth");
+        enter(&mut e, 10, 10, "<frozen site>");
+        enter(&mut e, 10, 10, "/venv/site-packages/sitecustomize.py");
+        let c = open(&mut e, 10, 10, "/etc/shadow");
+        assert_eq!((c.phase, c.culprit.kind), (Phase::Startup, CulpritKind::Sitecustomize));
+    }
+
+    #[test]
+    fn main_script_is_runtime_and_its_imports_are_import() {
+        let mut e = engine();
+        image(&mut e, 10);
+        main(&mut e, 10, "file", "app.py");
+        enter(&mut e, 10, 10, "app.py");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+        enter(&mut e, 10, 10, "/venv/site-packages/pkg/__init__.py");
+        enter(&mut e, 10, 10, "/venv/site-packages/pkg/sub.py");
+        let c = open(&mut e, 10, 10, "/x");
+        assert_eq!(c.phase, Phase::Import);
+        assert_eq!(c.culprit.module_file.as_deref(), Some(Path::new("/venv/site-packages/pkg/sub.py")));
+        assert_eq!(
+            c.culprit.outer_module_file.as_deref(),
+            Some(Path::new("/venv/site-packages/pkg/__init__.py"))
+        );
+        exit(&mut e, 10, 10);
+        exit(&mut e, 10, 10);
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+        // exec() of text inside main code is not an import.
+        enter(&mut e, 10, 10, "<string>");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+    }
+
+    #[test]
+    fn dash_m_package_init_is_import_and_main_module_is_runtime() {
+        let mut e = engine();
+        image(&mut e, 10);
+        main(&mut e, 10, "module", "app");
+        enter(&mut e, 10, 10, "/usr/lib/python3.12/runpy.py");
+        exit(&mut e, 10, 10);
+        enter(&mut e, 10, 10, "/srv/app/__init__.py");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Import);
+        exit(&mut e, 10, 10);
+        enter(&mut e, 10, 10, "/srv/app/__main__.py");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+    }
+
+    #[test]
+    fn a_launcher_running_a_main_module_is_not_an_import() {
+        let mut e = engine();
+        image(&mut e, 10);
+        main(&mut e, 10, "file", "/x/pip/__pip-runner__.py");
+        enter(&mut e, 10, 10, "/x/pip/__pip-runner__.py");
+        enter(&mut e, 10, 10, "/x/pip/__main__.py");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+        enter(&mut e, 10, 10, "/x/pip/_internal/cli/main.py");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Import);
+    }
+
+    #[test]
+    fn thread_started_at_import_keeps_import_after_main_began() {
+        let mut e = engine();
+        image(&mut e, 10);
+        main(&mut e, 10, "command", "import pkg");
+        enter(&mut e, 10, 10, "<string>");
+        enter(&mut e, 10, 10, "/site/pkg/__init__.py");
+        fork(&mut e, 10, 10, 11, true);
+        exit(&mut e, 10, 10);
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+        let c = open(&mut e, 10, 11, "/x");
+        assert_eq!(c.phase, Phase::Import);
+        let origin = c.inherited_from.expect("inherited");
+        assert_eq!((origin.pid, origin.tid), (10, 10));
+        // A thread started at runtime is runtime.
+        fork(&mut e, 10, 10, 12, true);
+        assert_eq!(open(&mut e, 10, 12, "/x").phase, Phase::Runtime);
+    }
+
+    #[test]
+    fn taint_survives_fork_exec_of_anything_and_a_new_interpreters_own_phases() {
+        let mut e = engine();
+        image(&mut e, 10);
+        open(&mut e, 10, 10, "/site/evil.pth");
+        enter(&mut e, 10, 10, "<string>");
+        fork(&mut e, 10, 10, 20, false);
+        // The child execs another interpreter, which reaches its main code.
+        let exec = Action::Exec {
+            path: "/usr/bin/python3".into(),
+            argv: Vec::new(),
+            result: 0,
+            image: Some(Box::new(info(true))),
+        };
+        e.observe(&ev(20, 20, exec));
+        main(&mut e, 20, "file", "app.py");
+        enter(&mut e, 20, 20, "app.py");
+        let c = open(&mut e, 20, 20, "/x");
+        assert_eq!((c.phase, c.culprit.kind), (Phase::Startup, CulpritKind::Pth));
+        assert_eq!(c.inherited_from.as_ref().unwrap().pid, 10);
+        // Its own child, a non-Python program, too.
+        fork(&mut e, 20, 20, 30, false);
+        let sh = Action::Exec {
+            path: "/bin/sh".into(),
+            argv: Vec::new(),
+            result: 0,
+            image: Some(Box::new(info(false))),
+        };
+        e.observe(&ev(30, 30, sh));
+        let c = open(&mut e, 30, 30, "/x");
+        assert_eq!(c.phase, Phase::Startup);
+        assert_eq!(c.inherited_from.as_ref().unwrap().pid, 10);
+    }
+
+    #[test]
+    fn children_of_runtime_code_are_clean_and_preexisting_processes_are_runtime() {
+        let mut e = engine();
+        image(&mut e, 10);
+        main(&mut e, 10, "command", "x");
+        enter(&mut e, 10, 10, "<string>");
+        fork(&mut e, 10, 10, 20, false);
+        assert_eq!(open(&mut e, 20, 20, "/x").phase, Phase::Runtime);
+        let mut old = ev(40, 40, Action::Image { path: "/usr/bin/python3".into(), argv: Vec::new() });
+        old.process.preexisting = true;
+        e.observe(&old);
+        assert_eq!(open(&mut e, 40, 40, "/x").phase, Phase::Runtime);
+    }
+
+    #[test]
+    fn unprobed_interpreters_fall_back_to_the_script_open() {
+        let mut e = engine();
+        let mut img = ev(10, 10, Action::Image { path: "/usr/bin/python3".into(), argv: Vec::new() });
+        img.process.probed = false;
+        e.observe(&img);
+        let c = open(&mut e, 10, 10, "/x");
+        assert_eq!((c.phase, c.basis), (Phase::Startup, "syscall-order"));
+        open(&mut e, 10, 10, "/srv/app.py");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+    }
+
+    #[test]
+    fn returns_beyond_the_recorded_depth_keep_the_stack_aligned() {
+        let mut e = engine();
+        image(&mut e, 10);
+        main(&mut e, 10, "command", "x");
+        enter(&mut e, 10, 10, "<string>");
+        enter(&mut e, 10, 10, "/site/deep.py");
+        for _ in 0..MAX_FRAMES + 40 {
+            enter(&mut e, 10, 10, "/site/deeper.py");
+        }
+        for _ in 0..MAX_FRAMES + 40 {
+            exit(&mut e, 10, 10);
+        }
+        let c = open(&mut e, 10, 10, "/x");
+        assert_eq!(c.culprit.module_file.as_deref(), Some(Path::new("/site/deep.py")));
+        exit(&mut e, 10, 10);
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+    }
+
+    #[test]
+    fn script_detection() {
+        let argv = |a: &[&str]| a.iter().map(|s| s.as_bytes().to_vec()).collect::<Vec<_>>();
+        let cwd = Some(Path::new("/w"));
+        assert_eq!(script_of(&argv(&["py", "-u", "a.py", "-c"]), cwd), Some("/w/a.py".into()));
+        assert_eq!(script_of(&argv(&["py", "-W", "ignore", "/x/b.py"]), cwd), Some("/x/b.py".into()));
+        assert_eq!(script_of(&argv(&["py", "-c", "pass"]), cwd), None);
+        assert_eq!(script_of(&argv(&["py", "-Im", "json.tool"]), cwd), None);
+    }
+
+    #[test]
+    fn command_lines_say_what_runs_as_the_audit_event_would() {
+        let argv = |a: &[&str]| a.iter().map(|s| s.as_bytes().to_vec()).collect::<Vec<_>>();
+        let main = |a: &[&str]| {
+            let (how, target) = main_of(&argv(a));
+            (how, String::from_utf8(target).unwrap())
+        };
+        assert_eq!(main(&["py", "-c", "print(1)", "x"]), ("command", "print(1)".into()));
+        assert_eq!(main(&["py", "-Bcpass"]), ("command", "pass".into()));
+        assert_eq!(main(&["py", "-Wd", "-X", "dev", "-Im", "json.tool"]), ("module", "json.tool".into()));
+        assert_eq!(
+            main(&["py", "-W", "ignore", "--check-hash-based-pycs", "always", "a.py"]),
+            ("file", "a.py".into())
+        );
+        assert_eq!(main(&["py", "-u", "-"]), ("stdin", String::new()));
+        assert_eq!(main(&["py", "-i"]), ("stdin", String::new()));
+        assert_eq!(main(&["py", "--version", "s.py", "-c"]), ("file", "s.py".into()));
+        assert_eq!(main(&[]), ("unknown", String::new()));
+    }
+
+    #[test]
+    fn running_main_marks_main_from_the_command_line_and_is_checked_against_the_audit_event() {
+        let mut e = engine();
+        image(&mut e, 10);
+        e.observe(&ev(10, 10, Action::Marker(Mark::RunningMain)));
+        enter(&mut e, 10, 10, "/srv/app.py");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime, "app.py is the main code");
+        enter(&mut e, 10, 10, "/srv/lib.py");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Import);
+        main(&mut e, 10, "file", "app.py");
+        image(&mut e, 20);
+        main(&mut e, 20, "file", "app.py");
+        assert_eq!(e.take_main_checks(), [(10, true), (20, false)]);
+        assert_eq!(e.take_main_checks(), []);
+    }
+
+    #[test]
+    fn without_an_argv_the_first_top_level_frame_after_running_main_is_main() {
+        let mut e = engine();
+        let mut event = ev(10, 10, Action::Image { path: "/usr/bin/python3".into(), argv: Vec::new() });
+        event.process.argv.clear();
+        e.observe(&event);
+        e.observe(&ev(10, 10, Action::Marker(Mark::RunningMain)));
+        enter(&mut e, 10, 10, "/srv/whatever.py");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+    }
+}

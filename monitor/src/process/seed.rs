@@ -1,0 +1,93 @@
+//! Finds the Python processes (and their descendants) already running when premain starts.
+
+use std::{collections::HashMap, fs, path::PathBuf, sync::Arc};
+
+use monitor_common::{TRACK_DESCENDANT, TRACK_PYTHON};
+
+use crate::{
+    process::table::Process,
+    process::tracker::{KernelState, Tracker, exe_key, judge_from_proc},
+    python::interpreter::Verdict,
+};
+
+struct Seen {
+    ppid: u32,
+    python: Option<Arc<crate::python::interpreter::Interpreter>>,
+    exe_key: Option<monitor_common::ExeKey>,
+}
+
+/// Marks running CPython processes and their descendants as tracked, in the kernel and in the
+/// table. Runs after the programs are attached, so a process forked meanwhile is either seen
+/// here or by the fork hook. Returns how many processes were adopted.
+pub fn seed<K: KernelState>(tracker: &mut Tracker<K>) -> usize {
+    let me = std::process::id();
+    let Ok(all) = procfs::process::all_processes() else {
+        tracing::warn!("cannot list /proc; processes already running are not tracked");
+        return 0;
+    };
+    let mut seen: HashMap<u32, Seen> = HashMap::new();
+    let mut judged: HashMap<monitor_common::ExeKey, Option<Arc<crate::python::interpreter::Interpreter>>> =
+        HashMap::new();
+    // Judging attaches probes, so each executable is judged once.
+    for proc in all.flatten() {
+        let pid = proc.pid as u32;
+        if pid == me {
+            continue;
+        }
+        let Ok(stat) = proc.stat() else { continue };
+        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        // Kernel threads have no exe.
+        let key = exe_key(&exe).ok();
+        let python = key.and_then(|key| {
+            judged
+                .entry(key)
+                .or_insert_with(|| match judge_from_proc(pid, &key, b"") {
+                    Some(Verdict::Python(interp)) => tracker.remember(key, Some(interp)),
+                    Some(Verdict::NotPython) => tracker.remember(key, None),
+                    None => None,
+                })
+                .clone()
+        });
+        seen.insert(pid, Seen { ppid: stat.ppid as u32, python, exe_key: key });
+    }
+    let mut adopted = 0;
+    let pids: Vec<u32> = seen.keys().copied().collect();
+    for pid in pids {
+        let mut tracking = 0;
+        if seen[&pid].python.is_some() {
+            tracking |= TRACK_PYTHON;
+        }
+        // Walk up: any Python ancestor makes this a descendant. Bounded against cycles.
+        let mut cursor = seen[&pid].ppid;
+        for _ in 0..64 {
+            let Some(parent) = seen.get(&cursor) else { break };
+            if parent.python.is_some() {
+                tracking |= TRACK_DESCENDANT;
+                break;
+            }
+            cursor = parent.ppid;
+        }
+        if tracking == 0 {
+            continue;
+        }
+        let info = &seen[&pid];
+        let (argv, argv_truncated) = crate::process::table::read_cmdline(pid);
+        tracker.kernel().track(pid, tracking);
+        tracker.adopt(Process {
+            pid,
+            ppid: info.ppid,
+            tracking,
+            exe_key: info.exe_key.unwrap_or_default(),
+            exe: fs::read_link(format!("/proc/{pid}/exe")).ok(),
+            argv,
+            argv_truncated,
+            python: info.python.clone(),
+            preexisting: true,
+            cwd: fs::read_link(format!("/proc/{pid}/cwd")).ok(),
+            container: crate::k8s::cgroup::of_pid(pid),
+            ..Process::default()
+        });
+        adopted += 1;
+    }
+    adopted
+}

@@ -1,0 +1,339 @@
+//! The daemon's view of tracked processes: identity, lineage, working directory and the
+//! directory fds needed to turn relative paths absolute.
+
+use std::{
+    collections::HashMap,
+    fs,
+    os::unix::ffi::OsStrExt as _,
+    path::{Component, Path, PathBuf},
+    sync::Arc,
+};
+
+use monitor_common::{ARGS_MAX, ExeKey, TRACK_DESCENDANT, TRACK_PENDING, TRACK_PYTHON};
+
+use crate::{k8s::Container, python::interpreter::Interpreter};
+
+const AT_FDCWD: i32 = -100;
+/// Directory fds remembered per process; beyond this the oldest knowledge is dropped and
+/// `/proc/<pid>/fd` is asked instead.
+const FDS_PER_PROCESS: usize = 256;
+
+#[derive(Debug, Clone, Default)]
+pub struct Process {
+    pub pid: u32,
+    pub ppid: u32,
+    /// `TRACK_*` bits.
+    pub tracking: u32,
+    pub exe_key: ExeKey,
+    pub exe: Option<PathBuf>,
+    pub argv: Vec<Vec<u8>>,
+    /// `argv` was cut at [`ARGS_MAX`] bytes or [`ARGV_MAX`] entries.
+    pub argv_truncated: bool,
+    pub python: Option<Arc<Interpreter>>,
+    /// Was running before premain started.
+    pub preexisting: bool,
+    /// `CLOCK_MONOTONIC` time of the exec that started the current image (0 when unknown).
+    pub started_ns: u64,
+    /// Ran before its interpreter's probes were attached (a hold that did not hold).
+    pub late: bool,
+    pub cwd: Option<PathBuf>,
+    /// The container it runs in, from its cgroup (read once, when first tracked).
+    pub container: Option<Container>,
+    pub(crate) fds: HashMap<i32, PathBuf>,
+}
+
+impl Process {
+    pub fn is_pending(&self) -> bool {
+        self.tracking & TRACK_PENDING != 0
+    }
+
+    pub fn is_python(&self) -> bool {
+        self.tracking & TRACK_PYTHON != 0
+    }
+
+    pub fn is_descendant(&self) -> bool {
+        self.tracking & TRACK_DESCENDANT != 0
+    }
+
+    /// A child created by `fork`: same image, same cwd and fds, tracked as a descendant unless
+    /// the parent itself is only pending.
+    pub fn child(&self, pid: u32, tracking: u32) -> Self {
+        Self { pid, ppid: self.pid, tracking, preexisting: false, ..self.clone() }
+    }
+
+    pub fn remember_fd(&mut self, fd: i32, path: PathBuf) {
+        if self.fds.len() >= FDS_PER_PROCESS && !self.fds.contains_key(&fd) {
+            // Cheap bound: forget everything rather than track ages; /proc is the fallback.
+            self.fds.clear();
+        }
+        self.fds.insert(fd, path);
+    }
+
+    pub fn fd_path(&self, fd: i32) -> Option<&Path> {
+        self.fds.get(&fd).map(PathBuf::as_path)
+    }
+}
+
+/// Who a process is, for lineage: from the table, or from `/proc` for processes premain does
+/// not track (an installer that is not Python, an ancestor of a tracked process).
+#[derive(Clone, Debug, Default)]
+pub struct Lineage {
+    pub ppid: u32,
+    pub exe: Option<PathBuf>,
+    pub argv: Vec<Vec<u8>>,
+    pub argv_truncated: bool,
+}
+
+impl Lineage {
+    /// Reads `/proc/<pid>`; `None` once the process is gone.
+    pub fn read(pid: u32) -> Option<Self> {
+        let stat = procfs::process::Process::new(pid as i32).ok()?.stat().ok()?;
+        let (argv, argv_truncated) = read_cmdline(pid);
+        Some(Self {
+            ppid: stat.ppid as u32,
+            exe: fs::read_link(format!("/proc/{pid}/exe")).ok(),
+            argv,
+            argv_truncated,
+        })
+    }
+}
+
+/// `/proc/<pid>/cmdline` within the bounds the kernel side captures at exec, so a process
+/// table entry or an alert's ancestry stays small whatever a command line holds (CI runners
+/// and shells pass whole scripts as one argument).
+pub fn read_cmdline(pid: u32) -> (Vec<Vec<u8>>, bool) {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    let read = fs::File::open(format!("/proc/{pid}/cmdline"))
+        .and_then(|f| f.take(ARGS_MAX as u64 + 2).read_to_end(&mut bytes));
+    if read.is_err() {
+        return (Vec::new(), false);
+    }
+    cap_argv(&bytes)
+}
+
+/// Splits NUL-separated arguments, keeping at most [`ARGS_MAX`] bytes, as the exec record
+/// does; the flag says something was cut. The last argument's terminating NUL does not count,
+/// so a command line of exactly `ARGS_MAX` bytes is whole.
+pub fn cap_argv(bytes: &[u8]) -> (Vec<Vec<u8>>, bool) {
+    let content = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+    (crate::kernel::decode::split_args(&content[..content.len().min(ARGS_MAX)]), content.len() > ARGS_MAX)
+}
+
+/// How a reported path was made absolute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// The program passed an absolute path.
+    Absolute,
+    /// Joined to the working directory.
+    Cwd,
+    /// Joined to the directory fd.
+    Dirfd,
+    /// The base directory could not be found (the process had exited); the path is as passed.
+    Unresolved,
+}
+
+impl Resolution {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Absolute => "absolute",
+            Self::Cwd => "cwd",
+            Self::Dirfd => "dirfd",
+            Self::Unresolved => "unresolved",
+        }
+    }
+}
+
+/// Joins `rel` to `base`, dropping `.` components. `..` is kept: collapsing it lexically is
+/// wrong when the base contains symlinks.
+pub fn join(base: &Path, rel: &Path) -> PathBuf {
+    let mut out = base.to_path_buf();
+    for part in rel.components() {
+        match part {
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// Makes `path` (as passed to `openat(dirfd, path)`) absolute for process `pid`.
+///
+/// The working directory is read from `/proc` when the record is handled, which is right
+/// unless the process changed directory in the meantime; when the process is gone, the last
+/// directory seen for it is used.
+pub fn resolve(raw: &[u8], dirfd: i32, pid: u32, process: Option<&mut Process>) -> (PathBuf, Resolution) {
+    let path = Path::new(std::ffi::OsStr::from_bytes(raw));
+    if path.is_absolute() {
+        return (path.to_path_buf(), Resolution::Absolute);
+    }
+    if dirfd == AT_FDCWD {
+        let live = fs::read_link(format!("/proc/{pid}/cwd")).ok();
+        let base = match (live, process) {
+            (Some(cwd), Some(p)) => {
+                p.cwd = Some(cwd.clone());
+                Some(cwd)
+            }
+            (Some(cwd), None) => Some(cwd),
+            (None, Some(p)) => p.cwd.clone(),
+            (None, None) => None,
+        };
+        return match base {
+            Some(base) => (join(&base, path), Resolution::Cwd),
+            None => (path.to_path_buf(), Resolution::Unresolved),
+        };
+    }
+    let known = process.and_then(|p| p.fd_path(dirfd).map(Path::to_path_buf));
+    let base = known.or_else(|| fs::read_link(format!("/proc/{pid}/fd/{dirfd}")).ok());
+    match base {
+        Some(base) if raw.is_empty() => (base, Resolution::Dirfd),
+        Some(base) => (join(&base, path), Resolution::Dirfd),
+        None => (path.to_path_buf(), Resolution::Unresolved),
+    }
+}
+
+/// Tracked processes by pid, bounded: beyond `max` new processes are refused (and counted by
+/// the caller) rather than evicting live ones.
+pub struct ProcessTable {
+    procs: HashMap<u32, Process>,
+    max: usize,
+}
+
+impl ProcessTable {
+    pub fn new(max: usize) -> Self {
+        Self { procs: HashMap::new(), max }
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&Process> {
+        self.procs.get(&pid)
+    }
+
+    pub fn get_mut(&mut self, pid: u32) -> Option<&mut Process> {
+        self.procs.get_mut(&pid)
+    }
+
+    /// Returns false when the table is full.
+    pub fn insert(&mut self, process: Process) -> bool {
+        if self.procs.len() >= self.max && !self.procs.contains_key(&process.pid) {
+            return false;
+        }
+        self.procs.insert(process.pid, process);
+        true
+    }
+
+    pub fn remove(&mut self, pid: u32) -> Option<Process> {
+        self.procs.remove(&pid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    pub fn pids_with_pending_exe(&self, key: &ExeKey) -> Vec<u32> {
+        self.procs.values().filter(|p| p.is_pending() && p.exe_key == *key).map(|p| p.pid).collect()
+    }
+
+    /// Drops entries whose process is gone (its exit record was lost), so the table returns to
+    /// its idle size whatever happens to the ring buffer. Returns how many were dropped.
+    pub fn sweep(&mut self, alive: impl Fn(u32) -> bool) -> usize {
+        let before = self.procs.len();
+        self.procs.retain(|pid, _| alive(*pid));
+        self.procs.shrink_to(self.procs.len() * 2);
+        before - self.procs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines_read_from_proc_are_cut_like_the_kernel_cuts_them() {
+        assert_eq!(
+            cap_argv(b"python3\0-c\0pass\0"),
+            (vec![b"python3".to_vec(), b"-c".to_vec(), b"pass".to_vec()], false)
+        );
+        let (argv, cut) = cap_argv(&vec![b'x'; 30_000]);
+        assert!(cut);
+        assert_eq!(argv, vec![vec![b'x'; ARGS_MAX]]);
+        let (argv, cut) = cap_argv("a\0".repeat(ARGS_MAX).as_bytes());
+        assert!(cut);
+        assert_eq!(argv.len(), ARGS_MAX / 2);
+        assert!(!cap_argv("a\0".repeat(ARGS_MAX / 2).as_bytes()).1);
+        let mut exact = vec![b'x'; ARGS_MAX];
+        exact.push(0);
+        assert_eq!(cap_argv(&exact), (vec![vec![b'x'; ARGS_MAX]], false));
+        exact.push(b'y');
+        assert!(cap_argv(&exact).1, "one byte more after the NUL is cut");
+    }
+
+    #[test]
+    fn own_command_line_is_read_whole() {
+        let (argv, cut) = read_cmdline(std::process::id());
+        assert!(!cut);
+        assert_eq!(
+            argv.first().map(Vec::as_slice),
+            std::env::args_os().next().as_ref().map(|a| a.as_encoded_bytes())
+        );
+    }
+
+    #[test]
+    fn absolute_paths_pass_through() {
+        let (path, how) = resolve(b"/etc/hosts", AT_FDCWD, u32::MAX, None);
+        assert_eq!((path.as_path(), how), (Path::new("/etc/hosts"), Resolution::Absolute));
+    }
+
+    #[test]
+    fn relative_to_cached_cwd_when_process_is_gone() {
+        let mut p = Process { pid: u32::MAX, cwd: Some(PathBuf::from("/srv/app")), ..Process::default() };
+        let (path, how) = resolve(b"./conf/../x", AT_FDCWD, u32::MAX, Some(&mut p));
+        assert_eq!(path, Path::new("/srv/app/conf/../x"));
+        assert_eq!(how, Resolution::Cwd);
+    }
+
+    #[test]
+    fn relative_to_live_cwd() {
+        let me = std::process::id();
+        let cwd = std::env::current_dir().unwrap();
+        let (path, how) = resolve(b"marker", AT_FDCWD, me, None);
+        assert_eq!((path, how), (cwd.join("marker"), Resolution::Cwd));
+    }
+
+    #[test]
+    fn dirfd_from_table_then_from_proc() {
+        let mut p = Process { pid: u32::MAX, ..Process::default() };
+        p.remember_fd(7, PathBuf::from("/var/lib"));
+        assert_eq!(resolve(b"db", 7, u32::MAX, Some(&mut p)).0, Path::new("/var/lib/db"));
+        assert_eq!(resolve(b"", 7, u32::MAX, Some(&mut p)).0, Path::new("/var/lib"));
+        assert_eq!(resolve(b"db", 8, u32::MAX, Some(&mut p)).1, Resolution::Unresolved);
+
+        let dir = fs::File::open("/usr").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&dir);
+        let (path, how) = resolve(b"bin", fd, std::process::id(), None);
+        assert_eq!((path.as_path(), how), (Path::new("/usr/bin"), Resolution::Dirfd));
+    }
+
+    #[test]
+    fn table_is_bounded_and_sweeps() {
+        let mut table = ProcessTable::new(2);
+        assert!(table.insert(Process { pid: 1, ..Process::default() }));
+        assert!(table.insert(Process { pid: 2, ..Process::default() }));
+        assert!(!table.insert(Process { pid: 3, ..Process::default() }));
+        assert!(table.insert(Process { pid: 2, ppid: 9, ..Process::default() }));
+        assert_eq!(table.sweep(|pid| pid == 1), 1);
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn fd_memory_is_bounded() {
+        let mut p = Process::default();
+        for fd in 0..1000 {
+            p.remember_fd(fd, PathBuf::from("/x"));
+        }
+        assert!(p.fds.len() <= FDS_PER_PROCESS);
+    }
+}

@@ -1,0 +1,703 @@
+//! Applies decoded records to the process table, settles which processes are Python (the
+//! kernel marks unknown executables *pending* and keeps recording them until this decides), and
+//! turns the records of tracked processes into events.
+
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use monitor_common::{
+    ExeKey, FLAG_ARGS_TRUNCATED, FLAG_EXEC_BY_TRACKED, FLAG_HELD, HOOK_CONNECT, HOOK_COUNT, HOOK_EXEC,
+    HOOK_OPEN, HOOK_PYTHON, HOOK_SEND, TRACK_DESCENDANT, TRACK_PENDING, TRACK_PYTHON, VERDICT_NOT_PYTHON,
+    VERDICT_PYTHON,
+};
+
+use crate::{
+    kernel::decode::{Exec, Header, Record},
+    process::event::{Action, Event, ProcessInfo},
+    process::table::{Lineage, Process, ProcessTable, resolve},
+    python::interpreter::{self, Interpreter, Verdict},
+};
+
+/// What the tracker needs from the kernel maps; a fake stands in for unit tests.
+pub trait KernelState {
+    fn track(&mut self, pid: u32, flags: u32);
+    fn untrack(&mut self, pid: u32);
+    fn set_verdict(&mut self, key: ExeKey, python: bool);
+    /// Attaches the start-up probes to the interpreter's image (once per image); returns
+    /// whether its processes can be phased by them.
+    fn attach_probes(&mut self, interpreter: &Interpreter) -> bool;
+    /// Resumes a process the kernel stopped until its executable was judged; returns whether
+    /// it was still stopped (else something else let it run before its probes were ready).
+    fn resume(&mut self, pid: u32) -> bool;
+}
+
+/// Judges the executable of process `pid` whose kernel identity is `key`.
+pub type Judge = Box<dyn FnMut(u32, &ExeKey, &[u8]) -> Option<Verdict>>;
+
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub records: u64,
+    /// Records of processes found not to be Python while pending (expected, not a loss).
+    pub dropped_not_python: u64,
+    pub table_full: u64,
+    /// Pending processes whose executable could not be examined (gone before we looked).
+    pub unjudged: u64,
+    /// Records of processes the kernel tracked but we had no record of (judged on the spot).
+    pub unknown_processes: u64,
+    /// Records dropped per hook because their process was gone before it could be identified
+    /// (its exec record was lost): lost, not judged.
+    pub unattributed: [u64; HOOK_COUNT as usize],
+    /// Processes the kernel stopped until judged, and resumed.
+    pub held: u64,
+    /// How long each held process waited (exec to resume), drained by the metrics.
+    pub hold_waits_ns: Vec<u64>,
+    /// Interpreter runs that started before their probes could be attached.
+    pub late: u64,
+}
+
+const VERDICT_CACHE_MAX: usize = 8_192;
+
+/// Why a process is no longer tracked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Untracked {
+    /// It runs something other than Python: its queued records are dropped.
+    NotPython,
+    /// It was gone before it could be identified (its exec record was lost): its queued
+    /// records count as lost.
+    Unidentified,
+}
+
+pub struct Tracker<K> {
+    pub table: ProcessTable,
+    kernel: K,
+    judge: Judge,
+    verdicts: HashMap<ExeKey, Option<Arc<Interpreter>>>,
+    /// Pids no longer tracked whose records may still be queued, and why.
+    untracked: HashMap<u32, Untracked>,
+    pub stats: Stats,
+}
+
+impl<K: KernelState> Tracker<K> {
+    pub fn new(kernel: K, judge: Judge, max_processes: usize) -> Self {
+        Self {
+            table: ProcessTable::new(max_processes),
+            kernel,
+            judge,
+            verdicts: HashMap::new(),
+            untracked: HashMap::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn kernel(&mut self) -> &mut K {
+        &mut self.kernel
+    }
+
+    /// Adds a process found running at start-up (already marked in the kernel by the caller).
+    pub fn adopt(&mut self, process: Process) {
+        if !self.table.insert(process) {
+            self.stats.table_full += 1;
+        }
+    }
+
+    /// Remembers a verdict, in the kernel too so later execs of the same file are settled
+    /// there. A CPython gets its probes first: the kernel verdict lets its processes run
+    /// unstopped, so the probes must already be in place.
+    pub fn remember(&mut self, key: ExeKey, python: Option<Interpreter>) -> Option<Arc<Interpreter>> {
+        if self.verdicts.len() >= VERDICT_CACHE_MAX {
+            self.verdicts.clear();
+        }
+        let python = python.map(|mut interp| {
+            interp.probed = self.kernel.attach_probes(&interp);
+            Arc::new(interp)
+        });
+        self.kernel.set_verdict(key, python.is_some());
+        self.verdicts.insert(key, python.clone());
+        python
+    }
+
+    fn verdict(&mut self, pid: u32, exec: &Exec) -> Option<Option<Arc<Interpreter>>> {
+        if let Some(known) = self.verdicts.get(&exec.exe) {
+            return Some(known.clone());
+        }
+        match (self.judge)(pid, &exec.exe, &exec.filename)? {
+            Verdict::Python(interp) => Some(self.remember(exec.exe, Some(interp))),
+            Verdict::NotPython => Some(self.remember(exec.exe, None)),
+        }
+    }
+
+    pub fn handle(&mut self, record: Record) -> Option<Event> {
+        self.stats.records += 1;
+        let pid = record.header().pid;
+        match record {
+            Record::Image(exec) => self.on_image(exec),
+            Record::Marker(marker) => {
+                if self.drop_untracked(pid, HOOK_PYTHON) {
+                    return None;
+                }
+                self.event(&marker.header, Action::Marker(marker.mark))
+            }
+            Record::Send(send) => {
+                if self.drop_untracked(pid, HOOK_SEND) {
+                    return None;
+                }
+                self.event(&send.header, Action::Send { addr: send.addr, fd: send.fd, result: send.result })
+            }
+            Record::Fork(fork) => {
+                if !self.known(pid) {
+                    if !fork.is_thread {
+                        self.kernel.untrack(fork.child_pid);
+                        self.untracked.insert(fork.child_pid, Untracked::NotPython);
+                    }
+                    return None;
+                }
+                let parent = self.table.get(pid)?;
+                if !fork.is_thread {
+                    // The kernel copied the parent's state at fork time; the parent may have been
+                    // settled since, and the child must follow.
+                    let tracking = if parent.is_pending() {
+                        fork.tracking
+                    } else {
+                        (parent.tracking & TRACK_PYTHON) | TRACK_DESCENDANT
+                    };
+                    let child = parent.child(fork.child_pid, tracking);
+                    if tracking != fork.tracking {
+                        self.kernel.track(fork.child_pid, tracking);
+                    }
+                    self.untracked.remove(&fork.child_pid);
+                    if !self.table.insert(child) {
+                        self.stats.table_full += 1;
+                    }
+                }
+                self.event(
+                    &fork.header,
+                    Action::Fork {
+                        child_pid: fork.child_pid,
+                        child_tid: fork.child_tid,
+                        thread: fork.is_thread,
+                    },
+                )
+            }
+            Record::Exit(exit) => {
+                let event = self.event(&exit.header, Action::Exit { status: exit.exit_code });
+                self.table.remove(pid);
+                self.untracked.remove(&pid);
+                event
+            }
+            Record::Open(open) => {
+                if self.drop_untracked(pid, HOOK_OPEN) {
+                    return None;
+                }
+                let (path, resolution) = resolve(&open.path, open.dirfd, pid, self.table.get_mut(pid));
+                if open.result >= 0
+                    && let Some(p) = self.table.get_mut(pid)
+                {
+                    p.remember_fd(open.result as i32, path.clone());
+                }
+                self.event(
+                    &open.header,
+                    Action::Open {
+                        path,
+                        resolution,
+                        dirfd: open.dirfd,
+                        flags: open.flags,
+                        mode: open.mode,
+                        result: open.result,
+                    },
+                )
+            }
+            Record::Connect(connect) => {
+                if self.drop_untracked(pid, HOOK_CONNECT) {
+                    return None;
+                }
+                self.event(
+                    &connect.header,
+                    Action::Connect { addr: connect.addr, fd: connect.fd, result: connect.result },
+                )
+            }
+            Record::ExecFailed(exec) => {
+                if self.drop_untracked(pid, HOOK_EXEC) {
+                    return None;
+                }
+                let (path, _) = resolve(&exec.filename, exec.dirfd, pid, self.table.get_mut(pid));
+                self.event(
+                    &exec.header,
+                    Action::Exec { path, argv: exec.argv, result: exec.result, image: None },
+                )
+            }
+        }
+    }
+
+    fn drop_untracked(&mut self, pid: u32, hook: u32) -> bool {
+        let drop = !self.known(pid) || self.table.get(pid).is_some_and(Process::is_pending);
+        if drop {
+            if self.untracked.get(&pid) == Some(&Untracked::Unidentified) {
+                self.stats.unattributed[hook as usize] += 1;
+            } else {
+                self.stats.dropped_not_python += 1;
+            }
+        }
+        drop
+    }
+
+    /// Whether `pid` is in the table, adopting it if the kernel tracks a process we never heard
+    /// of (its image or fork record was lost): it is judged from `/proc` now.
+    fn known(&mut self, pid: u32) -> bool {
+        if self.table.get(pid).is_some() {
+            return true;
+        }
+        if self.untracked.contains_key(&pid) {
+            return false;
+        }
+        self.stats.unknown_processes += 1;
+        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        let Ok(key) = exe_key(&exe) else {
+            // Gone before any record told us what it ran (its exec record was lost): whether
+            // it was Python cannot be known any more, so its records count as lost.
+            self.kernel.untrack(pid);
+            self.untracked.insert(pid, Untracked::Unidentified);
+            return false;
+        };
+        let python = match self.verdicts.get(&key) {
+            Some(known) => known.clone(),
+            None => match (self.judge)(pid, &key, b"") {
+                Some(Verdict::Python(interp)) => self.remember(key, Some(interp)),
+                _ => None,
+            },
+        };
+        let Some(python) = python else {
+            self.kernel.untrack(pid);
+            self.untracked.insert(pid, Untracked::NotPython);
+            return false;
+        };
+        let Lineage { ppid, exe, argv, argv_truncated } = Lineage::read(pid).unwrap_or_default();
+        self.kernel.track(pid, TRACK_PYTHON);
+        self.table.insert(Process {
+            pid,
+            ppid,
+            tracking: TRACK_PYTHON,
+            exe,
+            argv,
+            argv_truncated,
+            python: Some(python),
+            cwd: fs::read_link(format!("/proc/{pid}/cwd")).ok(),
+            container: crate::k8s::cgroup::of_pid(pid),
+            // Its start was not seen: like a process running before premain, it is phased
+            // `runtime` rather than guessed.
+            preexisting: true,
+            ..Process::default()
+        })
+    }
+
+    fn on_image(&mut self, exec: Exec) -> Option<Event> {
+        let pid = exec.header.pid;
+        self.untracked.remove(&pid);
+        let mut tracking = exec.tracking;
+        let python = if tracking & TRACK_PENDING != 0 || tracking & TRACK_PYTHON != 0 {
+            match self.verdict(pid, &exec) {
+                Some(verdict) => verdict,
+                None => {
+                    self.stats.unjudged += 1;
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        // Resume a held process now that its probes (if any) are attached, whatever the verdict.
+        // An unseen file had no probes at exec: unless the hold kept the process stopped until
+        // now, its first markers may be missing.
+        let late = if exec.header.flags & FLAG_HELD != 0 {
+            let was_stopped = self.kernel.resume(pid);
+            self.stats.held += 1;
+            if self.stats.hold_waits_ns.len() < 4096 {
+                self.stats.hold_waits_ns.push(monotonic_ns().saturating_sub(exec.header.ktime_ns));
+            }
+            !was_stopped
+        } else {
+            exec.tracking & TRACK_PENDING != 0
+        };
+        if late && python.is_some() {
+            self.stats.late += 1;
+        }
+        let previous = self.table.get(pid).cloned();
+        if tracking & TRACK_PENDING != 0 {
+            // The kernel kept recording while it waited for us; settle it now.
+            let keeps = previous.as_ref().is_some_and(|p| p.is_python() || p.is_descendant());
+            tracking = if python.is_some() { TRACK_PYTHON } else { 0 };
+            if keeps || exec.tracking & TRACK_DESCENDANT != 0 {
+                tracking |= TRACK_DESCENDANT;
+            }
+            if tracking == 0 {
+                self.kernel.untrack(pid);
+                self.table.remove(pid);
+                self.untracked.insert(pid, Untracked::NotPython);
+                self.settle_children(&exec.exe, false);
+                return None;
+            }
+            self.kernel.track(pid, tracking);
+            self.settle_children(&exec.exe, python.is_some());
+        }
+        let mut process = Process {
+            pid,
+            ppid: exec.header.ppid,
+            tracking,
+            started_ns: exec.header.ktime_ns,
+            exe_key: exec.exe,
+            exe: fs::read_link(format!("/proc/{pid}/exe")).ok().or_else(|| path_of(&exec.filename)),
+            argv: exec.argv.clone(),
+            argv_truncated: exec.header.flags & FLAG_ARGS_TRUNCATED != 0,
+            // Ran before its probes were attached: its first markers may be missing.
+            late,
+            python,
+            preexisting: false,
+            cwd: previous.as_ref().and_then(|p| p.cwd.clone()),
+            // Read at every exec: runtimes move a process into the container's cgroup between
+            // fork and exec. The forked copy's value serves when the process is already gone.
+            container: crate::k8s::cgroup::of_pid(pid)
+                .or_else(|| previous.as_ref().and_then(|p| p.container.clone())),
+            ..Process::default()
+        };
+        process.cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok().or(process.cwd);
+        if !self.table.insert(process) {
+            self.stats.table_full += 1;
+        }
+        let (path, _) = resolve(&exec.filename, exec.dirfd, pid, self.table.get_mut(pid));
+        if exec.header.flags & FLAG_EXEC_BY_TRACKED == 0 {
+            return self.event(&exec.header, Action::Image { path, argv: exec.argv });
+        }
+        let image = ProcessInfo::of(self.table.get(pid));
+        let mut event = self.event(
+            &exec.header,
+            Action::Exec { path, argv: exec.argv, result: 0, image: Some(Box::new(image)) },
+        )?;
+        // The image's own identity is reported by the exec's action; the actor is who exec'd.
+        if let Some(before) = previous {
+            event.process = ProcessInfo::of(Some(&before));
+        }
+        Some(event)
+    }
+
+    /// Forked children of a pending process inherited its pending state and its image.
+    fn settle_children(&mut self, key: &ExeKey, python: bool) {
+        for child in self.table.pids_with_pending_exe(key) {
+            let Some(p) = self.table.get_mut(child) else { continue };
+            let tracking = (p.tracking & TRACK_DESCENDANT) | if python { TRACK_PYTHON } else { 0 };
+            if tracking == 0 {
+                self.kernel.untrack(child);
+                self.table.remove(child);
+                self.untracked.insert(child, Untracked::NotPython);
+            } else {
+                p.tracking = tracking;
+                self.kernel.track(child, tracking);
+            }
+        }
+    }
+
+    fn event(&self, header: &Header, action: Action) -> Option<Event> {
+        let process = self.table.get(header.pid).filter(|p| !p.is_pending())?;
+        Some(Event { header: header.clone(), process: ProcessInfo::of(Some(process)), action })
+    }
+
+    /// Forgets processes that ended without an exit record reaching us.
+    pub fn sweep(&mut self) -> usize {
+        self.untracked.retain(|pid, _| Path::new(&format!("/proc/{pid}")).exists());
+        self.table.sweep(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    }
+}
+
+fn path_of(bytes: &[u8]) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = Path::new(std::ffi::OsStr::from_bytes(bytes));
+    path.is_absolute().then(|| path.to_path_buf())
+}
+
+/// Converts a userspace `st_dev` into the kernel's internal `dev_t` (`MAJOR << 20 | MINOR`),
+/// the encoding the programs read from `super_block.s_dev`.
+/// `CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+}
+
+pub fn kernel_dev(st_dev: u64) -> u64 {
+    let major = ((st_dev >> 8) & 0xfff) | ((st_dev >> 32) & !0xfff);
+    let minor = (st_dev & 0xff) | ((st_dev >> 12) & !0xff);
+    (major << 20) | minor
+}
+
+/// The kernel identity of a file, from `stat`.
+pub fn exe_key(path: &Path) -> std::io::Result<ExeKey> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = fs::metadata(path)?;
+    Ok(ExeKey {
+        dev: kernel_dev(meta.dev()),
+        ino: meta.ino(),
+        mtime_sec: meta.mtime(),
+        mtime_nsec: meta.mtime_nsec() as u32,
+        _pad: 0,
+    })
+}
+
+/// The real judge: examines `/proc/<pid>/exe` (the exact file the process runs, even if it was
+/// deleted or lives in another mount namespace), or the exec's filename when the process is
+/// already gone and the file there is still the same one.
+pub fn judge_from_proc(pid: u32, key: &ExeKey, filename: &[u8]) -> Option<Verdict> {
+    let proc_exe = PathBuf::from(format!("/proc/{pid}/exe"));
+    let proc_root = PathBuf::from(format!("/proc/{pid}/root"));
+    // A process that shares premain's root sees the same paths: judge its file by that path, so
+    // that what is found (the image to probe) does not vanish with the process. Under
+    // /proc/<pid>/root, a run that exits before its probes are attached left its interpreter
+    // unprobed for good.
+    let root = if same_file(&proc_root, Path::new("/")) { PathBuf::from("/") } else { proc_root };
+    let candidates = [
+        fs::read_link(&proc_exe).ok().map(|target| root.join(target.strip_prefix("/").unwrap_or(&target))),
+        Some(proc_exe),
+        path_of(filename),
+    ];
+    let path = candidates.into_iter().flatten().find(|path| exe_key(path).is_ok_and(|k| k == *key))?;
+    let root = if path.starts_with(&root) { root } else { PathBuf::from("/") };
+    match interpreter::recognize(&path, &root) {
+        Ok(verdict) => Some(verdict),
+        Err(err) => {
+            // Escaped (Debug): the file name may hold line breaks or terminal escapes.
+            tracing::warn!(pid, path = ?path, error = ?err, "cannot parse executable; treating it as not Python");
+            Some(Verdict::NotPython)
+        }
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// Kernel maps as the tracker's [`KernelState`]. Failures are logged, not fatal: the worst
+/// case is a process recorded a little longer or a little less than it should be.
+impl KernelState for crate::kernel::loader::KernelMaps {
+    fn track(&mut self, pid: u32, flags: u32) {
+        if let Err(err) = self.tracked.insert(pid, flags, 0) {
+            tracing::warn!(pid, error = %err, "cannot mark process as tracked");
+        }
+    }
+
+    fn untrack(&mut self, pid: u32) {
+        let _ = self.tracked.remove(&pid);
+    }
+
+    fn set_verdict(&mut self, key: ExeKey, python: bool) {
+        let value = if python { VERDICT_PYTHON } else { VERDICT_NOT_PYTHON };
+        if let Err(err) = self.verdicts.insert(key, value, 0) {
+            tracing::debug!(error = %err, "cannot store verdict");
+        }
+    }
+
+    fn attach_probes(&mut self, interpreter: &Interpreter) -> bool {
+        self.probes.attach(interpreter)
+    }
+
+    fn resume(&mut self, pid: u32) -> bool {
+        crate::process::hold::resume(pid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::decode::{Fork, Open};
+
+    #[derive(Default)]
+    struct FakeKernel {
+        tracked: HashMap<u32, u32>,
+        verdicts: HashMap<ExeKey, bool>,
+        resumed: Vec<u32>,
+    }
+
+    impl KernelState for FakeKernel {
+        fn track(&mut self, pid: u32, flags: u32) {
+            self.tracked.insert(pid, flags);
+        }
+        fn untrack(&mut self, pid: u32) {
+            self.tracked.remove(&pid);
+        }
+        fn set_verdict(&mut self, key: ExeKey, python: bool) {
+            self.verdicts.insert(key, python);
+        }
+        fn attach_probes(&mut self, _: &Interpreter) -> bool {
+            true
+        }
+        fn resume(&mut self, pid: u32) -> bool {
+            self.resumed.push(pid);
+            pid != 41
+        }
+    }
+
+    const PY: ExeKey = ExeKey { dev: 1, ino: 100, mtime_sec: 0, mtime_nsec: 0, _pad: 0 };
+    const SH: ExeKey = ExeKey { dev: 1, ino: 200, mtime_sec: 0, mtime_nsec: 0, _pad: 0 };
+
+    fn python() -> Interpreter {
+        Interpreter {
+            exe: "/usr/bin/python3".into(),
+            image: "/usr/bin/python3".into(),
+            version: Some((3, 11)),
+            free_threaded: false,
+            symbols: Default::default(),
+            probed: false,
+        }
+    }
+
+    fn tracker() -> Tracker<FakeKernel> {
+        let judge: Judge = Box::new(|_, key, _| {
+            Some(if *key == PY { Verdict::Python(python()) } else { Verdict::NotPython })
+        });
+        Tracker::new(FakeKernel::default(), judge, 100)
+    }
+
+    fn header(pid: u32, flags: u32) -> Header {
+        Header {
+            ktime_ns: 0,
+            cgroup_id: 0,
+            pid,
+            tid: pid,
+            ppid: 1,
+            uid: 0,
+            gid: 0,
+            flags,
+            comm: b"x".to_vec(),
+        }
+    }
+
+    fn image(pid: u32, exe: ExeKey, tracking: u32, flags: u32) -> Record {
+        Record::Image(Exec {
+            header: header(pid, flags),
+            result: 0,
+            exe,
+            old_pid: pid,
+            tracking,
+            dirfd: -100,
+            flags: 0,
+            syscall: 0,
+            argv: vec![b"prog".to_vec()],
+            filename: b"/nonexistent/prog".to_vec(),
+        })
+    }
+
+    fn open(pid: u32) -> Record {
+        Record::Open(Open {
+            header: header(pid, 0),
+            result: 3,
+            dirfd: -100,
+            flags: 0,
+            mode: 0,
+            syscall: 1,
+            resolve: 0,
+            path: b"/etc/hosts".to_vec(),
+        })
+    }
+
+    #[test]
+    fn pending_python_becomes_tracked_and_reports() {
+        let mut t = tracker();
+        let started = t.handle(image(10, PY, TRACK_PENDING, 0)).expect("image event");
+        assert!(matches!(started.action, Action::Image { .. }));
+        // Not held: it ran before its probes existed.
+        assert!(!started.process.probed);
+        assert_eq!(t.kernel.tracked.get(&10), Some(&TRACK_PYTHON));
+        assert_eq!(t.kernel.verdicts.get(&PY), Some(&true));
+        let event = t.handle(open(10)).expect("event for a python process");
+        assert_eq!(event.process.python.as_deref(), Some("3.11"));
+    }
+
+    #[test]
+    fn held_processes_are_resumed_once_judged_whatever_the_verdict() {
+        let mut t = tracker();
+        t.handle(image(40, SH, TRACK_PENDING, FLAG_HELD));
+        t.handle(image(41, PY, TRACK_PENDING, FLAG_HELD));
+        t.handle(image(42, PY, TRACK_PYTHON, 0));
+        assert_eq!(t.kernel.resumed, vec![40, 41]);
+        // 41 was running again before it was judged: its start-up may have been missed.
+        assert!(t.table.get(41).unwrap().late);
+        assert!(!ProcessInfo::of(t.table.get(41)).probed);
+        assert!(!t.table.get(42).unwrap().late);
+    }
+
+    #[test]
+    fn records_of_a_process_gone_unidentified_count_as_lost_not_as_not_python() {
+        let mut t = tracker();
+        // No image record was read for it, and no such process exists any more.
+        let gone = u32::MAX - 7;
+        t.kernel.tracked.insert(gone, TRACK_PYTHON);
+        assert!(t.handle(open(gone)).is_none());
+        assert!(t.handle(open(gone)).is_none());
+        assert_eq!(t.stats.unattributed[HOOK_OPEN as usize], 2);
+        assert_eq!(t.stats.dropped_not_python, 0);
+        assert!(!t.kernel.tracked.contains_key(&gone));
+    }
+
+    #[test]
+    fn pending_non_python_is_untracked_and_its_queued_records_dropped() {
+        let mut t = tracker();
+        t.kernel.tracked.insert(11, TRACK_PENDING);
+        assert!(t.handle(image(11, SH, TRACK_PENDING, 0)).is_none());
+        assert!(!t.kernel.tracked.contains_key(&11));
+        assert_eq!(t.kernel.verdicts.get(&SH), Some(&false));
+        assert!(t.handle(open(11)).is_none());
+        assert_eq!(t.stats.dropped_not_python, 1);
+    }
+
+    #[test]
+    fn descendants_stay_tracked_through_exec_of_other_programs() {
+        let mut t = tracker();
+        t.handle(image(10, PY, TRACK_PYTHON, 0));
+        let fork = Record::Fork(Fork {
+            header: header(10, 0),
+            child_pid: 12,
+            child_tid: 12,
+            is_thread: false,
+            tracking: TRACK_PYTHON | TRACK_DESCENDANT,
+        });
+        assert!(t.handle(fork).is_some());
+        let exec = t
+            .handle(image(12, SH, TRACK_DESCENDANT | TRACK_PENDING, FLAG_EXEC_BY_TRACKED))
+            .expect("exec event");
+        assert!(matches!(exec.action, Action::Exec { .. }));
+        assert_eq!(t.kernel.tracked.get(&12), Some(&TRACK_DESCENDANT));
+        assert!(t.handle(open(12)).is_some());
+    }
+
+    #[test]
+    fn children_of_a_pending_process_are_settled_with_it() {
+        let mut t = tracker();
+        t.table.insert(Process { pid: 20, tracking: TRACK_PENDING, exe_key: SH, ..Process::default() });
+        t.table.insert(Process { pid: 21, tracking: TRACK_PENDING, exe_key: SH, ..Process::default() });
+        t.handle(image(20, SH, TRACK_PENDING, 0));
+        assert!(t.table.get(21).is_none());
+        assert!(t.handle(open(21)).is_none());
+    }
+
+    #[test]
+    fn unknown_verdicts_are_not_cached() {
+        let judge: Judge = Box::new(|_, _, _| None);
+        let mut t = Tracker::new(FakeKernel::default(), judge, 100);
+        t.handle(image(30, PY, TRACK_PENDING, 0));
+        assert!(t.kernel.verdicts.is_empty());
+        assert_eq!(t.stats.unjudged, 1);
+    }
+
+    #[test]
+    fn kernel_dev_encoding() {
+        // makedev(8, 1) in glibc's encoding is 0x801; the kernel's is 8 << 20 | 1.
+        assert_eq!(kernel_dev(0x801), (8 << 20) | 1);
+        // minor above 255 uses the high bits in userspace.
+        assert_eq!(kernel_dev(0x0010_0803), (8 << 20) | 0x103);
+    }
+}

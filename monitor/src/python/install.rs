@@ -1,0 +1,349 @@
+//! The `install` phase: a Python process that a package installer started to run a build hook
+//! (pip's PEP 517 `_in_process.py`, pip's legacy `setup.py` caller, uv's build scripts).
+//! Told from the process's argv and its ancestors; everything such a process and its
+//! descendants do is install-time code of the package being built.
+
+use std::{
+    ffi::OsStr,
+    fs,
+    os::unix::ffi::OsStrExt as _,
+    path::{Path, PathBuf},
+};
+
+use crate::{
+    phase::{Culprit, CulpritKind, InstallDetector},
+    process::event::ProcessInfo,
+    process::table::Lineage,
+};
+
+/// PEP 517 hook names, as pip and uv pass or embed them.
+const HOOKS: &[&str] = &[
+    "get_requires_for_build_wheel",
+    "prepare_metadata_for_build_wheel",
+    "build_wheel",
+    "get_requires_for_build_editable",
+    "prepare_metadata_for_build_editable",
+    "build_editable",
+    "get_requires_for_build_sdist",
+    "build_sdist",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookKind {
+    /// `python .../pyproject_hooks/_in_process/_in_process.py <hook> <dir>`.
+    Pep517,
+    /// `python -c "... <pip-setuptools-caller> ..." egg_info|bdist_wheel|install ...`.
+    LegacySetup,
+    /// uv: `<build venv>/bin/python -c "<script calling the backend>"`.
+    Uv,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    pub kind: HookKind,
+    pub name: Option<String>,
+    /// `setup.py` named on the legacy caller's command line.
+    pub setup_py: Option<PathBuf>,
+}
+
+fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(bytes)
+}
+
+/// The build hook a process runs, from its argv (`argv[0]` is the interpreter).
+pub fn hook_of(argv: &[Vec<u8>], exe: Option<&Path>) -> Option<Hook> {
+    let args = argv.get(1..).unwrap_or_default();
+    for (i, arg) in args.iter().enumerate() {
+        if arg.ends_with(b"/_in_process.py") || arg.as_slice() == b"_in_process.py" {
+            let name = args.get(i + 1).map(|n| text(n).into_owned());
+            return Some(Hook { kind: HookKind::Pep517, name, setup_py: None });
+        }
+        if arg.as_slice() == b"-c" {
+            let code = text(args.get(i + 1)?);
+            if code.contains("<pip-setuptools-caller>") {
+                let name = args.get(i + 2).map(|n| text(n).into_owned());
+                let setup_py = quoted_path_ending(&code, "setup.py");
+                return Some(Hook { kind: HookKind::LegacySetup, name, setup_py });
+            }
+            let uv_build = exe.is_some_and(|e| e.to_string_lossy().contains("/builds-v0/"));
+            if uv_build && (code.contains("backend") || code.contains("build_meta")) {
+                // `build_wheel` is part of `prepare_metadata_for_build_wheel`: the longest wins.
+                let name = HOOKS
+                    .iter()
+                    .filter(|h| code.contains(*h))
+                    .max_by_key(|h| h.len())
+                    .map(|h| (*h).to_owned());
+                return Some(Hook { kind: HookKind::Uv, name, setup_py: None });
+            }
+            return None;
+        }
+        if !arg.starts_with(b"-") {
+            // The script: not a hook runner.
+            return None;
+        }
+    }
+    None
+}
+
+fn quoted_path_ending(code: &str, suffix: &str) -> Option<PathBuf> {
+    let end = code.find(&format!("{suffix}'")).or_else(|| code.find(&format!("{suffix}\"")))? + suffix.len();
+    let start = code[..end].rfind(['\'', '"'])? + 1;
+    Some(PathBuf::from(&code[start..end]))
+}
+
+/// Installers that are programs of their own (pip is also run as a script or a module).
+const INSTALLERS: &[&str] = &["pip", "uv", "poetry", "pdm"];
+
+/// The installer a command line runs, if any.
+pub fn installer_of(argv: &[Vec<u8>], exe: Option<&Path>) -> Option<&'static str> {
+    let named = |name: &str| INSTALLERS.iter().copied().find(|i| *i == name);
+    let file_name = |path: &Path| path.file_name().map(|n| n.to_string_lossy().into_owned());
+    if let Some(found) = exe.and_then(file_name).as_deref().and_then(named) {
+        return Some(found);
+    }
+    for (i, arg) in argv.iter().enumerate() {
+        if arg.as_slice() == b"-m" {
+            return argv.get(i + 1).and_then(|m| named(&String::from_utf8_lossy(m)));
+        }
+        let Some(name) = file_name(Path::new(OsStr::from_bytes(arg))) else { continue };
+        if name == "__pip-runner__.py" || name.starts_with("pip3") {
+            return Some("pip");
+        }
+        // The program itself, or the script its interpreter runs.
+        if i <= 1
+            && let Some(found) = named(&name)
+        {
+            return Some(found);
+        }
+        if i >= 1 && !arg.starts_with(b"-") {
+            break;
+        }
+    }
+    None
+}
+
+/// What the source tree being built says about itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Source {
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub backend: Option<String>,
+    pub backend_path: Vec<String>,
+    pub has_setup_py: bool,
+}
+
+pub fn read_source(dir: &Path) -> Source {
+    let mut source = Source { has_setup_py: dir.join("setup.py").is_file(), ..Source::default() };
+    if let Some(table) =
+        fs::read_to_string(dir.join("pyproject.toml")).ok().and_then(|t| t.parse::<toml::Table>().ok())
+    {
+        let get = |section: &str, key: &str| table.get(section).and_then(|s| s.get(key)).cloned();
+        source.name = get("project", "name").and_then(|v| v.as_str().map(str::to_owned));
+        source.version = get("project", "version").and_then(|v| v.as_str().map(str::to_owned));
+        source.backend = get("build-system", "build-backend").and_then(|v| v.as_str().map(str::to_owned));
+        source.backend_path = get("build-system", "backend-path")
+            .and_then(|v| {
+                v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+            })
+            .unwrap_or_default();
+    }
+    // PKG-INFO in an sdist, then setup.cfg, then a literal in setup.py.
+    let mut from_lines = |file: &str, name_key: &str, version_key: &str| {
+        let Ok(content) = fs::read_to_string(dir.join(file)) else { return };
+        for line in content.lines() {
+            let Some((key, value)) = line.split_once([':', '=']) else { continue };
+            let (key, value) = (key.trim(), value.trim().to_owned());
+            if source.name.is_none() && key.eq_ignore_ascii_case(name_key) && !value.is_empty() {
+                source.name = Some(value);
+            } else if source.version.is_none() && key.eq_ignore_ascii_case(version_key) && !value.is_empty() {
+                source.version = Some(value);
+            }
+        }
+    };
+    from_lines("PKG-INFO", "Name", "Version");
+    from_lines("setup.cfg", "name", "version");
+    if source.name.is_none()
+        && let Ok(setup) = fs::read_to_string(dir.join("setup.py"))
+    {
+        source.name = literal_after(&setup, "name");
+        if source.version.is_none() {
+            source.version = literal_after(&setup, "version");
+        }
+    }
+    source
+}
+
+/// The string literal in `key="value"` / `key = 'value'` inside Python source.
+fn literal_after(code: &str, key: &str) -> Option<String> {
+    let mut rest = code;
+    while let Some(at) = rest.find(key) {
+        let before_ok =
+            at == 0 || !rest.as_bytes()[at - 1].is_ascii_alphanumeric() && rest.as_bytes()[at - 1] != b'_';
+        let after = rest[at + key.len()..].trim_start();
+        if before_ok && let Some(value) = after.strip_prefix('=') {
+            let value = value.trim_start();
+            if let Some(q) = value.chars().next().filter(|c| *c == '"' || *c == '\'') {
+                let body = &value[1..];
+                if let Some(end) = body.find(q) {
+                    return Some(body[..end].to_owned());
+                }
+            }
+        }
+        rest = &rest[at + key.len()..];
+    }
+    None
+}
+
+/// Builds the culprit for a hook running in `dir`.
+pub fn culprit(hook: &Hook, dir: Option<&Path>, installer: Option<&str>) -> Culprit {
+    let source = dir.map(read_source).unwrap_or_default();
+    let setuptools = source.backend.as_deref().is_none_or(|b| b.starts_with("setuptools.build_meta"));
+    let mut culprit = Culprit {
+        hook: hook.name.clone(),
+        source_dir: dir.map(Path::to_path_buf),
+        backend: source.backend.clone(),
+        installer: installer.map(str::to_owned),
+        ..Culprit::default()
+    };
+    if hook.kind == HookKind::LegacySetup || (setuptools && source.has_setup_py) {
+        culprit.kind = CulpritKind::Setup;
+        culprit.path = hook.setup_py.clone().or_else(|| dir.map(|d| d.join("setup.py")));
+    } else {
+        culprit.kind = CulpritKind::BuildBackend;
+        culprit.path = match (dir, &source.backend) {
+            (Some(dir), Some(backend)) => backend_file(dir, &source.backend_path, backend),
+            _ => None,
+        };
+    }
+    culprit
+}
+
+/// The file of an in-tree backend (`backend-path`), if there is one.
+fn backend_file(dir: &Path, backend_path: &[String], backend: &str) -> Option<PathBuf> {
+    let module = backend.split(':').next()?.replace('.', "/");
+    backend_path.iter().find_map(|p| {
+        let base = dir.join(p);
+        [base.join(format!("{module}.py")), base.join(&module).join("__init__.py")]
+            .into_iter()
+            .find(|f| f.is_file())
+    })
+}
+
+/// The daemon's detector: a hook runner with an installer among its ancestors (looked up in
+/// the engine's table, else in `/proc`).
+pub fn detector() -> InstallDetector {
+    Box::new(|pid: u32, info: &ProcessInfo, known: &dyn Fn(u32) -> Option<Lineage>| {
+        let hook = hook_of(&info.argv, info.exe.as_deref())?;
+        let mut installer = None;
+        let mut cursor = info.ppid;
+        for _ in 0..16 {
+            if cursor <= 1 || cursor == pid {
+                break;
+            }
+            let Some(up) = known(cursor).or_else(|| Lineage::read(cursor)) else { break };
+            if let Some(found) = installer_of(&up.argv, up.exe.as_deref()) {
+                installer = Some(found);
+                break;
+            }
+            cursor = up.ppid;
+        }
+        // uv's build scripts are recognised by their build venv, so confirm with lineage; pip's
+        // hook runners are unambiguous and stay install-time even if pip itself is gone.
+        if installer.is_none() && hook.kind == HookKind::Uv {
+            return None;
+        }
+        Some(culprit(&hook, info.cwd.as_deref(), installer))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(a: &[&str]) -> Vec<Vec<u8>> {
+        a.iter().map(|s| s.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn recognises_pip_and_uv_hook_runners() {
+        let pep517 = argv(&[
+            "/v/bin/python",
+            "/v/lib/python3.12/site-packages/pip/_vendor/pyproject_hooks/_in_process/_in_process.py",
+            "build_wheel",
+            "/tmp/tmpab",
+        ]);
+        assert_eq!(
+            hook_of(&pep517, None).unwrap(),
+            Hook { kind: HookKind::Pep517, name: Some("build_wheel".into()), setup_py: None }
+        );
+        let legacy = argv(&[
+            "python",
+            "-u",
+            "-c",
+            "exec(compile('''# This is <pip-setuptools-caller>\n...''' % ('/tmp/pip-req/setup.py',), \"<pip-setuptools-caller>\", \"exec\"))",
+            "egg_info",
+            "--egg-base",
+            "/tmp/x",
+        ]);
+        let hook = hook_of(&legacy, None).unwrap();
+        assert_eq!((hook.kind, hook.name.as_deref()), (HookKind::LegacySetup, Some("egg_info")));
+        assert_eq!(hook.setup_py, Some(PathBuf::from("/tmp/pip-req/setup.py")));
+        let uv = argv(&[
+            "/c/builds-v0/.tmpX/bin/python",
+            "-c",
+            "from setuptools.build_meta import __legacy__ as backend\nbackend.prepare_metadata_for_build_wheel('x')",
+        ]);
+        let hook = hook_of(&uv, Some(Path::new("/c/builds-v0/.tmpX/bin/python"))).unwrap();
+        assert_eq!(
+            (hook.kind, hook.name.as_deref()),
+            (HookKind::Uv, Some("prepare_metadata_for_build_wheel"))
+        );
+        // Not hooks: ordinary scripts and commands, a uv-like -c outside a uv build venv.
+        assert!(hook_of(&argv(&["python", "app.py", "_in_process.py"]), None).is_none());
+        assert!(
+            hook_of(&argv(&["python", "-c", "import build_meta"]), Some(Path::new("/usr/bin/python")))
+                .is_none()
+        );
+        assert!(hook_of(&argv(&["python", "-m", "pip", "install", "x"]), None).is_none());
+    }
+
+    #[test]
+    fn recognises_installers() {
+        assert_eq!(installer_of(&argv(&["python3", "-m", "pip", "install", "."]), None), Some("pip"));
+        assert_eq!(installer_of(&argv(&["/v/bin/python", "/v/bin/pip", "install", "x"]), None), Some("pip"));
+        assert_eq!(installer_of(&argv(&["python", "/tmp/pip-23.whl/pip", "install"]), None), Some("pip"));
+        assert_eq!(installer_of(&argv(&["py", "/x/pip/__pip-runner__.py", "install"]), None), Some("pip"));
+        assert_eq!(
+            installer_of(&argv(&["uv", "pip", "install"]), Some(Path::new("/usr/bin/uv"))),
+            Some("uv")
+        );
+        assert_eq!(installer_of(&argv(&["python", "app.py", "pip"]), None), None);
+        assert_eq!(installer_of(&argv(&["bash", "-c", "pip install x"]), None), None);
+    }
+
+    #[test]
+    fn reads_the_package_being_built() {
+        let dir = std::env::temp_dir().join(format!("premain-install-{}", std::process::id()));
+        fs::create_dir_all(dir.join("backend")).unwrap();
+        fs::write(dir.join("pyproject.toml"), "[project]\nname = \"evil-build\"\nversion = \"1.2\"\n[build-system]\nrequires = []\nbuild-backend = \"mybackend\"\nbackend-path = [\"backend\"]\n").unwrap();
+        fs::write(dir.join("backend/mybackend.py"), "").unwrap();
+        let hook = Hook { kind: HookKind::Pep517, name: Some("build_wheel".into()), setup_py: None };
+        let c = culprit(&hook, Some(&dir), Some("pip"));
+        assert_eq!(c.kind, CulpritKind::BuildBackend);
+        assert_eq!(c.path, Some(dir.join("backend/mybackend.py")));
+        assert_eq!(c.backend.as_deref(), Some("mybackend"));
+        let s = read_source(&dir);
+        assert_eq!((s.name.as_deref(), s.version.as_deref()), (Some("evil-build"), Some("1.2")));
+        fs::remove_file(dir.join("pyproject.toml")).unwrap();
+        fs::write(
+            dir.join("setup.py"),
+            "from setuptools import setup\nsetup(name='evil_setup', version = \"0.1\")\n",
+        )
+        .unwrap();
+        let c = culprit(&hook, Some(&dir), Some("pip"));
+        assert_eq!((c.kind, c.path.clone()), (CulpritKind::Setup, Some(dir.join("setup.py"))));
+        let s = read_source(&dir);
+        assert_eq!((s.name.as_deref(), s.version.as_deref()), (Some("evil_setup"), Some("0.1")));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
