@@ -1,41 +1,49 @@
-//! Alerts (`premain.alert/v1`): one JSON line per pre-main action a rule matched, with the
-//! phase, the culprit named as file, module and distribution, the process and its ancestry.
+//! Alerts (`premain.alert/v1`): one per pre-main action a rule matched, with the phase, the
+//! culprit named as file, module and distribution, the process and its ancestry.
 //!
-//! Repeats of the same (process, rule, target) within the fold window are not printed again;
-//! when the window closes, the alert is printed once more with the same `id` and its final
+//! Repeats of the same (process, rule, target) within the fold window are not sent again;
+//! when the window closes, the alert is sent once more with the same `id` and its final
 //! `count`, so consumers can upsert by `id`. Distinct targets are never folded together.
+
+mod model;
 
 use std::{
     collections::HashMap,
     fs,
+    os::unix::ffi::OsStrExt as _,
     path::Path,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use serde_json::{Map, Value, json};
+pub use model::*;
 
 use crate::{
-    detect::{Hit, Rules},
+    detect::{Hit, RuleId, Rules},
     k8s::{Container, PodCache},
     kernel::sockaddr::SockAddr,
     ops::config::AlertOptions,
-    phase::{Context, Culprit, CulpritKind, Origin},
-    process::event::{
-        Action, Clock, Event, put_argv, put_bytes, put_capture_flags, put_path, put_result, rfc3339,
+    output::{
+        json::{Argv, Capture, Outcome, Text},
+        time::{Clock, rfc3339},
     },
-    process::table::{Lineage, ProcessTable},
-    python::dist::{Distributions, module_name},
-    python::install::read_source,
+    phase::{Context, Culprit, CulpritKind, Origin},
+    process::{
+        event::{Action, Event},
+        table::{Lineage, ProcessTable},
+    },
+    python::{
+        dist::{Distributions, module_name},
+        install::read_source,
+    },
 };
 
-pub const SCHEMA: &str = "premain.alert/v1";
 /// Ancestors listed at most.
 const ANCESTRY_MAX: usize = 8;
 /// Open fold windows at most; beyond this the oldest are closed early.
 const FOLDS_MAX: usize = 16_384;
 
 struct Fold {
-    alert: Value,
+    alert: Alert,
     count: u64,
     opened: Instant,
 }
@@ -48,7 +56,7 @@ pub struct Alerts {
     pod_labels: bool,
     pods: PodCache,
     dists: Distributions,
-    folds: HashMap<(u32, &'static str, String), Fold>,
+    folds: HashMap<(u32, RuleId, String), Fold>,
     id_prefix: String,
     next_id: u64,
     pub raised: u64,
@@ -115,7 +123,7 @@ impl Alerts {
         context: &Context,
         hit: Hit,
         table: &ProcessTable,
-    ) -> Option<Value> {
+    ) -> Option<Alert> {
         let key = (event.header.pid, hit.rule, hit.target.clone());
         if let Some(fold) = self.folds.get_mut(&key)
             && fold.opened.elapsed() < self.window
@@ -138,20 +146,19 @@ impl Alerts {
     }
 
     /// Closes the windows that have expired; returns the updated alerts of those with repeats.
-    pub fn expire(&mut self, all: bool) -> Vec<Value> {
+    pub fn expire(&mut self, all: bool) -> Vec<Alert> {
         let window = self.window;
         let mut out = Vec::new();
         self.folds.retain(|_, fold| {
             if !all && fold.opened.elapsed() < window {
                 return true;
             }
-            if fold.count > 1
-                && let Value::Object(obj) = &mut fold.alert
-            {
-                obj.insert("count".into(), json!(fold.count));
-                obj.insert("folded".into(), json!(true));
-                obj.insert("window_seconds".into(), json!(window.as_secs_f64()));
-                out.push(fold.alert.clone());
+            if fold.count > 1 {
+                let mut alert = fold.alert.clone();
+                alert.count = fold.count;
+                alert.folded = Some(true);
+                alert.window_seconds = Some(window.as_secs_f64());
+                out.push(alert);
             }
             false
         });
@@ -165,107 +172,87 @@ impl Alerts {
         context: &Context,
         hit: &Hit,
         table: &ProcessTable,
-    ) -> Value {
+    ) -> Alert {
         let h = &event.header;
-        let mut process = Map::new();
-        process.insert("pid".into(), json!(h.pid));
-        process.insert("tid".into(), json!(h.tid));
-        process.insert("ppid".into(), json!(h.ppid));
-        put_path(&mut process, "exe", event.process.exe.as_deref());
-        put_argv(&mut process, "cmdline", &event.process.argv);
-        if event.process.argv_truncated {
-            process.insert("cmdline_truncated".into(), json!(true));
+        let p = &event.process;
+        let process = ProcessView {
+            pid: h.pid,
+            tid: h.tid,
+            ppid: h.ppid,
+            exe: Text::path("exe", p.exe.as_deref()),
+            cmdline: Argv::new("cmdline", &p.argv),
+            cmdline_truncated: p.argv_truncated.then_some(true),
+            uid: h.uid,
+            gid: h.gid,
+            comm: Text::new("comm", &h.comm),
+            python: p.python.clone(),
+            cgroup_id: h.cgroup_id,
+            start_time: (p.started_ns > 0).then(|| rfc3339(self.clock.wall(p.started_ns))),
+            ancestry: ancestry(h.ppid, table, self.ancestry_argv),
+        };
+        let inherited_from = context.inherited_from.as_deref().map(|o| self.origin(o));
+        Alert {
+            kind: Kind,
+            schema: SCHEMA,
+            id: id.to_owned(),
+            time: rfc3339(self.clock.wall(h.ktime_ns)),
+            node: self.node.clone(),
+            rule: hit.rule,
+            severity: hit.severity,
+            phase: context.phase,
+            phase_basis: context.basis,
+            culprit: self.culprit(&context.culprit),
+            process,
+            action: action_view(&event.action, hit, h.flags),
+            inherited_from,
+            container: p.container.as_ref().map(|c| ContainerView { id: c.id.clone(), runtime: c.runtime }),
+            kubernetes: self.kubernetes(p.container.as_ref()),
+            count: 1,
+            folded: None,
+            window_seconds: None,
         }
-        process.insert("uid".into(), json!(h.uid));
-        process.insert("gid".into(), json!(h.gid));
-        put_bytes(&mut process, "comm", &h.comm);
-        process.insert("python".into(), json!(event.process.python));
-        process.insert("cgroup_id".into(), json!(h.cgroup_id));
-        process.insert(
-            "start_time".into(),
-            if event.process.started_ns > 0 {
-                json!(rfc3339(self.clock.wall(event.process.started_ns)))
-            } else {
-                Value::Null
-            },
-        );
-        process.insert("ancestry".into(), ancestry(h.ppid, table, self.ancestry_argv));
-
-        let inherited = context.inherited_from.as_deref().map(|o| self.origin(o));
-        json!({
-            "kind": "alert",
-            "schema": SCHEMA,
-            "id": id,
-            "time": rfc3339(self.clock.wall(h.ktime_ns)),
-            "node": self.node,
-            "rule": hit.rule,
-            "severity": hit.severity,
-            "phase": context.phase.as_str(),
-            "phase_basis": context.basis,
-            "culprit": self.culprit(&context.culprit),
-            "process": Value::Object(process),
-            "action": action_json(&event.action, hit, h.flags),
-            "inherited_from": inherited,
-            "container": event.process.container.as_ref().map(|c| json!({"id": c.id, "runtime": c.runtime})),
-            "kubernetes": self.kubernetes(event.process.container.as_ref()),
-            "count": 1,
-        })
     }
 
     /// Pod identity: the UID from the cgroup at once, name, namespace and labels when the
     /// watch knows the pod (never waited for).
-    fn kubernetes(&self, container: Option<&Container>) -> Value {
-        let Some(uid) = container.and_then(|c| c.pod_uid.as_deref()) else { return Value::Null };
-        let mut obj = Map::new();
-        obj.insert("pod_uid".into(), json!(uid));
-        if let Some(pod) = self.pods.get(uid) {
-            obj.insert("pod".into(), json!(pod.name));
-            obj.insert("namespace".into(), json!(pod.namespace));
-            if self.pod_labels {
-                obj.insert("labels".into(), json!(pod.labels));
-            }
-        }
-        Value::Object(obj)
+    fn kubernetes(&self, container: Option<&Container>) -> Option<KubernetesView> {
+        let uid = container.and_then(|c| c.pod_uid.as_deref())?;
+        let pod = self.pods.get(uid);
+        Some(KubernetesView {
+            pod_uid: uid.to_owned(),
+            pod: pod.as_ref().map(|p| p.name.clone()),
+            namespace: pod.as_ref().map(|p| p.namespace.clone()),
+            labels: pod.filter(|_| self.pod_labels).map(|p| p.labels),
+        })
     }
 
-    fn origin(&mut self, origin: &Origin) -> Value {
-        let mut obj = Map::new();
-        obj.insert("pid".into(), json!(origin.pid));
-        obj.insert("tid".into(), json!(origin.tid));
-        put_path(&mut obj, "exe", origin.exe.as_deref());
-        put_argv(&mut obj, "cmdline", &origin.argv);
-        obj.insert("phase".into(), json!(origin.phase.as_str()));
-        obj.insert("culprit".into(), self.culprit(&origin.culprit));
-        Value::Object(obj)
+    fn origin(&mut self, origin: &Origin) -> OriginView {
+        OriginView {
+            pid: origin.pid,
+            tid: origin.tid,
+            exe: Text::path("exe", origin.exe.as_deref()),
+            cmdline: Argv::new("cmdline", &origin.argv),
+            phase: origin.phase,
+            culprit: self.culprit(&origin.culprit),
+        }
     }
 
-    fn culprit(&mut self, c: &Culprit) -> Value {
-        let mut obj = Map::new();
-        obj.insert("kind".into(), json!(c.kind.as_str()));
-        put_path(&mut obj, "path", c.path.as_deref());
-        let module = c.module_file.as_deref().and_then(module_name);
-        obj.insert("module".into(), json!(module));
-        if let Some(file) = &c.module_file {
-            put_path(&mut obj, "module_path", Some(file));
-        }
-        if c.outer_module_file.is_some() && c.outer_module_file != c.module_file {
-            obj.insert(
-                "outermost_module".into(),
-                json!(c.outer_module_file.as_deref().and_then(module_name)),
-            );
-        }
+    fn culprit(&mut self, c: &Culprit) -> CulpritView {
         let (distribution, version) = self.attribution(c);
-        obj.insert("distribution".into(), json!(distribution));
-        obj.insert("version".into(), json!(version));
-        for (key, value) in [("hook", &c.hook), ("backend", &c.backend), ("installer", &c.installer)] {
-            if let Some(v) = value {
-                obj.insert(key.into(), json!(v));
-            }
+        let outer_differs = c.outer_module_file.is_some() && c.outer_module_file != c.module_file;
+        CulpritView {
+            kind: c.kind,
+            path: Text::path("path", c.path.as_deref()),
+            module: c.module_file.as_deref().and_then(module_name),
+            module_path: c.module_file.as_deref().map(|f| Text::path("module_path", Some(f))),
+            outermost_module: outer_differs.then(|| c.outer_module_file.as_deref().and_then(module_name)),
+            distribution,
+            version,
+            hook: c.hook.clone(),
+            backend: c.backend.clone(),
+            installer: c.installer.clone(),
+            source_dir: c.source_dir.as_deref().map(|d| Text::path("source_dir", Some(d))),
         }
-        if let Some(dir) = &c.source_dir {
-            put_path(&mut obj, "source_dir", Some(dir));
-        }
-        Value::Object(obj)
     }
 
     /// The distribution (name, version) that carries the culprit's code.
@@ -297,7 +284,7 @@ fn node_name(configured: &str) -> String {
     })
 }
 
-fn ancestry(mut ppid: u32, table: &ProcessTable, with_argv: bool) -> Value {
+fn ancestry(mut ppid: u32, table: &ProcessTable, with_argv: bool) -> Vec<AncestorView> {
     let mut out = Vec::new();
     while ppid > 0 && out.len() < ANCESTRY_MAX {
         let known = table.get(ppid).map(|p| Lineage {
@@ -310,57 +297,56 @@ fn ancestry(mut ppid: u32, table: &ProcessTable, with_argv: bool) -> Value {
         else {
             break;
         };
-        let mut obj = Map::new();
-        obj.insert("pid".into(), json!(ppid));
-        put_path(&mut obj, "exe", exe.as_deref());
-        if with_argv {
-            put_argv(&mut obj, "cmdline", &argv);
-            if argv_truncated {
-                obj.insert("cmdline_truncated".into(), json!(true));
-            }
-        }
-        out.push(Value::Object(obj));
+        out.push(AncestorView {
+            pid: ppid,
+            exe: Text::path("exe", exe.as_deref()),
+            cmdline: with_argv.then(|| Argv::new("cmdline", &argv)),
+            cmdline_truncated: (with_argv && argv_truncated).then_some(true),
+        });
         if next == ppid {
             break;
         }
         ppid = next;
     }
-    Value::Array(out)
+    out
 }
 
 /// The action as the alert states it; a path or argv the kernel cut is flagged as in events.
-fn action_json(action: &Action, hit: &Hit, flags: u32) -> Value {
-    let mut obj = Map::new();
-    match action {
-        Action::Open { path, flags, resolution, result: r, .. } => {
-            obj.insert("type".into(), json!("open"));
-            put_path(&mut obj, "path", Some(path));
-            obj.insert("path_resolution".into(), json!(resolution.as_str()));
-            obj.insert("flags".into(), json!(flags));
-            obj.insert("category".into(), json!(hit.category));
-            put_result(&mut obj, *r);
-        }
-        Action::Connect { addr, result: r, .. } | Action::Send { addr, result: r, .. } => {
+fn action_view(action: &Action, hit: &Hit, flags: u32) -> ActionView {
+    let (kind, target, result) = match action {
+        Action::Open { path, flags, resolution, result, .. } => (
+            ActionKind::Open,
+            Target::File {
+                path: Text::new("path", path.as_os_str().as_bytes()),
+                path_resolution: resolution.as_str(),
+                flags: *flags,
+                category: hit.category.clone(),
+            },
+            *result,
+        ),
+        Action::Connect { addr, result, .. } | Action::Send { addr, result, .. } => {
             let parsed = SockAddr::parse(addr);
-            obj.insert(
-                "type".into(),
-                json!(if matches!(action, Action::Send { .. }) { "send" } else { "connect" }),
-            );
-            obj.insert("addr".into(), json!(parsed.render()));
-            obj.insert("family".into(), json!(parsed.family()));
-            obj.insert("port".into(), json!(parsed.port()));
-            put_result(&mut obj, *r);
+            let kind =
+                if matches!(action, Action::Send { .. }) { ActionKind::Send } else { ActionKind::Connect };
+            (
+                kind,
+                Target::Address { addr: parsed.render(), family: parsed.family(), port: parsed.port() },
+                *result,
+            )
         }
-        Action::Exec { path, argv, result: r, .. } => {
-            obj.insert("type".into(), json!("exec"));
-            put_path(&mut obj, "path", Some(path));
-            put_argv(&mut obj, "argv", argv);
-            put_result(&mut obj, *r);
+        Action::Exec { path, argv, result, .. } => (
+            ActionKind::Exec,
+            Target::Program {
+                path: Text::new("path", path.as_os_str().as_bytes()),
+                argv: Argv::new("argv", argv),
+            },
+            *result,
+        ),
+        Action::Image { .. } | Action::Fork { .. } | Action::Exit { .. } | Action::Marker(_) => {
+            unreachable!("rules match only opens, connects, sends and execs")
         }
-        Action::Image { .. } | Action::Fork { .. } | Action::Exit { .. } | Action::Marker(_) => {}
-    }
-    put_capture_flags(&mut obj, flags);
-    Value::Object(obj)
+    };
+    ActionView { kind, target, outcome: Outcome::of(result), capture: Capture::of(flags) }
 }
 
 #[cfg(test)]
@@ -419,10 +405,12 @@ mod tests {
         assert!(raise(7, "/h/.netrc").is_none(), "a repeat folds");
         assert!(raise(7, "/h/.pypirc").is_some(), "another target is another alert");
         assert!(raise(8, "/h/.netrc").is_some(), "another process is another alert");
+        let first = serde_json::to_value(&first).unwrap();
         assert_eq!(first["schema"], SCHEMA);
         assert_eq!(first["phase"], "startup");
         assert_eq!(first["action"]["category"], "netrc");
-        let closed = alerts.expire(true);
+        let closed: Vec<serde_json::Value> =
+            alerts.expire(true).iter().map(|a| serde_json::to_value(a).unwrap()).collect();
         assert_eq!(closed.len(), 1, "only the folded alert is printed again");
         assert_eq!(
             (closed[0]["id"].clone(), closed[0]["count"].clone()),
@@ -440,7 +428,8 @@ mod tests {
         let context =
             Context { phase: Phase::Startup, ..PhaseEngine::new(Box::new(|_, _, _| None)).observe(&event) };
         let hit = rules.evaluate(&event.action, false).expect("a credential");
-        let alert = alerts.raise(&event, &context, hit, &table).expect("an alert");
+        let alert =
+            serde_json::to_value(alerts.raise(&event, &context, hit, &table).expect("an alert")).unwrap();
         assert_eq!(alert["action"]["truncated"], serde_json::json!(["path"]));
         assert!(alert["action"].get("read_failed").is_none());
     }

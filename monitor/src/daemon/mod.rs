@@ -16,10 +16,8 @@ use tokio::{
     time::{MissedTickBehavior, interval, sleep, sleep_until},
 };
 
-use serde_json::Value;
-
 use crate::{
-    alert::Alerts,
+    alert::{Alert, Alerts, Kind, Loss, Record},
     daemon::pace::{Pace, Tell},
     detect::Rules,
     k8s::{K8sError, PodCache, WatchOptions, spawn_watch},
@@ -35,8 +33,11 @@ use crate::{
     ops::endpoints::{self, Health},
     ops::metrics::{Metrics, stage},
     output::sink::{SinkError, Sinks},
+    output::{
+        event_line::event_line,
+        time::{Clock, rfc3339},
+    },
     phase::{Phase, PhaseEngine},
-    process::event::{Clock, rfc3339},
     process::seed,
     process::tracker::{Tracker, judge_from_proc},
     python::install,
@@ -425,18 +426,24 @@ impl Output {
                     "records lost: their process was gone before it could be identified"
                 );
                 self.metrics.lose(hook, stage::UNATTRIBUTED, count);
-                self.sinks.publish(Arc::new(serde_json::json!({
-                    "kind": "loss", "time": time, "hook": hook, "stage": "daemon",
-                    "reason": "process_unidentified", "count": count, "total": now,
+                self.sinks.publish(Arc::new(Record::Loss(Loss {
+                    kind: Kind,
+                    time: time.clone(),
+                    hook,
+                    stage: "daemon",
+                    reason: "process_unidentified",
+                    sink: None,
+                    count,
+                    total: Some(now),
                 })));
                 *then = now;
             }
         }
     }
 
-    fn publish_all(&self, records: Vec<Value>) {
-        for record in records {
-            self.sinks.publish(Arc::new(record));
+    fn publish_all(&self, alerts: Vec<Alert>) {
+        for alert in alerts {
+            self.sinks.publish(Arc::new(Record::Alert(Box::new(alert))));
         }
     }
 
@@ -447,19 +454,16 @@ impl Output {
         self.metrics.tracked_processes.set(tracker.table.len() as i64);
     }
 
-    fn count_alert(&self, alert: &Value) {
-        let text = |v: &Value| v.as_str().map(str::to_owned);
-        self.metrics.alert(
-            alert["rule"].as_str().unwrap_or_default(),
-            alert["phase"].as_str().unwrap_or_default(),
-            alert["severity"].as_str().unwrap_or_default(),
-            |label| match label {
-                AlertLabel::Namespace => text(&alert["kubernetes"]["namespace"]),
-                AlertLabel::Pod => text(&alert["kubernetes"]["pod"]),
-                AlertLabel::Distribution => text(&alert["culprit"]["distribution"]),
-                AlertLabel::CulpritKind => text(&alert["culprit"]["kind"]),
-            },
-        );
+    fn count_alert(&self, alert: &Alert) {
+        let k8s = alert.kubernetes.as_ref();
+        self.metrics.alert(alert.rule.as_str(), alert.phase.as_str(), alert.severity.as_str(), |label| {
+            match label {
+                AlertLabel::Namespace => k8s.and_then(|k| k.namespace.clone()),
+                AlertLabel::Pod => k8s.and_then(|k| k.pod.clone()),
+                AlertLabel::Distribution => alert.culprit.distribution.clone(),
+                AlertLabel::CulpritKind => Some(alert.culprit.kind.as_str().to_owned()),
+            }
+        });
     }
 }
 
@@ -578,11 +582,7 @@ fn drain(
             }
         }
         if out.events {
-            let mut line = event.to_json(&out.clock);
-            if let Value::Object(obj) = &mut line {
-                obj.insert("phase".into(), serde_json::json!(context.phase.as_str()));
-            }
-            serde_json::to_writer(&mut stdout, &line)?;
+            serde_json::to_writer(&mut stdout, &event_line(&event, context.phase, &out.clock))?;
             stdout.write_all(b"\n")?;
             out.printed += 1;
         }
@@ -598,7 +598,7 @@ fn drain(
             out.count_alert(&alert);
             // Event lines already written must come first on a shared stdout.
             stdout.flush()?;
-            out.sinks.publish(Arc::new(alert));
+            out.sinks.publish(Arc::new(Record::Alert(Box::new(alert))));
         } else if out.alerts.folded > folded {
             out.metrics.alerts_folded.inc();
         }
@@ -637,15 +637,11 @@ fn report_losses(
     }
     let time = rfc3339(std::time::SystemTime::now());
     for record in now.loss_records(before, &time) {
-        tracing::warn!(hook = %record["hook"], reason = %record["reason"], count = %record["count"], "records lost");
+        tracing::warn!(hook = record.hook, reason = record.reason, count = record.count, "records lost");
         let stage =
-            if record["reason"] == "ring_buffer_full" { stage::RING_BUFFER } else { stage::KERNEL_TABLE };
-        out.metrics.lose(
-            record["hook"].as_str().unwrap_or_default(),
-            stage,
-            record["count"].as_u64().unwrap_or(0),
-        );
-        out.sinks.publish(Arc::new(record));
+            if record.reason == "ring_buffer_full" { stage::RING_BUFFER } else { stage::KERNEL_TABLE };
+        out.metrics.lose(record.hook, stage, record.count);
+        out.sinks.publish(Arc::new(Record::Loss(record)));
     }
     now
 }

@@ -1,5 +1,10 @@
-//! Default rules: which actions of pre-main code are alerts. The phase decides *whether* an
-//! action can alert (never in `runtime`); the rules decide *which* actions do.
+//! The rules: which actions of pre-main code are alerts. The phase decides *whether* an action
+//! can alert (never in `runtime`); the rules decide *which* actions do.
+
+pub mod catalogue;
+mod rule;
+
+pub use rule::{RuleId, Severity};
 
 use std::{
     collections::HashSet,
@@ -11,79 +16,18 @@ use std::{
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use ipnet::IpNet;
 
+use self::catalogue::{CREDENTIALS, NOT_CREDENTIALS};
 use crate::{
     kernel::sockaddr::SockAddr,
     ops::config::{Config, Destination, RuleOptions},
     process::event::Action,
 };
 
-pub const CREDENTIAL_READ: &str = "credential-read";
-pub const NETWORK_CONNECT: &str = "network-connect";
-pub const NETWORK_SEND: &str = "network-send";
-pub const PROGRAM_EXEC: &str = "program-exec";
-
-/// Credential files: `(catalogue entry, glob)`. `**/` matches any home directory, including
-/// ones outside `/home` (containers, CI runners, temporary HOMEs).
-pub const CREDENTIALS: &[(&str, &str)] = &[
-    ("aws", "**/.aws/credentials"),
-    ("aws", "**/.aws/config"),
-    ("aws", "**/.aws/sso/cache/*"),
-    ("gcloud", "**/.config/gcloud/**"),
-    ("azure", "**/.azure/**"),
-    ("ssh-private-key", "**/.ssh/id_*"),
-    ("ssh-private-key", "**/.ssh/*_key"),
-    ("ssh-private-key", "/etc/ssh/ssh_host_*_key"),
-    ("kubeconfig", "**/.kube/config"),
-    ("kubeconfig", "/etc/kubernetes/*.conf"),
-    ("kubernetes-token", "/var/run/secrets/kubernetes.io/serviceaccount/*"),
-    ("kubernetes-token", "/run/secrets/kubernetes.io/serviceaccount/*"),
-    ("kubernetes-token", "/var/run/secrets/eks.amazonaws.com/serviceaccount/*"),
-    ("docker-auth", "**/.docker/config.json"),
-    ("registry-auth", "**/.config/containers/auth.json"),
-    ("registry-auth", "/run/containers/*/auth.json"),
-    ("netrc", "**/.netrc"),
-    ("pypirc", "**/.pypirc"),
-    ("git-credentials", "**/.git-credentials"),
-    ("git-credentials", "**/.config/git/credentials"),
-    ("npmrc", "**/.npmrc"),
-    ("github-cli", "**/.config/gh/hosts.yml"),
-    ("vault-token", "**/.vault-token"),
-    ("terraform", "**/.terraform.d/credentials.tfrc.json"),
-    ("dotenv", "**/.env"),
-    ("dotenv", "**/.env.*"),
-    ("gnupg", "**/.gnupg/**"),
-    ("process-environ", "/proc/*/environ"),
-    ("process-environ", "/proc/*/task/*/environ"),
-    ("shadow", "/etc/shadow"),
-    ("shadow", "/etc/gshadow"),
-    ("browser-store", "**/.mozilla/firefox/*/logins.json"),
-    ("browser-store", "**/.mozilla/firefox/*/key4.db"),
-    ("browser-store", "**/.mozilla/firefox/*/cookies.sqlite"),
-    ("browser-store", "**/.config/google-chrome/*/Login Data"),
-    ("browser-store", "**/.config/google-chrome/*/Cookies"),
-    ("browser-store", "**/.config/chromium/*/Login Data"),
-    ("browser-store", "**/.config/chromium/*/Cookies"),
-    ("browser-store", "**/.config/BraveSoftware/Brave-Browser/*/Login Data"),
-    ("wallet", "**/.bitcoin/wallet.dat"),
-    ("wallet", "**/.bitcoin/wallets/**"),
-    ("wallet", "**/.electrum/wallets/*"),
-    ("wallet", "**/.ethereum/keystore/*"),
-    ("wallet", "**/.config/solana/id.json"),
-    ("wallet", "**/.config/Exodus/exodus.wallet/**"),
-];
-
-/// Programs the standard library runs on its own at import time (`platform` runs `uname -p`,
-/// `ctypes.util.find_library` runs `ldconfig -p`); pip and many libraries trigger them.
-pub const BENIGN_PROGRAMS: &[&str] = &["uname", "ldconfig", "ldconfig.real"];
-
-/// Never credentials even when a pattern above matches.
-pub const NOT_CREDENTIALS: &[&str] = &["**/*.pub", "**/.env.example", "**/.env.sample", "**/.gnupg/*.conf"];
-
 /// What matched.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hit {
-    pub rule: &'static str,
-    pub severity: &'static str,
+    pub rule: RuleId,
+    pub severity: Severity,
     /// What the action touched, the folding key with the process and rule.
     pub target: String,
     /// The catalogue entry, for credential reads.
@@ -163,10 +107,12 @@ impl Rules {
                     return None;
                 }
                 let category = self.credential(path)?.to_owned();
-                (CREDENTIAL_READ, path.to_string_lossy().into_owned(), Some(category))
+                (RuleId::CredentialRead, path.to_string_lossy().into_owned(), Some(category))
             }
-            Action::Connect { addr, .. } => (NETWORK_CONNECT, self.network_target(addr, installing)?, None),
-            Action::Send { addr, .. } => (NETWORK_SEND, self.network_target(addr, installing)?, None),
+            Action::Connect { addr, .. } => {
+                (RuleId::NetworkConnect, self.network_target(addr, installing)?, None)
+            }
+            Action::Send { addr, .. } => (RuleId::NetworkSend, self.network_target(addr, installing)?, None),
             Action::Exec { path, result, .. } => {
                 // A PATH search tries every directory: the misses are not programs run.
                 const ENOENT: i64 = 2;
@@ -178,14 +124,14 @@ impl Rules {
                 if self.programs.contains(&name) {
                     return None;
                 }
-                (PROGRAM_EXEC, path.to_string_lossy().into_owned(), None)
+                (RuleId::ProgramExec, path.to_string_lossy().into_owned(), None)
             }
             Action::Image { .. } | Action::Fork { .. } | Action::Exit { .. } | Action::Marker(_) => {
                 return None;
             }
         };
         let option = self.options.get(rule);
-        option.enabled.then(|| Hit { rule, severity: option.severity.as_str(), target, category })
+        option.enabled.then(|| Hit { rule, severity: option.severity, target, category })
     }
 
     /// Whether the allowlists exempt this action's process or culprit: `exe` is the acting
@@ -283,20 +229,6 @@ impl IndexHosts {
     }
 }
 
-/// Local sockets the C library and logging use on behalf of any program (user and host
-/// lookups, syslog): not the program reaching out.
-pub const SYSTEM_SOCKETS: &[&str] = &[
-    "/var/run/nscd/socket",
-    "/run/nscd/socket",
-    "/var/lib/sss/pipes/nss",
-    "/dev/log",
-    "/run/systemd/journal/socket",
-    "/run/systemd/journal/dev-log",
-    "/run/systemd/userdb/io.systemd.DynamicUser",
-    "/run/systemd/userdb/io.systemd.Multiplexer",
-    "/run/systemd/userdb/io.systemd.NameServiceSwitch",
-];
-
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -348,7 +280,7 @@ mod tests {
         let hit = rules.evaluate(&open("/h/.netrc", 0), false).unwrap();
         assert_eq!(
             (hit.rule, hit.severity, hit.category),
-            (CREDENTIAL_READ, "critical", Some("netrc".into()))
+            (RuleId::CredentialRead, Severity::Critical, Some("netrc".into()))
         );
         assert!(rules.evaluate(&open("/h/.netrc", 2), false).is_some());
         assert!(rules.evaluate(&open("/h/.netrc", 1 | 0o100), false).is_none());
@@ -363,7 +295,7 @@ mod tests {
             result,
             image: None,
         };
-        assert_eq!(rules.evaluate(&exec("/usr/bin/curl", 0), false).unwrap().rule, PROGRAM_EXEC);
+        assert_eq!(rules.evaluate(&exec("/usr/bin/curl", 0), false).unwrap().rule, RuleId::ProgramExec);
         assert!(rules.evaluate(&exec("/usr/bin/curl", -13), false).is_some());
         assert!(rules.evaluate(&exec("/usr/local/bin/curl", -2), false).is_none());
         assert!(rules.evaluate(&exec("/usr/bin/uname", 0), false).is_none());
@@ -374,10 +306,10 @@ mod tests {
         let rules = Rules::defaults();
         let v4 = [2u8, 0, 0x1f, 0x90, 127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0].to_vec();
         let hit = rules.evaluate(&Action::Connect { addr: v4.clone(), fd: 3, result: 0 }, false).unwrap();
-        assert_eq!((hit.rule, hit.target.as_str()), (NETWORK_CONNECT, "127.0.0.1:8080"));
+        assert_eq!((hit.rule, hit.target.as_str()), (RuleId::NetworkConnect, "127.0.0.1:8080"));
         assert_eq!(
             rules.evaluate(&Action::Send { addr: v4, fd: 3, result: 5 }, false).unwrap().rule,
-            NETWORK_SEND
+            RuleId::NetworkSend
         );
         let unspec = [0u8; 16].to_vec();
         assert!(rules.evaluate(&Action::Connect { addr: unspec, fd: 3, result: 0 }, false).is_none());
@@ -414,7 +346,7 @@ mod tests {
         let exec =
             Action::Exec { path: PathBuf::from("/usr/bin/curl"), argv: Vec::new(), result: 0, image: None };
         assert!(rules.evaluate(&exec, false).is_none());
-        assert_eq!(rules.evaluate(&open("/h/.netrc", 0), false).unwrap().severity, "medium");
+        assert_eq!(rules.evaluate(&open("/h/.netrc", 0), false).unwrap().severity, Severity::Medium);
     }
 
     #[test]

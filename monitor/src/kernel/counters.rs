@@ -6,7 +6,8 @@ use monitor_common::{
     COUNT_SENT, HOOK_CONNECT, HOOK_COUNT, HOOK_EXEC, HOOK_EXIT, HOOK_FORK, HOOK_OPEN, HOOK_PYTHON, HOOK_SEND,
     counter_index,
 };
-use serde_json::{Value, json};
+
+use crate::alert::{Kind, Loss};
 
 pub fn hook_name(hook: u32) -> &'static str {
     match hook {
@@ -69,17 +70,23 @@ impl Snapshot {
     }
 
     /// One `{"kind":"loss",...}` record per hook and reason that grew since `before`.
-    pub fn loss_records(&self, before: &Self, time: &str) -> Vec<Value> {
+    pub fn loss_records(&self, before: &Self, time: &str) -> Vec<Loss> {
         let mut records = Vec::new();
         for hook in 0..HOOK_COUNT {
             for (kind, stage, reason) in LOSSES {
                 let now = self.0.get(hook as usize).map_or(0, |c| c[kind as usize]);
                 let then = before.0.get(hook as usize).map_or(0, |c| c[kind as usize]);
                 if now > then {
-                    records.push(json!({
-                        "kind": "loss", "time": time, "hook": hook_name(hook), "stage": stage,
-                        "reason": reason, "count": now - then, "total": now,
-                    }));
+                    records.push(Loss {
+                        kind: Kind,
+                        time: time.to_owned(),
+                        hook: hook_name(hook),
+                        stage,
+                        reason,
+                        sink: None,
+                        count: now - then,
+                        total: Some(now),
+                    });
                 }
             }
         }
@@ -99,8 +106,8 @@ mod tests {
         after.0[HOOK_OPEN as usize][COUNT_SENT as usize] = 100;
         let records = after.loss_records(&before, "t");
         assert_eq!(records.len(), 1);
-        assert_eq!(records[0]["hook"], "open");
-        assert_eq!(records[0]["count"], 5);
+        assert_eq!(records[0].hook, "open");
+        assert_eq!(records[0].count, 5);
         assert_eq!(after.lost(HOOK_OPEN), 5);
         assert!(after.loss_records(&after, "t").is_empty());
     }

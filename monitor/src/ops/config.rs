@@ -18,7 +18,10 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::detect::{CREDENTIAL_READ, NETWORK_CONNECT, NETWORK_SEND, PROGRAM_EXEC};
+use crate::detect::{
+    RuleId, Severity,
+    catalogue::{BENIGN_PROGRAMS, SYSTEM_SOCKETS},
+};
 
 /// Why a configuration file was refused: one line naming the file, line and column.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,28 +108,6 @@ pub struct CredentialPath {
     pub glob: Spanned<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Info => "info",
-            Self::Low => "low",
-            Self::Medium => "medium",
-            Self::High => "high",
-            Self::Critical => "critical",
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuleOption {
@@ -166,13 +147,12 @@ impl Default for RuleOptions {
 }
 
 impl RuleOptions {
-    pub fn get(&self, rule: &str) -> RuleOption {
+    pub fn get(&self, rule: RuleId) -> RuleOption {
         match rule {
-            CREDENTIAL_READ => self.credential_read,
-            NETWORK_CONNECT => self.network_connect,
-            NETWORK_SEND => self.network_send,
-            PROGRAM_EXEC => self.program_exec,
-            _ => RuleOption::default(),
+            RuleId::CredentialRead => self.credential_read,
+            RuleId::NetworkConnect => self.network_connect,
+            RuleId::NetworkSend => self.network_send,
+            RuleId::ProgramExec => self.program_exec,
         }
     }
 }
@@ -202,8 +182,8 @@ impl Default for Allow {
             distributions: Vec::new(),
             destinations: Vec::new(),
             exes: Vec::new(),
-            programs: crate::detect::BENIGN_PROGRAMS.iter().map(|s| (*s).to_owned()).collect(),
-            unix_sockets: crate::detect::SYSTEM_SOCKETS.iter().map(|s| (*s).to_owned()).collect(),
+            programs: BENIGN_PROGRAMS.iter().map(|s| (*s).to_owned()).collect(),
+            unix_sockets: SYSTEM_SOCKETS.iter().map(|s| (*s).to_owned()).collect(),
         }
     }
 }
@@ -662,7 +642,7 @@ mod tests {
         let config = Config::parse("t.toml", "").unwrap();
         assert_eq!(config.limits, Limits::default());
         assert_eq!(config.sinks().len(), 1);
-        assert_eq!(config.rules.get(CREDENTIAL_READ).severity, Severity::Critical);
+        assert_eq!(config.rules.get(RuleId::CredentialRead).severity, Severity::Critical);
         assert!(config.allow.programs.contains(&"uname".to_owned()));
     }
 

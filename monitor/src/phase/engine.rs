@@ -24,7 +24,8 @@ use crate::{
     process::table::Lineage,
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Phase {
     Install,
     Startup,
@@ -43,7 +44,8 @@ impl Phase {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum CulpritKind {
     Pth,
     Sitecustomize,
@@ -65,6 +67,28 @@ impl CulpritKind {
             Self::Setup => "setup",
             Self::BuildBackend => "build-backend",
             Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// How a phase was established (`phase_basis` in alerts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Basis {
+    /// From the CPython probes.
+    Probes,
+    /// From the installer among the ancestors (install).
+    Lineage,
+    /// From the order of syscalls, for an interpreter whose probes were not in place.
+    SyscallOrder,
+}
+
+impl Basis {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Probes => "probes",
+            Self::Lineage => "lineage",
+            Self::SyscallOrder => "syscall-order",
         }
     }
 }
@@ -107,14 +131,17 @@ pub struct Context {
     pub culprit: Culprit,
     /// Set when the phase was inherited from a creator.
     pub inherited_from: Option<Arc<Origin>>,
-    /// How the phase was established: `probes`, or `syscall-order` for an interpreter whose
-    /// probes could not be attached.
-    pub basis: &'static str,
+    pub basis: Basis,
 }
 
 impl Context {
     fn runtime() -> Self {
-        Self { phase: Phase::Runtime, culprit: Culprit::default(), inherited_from: None, basis: "probes" }
+        Self {
+            phase: Phase::Runtime,
+            culprit: Culprit::default(),
+            inherited_from: None,
+            basis: Basis::Probes,
+        }
     }
 }
 
@@ -471,7 +498,7 @@ impl PhaseEngine {
                 phase: origin.phase,
                 culprit: origin.culprit.clone(),
                 inherited_from: Some(origin.clone()),
-                basis: if p.probed || !p.interpreter { "probes" } else { "syscall-order" },
+                basis: if p.probed || !p.interpreter { Basis::Probes } else { Basis::SyscallOrder },
             };
         }
         if let Some(culprit) = &p.install {
@@ -479,13 +506,13 @@ impl PhaseEngine {
                 phase: Phase::Install,
                 culprit: culprit.clone(),
                 inherited_from: None,
-                basis: "lineage",
+                basis: Basis::Lineage,
             };
         }
         if !p.interpreter || p.runtime_only {
             return Context::runtime();
         }
-        let basis = if p.probed { "probes" } else { "syscall-order" };
+        let basis = if p.probed { Basis::Probes } else { Basis::SyscallOrder };
         let frames = thread.map(|t| t.frames.as_slice()).unwrap_or(&[]);
         if p.main.is_none() {
             return Context {
@@ -991,7 +1018,7 @@ mod tests {
         img.process.probed = false;
         e.observe(&img);
         let c = open(&mut e, 10, 10, "/x");
-        assert_eq!((c.phase, c.basis), (Phase::Startup, "syscall-order"));
+        assert_eq!((c.phase, c.basis), (Phase::Startup, Basis::SyscallOrder));
         open(&mut e, 10, 10, "/srv/app.py");
         assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
     }

@@ -176,7 +176,7 @@ impl LineTarget for RotatingFile {
 
 #[cfg(test)]
 mod tests {
-    use std::{os::unix::fs::PermissionsExt as _, sync::Arc, time::Duration};
+    use std::{os::unix::fs::PermissionsExt as _, time::Duration};
 
     use super::*;
     use crate::{
@@ -205,7 +205,7 @@ mod tests {
             let sinks = Sinks::start(&[sink], 1024, &metrics, "node-1").unwrap();
             let total = 300;
             for i in 0..total {
-                sinks.publish(Arc::new(alert(i)));
+                sinks.publish(record(i));
             }
             let report = sinks.shutdown(Duration::from_secs(60)).await;
             assert!(report.is_complete(), "{fsync:?}: {report:?}");

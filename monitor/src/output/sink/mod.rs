@@ -28,7 +28,7 @@ use std::{
 };
 
 use prometheus::{IntCounter, IntGauge};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::{
     sync::{mpsc, watch},
     task::JoinHandle,
@@ -36,9 +36,12 @@ use tokio::{
 };
 
 use crate::{
-    ops::config::{self, Format},
-    ops::metrics::{Metrics, stage},
-    process::event::rfc3339,
+    alert::{Kind, Loss, Record},
+    ops::{
+        config::{self, Format},
+        metrics::{Metrics, stage},
+    },
+    output::time::rfc3339,
 };
 
 /// Hook label of losses on the alert path.
@@ -69,7 +72,7 @@ pub struct Sinks {
 }
 
 struct Handle {
-    tx: mpsc::Sender<Arc<Value>>,
+    tx: mpsc::Sender<Arc<Record>>,
     shared: Arc<Shared>,
     task: JoinHandle<()>,
 }
@@ -155,11 +158,11 @@ impl Sinks {
         Ok(Self { sinks: handles, cancel })
     }
 
-    /// Queues one record (an alert, a loss record or any other JSON object) for every sink.
+    /// Queues one record (an alert or a loss record) for every sink.
     /// Never blocks or awaits. When a sink's queue is full the record is counted lost for that
     /// sink, and the sink writes a `queue_full` loss record with the aggregated count as soon
     /// as it takes from its queue again.
-    pub fn publish(&self, record: Arc<Value>) {
+    pub fn publish(&self, record: Arc<Record>) {
         for sink in &self.sinks {
             let shared = &sink.shared;
             // Counted before sending: the sink may take the record before `try_send` returns.
@@ -282,13 +285,13 @@ impl Shared {
 
     /// Encodes the records just taken from the queue (emptying `records`), followed by the
     /// loss record for those the full queue refused meanwhile. The lines count as held.
-    fn take(&self, records: &mut Vec<Arc<Value>>) -> Vec<Vec<u8>> {
+    fn take(&self, records: &mut Vec<Arc<Record>>) -> Vec<Vec<u8>> {
         self.queue_sub(records.len() as u64);
         let mut lines: Vec<Vec<u8>> = records.drain(..).map(|r| self.encode(&r)).collect();
         let overflow = self.overflow.swap(0, Ordering::Relaxed);
         if overflow > 0 {
             let loss = loss_record(&self.name, stage::USERSPACE_QUEUE, "queue_full", overflow);
-            lines.push(self.encode(&loss));
+            lines.push(self.encode(&Record::Loss(loss)));
         }
         self.held.fetch_add(lines.len() as u64, Ordering::Relaxed);
         lines
@@ -309,7 +312,7 @@ impl Shared {
     }
 
     /// Records still in the queue when the sink stops for good are lost.
-    fn drain_lost(&self, rx: &mut mpsc::Receiver<Arc<Value>>) {
+    fn drain_lost(&self, rx: &mut mpsc::Receiver<Arc<Record>>) {
         rx.close();
         let mut n = 0;
         while rx.try_recv().is_ok() {
@@ -323,28 +326,30 @@ impl Shared {
     }
 
     /// One line (newline-terminated) in this sink's format.
-    fn encode(&self, record: &Value) -> Vec<u8> {
+    fn encode(&self, record: &Record) -> Vec<u8> {
+        // Serializing these types into a Vec cannot fail: every map key is a string.
         let mut line = match self.format {
-            Format::Premain => record.to_string(),
-            Format::Falco => falco::envelope(record, &self.hostname).to_string(),
+            Format::Premain => serde_json::to_vec(record),
+            Format::Falco => serde_json::to_vec(&falco::envelope(record, &self.hostname)),
         }
-        .into_bytes();
+        .unwrap_or_default();
         line.push(b'\n');
         line
     }
 }
 
 /// The in-band record telling a sink's receiver that `count` records meant for it were lost.
-fn loss_record(sink: &str, stage: &str, reason: &str, count: u64) -> Value {
-    json!({
-        "kind": "loss",
-        "time": rfc3339(SystemTime::now()),
-        "hook": HOOK,
-        "stage": stage,
-        "sink": sink,
-        "reason": reason,
-        "count": count,
-    })
+fn loss_record(sink: &str, stage: &'static str, reason: &'static str, count: u64) -> Loss {
+    Loss {
+        kind: Kind,
+        time: rfc3339(SystemTime::now()),
+        hook: HOOK,
+        stage,
+        reason,
+        sink: Some(sink.to_owned()),
+        count,
+        total: None,
+    }
 }
 
 /// If `line` is a loss record this sink wrote (in either format), its reason and count.
@@ -394,6 +399,8 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::{test_support::*, *};
 
     #[tokio::test]
@@ -404,7 +411,7 @@ mod tests {
         let sinks = Sinks::start(&[file_sink(&path, 1 << 20, 2)], 4, &metrics, "node-1").unwrap();
         // The sink task cannot run while this test does not await: only 4 fit.
         for i in 0..100 {
-            sinks.publish(Arc::new(alert(i)));
+            sinks.publish(record(i));
         }
         assert_eq!(metrics.lost.with_label_values(&[HOOK, stage::USERSPACE_QUEUE]).get(), 96);
         assert_eq!(metrics.sink_queue.with_label_values(&["file"]).get(), 4);
@@ -430,14 +437,15 @@ mod tests {
 
     #[test]
     fn own_loss_records_are_recognised_in_both_formats() {
-        let record = loss_record("hook", stage::SINK, "spool_full", 7);
-        let premain = record.to_string();
+        let record = Record::Loss(loss_record("hook", stage::SINK, "spool_full", 7));
+        let premain = serde_json::to_string(&record).unwrap();
         let falco = falco::envelope(&record, "n").to_string();
         for line in [&premain, &falco] {
             assert_eq!(own_loss(line.as_bytes(), "hook"), Some(("spool_full".into(), 7)), "{line}");
             assert_eq!(own_loss(line.as_bytes(), "other"), None);
         }
-        assert_eq!(own_loss(alert(1).to_string().as_bytes(), "hook"), None);
+        let alert = serde_json::to_string(&Record::Alert(alert(1))).unwrap();
+        assert_eq!(own_loss(alert.as_bytes(), "hook"), None);
     }
 
     #[test]

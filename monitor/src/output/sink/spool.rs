@@ -25,7 +25,7 @@ use prometheus::IntGauge;
 use serde::{Deserialize, Serialize};
 
 use super::{HOOK, Shared, loss_record, own_loss};
-use crate::ops::metrics::stage;
+use crate::{alert::Record, ops::metrics::stage};
 
 /// Segments roll at this size, or at an eighth of the spool when that is smaller, so that
 /// dropping the oldest segment frees a share of the spool rather than all of it.
@@ -236,7 +236,8 @@ impl Spool {
         let only_losses = batch.lines.iter().all(|l| own_loss(l, &self.shared.name).is_some());
         let mut result = self.prune();
         if !only_losses && result.is_ok() {
-            let loss = self.shared.encode(&loss_record(&self.shared.name, stage::SINK, REJECTED, n));
+            let loss =
+                self.shared.encode(&Record::Loss(loss_record(&self.shared.name, stage::SINK, REJECTED, n)));
             result = self.append_line(&loss).and_then(|()| self.settle(Dropped::default()));
         }
         self.publish();
@@ -297,7 +298,7 @@ impl Spool {
                 break;
             }
             let loss = loss_record(&self.shared.name, stage::SINK, SPOOL_FULL, self.unannounced);
-            self.append_line(&self.shared.encode(&loss))?;
+            self.append_line(&self.shared.encode(&Record::Loss(loss)))?;
             self.unannounced = 0;
         }
         self.prune()
@@ -456,7 +457,7 @@ mod tests {
     use super::*;
     use crate::{
         ops::metrics::Metrics,
-        output::sink::test_support::{TempDir, alert, seq, webhook_sink},
+        output::sink::test_support::{TempDir, alert_json, seq, webhook_sink},
     };
 
     fn shared(metrics: &Metrics) -> Arc<Shared> {
@@ -478,7 +479,7 @@ mod tests {
         let dir = TempDir::new("spool-resume");
         let metrics = Metrics::new(&[], 10);
         let mut spool = Spool::open(dir.path(), 1 << 20, shared(&metrics)).unwrap();
-        spool.append(&(0..10).map(|i| line(&alert(i))).collect::<Vec<_>>()).unwrap();
+        spool.append(&(0..10).map(|i| line(&alert_json(i))).collect::<Vec<_>>()).unwrap();
         let batch = spool.read_batch(4).unwrap();
         assert_eq!(parse(&batch).iter().map(seq).collect::<Vec<_>>(), [0, 1, 2, 3]);
         spool.ack(&batch).unwrap();
@@ -489,7 +490,7 @@ mod tests {
 
         let mut spool = Spool::open(dir.path(), 1 << 20, shared(&metrics)).unwrap();
         assert_eq!(spool.pending(), 6);
-        spool.append(&[line(&alert(10))]).unwrap();
+        spool.append(&[line(&alert_json(10))]).unwrap();
         let batch = spool.read_batch(100).unwrap();
         assert_eq!(parse(&batch).iter().map(seq).collect::<Vec<_>>(), (4..=10).collect::<Vec<_>>());
         spool.ack(&batch).unwrap();
@@ -505,7 +506,7 @@ mod tests {
         let mut spool = Spool::open(dir.path(), max_bytes, shared(&metrics)).unwrap();
         let total = 200;
         for i in 0..total {
-            spool.append(&[line(&alert(i))]).unwrap();
+            spool.append(&[line(&alert_json(i))]).unwrap();
             assert!(spool.bytes <= max_bytes + spool.segment_max + 1024, "{} bytes", spool.bytes);
         }
         let lost = metrics.lost.with_label_values(&[HOOK, stage::SINK]).get();
@@ -535,10 +536,10 @@ mod tests {
         let dir = TempDir::new("spool-inflight");
         let metrics = Metrics::new(&[], 10);
         let mut spool = Spool::open(dir.path(), 4096, shared(&metrics)).unwrap();
-        spool.append(&[line(&alert(0)), line(&alert(1))]).unwrap();
+        spool.append(&[line(&alert_json(0)), line(&alert_json(1))]).unwrap();
         let flight = spool.read_batch(2).unwrap();
         for i in 2..100 {
-            spool.append(&[line(&alert(i))]).unwrap();
+            spool.append(&[line(&alert_json(i))]).unwrap();
         }
         assert!(spool.orphaned());
         let lost = metrics.lost.with_label_values(&[HOOK, stage::SINK]).get();
@@ -553,7 +554,7 @@ mod tests {
         // Not delivered: the two are lost too, and announced.
         let flight = spool.read_batch(2).unwrap();
         for i in 100..200 {
-            spool.append(&[line(&alert(i))]).unwrap();
+            spool.append(&[line(&alert_json(i))]).unwrap();
         }
         assert!(spool.orphaned());
         spool.abandon(&flight).unwrap();
@@ -571,7 +572,7 @@ mod tests {
         let dir = TempDir::new("spool-reject");
         let metrics = Metrics::new(&[], 10);
         let mut spool = Spool::open(dir.path(), 1 << 20, shared(&metrics)).unwrap();
-        spool.append(&[line(&alert(0)), line(&alert(1))]).unwrap();
+        spool.append(&[line(&alert_json(0)), line(&alert_json(1))]).unwrap();
         let batch = spool.read_batch(10).unwrap();
         spool.reject(&batch).unwrap();
         let batch = spool.read_batch(10).unwrap();

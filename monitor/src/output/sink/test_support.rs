@@ -15,10 +15,16 @@ use std::{
 use http_body_util::{BodyExt as _, Full};
 use hyper::{Request, Response, body::Bytes, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::net::TcpListener;
 
-use crate::ops::config::{Format, Fsync, Sink};
+use crate::{
+    alert::{ActionKind, ActionView, Alert, CulpritView, Kind, ProcessView, Record, SCHEMA, Target},
+    detect::{RuleId, Severity},
+    ops::config::{Format, Fsync, Sink},
+    output::json::{Argv, Capture, Outcome, Text},
+    phase::{Basis, CulpritKind, Phase},
+};
 
 /// A directory under the system temp dir, removed on drop.
 pub(super) struct TempDir(PathBuf);
@@ -44,33 +50,83 @@ impl Drop for TempDir {
     }
 }
 
-/// An alert shaped like `premain.alert/v1`, numbered by `seq`.
-pub(super) fn alert(seq: u64) -> Value {
-    json!({
-        "kind": "alert",
-        "schema": "premain.alert/v1",
-        "id": format!("a-{seq}"),
-        "seq": seq,
-        "time": "2026-03-01T12:00:00.123456Z",
-        "node": "node-from-record",
-        "rule": "credential-read",
-        "severity": "critical",
-        "phase": "startup",
-        "phase_basis": "probe",
-        "culprit": {"kind": "pth", "path": "/site-packages/evil.pth", "module": "evil", "distribution": "evil-pkg", "version": "1.0"},
-        "process": {
-            "pid": 4242, "tid": 4242, "ppid": 1, "exe": "/usr/bin/python3.12",
-            "cmdline": ["python3", "-c", "import x"], "uid": 1000, "gid": 1000, "comm": "python3",
-            "python": "3.12", "cgroup_id": 77, "start_time": null, "ancestry": []
+/// An alert, numbered by `seq` (its id is `a-<seq>`).
+pub(super) fn alert(seq: u64) -> Box<Alert> {
+    Box::new(Alert {
+        kind: Kind,
+        schema: SCHEMA,
+        id: format!("a-{seq}"),
+        time: "2026-03-01T12:00:00.123456Z".into(),
+        node: "node-from-record".into(),
+        rule: RuleId::CredentialRead,
+        severity: Severity::Critical,
+        phase: Phase::Startup,
+        phase_basis: Basis::Probes,
+        culprit: CulpritView {
+            kind: CulpritKind::Pth,
+            path: Text::new("path", b"/site-packages/evil.pth"),
+            module: Some("evil".into()),
+            module_path: None,
+            outermost_module: None,
+            distribution: Some("evil-pkg".into()),
+            version: Some("1.0".into()),
+            hook: None,
+            backend: None,
+            installer: None,
+            source_dir: None,
         },
-        "action": {"type": "open", "path": "/home/u/.netrc", "path_resolution": "absolute", "flags": 0, "category": "netrc", "result": 3},
-        "inherited_from": null,
-        "count": 1,
+        process: ProcessView {
+            pid: 4242,
+            tid: 4242,
+            ppid: 1,
+            exe: Text::new("exe", b"/usr/bin/python3.12"),
+            cmdline: Argv::new("cmdline", &[b"python3".to_vec(), b"-c".to_vec(), b"import x".to_vec()]),
+            cmdline_truncated: None,
+            uid: 1000,
+            gid: 1000,
+            comm: Text::new("comm", b"python3"),
+            python: Some("3.12".into()),
+            cgroup_id: 77,
+            start_time: None,
+            ancestry: Vec::new(),
+        },
+        action: ActionView {
+            kind: ActionKind::Open,
+            target: Target::File {
+                path: Text::new("path", b"/home/u/.netrc"),
+                path_resolution: "absolute",
+                flags: 0,
+                category: Some("netrc".into()),
+            },
+            outcome: Outcome::of(3),
+            capture: Capture::default(),
+        },
+        inherited_from: None,
+        container: None,
+        kubernetes: None,
+        count: 1,
+        folded: None,
+        window_seconds: None,
     })
 }
 
+/// [`alert`] as a record to publish.
+pub(super) fn record(seq: u64) -> Arc<Record> {
+    Arc::new(Record::Alert(alert(seq)))
+}
+
+/// [`alert`] as the JSON a sink writes.
+pub(super) fn alert_json(seq: u64) -> Value {
+    serde_json::to_value(Record::Alert(alert(seq))).unwrap()
+}
+
+/// The `seq` of an alert made by [`alert`], from its id.
 pub(super) fn seq(record: &Value) -> u64 {
-    record["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {record}"))
+    record["id"]
+        .as_str()
+        .and_then(|id| id.strip_prefix("a-"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no seq in {record}"))
 }
 
 pub(super) fn read_lines(path: &Path) -> Vec<Value> {

@@ -21,14 +21,14 @@ use reqwest::{
     header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue},
 };
 use rustls_platform_verifier::BuilderVerifierExt as _;
-use serde_json::Value;
+
 use tokio::{
     sync::{Notify, mpsc, watch},
     time::{Instant, sleep, sleep_until},
 };
 
 use super::{BATCH, Shared, SinkError, backoff::Backoff, blocking, error_chain, spool::Spool};
-use crate::ops::config::Format;
+use crate::{alert::Record, ops::config::Format};
 
 /// Retrying a failed spool write (a full disk): the records wait in memory meanwhile.
 const SPOOL_RETRY_INITIAL: Duration = Duration::from_millis(100);
@@ -105,7 +105,7 @@ impl Webhook {
     pub(super) async fn run(
         self,
         spool: Spool,
-        rx: mpsc::Receiver<Arc<Value>>,
+        rx: mpsc::Receiver<Arc<Record>>,
         cancel: watch::Receiver<bool>,
     ) {
         let spool = Arc::new(Mutex::new(spool));
@@ -280,7 +280,7 @@ fn dir_name(name: &str) -> String {
 async fn ingest(
     shared: &Shared,
     spool: &Arc<Mutex<Spool>>,
-    mut rx: mpsc::Receiver<Arc<Value>>,
+    mut rx: mpsc::Receiver<Arc<Record>>,
     wake: &Notify,
     closed: &AtomicBool,
     mut cancel: watch::Receiver<bool>,
@@ -377,7 +377,7 @@ fn client(https: bool, timeout: Duration) -> Result<reqwest::Client, String> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::{
@@ -436,7 +436,7 @@ mod tests {
         let sinks = Sinks::start(&[sink], 1024, &metrics, "node-1").unwrap();
         let total = 100;
         for i in 0..total {
-            sinks.publish(Arc::new(alert(i)));
+            sinks.publish(record(i));
             if i % 10 == 0 {
                 tokio::task::yield_now().await;
             }
@@ -483,7 +483,7 @@ mod tests {
         let sinks = Sinks::start(&[sink], 1024, &metrics, "node-1").unwrap();
         let total = 300;
         for i in 0..total {
-            sinks.publish(Arc::new(alert(i)));
+            sinks.publish(record(i));
         }
         eventually("all spooled", || metrics.sink_queue.with_label_values(&[NAME]).get() == 0).await;
         eventually("the receiver is tried", || counter(&metrics, "failures") > 2).await;
@@ -512,7 +512,7 @@ mod tests {
         let metrics = Metrics::new(&[], 10);
         let first = Sinks::start(std::slice::from_ref(&sink), 1024, &metrics, "node-1").unwrap();
         for i in 0..25 {
-            first.publish(Arc::new(alert(i)));
+            first.publish(record(i));
         }
         eventually("spooled", || metrics.sink_queue.with_label_values(&[NAME]).get() == 0).await;
         let report = first.shutdown(Duration::from_millis(500)).await;
@@ -522,7 +522,7 @@ mod tests {
         receiver.set_script(|_| Reply::Status(204));
         let metrics = Metrics::new(&[], 10);
         let second = Sinks::start(&[sink], 1024, &metrics, "node-1").unwrap();
-        second.publish(Arc::new(alert(25)));
+        second.publish(record(25));
         eventually("delivered", || counter(&metrics, "delivered") >= 26).await;
         let report = second.shutdown(Duration::from_secs(60)).await;
         assert!(report.is_complete(), "{report:?}");
@@ -540,7 +540,7 @@ mod tests {
         let metrics = Metrics::new(&[], 10);
         let sinks = Sinks::start(&[sink], 1024, &metrics, "node-1").unwrap();
         for i in 0..40 {
-            sinks.publish(Arc::new(alert(i)));
+            sinks.publish(record(i));
         }
         let deadline = Duration::from_secs(60);
         let started = std::time::Instant::now();
@@ -559,7 +559,7 @@ mod tests {
         let metrics = Metrics::new(&[], 10);
         let sinks = Sinks::start(&[sink], 1024, &metrics, "node-1").unwrap();
         for i in 0..30 {
-            sinks.publish(Arc::new(alert(i)));
+            sinks.publish(record(i));
         }
         let deadline = Duration::from_millis(800);
         let started = std::time::Instant::now();
@@ -584,7 +584,7 @@ mod tests {
         let metrics = Metrics::new(&[], 10);
         let sinks = Sinks::start(&[sink], 1024, &metrics, "node-1").unwrap();
         for i in 0..3 {
-            sinks.publish(Arc::new(alert(i)));
+            sinks.publish(record(i));
         }
         let report = sinks.shutdown(Duration::from_secs(60)).await;
         assert!(report.is_complete(), "{report:?}");

@@ -3,13 +3,13 @@
 
 use std::{io, sync::Arc, time::Duration};
 
-use serde_json::Value;
 use tokio::{
     sync::{mpsc, watch},
     time::{Instant, sleep, sleep_until},
 };
 
 use super::{BATCH, Shared, backoff::Backoff, blocking};
+use crate::alert::Record;
 
 const RETRY_INITIAL: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(10);
@@ -44,7 +44,7 @@ async fn off_runtime<T: LineTarget, R: Send + 'static>(
 
 pub(super) async fn run<T: LineTarget>(
     mut target: T,
-    mut rx: mpsc::Receiver<Arc<Value>>,
+    mut rx: mpsc::Receiver<Arc<Record>>,
     shared: Arc<Shared>,
     mut cancel: watch::Receiver<bool>,
 ) {

@@ -1,0 +1,203 @@
+//! The records sinks receive: alerts (`premain.alert/v1`) and loss records. Every sink, the
+//! Falco envelope and the metrics read these types; their JSON form is the schema documented
+//! in the README.
+
+use serde::{Serialize, Serializer};
+
+use crate::{
+    detect::{RuleId, Severity},
+    output::json::{Argv, Capture, Outcome, Text},
+    phase::{Basis, CulpritKind, Phase},
+};
+
+pub const SCHEMA: &str = "premain.alert/v1";
+
+/// What a sink is given.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Record {
+    Alert(Box<Alert>),
+    Loss(Loss),
+}
+
+/// A constant `kind` field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Kind<const LOSS: bool>;
+
+impl<const LOSS: bool> Serialize for Kind<LOSS> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(if LOSS { "loss" } else { "alert" })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Alert {
+    pub kind: Kind<false>,
+    pub schema: &'static str,
+    /// Unique per alert; a folded alert is sent again with the same id.
+    pub id: String,
+    pub time: String,
+    pub node: String,
+    pub rule: RuleId,
+    pub severity: Severity,
+    pub phase: Phase,
+    pub phase_basis: Basis,
+    pub culprit: CulpritView,
+    pub process: ProcessView,
+    pub action: ActionView,
+    pub inherited_from: Option<OriginView>,
+    pub container: Option<ContainerView>,
+    pub kubernetes: Option<KubernetesView>,
+    pub count: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folded: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CulpritView {
+    pub kind: CulpritKind,
+    #[serde(flatten)]
+    pub path: Text,
+    pub module: Option<String>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub module_path: Option<Text>,
+    /// Present when the outermost module body differs from the innermost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outermost_module: Option<Option<String>>,
+    pub distribution: Option<String>,
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub installer: Option<String>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub source_dir: Option<Text>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessView {
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    #[serde(flatten)]
+    pub exe: Text,
+    #[serde(flatten)]
+    pub cmdline: Argv,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cmdline_truncated: Option<bool>,
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(flatten)]
+    pub comm: Text,
+    pub python: Option<String>,
+    pub cgroup_id: u64,
+    pub start_time: Option<String>,
+    pub ancestry: Vec<AncestorView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AncestorView {
+    pub pid: u32,
+    #[serde(flatten)]
+    pub exe: Text,
+    /// Left out with `alerts.ancestry_argv = false`.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<Argv>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cmdline_truncated: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OriginView {
+    pub pid: u32,
+    pub tid: u32,
+    #[serde(flatten)]
+    pub exe: Text,
+    #[serde(flatten)]
+    pub cmdline: Argv,
+    pub phase: Phase,
+    pub culprit: CulpritView,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionView {
+    #[serde(rename = "type")]
+    pub kind: ActionKind,
+    #[serde(flatten)]
+    pub target: Target,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    #[serde(flatten)]
+    pub capture: Capture,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    Open,
+    Connect,
+    Send,
+    Exec,
+}
+
+/// What the action touched.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Target {
+    File {
+        #[serde(flatten)]
+        path: Text,
+        path_resolution: &'static str,
+        flags: u32,
+        category: Option<String>,
+    },
+    Address {
+        addr: String,
+        family: &'static str,
+        port: Option<u16>,
+    },
+    Program {
+        #[serde(flatten)]
+        path: Text,
+        #[serde(flatten)]
+        argv: Argv,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerView {
+    pub id: String,
+    pub runtime: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KubernetesView {
+    pub pod_uid: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// Records lost somewhere on the way, in the stream itself (`{"kind":"loss",...}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Loss {
+    pub kind: Kind<true>,
+    pub time: String,
+    /// The hook whose records were lost, or `alert` for records lost on the way to a sink.
+    pub hook: &'static str,
+    pub stage: &'static str,
+    pub reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sink: Option<String>,
+    pub count: u64,
+    /// Lost so far for this hook and reason, where the counter is cumulative.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+}

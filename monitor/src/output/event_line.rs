@@ -1,0 +1,109 @@
+//! `premain run --events`: every event of a tracked process as one JSON line.
+
+use std::os::unix::ffi::OsStrExt as _;
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::{
+    kernel::{decode::Mark, sockaddr::SockAddr},
+    output::{
+        json::{Argv, Capture, Outcome, Text},
+        time::{Clock, rfc3339},
+    },
+    phase::Phase,
+    process::event::{Action, Event},
+};
+
+/// The JSON line of `event`, which happened in `phase`.
+pub fn event_line(event: &Event, phase: Phase, clock: &Clock) -> Value {
+    let h = &event.header;
+    let mut obj = Map::new();
+    obj.insert("kind".into(), json!("event"));
+    obj.insert("hook".into(), json!(event.action.hook()));
+    obj.insert("time".into(), json!(rfc3339(clock.wall(h.ktime_ns))));
+    obj.insert("ktime_ns".into(), json!(h.ktime_ns));
+    obj.insert("pid".into(), json!(h.pid));
+    obj.insert("tid".into(), json!(h.tid));
+    obj.insert("ppid".into(), json!(h.ppid));
+    obj.insert("uid".into(), json!(h.uid));
+    obj.insert("gid".into(), json!(h.gid));
+    obj.insert("cgroup_id".into(), json!(h.cgroup_id));
+    flat(&mut obj, Text::new("comm", &h.comm));
+    flat(&mut obj, Text::path("exe", event.process.exe.as_deref()));
+    obj.insert("python".into(), json!(event.process.python));
+    obj.insert("tracking".into(), json!(event.process.tracking));
+    obj.insert("preexisting".into(), json!(event.process.preexisting));
+    match &event.action {
+        Action::Open { path, resolution, dirfd, flags, mode, result } => {
+            flat(&mut obj, Text::new("path", path.as_os_str().as_bytes()));
+            obj.insert("path_resolution".into(), json!(resolution.as_str()));
+            obj.insert("dirfd".into(), json!(dirfd));
+            obj.insert("flags".into(), json!(flags));
+            obj.insert("access".into(), json!(access_mode(*flags)));
+            obj.insert("mode".into(), json!(mode));
+            flat(&mut obj, Outcome::of(*result));
+        }
+        Action::Connect { addr, fd, result } | Action::Send { addr, fd, result } => {
+            let parsed = SockAddr::parse(addr);
+            obj.insert("addr".into(), json!(parsed.render()));
+            obj.insert("family".into(), json!(parsed.family()));
+            obj.insert("port".into(), json!(parsed.port()));
+            obj.insert("fd".into(), json!(fd));
+            flat(&mut obj, Outcome::of(*result));
+        }
+        Action::Image { path, argv } => {
+            flat(&mut obj, Text::new("path", path.as_os_str().as_bytes()));
+            flat(&mut obj, Argv::new("argv", argv));
+        }
+        Action::Marker(mark) => match mark {
+            Mark::Main { how, target } => {
+                obj.insert("marker".into(), json!("main"));
+                obj.insert("how".into(), json!(how));
+                flat(&mut obj, Text::new("target", target));
+            }
+            Mark::EvalEnter { filename } => {
+                obj.insert("marker".into(), json!("eval_enter"));
+                flat(&mut obj, Text::new("filename", filename));
+            }
+            Mark::RunningMain => {
+                obj.insert("marker".into(), json!("running_main"));
+            }
+            Mark::EvalExit => {
+                obj.insert("marker".into(), json!("eval_exit"));
+            }
+        },
+        Action::Exec { path, argv, result, .. } => {
+            flat(&mut obj, Text::new("path", path.as_os_str().as_bytes()));
+            flat(&mut obj, Argv::new("argv", argv));
+            flat(&mut obj, Outcome::of(*result));
+        }
+        Action::Fork { child_pid, child_tid, thread } => {
+            obj.insert("child_pid".into(), json!(child_pid));
+            obj.insert("child_tid".into(), json!(child_tid));
+            obj.insert("thread".into(), json!(thread));
+        }
+        Action::Exit { status } => {
+            obj.insert("exit_code".into(), json!((status >> 8) & 0xff));
+            obj.insert("signal".into(), json!(status & 0x7f));
+        }
+    }
+    flat(&mut obj, Capture::of(h.flags));
+    obj.insert("phase".into(), json!(phase.as_str()));
+    Value::Object(obj)
+}
+
+/// Adds the keys `part` serializes to.
+fn flat(obj: &mut Map<String, Value>, part: impl Serialize) {
+    if let Ok(Value::Object(fields)) = serde_json::to_value(part) {
+        obj.extend(fields);
+    }
+}
+
+pub(crate) fn access_mode(flags: u32) -> &'static str {
+    match flags & 3 {
+        0 => "read",
+        1 => "write",
+        _ => "read-write",
+    }
+}
