@@ -131,7 +131,7 @@ impl Rules {
             }
         };
         let option = self.options.get(rule);
-        option.enabled.then(|| Hit { rule, severity: option.severity, target, category })
+        option.enabled.then_some(Hit { rule, severity: option.severity, target, category })
     }
 
     /// Whether the allowlists exempt this action's process or culprit: `exe` is the acting
