@@ -85,6 +85,9 @@ pub struct KernelOffsets {
     /// Offset of `group_dead` in the `sched_process_exit` record, or 0 where the kernel's
     /// tracepoint has no such field (then the leader's exit ends the process).
     pub tp_exit_group_dead: u32,
+    pub task_group_leader: u32,
+    /// `task_struct.start_boottime`: with the pid, a process's identity (pids are reused).
+    pub task_start_boottime: u32,
     pub _pad: u32,
 }
 
@@ -129,5 +132,5 @@ mod pod {
 
 const _: () = {
     assert!(core::mem::size_of::<InFlight>() == 48);
-    assert!(core::mem::size_of::<KernelOffsets>() == 16 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 18 * 4);
 };

@@ -110,6 +110,8 @@ pub struct RecordHeader {
     /// `CLOCK_MONOTONIC` nanoseconds.
     pub ktime_ns: u64,
     pub cgroup_id: u64,
+    /// `start_boottime` of the process (its thread group leader): with `pid`, who it is.
+    pub start_ns: u64,
     /// Thread group id (what userspace calls the pid).
     pub pid: u32,
     pub tid: u32,
@@ -200,6 +202,8 @@ pub struct ForkRecord {
     pub is_thread: u32,
     /// `TRACK_*` bits given to the child.
     pub tracking: u32,
+    /// `start_boottime` of the new process (of the creator for a thread).
+    pub child_start_ns: u64,
 }
 
 #[repr(C)]
@@ -259,18 +263,18 @@ mod layout {
     use super::*;
 
     const _: () = {
-        assert!(size_of::<RecordHeader>() == 64);
+        assert!(size_of::<RecordHeader>() == 72);
         assert!(size_of::<ExeKey>() == 32);
-        assert!(offset_of!(OpenRecord, path) == 96);
-        assert!(size_of::<OpenRecord>() == 96 + PATH_MAX);
-        assert!(size_of::<ConnectRecord>() == 80 + SOCKADDR_MAX);
-        assert!(offset_of!(ExecRecord, args) == 136);
-        assert!(offset_of!(ExecRecord, filename) == 136 + ARGS_MAX);
-        assert!(size_of::<ExecRecord>() == 136 + ARGS_MAX + PATH_MAX);
-        assert!(size_of::<ForkRecord>() == 80);
-        assert!(size_of::<ExitRecord>() == 72);
-        assert!(offset_of!(MarkerRecord, text) == 80 + MARK_NAME_MAX);
-        assert!(size_of::<MarkerRecord>() == 80 + MARK_NAME_MAX + MARK_TEXT_MAX);
+        assert!(offset_of!(OpenRecord, path) == 104);
+        assert!(size_of::<OpenRecord>() == 104 + PATH_MAX);
+        assert!(size_of::<ConnectRecord>() == 88 + SOCKADDR_MAX);
+        assert!(offset_of!(ExecRecord, args) == 144);
+        assert!(offset_of!(ExecRecord, filename) == 144 + ARGS_MAX);
+        assert!(size_of::<ExecRecord>() == 144 + ARGS_MAX + PATH_MAX);
+        assert!(size_of::<ForkRecord>() == 96);
+        assert!(size_of::<ExitRecord>() == 80);
+        assert!(offset_of!(MarkerRecord, text) == 88 + MARK_NAME_MAX);
+        assert!(size_of::<MarkerRecord>() == 88 + MARK_NAME_MAX + MARK_TEXT_MAX);
         assert!(RECORD_MAX >= size_of::<MarkerRecord>());
         assert!(RECORD_MAX >= size_of::<OpenRecord>());
     };

@@ -50,6 +50,7 @@ pub(crate) fn fill_header(header: &mut RecordHeader, kind: u32) {
     header.pid = (pid_tgid >> 32) as u32;
     header.tid = pid_tgid as u32;
     header.ppid = task::current_ppid();
+    header.start_ns = task::current_process_start();
     header.uid = uid_gid as u32;
     header.gid = (uid_gid >> 32) as u32;
     header.comm = bpf_get_current_comm().unwrap_or_default();

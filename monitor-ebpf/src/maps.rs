@@ -61,6 +61,8 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     inode_mtime_nsec: 0,
     sb_dev: 0,
     tp_exit_group_dead: 0,
+    task_group_leader: 0,
+    task_start_boottime: 0,
     _pad: 0,
 };
 

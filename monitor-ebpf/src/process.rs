@@ -172,6 +172,7 @@ pub fn process_fork(ctx: RawTracePointContext) -> u32 {
     rec.child_tid = child_tid;
     rec.is_thread = u32::from(is_thread);
     rec.tracking = if is_thread { flags } else { child_flags };
+    rec.child_start_ns = task::process_start(child);
     if !is_thread {
         renew_generation(child_pid, rec.header.ktime_ns);
     }

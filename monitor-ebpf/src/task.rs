@@ -39,6 +39,20 @@ pub(crate) fn ids(task: u64) -> Option<(u32, u32)> {
     Some((read(task, off.task_tgid)?, read(task, off.task_pid)?))
 }
 
+/// `start_boottime` of the process `task` belongs to (0 when unreadable).
+#[inline(always)]
+pub(crate) fn process_start(task: u64) -> u64 {
+    let off = offsets();
+    read::<u64>(task, off.task_group_leader)
+        .and_then(|leader| read(leader, off.task_start_boottime))
+        .unwrap_or(0)
+}
+
+#[inline(always)]
+pub(crate) fn current_process_start() -> u64 {
+    process_start(current())
+}
+
 #[inline(always)]
 pub(crate) fn current_exit_code() -> i32 {
     read(current(), offsets().task_exit_code).unwrap_or(0)

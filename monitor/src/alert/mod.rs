@@ -363,6 +363,7 @@ mod tests {
         let header = Header {
             ktime_ns: 1,
             cgroup_id: 0,
+            start_ns: 0,
             pid,
             tid: pid,
             ppid: 0,

@@ -26,6 +26,8 @@ pub enum DecodeError {
 pub struct Header {
     pub ktime_ns: u64,
     pub cgroup_id: u64,
+    /// When the process started (`start_boottime`): with the pid, who it is.
+    pub start_ns: u64,
     pub pid: u32,
     pub tid: u32,
     pub ppid: u32,
@@ -76,6 +78,8 @@ pub struct Fork {
     pub child_pid: u32,
     pub child_tid: u32,
     pub is_thread: bool,
+    /// When the child process started (the creator's start for a thread).
+    pub child_start_ns: u64,
     pub tracking: u32,
 }
 
@@ -176,6 +180,7 @@ fn header(raw: &RecordHeader) -> Header {
     Header {
         ktime_ns: raw.ktime_ns,
         cgroup_id: raw.cgroup_id,
+        start_ns: raw.start_ns,
         pid: raw.pid,
         tid: raw.tid,
         ppid: raw.ppid,
@@ -289,6 +294,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 child_pid: r.child_pid,
                 child_tid: r.child_tid,
                 is_thread: r.is_thread != 0,
+                child_start_ns: r.child_start_ns,
                 tracking: r.tracking,
             }))
         }
@@ -320,6 +326,7 @@ pub(crate) mod encode {
             size: 0,
             ktime_ns: 1,
             cgroup_id: 2,
+            start_ns: 3,
             pid,
             tid: pid + 1,
             ppid: 1,

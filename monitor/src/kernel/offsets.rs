@@ -39,6 +39,8 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<KernelOffsets, StartError> {
         inode_mtime_nsec: first(btf, "inode", &["i_mtime_nsec", "__i_mtime.tv_nsec", "i_mtime.tv_nsec"])?,
         sb_dev: btf.member_offset("super_block", "s_dev")?,
         tp_exit_group_dead: group_dead_offset(tracefs),
+        task_group_leader: btf.member_offset("task_struct", "group_leader")?,
+        task_start_boottime: first(btf, "task_struct", &["start_boottime", "real_start_time"])?,
         _pad: 0,
     })
 }

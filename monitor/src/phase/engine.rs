@@ -705,6 +705,7 @@ mod tests {
         let header = Header {
             ktime_ns: 0,
             cgroup_id: 0,
+            start_ns: 0,
             pid,
             tid,
             ppid: 1,

@@ -566,6 +566,7 @@ mod tests {
         Header {
             ktime_ns: 0,
             cgroup_id: 0,
+            start_ns: 0,
             pid,
             tid: pid,
             ppid: 1,
@@ -664,6 +665,7 @@ mod tests {
             child_tid: 12,
             is_thread: false,
             tracking: TRACK_PYTHON | TRACK_DESCENDANT,
+            child_start_ns: 0,
         });
         assert!(t.handle(fork).is_some());
         let exec = t
