@@ -10,7 +10,7 @@
 //!   prometheus-operator's API (v0.93) that list every field of the objects used, with
 //!   metadata checked as Kubernetes' ObjectMeta (`tests/scripts/manifests.py`).
 //! - PromQL in the dashboard and the alert rules may only name metrics that
-//!   `monitor/src/metrics.rs` defines (promtool is not available; names are enough to catch
+//!   `monitor/src/ops/metrics.rs` defines (promtool is not available; names are enough to catch
 //!   renames), and the dashboard must show every one of them.
 //! - The DaemonSet container's command and arguments, with the generated ConfigMap's file in
 //!   place of its mount, must start premain, answer its probes and exit cleanly on SIGTERM
@@ -175,10 +175,10 @@ fn example_config_uncommented() -> String {
         .join("\n")
 }
 
-/// The metric names `monitor/src/metrics.rs` registers, with the registry's prefix; a
+/// The metric names `monitor/src/ops/metrics.rs` registers, with the registry's prefix; a
 /// histogram appears as its `_bucket`, `_sum` and `_count` series.
 fn defined_metrics() -> BTreeSet<String> {
-    let source = read(&workspace_root().join("monitor/src/metrics.rs"));
+    let source = read(&workspace_root().join("monitor/src/ops/metrics.rs"));
     let prefix = source
         .split_once("Registry::new_custom(Some(\"")
         .and_then(|(_, rest)| rest.split_once('"'))
@@ -616,7 +616,7 @@ fn daemonset_fits_the_config_and_the_daemon() {
     assert_eq!(security["readOnlyRootFilesystem"], true);
     assert_eq!(strings(&security["capabilities"]["drop"]), ["ALL"]);
     let added = strings(&security["capabilities"]["add"]);
-    // What the preflight check refuses to start without (monitor/src/preflight.rs).
+    // What the preflight check refuses to start without (monitor/src/kernel/preflight.rs).
     for cap in ["BPF", "PERFMON", "SYS_PTRACE"] {
         assert!(added.iter().any(|a| a == cap), "capability {cap} missing: {added:?}");
     }
@@ -782,7 +782,7 @@ fn promql_scanner() {
 /// Keys of every `Deserialize` struct and enum variant in config.rs (serde renames and the
 /// sink `type` tag applied).
 fn config_rs_keys() -> BTreeSet<String> {
-    let source = read(&workspace_root().join("monitor/src/config.rs"));
+    let source = read(&workspace_root().join("monitor/src/ops/config.rs"));
     let mut keys = BTreeSet::new();
     let mut deserialize = false;
     let mut depth = 0usize;

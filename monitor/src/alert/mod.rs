@@ -9,7 +9,6 @@ mod model;
 
 use std::{
     collections::HashMap,
-    fs,
     os::unix::ffi::OsStrExt as _,
     path::Path,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -56,7 +55,8 @@ pub struct Alerts {
     pod_labels: bool,
     pods: PodCache,
     dists: Distributions,
-    folds: HashMap<(u32, RuleId, String), Fold>,
+    /// By (pid, process start, rule, target).
+    folds: HashMap<(u32, u64, RuleId, String), Fold>,
     id_prefix: String,
     next_id: u64,
     pub raised: u64,
@@ -124,7 +124,7 @@ impl Alerts {
         hit: Hit,
         table: &ProcessTable,
     ) -> Option<Alert> {
-        let key = (event.header.pid, hit.rule, hit.target.clone());
+        let key = (event.header.pid, event.header.start_ns, hit.rule, hit.target.clone());
         if let Some(fold) = self.folds.get_mut(&key)
             && fold.opened.elapsed() < self.window
         {
@@ -279,9 +279,10 @@ fn node_name(configured: &str) -> String {
     if !configured.is_empty() {
         return configured.to_owned();
     }
-    std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()).unwrap_or_else(|| {
-        fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_default()
-    })
+    std::env::var("NODE_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| crate::process::procfs::hostname().unwrap_or_default())
 }
 
 fn ancestry(mut ppid: u32, table: &ProcessTable, with_argv: bool) -> Vec<AncestorView> {
@@ -353,10 +354,7 @@ fn action_view(action: &Action, hit: &Hit, flags: u32) -> ActionView {
 mod tests {
     use super::*;
     use crate::{
-        kernel::decode::Header,
-        phase::{Phase, PhaseEngine},
-        process::event::ProcessInfo,
-        process::table::Resolution,
+        kernel::decode::Header, phase::Phase, process::event::ProcessInfo, process::table::Resolution,
     };
 
     fn open(pid: u32, path: &str) -> Event {
@@ -393,10 +391,7 @@ mod tests {
         let mut alerts = Alerts::new(Clock::new(), &options);
         let rules = Rules::defaults();
         let table = ProcessTable::new(8);
-        let context = Context {
-            phase: Phase::Startup,
-            ..PhaseEngine::new(Box::new(|_, _, _| None)).observe(&open(1, "/x"))
-        };
+        let context = Context { phase: Phase::Startup, ..Context::runtime() };
         let mut raise = |pid, path| {
             let event = open(pid, path);
             let hit = rules.evaluate(&event.action, false).expect("a credential");
@@ -406,6 +401,13 @@ mod tests {
         assert!(raise(7, "/h/.netrc").is_none(), "a repeat folds");
         assert!(raise(7, "/h/.pypirc").is_some(), "another target is another alert");
         assert!(raise(8, "/h/.netrc").is_some(), "another process is another alert");
+        let mut reused = open(7, "/h/.netrc");
+        reused.header.start_ns = 99;
+        let hit = rules.evaluate(&reused.action, false).expect("a credential");
+        assert!(
+            alerts.raise(&reused, &context, hit, &table).is_some(),
+            "a new process with a reused pid is another alert"
+        );
         let first = serde_json::to_value(&first).unwrap();
         assert_eq!(first["schema"], SCHEMA);
         assert_eq!(first["phase"], "startup");
@@ -426,8 +428,7 @@ mod tests {
         let table = ProcessTable::new(8);
         let mut event = open(9, "/h/.gnupg/aaaa");
         event.header.flags = monitor_common::FLAG_PATH_TRUNCATED;
-        let context =
-            Context { phase: Phase::Startup, ..PhaseEngine::new(Box::new(|_, _, _| None)).observe(&event) };
+        let context = Context { phase: Phase::Startup, ..Context::runtime() };
         let hit = rules.evaluate(&event.action, false).expect("a credential");
         let alert =
             serde_json::to_value(alerts.raise(&event, &context, hit, &table).expect("an alert")).unwrap();

@@ -87,6 +87,15 @@ impl Rules {
         })
     }
 
+    /// The rules that can raise alerts, with their severities.
+    pub fn enabled(&self) -> impl Iterator<Item = (RuleId, Severity)> + '_ {
+        RuleId::ALL
+            .into_iter()
+            .map(|rule| (rule, self.options.get(rule)))
+            .filter(|(_, o)| o.enabled)
+            .map(|(r, o)| (r, o.severity))
+    }
+
     /// The catalogue entry `path` belongs to.
     pub fn credential(&self, path: &Path) -> Option<&str> {
         if self.not_credentials.is_match(path) {

@@ -23,8 +23,6 @@
 //! for the container, which runs host code outside the container: such a process is reported as
 //! in no container, so its alerts are not attributed to the workload.
 
-use std::fs;
-
 /// A container a process runs in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Container {
@@ -85,7 +83,7 @@ pub fn from_proc_cgroup(text: &str) -> Option<Container> {
 
 /// The container process `pid` runs in; `None` for host processes and for processes already gone.
 pub fn of_pid(pid: u32) -> Option<Container> {
-    from_proc_cgroup(&fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
+    from_proc_cgroup(&crate::process::procfs::cgroup(pid)?)
 }
 
 enum Component<'a> {

@@ -265,8 +265,7 @@ impl WatchOptions {
 }
 
 fn hostname() -> Option<String> {
-    let name = fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
-    Some(name.trim().to_owned()).filter(|name| !name.is_empty())
+    crate::process::procfs::hostname()
 }
 
 /// Timings of the watch; tests shorten them.

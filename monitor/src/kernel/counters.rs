@@ -9,18 +9,17 @@ use monitor_common::{
 
 use crate::alert::{Kind, Loss};
 
+/// Every hook's name, in `HOOK_*` order.
+pub const HOOKS: [&str; HOOK_COUNT as usize] = ["open", "connect", "exec", "fork", "exit", "send", "python"];
+
 pub fn hook_name(hook: u32) -> &'static str {
-    match hook {
-        HOOK_OPEN => "open",
-        HOOK_CONNECT => "connect",
-        HOOK_EXEC => "exec",
-        HOOK_FORK => "fork",
-        HOOK_EXIT => "exit",
-        HOOK_SEND => "send",
-        HOOK_PYTHON => "python",
-        _ => "unknown",
-    }
+    HOOKS.get(hook as usize).copied().unwrap_or("unknown")
 }
+
+const _: () = {
+    assert!(HOOK_OPEN == 0 && HOOK_CONNECT == 1 && HOOK_EXEC == 2 && HOOK_FORK == 3);
+    assert!(HOOK_EXIT == 4 && HOOK_SEND == 5 && HOOK_PYTHON == 6);
+};
 
 /// Loss kinds as `(counter, stage, reason)`.
 const LOSSES: [(u32, &str, &str); 3] = [

@@ -6,11 +6,10 @@ use aya::{
     programs::{ProgramError, RawTracePoint, TracePoint, UProbe},
 };
 use monitor_common::{
-    CONTROL, CONTROL_HOLD, CONTROL_READER_BUSY, COUNTERS, EVENTS, ExeKey, KernelOffsets, OFFSETS, QUIET,
-    SELF_TGID, TRACKED, VERDICTS,
+    CONTROL, COUNTERS, EVENTS, KernelOffsets, OFFSETS, QUIET, SELF_TGID, TRACKED, VERDICTS,
 };
 
-use crate::{kernel::error::StartError, kernel::probes::Probes};
+use super::{control::KernelControl, error::StartError};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor-ebpf"));
 
@@ -59,48 +58,9 @@ pub fn tracepoints() -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
-/// The kernel state the daemon changes: which processes are tracked, which executables are
-/// judged, whether unseen executables are held, and the probes on interpreter images (which
-/// own the loaded object: unloading them detaches every program).
-pub struct KernelMaps {
-    pub tracked: HashMap<MapData, u32, u32>,
-    pub verdicts: HashMap<MapData, ExeKey, u32>,
-    pub control: Array<MapData, u32>,
-    /// `pid -> generation` declared quiet (see `monitor_common::QUIET`).
-    pub quiet: HashMap<MapData, u32, u64>,
-    pub probes: Probes,
-}
-
-impl KernelMaps {
-    /// Switches holding of processes that run an unseen executable on or off.
-    pub fn set_hold(&mut self, on: bool) -> Result<(), aya::maps::MapError> {
-        self.control.set(CONTROL_HOLD, u32::from(on), 0)
-    }
-
-    /// Tells the kernel whether records need to wake the reader (see
-    /// `monitor_common::CONTROL_READER_BUSY`).
-    pub fn set_reader_busy(&mut self, busy: bool) -> Result<(), aya::maps::MapError> {
-        self.control.set(CONTROL_READER_BUSY, u32::from(busy), 0)
-    }
-
-    /// Declares `pid` quiet as of `generation`, or forgets it. A failure only means the
-    /// process keeps being recorded.
-    pub fn set_quiet(&mut self, pid: u32, generation: Option<u64>) {
-        let result = match generation {
-            Some(generation) => self.quiet.insert(pid, generation, 0),
-            None => self.quiet.remove(&pid),
-        };
-        if let Err(err) = result
-            && generation.is_some()
-        {
-            tracing::debug!(pid, error = %err, "cannot declare process quiet");
-        }
-    }
-}
-
 pub struct Kernel {
     pub events: RingBuf<MapData>,
-    pub maps: KernelMaps,
+    pub control: KernelControl,
     pub counters: PerCpuArray<MapData, u64>,
     /// Kernel-side log records; `None` when the object has no log statements.
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -134,16 +94,16 @@ pub fn load(offsets: &KernelOffsets, ring_buffer_bytes: u32) -> Result<Kernel, S
     let counters = PerCpuArray::try_from(take(COUNTERS)?).map_err(|e| StartError::Load(e.to_string()))?;
     let control = Array::try_from(take(CONTROL)?).map_err(|e| StartError::Load(e.to_string()))?;
     let quiet = HashMap::try_from(take(QUIET)?).map_err(|e| StartError::Load(e.to_string()))?;
-    let probes = Probes::new(ebpf);
-    Ok(Kernel { events, maps: KernelMaps { tracked, verdicts, control, quiet, probes }, counters, logger })
+    let control = KernelControl::new(ebpf, tracked, verdicts, control, quiet);
+    Ok(Kernel { events, control, counters, logger })
 }
 
 /// Loads into the kernel (verifier) and attaches every tracepoint program. Links are owned by
-/// the object: [`Probes::unload`] detaches everything.
+/// the object: [`KernelControl::unload`] detaches everything.
 pub fn attach_all(kernel: &mut Kernel) -> Result<usize, StartError> {
-    let ebpf = kernel.maps.probes.ebpf_mut().ok_or_else(|| StartError::Load("programs unloaded".into()))?;
+    let ebpf = kernel.control.ebpf_mut().ok_or_else(|| StartError::Load("programs unloaded".into()))?;
     // The CPython probes are verified now and attached per interpreter image later.
-    for program in crate::kernel::probes::programs() {
+    for program in super::probes::programs() {
         let probe: &mut UProbe = program_mut(ebpf, program)?.try_into().map_err(refused(program))?;
         probe.load().map_err(refused(program))?;
     }

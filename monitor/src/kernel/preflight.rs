@@ -3,7 +3,7 @@
 
 use std::{
     ffi::CString,
-    fs, io,
+    io,
     path::{Path, PathBuf},
 };
 
@@ -19,13 +19,8 @@ const TRACEFS_CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug
 
 /// Effective capability set of this process, from `/proc/self/status`.
 fn effective_caps() -> Result<u64, StartError> {
-    let path = Path::new("/proc/self/status");
-    let status = fs::read_to_string(path).map_err(|source| StartError::Io { path: path.into(), source })?;
-    Ok(status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .unwrap_or(0))
+    crate::process::procfs::own_effective_caps()
+        .map_err(|source| StartError::Io { path: "/proc/self/status".into(), source })
 }
 
 /// Names of the capabilities premain needs that `caps` lacks.

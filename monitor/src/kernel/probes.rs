@@ -78,21 +78,18 @@ pub enum ProbeError {
     Attach { program: &'static str, image: String, reason: String },
 }
 
+/// Which images have probes, and how each image's processes get their main marker. The
+/// programs themselves are in the object [`super::control::KernelControl`] owns.
+#[derive(Default)]
 pub struct Probes {
-    /// `None` in tests and after shutdown.
-    ebpf: Option<Ebpf>,
     attached: HashMap<FileKey, bool>,
     main_probes: HashMap<FileKey, MainProbe>,
 }
 
 impl Probes {
-    pub fn new(ebpf: Ebpf) -> Self {
-        Self { ebpf: Some(ebpf), attached: HashMap::new(), main_probes: HashMap::new() }
-    }
-
     /// A `cpython.run_*` audit marker of a process running `image` was read; `running_main`
     /// says whether `_PyInterpreterState_SetRunningMain` had marked main before it.
-    pub fn main_checked(&mut self, image: &std::path::Path, running_main: bool) {
+    pub fn main_checked(&mut self, ebpf: &mut Ebpf, image: &std::path::Path, running_main: bool) {
         let Ok(key) = FileKey::of(image) else { return };
         if !matches!(self.main_probes.get(&key), Some(MainProbe::Confirming(_))) {
             return;
@@ -106,7 +103,6 @@ impl Probes {
             self.main_probes.insert(key, MainProbe::Audit);
             return;
         }
-        let Some(ebpf) = self.ebpf.as_mut() else { return };
         match uprobe(ebpf, AUDIT).and_then(|p| p.take_link(audit).map_err(|e| e.to_string())) {
             Ok(link) => {
                 // Unregistering a uprobe waits for RCU grace periods (tens of milliseconds):
@@ -139,7 +135,7 @@ impl Probes {
     /// its processes are then phased from syscall order. Paths are logged in their escaped
     /// (Debug) form: a file name is chosen by whoever created it and may hold line breaks or
     /// terminal escapes.
-    pub fn attach(&mut self, interp: &Interpreter) -> bool {
+    pub fn attach(&mut self, ebpf: &mut Ebpf, interp: &Interpreter) -> bool {
         let key = match FileKey::of(&interp.image) {
             Ok(key) => key,
             Err(err) => {
@@ -150,7 +146,7 @@ impl Probes {
         if let Some(&done) = self.attached.get(&key) {
             return done;
         }
-        let done = match self.try_attach(interp, &key) {
+        let done = match self.try_attach(ebpf, interp, &key) {
             Ok(()) => {
                 tracing::info!(image = ?interp.image, version = ?interp.version, "CPython probes attached");
                 true
@@ -168,7 +164,7 @@ impl Probes {
         done
     }
 
-    fn try_attach(&mut self, interp: &Interpreter, key: &FileKey) -> Result<(), ProbeError> {
+    fn try_attach(&mut self, ebpf: &mut Ebpf, interp: &Interpreter, key: &FileKey) -> Result<(), ProbeError> {
         let image = interp.image.display().to_string();
         let version = interp.version.map_or_else(|| "unknown".to_owned(), |(a, b)| format!("{a}.{b}"));
         let cookie = layout(interp.version, interp.free_threaded).ok_or(ProbeError::Version(version))?;
@@ -184,9 +180,6 @@ impl Probes {
         if let Some(&offset) = interp.symbols.get(symbol) {
             offsets.push((running_main, offset));
         }
-        let Some(ebpf) = self.ebpf.as_mut() else {
-            return Err(ProbeError::Attach { program: "any", image, reason: "programs unloaded".into() });
-        };
         let mut new_links: Vec<(&str, UProbeLinkId)> = Vec::new();
         for (program, offset) in offsets {
             let result = uprobe(ebpf, program).and_then(|p| {
@@ -218,15 +211,6 @@ impl Probes {
         };
         self.main_probes.insert(*key, main_probe);
         Ok(())
-    }
-
-    /// Detaches everything (every program of the object, not only the probes).
-    pub fn unload(&mut self) {
-        self.ebpf = None;
-    }
-
-    pub fn ebpf_mut(&mut self) -> Option<&mut Ebpf> {
-        self.ebpf.as_mut()
     }
 }
 

@@ -12,7 +12,12 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::ops::config::AlertLabel;
+use crate::{
+    detect::{RuleId, Severity},
+    kernel::counters::HOOKS,
+    ops::config::AlertLabel,
+    phase::Phase,
+};
 
 /// Where a record was lost.
 pub mod stage {
@@ -42,6 +47,8 @@ pub struct Metrics {
     pub alerts_folded: IntCounter,
     pub events: IntCounterVec,
     pub runtime_skipped: IntCounterVec,
+    /// Records sent with a field the kernel could not read, by hook.
+    pub read_failures: IntCounterVec,
     /// Ring drains by what started them (see `pace`).
     pub reader_drains: IntCounterVec,
     /// Records found by a settle or tick drain: sent without waking the reader while it was
@@ -100,6 +107,11 @@ impl Metrics {
             runtime_skipped: counter_vec(
                 "runtime_calls_skipped_total",
                 "Calls of processes whose code was all runtime that the kernel did not record, by hook",
+                &["hook"],
+            ),
+            read_failures: counter_vec(
+                "kernel_read_failures_total",
+                "Records sent with a field the kernel could not read (user memory not paged in), by hook",
                 &["hook"],
             ),
             reader_drains: counter_vec(
@@ -177,6 +189,7 @@ impl Metrics {
             Box::new(metrics.alerts_folded.clone()),
             Box::new(metrics.events.clone()),
             Box::new(metrics.runtime_skipped.clone()),
+            Box::new(metrics.read_failures.clone()),
             Box::new(metrics.reader_drains.clone()),
             Box::new(metrics.reader_unwoken.clone()),
             Box::new(metrics.lost.clone()),
@@ -229,6 +242,37 @@ impl Metrics {
         }
         let refs: Vec<&str> = values.iter().map(String::as_str).collect();
         self.alerts.with_label_values(&refs).inc();
+    }
+
+    /// Creates, at 0, every series whose labels are known before anything happens, so that
+    /// `rate()` and `increase()` see the first increment and an absent series means premain is
+    /// not exporting: alerts of the enabled `rules` (with their severities) in each pre-main
+    /// phase, records and losses of every hook and stage, reloads. (Drains by trigger are
+    /// created by the reader, sinks' series by each sink.)
+    pub fn expect(&self, rules: impl Iterator<Item = (RuleId, Severity)>) {
+        let optional = vec![String::new(); self.alert_labels.len()];
+        for (rule, severity) in rules {
+            for phase in [Phase::Install, Phase::Startup, Phase::Import] {
+                let mut values = vec![rule.as_str(), phase.as_str(), severity.as_str()];
+                values.extend(optional.iter().map(String::as_str));
+                self.alerts.with_label_values(&values);
+            }
+        }
+        for hook in HOOKS {
+            self.events.with_label_values(&[hook]);
+            self.runtime_skipped.with_label_values(&[hook]);
+            self.read_failures.with_label_values(&[hook]);
+            for stage in [stage::RING_BUFFER, stage::KERNEL_TABLE, stage::UNATTRIBUTED] {
+                self.lost.with_label_values(&[hook, stage]);
+            }
+        }
+        self.lost.with_label_values(&["unknown", stage::DECODE]);
+        for stage in [stage::USERSPACE_QUEUE, stage::SINK] {
+            self.lost.with_label_values(&["alert", stage]);
+        }
+        for result in ["success", "failure"] {
+            self.reloads.with_label_values(&[result]);
+        }
     }
 
     /// Records lost at `stage`.

@@ -1,14 +1,5 @@
-//! The phase engine: for every action of a tracked process, which phase of the interpreter's
-//! life the code that did it belongs to, and which file is responsible.
-//!
-//! - `startup`: from exec until the user's code starts (`PySys_Audit("cpython.run_*")`).
-//! - `import`: module-level code (a `PyEval_EvalCode` frame other than the main one) once the
-//!   user's code has started.
-//! - `install`: anything a package installer's build hook runs (see [`crate::python::install`]).
-//! - `runtime`: everything else.
-//!
-//! A thread or child process created while its creator is in a pre-main phase keeps that phase
-//! and culprit for life ("inherited taint"), whatever it executes later.
+//! The phase engine: applies the events of tracked processes to their phase state (kept in the
+//! process table, [`ProcessPhase`]) and says in which phase each action happened.
 
 use std::{
     collections::HashMap,
@@ -18,214 +9,37 @@ use std::{
     sync::Arc,
 };
 
+use super::{
+    Basis, Context, Culprit, CulpritKind, Origin, Phase,
+    state::{Frame, Main, ProcessPhase, Thread},
+};
 use crate::{
     kernel::decode::Mark,
-    process::event::{Action, Event, ProcessInfo},
-    process::table::Lineage,
+    process::{
+        event::{Action, Event, ProcessInfo},
+        table::{Lineage, ProcessTable},
+    },
 };
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    Install,
-    Startup,
-    Import,
-    Runtime,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Install => "install",
-            Self::Startup => "startup",
-            Self::Import => "import",
-            Self::Runtime => "runtime",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CulpritKind {
-    Pth,
-    Sitecustomize,
-    Usercustomize,
-    Module,
-    Setup,
-    BuildBackend,
-    #[default]
-    Unknown,
-}
-
-impl CulpritKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pth => "pth",
-            Self::Sitecustomize => "sitecustomize",
-            Self::Usercustomize => "usercustomize",
-            Self::Module => "module",
-            Self::Setup => "setup",
-            Self::BuildBackend => "build-backend",
-            Self::Unknown => "unknown",
-        }
-    }
-}
-
-/// How a phase was established (`phase_basis` in alerts).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Basis {
-    /// From the CPython probes.
-    Probes,
-    /// From the installer among the ancestors (install).
-    Lineage,
-    /// From the order of syscalls, for an interpreter whose probes were not in place.
-    SyscallOrder,
-}
-
-impl Basis {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Probes => "probes",
-            Self::Lineage => "lineage",
-            Self::SyscallOrder => "syscall-order",
-        }
-    }
-}
-
-/// Who is responsible, as files; names and distributions are looked up when an alert is made.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Culprit {
-    pub kind: CulpritKind,
-    /// The `.pth`, `sitecustomize.py`/`usercustomize.py`, module, `setup.py` or backend file.
-    pub path: Option<PathBuf>,
-    /// Innermost module whose body was running (for a `.pth`, what its line imported).
-    pub module_file: Option<PathBuf>,
-    /// Outermost module whose body was running.
-    pub outer_module_file: Option<PathBuf>,
-    /// Install: the build hook (`build_wheel`, `egg_info`...).
-    pub hook: Option<String>,
-    /// Install: the source tree being built.
-    pub source_dir: Option<PathBuf>,
-    /// Install: the backend named by the project (`setuptools.build_meta`...).
-    pub backend: Option<String>,
-    /// Install: the installer found among the ancestors (`pip`, `uv`...).
-    pub installer: Option<String>,
-}
-
-/// The thread or process whose pre-main phase was passed on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Origin {
-    pub pid: u32,
-    pub tid: u32,
-    pub exe: Option<PathBuf>,
-    pub argv: Vec<Vec<u8>>,
-    pub phase: Phase,
-    pub culprit: Culprit,
-}
-
-/// Phase and culprit of one action.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Context {
-    pub phase: Phase,
-    pub culprit: Culprit,
-    /// Set when the phase was inherited from a creator.
-    pub inherited_from: Option<Arc<Origin>>,
-    pub basis: Basis,
-}
-
-impl Context {
-    fn runtime() -> Self {
-        Self {
-            phase: Phase::Runtime,
-            culprit: Culprit::default(),
-            inherited_from: None,
-            basis: Basis::Probes,
-        }
-    }
-}
 
 /// Decides whether a process is a build hook run by an installer, from what the process looks
 /// like and what its ancestors ran.
 pub type InstallDetector =
     Box<dyn FnMut(u32, &ProcessInfo, &dyn Fn(u32) -> Option<Lineage>) -> Option<Culprit>>;
 
-#[derive(Clone, Debug)]
-struct Main {
-    how: String,
-    target: Vec<u8>,
-    tid: u32,
-}
-
-#[derive(Clone, Debug)]
-struct Frame {
-    /// `co_filename`; empty when it could not be read (not ASCII).
-    file: PathBuf,
-    /// The user's main code (script, `-c` command, `-m` module).
-    main: bool,
-    /// A module body (not an `exec` of a string); see [`is_module_body`].
-    module: bool,
-}
-
-#[derive(Clone, Debug, Default)]
-struct Thread {
-    frames: Vec<Frame>,
-    /// Frames entered beyond [`MAX_FRAMES`], whose returns must not pop recorded ones.
-    unrecorded: usize,
-    taint: Option<Arc<Origin>>,
-}
-
-#[derive(Clone, Debug, Default)]
-struct Proc {
-    ppid: u32,
-    exe: Option<PathBuf>,
-    argv: Vec<Vec<u8>>,
-    /// Runs a CPython image.
-    interpreter: bool,
-    /// Its phases come from probes (else from syscall order).
-    probed: bool,
-    /// Was running before premain (or forked from such a process without exec).
-    runtime_only: bool,
-    main: Option<Main>,
-    /// The main marker came from `_PyInterpreterState_SetRunningMain`.
-    running_main_seen: bool,
-    main_frame_seen: bool,
-    last_pth: Option<PathBuf>,
-    /// The script of `python script.py`, for the syscall-order fallback.
-    script: Option<PathBuf>,
-    install: Option<Culprit>,
-    taint: Option<Arc<Origin>>,
-    threads: HashMap<u32, Thread>,
-    /// The kernel's generation of the process as of the last record read (see
-    /// `monitor_common::GENERATIONS`); `None` until a record that renews it.
-    generation: Option<u64>,
-    /// The generation it was last declared quiet at.
-    declared_quiet: Option<u64>,
-}
-
 /// Frames deeper than this are not recorded (a runaway recursion of `exec`); their returns
 /// are matched by a counter so the stack stays aligned.
 const MAX_FRAMES: usize = 256;
 
 pub struct PhaseEngine {
-    procs: HashMap<u32, Proc>,
     detect_install: InstallDetector,
     quiet: bool,
-    /// Processes forgotten while declared quiet, whose declaration is to be withdrawn.
-    forgotten: Vec<u32>,
     /// `(pid, running_main_seen)` at each `cpython.run_*` audit marker.
     main_checks: Vec<(u32, bool)>,
 }
 
 impl PhaseEngine {
     pub fn new(detect_install: InstallDetector) -> Self {
-        Self {
-            procs: HashMap::new(),
-            detect_install,
-            quiet: false,
-            forgotten: Vec::new(),
-            main_checks: Vec::new(),
-        }
+        Self { detect_install, quiet: false, main_checks: Vec::new() }
     }
 
     /// Lets [`Self::quiet_updates`] declare processes whose code is all runtime quiet, so the
@@ -235,41 +49,44 @@ impl PhaseEngine {
         self
     }
 
-    /// Applies `event` and returns the phase of the acting thread as it was when it acted.
-    pub fn observe(&mut self, event: &Event) -> Context {
+    /// Applies `event` (whose process the tracker has in `table`) and returns the phase of the
+    /// acting thread as it was when it acted.
+    pub fn observe(&mut self, table: &mut ProcessTable, event: &Event) -> Context {
         let (pid, tid) = (event.header.pid, event.header.tid);
-        if !self.procs.contains_key(&pid) && !matches!(event.action, Action::Image { .. }) {
-            // Known to the tracker but not to us (lost records, or adopted at start-up).
-            self.start(pid, &event.process, None);
+        if !matches!(event.action, Action::Image { .. }) && table.get(pid).is_some_and(|p| !p.phase.started) {
+            // Found running at start-up, or adopted after its records were lost.
+            self.start(table, pid, &event.process, None);
         }
-        let context = self.context(pid, tid);
+        let acting = context(table, pid, tid);
         match &event.action {
             Action::Image { .. } => {
-                let inherited = self.procs.get(&pid).and_then(|p| p.taint.clone());
-                self.start(pid, &event.process, inherited);
-                self.renewed(pid, event.header.ktime_ns);
-                return self.context(pid, tid);
+                // The tracker carried the state of what the process ran before over to its new
+                // image: a pending process keeps the taint it was created with.
+                let inherited = table.get(pid).and_then(|p| p.phase.taint.clone());
+                self.start(table, pid, &event.process, inherited);
+                renewed(table, pid, event.header.ktime_ns);
+                return context(table, pid, tid);
             }
             Action::Exec { image: Some(image), .. } => {
-                let taint = self.pass_on(pid, tid, &context);
-                self.start(pid, image, taint);
-                self.renewed(pid, event.header.ktime_ns);
+                let taint = pass_on(table, pid, tid, &acting);
+                self.start(table, pid, image, taint);
+                renewed(table, pid, event.header.ktime_ns);
             }
             Action::Fork { child_pid, child_tid, thread } => {
-                self.fork(pid, tid, *child_pid, *child_tid, *thread, &context);
+                fork(table, pid, tid, *child_pid, *child_tid, *thread, &acting);
                 if !*thread {
-                    self.renewed(*child_pid, event.header.ktime_ns);
+                    renewed(table, *child_pid, event.header.ktime_ns);
                 }
             }
-            Action::Exit { .. } => self.forget(pid),
+            Action::Exit { .. } => {}
             Action::Marker(mark) => {
-                self.mark(pid, tid, mark);
+                self.mark(table, pid, tid, mark);
                 if matches!(mark, Mark::EvalEnter { .. }) {
-                    self.renewed(pid, event.header.ktime_ns);
+                    renewed(table, pid, event.header.ktime_ns);
                 }
             }
             Action::Open { path, result, .. } => {
-                if let Some(p) = self.procs.get_mut(&pid) {
+                if let Some(p) = table.get_mut(pid).map(|p| &mut p.phase) {
                     if *result >= 0 && path.extension() == Some(OsStr::new("pth")) {
                         p.last_pth = Some(path.clone());
                     }
@@ -282,7 +99,7 @@ impl PhaseEngine {
             }
             Action::Connect { .. } | Action::Send { .. } | Action::Exec { image: None, .. } => {}
         }
-        context
+        acting
     }
 
     /// For each `cpython.run_*` audit marker read since the last call: the process, and whether
@@ -291,39 +108,20 @@ impl PhaseEngine {
         std::mem::take(&mut self.main_checks)
     }
 
-    /// Forgets processes `alive` says are gone (their exit was not seen).
-    pub fn sweep(&mut self, alive: impl Fn(u32) -> bool) {
-        let gone: Vec<u32> = self.procs.keys().copied().filter(|pid| !alive(*pid)).collect();
-        for pid in gone {
-            self.forget(pid);
-        }
-    }
-
-    fn forget(&mut self, pid: u32) {
-        if self.procs.remove(&pid).is_some_and(|p| p.declared_quiet.is_some()) {
-            self.forgotten.push(pid);
-        }
-    }
-
-    /// The kernel renewed the generation of `pid` with the record read at `ktime_ns`.
-    fn renewed(&mut self, pid: u32, ktime_ns: u64) {
-        if let Some(p) = self.procs.get_mut(&pid) {
-            p.generation = Some(ktime_ns);
-            p.declared_quiet = None;
-        }
-    }
-
-    /// After [`Self::observe`] of `event`: the quiet declarations to make (`Some(generation)`)
-    /// or withdraw (`None`), as `apply(pid, ...)`.
+    /// After [`Self::observe`] of `event`: the quiet declarations to make, as
+    /// `apply(pid, generation)`. (Declarations of processes that leave the table are withdrawn
+    /// by the tracker.)
     ///
     /// A declaration is safe however late it arrives: it names the generation it was made
     /// for, and the kernel renews a process's generation before any change that could make
     /// its actions matter again (exec, fork, entry of a code object), so a stale declaration
     /// never matches.
-    pub fn quiet_updates(&mut self, event: &Event, mut apply: impl FnMut(u32, Option<u64>)) {
-        for pid in self.forgotten.drain(..) {
-            apply(pid, None);
-        }
+    pub fn quiet_updates(
+        &mut self,
+        table: &mut ProcessTable,
+        event: &Event,
+        mut apply: impl FnMut(u32, u64),
+    ) {
         // Only these change a phase or a generation (opens change only the syscall-order
         // fallback's main, and unprobed interpreters are never quiet): every other record,
         // the bulk of them, costs nothing here.
@@ -342,103 +140,46 @@ impl PhaseEngine {
             _ => None,
         };
         for pid in std::iter::once(event.header.pid).chain(child) {
-            let Some(generation) = self.quiet_generation(pid) else { continue };
-            let Some(p) = self.procs.get_mut(&pid) else { continue };
+            let Some(generation) = quiet_generation(table, pid) else { continue };
+            let Some(p) = table.get_mut(pid).map(|p| &mut p.phase) else { continue };
             if p.declared_quiet != Some(generation) {
                 p.declared_quiet = Some(generation);
-                apply(pid, Some(generation));
+                apply(pid, generation);
             }
         }
     }
 
-    /// The generation at which everything `pid` does is runtime: every thread it is known to
-    /// have, and any new one, would act in `runtime`.
-    fn quiet_generation(&self, pid: u32) -> Option<u64> {
-        let p = self.procs.get(&pid)?;
-        let generation = p.generation?;
-        // Without probes, module-level code at run time cannot be told apart.
-        if p.interpreter && !p.probed {
-            return None;
-        }
-        let runtime = |tid: u32| self.context(pid, tid).phase == Phase::Runtime;
-        // Thread id 0 stands for a thread without a recorded stack or taint of its own.
-        (runtime(0) && p.threads.keys().all(|tid| runtime(*tid))).then_some(generation)
-    }
-
-    fn start(&mut self, pid: u32, info: &ProcessInfo, taint: Option<Arc<Origin>>) {
-        let lineage = |p: u32| {
-            self.procs.get(&p).map(|x| Lineage {
-                ppid: x.ppid,
-                exe: x.exe.clone(),
-                argv: x.argv.clone(),
-                argv_truncated: false,
-            })
+    fn start(&mut self, table: &mut ProcessTable, pid: u32, info: &ProcessInfo, taint: Option<Arc<Origin>>) {
+        let install = if info.python.is_some() {
+            let lineage = |p: u32| {
+                table.get(p).map(|x| Lineage {
+                    ppid: x.ppid,
+                    exe: x.exe.clone(),
+                    argv: x.argv.clone(),
+                    argv_truncated: false,
+                })
+            };
+            (self.detect_install)(pid, info, &lineage)
+        } else {
+            None
         };
-        let install = if info.python.is_some() { (self.detect_install)(pid, info, &lineage) } else { None };
-        let script = script_of(&info.argv, info.cwd.as_deref());
-        self.procs.insert(
-            pid,
-            Proc {
-                ppid: info.ppid,
-                exe: info.exe.clone(),
-                argv: info.argv.clone(),
-                interpreter: info.python.is_some(),
-                probed: info.probed,
-                runtime_only: info.preexisting,
-                script,
-                install,
-                taint,
-                ..Proc::default()
-            },
-        );
-    }
-
-    /// What a creator in `context` passes on to a thread, child or new image: its origin
-    /// when in a pre-main phase.
-    fn pass_on(&self, pid: u32, tid: u32, context: &Context) -> Option<Arc<Origin>> {
-        if context.phase == Phase::Runtime {
-            return None;
-        }
-        if let Some(origin) = &context.inherited_from {
-            return Some(origin.clone());
-        }
-        let p = self.procs.get(&pid);
-        Some(Arc::new(Origin {
-            pid,
-            tid,
-            exe: p.and_then(|p| p.exe.clone()),
-            argv: p.map(|p| p.argv.clone()).unwrap_or_default(),
-            phase: context.phase,
-            culprit: context.culprit.clone(),
-        }))
-    }
-
-    fn fork(&mut self, pid: u32, tid: u32, child_pid: u32, child_tid: u32, thread: bool, context: &Context) {
-        let taint = self.pass_on(pid, tid, context);
-        let Some(parent) = self.procs.get_mut(&pid) else { return };
-        if thread {
-            parent.threads.insert(child_tid, Thread { taint, ..Thread::default() });
-            return;
-        }
-        // The child continues the parent's interpreter from inside the creating thread.
-        let inside = parent.threads.get(&tid).cloned().unwrap_or_default();
-        let mut child = Proc {
-            ppid: pid,
-            threads: HashMap::new(),
+        let Some(process) = table.get_mut(pid) else { return };
+        process.phase = ProcessPhase {
+            started: true,
+            interpreter: info.python.is_some(),
+            probed: info.probed,
+            runtime_only: info.preexisting,
+            script: script_of(&info.argv, info.cwd.as_deref()),
+            install,
             taint,
-            generation: None,
-            declared_quiet: None,
-            ..parent.clone()
+            ..ProcessPhase::default()
         };
-        if let Some(main) = &mut child.main {
-            main.tid = child_tid;
-        }
-        child.threads.insert(child_tid, Thread { taint: None, ..inside });
-        self.procs.insert(child_pid, child);
     }
 
-    fn mark(&mut self, pid: u32, tid: u32, mark: &Mark) {
-        let Some(p) = self.procs.get_mut(&pid) else { return };
+    fn mark(&mut self, table: &mut ProcessTable, pid: u32, tid: u32, mark: &Mark) {
+        let Some(process) = table.get_mut(pid) else { return };
+        let argv = &process.argv;
+        let p = &mut process.phase;
         match mark {
             Mark::Main { how, target } => {
                 if p.main.is_none() {
@@ -448,7 +189,7 @@ impl PhaseEngine {
             }
             Mark::RunningMain => {
                 if p.main.is_none() {
-                    let (how, target) = main_of(&p.argv);
+                    let (how, target) = main_of(argv);
                     p.main = Some(Main { how: how.to_owned(), target, tid });
                 }
                 p.running_main_seen = true;
@@ -489,62 +230,137 @@ impl PhaseEngine {
             }
         }
     }
+}
 
-    fn context(&self, pid: u32, tid: u32) -> Context {
-        let Some(p) = self.procs.get(&pid) else { return Context::runtime() };
-        let thread = p.threads.get(&tid);
-        if let Some(origin) = p.taint.as_ref().or_else(|| thread.and_then(|t| t.taint.as_ref())) {
-            return Context {
-                phase: origin.phase,
-                culprit: origin.culprit.clone(),
-                inherited_from: Some(origin.clone()),
-                basis: if p.probed || !p.interpreter { Basis::Probes } else { Basis::SyscallOrder },
-            };
-        }
-        if let Some(culprit) = &p.install {
-            return Context {
-                phase: Phase::Install,
-                culprit: culprit.clone(),
-                inherited_from: None,
-                basis: Basis::Lineage,
-            };
-        }
-        if !p.interpreter || p.runtime_only {
-            return Context::runtime();
-        }
-        let basis = if p.probed { Basis::Probes } else { Basis::SyscallOrder };
-        let frames = thread.map(|t| t.frames.as_slice()).unwrap_or(&[]);
-        if p.main.is_none() {
-            return Context {
-                phase: Phase::Startup,
-                culprit: startup_culprit(frames, p.last_pth.as_deref()),
-                inherited_from: None,
-                basis,
-            };
-        }
-        // A `__main__.py` only ever runs as main code (`-m`, `runpy.run_module` in launchers
-        // such as pip's `__pip-runner__.py`): what it calls is not import-time code.
-        let above_main = match frames.iter().rposition(|f| f.main || file_name_is(&f.file, "__main__.py")) {
-            Some(i) => &frames[i + 1..],
-            None => frames,
+/// The kernel renewed the generation of `pid` with the record read at `ktime_ns`.
+fn renewed(table: &mut ProcessTable, pid: u32, ktime_ns: u64) {
+    if let Some(p) = table.get_mut(pid).map(|p| &mut p.phase) {
+        p.generation = Some(ktime_ns);
+        p.declared_quiet = None;
+    }
+}
+
+/// The generation at which everything `pid` does is runtime: every thread it is known to
+/// have, and any new one, would act in `runtime`.
+fn quiet_generation(table: &ProcessTable, pid: u32) -> Option<u64> {
+    let p = &table.get(pid)?.phase;
+    let generation = p.generation?;
+    // Without probes, module-level code at run time cannot be told apart.
+    if p.interpreter && !p.probed {
+        return None;
+    }
+    let runtime = |tid: u32| context(table, pid, tid).phase == Phase::Runtime;
+    // Thread id 0 stands for a thread without a recorded stack or taint of its own.
+    (runtime(0) && p.threads.keys().all(|tid| runtime(*tid))).then_some(generation)
+}
+
+/// What a creator in `context` passes on to a thread, child or new image: its origin
+/// when in a pre-main phase.
+fn pass_on(table: &ProcessTable, pid: u32, tid: u32, context: &Context) -> Option<Arc<Origin>> {
+    if context.phase == Phase::Runtime {
+        return None;
+    }
+    if let Some(origin) = &context.inherited_from {
+        return Some(origin.clone());
+    }
+    let p = table.get(pid);
+    Some(Arc::new(Origin {
+        pid,
+        tid,
+        exe: p.and_then(|p| p.exe.clone()),
+        argv: p.map(|p| p.argv.clone()).unwrap_or_default(),
+        phase: context.phase,
+        culprit: context.culprit.clone(),
+    }))
+}
+
+fn fork(
+    table: &mut ProcessTable,
+    pid: u32,
+    tid: u32,
+    child_pid: u32,
+    child_tid: u32,
+    thread: bool,
+    context: &Context,
+) {
+    let taint = pass_on(table, pid, tid, context);
+    let Some(parent) = table.get_mut(pid).map(|p| &mut p.phase) else { return };
+    if thread {
+        parent.threads.insert(child_tid, Thread { taint, ..Thread::default() });
+        return;
+    }
+    // The child continues the parent's interpreter from inside the creating thread.
+    let inside = parent.threads.get(&tid).cloned().unwrap_or_default();
+    let mut child = ProcessPhase {
+        threads: HashMap::new(),
+        taint,
+        generation: None,
+        declared_quiet: None,
+        ..parent.clone()
+    };
+    if let Some(main) = &mut child.main {
+        main.tid = child_tid;
+    }
+    child.threads.insert(child_tid, Thread { taint: None, ..inside });
+    if let Some(process) = table.get_mut(child_pid) {
+        process.phase = child;
+    }
+}
+
+fn context(table: &ProcessTable, pid: u32, tid: u32) -> Context {
+    let Some(p) = table.get(pid).map(|p| &p.phase) else { return Context::runtime() };
+    let thread = p.threads.get(&tid);
+    if let Some(origin) = p.taint.as_ref().or_else(|| thread.and_then(|t| t.taint.as_ref())) {
+        return Context {
+            phase: origin.phase,
+            culprit: origin.culprit.clone(),
+            inherited_from: Some(origin.clone()),
+            basis: if p.probed || !p.interpreter { Basis::Probes } else { Basis::SyscallOrder },
         };
-        let mut modules = above_main.iter().filter(|f| f.module);
-        let Some(outer) = modules.next() else {
-            return Context { basis, ..Context::runtime() };
+    }
+    if let Some(culprit) = &p.install {
+        return Context {
+            phase: Phase::Install,
+            culprit: culprit.clone(),
+            inherited_from: None,
+            basis: Basis::Lineage,
         };
-        let inner = modules.next_back().unwrap_or(outer);
-        Context {
-            phase: Phase::Import,
-            culprit: Culprit {
-                kind: CulpritKind::Module,
-                path: named(&inner.file),
-                module_file: named(&inner.file),
-                outer_module_file: named(&outer.file),
-                ..Culprit::default()
-            },
+    }
+    if !p.interpreter || p.runtime_only {
+        return Context::runtime();
+    }
+    let basis = if p.probed { Basis::Probes } else { Basis::SyscallOrder };
+    let frames = thread.map(|t| t.frames.as_slice()).unwrap_or(&[]);
+    if p.main.is_none() {
+        return Context {
+            phase: Phase::Startup,
+            culprit: startup_culprit(frames, p.last_pth.as_deref()),
             inherited_from: None,
             basis,
-        }
+        };
+    }
+    // A `__main__.py` only ever runs as main code (`-m`, `runpy.run_module` in launchers
+    // such as pip's `__pip-runner__.py`): what it calls is not import-time code.
+    let above_main = match frames.iter().rposition(|f| f.main || file_name_is(&f.file, "__main__.py")) {
+        Some(i) => &frames[i + 1..],
+        None => frames,
+    };
+    let mut modules = above_main.iter().filter(|f| f.module);
+    let Some(outer) = modules.next() else {
+        return Context { basis, ..Context::runtime() };
+    };
+    let inner = modules.next_back().unwrap_or(outer);
+    Context {
+        phase: Phase::Import,
+        culprit: Culprit {
+            kind: CulpritKind::Module,
+            path: named(&inner.file),
+            module_file: named(&inner.file),
+            outer_module_file: named(&outer.file),
+            ..Culprit::default()
+        },
+        inherited_from: None,
+        basis,
     }
 }
 
@@ -717,28 +533,97 @@ mod tests {
         Event { header, process: info(true), action }
     }
 
-    fn engine() -> PhaseEngine {
-        PhaseEngine::new(Box::new(|_, _, _| None))
+    /// The engine with the process table as the tracker keeps it: the tracker has a process in
+    /// the table before the engine sees its events, carries its phase over an exec, adds forked
+    /// children, and removes a process after its exit (withdrawing a quiet declaration).
+    struct Engine {
+        engine: PhaseEngine,
+        table: ProcessTable,
+        withdrawn: Vec<u32>,
     }
 
-    fn image(e: &mut PhaseEngine, pid: u32) {
+    impl Engine {
+        fn with_quiet(mut self, on: bool) -> Self {
+            self.engine = self.engine.with_quiet(on);
+            self
+        }
+
+        fn observe(&mut self, event: &Event) -> Context {
+            let pid = event.header.pid;
+            let entry = |info: &ProcessInfo, phase| crate::process::table::Process {
+                pid,
+                ppid: info.ppid,
+                exe: info.exe.clone(),
+                argv: info.argv.clone(),
+                cwd: info.cwd.clone(),
+                phase,
+                ..Default::default()
+            };
+            match &event.action {
+                Action::Image { .. } => {
+                    let phase = self.table.remove(pid).map(|p| p.phase).unwrap_or_default();
+                    self.table.insert(entry(&event.process, phase));
+                }
+                Action::Exec { image: Some(image), .. } => {
+                    let phase = self.table.remove(pid).map(|p| p.phase).unwrap_or_default();
+                    self.table.insert(entry(image, phase));
+                }
+                _ if self.table.get(pid).is_none() => {
+                    self.table.insert(entry(&event.process, ProcessPhase::default()));
+                }
+                _ => {}
+            }
+            if let Action::Fork { child_pid, thread: false, .. } = event.action {
+                let child = self.table.get(pid).map(|p| p.child(child_pid, 0, p.tracking));
+                self.table.insert(child.expect("parent in the table"));
+            }
+            let context = self.engine.observe(&mut self.table, event);
+            if matches!(event.action, Action::Exit { .. })
+                && self.table.remove(pid).is_some_and(|p| p.phase.declared_quiet().is_some())
+            {
+                self.withdrawn.push(pid);
+            }
+            context
+        }
+
+        fn quiet_updates(&mut self, event: &Event, mut apply: impl FnMut(u32, Option<u64>)) {
+            for pid in self.withdrawn.drain(..) {
+                apply(pid, None);
+            }
+            self.engine.quiet_updates(&mut self.table, event, |pid, generation| apply(pid, Some(generation)));
+        }
+
+        fn take_main_checks(&mut self) -> Vec<(u32, bool)> {
+            self.engine.take_main_checks()
+        }
+    }
+
+    fn engine() -> Engine {
+        Engine {
+            engine: PhaseEngine::new(Box::new(|_, _, _| None)),
+            table: ProcessTable::new(1000),
+            withdrawn: Vec::new(),
+        }
+    }
+
+    fn image(e: &mut Engine, pid: u32) {
         e.observe(&ev(pid, pid, Action::Image { path: "/usr/bin/python3".into(), argv: Vec::new() }));
     }
 
-    fn enter(e: &mut PhaseEngine, pid: u32, tid: u32, file: &str) {
+    fn enter(e: &mut Engine, pid: u32, tid: u32, file: &str) {
         e.observe(&ev(pid, tid, Action::Marker(Mark::EvalEnter { filename: file.as_bytes().to_vec() })));
     }
 
-    fn exit(e: &mut PhaseEngine, pid: u32, tid: u32) {
+    fn exit(e: &mut Engine, pid: u32, tid: u32) {
         e.observe(&ev(pid, tid, Action::Marker(Mark::EvalExit)));
     }
 
-    fn main(e: &mut PhaseEngine, pid: u32, how: &str, target: &str) {
+    fn main(e: &mut Engine, pid: u32, how: &str, target: &str) {
         let mark = Mark::Main { how: how.into(), target: target.as_bytes().to_vec() };
         e.observe(&ev(pid, pid, Action::Marker(mark)));
     }
 
-    fn open(e: &mut PhaseEngine, pid: u32, tid: u32, path: &str) -> Context {
+    fn open(e: &mut Engine, pid: u32, tid: u32, path: &str) -> Context {
         let action = Action::Open {
             path: path.into(),
             resolution: crate::process::table::Resolution::Absolute,
@@ -750,12 +635,12 @@ mod tests {
         e.observe(&ev(pid, tid, action))
     }
 
-    fn fork(e: &mut PhaseEngine, pid: u32, tid: u32, child: u32, thread: bool) {
+    fn fork(e: &mut Engine, pid: u32, tid: u32, child: u32, thread: bool) {
         e.observe(&ev(pid, tid, Action::Fork { child_pid: child, child_tid: child, thread }));
     }
 
     /// Feeds `action` at time `t` and returns the quiet declarations it led to.
-    fn step(e: &mut PhaseEngine, pid: u32, tid: u32, t: u64, action: Action) -> Vec<(u32, Option<u64>)> {
+    fn step(e: &mut Engine, pid: u32, tid: u32, t: u64, action: Action) -> Vec<(u32, Option<u64>)> {
         let mut event = ev(pid, tid, action);
         event.header.ktime_ns = t;
         e.observe(&event);
@@ -764,15 +649,15 @@ mod tests {
         out
     }
 
-    fn enter_at(e: &mut PhaseEngine, pid: u32, tid: u32, t: u64, file: &str) -> Vec<(u32, Option<u64>)> {
+    fn enter_at(e: &mut Engine, pid: u32, tid: u32, t: u64, file: &str) -> Vec<(u32, Option<u64>)> {
         step(e, pid, tid, t, Action::Marker(Mark::EvalEnter { filename: file.as_bytes().to_vec() }))
     }
 
-    fn quiet_engine() -> PhaseEngine {
+    fn quiet_engine() -> Engine {
         engine().with_quiet(true)
     }
 
-    fn image_at(e: &mut PhaseEngine, pid: u32, t: u64) -> Vec<(u32, Option<u64>)> {
+    fn image_at(e: &mut Engine, pid: u32, t: u64) -> Vec<(u32, Option<u64>)> {
         step(e, pid, pid, t, Action::Image { path: "/usr/bin/python3".into(), argv: Vec::new() })
     }
 

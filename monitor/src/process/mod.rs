@@ -1,8 +1,8 @@
 //! Processes: the table of tracked processes, which ones are Python (settled with the kernel),
-//! the events their records become, and the processes the kernel holds until judged.
+//! the events their records become.
 
 pub mod event;
-pub mod hold;
+pub mod procfs;
 pub mod seed;
 pub mod table;
 pub mod tracker;

@@ -1,54 +1,57 @@
 //! Finds the Python processes (and their descendants) already running when premain starts.
 
-use std::{collections::HashMap, fs, path::PathBuf, sync::Arc};
+use std::{collections::HashMap, sync::Arc};
 
 use monitor_common::{TRACK_DESCENDANT, TRACK_PYTHON};
 
 use crate::{
-    process::table::Process,
-    process::tracker::{KernelState, Tracker, exe_key, judge_from_proc},
-    python::interpreter::Verdict,
+    process::{
+        procfs,
+        table::{Process, tick_ns},
+        tracker::{KernelState, Tracker, exe_key, judge_from_proc},
+    },
+    python::interpreter::{Interpreter, Verdict},
 };
 
 struct Seen {
     ppid: u32,
-    python: Option<Arc<crate::python::interpreter::Interpreter>>,
+    start_ns: u64,
+    python: Option<Arc<Interpreter>>,
     exe_key: Option<monitor_common::ExeKey>,
 }
 
 /// Marks running CPython processes and their descendants as tracked, in the kernel and in the
 /// table. Runs after the programs are attached, so a process forked meanwhile is either seen
 /// here or by the fork hook. Returns how many processes were adopted.
-pub fn seed<K: KernelState>(tracker: &mut Tracker<K>) -> usize {
+pub fn seed(tracker: &mut Tracker, kernel: &mut dyn KernelState) -> usize {
     let me = std::process::id();
-    let Ok(all) = procfs::process::all_processes() else {
+    let all = procfs::pids();
+    if all.is_empty() {
         tracing::warn!("cannot list /proc; processes already running are not tracked");
         return 0;
-    };
+    }
     let mut seen: HashMap<u32, Seen> = HashMap::new();
-    let mut judged: HashMap<monitor_common::ExeKey, Option<Arc<crate::python::interpreter::Interpreter>>> =
-        HashMap::new();
+    let mut judged: HashMap<monitor_common::ExeKey, Option<Arc<Interpreter>>> = HashMap::new();
     // Judging attaches probes, so each executable is judged once.
-    for proc in all.flatten() {
-        let pid = proc.pid as u32;
+    for pid in all {
         if pid == me {
             continue;
         }
-        let Ok(stat) = proc.stat() else { continue };
-        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        let Some(stat) = procfs::stat(pid) else { continue };
         // Kernel threads have no exe.
-        let key = exe_key(&exe).ok();
+        let key = exe_key(&procfs::exe_link(pid)).ok();
         let python = key.and_then(|key| {
             judged
                 .entry(key)
                 .or_insert_with(|| match judge_from_proc(pid, &key, b"") {
-                    Some(Verdict::Python(interp)) => tracker.remember(key, Some(interp)),
-                    Some(Verdict::NotPython) => tracker.remember(key, None),
+                    Some(Verdict::Python(interp)) => tracker.remember(kernel, key, Some(interp)),
+                    Some(Verdict::NotPython) => tracker.remember(kernel, key, None),
                     None => None,
                 })
                 .clone()
         });
-        seen.insert(pid, Seen { ppid: stat.ppid as u32, python, exe_key: key });
+        let start_ns = stat.start_ticks * tick_ns();
+        seen.insert(pid, Seen { ppid: stat.ppid, start_ns, python, exe_key: key });
     }
     let mut adopted = 0;
     let pids: Vec<u32> = seen.keys().copied().collect();
@@ -71,19 +74,20 @@ pub fn seed<K: KernelState>(tracker: &mut Tracker<K>) -> usize {
             continue;
         }
         let info = &seen[&pid];
-        let (argv, argv_truncated) = crate::process::table::read_cmdline(pid);
-        tracker.kernel().track(pid, tracking);
+        let (argv, argv_truncated) = procfs::cmdline(pid);
+        kernel.track(pid, tracking);
         tracker.adopt(Process {
             pid,
+            start_ns: info.start_ns,
             ppid: info.ppid,
             tracking,
             exe_key: info.exe_key.unwrap_or_default(),
-            exe: fs::read_link(format!("/proc/{pid}/exe")).ok(),
+            exe: procfs::exe(pid),
             argv,
             argv_truncated,
             python: info.python.clone(),
             preexisting: true,
-            cwd: fs::read_link(format!("/proc/{pid}/cwd")).ok(),
+            cwd: procfs::cwd(pid),
             container: crate::k8s::cgroup::of_pid(pid),
             ..Process::default()
         });

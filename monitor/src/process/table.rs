@@ -3,15 +3,15 @@
 
 use std::{
     collections::HashMap,
-    fs,
     os::unix::ffi::OsStrExt as _,
     path::{Component, Path, PathBuf},
     sync::Arc,
 };
 
-use monitor_common::{ARGS_MAX, ExeKey, TRACK_DESCENDANT, TRACK_PENDING, TRACK_PYTHON};
+use monitor_common::{ExeKey, TRACK_DESCENDANT, TRACK_PENDING, TRACK_PYTHON};
 
-use crate::{k8s::Container, python::interpreter::Interpreter};
+use super::procfs;
+use crate::{k8s::Container, phase::ProcessPhase, python::interpreter::Interpreter};
 
 const AT_FDCWD: i32 = -100;
 /// Directory fds remembered per process; beyond this the oldest knowledge is dropped and
@@ -21,13 +21,16 @@ const FDS_PER_PROCESS: usize = 256;
 #[derive(Debug, Clone, Default)]
 pub struct Process {
     pub pid: u32,
+    /// When the process started (`start_boottime`, ns; 0 when unknown): with the pid, which
+    /// process this is, since pids are reused.
+    pub start_ns: u64,
     pub ppid: u32,
     /// `TRACK_*` bits.
     pub tracking: u32,
     pub exe_key: ExeKey,
     pub exe: Option<PathBuf>,
     pub argv: Vec<Vec<u8>>,
-    /// `argv` was cut at [`ARGS_MAX`] bytes or [`ARGV_MAX`] entries.
+    /// `argv` was cut at `ARGS_MAX` bytes or `ARGV_MAX` entries.
     pub argv_truncated: bool,
     pub python: Option<Arc<Interpreter>>,
     /// Was running before premain started.
@@ -40,6 +43,8 @@ pub struct Process {
     /// The container it runs in, from its cgroup (read once, when first tracked).
     pub container: Option<Container>,
     pub(crate) fds: HashMap<i32, PathBuf>,
+    /// What the phase engine knows of it.
+    pub phase: ProcessPhase,
 }
 
 impl Process {
@@ -56,9 +61,24 @@ impl Process {
     }
 
     /// A child created by `fork`: same image, same cwd and fds, tracked as a descendant unless
-    /// the parent itself is only pending.
-    pub fn child(&self, pid: u32, tracking: u32) -> Self {
-        Self { pid, ppid: self.pid, tracking, preexisting: false, ..self.clone() }
+    /// the parent itself is only pending. Its phase is the engine's to set.
+    pub fn child(&self, pid: u32, start_ns: u64, tracking: u32) -> Self {
+        Self {
+            pid,
+            start_ns,
+            ppid: self.pid,
+            tracking,
+            preexisting: false,
+            phase: ProcessPhase::default(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether this entry is the process that started at `start_ns` (a record's), rather than
+    /// an earlier one with the same pid whose exit was not seen. Start times read from `/proc`
+    /// have clock-tick resolution, so they are compared at that.
+    pub fn is(&self, start_ns: u64) -> bool {
+        self.start_ns == 0 || start_ns == 0 || self.start_ns / tick_ns() == start_ns / tick_ns()
     }
 
     pub fn remember_fd(&mut self, fd: i32, path: PathBuf) {
@@ -74,6 +94,16 @@ impl Process {
     }
 }
 
+/// Nanoseconds per clock tick (`/proc/<pid>/stat` times are in ticks).
+pub fn tick_ns() -> u64 {
+    static TICK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICK.get_or_init(|| {
+        // SAFETY: no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        1_000_000_000 / u64::try_from(hz).ok().filter(|hz| *hz > 0).unwrap_or(100)
+    })
+}
+
 /// Who a process is, for lineage: from the table, or from `/proc` for processes premain does
 /// not track (an installer that is not Python, an ancestor of a tracked process).
 #[derive(Clone, Debug, Default)]
@@ -87,37 +117,10 @@ pub struct Lineage {
 impl Lineage {
     /// Reads `/proc/<pid>`; `None` once the process is gone.
     pub fn read(pid: u32) -> Option<Self> {
-        let stat = procfs::process::Process::new(pid as i32).ok()?.stat().ok()?;
-        let (argv, argv_truncated) = read_cmdline(pid);
-        Some(Self {
-            ppid: stat.ppid as u32,
-            exe: fs::read_link(format!("/proc/{pid}/exe")).ok(),
-            argv,
-            argv_truncated,
-        })
+        let stat = procfs::stat(pid)?;
+        let (argv, argv_truncated) = procfs::cmdline(pid);
+        Some(Self { ppid: stat.ppid, exe: procfs::exe(pid), argv, argv_truncated })
     }
-}
-
-/// `/proc/<pid>/cmdline` within the bounds the kernel side captures at exec, so a process
-/// table entry or an alert's ancestry stays small whatever a command line holds (CI runners
-/// and shells pass whole scripts as one argument).
-pub fn read_cmdline(pid: u32) -> (Vec<Vec<u8>>, bool) {
-    use std::io::Read as _;
-    let mut bytes = Vec::new();
-    let read = fs::File::open(format!("/proc/{pid}/cmdline"))
-        .and_then(|f| f.take(ARGS_MAX as u64 + 2).read_to_end(&mut bytes));
-    if read.is_err() {
-        return (Vec::new(), false);
-    }
-    cap_argv(&bytes)
-}
-
-/// Splits NUL-separated arguments, keeping at most [`ARGS_MAX`] bytes, as the exec record
-/// does; the flag says something was cut. The last argument's terminating NUL does not count,
-/// so a command line of exactly `ARGS_MAX` bytes is whole.
-pub fn cap_argv(bytes: &[u8]) -> (Vec<Vec<u8>>, bool) {
-    let content = bytes.strip_suffix(&[0]).unwrap_or(bytes);
-    (crate::kernel::decode::split_args(&content[..content.len().min(ARGS_MAX)]), content.len() > ARGS_MAX)
 }
 
 /// How a reported path was made absolute.
@@ -168,7 +171,7 @@ pub fn resolve(raw: &[u8], dirfd: i32, pid: u32, process: Option<&mut Process>) 
         return (path.to_path_buf(), Resolution::Absolute);
     }
     if dirfd == AT_FDCWD {
-        let live = fs::read_link(format!("/proc/{pid}/cwd")).ok();
+        let live = procfs::cwd(pid);
         let base = match (live, process) {
             (Some(cwd), Some(p)) => {
                 p.cwd = Some(cwd.clone());
@@ -184,7 +187,7 @@ pub fn resolve(raw: &[u8], dirfd: i32, pid: u32, process: Option<&mut Process>) 
         };
     }
     let known = process.and_then(|p| p.fd_path(dirfd).map(Path::to_path_buf));
-    let base = known.or_else(|| fs::read_link(format!("/proc/{pid}/fd/{dirfd}")).ok());
+    let base = known.or_else(|| procfs::fd(pid, dirfd));
     match base {
         Some(base) if raw.is_empty() => (base, Resolution::Dirfd),
         Some(base) => (join(&base, path), Resolution::Dirfd),
@@ -238,48 +241,18 @@ impl ProcessTable {
     }
 
     /// Drops entries whose process is gone (its exit record was lost), so the table returns to
-    /// its idle size whatever happens to the ring buffer. Returns how many were dropped.
-    pub fn sweep(&mut self, alive: impl Fn(u32) -> bool) -> usize {
-        let before = self.procs.len();
-        self.procs.retain(|pid, _| alive(*pid));
+    /// its idle size whatever happens to the ring buffer. Returns them.
+    pub fn sweep(&mut self, alive: impl Fn(u32) -> bool) -> Vec<Process> {
+        let gone: Vec<u32> = self.procs.keys().copied().filter(|pid| !alive(*pid)).collect();
+        let gone = gone.into_iter().filter_map(|pid| self.procs.remove(&pid)).collect();
         self.procs.shrink_to(self.procs.len() * 2);
-        before - self.procs.len()
+        gone
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn command_lines_read_from_proc_are_cut_like_the_kernel_cuts_them() {
-        assert_eq!(
-            cap_argv(b"python3\0-c\0pass\0"),
-            (vec![b"python3".to_vec(), b"-c".to_vec(), b"pass".to_vec()], false)
-        );
-        let (argv, cut) = cap_argv(&vec![b'x'; 30_000]);
-        assert!(cut);
-        assert_eq!(argv, vec![vec![b'x'; ARGS_MAX]]);
-        let (argv, cut) = cap_argv("a\0".repeat(ARGS_MAX).as_bytes());
-        assert!(cut);
-        assert_eq!(argv.len(), ARGS_MAX / 2);
-        assert!(!cap_argv("a\0".repeat(ARGS_MAX / 2).as_bytes()).1);
-        let mut exact = vec![b'x'; ARGS_MAX];
-        exact.push(0);
-        assert_eq!(cap_argv(&exact), (vec![vec![b'x'; ARGS_MAX]], false));
-        exact.push(b'y');
-        assert!(cap_argv(&exact).1, "one byte more after the NUL is cut");
-    }
-
-    #[test]
-    fn own_command_line_is_read_whole() {
-        let (argv, cut) = read_cmdline(std::process::id());
-        assert!(!cut);
-        assert_eq!(
-            argv.first().map(Vec::as_slice),
-            std::env::args_os().next().as_ref().map(|a| a.as_encoded_bytes())
-        );
-    }
 
     #[test]
     fn absolute_paths_pass_through() {
@@ -311,7 +284,7 @@ mod tests {
         assert_eq!(resolve(b"", 7, u32::MAX, Some(&mut p)).0, Path::new("/var/lib"));
         assert_eq!(resolve(b"db", 8, u32::MAX, Some(&mut p)).1, Resolution::Unresolved);
 
-        let dir = fs::File::open("/usr").unwrap();
+        let dir = std::fs::File::open("/usr").unwrap();
         let fd = std::os::fd::AsRawFd::as_raw_fd(&dir);
         let (path, how) = resolve(b"bin", fd, std::process::id(), None);
         assert_eq!((path.as_path(), how), (Path::new("/usr/bin"), Resolution::Dirfd));
@@ -324,7 +297,7 @@ mod tests {
         assert!(table.insert(Process { pid: 2, ..Process::default() }));
         assert!(!table.insert(Process { pid: 3, ..Process::default() }));
         assert!(table.insert(Process { pid: 2, ppid: 9, ..Process::default() }));
-        assert_eq!(table.sweep(|pid| pid == 1), 1);
+        assert_eq!(table.sweep(|pid| pid == 1).len(), 1);
         assert_eq!(table.len(), 1);
     }
 

@@ -11,29 +11,19 @@ use std::{
 
 use monitor_common::{
     ExeKey, FLAG_ARGS_TRUNCATED, FLAG_EXEC_BY_TRACKED, FLAG_HELD, HOOK_CONNECT, HOOK_COUNT, HOOK_EXEC,
-    HOOK_OPEN, HOOK_PYTHON, HOOK_SEND, TRACK_DESCENDANT, TRACK_PENDING, TRACK_PYTHON, VERDICT_NOT_PYTHON,
-    VERDICT_PYTHON,
+    HOOK_OPEN, HOOK_PYTHON, HOOK_SEND, TRACK_DESCENDANT, TRACK_PENDING, TRACK_PYTHON,
 };
 
+pub use crate::kernel::control::KernelState;
 use crate::{
     kernel::decode::{Exec, Header, Record},
-    process::event::{Action, Event, ProcessInfo},
-    process::table::{Lineage, Process, ProcessTable, resolve},
+    process::{
+        event::{Action, Event, ProcessInfo},
+        procfs,
+        table::{Lineage, Process, ProcessTable, resolve},
+    },
     python::interpreter::{self, Interpreter, Verdict},
 };
-
-/// What the tracker needs from the kernel maps; a fake stands in for unit tests.
-pub trait KernelState {
-    fn track(&mut self, pid: u32, flags: u32);
-    fn untrack(&mut self, pid: u32);
-    fn set_verdict(&mut self, key: ExeKey, python: bool);
-    /// Attaches the start-up probes to the interpreter's image (once per image); returns
-    /// whether its processes can be phased by them.
-    fn attach_probes(&mut self, interpreter: &Interpreter) -> bool;
-    /// Resumes a process the kernel stopped until its executable was judged; returns whether
-    /// it was still stopped (else something else let it run before its probes were ready).
-    fn resume(&mut self, pid: u32) -> bool;
-}
 
 /// Judges the executable of process `pid` whose kernel identity is `key`.
 pub type Judge = Box<dyn FnMut(u32, &ExeKey, &[u8]) -> Option<Verdict>>;
@@ -71,30 +61,26 @@ enum Untracked {
     Unidentified,
 }
 
-pub struct Tracker<K> {
+/// Processes premain tracks, and what the kernel is told about them. Every method that can
+/// change what the kernel tracks takes the kernel's [`KernelState`].
+pub struct Tracker {
     pub table: ProcessTable,
-    kernel: K,
     judge: Judge,
     verdicts: HashMap<ExeKey, Option<Arc<Interpreter>>>,
-    /// Pids no longer tracked whose records may still be queued, and why.
-    untracked: HashMap<u32, Untracked>,
+    /// Processes (pid, start time) no longer tracked whose records may still be queued, and why.
+    untracked: HashMap<u32, (u64, Untracked)>,
     pub stats: Stats,
 }
 
-impl<K: KernelState> Tracker<K> {
-    pub fn new(kernel: K, judge: Judge, max_processes: usize) -> Self {
+impl Tracker {
+    pub fn new(judge: Judge, max_processes: usize) -> Self {
         Self {
             table: ProcessTable::new(max_processes),
-            kernel,
             judge,
             verdicts: HashMap::new(),
             untracked: HashMap::new(),
             stats: Stats::default(),
         }
-    }
-
-    pub fn kernel(&mut self) -> &mut K {
-        &mut self.kernel
     }
 
     /// Adds a process found running at start-up (already marked in the kernel by the caller).
@@ -107,51 +93,66 @@ impl<K: KernelState> Tracker<K> {
     /// Remembers a verdict, in the kernel too so later execs of the same file are settled
     /// there. A CPython gets its probes first: the kernel verdict lets its processes run
     /// unstopped, so the probes must already be in place.
-    pub fn remember(&mut self, key: ExeKey, python: Option<Interpreter>) -> Option<Arc<Interpreter>> {
+    pub fn remember(
+        &mut self,
+        kernel: &mut dyn KernelState,
+        key: ExeKey,
+        python: Option<Interpreter>,
+    ) -> Option<Arc<Interpreter>> {
         if self.verdicts.len() >= VERDICT_CACHE_MAX {
             self.verdicts.clear();
         }
         let python = python.map(|mut interp| {
-            interp.probed = self.kernel.attach_probes(&interp);
+            interp.probed = kernel.attach_probes(&interp);
             Arc::new(interp)
         });
-        self.kernel.set_verdict(key, python.is_some());
+        kernel.set_verdict(key, python.is_some());
         self.verdicts.insert(key, python.clone());
         python
     }
 
-    fn verdict(&mut self, pid: u32, exec: &Exec) -> Option<Option<Arc<Interpreter>>> {
+    fn verdict(
+        &mut self,
+        kernel: &mut dyn KernelState,
+        pid: u32,
+        exec: &Exec,
+    ) -> Option<Option<Arc<Interpreter>>> {
         if let Some(known) = self.verdicts.get(&exec.exe) {
             return Some(known.clone());
         }
         match (self.judge)(pid, &exec.exe, &exec.filename)? {
-            Verdict::Python(interp) => Some(self.remember(exec.exe, Some(interp))),
-            Verdict::NotPython => Some(self.remember(exec.exe, None)),
+            Verdict::Python(interp) => Some(self.remember(kernel, exec.exe, Some(interp))),
+            Verdict::NotPython => Some(self.remember(kernel, exec.exe, None)),
         }
     }
 
-    pub fn handle(&mut self, record: Record) -> Option<Event> {
+    /// Applies one record; returns the event it is, if its process is tracked. An exit event's
+    /// process stays in the table until [`Self::retire`], so that what observes the event still
+    /// finds it.
+    pub fn handle(&mut self, kernel: &mut dyn KernelState, record: Record) -> Option<Event> {
         self.stats.records += 1;
-        let pid = record.header().pid;
+        let header = record.header();
+        let pid = header.pid;
+        self.forget_if_reused(kernel, pid, header.start_ns);
         match record {
-            Record::Image(exec) => self.on_image(exec),
+            Record::Image(exec) => self.on_image(kernel, exec),
             Record::Marker(marker) => {
-                if self.drop_untracked(pid, HOOK_PYTHON) {
+                if self.drop_untracked(kernel, &marker.header, HOOK_PYTHON) {
                     return None;
                 }
                 self.event(&marker.header, Action::Marker(marker.mark))
             }
             Record::Send(send) => {
-                if self.drop_untracked(pid, HOOK_SEND) {
+                if self.drop_untracked(kernel, &send.header, HOOK_SEND) {
                     return None;
                 }
                 self.event(&send.header, Action::Send { addr: send.addr, fd: send.fd, result: send.result })
             }
             Record::Fork(fork) => {
-                if !self.known(pid) {
+                if !self.known(kernel, &fork.header) {
                     if !fork.is_thread {
-                        self.kernel.untrack(fork.child_pid);
-                        self.untracked.insert(fork.child_pid, Untracked::NotPython);
+                        kernel.untrack(fork.child_pid);
+                        self.untracked.insert(fork.child_pid, (fork.child_start_ns, Untracked::NotPython));
                     }
                     return None;
                 }
@@ -164,9 +165,9 @@ impl<K: KernelState> Tracker<K> {
                     } else {
                         (parent.tracking & TRACK_PYTHON) | TRACK_DESCENDANT
                     };
-                    let child = parent.child(fork.child_pid, tracking);
+                    let child = parent.child(fork.child_pid, fork.child_start_ns, tracking);
                     if tracking != fork.tracking {
-                        self.kernel.track(fork.child_pid, tracking);
+                        kernel.track(fork.child_pid, tracking);
                     }
                     self.untracked.remove(&fork.child_pid);
                     if !self.table.insert(child) {
@@ -184,12 +185,13 @@ impl<K: KernelState> Tracker<K> {
             }
             Record::Exit(exit) => {
                 let event = self.event(&exit.header, Action::Exit { status: exit.exit_code });
-                self.table.remove(pid);
-                self.untracked.remove(&pid);
+                if event.is_none() {
+                    self.retire(kernel, pid);
+                }
                 event
             }
             Record::Open(open) => {
-                if self.drop_untracked(pid, HOOK_OPEN) {
+                if self.drop_untracked(kernel, &open.header, HOOK_OPEN) {
                     return None;
                 }
                 let (path, resolution) = resolve(&open.path, open.dirfd, pid, self.table.get_mut(pid));
@@ -211,7 +213,7 @@ impl<K: KernelState> Tracker<K> {
                 )
             }
             Record::Connect(connect) => {
-                if self.drop_untracked(pid, HOOK_CONNECT) {
+                if self.drop_untracked(kernel, &connect.header, HOOK_CONNECT) {
                     return None;
                 }
                 self.event(
@@ -220,7 +222,7 @@ impl<K: KernelState> Tracker<K> {
                 )
             }
             Record::ExecFailed(exec) => {
-                if self.drop_untracked(pid, HOOK_EXEC) {
+                if self.drop_untracked(kernel, &exec.header, HOOK_EXEC) {
                     return None;
                 }
                 let (path, _) = resolve(&exec.filename, exec.dirfd, pid, self.table.get_mut(pid));
@@ -232,10 +234,33 @@ impl<K: KernelState> Tracker<K> {
         }
     }
 
-    fn drop_untracked(&mut self, pid: u32, hook: u32) -> bool {
-        let drop = !self.known(pid) || self.table.get(pid).is_some_and(Process::is_pending);
+    /// Forgets `pid` and what the kernel was told of it: after its exit event, or when it is
+    /// found gone.
+    pub fn retire(&mut self, kernel: &mut dyn KernelState, pid: u32) {
+        self.untracked.remove(&pid);
+        if let Some(gone) = self.table.remove(pid) {
+            withdraw(kernel, &gone);
+        }
+    }
+
+    /// A record of a process that started at `start_ns` while the table holds an older one with
+    /// the same pid (its exit was lost): the old entry goes, the new process is judged afresh.
+    fn forget_if_reused(&mut self, kernel: &mut dyn KernelState, pid: u32, start_ns: u64) {
+        if self.table.get(pid).is_some_and(|p| !p.is(start_ns))
+            && let Some(stale) = self.table.remove(pid)
+        {
+            withdraw(kernel, &stale);
+        }
+        if self.untracked.get(&pid).is_some_and(|(start, _)| !same_start(*start, start_ns)) {
+            self.untracked.remove(&pid);
+        }
+    }
+
+    fn drop_untracked(&mut self, kernel: &mut dyn KernelState, header: &Header, hook: u32) -> bool {
+        let pid = header.pid;
+        let drop = !self.known(kernel, header) || self.table.get(pid).is_some_and(Process::is_pending);
         if drop {
-            if self.untracked.get(&pid) == Some(&Untracked::Unidentified) {
+            if self.untracked.get(&pid).is_some_and(|(_, why)| *why == Untracked::Unidentified) {
                 self.stats.unattributed[hook as usize] += 1;
             } else {
                 self.stats.dropped_not_python += 1;
@@ -246,7 +271,8 @@ impl<K: KernelState> Tracker<K> {
 
     /// Whether `pid` is in the table, adopting it if the kernel tracks a process we never heard
     /// of (its image or fork record was lost): it is judged from `/proc` now.
-    fn known(&mut self, pid: u32) -> bool {
+    fn known(&mut self, kernel: &mut dyn KernelState, header: &Header) -> bool {
+        let pid = header.pid;
         if self.table.get(pid).is_some() {
             return true;
         }
@@ -254,37 +280,37 @@ impl<K: KernelState> Tracker<K> {
             return false;
         }
         self.stats.unknown_processes += 1;
-        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
-        let Ok(key) = exe_key(&exe) else {
+        let Ok(key) = exe_key(&procfs::exe_link(pid)) else {
             // Gone before any record told us what it ran (its exec record was lost): whether
             // it was Python cannot be known any more, so its records count as lost.
-            self.kernel.untrack(pid);
-            self.untracked.insert(pid, Untracked::Unidentified);
+            kernel.untrack(pid);
+            self.untracked.insert(pid, (header.start_ns, Untracked::Unidentified));
             return false;
         };
         let python = match self.verdicts.get(&key) {
             Some(known) => known.clone(),
             None => match (self.judge)(pid, &key, b"") {
-                Some(Verdict::Python(interp)) => self.remember(key, Some(interp)),
+                Some(Verdict::Python(interp)) => self.remember(kernel, key, Some(interp)),
                 _ => None,
             },
         };
         let Some(python) = python else {
-            self.kernel.untrack(pid);
-            self.untracked.insert(pid, Untracked::NotPython);
+            kernel.untrack(pid);
+            self.untracked.insert(pid, (header.start_ns, Untracked::NotPython));
             return false;
         };
         let Lineage { ppid, exe, argv, argv_truncated } = Lineage::read(pid).unwrap_or_default();
-        self.kernel.track(pid, TRACK_PYTHON);
+        kernel.track(pid, TRACK_PYTHON);
         self.table.insert(Process {
             pid,
+            start_ns: header.start_ns,
             ppid,
             tracking: TRACK_PYTHON,
             exe,
             argv,
             argv_truncated,
             python: Some(python),
-            cwd: fs::read_link(format!("/proc/{pid}/cwd")).ok(),
+            cwd: procfs::cwd(pid),
             container: crate::k8s::cgroup::of_pid(pid),
             // Its start was not seen: like a process running before premain, it is phased
             // `runtime` rather than guessed.
@@ -293,12 +319,12 @@ impl<K: KernelState> Tracker<K> {
         })
     }
 
-    fn on_image(&mut self, exec: Exec) -> Option<Event> {
+    fn on_image(&mut self, kernel: &mut dyn KernelState, exec: Exec) -> Option<Event> {
         let pid = exec.header.pid;
         self.untracked.remove(&pid);
         let mut tracking = exec.tracking;
         let python = if tracking & TRACK_PENDING != 0 || tracking & TRACK_PYTHON != 0 {
-            match self.verdict(pid, &exec) {
+            match self.verdict(kernel, pid, &exec) {
                 Some(verdict) => verdict,
                 None => {
                     self.stats.unjudged += 1;
@@ -312,7 +338,7 @@ impl<K: KernelState> Tracker<K> {
         // An unseen file had no probes at exec: unless the hold kept the process stopped until
         // now, its first markers may be missing.
         let late = if exec.header.flags & FLAG_HELD != 0 {
-            let was_stopped = self.kernel.resume(pid);
+            let was_stopped = kernel.resume(pid);
             self.stats.held += 1;
             if self.stats.hold_waits_ns.len() < 4096 {
                 self.stats.hold_waits_ns.push(monotonic_ns().saturating_sub(exec.header.ktime_ns));
@@ -333,22 +359,25 @@ impl<K: KernelState> Tracker<K> {
                 tracking |= TRACK_DESCENDANT;
             }
             if tracking == 0 {
-                self.kernel.untrack(pid);
-                self.table.remove(pid);
-                self.untracked.insert(pid, Untracked::NotPython);
-                self.settle_children(&exec.exe, false);
+                kernel.untrack(pid);
+                if let Some(gone) = self.table.remove(pid) {
+                    withdraw(kernel, &gone);
+                }
+                self.untracked.insert(pid, (exec.header.start_ns, Untracked::NotPython));
+                self.settle_children(kernel, &exec.exe, false);
                 return None;
             }
-            self.kernel.track(pid, tracking);
-            self.settle_children(&exec.exe, python.is_some());
+            kernel.track(pid, tracking);
+            self.settle_children(kernel, &exec.exe, python.is_some());
         }
         let mut process = Process {
             pid,
+            start_ns: exec.header.start_ns,
             ppid: exec.header.ppid,
             tracking,
             started_ns: exec.header.ktime_ns,
             exe_key: exec.exe,
-            exe: fs::read_link(format!("/proc/{pid}/exe")).ok().or_else(|| path_of(&exec.filename)),
+            exe: procfs::exe(pid).or_else(|| path_of(&exec.filename)),
             argv: exec.argv.clone(),
             argv_truncated: exec.header.flags & FLAG_ARGS_TRUNCATED != 0,
             // Ran before its probes were attached: its first markers may be missing.
@@ -360,9 +389,11 @@ impl<K: KernelState> Tracker<K> {
             // fork and exec. The forked copy's value serves when the process is already gone.
             container: crate::k8s::cgroup::of_pid(pid)
                 .or_else(|| previous.as_ref().and_then(|p| p.container.clone())),
+            // What it ran before: the phase engine reads it to carry taint over the exec.
+            phase: previous.as_ref().map(|p| p.phase.clone()).unwrap_or_default(),
             ..Process::default()
         };
-        process.cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok().or(process.cwd);
+        process.cwd = procfs::cwd(pid).or(process.cwd);
         if !self.table.insert(process) {
             self.stats.table_full += 1;
         }
@@ -383,17 +414,18 @@ impl<K: KernelState> Tracker<K> {
     }
 
     /// Forked children of a pending process inherited its pending state and its image.
-    fn settle_children(&mut self, key: &ExeKey, python: bool) {
+    fn settle_children(&mut self, kernel: &mut dyn KernelState, key: &ExeKey, python: bool) {
         for child in self.table.pids_with_pending_exe(key) {
             let Some(p) = self.table.get_mut(child) else { continue };
             let tracking = (p.tracking & TRACK_DESCENDANT) | if python { TRACK_PYTHON } else { 0 };
             if tracking == 0 {
-                self.kernel.untrack(child);
+                kernel.untrack(child);
+                let start = p.start_ns;
                 self.table.remove(child);
-                self.untracked.insert(child, Untracked::NotPython);
+                self.untracked.insert(child, (start, Untracked::NotPython));
             } else {
                 p.tracking = tracking;
-                self.kernel.track(child, tracking);
+                kernel.track(child, tracking);
             }
         }
     }
@@ -404,10 +436,26 @@ impl<K: KernelState> Tracker<K> {
     }
 
     /// Forgets processes that ended without an exit record reaching us.
-    pub fn sweep(&mut self) -> usize {
-        self.untracked.retain(|pid, _| Path::new(&format!("/proc/{pid}")).exists());
-        self.table.sweep(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    pub fn sweep(&mut self, kernel: &mut dyn KernelState) -> usize {
+        self.untracked.retain(|pid, _| procfs::exists(*pid));
+        let gone = self.table.sweep(procfs::exists);
+        for process in &gone {
+            withdraw(kernel, process);
+        }
+        gone.len()
     }
+}
+
+/// A process leaves the table: a quiet declaration made for it must not outlive it (the pid
+/// will be reused).
+fn withdraw(kernel: &mut dyn KernelState, process: &Process) {
+    if process.phase.declared_quiet().is_some() {
+        kernel.set_quiet(process.pid, None);
+    }
+}
+
+fn same_start(a: u64, b: u64) -> bool {
+    Process { start_ns: a, ..Process::default() }.is(b)
 }
 
 fn path_of(bytes: &[u8]) -> Option<PathBuf> {
@@ -449,8 +497,8 @@ pub fn exe_key(path: &Path) -> std::io::Result<ExeKey> {
 /// deleted or lives in another mount namespace), or the exec's filename when the process is
 /// already gone and the file there is still the same one.
 pub fn judge_from_proc(pid: u32, key: &ExeKey, filename: &[u8]) -> Option<Verdict> {
-    let proc_exe = PathBuf::from(format!("/proc/{pid}/exe"));
-    let proc_root = PathBuf::from(format!("/proc/{pid}/root"));
+    let proc_exe = procfs::exe_link(pid);
+    let proc_root = procfs::root_link(pid);
     // A process that shares premain's root sees the same paths: judge its file by that path, so
     // that what is found (the image to probe) does not vanish with the process. Under
     // /proc/<pid>/root, a run that exits before its probes are attached left its interpreter
@@ -478,35 +526,6 @@ fn same_file(a: &Path, b: &Path) -> bool {
     match (fs::metadata(a), fs::metadata(b)) {
         (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
         _ => false,
-    }
-}
-
-/// Kernel maps as the tracker's [`KernelState`]. Failures are logged, not fatal: the worst
-/// case is a process recorded a little longer or a little less than it should be.
-impl KernelState for crate::kernel::loader::KernelMaps {
-    fn track(&mut self, pid: u32, flags: u32) {
-        if let Err(err) = self.tracked.insert(pid, flags, 0) {
-            tracing::warn!(pid, error = %err, "cannot mark process as tracked");
-        }
-    }
-
-    fn untrack(&mut self, pid: u32) {
-        let _ = self.tracked.remove(&pid);
-    }
-
-    fn set_verdict(&mut self, key: ExeKey, python: bool) {
-        let value = if python { VERDICT_PYTHON } else { VERDICT_NOT_PYTHON };
-        if let Err(err) = self.verdicts.insert(key, value, 0) {
-            tracing::debug!(error = %err, "cannot store verdict");
-        }
-    }
-
-    fn attach_probes(&mut self, interpreter: &Interpreter) -> bool {
-        self.probes.attach(interpreter)
-    }
-
-    fn resume(&mut self, pid: u32) -> bool {
-        crate::process::hold::resume(pid)
     }
 }
 
@@ -539,6 +558,36 @@ mod tests {
             self.resumed.push(pid);
             pid != 41
         }
+        fn set_quiet(&mut self, _: u32, _: Option<u64>) {}
+    }
+
+    /// A tracker and the fake kernel it talks to.
+    struct Harness {
+        tracker: Tracker,
+        kernel: FakeKernel,
+    }
+
+    impl Harness {
+        fn handle(&mut self, record: Record) -> Option<Event> {
+            let event = self.tracker.handle(&mut self.kernel, record)?;
+            if matches!(event.action, Action::Exit { .. }) {
+                self.tracker.retire(&mut self.kernel, event.header.pid);
+            }
+            Some(event)
+        }
+    }
+
+    impl std::ops::Deref for Harness {
+        type Target = Tracker;
+        fn deref(&self) -> &Tracker {
+            &self.tracker
+        }
+    }
+
+    impl std::ops::DerefMut for Harness {
+        fn deref_mut(&mut self) -> &mut Tracker {
+            &mut self.tracker
+        }
     }
 
     const PY: ExeKey = ExeKey { dev: 1, ino: 100, mtime_sec: 0, mtime_nsec: 0, _pad: 0 };
@@ -555,11 +604,11 @@ mod tests {
         }
     }
 
-    fn tracker() -> Tracker<FakeKernel> {
+    fn tracker() -> Harness {
         let judge: Judge = Box::new(|_, key, _| {
             Some(if *key == PY { Verdict::Python(python()) } else { Verdict::NotPython })
         });
-        Tracker::new(FakeKernel::default(), judge, 100)
+        Harness { tracker: Tracker::new(judge, 100), kernel: FakeKernel::default() }
     }
 
     fn header(pid: u32, flags: u32) -> Header {
@@ -677,6 +726,24 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_pid_is_another_process() {
+        let mut t = tracker();
+        let with_start = |mut record: Record, start_ns| {
+            if let Record::Image(exec) = &mut record {
+                exec.header.start_ns = start_ns;
+            }
+            record
+        };
+        t.handle(with_start(image(10, PY, TRACK_PYTHON, 0), 1_000_000_000));
+        assert!(t.table.get(10).is_some_and(Process::is_python));
+        // Its exit was lost. A process started 5 s later with the same pid runs a shell: it
+        // does not descend from the old Python and is not tracked.
+        assert!(t.handle(with_start(image(10, SH, TRACK_PENDING, 0), 6_000_000_000)).is_none());
+        assert!(t.table.get(10).is_none());
+        assert!(!t.kernel.tracked.contains_key(&10));
+    }
+
+    #[test]
     fn children_of_a_pending_process_are_settled_with_it() {
         let mut t = tracker();
         t.table.insert(Process { pid: 20, tracking: TRACK_PENDING, exe_key: SH, ..Process::default() });
@@ -689,7 +756,7 @@ mod tests {
     #[test]
     fn unknown_verdicts_are_not_cached() {
         let judge: Judge = Box::new(|_, _, _| None);
-        let mut t = Tracker::new(FakeKernel::default(), judge, 100);
+        let mut t = Harness { tracker: Tracker::new(judge, 100), kernel: FakeKernel::default() };
         t.handle(image(30, PY, TRACK_PENDING, 0));
         assert!(t.kernel.verdicts.is_empty());
         assert_eq!(t.stats.unjudged, 1);

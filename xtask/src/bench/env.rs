@@ -141,7 +141,7 @@ impl Env {
 }
 
 /// Byte offsets of `co_filename` in a code object and of the characters of a compact ASCII
-/// `str`, as premain's probes use them (monitor/src/probes.rs) for a non-free-threaded build.
+/// `str`, as premain's probes use them (monitor/src/kernel/probes.rs) for a non-free-threaded build.
 fn layout(minor: u8) -> (u32, u32) {
     let co_filename = if minor <= 10 { 104 } else { 112 };
     let str_data = if minor <= 11 { 48 } else { 40 };

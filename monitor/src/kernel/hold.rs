@@ -2,7 +2,7 @@
 //! daemon has judged it and attached its probes: resuming them, and recovering the ones a
 //! previous premain left stopped when it was killed.
 
-use std::fs;
+use crate::process::procfs;
 
 const SYS_EXECVE: &str = "59";
 const SYS_EXECVEAT: &str = "322";
@@ -19,9 +19,7 @@ pub fn resume(pid: u32) -> bool {
 }
 
 fn state(pid: u32) -> Option<char> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The state follows the parenthesised command, which may itself contain ") ".
-    stat.rsplit_once(") ")?.1.chars().next()
+    procfs::stat(pid).map(|s| s.state)
 }
 
 /// Whether a process is stopped exactly where the hold stops one: on the way out of a
@@ -31,17 +29,14 @@ fn stopped_at_exec(pid: u32) -> bool {
     if state(pid) != Some('T') {
         return false;
     }
-    let Ok(syscall) = fs::read_to_string(format!("/proc/{pid}/syscall")) else { return false };
-    matches!(syscall.split_whitespace().next(), Some(SYS_EXECVE | SYS_EXECVEAT))
+    matches!(procfs::syscall(pid).as_deref(), Some(SYS_EXECVE | SYS_EXECVEAT))
 }
 
 /// Resumes processes a previous premain stopped and never resumed (it was killed). Returns
 /// how many.
 pub fn release_orphans() -> usize {
-    let Ok(entries) = fs::read_dir("/proc") else { return 0 };
     let mut released = 0;
-    for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+    for pid in procfs::pids() {
         if stopped_at_exec(pid) {
             resume(pid);
             released += 1;

@@ -1,0 +1,71 @@
+//! The one path every record takes: the tracker makes it an event of a tracked process, the
+//! phase engine says in which phase it happened, the rules whether it is an alert, and the
+//! alerts whether it is a new one or a repeat.
+
+use monitor_common::HOOK_COUNT;
+
+use crate::{
+    alert::{Alert, Alerts},
+    detect::Rules,
+    kernel::{control::KernelControl, decode::Record},
+    phase::{Context, Phase, PhaseEngine},
+    process::{event::Event, tracker::Tracker},
+};
+
+pub(super) struct Pipeline {
+    pub(super) tracker: Tracker,
+    pub(super) engine: PhaseEngine,
+    pub(super) rules: Rules,
+    pub(super) alerts: Alerts,
+}
+
+/// What one record came to.
+pub(super) struct Handled {
+    pub(super) event: Event,
+    pub(super) context: Context,
+    /// A new alert to send.
+    pub(super) alert: Option<Alert>,
+    /// It repeated an open alert.
+    pub(super) folded: bool,
+}
+
+impl Pipeline {
+    /// Applies `record`; `None` when it is not an event of a tracked process.
+    pub(super) fn handle(&mut self, kernel: &mut KernelControl, record: Record) -> Option<Handled> {
+        let event = self.tracker.handle(kernel, record)?;
+        let table = &mut self.tracker.table;
+        let context = self.engine.observe(table, &event);
+        self.engine.quiet_updates(table, &event, |pid, generation| {
+            crate::kernel::control::KernelState::set_quiet(kernel, pid, Some(generation))
+        });
+        for (pid, running_main) in self.engine.take_main_checks() {
+            let image = table.get(pid).and_then(|p| p.python.as_ref()).map(|i| i.image.clone());
+            if let Some(image) = image {
+                kernel.main_checked(&image, running_main);
+            }
+        }
+        if matches!(event.action, crate::process::event::Action::Exit { .. }) {
+            self.tracker.retire(kernel, event.header.pid);
+        }
+        let mut handled = Handled { event, context, alert: None, folded: false };
+        if handled.context.phase == Phase::Runtime {
+            return Some(handled);
+        }
+        let Some(hit) = self.rules.evaluate(&handled.event.action, handled.context.phase == Phase::Install)
+        else {
+            return Some(handled);
+        };
+        if self.alerts.exempt(&self.rules, &handled.event, &handled.context) {
+            return Some(handled);
+        }
+        let folded = self.alerts.folded;
+        handled.alert = self.alerts.raise(&handled.event, &handled.context, hit, &self.tracker.table);
+        handled.folded = self.alerts.folded > folded;
+        Some(handled)
+    }
+
+    /// Records dropped per hook because their process was gone before it was identified.
+    pub(super) fn unattributed(&self) -> &[u64; HOOK_COUNT as usize] {
+        &self.tracker.stats.unattributed
+    }
+}

@@ -1,0 +1,60 @@
+//! SIGHUP: the configuration file read again, between two drains of the ring.
+
+use super::{
+    Daemon,
+    options::{RunOptions, configuration},
+};
+use crate::{
+    detect::Rules,
+    ops::config::{Config, ConfigError},
+};
+
+/// Re-reads the configuration file; a file that does not parse or compile leaves the running
+/// configuration in force.
+pub(super) fn reload(opts: &RunOptions, config: &mut Config, daemon: &mut Daemon) {
+    let Some(path) = &opts.config else {
+        tracing::info!("SIGHUP: no --config file to reload");
+        return;
+    };
+    let fresh = configuration(opts).and_then(|c| {
+        let rules = Rules::from_config(&c).map_err(|message| ConfigError {
+            file: path.display().to_string(),
+            line: 0,
+            column: 0,
+            message,
+        })?;
+        Ok((c, rules))
+    });
+    let (fresh, rules) = match fresh {
+        Ok(ok) => ok,
+        Err(err) => {
+            daemon.metrics.reloads.with_label_values(&["failure"]).inc();
+            tracing::error!(error = %err, "configuration reload refused; the running configuration stays in force");
+            return;
+        }
+    };
+    let restart_only = [
+        ("limits", fresh.limits != config.limits),
+        ("metrics", fresh.metrics != config.metrics),
+        ("kubernetes", fresh.kubernetes != config.kubernetes),
+        ("sinks", fresh.sinks() != config.sinks()),
+        ("shutdown", fresh.shutdown != config.shutdown),
+    ];
+    let mut kept = config.clone();
+    for (section, changed) in restart_only {
+        if changed {
+            tracing::warn!(section, "configuration section changed: it takes effect when premain restarts");
+        }
+    }
+    kept.alerts = fresh.alerts.clone();
+    kept.credentials = fresh.credentials;
+    kept.rules = fresh.rules;
+    kept.allow = fresh.allow;
+    kept.install = fresh.install;
+    daemon.metrics.expect(rules.enabled());
+    daemon.pipeline.rules = rules;
+    daemon.pipeline.alerts.set_options(&fresh.alerts);
+    *config = kept;
+    daemon.metrics.reloads.with_label_values(&["success"]).inc();
+    tracing::info!(file = %path.display(), "configuration reloaded");
+}

@@ -1,0 +1,134 @@
+//! The one owner of the loaded programs and the maps the daemon writes: which processes are
+//! tracked, which executables are judged, holding, the reader's wake-ups, quiet declarations,
+//! and the CPython uprobes. Dropping it (or [`KernelControl::unload`]) detaches everything.
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, MapData},
+};
+use monitor_common::{CONTROL_HOLD, CONTROL_READER_BUSY, ExeKey, VERDICT_NOT_PYTHON, VERDICT_PYTHON};
+
+use super::{hold, probes::Probes};
+use crate::python::interpreter::Interpreter;
+
+/// What the process layer changes in the kernel; a fake stands in for unit tests.
+pub trait KernelState {
+    fn track(&mut self, pid: u32, flags: u32);
+    fn untrack(&mut self, pid: u32);
+    fn set_verdict(&mut self, key: ExeKey, python: bool);
+    /// Attaches the start-up probes to the interpreter's image (once per image); returns
+    /// whether its processes can be phased by them.
+    fn attach_probes(&mut self, interpreter: &Interpreter) -> bool;
+    /// Resumes a process the kernel stopped until its executable was judged; returns whether
+    /// it was still stopped (else something else let it run before its probes were ready).
+    fn resume(&mut self, pid: u32) -> bool;
+    /// Declares `pid` quiet as of `generation`, or withdraws the declaration. A failure only
+    /// means the process keeps being recorded.
+    fn set_quiet(&mut self, pid: u32, generation: Option<u64>);
+}
+
+pub struct KernelControl {
+    /// `None` once unloaded.
+    ebpf: Option<Ebpf>,
+    tracked: HashMap<MapData, u32, u32>,
+    verdicts: HashMap<MapData, ExeKey, u32>,
+    control: Array<MapData, u32>,
+    /// `pid -> generation` declared quiet (see `monitor_common::QUIET`).
+    quiet: HashMap<MapData, u32, u64>,
+    probes: Probes,
+}
+
+impl KernelControl {
+    pub(super) fn new(
+        ebpf: Ebpf,
+        tracked: HashMap<MapData, u32, u32>,
+        verdicts: HashMap<MapData, ExeKey, u32>,
+        control: Array<MapData, u32>,
+        quiet: HashMap<MapData, u32, u64>,
+    ) -> Self {
+        Self { ebpf: Some(ebpf), tracked, verdicts, control, quiet, probes: Probes::default() }
+    }
+
+    /// The loaded object, until [`Self::unload`].
+    pub(super) fn ebpf_mut(&mut self) -> Option<&mut Ebpf> {
+        self.ebpf.as_mut()
+    }
+
+    /// Switches holding of processes that run an unseen executable on or off.
+    pub fn set_hold(&mut self, on: bool) -> Result<(), aya::maps::MapError> {
+        self.control.set(CONTROL_HOLD, u32::from(on), 0)
+    }
+
+    /// Tells the kernel whether records need to wake the reader (see
+    /// `monitor_common::CONTROL_READER_BUSY`).
+    pub fn set_reader_busy(&mut self, busy: bool) -> Result<(), aya::maps::MapError> {
+        self.control.set(CONTROL_READER_BUSY, u32::from(busy), 0)
+    }
+
+    /// A `cpython.run_*` audit marker of a process running `image` was read; `running_main`
+    /// says whether `_PyInterpreterState_SetRunningMain` had marked main before it.
+    pub fn main_checked(&mut self, image: &std::path::Path, running_main: bool) {
+        if let Some(ebpf) = self.ebpf.as_mut() {
+            self.probes.main_checked(ebpf, image, running_main);
+        }
+    }
+
+    /// Interpreter images with probes attached.
+    pub fn probed_images(&self) -> usize {
+        self.probes.images()
+    }
+
+    /// Interpreter images whose probes could not be attached.
+    pub fn probe_failures(&self) -> usize {
+        self.probes.failures()
+    }
+
+    /// Detaches every program and drops the maps' last users in the kernel.
+    pub fn unload(&mut self) {
+        self.ebpf = None;
+    }
+}
+
+/// Failures are logged, not fatal: the worst case is a process recorded a little longer or a
+/// little less than it should be.
+impl KernelState for KernelControl {
+    fn track(&mut self, pid: u32, flags: u32) {
+        if let Err(err) = self.tracked.insert(pid, flags, 0) {
+            tracing::warn!(pid, error = %err, "cannot mark process as tracked");
+        }
+    }
+
+    fn untrack(&mut self, pid: u32) {
+        let _ = self.tracked.remove(&pid);
+    }
+
+    fn set_verdict(&mut self, key: ExeKey, python: bool) {
+        let value = if python { VERDICT_PYTHON } else { VERDICT_NOT_PYTHON };
+        if let Err(err) = self.verdicts.insert(key, value, 0) {
+            tracing::debug!(error = %err, "cannot store verdict");
+        }
+    }
+
+    fn attach_probes(&mut self, interpreter: &Interpreter) -> bool {
+        match self.ebpf.as_mut() {
+            Some(ebpf) => self.probes.attach(ebpf, interpreter),
+            None => false,
+        }
+    }
+
+    fn resume(&mut self, pid: u32) -> bool {
+        hold::resume(pid)
+    }
+
+    fn set_quiet(&mut self, pid: u32, generation: Option<u64>) {
+        let result = match generation {
+            Some(generation) => self.quiet.insert(pid, generation, 0),
+            None => self.quiet.remove(&pid),
+        };
+        if let Err(err) = result
+            && generation.is_some()
+        {
+            tracing::debug!(pid, error = %err, "cannot declare process quiet");
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! The per-process and per-thread state the phase engine keeps.
+
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
+
+use super::{Culprit, Origin};
+
+#[derive(Clone, Debug)]
+pub(crate) struct Main {
+    pub(crate) how: String,
+    pub(crate) target: Vec<u8>,
+    pub(crate) tid: u32,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Frame {
+    /// `co_filename`; empty when it could not be read (not ASCII).
+    pub(crate) file: PathBuf,
+    /// The user's main code (script, `-c` command, `-m` module).
+    pub(crate) main: bool,
+    /// A module body (not an `exec` of a string); see `engine::is_module_body`.
+    pub(crate) module: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Thread {
+    pub(crate) frames: Vec<Frame>,
+    /// Frames entered beyond the engine's depth bound, whose returns must not pop recorded ones.
+    pub(crate) unrecorded: usize,
+    pub(crate) taint: Option<Arc<Origin>>,
+}
+
+/// What the phase engine knows of one process; it lives in the process table.
+#[derive(Clone, Debug, Default)]
+pub struct ProcessPhase {
+    /// Set up by the engine (at exec, fork, or the first record of a process found running).
+    pub(crate) started: bool,
+    /// Runs a CPython image.
+    pub(crate) interpreter: bool,
+    /// Its phases come from probes (else from syscall order).
+    pub(crate) probed: bool,
+    /// Was running before premain (or forked from such a process without exec).
+    pub(crate) runtime_only: bool,
+    pub(crate) main: Option<Main>,
+    /// The main marker came from `_PyInterpreterState_SetRunningMain`.
+    pub(crate) running_main_seen: bool,
+    pub(crate) main_frame_seen: bool,
+    pub(crate) last_pth: Option<PathBuf>,
+    /// The script of `python script.py`, for the syscall-order fallback.
+    pub(crate) script: Option<PathBuf>,
+    pub(crate) install: Option<Culprit>,
+    pub(crate) taint: Option<Arc<Origin>>,
+    pub(crate) threads: HashMap<u32, Thread>,
+    /// The kernel's generation of the process as of the last record read (see
+    /// `monitor_common::GENERATIONS`); `None` until a record that renews it.
+    pub(crate) generation: Option<u64>,
+    /// The generation it was last declared quiet at.
+    pub(crate) declared_quiet: Option<u64>,
+}
+
+impl ProcessPhase {
+    /// The generation the process was last declared quiet at, if the declaration stands.
+    pub fn declared_quiet(&self) -> Option<u64> {
+        self.declared_quiet
+    }
+}
