@@ -13,6 +13,7 @@ use monitor_common::HOOK_COUNT;
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
+    sync::mpsc,
     time::{MissedTickBehavior, interval, sleep, sleep_until},
 };
 
@@ -20,7 +21,7 @@ pub use self::options::{Overrides, RunError, RunOptions, configuration};
 use self::{
     pace::Pace,
     pipeline::Pipeline,
-    reader::{DRAIN_BUDGET, Trigger, drain, drain_paced, report_losses, tell_kernel},
+    reader::{DRAIN_BUDGET, Trigger, drain, drain_paced, emit_all, report_losses, tell_kernel},
 };
 use crate::{
     alert::{Alert, Alerts, Kind, Loss, Record},
@@ -46,11 +47,15 @@ use crate::{
     },
     phase::PhaseEngine,
     process::{
+        judge::{self, Judged},
         seed,
-        tracker::{Tracker, judge_from_proc},
+        tracker::{JUDGE_DEADLINE, Tracker, judge_from_proc},
     },
     python::install,
 };
+
+/// At shutdown, how long records that wait for a verdict may wait for it.
+const JUDGE_AT_SHUTDOWN: Duration = Duration::from_secs(2);
 
 /// The daemon's state between two turns of the event loop.
 struct Daemon {
@@ -162,6 +167,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     }
 
     let mut ring = readable(events)?;
+    // Executables met from now on are judged off the event loop.
+    let (judges, mut verdicts) = judge::Pool::new(judge_from_proc);
+    tracker.judge_in_background(judges);
     let engine =
         PhaseEngine::new(install::detector()).with_quiet(!opts.events && !config.limits.record_runtime);
     let mut daemon = Daemon {
@@ -200,8 +208,14 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                     tokio::task::yield_now().await;
                 }
             }
+            Some(judged) = verdicts.recv() => {
+                let handled = daemon.pipeline.judged(&mut daemon.kernel, judged);
+                emit_all(&mut daemon, handled)?;
+            }
             _ = ticker.tick() => {
                 health.beat();
+                let late = daemon.pipeline.give_up_judging(&mut daemon.kernel, JUDGE_DEADLINE);
+                emit_all(&mut daemon, late)?;
                 if pace.idle() {
                     // Step 3 of `pace`: a record sent without a wake-up is not left waiting.
                     drain_paced(Trigger::Tick, &mut pace, ring.get_mut(), &mut daemon)?;
@@ -230,7 +244,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     }
     health.set_ready(false);
     metrics.ready.set(0);
-    shut_down(daemon, ring.get_mut(), &counters, &last_counts, &config).await
+    shut_down(daemon, ring.get_mut(), &mut verdicts, &counters, &last_counts, &config).await
 }
 
 /// Stop holding, detach so nothing new arrives, then take what is left in the ring (that
@@ -238,6 +252,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
 async fn shut_down(
     mut daemon: Daemon,
     ring: &mut RingBuf<MapData>,
+    verdicts: &mut mpsc::UnboundedReceiver<Judged>,
     counters: &PerCpuArray<MapData, u64>,
     last_counts: &Snapshot,
     config: &Config,
@@ -245,6 +260,20 @@ async fn shut_down(
     let _ = daemon.kernel.set_hold(false);
     daemon.kernel.unload();
     while !drain(ring, &mut daemon, DRAIN_BUDGET)?.emptied {}
+    // Records that wait for a verdict (and held processes) get one, or are given up.
+    let until = tokio::time::Instant::now() + JUDGE_AT_SHUTDOWN;
+    while daemon.pipeline.tracker.judging() {
+        match tokio::time::timeout_at(until, verdicts.recv()).await {
+            Ok(Some(judged)) => {
+                let handled = daemon.pipeline.judged(&mut daemon.kernel, judged);
+                emit_all(&mut daemon, handled)?;
+            }
+            _ => {
+                let late = daemon.pipeline.give_up_judging(&mut daemon.kernel, Duration::ZERO);
+                emit_all(&mut daemon, late)?;
+            }
+        }
+    }
     let closed = daemon.pipeline.alerts.expire(true);
     daemon.publish_all(closed);
     let final_counts = report_losses(counters, last_counts, &daemon);

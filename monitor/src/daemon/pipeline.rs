@@ -2,6 +2,8 @@
 //! phase engine says in which phase it happened, the rules whether it is an alert, and the
 //! alerts whether it is a new one or a repeat.
 
+use std::time::Duration;
+
 use monitor_common::HOOK_COUNT;
 
 use crate::{
@@ -9,7 +11,7 @@ use crate::{
     detect::Rules,
     kernel::{control::KernelControl, decode::Record},
     phase::{Context, Phase, PhaseEngine},
-    process::{event::Event, tracker::Tracker},
+    process::{event::Event, judge::Judged, tracker::Tracker},
 };
 
 pub(super) struct Pipeline {
@@ -30,9 +32,26 @@ pub(super) struct Handled {
 }
 
 impl Pipeline {
-    /// Applies `record`; `None` when it is not an event of a tracked process.
+    /// Applies `record`; `None` when it is not an event of a tracked process (or waits for its
+    /// executable to be judged: see [`Self::judged`]).
     pub(super) fn handle(&mut self, kernel: &mut KernelControl, record: Record) -> Option<Handled> {
         let event = self.tracker.handle(kernel, record)?;
+        Some(self.follow(kernel, event))
+    }
+
+    /// A verdict from the judging threads: the records that waited for it, applied in order.
+    pub(super) fn judged(&mut self, kernel: &mut KernelControl, judged: Judged) -> Vec<Handled> {
+        let events = self.tracker.judged(kernel, judged);
+        events.into_iter().map(|event| self.follow(kernel, event)).collect()
+    }
+
+    /// Verdicts that did not come in time, given up (see `tracker::JUDGE_DEADLINE`).
+    pub(super) fn give_up_judging(&mut self, kernel: &mut KernelControl, deadline: Duration) -> Vec<Handled> {
+        let events = self.tracker.give_up_judging(kernel, deadline);
+        events.into_iter().map(|event| self.follow(kernel, event)).collect()
+    }
+
+    fn follow(&mut self, kernel: &mut KernelControl, event: Event) -> Handled {
         let table = &mut self.tracker.table;
         let context = self.engine.observe(table, &event);
         self.engine.quiet_updates(table, &event, |pid, generation| {
@@ -49,19 +68,19 @@ impl Pipeline {
         }
         let mut handled = Handled { event, context, alert: None, folded: false };
         if handled.context.phase == Phase::Runtime {
-            return Some(handled);
+            return handled;
         }
         let Some(hit) = self.rules.evaluate(&handled.event.action, handled.context.phase == Phase::Install)
         else {
-            return Some(handled);
+            return handled;
         };
         if self.alerts.exempt(&self.rules, &handled.event, &handled.context) {
-            return Some(handled);
+            return handled;
         }
         let folded = self.alerts.folded;
         handled.alert = self.alerts.raise(&handled.event, &handled.context, hit, &self.tracker.table);
         handled.folded = self.alerts.folded > folded;
-        Some(handled)
+        handled
     }
 
     /// Records dropped per hook because their process was gone before it was identified.

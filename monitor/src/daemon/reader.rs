@@ -12,6 +12,7 @@ use aya::maps::{MapData, PerCpuArray, RingBuf};
 use super::{
     Daemon,
     pace::{Pace, Tell},
+    pipeline::Handled,
 };
 use crate::{
     alert::Record,
@@ -128,26 +129,44 @@ pub(super) fn drain(ring: &mut RingBuf<MapData>, daemon: &mut Daemon, budget: us
             }
         };
         let Some(handled) = daemon.pipeline.handle(&mut daemon.kernel, record) else { continue };
-        if daemon.events {
-            serde_json::to_writer(
-                &mut stdout,
-                &event_line(&handled.event, handled.context.phase, &daemon.clock),
-            )?;
-            stdout.write_all(b"\n")?;
-            daemon.printed += 1;
-        }
-        if let Some(alert) = handled.alert {
-            daemon.count_alert(&alert);
-            // Event lines already written must come first on a shared stdout.
-            stdout.flush()?;
-            daemon.sinks.publish(Arc::new(Record::Alert(Box::new(alert))));
-        } else if handled.folded {
-            daemon.metrics.alerts_folded.inc();
-        }
+        emit(daemon, &mut stdout, handled)?;
     }
     stdout.flush()?;
     daemon.publish_tracker_stats();
     Ok(Drained { emptied, records })
+}
+
+/// Writes the event line (with `--events`) and sends the alert of one handled record.
+fn emit(daemon: &mut Daemon, stdout: &mut impl io::Write, handled: Handled) -> io::Result<()> {
+    if daemon.events {
+        serde_json::to_writer(
+            &mut *stdout,
+            &event_line(&handled.event, handled.context.phase, &daemon.clock),
+        )?;
+        stdout.write_all(b"\n")?;
+        daemon.printed += 1;
+    }
+    if let Some(alert) = handled.alert {
+        daemon.count_alert(&alert);
+        // Event lines already written must come first on a shared stdout.
+        stdout.flush()?;
+        daemon.sinks.publish(Arc::new(Record::Alert(Box::new(alert))));
+    } else if handled.folded {
+        daemon.metrics.alerts_folded.inc();
+    }
+    Ok(())
+}
+
+/// Emits what records that waited for a verdict came to.
+pub(super) fn emit_all(daemon: &mut Daemon, all: Vec<Handled>) -> io::Result<()> {
+    let stdout = io::stdout();
+    let mut stdout = io::BufWriter::new(stdout.lock());
+    for handled in all {
+        emit(daemon, &mut stdout, handled)?;
+    }
+    stdout.flush()?;
+    daemon.publish_tracker_stats();
+    Ok(())
 }
 
 /// Publishes kernel losses since `before` as loss records and metrics, and the records each

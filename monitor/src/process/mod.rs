@@ -2,6 +2,7 @@
 //! the events their records become.
 
 pub mod event;
+pub mod judge;
 pub mod procfs;
 pub mod seed;
 pub mod table;

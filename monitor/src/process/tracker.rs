@@ -7,11 +7,12 @@ use std::{
     fs,
     path::{Path, PathBuf},
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use monitor_common::{
     ExeKey, FLAG_ARGS_TRUNCATED, FLAG_EXEC_BY_TRACKED, FLAG_HELD, HOOK_CONNECT, HOOK_COUNT, HOOK_EXEC,
-    HOOK_OPEN, HOOK_PYTHON, HOOK_SEND, TRACK_DESCENDANT, TRACK_PENDING, TRACK_PYTHON,
+    HOOK_EXIT, HOOK_FORK, HOOK_OPEN, HOOK_PYTHON, HOOK_SEND, TRACK_DESCENDANT, TRACK_PENDING, TRACK_PYTHON,
 };
 
 pub use crate::kernel::control::KernelState;
@@ -19,6 +20,7 @@ use crate::{
     kernel::decode::{Exec, Header, Record},
     process::{
         event::{Action, Event, ProcessInfo},
+        judge::{Judged, Pool, Request},
         procfs,
         table::{Lineage, Process, ProcessTable, resolve},
     },
@@ -66,21 +68,137 @@ enum Untracked {
 pub struct Tracker {
     pub table: ProcessTable,
     judge: Judge,
+    /// Where requests go when executables are judged in the background; `None`: `judge` runs
+    /// at once.
+    background: Option<Pool>,
     verdicts: HashMap<ExeKey, Option<Arc<Interpreter>>>,
     /// Processes (pid, start time) no longer tracked whose records may still be queued, and why.
     untracked: HashMap<u32, (u64, Untracked)>,
+    /// Executables being judged in the background, with the records that wait for them.
+    judging: HashMap<ExeKey, Parked>,
+    /// Processes whose records wait, and for which executable.
+    parked: HashMap<u32, ExeKey>,
+    /// Records waiting in `judging`.
+    parked_records: usize,
+    /// While the records of an executable that could not be judged are applied: that one.
+    unjudgeable: Option<ExeKey>,
     pub stats: Stats,
 }
+
+/// Records that wait for a verdict.
+struct Parked {
+    records: Vec<Record>,
+    since: Instant,
+}
+
+/// Records waiting for verdicts at most; beyond, records of waiting processes are lost (and
+/// counted as unattributed).
+const PARKED_MAX: usize = 65_536;
+/// A verdict that takes longer is given up: the records that waited for it are applied as for
+/// an executable that could not be examined (and held processes resumed).
+pub const JUDGE_DEADLINE: Duration = Duration::from_secs(10);
 
 impl Tracker {
     pub fn new(judge: Judge, max_processes: usize) -> Self {
         Self {
             table: ProcessTable::new(max_processes),
             judge,
+            background: None,
             verdicts: HashMap::new(),
             untracked: HashMap::new(),
+            judging: HashMap::new(),
+            parked: HashMap::new(),
+            parked_records: 0,
+            unjudgeable: None,
             stats: Stats::default(),
         }
+    }
+
+    /// From now on executables are judged by `pool`; the verdicts are to be handed to
+    /// [`Self::judged`].
+    pub fn judge_in_background(&mut self, pool: Pool) {
+        self.background = Some(pool);
+    }
+
+    /// Whether records wait for a verdict.
+    pub fn judging(&self) -> bool {
+        !self.judging.is_empty()
+    }
+
+    /// A verdict from the background: remembers it and applies the records that waited for
+    /// it, in order; returns their events.
+    pub fn judged(&mut self, kernel: &mut dyn KernelState, judged: Judged) -> Vec<Event> {
+        let Judged { key, verdict } = judged;
+        match verdict {
+            Some(Verdict::Python(interp)) => _ = self.remember(kernel, key, Some(interp)),
+            Some(Verdict::NotPython) => _ = self.remember(kernel, key, None),
+            None => self.unjudgeable = Some(key),
+        }
+        let events = self.release(kernel, key);
+        self.unjudgeable = None;
+        events
+    }
+
+    /// Gives up the verdicts asked for more than `deadline` ago (see [`JUDGE_DEADLINE`]).
+    pub fn give_up_judging(&mut self, kernel: &mut dyn KernelState, deadline: Duration) -> Vec<Event> {
+        let late: Vec<ExeKey> =
+            self.judging.iter().filter(|(_, p)| p.since.elapsed() >= deadline).map(|(k, _)| *k).collect();
+        let mut events = Vec::new();
+        for key in late {
+            tracing::warn!(?key, "an executable could not be judged in time; its processes are not tracked");
+            events.extend(self.judged(kernel, Judged { key, verdict: None }));
+        }
+        events
+    }
+
+    fn release(&mut self, kernel: &mut dyn KernelState, key: ExeKey) -> Vec<Event> {
+        let Some(parked) = self.judging.remove(&key) else { return Vec::new() };
+        self.parked.retain(|_, waiting_for| *waiting_for != key);
+        self.parked_records -= parked.records.len();
+        parked.records.into_iter().filter_map(|record| self.apply(kernel, record)).collect()
+    }
+
+    /// The executable `record` must be judged before it can be applied, when that happens in
+    /// the background and the verdict is not known yet.
+    fn waits_for(&self, record: &Record) -> Option<Request> {
+        self.background.as_ref()?;
+        let pid = record.header().pid;
+        let (key, filename) = match record {
+            Record::Image(exec) if exec.tracking & (TRACK_PENDING | TRACK_PYTHON) != 0 => {
+                (exec.exe, exec.filename.clone())
+            }
+            Record::Image(_) => return None,
+            // A process the kernel tracks and we never heard of: see `known`.
+            _ if self.table.get(pid).is_none() && !self.untracked.contains_key(&pid) => {
+                (exe_key(&procfs::exe_link(pid)).ok()?, Vec::new())
+            }
+            _ => return None,
+        };
+        (!self.verdicts.contains_key(&key) && self.unjudgeable != Some(key)).then_some(Request {
+            pid,
+            key,
+            filename,
+        })
+    }
+
+    /// Keeps `record` until `key` is judged, with every later record of its process (and of
+    /// the processes it forks meanwhile).
+    fn park(&mut self, key: ExeKey, record: Record) {
+        let header = record.header();
+        if self.parked_records >= PARKED_MAX {
+            self.stats.unattributed[hook_of(&record) as usize] += 1;
+            return;
+        }
+        self.parked.insert(header.pid, key);
+        if let Record::Fork(fork) = &record
+            && !fork.is_thread
+        {
+            self.parked.insert(fork.child_pid, key);
+        }
+        let parked =
+            self.judging.entry(key).or_insert_with(|| Parked { records: Vec::new(), since: Instant::now() });
+        parked.records.push(record);
+        self.parked_records += 1;
     }
 
     /// Adds a process found running at start-up (already marked in the kernel by the caller).
@@ -120,6 +238,9 @@ impl Tracker {
         if let Some(known) = self.verdicts.get(&exec.exe) {
             return Some(known.clone());
         }
+        if self.unjudgeable == Some(exec.exe) {
+            return None;
+        }
         match (self.judge)(pid, &exec.exe, &exec.filename)? {
             Verdict::Python(interp) => Some(self.remember(kernel, exec.exe, Some(interp))),
             Verdict::NotPython => Some(self.remember(kernel, exec.exe, None)),
@@ -128,12 +249,31 @@ impl Tracker {
 
     /// Applies one record; returns the event it is, if its process is tracked. An exit event's
     /// process stays in the table until [`Self::retire`], so that what observes the event still
-    /// finds it.
+    /// finds it. A record that must wait for a verdict is kept, and its event comes out of
+    /// [`Self::judged`].
     pub fn handle(&mut self, kernel: &mut dyn KernelState, record: Record) -> Option<Event> {
         self.stats.records += 1;
+        self.apply(kernel, record)
+    }
+
+    fn apply(&mut self, kernel: &mut dyn KernelState, record: Record) -> Option<Event> {
         let header = record.header();
         let pid = header.pid;
+        if let Some(&key) = self.parked.get(&pid) {
+            self.park(key, record);
+            return None;
+        }
         self.forget_if_reused(kernel, pid, header.start_ns);
+        if let Some(request) = self.waits_for(&record) {
+            let key = request.key;
+            if !self.judging.contains_key(&key)
+                && let Some(pool) = &self.background
+            {
+                pool.submit(request);
+            }
+            self.park(key, record);
+            return None;
+        }
         match record {
             Record::Image(exec) => self.on_image(kernel, exec),
             Record::Marker(marker) => {
@@ -289,6 +429,7 @@ impl Tracker {
         };
         let python = match self.verdicts.get(&key) {
             Some(known) => known.clone(),
+            None if self.unjudgeable == Some(key) => None,
             None => match (self.judge)(pid, &key, b"") {
                 Some(Verdict::Python(interp)) => self.remember(kernel, key, Some(interp)),
                 _ => None,
@@ -451,6 +592,18 @@ impl Tracker {
 fn withdraw(kernel: &mut dyn KernelState, process: &Process) {
     if process.phase.declared_quiet().is_some() {
         kernel.set_quiet(process.pid, None);
+    }
+}
+
+fn hook_of(record: &Record) -> u32 {
+    match record {
+        Record::Open(_) => HOOK_OPEN,
+        Record::Connect(_) => HOOK_CONNECT,
+        Record::Send(_) => HOOK_SEND,
+        Record::Marker(_) => HOOK_PYTHON,
+        Record::ExecFailed(_) | Record::Image(_) => HOOK_EXEC,
+        Record::Fork(_) => HOOK_FORK,
+        Record::Exit(_) => HOOK_EXIT,
     }
 }
 
@@ -723,6 +876,68 @@ mod tests {
         assert!(matches!(exec.action, Action::Exec { .. }));
         assert_eq!(t.kernel.tracked.get(&12), Some(&TRACK_DESCENDANT));
         assert!(t.handle(open(12)).is_some());
+    }
+
+    fn judge_by_key(_: u32, key: &ExeKey, _: &[u8]) -> Option<Verdict> {
+        Some(if *key == PY { Verdict::Python(python()) } else { Verdict::NotPython })
+    }
+
+    #[test]
+    fn records_wait_for_a_verdict_judged_in_the_background_and_keep_their_order() {
+        let mut t = tracker();
+        t.handle(image(60, PY, TRACK_PENDING, 0));
+        let (pool, mut verdicts) = Pool::new(judge_by_key);
+        t.judge_in_background(pool);
+        let new_exe = ExeKey { ino: 300, ..PY };
+        assert!(t.handle(image(50, new_exe, TRACK_PENDING, FLAG_HELD)).is_none(), "waits for its verdict");
+        assert!(t.handle(open(50)).is_none());
+        let fork = Record::Fork(Fork {
+            header: header(50, 0),
+            child_pid: 51,
+            child_tid: 51,
+            is_thread: false,
+            tracking: TRACK_PENDING,
+            child_start_ns: 0,
+        });
+        assert!(t.handle(fork).is_none());
+        assert!(t.handle(open(51)).is_none(), "the child's records wait too");
+        assert!(t.handle(open(60)).is_some(), "other processes' records do not wait");
+        assert!(t.kernel.resumed.is_empty(), "held until judged");
+        assert!(t.judging());
+        let judged = verdicts.blocking_recv().expect("a verdict");
+        let events = t.tracker.judged(&mut t.kernel, judged);
+        // Not Python: the held process is resumed and untracked, its records and its child's
+        // dropped, in the order they came.
+        assert!(events.is_empty(), "{events:?}");
+        assert_eq!(t.kernel.resumed, vec![50]);
+        assert!(!t.kernel.tracked.contains_key(&50));
+        assert!(t.table.get(51).is_none());
+        assert_eq!(t.kernel.verdicts.get(&new_exe), Some(&false));
+        assert!(!t.judging());
+
+        // Python judged in the background: the image event, then the open, in order.
+        assert!(t.handle(image(70, ExeKey { ino: 301, ..PY }, TRACK_PENDING, 0)).is_none());
+        assert!(t.handle(open(70)).is_none());
+        let events = t.tracker.judged(
+            &mut t.kernel,
+            Judged { key: ExeKey { ino: 301, ..PY }, verdict: Some(Verdict::Python(python())) },
+        );
+        let hooks: Vec<&str> = events.iter().map(|e| e.action.hook()).collect();
+        assert_eq!(hooks, ["image", "open"]);
+    }
+
+    #[test]
+    fn a_verdict_that_does_not_come_is_given_up_and_held_processes_resumed() {
+        let mut t = tracker();
+        let (pool, _verdicts) = Pool::new(judge_by_key);
+        t.judge_in_background(pool);
+        assert!(t.handle(image(80, PY, TRACK_PENDING, FLAG_HELD)).is_none());
+        assert!(t.tracker.give_up_judging(&mut t.kernel, Duration::from_secs(3600)).is_empty());
+        assert!(t.kernel.resumed.is_empty());
+        assert!(t.tracker.give_up_judging(&mut t.kernel, Duration::ZERO).is_empty());
+        assert_eq!(t.kernel.resumed, vec![80]);
+        assert_eq!(t.stats.unjudged, 1);
+        assert!(!t.judging());
     }
 
     #[test]
