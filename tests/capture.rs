@@ -158,19 +158,11 @@ fn non_python_processes_are_not_reported() {
         "/bin/bash",
         &[OsStr::new("-c"), OsStr::new(&format!("exec 3<>/dev/tcp/127.0.0.1/{port4}; exec 3>&-"))],
     );
-    if let Ok(curl) = which("curl") {
-        let _ = Command::new(curl).args(["-s", "-m", "2", &format!("http://127.0.0.1:{port4}/")]).output();
-    }
-    // A Python process after them: once its events are in, theirs would be too.
-    let sentinel = dir.file("sentinel", "x\n");
-    let py = &pythons()[0];
-    run_ok(
-        &py.path,
-        &[OsStr::new("-c"), OsStr::new(&format!("open({:?}).read()", sentinel.display().to_string()))],
-    );
-    premain.wait_for("the sentinel open", |v| {
-        v["hook"] == "open" && v["path"] == json!(sentinel.to_str().unwrap())
-    });
+    let _ = Command::new(integration_tests::tool("curl"))
+        .args(["-s", "-m", "2", &format!("http://127.0.0.1:{port4}/")])
+        .output();
+    // Once the sentinel is in, what they did would be too.
+    premain.sentinel();
     let leaked: Vec<Value> = premain
         .events()
         .into_iter()
@@ -234,13 +226,6 @@ fn ring_buffer_overflow_is_counted_per_hook() {
     // opens share the counter, hence at least.
     assert!(received + lost >= 2000, "received {received} + lost {lost} < 2000");
     assert!(lost >= 2000 - 64, "a one-page ring held more than 64 records? lost {lost}");
-}
-
-fn which(program: &str) -> Result<std::path::PathBuf, ()> {
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-        .ok_or(())
 }
 
 /// Runtime code never alerts, so the kernel stops recording a process whose code is all

@@ -23,7 +23,7 @@ struct Receiver {
 
 impl Receiver {
     fn start() -> Self {
-        let mut command = Command::new("python3");
+        let mut command = Command::new(integration_tests::tool("python3"));
         command.arg(script("webhook_receiver.py"));
         let (child, stdin, port) = spawn_listener(command, "the webhook receiver");
         Self { child, _stdin: stdin, addr: format!("127.0.0.1:{port}") }
@@ -31,7 +31,7 @@ impl Receiver {
 
     fn mode(&self, mode: &str, delay: f64) {
         let body = format!(r#"{{"mode":"{mode}","delay":{delay}}}"#);
-        let out = Command::new("curl")
+        let out = Command::new(integration_tests::tool("curl"))
             .args(["-sf", "-X", "POST", "--data", &body, &format!("http://{}/_mode", self.addr)])
             .output()
             .expect("curl");

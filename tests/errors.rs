@@ -4,7 +4,6 @@ use std::{
     ffi::OsStr,
     fs,
     process::{Command, Output},
-    thread,
     time::{Duration, Instant},
 };
 
@@ -27,7 +26,7 @@ fn one_error_line(out: &Output) -> String {
 fn unprivileged_run_says_what_is_missing() {
     require_root();
     // Drop to nobody with no capabilities at all.
-    let out = Command::new("setpriv")
+    let out = Command::new(integration_tests::tool("setpriv"))
         .args([
             "--reuid=65534",
             "--regid=65534",
@@ -83,7 +82,6 @@ fn sigterm_detaches_and_exits_cleanly() {
     assert!(stderr.contains("stopped"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(10));
     // The tracepoints it used are free again: a second instance attaches at once.
-    thread::sleep(Duration::from_millis(100));
     let again = Premain::start(&[]);
     let (status, _) = again.stop();
     assert!(status.success());

@@ -23,8 +23,6 @@ use integration_tests::{
 };
 use serde_json::{Value, json};
 
-const BPFTOOL: &str = "/usr/sbin/bpftool";
-
 /// A child process killed (and reaped) on drop.
 struct Proc(Child);
 
@@ -95,7 +93,10 @@ impl BpfObjects {
 
 /// `bpftool <kind> show -j`: id → name (programs and maps) or type (links).
 fn bpftool_ids(kind: &str) -> BTreeMap<u64, String> {
-    let out = Command::new(BPFTOOL).args([kind, "show", "-j"]).output().expect("run bpftool");
+    let out = Command::new(integration_tests::tool("bpftool"))
+        .args([kind, "show", "-j"])
+        .output()
+        .expect("run bpftool");
     assert!(out.status.success(), "bpftool {kind} show: {}", String::from_utf8_lossy(&out.stderr));
     let list: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
     list.as_array()
@@ -121,8 +122,10 @@ fn map_keys(objects: &BpfObjects, name: &str) -> BTreeSet<u32> {
         .iter()
         .find(|id| maps.get(id).is_some_and(|n| n == name))
         .unwrap_or_else(|| panic!("premain holds its {name} map"));
-    let out =
-        Command::new(BPFTOOL).args(["map", "dump", "id", &id.to_string(), "-j"]).output().expect("bpftool");
+    let out = Command::new(integration_tests::tool("bpftool"))
+        .args(["map", "dump", "id", &id.to_string(), "-j"])
+        .output()
+        .expect("bpftool");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let entries: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
     entries
@@ -262,7 +265,7 @@ fn sigkill_under_load_then_restart_leaves_nothing_behind_and_survivors_are_runti
     }
     // New interpreter files, each held until judged: one may be stopped when premain dies.
     let fresh_loop = Proc(
-        Command::new("/bin/sh")
+        Command::new(integration_tests::tool("sh"))
             .args([
                 "-c",
                 r#"i=0; while [ $i -lt 8 ]; do i=$((i+1)); f="$1/python3-fresh-$i";
@@ -635,7 +638,7 @@ fn ring_buffer_overflow_accounts_for_every_record_exactly() {
 }
 
 fn webhook_receiver() -> (Proc, ChildStdin, String) {
-    let mut command = Command::new("python3");
+    let mut command = Command::new(integration_tests::tool("python3"));
     command.arg(script("webhook_receiver.py"));
     let (child, stdin, port) = integration_tests::spawn_listener(command, "the webhook receiver");
     (Proc(child), stdin, format!("127.0.0.1:{port}"))

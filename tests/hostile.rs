@@ -131,10 +131,7 @@ fn check_streams(raw: &[Vec<u8>], stderr: &str) {
 fn finish(premain: Premain) -> (Vec<Vec<u8>>, String) {
     premain.signal(libc::SIGINT);
     eventually("premain to finish", || premain.stderr().contains("stopped report="));
-    // The last lines are read by another thread.
-    thread::sleep(Duration::from_millis(300));
-    let raw = premain.raw_lines();
-    let (status, stderr) = premain.stop();
+    let (status, stderr, raw) = premain.stop_raw();
     assert!(status.success(), "{status}\n{stderr}");
     (raw, stderr)
 }
@@ -663,7 +660,7 @@ fn huge_command_lines_are_cut_and_flagged_in_alerts() {
     let padding = "#".repeat(30_000);
     let args: Vec<String> = (0..40).map(|i| format!("arg{i}-{}", "x".repeat(70))).collect();
     let script = format!("\"$0\" -c pass {} ; read _ ; exit 0\n{padding}\n", args.join(" "));
-    let mut shell = Command::new("bash")
+    let mut shell = Command::new(integration_tests::tool("bash"))
         .args(["-c", &script])
         .arg(&python.path)
         .env("HOME", bait.dir.path().join("home"))

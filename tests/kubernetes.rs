@@ -65,7 +65,7 @@ struct ApiServer {
 
 impl ApiServer {
     fn start() -> Self {
-        let mut command = Command::new("python3");
+        let mut command = Command::new(integration_tests::tool("python3"));
         command
             .arg(workspace_root().join("tests/k8s/apiserver_standin.py"))
             .args(["--node", NODE, "--token", TOKEN]);
@@ -77,7 +77,7 @@ impl ApiServer {
         let body = json!({"uid": uid, "name": name, "namespace": namespace, "node": node,
                           "labels": {"app": name}})
         .to_string();
-        let out = Command::new("curl")
+        let out = Command::new(integration_tests::tool("curl"))
             .args(["-sf", "-X", "POST", "--data", &body, &format!("{}/_pods", self.url)])
             .output()
             .expect("curl");
@@ -114,8 +114,7 @@ fn layouts() -> Vec<(&'static str, String, String)> {
 #[test]
 fn alerts_name_container_and_pod_for_each_runtime_layout() {
     let Some(root) = cgroup2_root() else {
-        eprintln!("SKIPPED: no writable cgroup v2 hierarchy on this machine");
-        return;
+        return integration_tests::cannot_run("no writable cgroup v2 hierarchy on this machine");
     };
     let python = pyenv_python();
     let bait = Bait::create();
@@ -144,7 +143,7 @@ fn alerts_name_container_and_pod_for_each_runtime_layout() {
         let cgroup = Cgroup::create(&root, relative);
         // Join the cgroup, then exec the interpreter: what a container runtime does.
         let script = format!("echo $$ > {}/cgroup.procs && exec \"$0\" -c pass", cgroup.leaf.display());
-        let status = Command::new("sh")
+        let status = Command::new(integration_tests::tool("sh"))
             .args(["-c", &script])
             .arg(&python.path)
             .env("HOME", bait.dir.path().join("home"))

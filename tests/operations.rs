@@ -232,7 +232,10 @@ fn ring_buffer_losses_match_the_loss_records_and_fill_is_sampled() {
     let python = pyenv_python();
     // Pre-run so the burst below is not held (stopped) until the stalled reader judges it.
     let mut warm = Command::new(&python.path).args(["-c", "import time; time.sleep(60)"]).spawn().unwrap();
-    thread::sleep(Duration::from_millis(300));
+    let warm_exe = fs::canonicalize(&python.path).unwrap();
+    eventually("the warm-up interpreter to run", || {
+        fs::read_link(format!("/proc/{}/exe", warm.id())).is_ok_and(|e| e == warm_exe)
+    });
     let premain = Premain::start(&["--ring-buffer-size", "4096", "--debug-stall-reader-ms", "3000"]);
     let dir = TempDir::new("overflow");
     let target = dir.file("t.txt", "x");

@@ -156,44 +156,30 @@ fn wheels() -> &'static Path {
     })
 }
 
-/// setuptools and wheel wheels already on this machine (pyenv's ensurepip bundles and CPython
-/// test data), for the `setup.py` scenario's build isolation. Debian's `python-wheels` are not
-/// used: its setuptools is patched for Debian's own Python and fails under pyenv's.
+/// The pinned setuptools and wheel wheels `cargo xtask setup` downloads into its wheelhouse
+/// (`tests/requirements-wheels.txt`), for the `setup.py` scenario's build isolation, copied
+/// into a find-links directory of their own.
 fn setuptools_links(into: &Path) -> Option<PathBuf> {
-    let mut candidates = Vec::new();
-    let pyenv = env::var_os("PYENV_ROOT").map_or_else(|| PathBuf::from("/root/.pyenv"), PathBuf::from);
-    for entry in fs::read_dir(pyenv.join("versions")).into_iter().flatten().flatten() {
-        for lib in fs::read_dir(entry.path().join("lib")).into_iter().flatten().flatten() {
-            for sub in ["ensurepip/_bundled", "test", "test/wheeldata"] {
-                candidates.push(lib.path().join(sub));
-            }
-        }
+    let wheelhouse = integration_tests::tools_dir().join("wheelhouse");
+    let wheels: Vec<PathBuf> = fs::read_dir(&wheelhouse)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            (name.starts_with("setuptools-") || name.starts_with("wheel-")) && name.ends_with(".whl")
+        })
+        .collect();
+    if wheels.len() < 2 {
+        return None;
     }
-    let newest = |prefix: &str| {
-        let mut found: Vec<PathBuf> = candidates
-            .iter()
-            .flat_map(|d| fs::read_dir(d).into_iter().flatten().flatten())
-            .map(|e| e.path())
-            .filter(|p| {
-                let n = p.file_name().unwrap().to_string_lossy();
-                n.starts_with(prefix) && n.ends_with("-py3-none-any.whl")
-            })
-            .collect();
-        found.sort_by_key(|p| version_key(p));
-        found.pop()
-    };
-    let (setuptools, wheel) = (newest("setuptools-")?, newest("wheel-")?);
     let links = into.join("links");
     fs::create_dir_all(&links).unwrap();
-    for w in [setuptools, wheel] {
+    for w in wheels {
         fs::copy(&w, links.join(w.file_name().unwrap())).unwrap();
     }
     Some(links)
-}
-
-fn version_key(wheel: &Path) -> Vec<u32> {
-    let name = wheel.file_name().unwrap().to_string_lossy();
-    name.split('-').nth(1).unwrap_or("").split('.').map(|p| p.parse().unwrap_or(0)).collect()
 }
 
 /// A venv whose interpreter is a fresh copy; returns its python.
@@ -348,13 +334,14 @@ fn alerts_of(premain: &Premain, root: u32) -> Vec<Value> {
         .collect()
 }
 
-/// Waits until `root`'s alerts number at least `count` (then a little longer for extras).
+/// Waits until `root`'s alerts number at least `count`, then for premain's sentinel, after
+/// which no alert of what `root` did can still come.
 fn settle(premain: &Premain, root: u32, count: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(15);
     while alerts_of(premain, root).len() < count && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(50));
     }
-    thread::sleep(Duration::from_millis(400));
+    premain.sentinel();
     alerts_of(premain, root)
 }
 
@@ -588,8 +575,9 @@ fn import_time_code_and_benign_controls() {
 fn setup_py_reads_credentials_during_pip_install() {
     let links_dir = TempDir::new("links");
     let Some(links) = setuptools_links(links_dir.path()) else {
-        println!("setup.py scenario SKIPPED: no setuptools and wheel wheels on this machine to build with");
-        return;
+        return integration_tests::cannot_run(
+            "no setuptools and wheel wheels in the wheelhouse `cargo xtask setup` fills",
+        );
     };
     on_every_python("setup.py", |py, premain, dir| {
         let stage = Stage::new(py, dir, &[]);

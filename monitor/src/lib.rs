@@ -23,3 +23,5 @@ pub mod output;
 pub mod phase;
 pub mod process;
 pub mod python;
+#[cfg(test)]
+mod testing;

@@ -42,6 +42,43 @@ pub fn premain_binary() -> PathBuf {
     path
 }
 
+/// `target/tools` (`$PREMAIN_TOOLS` under `cargo xtask test`): what `cargo xtask setup` built or
+/// unpacked for the tests.
+pub fn tools_dir() -> PathBuf {
+    env::var_os("PREMAIN_TOOLS").map_or_else(|| workspace_root().join("target/tools"), PathBuf::from)
+}
+
+/// A program the tests run, as `cargo xtask setup` provides it (its `PROGRAMS` list: a check
+/// there fails when a test runs one that is not listed): from `target/tools/bin`, else `PATH`
+/// or the sbin directories. A program that is missing fails the test, naming it.
+pub fn tool(name: &str) -> PathBuf {
+    let path = env::var_os("PATH").unwrap_or_default();
+    std::iter::once(tools_dir().join("bin"))
+        .chain(env::split_paths(&path))
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} is not installed: `cargo xtask setup` provides it"))
+}
+
+/// This test cannot run its check here (`reason`). That fails the test, unless
+/// `PREMAIN_TEST_ALLOW_SKIP=1` is set (never in CI): then it passes, and `cargo xtask test`
+/// lists it as skipped in its closing summary. Call as `return cannot_run(...)`.
+pub fn cannot_run(reason: &str) {
+    let test = thread::current().name().unwrap_or("a test").to_owned();
+    if env::var("PREMAIN_TEST_ALLOW_SKIP").as_deref() != Ok("1") {
+        panic!("{test} cannot run: {reason} (PREMAIN_TEST_ALLOW_SKIP=1 skips it)");
+    }
+    println!("SKIPPED: {test}: {reason}");
+    if let Some(log) = env::var_os("PREMAIN_SKIP_LOG") {
+        use std::io::Write as _;
+        let file = fs::OpenOptions::new().create(true).append(true).open(log);
+        if let Ok(mut file) = file {
+            let _ = writeln!(file, "{test}: {reason}");
+        }
+    }
+}
+
 pub fn require_root() {
     // SAFETY: no preconditions.
     let euid = unsafe { libc::geteuid() };
@@ -51,6 +88,8 @@ pub fn require_root() {
 /// A running `premain run --events`. Stopped with SIGINT on drop.
 pub struct Premain {
     child: Option<Child>,
+    /// Says when the stdout reader has read the last line (end of file).
+    stdout_done: std::sync::mpsc::Receiver<()>,
     lines: Arc<Mutex<Vec<Value>>>,
     /// Every stdout line exactly as written, without its newline.
     raw: Arc<Mutex<Vec<Vec<u8>>>>,
@@ -128,7 +167,11 @@ impl Premain {
         let out = child.stdout.take().expect("stdout");
         let sink = Arc::clone(&lines);
         let raw_sink = Arc::clone(&raw);
+        let (done, stdout_done) = std::sync::mpsc::channel();
         thread::spawn(move || {
+            let _done = Defer(Some(move || {
+                let _ = done.send(());
+            }));
             let mut out = BufReader::new(out);
             loop {
                 let mut line = Vec::new();
@@ -158,7 +201,7 @@ impl Premain {
                 all.push('\n');
             }
         });
-        Self { child: Some(child), lines, raw, stderr }
+        Self { child: Some(child), stdout_done, lines, raw, stderr }
     }
 
     /// The exit status, once premain has exited.
@@ -289,16 +332,58 @@ impl Premain {
         (status, stderr, all)
     }
 
+    /// Stops with SIGINT; also returns every stdout line exactly as written.
+    pub fn stop_raw(self) -> (ExitStatus, String, Vec<Vec<u8>>) {
+        let raw = Arc::clone(&self.raw);
+        let (status, stderr) = self.stop();
+        let all = raw.lock().unwrap().clone();
+        (status, stderr, all)
+    }
+
     pub fn stop_with(self, signal: i32) -> (ExitStatus, String) {
         self.stop_within(signal, Duration::from_secs(20))
     }
 
-    /// Sends `signal` and waits at most `limit` for premain to exit (then kills it and panics).
+    /// Sends `signal` and waits at most `limit` for premain to exit (then kills it and panics),
+    /// and for every line it wrote to be read.
     pub fn stop_within(mut self, signal: i32, limit: Duration) -> (ExitStatus, String) {
         let status = self.signal_and_wait(signal, limit);
-        // Let the reader threads take the last lines.
-        thread::sleep(Duration::from_millis(100));
+        // A launcher's other children could keep the pipe open: bounded.
+        let read = self.stdout_done.recv_timeout(Duration::from_secs(10));
+        assert!(read.is_ok(), "premain's stdout was not closed 10 s after it exited");
         (status, self.stderr())
+    }
+
+    /// Waits until premain has handled every record made before this call, so that a check
+    /// that nothing else came can be made: runs a Python whose `sitecustomize` execs a copy of
+    /// `/bin/true` never seen before, and waits for that exec's alert. premain handles records
+    /// in the order they were made, and the first exec of a new program waits for its verdict
+    /// behind every one that waited before it: what was made earlier has been alerted by then.
+    /// Needs the `program-exec` rule.
+    pub fn sentinel(&self) {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = TempDir::new("sentinel");
+        let program = dir.path().join(format!("sentinel-{}-{n}", std::process::id()));
+        fs::copy("/bin/true", &program).expect("copy /bin/true");
+        fs::create_dir(dir.path().join("site")).unwrap();
+        fs::write(
+            dir.path().join("site/sitecustomize.py"),
+            format!("import subprocess\nsubprocess.run([{:?}], check=True)\n", program.display().to_string()),
+        )
+        .unwrap();
+        let python = pyenv_python();
+        let status = Command::new(&python.path)
+            .args(["-c", "pass"])
+            .env("PYTHONPATH", dir.path().join("site"))
+            .stdin(Stdio::null())
+            .status()
+            .expect("run the sentinel");
+        assert!(status.success(), "the sentinel failed: {status}");
+        let path = program.to_str().unwrap().to_owned();
+        self.wait_for("the sentinel's alert", |v| {
+            v["kind"] == "alert" && v["rule"] == "program-exec" && v["action"]["path"] == path.as_str()
+        });
     }
 
     fn signal_and_wait(&mut self, signal: i32, limit: Duration) -> ExitStatus {
@@ -335,6 +420,17 @@ impl Drop for Premain {
             }
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// Runs its closure when dropped (also when the thread unwinds).
+struct Defer<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for Defer<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
         }
     }
 }

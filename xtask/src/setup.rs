@@ -4,8 +4,10 @@
 //! prebuilt from Debian (`libstd-rust-web-dev-bpf`, with its rustc/cargo), and bpf-linker is
 //! built against Debian's LLVM 22, the LLVM of that rustc.
 //!
-//! It also builds the Python venv the deploy tests validate manifests with (see
-//! [`tools_venv`]).
+//! It also provides every program the test suite runs ([`PROGRAMS`]): Debian packages, tools
+//! unpacked from Debian packages into `target/tools/bin` (promtool, kubectl), the Python venv
+//! the deploy tests validate manifests with ([`tools_venv`]), and pinned wheels the scenario
+//! tests install from ([`wheelhouse`]).
 
 use std::{
     fs,
@@ -15,9 +17,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-/// Debian packages: Debian's BPF-capable rustc/cargo and `core`, and LLVM for bpf-linker; `curl`
-/// for the scenario tests; `python3-venv` for the deploy tests' venv (Debian's python3 has no
-/// `ensurepip` without it).
+/// Debian packages: Debian's BPF-capable rustc/cargo and `core`, and LLVM for bpf-linker;
+/// `python3-venv` for the deploy tests' venv (Debian's python3 has no `ensurepip` without it);
+/// and the packages of [`PROGRAMS`].
 const PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
@@ -25,8 +27,40 @@ const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
     "zlib1g-dev",
-    "curl",
     "python3-venv",
+];
+
+/// Where a program the tests run comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum From {
+    /// A Debian package setup installs.
+    Package(&'static str),
+    /// Unpacked from this Debian package into `target/tools/bin`, without installing it: the
+    /// package would bring a service (prometheus) or a distribution-wide command.
+    Unpacked(&'static str),
+    /// Every machine of this kind has it (coreutils, util-linux, binutils with gcc, Python).
+    Machine,
+}
+
+/// Every program a test runs (checked by `tests::every_program_a_test_runs_is_provided`).
+pub(crate) const PROGRAMS: &[(&str, From)] = &[
+    ("bpftool", From::Package("bpftool")),
+    ("curl", From::Package("curl")),
+    ("openssl", From::Package("openssl")),
+    ("pahole", From::Package("dwarves")),
+    ("promtool", From::Unpacked("prometheus")),
+    ("kubectl", From::Unpacked("kubernetes-client")),
+    ("python3", From::Machine),
+    // Debian's own CPython, statically linked, with its own sitecustomize.
+    ("python3.11", From::Machine),
+    ("sh", From::Machine),
+    ("bash", From::Machine),
+    ("cat", From::Machine),
+    ("true", From::Machine),
+    ("env", From::Machine),
+    ("setpriv", From::Machine),
+    ("nm", From::Machine),
+    ("readelf", From::Machine),
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -38,7 +72,15 @@ const TOOLS_STAMP: &str = "premain-requirements.txt";
 const PYTHON_MIN: (u32, u32) = (3, 11);
 
 pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
-    let missing = missing_packages()?;
+    let wanted: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .chain(PROGRAMS.iter().filter_map(|(_, from)| match from {
+            From::Package(package) => Some(*package),
+            _ => None,
+        }))
+        .collect();
+    let missing = missing_packages(&wanted)?;
     if !missing.is_empty() {
         install_packages(&missing)?;
     }
@@ -58,11 +100,119 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
         );
     }
     tools_venv(root)?;
+    unpack_tools(root)?;
+    wheelhouse(root)?;
     ensure_cargo_fuzz()?;
+    check_programs(root)?;
     eprintln!(
-        "xtask: setup: toolchain present (Debian rustc for bpfel-unknown-none, bpf-linker {BPF_LINKER_VERSION}, deploy test tools, cargo-fuzz)"
+        "xtask: setup: toolchain present (Debian rustc for bpfel-unknown-none, bpf-linker {BPF_LINKER_VERSION}, cargo-fuzz) and every program the tests run"
     );
     Ok(())
+}
+
+/// `target/tools` (or `$CARGO_TARGET_DIR/tools`): what setup builds for the tests.
+pub(crate) fn tools_dir(root: &Path) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |t| root.join(t));
+    target.join("tools")
+}
+
+/// Unpacks the [`From::Unpacked`] programs' packages (`apt-get download`, `dpkg -x`) and puts
+/// their `usr/bin/<program>` in `target/tools/bin`.
+fn unpack_tools(root: &Path) -> anyhow::Result<()> {
+    let bin = tools_dir(root).join("bin");
+    for (program, from) in PROGRAMS {
+        let From::Unpacked(package) = from else { continue };
+        let dest = bin.join(program);
+        if Command::new(&dest).arg("--help").output().is_ok_and(|o| o.status.success()) {
+            continue;
+        }
+        eprintln!("xtask: setup: unpacking {program} from Debian's {package}");
+        let scratch = tools_dir(root).join(format!("unpack-{package}"));
+        let _ = fs::remove_dir_all(&scratch);
+        fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+        let status = Command::new("apt-get")
+            // The download lands in a directory of root's: no sandbox user.
+            .args(["-o", "APT::Sandbox::User=root", "download", package])
+            .current_dir(&scratch)
+            .status()
+            .context("running apt-get download")?;
+        if !status.success() {
+            bail!("apt-get download {package} failed ({status}); is apt-get update needed?");
+        }
+        let deb = fs::read_dir(&scratch)?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "deb"))
+            .with_context(|| format!("apt-get download {package} left no .deb"))?;
+        let tree = scratch.join("tree");
+        let status =
+            Command::new("dpkg").arg("-x").arg(&deb).arg(&tree).status().context("running dpkg -x")?;
+        if !status.success() {
+            bail!("dpkg -x {} failed ({status})", deb.display());
+        }
+        fs::create_dir_all(&bin)?;
+        fs::copy(tree.join("usr/bin").join(program), &dest)
+            .with_context(|| format!("{package} has no usr/bin/{program}"))?;
+        fs::remove_dir_all(&scratch)?;
+    }
+    Ok(())
+}
+
+/// Wheels pinned with hashes in `tests/requirements-wheels.txt`, downloaded into
+/// `target/tools/wheelhouse` for tests that install packages with no index.
+const WHEELS_REQUIREMENTS: &str = "tests/requirements-wheels.txt";
+
+fn wheelhouse(root: &Path) -> anyhow::Result<()> {
+    let dir = tools_dir(root).join("wheelhouse");
+    let requirements_path = root.join(WHEELS_REQUIREMENTS);
+    let requirements = fs::read_to_string(&requirements_path)
+        .with_context(|| format!("reading {}", requirements_path.display()))?;
+    let stamp = dir.join(TOOLS_STAMP);
+    if fs::read_to_string(&stamp).is_ok_and(|s| s == requirements) {
+        return Ok(());
+    }
+    eprintln!("xtask: setup: downloading the pinned wheels of {WHEELS_REQUIREMENTS}");
+    let venv = tools_venv_dir(root);
+    let _ = fs::remove_dir_all(&dir);
+    let status = Command::new(venv.join("bin/python"))
+        .args(["-m", "pip", "download", "--disable-pip-version-check", "--no-input", "--require-hashes"])
+        .args(["--no-deps", "--only-binary", ":all:", "--dest"])
+        .arg(&dir)
+        .arg("--requirement")
+        .arg(&requirements_path)
+        .status()
+        .context("running pip download")?;
+    if !status.success() {
+        bail!("pip download -r {} failed ({status})", requirements_path.display());
+    }
+    fs::write(&stamp, requirements).with_context(|| format!("writing {}", stamp.display()))?;
+    Ok(())
+}
+
+/// Fails when a program of [`PROGRAMS`] cannot be run, naming it and where it should come from.
+fn check_programs(root: &Path) -> anyhow::Result<()> {
+    let bin = tools_dir(root).join("bin");
+    let mut missing = Vec::new();
+    for (program, from) in PROGRAMS {
+        let found = match from {
+            From::Unpacked(_) => bin.join(program).is_file(),
+            From::Package(_) | From::Machine => on_path(program),
+        };
+        if !found {
+            missing.push(format!("{program} ({from:?})"));
+        }
+    }
+    if !missing.is_empty() {
+        bail!("programs the tests run are missing after setup: {}", missing.join(", "));
+    }
+    Ok(())
+}
+
+fn on_path(program: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .any(|dir| dir.join(program).is_file())
 }
 
 /// Where the deploy tests' venv lives: `$PREMAIN_TOOLS_VENV`, else `tools/venv` in the cargo
@@ -71,8 +221,7 @@ fn tools_venv_dir(root: &Path) -> PathBuf {
     if let Some(dir) = std::env::var_os("PREMAIN_TOOLS_VENV") {
         return PathBuf::from(dir);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |t| root.join(t));
-    target.join("tools/venv")
+    tools_dir(root).join("venv")
 }
 
 /// Builds the venv with the pinned tools of `TOOLS_REQUIREMENTS`, from scratch, whenever that
@@ -151,10 +300,10 @@ fn find_python() -> anyhow::Result<PathBuf> {
         })
 }
 
-fn missing_packages() -> anyhow::Result<Vec<&'static str>> {
+fn missing_packages<'a>(wanted: &[&'a str]) -> anyhow::Result<Vec<&'a str>> {
     let out = Command::new("dpkg-query")
         .args(["-W", "-f=${Package} ${Status}\\n"])
-        .args(PACKAGES)
+        .args(wanted)
         .output()
         .context("running dpkg-query: this setup needs a Debian machine")?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -163,7 +312,7 @@ fn missing_packages() -> anyhow::Result<Vec<&'static str>> {
         .filter(|l| l.ends_with("install ok installed"))
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    Ok(PACKAGES.iter().copied().filter(|p| !installed.contains(p)).collect())
+    Ok(wanted.iter().copied().filter(|p| !installed.contains(p)).collect())
 }
 
 fn is_root() -> bool {
@@ -269,4 +418,94 @@ fn ensure_cargo_fuzz() -> anyhow::Result<()> {
         bail!("cargo install cargo-fuzz {CARGO_FUZZ_VERSION} failed ({status})");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::BTreeSet,
+        fs,
+        path::{Path, PathBuf},
+    };
+
+    use super::PROGRAMS;
+
+    /// Source files of the tests: the integration tests and their scripts, and the daemon's
+    /// unit tests (which live next to its code).
+    fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs" || e == "py") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// The programs `text` runs: `Command::new("x")`, `tool("x")`, `program("x")`,
+    /// `run_ok("x", ...)` and copies of `/bin/x` in Rust; `subprocess.*(["x", ...])` and
+    /// `shutil.which("x")` in Python. Paths count by their file name.
+    fn spawned(text: &str) -> BTreeSet<String> {
+        let mut found = BTreeSet::new();
+        let mut take = |literal: &str| {
+            let name = literal.rsplit('/').next().unwrap_or(literal);
+            if !name.is_empty() && !name.contains(['{', ' ', '$']) {
+                found.insert(name.to_owned());
+            }
+        };
+        for prefix in ["Command::new(\"", "tool(\"", "program(\"", "run_ok(\"", "shutil.which(\""] {
+            for (at, _) in text.match_indices(prefix) {
+                let rest = &text[at + prefix.len()..];
+                take(&rest[..rest.find('"').unwrap_or(0)]);
+            }
+        }
+        for (at, _) in text.match_indices("fs::copy(\"") {
+            let rest = &text[at + "fs::copy(\"".len()..];
+            let literal = &rest[..rest.find('"').unwrap_or(0)];
+            if ["/bin/", "/usr/bin/", "/sbin/", "/usr/sbin/"].iter().any(|d| literal.starts_with(d)) {
+                take(literal);
+            }
+        }
+        for (at, _) in text.match_indices("subprocess.") {
+            let rest = &text[at..];
+            let Some(open) = rest.find('(') else { continue };
+            let args = rest[open + 1..].trim_start().strip_prefix('[').map(str::trim_start);
+            let Some(args) = args.map(|a| a.strip_prefix('b').unwrap_or(a)) else { continue };
+            if let Some(quoted) = args.strip_prefix('"').or_else(|| args.strip_prefix('\'')) {
+                take(&quoted[..quoted.find(['"', '\'']).unwrap_or(0)]);
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_program_a_test_runs_is_provided() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let mut files = Vec::new();
+        sources(&root.join("tests"), &mut files);
+        sources(&root.join("monitor/src"), &mut files);
+        let provided: BTreeSet<&str> = PROGRAMS.iter().map(|(name, _)| *name).collect();
+        let mut missing = Vec::new();
+        for file in files {
+            let text = fs::read_to_string(&file).unwrap();
+            for program in spawned(&text) {
+                if !provided.contains(program.as_str()) {
+                    missing.push(format!("{program} ({})", file.strip_prefix(root).unwrap().display()));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "tests run programs `cargo xtask setup` does not provide (PROGRAMS): {missing:?}"
+        );
+    }
+
+    #[test]
+    fn the_scan_finds_spawned_programs() {
+        let rust = r#"Command::new("bpftool"); tool("curl"); run_ok("/bin/cat", &[]); fs::copy("/usr/bin/python3.11", x); Command::new(&py.path)"#;
+        let python = "subprocess.run(\n    [b\"/bin/true\", x])\nsubprocess.Popen(['/usr/bin/env'])\nshutil.which(\"curl\")";
+        let found: Vec<String> = spawned(rust).into_iter().chain(spawned(python)).collect();
+        assert_eq!(found, ["bpftool", "cat", "curl", "python3.11", "curl", "env", "true"]);
+    }
 }

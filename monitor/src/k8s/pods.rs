@@ -756,7 +756,7 @@ impl Status {
 mod tests {
     use std::{
         io::{BufRead as _, BufReader},
-        process::{Child, Command, Stdio},
+        process::{Child, Stdio},
     };
 
     use serde_json::{Value, json};
@@ -821,23 +821,15 @@ mod tests {
     }
 
     impl StandIn {
-        /// `None` (the test is skipped) when there is no python3.
-        fn start(token: &str, tls: Option<(&Path, &Path, &Path)>) -> Option<Self> {
-            let mut command = Command::new("python3");
+        fn start(token: &str, tls: Option<(&Path, &Path, &Path)>) -> Self {
+            let mut command = crate::testing::program("python3");
             command.arg(STANDIN).args(["--node", NODE, "--token", token]);
             if let Some((cert, key, _)) = tls {
                 command.arg("--cert").arg(cert).arg("--key").arg(key);
             }
             let spawned =
                 command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn();
-            let mut child = match spawned {
-                Ok(child) => child,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    eprintln!("SKIPPED: python3 is not installed; the API server stand-in needs it");
-                    return None;
-                }
-                Err(e) => panic!("starting python3 {STANDIN}: {e}"),
-            };
+            let mut child = spawned.unwrap_or_else(|e| panic!("starting python3 {STANDIN}: {e}"));
             let mut line = String::new();
             BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
             let Ok(port) = line.trim().parse::<u16>() else {
@@ -853,7 +845,7 @@ mod tests {
                 ca_file: tls.map(|(_, _, ca)| ca.to_owned()),
             };
             let control = http_client(&opts, &tuning()).unwrap();
-            Some(Self { child, url, control })
+            Self { child, url, control }
         }
 
         fn options(&self, token_file: &Path) -> WatchOptions {
@@ -937,7 +929,7 @@ mod tests {
     #[tokio::test]
     async fn lists_both_pages_of_this_nodes_pods_only() {
         let scratch = Scratch::new("list");
-        let Some(api) = StandIn::start("t1", None) else { return };
+        let api = StandIn::start("t1", None);
         for (uid, node) in [("uid-a1", NODE), ("uid-a2", NODE), ("uid-a3", NODE), ("uid-b1", "node-b")] {
             api.pod(uid, uid, node, json!({"app": uid})).await;
         }
@@ -974,7 +966,7 @@ mod tests {
     #[tokio::test]
     async fn follows_watch_events() {
         let scratch = Scratch::new("events");
-        let Some(api) = StandIn::start("t1", None) else { return };
+        let api = StandIn::start("t1", None);
         api.pod("uid-1", "web", NODE, json!({"app": "web"})).await;
         let metrics = metrics();
         let token = scratch.write("token", "t1");
@@ -1016,7 +1008,7 @@ mod tests {
         // the reconnect is answered with HTTP 410.
         for mode in ["event", "status"] {
             let scratch = Scratch::new(&format!("gone-{mode}"));
-            let Some(api) = StandIn::start("t1", None) else { return };
+            let api = StandIn::start("t1", None);
             api.pod("uid-1", "one", NODE, json!({})).await;
             api.pod("uid-2", "two", NODE, json!({})).await;
             let metrics = metrics();
@@ -1045,7 +1037,7 @@ mod tests {
     #[tokio::test]
     async fn backs_off_on_server_errors() {
         let scratch = Scratch::new("backoff");
-        let Some(api) = StandIn::start("t1", None) else { return };
+        let api = StandIn::start("t1", None);
         api.pod("uid-1", "one", NODE, json!({})).await;
         api.post("/_fail", json!({"status": 500, "count": 4})).await;
         let metrics = metrics();
@@ -1065,7 +1057,7 @@ mod tests {
     #[tokio::test]
     async fn watches_that_end_at_once_back_off() {
         let scratch = Scratch::new("short");
-        let Some(api) = StandIn::start("t1", None) else { return };
+        let api = StandIn::start("t1", None);
         api.post("/_short_watches", json!({"on": true})).await;
         let metrics = metrics();
         let token = scratch.write("token", "t1");
@@ -1082,7 +1074,7 @@ mod tests {
     #[tokio::test]
     async fn reads_the_token_again_on_each_connect() {
         let scratch = Scratch::new("token");
-        let Some(api) = StandIn::start("t1", None) else { return };
+        let api = StandIn::start("t1", None);
         api.pod("uid-1", "one", NODE, json!({})).await;
         let metrics = metrics();
         let token = scratch.write("token", "stale");
@@ -1109,26 +1101,20 @@ mod tests {
         }
     }
 
-    /// Runs `openssl` with `args` in `dir`; false when there is no openssl.
-    fn openssl(dir: &Path, args: &[&str]) -> bool {
-        match Command::new("openssl")
+    /// Runs `openssl` with `args` in `dir`.
+    fn openssl(dir: &Path, args: &[&str]) {
+        let status = crate::testing::program("openssl")
             .args(args)
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status()
-        {
-            Ok(status) => {
-                assert!(status.success(), "openssl {args:?}: {status}");
-                true
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(e) => panic!("openssl: {e}"),
-        }
+            .status();
+        let status = status.unwrap_or_else(|e| panic!("openssl: {e}"));
+        assert!(status.success(), "openssl {args:?}: {status}");
     }
 
     /// A CA, and a certificate for 127.0.0.1 it signed, under `prefix`.
-    fn certificates(scratch: &Scratch, prefix: &str) -> bool {
+    fn certificates(scratch: &Scratch, prefix: &str) {
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
         let ca_key = format!("{prefix}ca.key");
         let ca = format!("{prefix}ca.pem");
@@ -1148,10 +1134,12 @@ mod tests {
                 &["-keyout", &ca_key, "-out", &ca, "-days", "2", "-subj", "/CN=premain test CA"],
             ]
             .concat(),
-        ) && openssl(
+        );
+        openssl(
             dir,
             &[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"]].concat(),
-        ) && openssl(
+        );
+        openssl(
             dir,
             &[
                 "x509",
@@ -1170,19 +1158,17 @@ mod tests {
                 "-extfile",
                 "ext.cnf",
             ],
-        )
+        );
     }
 
     #[tokio::test]
     async fn https_checked_against_the_cluster_ca() {
         let scratch = Scratch::new("https");
-        if !certificates(&scratch, "") || !certificates(&scratch, "other-") {
-            eprintln!("SKIPPED: openssl is not installed; it makes the test certificates");
-            return;
-        }
+        certificates(&scratch, "");
+        certificates(&scratch, "other-");
         let dir = &scratch.0;
         let tls = (&*dir.join("server.pem"), &*dir.join("server.key"), &*dir.join("ca.pem"));
-        let Some(api) = StandIn::start("t1", Some(tls)) else { return };
+        let api = StandIn::start("t1", Some(tls));
         api.pod("uid-1", "one", NODE, json!({})).await;
         let token = scratch.write("token", "t1");
 

@@ -317,7 +317,7 @@ type FindResult = Result<Option<Found>, BtfError>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
 
     /// Assembles a BTF blob from words; type ids follow `ty` call order from 1.
     struct Builder(Vec<u32>, Vec<u8>);
@@ -456,7 +456,7 @@ mod tests {
 
     fn kernel() -> Option<Btf> {
         if !std::path::Path::new(VMLINUX).exists() {
-            eprintln!("skipped: no {VMLINUX} (kernel without CONFIG_DEBUG_INFO_BTF)");
+            crate::testing::cannot_run(&format!("no {VMLINUX} (kernel without CONFIG_DEBUG_INFO_BTF)"));
             return None;
         }
         Some(Btf::from_sys_fs().expect("parse kernel BTF"))
@@ -508,10 +508,11 @@ mod tests {
             fields.push(("inode", "__i_nlink"));
         }
         for (s, m) in fields.into_iter().filter(|(_, m)| !m.contains('.')) {
-            let cmd = Command::new("pahole").args(["-C", s, VMLINUX]).stderr(Stdio::null()).output();
-            let out = match cmd {
+            let out =
+                crate::testing::program("pahole").args(["-C", s, VMLINUX]).stderr(Stdio::null()).output();
+            let out = match out {
                 Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
-                other => return eprintln!("skipped: no pahole ({other:?}); apt install dwarves"),
+                other => panic!("pahole -C {s}: {other:?}"),
             };
             // Member lines look like "\tpid_t  pid;  /*  1264  4 */" (bitfields "/* 8: 0  4 */").
             let want = out.lines().find_map(|l| {

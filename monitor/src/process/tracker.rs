@@ -3,7 +3,7 @@
 //! turns the records of tracked processes into events.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     fs,
     path::{Path, PathBuf},
     sync::Arc,
@@ -76,6 +76,9 @@ pub struct Tracker {
     untracked: HashMap<u32, (u64, Untracked)>,
     /// Executables being judged in the background, with the records that wait for them.
     judging: HashMap<ExeKey, Parked>,
+    /// `judging`'s executables in the order they were asked for: records are released in that
+    /// order, so what waited longer is never overtaken by what came after it.
+    order: VecDeque<ExeKey>,
     /// Processes whose records wait, and for which executable.
     parked: HashMap<u32, ExeKey>,
     /// Records waiting in `judging`.
@@ -89,6 +92,8 @@ pub struct Tracker {
 struct Parked {
     records: Vec<Record>,
     since: Instant,
+    /// The verdict, once it came (`Some(None)`: the file could not be examined).
+    verdict: Option<Option<Verdict>>,
 }
 
 /// Records waiting for verdicts at most; beyond, records of waiting processes are lost (and
@@ -107,6 +112,7 @@ impl Tracker {
             verdicts: HashMap::new(),
             untracked: HashMap::new(),
             judging: HashMap::new(),
+            order: VecDeque::new(),
             parked: HashMap::new(),
             parked_records: 0,
             unjudgeable: None,
@@ -125,24 +131,43 @@ impl Tracker {
         !self.judging.is_empty()
     }
 
-    /// A verdict from the background: remembers it and applies the records that waited for
-    /// it, in order; returns their events.
+    /// A verdict from the background. Once every executable asked for before it has its
+    /// verdict too, remembers them and applies the records that waited, in order; returns
+    /// their events.
     pub fn judged(&mut self, kernel: &mut dyn KernelState, judged: Judged) -> Vec<Event> {
         let Judged { key, verdict } = judged;
-        match verdict {
-            Some(Verdict::Python(interp)) => _ = self.remember(kernel, key, Some(interp)),
-            Some(Verdict::NotPython) => _ = self.remember(kernel, key, None),
-            None => self.unjudgeable = Some(key),
+        match self.judging.get_mut(&key) {
+            Some(parked) => parked.verdict = Some(verdict),
+            // Nothing waits for it (given up already): still worth knowing.
+            None => match verdict {
+                Some(Verdict::Python(interp)) => _ = self.remember(kernel, key, Some(interp)),
+                Some(Verdict::NotPython) => _ = self.remember(kernel, key, None),
+                None => {}
+            },
         }
-        let events = self.release(kernel, key);
-        self.unjudgeable = None;
+        let mut events = Vec::new();
+        while let Some(&first) = self.order.front() {
+            let Some(verdict) = self.judging.get_mut(&first).and_then(|p| p.verdict.take()) else { break };
+            self.order.pop_front();
+            match verdict {
+                Some(Verdict::Python(interp)) => _ = self.remember(kernel, first, Some(interp)),
+                Some(Verdict::NotPython) => _ = self.remember(kernel, first, None),
+                None => self.unjudgeable = Some(first),
+            }
+            events.extend(self.release(kernel, first));
+            self.unjudgeable = None;
+        }
         events
     }
 
     /// Gives up the verdicts asked for more than `deadline` ago (see [`JUDGE_DEADLINE`]).
     pub fn give_up_judging(&mut self, kernel: &mut dyn KernelState, deadline: Duration) -> Vec<Event> {
-        let late: Vec<ExeKey> =
-            self.judging.iter().filter(|(_, p)| p.since.elapsed() >= deadline).map(|(k, _)| *k).collect();
+        let late: Vec<ExeKey> = self
+            .judging
+            .iter()
+            .filter(|(_, p)| p.verdict.is_none() && p.since.elapsed() >= deadline)
+            .map(|(k, _)| *k)
+            .collect();
         let mut events = Vec::new();
         for key in late {
             tracing::warn!(?key, "an executable could not be judged in time; its processes are not tracked");
@@ -195,8 +220,11 @@ impl Tracker {
         {
             self.parked.insert(fork.child_pid, key);
         }
-        let parked =
-            self.judging.entry(key).or_insert_with(|| Parked { records: Vec::new(), since: Instant::now() });
+        let order = &mut self.order;
+        let parked = self.judging.entry(key).or_insert_with(|| {
+            order.push_back(key);
+            Parked { records: Vec::new(), since: Instant::now(), verdict: None }
+        });
         parked.records.push(record);
         self.parked_records += 1;
     }
@@ -924,6 +952,18 @@ mod tests {
         );
         let hooks: Vec<&str> = events.iter().map(|e| e.action.hook()).collect();
         assert_eq!(hooks, ["image", "open"]);
+
+        // Verdicts arriving out of order: what was asked for first is released first.
+        let (first, second) = (ExeKey { ino: 302, ..PY }, ExeKey { ino: 303, ..PY });
+        assert!(t.handle(image(90, first, TRACK_PENDING, 0)).is_none());
+        assert!(t.handle(image(91, second, TRACK_PENDING, 0)).is_none());
+        let python_verdict = || Some(Verdict::Python(python()));
+        assert!(
+            t.tracker.judged(&mut t.kernel, Judged { key: second, verdict: python_verdict() }).is_empty()
+        );
+        let events = t.tracker.judged(&mut t.kernel, Judged { key: first, verdict: python_verdict() });
+        let pids: Vec<u32> = events.iter().map(|e| e.header.pid).collect();
+        assert_eq!(pids, [90, 91]);
     }
 
     #[test]

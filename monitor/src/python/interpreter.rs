@@ -648,16 +648,19 @@ mod tests {
 
     /// `bin/python3.N` of every pyenv CPython 3, with the version its directory names.
     fn pyenv_pythons() -> Vec<(PathBuf, (u8, u8))> {
-        let entries = fs::read_dir("/root/.pyenv/versions").into_iter().flatten().flatten();
-        let mut found: Vec<_> = entries
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                let minor: u8 = name.strip_prefix("3.")?.split('.').next()?.parse().ok()?;
-                let exe = e.path().join(format!("bin/python3.{minor}"));
-                exe.exists().then_some((exe, (3, minor)))
-            })
-            .collect();
-        found.sort_by_key(|&(_, version)| version);
+        let found = crate::testing::pyenv_pythons();
+        if found.is_empty() {
+            crate::testing::cannot_run("no pyenv CPython on this machine");
+        }
+        found
+    }
+
+    /// The newest pyenv CPython 3.`minor`.
+    fn pyenv_python(minor: u8) -> Option<PathBuf> {
+        let found = pyenv_pythons().into_iter().rev().find(|(_, v)| *v == (3, minor)).map(|(exe, _)| exe);
+        if found.is_none() {
+            crate::testing::cannot_run(&format!("no pyenv CPython 3.{minor} on this machine"));
+        }
         found
     }
 
@@ -758,14 +761,16 @@ mod tests {
 
     #[test]
     fn offset_matches_nm_and_readelf() {
-        let run = |tool: &str, args: &[&str]| {
-            let out = Command::new(tool).args(args).arg(DEBIAN).output().ok()?;
-            out.status.success().then(|| String::from_utf8(out.stdout).unwrap())
+        if !Path::new(DEBIAN).exists() {
+            return crate::testing::cannot_run(&format!("no {DEBIAN}"));
+        }
+        let run = |mut tool: Command, args: &[&str]| {
+            let out = tool.args(args).arg(DEBIAN).output().expect("runs");
+            assert!(out.status.success(), "{tool:?}: {out:?}");
+            String::from_utf8(out.stdout).unwrap()
         };
-        let (Some(nm), Some(readelf)) = (run("nm", &["-D", "--defined-only"]), run("readelf", &["-lW"]))
-        else {
-            return eprintln!("skipped: nm, readelf or {DEBIAN} missing");
-        };
+        let nm = run(crate::testing::program("nm"), &["-D", "--defined-only"]);
+        let readelf = run(crate::testing::program("readelf"), &["-lW"]);
         let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
         let line = nm.lines().find(|l| l.ends_with(" T Py_BytesMain")).unwrap();
         let vaddr = hex(line.split(' ').next().unwrap());
@@ -782,10 +787,7 @@ mod tests {
 
     #[test]
     fn venv_symlink_is_python() {
-        let base = Path::new("/root/.pyenv/versions/3.12.1/bin/python3");
-        if !base.exists() {
-            return eprintln!("skipped: {base:?} missing");
-        }
+        let Some(base) = pyenv_python(12) else { return };
         let dir = Scratch::new("venv");
         let venv = dir.0.join("venv");
         let made = Command::new(base).args(["-m", "venv", "--without-pip"]).arg(&venv).status();
@@ -805,10 +807,10 @@ mod tests {
             let _ = fs::remove_file(&dest);
             fs::copy(from, &dest).ok().map(|_| dest)
         };
-        for from in ["/root/.pyenv/versions/3.11.7/bin/python3.11", DEBIAN] {
-            if let Some(bash) = copy(from, "bash") {
-                check(&bash, Path::new("/"), (3, 11));
-            }
+        let Some(pyenv_311) = pyenv_python(11) else { return };
+        for from in [pyenv_311.to_str().unwrap(), DEBIAN] {
+            let bash = copy(from, "bash").unwrap_or_else(|| panic!("cannot copy {from}"));
+            check(&bash, Path::new("/"), (3, 11));
         }
         assert_eq!(verdict(&copy("/bin/true", "python3").unwrap()), Verdict::NotPython);
         let script = dir.0.join("python3");
@@ -816,6 +818,7 @@ mod tests {
             fs::write(&script, text).unwrap();
             assert_eq!(verdict(&script), Verdict::NotPython);
         }
+        // CPython 2 lacks the hooks premain probes; this machine kind may have one.
         let python2 = Path::new("/root/.pyenv/versions/2.7.18/bin/python2.7");
         if python2.exists() {
             assert_eq!(verdict(python2), Verdict::NotPython);
@@ -824,10 +827,9 @@ mod tests {
 
     #[test]
     fn libraries_resolve_inside_root() {
-        let lib = Path::new("/root/.pyenv/versions/3.13.0/lib/libpython3.13.so.1.0");
-        if !lib.exists() {
-            return eprintln!("skipped: {lib:?} missing");
-        }
+        let Some(python) = pyenv_python(13) else { return };
+        let prefix = python.parent().and_then(Path::parent).unwrap();
+        let lib = &prefix.join("lib/libpython3.13.so.1.0");
         // A container where the RUNPATH (the host's pyenv) is missing and libpython sits in a
         // default directory behind an absolute symlink.
         let root = Scratch::new("root");
@@ -835,7 +837,7 @@ mod tests {
             fs::create_dir_all(root.0.join(dir)).unwrap();
         }
         let exe = root.0.join("usr/bin/python3");
-        fs::copy("/root/.pyenv/versions/3.13.0/bin/python3.13", &exe).unwrap();
+        fs::copy(&python, &exe).unwrap();
         let Verdict::Python(interp) = recognize(&exe, &root.0).unwrap() else { panic!() };
         assert_eq!((&interp.image, interp.symbols.len()), (&exe, 0), "libpython not there yet");
         let placed = root.0.join("opt/libpython3.13.so.1.0");
@@ -872,7 +874,7 @@ mod tests {
     #[test]
     fn broken_elf_is_an_error_not_a_panic() {
         let Ok(real) = fs::read(DEBIAN) else {
-            return eprintln!("skipped: {DEBIAN} missing");
+            return crate::testing::cannot_run(&format!("no {DEBIAN}"));
         };
         let dir = Scratch::new("broken");
         let file = dir.0.join("python3");
