@@ -10,14 +10,16 @@
 //!   prometheus-operator's API (v0.93) that list every field of the objects used, with
 //!   metadata checked as Kubernetes' ObjectMeta (`tests/scripts/manifests.py`).
 //! - PromQL in the dashboard and the alert rules may only name metrics that
-//!   `monitor/src/ops/metrics.rs` defines (promtool is not available; names are enough to catch
-//!   renames), and the dashboard must show every one of them.
+//!   `monitor/src/ops/metrics.rs` defines, and the dashboard must show every one of them.
+//! - The alert rules pass Prometheus's own `promtool check rules`, and `promtool test rules`
+//!   runs `tests/prometheus/rules-test.yaml`, where every alerting rule fires on its cause
+//!   and stays quiet without it (promtool is unpacked from Debian's prometheus by setup).
 //! - The DaemonSet container's command and arguments, with the generated ConfigMap's file in
 //!   place of its mount, must start premain, answer its probes and exit cleanly on SIGTERM
 //!   within the grace period.
 //!
 //! YAML is read through the Python venv `cargo xtask setup` builds (PyYAML comes with
-//! kubernetes-validate), found at `$PREMAIN_TOOLS_VENV`, else `tools/venv` in the cargo target
+//! kubernetes-validate), found at `$PREMAIN_TOOLS_VENV`, else `venv` in setup's tools
 //! directory.
 
 use std::{
@@ -65,11 +67,8 @@ fn read(path: &Path) -> String {
 
 /// The venv of `cargo xtask setup` (the same places `xtask/src/setup.rs` builds it in).
 fn venv() -> PathBuf {
-    let dir = env::var_os("PREMAIN_TOOLS_VENV").map(PathBuf::from).unwrap_or_else(|| {
-        let target = env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| workspace_root().join("target"), |t| workspace_root().join(t));
-        target.join("tools/venv")
-    });
+    let dir = env::var_os("PREMAIN_TOOLS_VENV")
+        .map_or_else(|| integration_tests::tools_dir().join("venv"), PathBuf::from);
     assert!(
         dir.join("bin/python").is_file() && dir.join("bin/kubernetes-validate").is_file(),
         "the deploy tests' Python tools are missing from {}: run `cargo xtask setup`",
@@ -760,6 +759,48 @@ fn prometheus_rules_use_existing_metrics() {
     assert!(unknown.is_empty(), "the rules use metrics premain does not define: {unknown:#?}");
     let labels = missing_alert_labels(exprs.iter().map(String::as_str));
     assert!(labels.is_empty(), "add these to metrics.alert_labels in the DaemonSet's config: {labels:#?}");
+}
+
+/// The PrometheusRule's groups as a Prometheus rule file, with the unit tests of
+/// `tests/prometheus/rules-test.yaml` next to it.
+fn rule_files(dir: &TempDir) -> (PathBuf, PathBuf) {
+    let docs = yaml(&kube_dir().join("prometheusrule.yaml"));
+    let rules = dir.file("rules.json", &docs[0]["spec"].to_string());
+    let tests = workspace_root().join("tests/prometheus/rules-test.yaml");
+    let copy = dir.path().join("rules-test.yaml");
+    fs::copy(&tests, &copy).expect("copy the rule tests");
+    (rules, copy)
+}
+
+#[test]
+fn prometheus_rules_pass_promtool_and_each_alert_has_a_unit_test() {
+    let dir = TempDir::new("promtool");
+    let (rules, tests) = rule_files(&dir);
+    let promtool = integration_tests::tool("promtool");
+    let out = run(&promtool, &["check", "rules", rules.to_str().unwrap()]);
+    assert!(out.status.success(), "promtool check rules: {}", text(&out));
+    let out = run(&promtool, &["test", "rules", tests.to_str().unwrap()]);
+    assert!(out.status.success(), "promtool test rules: {}", text(&out));
+    // Every alerting rule is shown firing by some test.
+    let cases = yaml(&tests);
+    let firing: BTreeSet<String> = cases[0]["tests"]
+        .as_array()
+        .expect("tests")
+        .iter()
+        .flat_map(|group| group["alert_rule_test"].as_array().cloned().unwrap_or_default())
+        .filter(|case| case["exp_alerts"].as_array().is_some_and(|a| !a.is_empty()))
+        .filter_map(|case| case["alertname"].as_str().map(str::to_owned))
+        .collect();
+    let docs = yaml(&kube_dir().join("prometheusrule.yaml"));
+    let alerts: BTreeSet<String> = docs[0]["spec"]["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+        .filter_map(|r| r["alert"].as_str().map(str::to_owned))
+        .collect();
+    let untested: Vec<&String> = alerts.difference(&firing).collect();
+    assert!(untested.is_empty(), "alerting rules no unit test shows firing: {untested:?}");
 }
 
 #[test]

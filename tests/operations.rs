@@ -175,6 +175,64 @@ fn reloading_drops_no_event() {
     assert!(status.success());
 }
 
+/// Series whose labels are known in advance are there, at 0, as soon as premain serves
+/// `/metrics`: `increase()` sees the first alert or loss, and an absent series means premain
+/// does not export it. The exposition passes Prometheus's own `promtool check metrics`.
+#[test]
+fn known_series_are_exported_at_zero_from_the_start_and_pass_promtool() {
+    let premain = Premain::start_alerts(&[]);
+    let (status, body) = premain.get("/metrics");
+    assert_eq!(status, 200);
+    let value = |series: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("{series} is not exported:\n{body}"))
+            .trim()
+            .parse::<f64>()
+            .expect("a number")
+    };
+    for rule in ["credential-read", "network-connect", "network-send", "program-exec"] {
+        let severity = if rule == "credential-read" { "critical" } else { "high" };
+        for phase in ["install", "startup", "import"] {
+            value(&format!(r#"premain_alerts_total{{phase="{phase}",rule="{rule}",severity="{severity}"}}"#));
+        }
+    }
+    for hook in ["open", "connect", "exec", "fork", "exit", "send", "python"] {
+        for stage in ["ring_buffer", "kernel_table", "unattributed"] {
+            value(&format!(r#"premain_events_lost_total{{hook="{hook}",stage="{stage}"}}"#));
+        }
+        value(&format!(r#"premain_events_total{{hook="{hook}"}}"#));
+        value(&format!(r#"premain_kernel_read_failures_total{{hook="{hook}"}}"#));
+    }
+    for (hook, stage) in [("unknown", "decode"), ("alert", "userspace_queue"), ("alert", "sink")] {
+        assert_eq!(value(&format!(r#"premain_events_lost_total{{hook="{hook}",stage="{stage}"}}"#)), 0.0);
+    }
+    // Other Pythons on the machine could raise alerts; none runs a build hook that sends.
+    assert_eq!(value(r#"premain_alerts_total{phase="install",rule="network-send",severity="high"}"#), 0.0);
+    for trigger in ["wakeup", "poll", "settle", "tick"] {
+        value(&format!(r#"premain_reader_drains_total{{trigger="{trigger}"}}"#));
+    }
+    for result in ["success", "failure"] {
+        assert_eq!(value(&format!(r#"premain_config_reloads_total{{result="{result}"}}"#)), 0.0);
+    }
+    for sink in [r#"premain_alerts_delivered_total{sink="stdout"}"#, r#"premain_alert_delivery_failures_total{sink="stdout"}"#] {
+        value(sink);
+    }
+    let mut promtool = Command::new(integration_tests::tool("promtool"))
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), body.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics: {}\n{said}", out.status);
+    let (status, _) = premain.stop();
+    assert!(status.success());
+}
+
 #[test]
 fn metrics_and_health_move_with_their_causes() {
     let python = pyenv_python();
