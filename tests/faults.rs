@@ -555,7 +555,8 @@ fn exact_loss_attempt(python: &Python, count: u64) -> (String, Vec<(&'static str
     assert!(stderr.contains("lost="), "{stderr}");
 
     let events: Vec<&Value> = settled.iter().filter(|v| v["kind"] == "event" && v["pid"] == pid).collect();
-    let losses: Vec<&Value> = settled.iter().filter(|v| v["kind"] == "loss" && v["stage"] == "kernel").collect();
+    let losses: Vec<&Value> =
+        settled.iter().filter(|v| v["kind"] == "loss" && v["stage"] == "kernel").collect();
     for loss in &losses {
         assert!(loss["count"].as_u64().unwrap() > 0, "{loss}");
         let reason = loss["reason"].as_str().unwrap();

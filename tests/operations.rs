@@ -215,7 +215,10 @@ fn known_series_are_exported_at_zero_from_the_start_and_pass_promtool() {
     for result in ["success", "failure"] {
         assert_eq!(value(&format!(r#"premain_config_reloads_total{{result="{result}"}}"#)), 0.0);
     }
-    for sink in [r#"premain_alerts_delivered_total{sink="stdout"}"#, r#"premain_alert_delivery_failures_total{sink="stdout"}"#] {
+    for sink in [
+        r#"premain_alerts_delivered_total{sink="stdout"}"#,
+        r#"premain_alert_delivery_failures_total{sink="stdout"}"#,
+    ] {
         value(sink);
     }
     let mut promtool = Command::new(integration_tests::tool("promtool"))

@@ -12,7 +12,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use monitor::{config::Config, interpreter::examine, sockaddr::SockAddr};
+use monitor::{kernel::sockaddr::SockAddr, ops::config::Config, python::interpreter::examine};
 use monitor_common::{
     ARGS_MAX, COMM_LEN, ConnectRecord, ExeKey, ExecRecord, ExitRecord, FLAG_HELD, ForkRecord,
     MARK_EVAL_ENTER, MARK_EVAL_EXIT, MARK_MAIN, MARK_NAME_MAX, MARK_TEXT_MAX, MarkerRecord, OpenRecord,
@@ -53,7 +53,7 @@ type Seeds = Vec<(&'static str, Vec<u8>)>;
 /// A seed is only worth its place if it reaches past the parser's first checks as intended.
 fn check(target: &str, name: &str, bytes: &[u8]) {
     let ok = match target {
-        "decode" => monitor::decode::decode(bytes).is_ok(),
+        "decode" => monitor::kernel::decode::decode(bytes).is_ok(),
         "sockaddr" => {
             let other = matches!(SockAddr::parse(bytes), SockAddr::Other { .. });
             other == (name == "netlink")
@@ -93,6 +93,7 @@ fn header(kind: u32, size: usize) -> RecordHeader {
         size: size as u32,
         ktime_ns: 1_000_000,
         cgroup_id: 4242,
+        start_ns: 900_000,
         pid: 100,
         tid: 101,
         ppid: 1,
@@ -170,6 +171,7 @@ fn record_seeds() -> Seeds {
         child_tid: 102,
         is_thread: 0,
         tracking: 1,
+        child_start_ns: 950_000,
     };
     seeds.push(("fork", bytes_of(&fork, size_of::<ForkRecord>())));
     let exit = ExitRecord { header: header(RECORD_EXIT, size_of::<ExitRecord>()), exit_code: 256, _pad: 0 };

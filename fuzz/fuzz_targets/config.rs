@@ -10,7 +10,11 @@ use std::{
 
 use ipnet::IpNet;
 use libfuzzer_sys::fuzz_target;
-use monitor::{config::Config, event::Action, process::Resolution, rules::Rules};
+use monitor::{
+    detect::Rules,
+    ops::config::Config,
+    process::{event::Action, table::Resolution},
+};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use monitor::{
+use monitor::kernel::{
     decode::{Mark, Record, decode},
     sockaddr::SockAddr,
 };

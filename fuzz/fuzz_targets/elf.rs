@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use monitor::interpreter::examine;
+use monitor::python::interpreter::examine;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(Some(info)) = examine(data) else {

@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use libfuzzer_sys::fuzz_target;
-use monitor::sockaddr::SockAddr;
+use monitor::kernel::sockaddr::SockAddr;
 
 fuzz_target!(|data: &[u8]| {
     let addr = SockAddr::parse(data);

@@ -13,14 +13,14 @@
 //! - [`k8s`]: container and pod identity;
 //! - [`daemon`]: `premain run`, the event loop that ties them together.
 
-pub mod alert;
+pub(crate) mod alert;
 pub mod daemon;
 pub mod detect;
-pub mod k8s;
+pub(crate) mod k8s;
 pub mod kernel;
 pub mod ops;
-pub mod output;
-pub mod phase;
+pub(crate) mod output;
+pub(crate) mod phase;
 pub mod process;
 pub mod python;
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-pub use model::*;
+pub(crate) use model::*;
 
 use crate::{
     detect::{Hit, RuleId, Rules},
@@ -47,7 +47,7 @@ struct Fold {
     opened: Instant,
 }
 
-pub struct Alerts {
+pub(crate) struct Alerts {
     node: String,
     clock: Clock,
     window: Duration,
@@ -64,7 +64,7 @@ pub struct Alerts {
 }
 
 impl Alerts {
-    pub fn new(clock: Clock, options: &AlertOptions) -> Self {
+    pub(crate) fn new(clock: Clock, options: &AlertOptions) -> Self {
         let started = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         Self {
             node: node_name(&options.node_name),
@@ -83,18 +83,18 @@ impl Alerts {
     }
 
     /// Pod metadata from the API server watch; `labels` copies pod labels into alerts.
-    pub fn set_pods(&mut self, pods: PodCache, labels: bool) {
+    pub(crate) fn set_pods(&mut self, pods: PodCache, labels: bool) {
         self.pods = pods;
         self.pod_labels = labels;
     }
 
     /// The node name alerts carry.
-    pub fn node(&self) -> &str {
+    pub(crate) fn node(&self) -> &str {
         &self.node
     }
 
     /// Applies reloaded options; open fold windows keep running under the new length.
-    pub fn set_options(&mut self, options: &AlertOptions) {
+    pub(crate) fn set_options(&mut self, options: &AlertOptions) {
         self.node = node_name(&options.node_name);
         self.window = Duration::from_secs(options.fold_window_secs);
         self.ancestry_argv = options.ancestry_argv;
@@ -102,7 +102,7 @@ impl Alerts {
 
     /// Whether an allowlist exempts this action: its executable, its culprit's files or
     /// module names, or the distribution that carries the culprit.
-    pub fn exempt(&mut self, rules: &Rules, event: &Event, context: &Context) -> bool {
+    pub(crate) fn exempt(&mut self, rules: &Rules, event: &Event, context: &Context) -> bool {
         let c = &context.culprit;
         let files: Vec<&Path> = [c.path.as_deref(), c.module_file.as_deref(), c.outer_module_file.as_deref()]
             .into_iter()
@@ -117,7 +117,7 @@ impl Alerts {
     }
 
     /// The alert line to print now, or `None` when it folds into an open one.
-    pub fn raise(
+    pub(crate) fn raise(
         &mut self,
         event: &Event,
         context: &Context,
@@ -146,7 +146,7 @@ impl Alerts {
     }
 
     /// Closes the windows that have expired; returns the updated alerts of those with repeats.
-    pub fn expire(&mut self, all: bool) -> Vec<Alert> {
+    pub(crate) fn expire(&mut self, all: bool) -> Vec<Alert> {
         let window = self.window;
         let mut out = Vec::new();
         self.folds.retain(|_, fold| {

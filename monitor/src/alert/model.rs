@@ -10,19 +10,19 @@ use crate::{
     phase::{Basis, CulpritKind, Phase},
 };
 
-pub const SCHEMA: &str = "premain.alert/v1";
+pub(crate) const SCHEMA: &str = "premain.alert/v1";
 
 /// What a sink is given.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
-pub enum Record {
+pub(crate) enum Record {
     Alert(Box<Alert>),
     Loss(Loss),
 }
 
 /// A constant `kind` field.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Kind<const LOSS: bool>;
+pub(crate) struct Kind<const LOSS: bool>;
 
 impl<const LOSS: bool> Serialize for Kind<LOSS> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -31,7 +31,7 @@ impl<const LOSS: bool> Serialize for Kind<LOSS> {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Alert {
+pub(crate) struct Alert {
     pub kind: Kind<false>,
     pub schema: &'static str,
     /// Unique per alert; a folded alert is sent again with the same id.
@@ -56,7 +56,7 @@ pub struct Alert {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct CulpritView {
+pub(crate) struct CulpritView {
     pub kind: CulpritKind,
     #[serde(flatten)]
     pub path: Text,
@@ -79,7 +79,7 @@ pub struct CulpritView {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct ProcessView {
+pub(crate) struct ProcessView {
     pub pid: u32,
     pub tid: u32,
     pub ppid: u32,
@@ -100,7 +100,7 @@ pub struct ProcessView {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct AncestorView {
+pub(crate) struct AncestorView {
     pub pid: u32,
     #[serde(flatten)]
     pub exe: Text,
@@ -112,7 +112,7 @@ pub struct AncestorView {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct OriginView {
+pub(crate) struct OriginView {
     pub pid: u32,
     pub tid: u32,
     #[serde(flatten)]
@@ -124,7 +124,7 @@ pub struct OriginView {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct ActionView {
+pub(crate) struct ActionView {
     #[serde(rename = "type")]
     pub kind: ActionKind,
     #[serde(flatten)]
@@ -137,7 +137,7 @@ pub struct ActionView {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ActionKind {
+pub(crate) enum ActionKind {
     Open,
     Connect,
     Send,
@@ -147,7 +147,7 @@ pub enum ActionKind {
 /// What the action touched.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
-pub enum Target {
+pub(crate) enum Target {
     File {
         #[serde(flatten)]
         path: Text,
@@ -169,13 +169,13 @@ pub enum Target {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct ContainerView {
+pub(crate) struct ContainerView {
     pub id: String,
     pub runtime: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct KubernetesView {
+pub(crate) struct KubernetesView {
     pub pod_uid: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,
@@ -187,7 +187,7 @@ pub struct KubernetesView {
 
 /// Records lost somewhere on the way, in the stream itself (`{"kind":"loss",...}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Loss {
+pub(crate) struct Loss {
     pub kind: Kind<true>,
     pub time: String,
     /// The hook whose records were lost, or `alert` for records lost on the way to a sink.

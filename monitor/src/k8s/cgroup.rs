@@ -38,7 +38,7 @@ pub struct Container {
 }
 
 /// The container one cgroup path names, if any.
-pub fn parse(path: &str) -> Option<Container> {
+pub(crate) fn parse(path: &str) -> Option<Container> {
     let mut pod_uid = None;
     let mut found = None;
     let mut previous = "";
@@ -63,7 +63,7 @@ pub fn parse(path: &str) -> Option<Container> {
 /// Each line is `hierarchy:controllers:path`; a cgroup v2 host has one `0::` line, a v1 or hybrid
 /// host one line per hierarchy. Controllers can disagree (containerd's unparsed systemd form shows
 /// up in some v1 hierarchies only), so a line that also names the pod wins over one that does not.
-pub fn from_proc_cgroup(text: &str) -> Option<Container> {
+pub(crate) fn from_proc_cgroup(text: &str) -> Option<Container> {
     let mut fallback = None;
     for line in text.lines() {
         let mut fields = line.splitn(3, ':');
@@ -82,7 +82,7 @@ pub fn from_proc_cgroup(text: &str) -> Option<Container> {
 }
 
 /// The container process `pid` runs in; `None` for host processes and for processes already gone.
-pub fn of_pid(pid: u32) -> Option<Container> {
+pub(crate) fn of_pid(pid: u32) -> Option<Container> {
     from_proc_cgroup(&crate::process::procfs::cgroup(pid)?)
 }
 

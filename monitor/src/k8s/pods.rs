@@ -31,7 +31,7 @@ use crate::{
 
 /// What alerts say about a pod.
 #[derive(Clone, Debug, PartialEq)]
-pub struct PodMeta {
+pub(crate) struct PodMeta {
     pub name: String,
     pub namespace: String,
     pub labels: BTreeMap<String, String>,
@@ -39,7 +39,7 @@ pub struct PodMeta {
 
 /// This node's pods by UID. Cheap to clone; the watch stops once every clone is dropped.
 #[derive(Clone, Default)]
-pub struct PodCache {
+pub(crate) struct PodCache {
     store: Arc<RwLock<Store>>,
 }
 
@@ -50,17 +50,13 @@ impl PodCache {
 
     /// The pod with this UID, or whose mirror pod this is for a static pod's config hash (the
     /// UID its cgroup is named after); also a pod deleted less than the grace period ago.
-    pub fn get(&self, uid: &str) -> Option<PodMeta> {
+    pub(crate) fn get(&self, uid: &str) -> Option<PodMeta> {
         self.store.read().unwrap_or_else(PoisonError::into_inner).get(uid, Instant::now()).cloned()
     }
 
     /// Pods known and not deleted.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.store.read().unwrap_or_else(PoisonError::into_inner).live
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -199,7 +195,7 @@ pub enum K8sError {
 
 /// Where and as whom to watch pods.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WatchOptions {
+pub(crate) struct WatchOptions {
     /// `http(s)://host[:port]`, no trailing slash.
     pub api_server: String,
     pub node_name: String,
@@ -215,7 +211,7 @@ impl WatchOptions {
     /// An empty `token_file` or `ca_file`, or one that does not exist, is not used: an explicit
     /// `http://` API server (`kubectl proxy`) needs neither. An https server without a CA is an
     /// error.
-    pub fn resolve(cfg: &config::Kubernetes) -> Result<Option<Self>, K8sError> {
+    pub(crate) fn resolve(cfg: &config::Kubernetes) -> Result<Option<Self>, K8sError> {
         Self::resolve_with(cfg, |name| std::env::var(name).ok(), hostname)
     }
 
@@ -306,7 +302,7 @@ impl Default for Tuning {
 ///
 /// The cache starts empty and fills once the first LIST answers; failures are retried for as
 /// long as a clone of the cache exists, counted in `kubernetes_watch_errors` and logged.
-pub fn spawn_watch(opts: WatchOptions, metrics: Metrics) -> Result<PodCache, K8sError> {
+pub(crate) fn spawn_watch(opts: WatchOptions, metrics: Metrics) -> Result<PodCache, K8sError> {
     spawn_tuned(opts, metrics, Tuning::default())
 }
 
@@ -1183,7 +1179,7 @@ mod tests {
             metrics.kubernetes_watch_errors.get() >= 1
         })
         .await;
-        assert!(cache.is_empty());
+        assert_eq!(cache.len(), 0);
     }
 
     #[test]

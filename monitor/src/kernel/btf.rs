@@ -87,7 +87,7 @@ fn trailing(kind: u32, vlen: usize) -> Option<usize> {
 }
 
 /// Parsed BTF: the raw blob plus indexes, so lookups need not rescan ~150k types.
-pub struct Btf {
+pub(crate) struct Btf {
     data: Vec<u8>,
     strs: Range<usize>,
     /// Byte offset in `data` of each type record, indexed by type id (id 0, `void`, has none).
@@ -118,7 +118,7 @@ struct Found {
 
 impl Btf {
     /// Reads the running kernel's BTF from sysfs.
-    pub fn from_sys_fs() -> Result<Btf, BtfError> {
+    pub(crate) fn from_sys_fs() -> Result<Btf, BtfError> {
         Btf::from_file(VMLINUX)
     }
 
@@ -129,7 +129,7 @@ impl Btf {
 
     /// Validates the header and walks the whole type section up front, so that later lookups
     /// only meet bad data inside records (dangling ids, bad names), which they report as errors.
-    pub fn parse(data: Vec<u8>) -> Result<Btf, BtfError> {
+    pub(crate) fn parse(data: Vec<u8>) -> Result<Btf, BtfError> {
         if data.len() < HDR_MIN {
             return Err(bad!("header truncated: {} bytes", data.len()));
         }
@@ -181,7 +181,7 @@ impl Btf {
     /// Byte offset of `path` ("real_parent", "i_mtime.tv_sec", dotted for nested named members)
     /// inside `struct_name`. As in C, members of anonymous struct/union members count as direct
     /// members. Bitfields and misaligned members are an error, not a rounded offset.
-    pub fn member_offset(&self, struct_name: &str, path: &str) -> Result<u32, BtfError> {
+    pub(crate) fn member_offset(&self, struct_name: &str, path: &str) -> Result<u32, BtfError> {
         let found = self.resolve(struct_name, path)?;
         // Without kind_flag, a bitfield shows only in its INT's encoding: nr_bits, bit offset.
         let t = self.ty(self.strip_modifiers(found.ty)?)?;
@@ -201,7 +201,8 @@ impl Btf {
 
     /// Whether `struct_name` has a (possibly nested-anonymous) member called `member`; dotted
     /// paths work as in `member_offset`. Bitfields count: they exist, they are just not readable.
-    pub fn has_member(&self, struct_name: &str, member: &str) -> bool {
+    #[cfg(test)]
+    pub(crate) fn has_member(&self, struct_name: &str, member: &str) -> bool {
         self.resolve(struct_name, member).is_ok()
     }
 

@@ -12,7 +12,7 @@ use super::{hold, probes::Probes};
 use crate::python::interpreter::Interpreter;
 
 /// What the process layer changes in the kernel; a fake stands in for unit tests.
-pub trait KernelState {
+pub(crate) trait KernelState {
     fn track(&mut self, pid: u32, flags: u32);
     fn untrack(&mut self, pid: u32);
     fn set_verdict(&mut self, key: ExeKey, python: bool);
@@ -27,7 +27,7 @@ pub trait KernelState {
     fn set_quiet(&mut self, pid: u32, generation: Option<u64>);
 }
 
-pub struct KernelControl {
+pub(crate) struct KernelControl {
     /// `None` once unloaded.
     ebpf: Option<Ebpf>,
     tracked: HashMap<MapData, u32, u32>,
@@ -55,36 +55,36 @@ impl KernelControl {
     }
 
     /// Switches holding of processes that run an unseen executable on or off.
-    pub fn set_hold(&mut self, on: bool) -> Result<(), aya::maps::MapError> {
+    pub(crate) fn set_hold(&mut self, on: bool) -> Result<(), aya::maps::MapError> {
         self.control.set(CONTROL_HOLD, u32::from(on), 0)
     }
 
     /// Tells the kernel whether records need to wake the reader (see
     /// `monitor_common::CONTROL_READER_BUSY`).
-    pub fn set_reader_busy(&mut self, busy: bool) -> Result<(), aya::maps::MapError> {
+    pub(crate) fn set_reader_busy(&mut self, busy: bool) -> Result<(), aya::maps::MapError> {
         self.control.set(CONTROL_READER_BUSY, u32::from(busy), 0)
     }
 
     /// A `cpython.run_*` audit marker of a process running `image` was read; `running_main`
     /// says whether `_PyInterpreterState_SetRunningMain` had marked main before it.
-    pub fn main_checked(&mut self, image: &std::path::Path, running_main: bool) {
+    pub(crate) fn main_checked(&mut self, image: &std::path::Path, running_main: bool) {
         if let Some(ebpf) = self.ebpf.as_mut() {
             self.probes.main_checked(ebpf, image, running_main);
         }
     }
 
     /// Interpreter images with probes attached.
-    pub fn probed_images(&self) -> usize {
+    pub(crate) fn probed_images(&self) -> usize {
         self.probes.images()
     }
 
     /// Interpreter images whose probes could not be attached.
-    pub fn probe_failures(&self) -> usize {
+    pub(crate) fn probe_failures(&self) -> usize {
         self.probes.failures()
     }
 
     /// Detaches every program and drops the maps' last users in the kernel.
-    pub fn unload(&mut self) {
+    pub(crate) fn unload(&mut self) {
         self.ebpf = None;
     }
 }

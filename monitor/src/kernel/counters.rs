@@ -10,9 +10,10 @@ use monitor_common::{
 use crate::alert::{Kind, Loss};
 
 /// Every hook's name, in `HOOK_*` order.
-pub const HOOKS: [&str; HOOK_COUNT as usize] = ["open", "connect", "exec", "fork", "exit", "send", "python"];
+pub(crate) const HOOKS: [&str; HOOK_COUNT as usize] =
+    ["open", "connect", "exec", "fork", "exit", "send", "python"];
 
-pub fn hook_name(hook: u32) -> &'static str {
+pub(crate) fn hook_name(hook: u32) -> &'static str {
     HOOKS.get(hook as usize).copied().unwrap_or("unknown")
 }
 
@@ -30,7 +31,7 @@ const LOSSES: [(u32, &str, &str); 3] = [
 
 /// Totals per `[hook][kind]`, summed over CPUs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot(pub Vec<[u64; COUNT_KINDS as usize]>);
+pub(crate) struct Snapshot(pub Vec<[u64; COUNT_KINDS as usize]>);
 
 impl Default for Snapshot {
     fn default() -> Self {
@@ -39,7 +40,7 @@ impl Default for Snapshot {
 }
 
 impl Snapshot {
-    pub fn read(map: &PerCpuArray<MapData, u64>) -> Self {
+    pub(crate) fn read(map: &PerCpuArray<MapData, u64>) -> Self {
         let mut out = vec![[0u64; COUNT_KINDS as usize]; HOOK_COUNT as usize];
         for hook in 0..HOOK_COUNT {
             for kind in 0..COUNT_KINDS {
@@ -51,25 +52,25 @@ impl Snapshot {
         Self(out)
     }
 
-    pub fn sent(&self, hook: u32) -> u64 {
+    pub(crate) fn sent(&self, hook: u32) -> u64 {
         self.0.get(hook as usize).map_or(0, |c| c[COUNT_SENT as usize])
     }
 
     /// Calls of quiet processes not recorded.
-    pub fn quiet(&self, hook: u32) -> u64 {
+    pub(crate) fn quiet(&self, hook: u32) -> u64 {
         self.0.get(hook as usize).map_or(0, |c| c[COUNT_QUIET as usize])
     }
 
-    pub fn lost(&self, hook: u32) -> u64 {
+    pub(crate) fn lost(&self, hook: u32) -> u64 {
         LOSSES.iter().map(|(kind, ..)| self.0.get(hook as usize).map_or(0, |c| c[*kind as usize])).sum()
     }
 
-    pub fn read_failed(&self, hook: u32) -> u64 {
+    pub(crate) fn read_failed(&self, hook: u32) -> u64 {
         self.0.get(hook as usize).map_or(0, |c| c[COUNT_READ_FAILED as usize])
     }
 
     /// One `{"kind":"loss",...}` record per hook and reason that grew since `before`.
-    pub fn loss_records(&self, before: &Self, time: &str) -> Vec<Loss> {
+    pub(crate) fn loss_records(&self, before: &Self, time: &str) -> Vec<Loss> {
         let mut records = Vec::new();
         for hook in 0..HOOK_COUNT {
             for (kind, stage, reason) in LOSSES {

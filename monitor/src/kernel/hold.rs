@@ -7,15 +7,35 @@ use crate::process::procfs;
 const SYS_EXECVE: &str = "59";
 const SYS_EXECVEAT: &str = "322";
 
-/// Resumes `pid`; returns whether it was still stopped, i.e. whether the hold kept it from
-/// running until now (a job-control shell or a debugger may have continued it).
-pub fn resume(pid: u32) -> bool {
-    let stopped = state(pid) == Some('T');
+/// Resumes `pid`; returns whether the hold kept it from running until now: it is stopped, or
+/// the kernel's `SIGSTOP` is still pending (a verdict can come before the process has left
+/// `execve`; `SIGCONT` then cancels the stop). Otherwise something else continued it (a
+/// job-control shell, a debugger) and it may have run before its probes were attached.
+pub(crate) fn resume(pid: u32) -> bool {
+    if procfs::stopped_or_stopping(pid) {
+        cont(pid);
+        return true;
+    }
+    // The kernel program sends the stop right after the record that says so: a verdict can be
+    // that fast. A stop that comes after this SIGCONT would keep the process stopped for good,
+    // so watch for it a little while.
+    cont(pid);
+    let until = std::time::Instant::now() + std::time::Duration::from_micros(500);
+    while std::time::Instant::now() < until {
+        if procfs::stopped_or_stopping(pid) {
+            cont(pid);
+            return true;
+        }
+        std::hint::spin_loop();
+    }
+    false
+}
+
+fn cont(pid: u32) {
     // SAFETY: kill(2) has no memory preconditions.
     if unsafe { libc::kill(pid as i32, libc::SIGCONT) } != 0 {
         tracing::debug!(pid, error = %std::io::Error::last_os_error(), "cannot resume held process");
     }
-    stopped
 }
 
 fn state(pid: u32) -> Option<char> {
@@ -34,7 +54,7 @@ fn stopped_at_exec(pid: u32) -> bool {
 
 /// Resumes processes a previous premain stopped and never resumed (it was killed). Returns
 /// how many.
-pub fn release_orphans() -> usize {
+pub(crate) fn release_orphans() -> usize {
     let mut released = 0;
     for pid in procfs::pids() {
         if stopped_at_exec(pid) {

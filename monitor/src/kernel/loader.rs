@@ -14,7 +14,7 @@ use super::{control::KernelControl, error::StartError};
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor-ebpf"));
 
 #[derive(Clone, Copy, Debug)]
-pub enum Attach {
+pub(crate) enum Attach {
     TracePoint {
         category: &'static str,
         name: &'static str,
@@ -27,7 +27,7 @@ pub enum Attach {
 
 /// Every program in the object and where it attaches. Lifecycle hooks come first so that a
 /// process is classified before its syscalls can be seen.
-pub const PROGRAMS: &[(&str, Attach)] = &[
+pub(crate) const PROGRAMS: &[(&str, Attach)] = &[
     ("exec_image", Attach::TracePoint { category: "sched", name: "sched_process_exec" }),
     ("process_fork", Attach::Raw { name: "sched_process_fork" }),
     ("process_exit", Attach::TracePoint { category: "sched", name: "sched_process_exit" }),
@@ -48,7 +48,7 @@ pub const PROGRAMS: &[(&str, Attach)] = &[
 ];
 
 /// Tracepoints that must exist in tracefs (the raw one is checked there too).
-pub fn tracepoints() -> Vec<(&'static str, &'static str)> {
+pub(crate) fn tracepoints() -> Vec<(&'static str, &'static str)> {
     PROGRAMS
         .iter()
         .map(|(_, attach)| match *attach {
@@ -58,7 +58,7 @@ pub fn tracepoints() -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
-pub struct Kernel {
+pub(crate) struct Kernel {
     pub events: RingBuf<MapData>,
     pub control: KernelControl,
     pub counters: PerCpuArray<MapData, u64>,
@@ -67,7 +67,7 @@ pub struct Kernel {
 }
 
 /// Loads the object and creates its maps, without attaching anything.
-pub fn load(offsets: &KernelOffsets, ring_buffer_bytes: u32) -> Result<Kernel, StartError> {
+pub(crate) fn load(offsets: &KernelOffsets, ring_buffer_bytes: u32) -> Result<Kernel, StartError> {
     if OBJECT.is_empty() {
         return Err(StartError::EmptyObject);
     }
@@ -100,7 +100,7 @@ pub fn load(offsets: &KernelOffsets, ring_buffer_bytes: u32) -> Result<Kernel, S
 
 /// Loads into the kernel (verifier) and attaches every tracepoint program. Links are owned by
 /// the object: [`KernelControl::unload`] detaches everything.
-pub fn attach_all(kernel: &mut Kernel) -> Result<usize, StartError> {
+pub(crate) fn attach_all(kernel: &mut Kernel) -> Result<usize, StartError> {
     let ebpf = kernel.control.ebpf_mut().ok_or_else(|| StartError::Load("programs unloaded".into()))?;
     // The CPython probes are verified now and attached per interpreter image later.
     for program in super::probes::programs() {

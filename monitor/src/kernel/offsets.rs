@@ -21,7 +21,7 @@ fn first(btf: &Btf, strukt: &str, candidates: &[&str]) -> Result<u32, BtfError> 
     Err(last_err.expect("at least one candidate"))
 }
 
-pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<KernelOffsets, StartError> {
+pub(crate) fn resolve(btf: &Btf, tracefs: &Path) -> Result<KernelOffsets, StartError> {
     Ok(KernelOffsets {
         task_tgid: btf.member_offset("task_struct", "tgid")?,
         task_pid: btf.member_offset("task_struct", "pid")?,
@@ -52,7 +52,7 @@ fn group_dead_offset(tracefs: &Path) -> u32 {
 }
 
 /// Finds `offset:N;` on the `field:` line that declares `name` in a tracefs format file.
-pub fn parse_field_offset(format: &str, name: &str) -> Option<u32> {
+pub(crate) fn parse_field_offset(format: &str, name: &str) -> Option<u32> {
     format.lines().find_map(|line| {
         let decl = line.trim().strip_prefix("field:")?.split(';').next()?;
         let field = decl.split_whitespace().last()?.split('[').next()?;

@@ -14,7 +14,7 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
-pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+pub(crate) const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 const TRACEFS_CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
 /// Effective capability set of this process, from `/proc/self/status`.
@@ -24,7 +24,7 @@ fn effective_caps() -> Result<u64, StartError> {
 }
 
 /// Names of the capabilities premain needs that `caps` lacks.
-pub fn missing_caps(caps: u64) -> Vec<&'static str> {
+pub(crate) fn missing_caps(caps: u64) -> Vec<&'static str> {
     let has = |cap: u32| caps & (1 << cap) != 0;
     let mut missing = Vec::new();
     // Before 5.8 everything BPF needed CAP_SYS_ADMIN; it still implies both.
@@ -43,17 +43,17 @@ pub fn missing_caps(caps: u64) -> Vec<&'static str> {
     missing
 }
 
-pub fn check_privileges() -> Result<(), StartError> {
+pub(crate) fn check_privileges() -> Result<(), StartError> {
     let missing = missing_caps(effective_caps()?);
     if missing.is_empty() { Ok(()) } else { Err(StartError::NotPrivileged { missing: missing.join(", ") }) }
 }
 
-pub fn check_btf() -> Result<(), StartError> {
+pub(crate) fn check_btf() -> Result<(), StartError> {
     if Path::new(VMLINUX_BTF).exists() { Ok(()) } else { Err(StartError::NoBtf) }
 }
 
 /// Where tracefs is mounted, mounting it at `/sys/kernel/tracing` when it is nowhere.
-pub fn tracefs() -> Result<PathBuf, StartError> {
+pub(crate) fn tracefs() -> Result<PathBuf, StartError> {
     if let Some(found) = TRACEFS_CANDIDATES.iter().map(PathBuf::from).find(|dir| dir.join("events").is_dir())
     {
         return Ok(found);
@@ -76,7 +76,7 @@ pub fn tracefs() -> Result<PathBuf, StartError> {
 
 /// Each tracepoint the programs attach to must exist: a kernel without syscall tracepoints
 /// (CONFIG_FTRACE_SYSCALLS=n) is told apart from other load failures.
-pub fn check_tracepoints(tracefs: &Path, wanted: &[(&str, &str)]) -> Result<(), StartError> {
+pub(crate) fn check_tracepoints(tracefs: &Path, wanted: &[(&str, &str)]) -> Result<(), StartError> {
     for (category, name) in wanted {
         if !tracefs.join("events").join(category).join(name).is_dir() {
             return Err(StartError::NoTracepoint(format!("{category}/{name}")));
@@ -86,7 +86,7 @@ pub fn check_tracepoints(tracefs: &Path, wanted: &[(&str, &str)]) -> Result<(), 
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
-pub fn raise_memlock() {
+pub(crate) fn raise_memlock() {
     let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: passing a valid rlimit.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {

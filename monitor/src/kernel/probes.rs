@@ -17,7 +17,7 @@ use monitor_common::ProbeCookie;
 use crate::python::interpreter::{FileKey, Interpreter};
 
 /// `(program, CPython function)`; all are needed to phase a process.
-pub const SITES: &[(&str, &str)] = &[
+pub(crate) const SITES: &[(&str, &str)] = &[
     (AUDIT, "PySys_Audit"),
     ("python_eval_enter", "PyEval_EvalCode"),
     ("python_eval_exit", "PyEval_EvalCode"),
@@ -27,12 +27,12 @@ pub const SITES: &[(&str, &str)] = &[
 /// (each `open()` in Python code, for example); this runs once per process. Once a process
 /// of the image has shown it marking the same moment as the audit event, the `PySys_Audit`
 /// probe is detached from that image.
-pub const RUNNING_MAIN: (&str, &str) = ("python_running_main", "_PyInterpreterState_SetRunningMain");
+pub(crate) const RUNNING_MAIN: (&str, &str) = ("python_running_main", "_PyInterpreterState_SetRunningMain");
 
 const AUDIT: &str = "python_audit";
 
 /// Every CPython probe program, for loading.
-pub fn programs() -> impl Iterator<Item = &'static str> {
+pub(crate) fn programs() -> impl Iterator<Item = &'static str> {
     SITES.iter().chain([&RUNNING_MAIN]).map(|(program, _)| *program)
 }
 
@@ -49,10 +49,11 @@ enum MainProbe {
 }
 
 /// Where the probes find `co_filename` and a `str`'s characters in this CPython build, on
-/// x86-64. Verified by reading live objects on 3.8-3.13 (see tests/scripts/layout.py);
+/// x86-64. Measured on live objects with `tests/scripts/layout.py` (a unit test compares it with
+/// every CPython on the machine);
 /// 3.14 and the free-threaded builds follow CPython's headers. `None` for versions the
 /// probes do not understand.
-pub fn layout(version: Option<(u8, u8)>, free_threaded: bool) -> Option<ProbeCookie> {
+pub(crate) fn layout(version: Option<(u8, u8)>, free_threaded: bool) -> Option<ProbeCookie> {
     let (3, minor @ 8..) = version? else { return None };
     // PyCodeObject gained fields in 3.11; the free-threaded PyObject header is 16 bytes longer.
     let header_extra = if free_threaded { 16 } else { 0 };
@@ -69,7 +70,7 @@ pub fn layout(version: Option<(u8, u8)>, free_threaded: bool) -> Option<ProbeCoo
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
+pub(crate) enum ProbeError {
     #[error("CPython {0} is not a version the probes understand")]
     Version(String),
     #[error("{0} does not export {1}")]
@@ -81,7 +82,7 @@ pub enum ProbeError {
 /// Which images have probes, and how each image's processes get their main marker. The
 /// programs themselves are in the object [`super::control::KernelControl`] owns.
 #[derive(Default)]
-pub struct Probes {
+pub(crate) struct Probes {
     attached: HashMap<FileKey, bool>,
     main_probes: HashMap<FileKey, MainProbe>,
 }
@@ -89,7 +90,7 @@ pub struct Probes {
 impl Probes {
     /// A `cpython.run_*` audit marker of a process running `image` was read; `running_main`
     /// says whether `_PyInterpreterState_SetRunningMain` had marked main before it.
-    pub fn main_checked(&mut self, ebpf: &mut Ebpf, image: &std::path::Path, running_main: bool) {
+    pub(crate) fn main_checked(&mut self, ebpf: &mut Ebpf, image: &std::path::Path, running_main: bool) {
         let Ok(key) = FileKey::of(image) else { return };
         if !matches!(self.main_probes.get(&key), Some(MainProbe::Confirming(_))) {
             return;
@@ -122,12 +123,12 @@ impl Probes {
     }
 
     /// Images with probes attached.
-    pub fn images(&self) -> usize {
+    pub(crate) fn images(&self) -> usize {
         self.attached.values().filter(|ok| **ok).count()
     }
 
     /// Images whose probes could not be attached.
-    pub fn failures(&self) -> usize {
+    pub(crate) fn failures(&self) -> usize {
         self.attached.values().filter(|ok| !**ok).count()
     }
 
@@ -135,7 +136,7 @@ impl Probes {
     /// its processes are then phased from syscall order. Paths are logged in their escaped
     /// (Debug) form: a file name is chosen by whoever created it and may hold line breaks or
     /// terminal escapes.
-    pub fn attach(&mut self, ebpf: &mut Ebpf, interp: &Interpreter) -> bool {
+    pub(crate) fn attach(&mut self, ebpf: &mut Ebpf, interp: &Interpreter) -> bool {
         let key = match FileKey::of(&interp.image) {
             Ok(key) => key,
             Err(err) => {
@@ -240,6 +241,34 @@ mod tests {
         assert!(layout(Some((3, 7)), false).is_none());
         assert!(layout(Some((2, 7)), false).is_none());
         assert!(layout(None, false).is_none());
+    }
+
+    /// What `tests/scripts/layout.py` measures with ctypes on every CPython 3.8+ here.
+    #[test]
+    fn layouts_match_live_objects_on_every_cpython_here() {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/scripts/layout.py");
+        let mut pythons: Vec<_> =
+            crate::testing::pyenv_pythons().into_iter().filter(|(_, v)| *v >= (3, 8)).collect();
+        pythons.extend(
+            std::path::Path::new("/usr/bin/python3.11")
+                .exists()
+                .then(|| ("/usr/bin/python3.11".into(), (3, 11))),
+        );
+        if pythons.is_empty() {
+            return crate::testing::cannot_run("no CPython 3.8+ on this machine");
+        }
+        for (python, version) in pythons {
+            let out = std::process::Command::new(&python).arg(script).output().expect("run layout.py");
+            assert!(out.status.success(), "{python:?}: {out:?}");
+            let live: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+            let l = layout(Some(version), false).expect("a layout");
+            assert_eq!(live["co_filename"], l.co_filename, "{python:?}");
+            assert_eq!(live["str_data"], l.str_data, "{python:?}");
+            assert_eq!(live["str_state"], l.str_state, "{python:?}");
+            let ascii = live["ascii_bit"].as_u64().unwrap() as u8;
+            assert!(ascii != 0 && l.str_ascii_mask & ascii == ascii, "{python:?}: {live}");
+            eprintln!("{} {live}", python.display());
+        }
     }
 
     #[test]

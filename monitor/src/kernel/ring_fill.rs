@@ -9,7 +9,7 @@ use std::{
 };
 
 /// Read-only views of the consumer and producer position pages of a `BPF_MAP_TYPE_RINGBUF`.
-pub struct RingFill {
+pub(crate) struct RingFill {
     consumer: NonNull<libc::c_void>,
     producer: NonNull<libc::c_void>,
     page: usize,
@@ -18,7 +18,7 @@ pub struct RingFill {
 
 impl RingFill {
     /// Maps the position pages of the ring buffer map `fd` of `size` data bytes.
-    pub fn new(fd: &impl AsRawFd, size: u32) -> io::Result<Self> {
+    pub(crate) fn new(fd: &impl AsRawFd, size: u32) -> io::Result<Self> {
         // SAFETY: no preconditions.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
         let consumer = map_page(fd.as_raw_fd(), page, 0)?;
@@ -34,7 +34,7 @@ impl RingFill {
     }
 
     /// Bytes written by the kernel and not yet consumed, as a share of the ring (0 to 1).
-    pub fn ratio(&self) -> f64 {
+    pub(crate) fn ratio(&self) -> f64 {
         // SAFETY: both pages stay mapped while `self` lives; the positions are the first
         // naturally aligned u64 of each page, updated atomically by the kernel and by aya.
         let (consumer, producer) = unsafe {

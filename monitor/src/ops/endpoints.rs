@@ -26,26 +26,26 @@ const STALE_AFTER: Duration = Duration::from_secs(30);
 
 /// Liveness and readiness, set by the daemon.
 #[derive(Clone, Default)]
-pub struct Health {
+pub(crate) struct Health {
     ready: Arc<AtomicBool>,
     heartbeat: Arc<AtomicU64>,
 }
 
 impl Health {
-    pub fn set_ready(&self, ready: bool) {
+    pub(crate) fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
 
     /// Called by the event loop on every tick.
-    pub fn beat(&self) {
+    pub(crate) fn beat(&self) {
         self.heartbeat.store(now_secs(), Ordering::Relaxed);
     }
 
-    pub fn is_live(&self) -> bool {
+    pub(crate) fn is_live(&self) -> bool {
         now_secs().saturating_sub(self.heartbeat.load(Ordering::Relaxed)) < STALE_AFTER.as_secs()
     }
 }
@@ -55,7 +55,7 @@ fn now_secs() -> u64 {
 }
 
 /// Binds `addr` now (so a taken port is a start-up error) and serves on the current runtime.
-pub async fn serve(addr: SocketAddr, metrics: Metrics, health: Health) -> std::io::Result<SocketAddr> {
+pub(crate) async fn serve(addr: SocketAddr, metrics: Metrics, health: Health) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {

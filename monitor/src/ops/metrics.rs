@@ -20,25 +20,25 @@ use crate::{
 };
 
 /// Where a record was lost.
-pub mod stage {
+pub(crate) mod stage {
     /// The kernel ring buffer was full.
-    pub const RING_BUFFER: &str = "ring_buffer";
+    pub(crate) const RING_BUFFER: &str = "ring_buffer";
     /// A kernel table (in-flight syscalls, tracked processes) was full.
-    pub const KERNEL_TABLE: &str = "kernel_table";
+    pub(crate) const KERNEL_TABLE: &str = "kernel_table";
     /// The record could not be decoded.
-    pub const DECODE: &str = "decode";
+    pub(crate) const DECODE: &str = "decode";
     /// A sink's in-memory queue was full.
-    pub const USERSPACE_QUEUE: &str = "userspace_queue";
+    pub(crate) const USERSPACE_QUEUE: &str = "userspace_queue";
     /// A sink dropped it (spool bound reached).
-    pub const SINK: &str = "sink";
+    pub(crate) const SINK: &str = "sink";
     /// Received, but its process was gone before it could be identified (its exec record was
     /// lost): whether it was Python cannot be known.
-    pub const UNATTRIBUTED: &str = "unattributed";
+    pub(crate) const UNATTRIBUTED: &str = "unattributed";
 }
 
 /// Handles on every metric; cheap to clone and shared by the daemon, sinks and watchers.
 #[derive(Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     pub registry: Registry,
     alerts: IntCounterVec,
     alert_labels: Arc<Vec<AlertLabel>>,
@@ -77,7 +77,7 @@ pub struct Metrics {
 const ALERT_LABELS: [&str; 3] = ["rule", "phase", "severity"];
 
 impl Metrics {
-    pub fn new(alert_labels: &[AlertLabel], max_label_values: usize) -> Self {
+    pub(crate) fn new(alert_labels: &[AlertLabel], max_label_values: usize) -> Self {
         let registry = Registry::new_custom(Some("premain".into()), None).expect("valid prefix");
         let mut labels = alert_labels.to_vec();
         labels.sort();
@@ -216,7 +216,7 @@ impl Metrics {
     }
 
     /// Counts one alert. `optional` gives the value of each optional label the alert has.
-    pub fn alert(
+    pub(crate) fn alert(
         &self,
         rule: &str,
         phase: &str,
@@ -249,7 +249,7 @@ impl Metrics {
     /// not exporting: alerts of the enabled `rules` (with their severities) in each pre-main
     /// phase, records and losses of every hook and stage, reloads. (Drains by trigger are
     /// created by the reader, sinks' series by each sink.)
-    pub fn expect(&self, rules: impl Iterator<Item = (RuleId, Severity)>) {
+    pub(crate) fn expect(&self, rules: impl Iterator<Item = (RuleId, Severity)>) {
         let optional = vec![String::new(); self.alert_labels.len()];
         for (rule, severity) in rules {
             for phase in [Phase::Install, Phase::Startup, Phase::Import] {
@@ -276,12 +276,12 @@ impl Metrics {
     }
 
     /// Records lost at `stage`.
-    pub fn lose(&self, hook: &str, stage: &str, count: u64) {
+    pub(crate) fn lose(&self, hook: &str, stage: &str, count: u64) {
         self.lost.with_label_values(&[hook, stage]).inc_by(count);
     }
 
     /// The text exposition format.
-    pub fn render(&self) -> Vec<u8> {
+    pub(crate) fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

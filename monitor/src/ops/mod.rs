@@ -2,6 +2,6 @@
 //! node-wide single-instance lock.
 
 pub mod config;
-pub mod endpoints;
+pub(crate) mod endpoints;
 pub mod instance;
-pub mod metrics;
+pub(crate) mod metrics;

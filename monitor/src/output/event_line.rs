@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// The JSON line of `event`, which happened in `phase`.
-pub fn event_line(event: &Event, phase: Phase, clock: &Clock) -> Value {
+pub(crate) fn event_line(event: &Event, phase: Phase, clock: &Clock) -> Value {
     let h = &event.header;
     let mut obj = Map::new();
     obj.insert("kind".into(), json!("event"));

@@ -8,33 +8,33 @@ use std::{os::unix::ffi::OsStrExt as _, path::Path};
 use serde::{Serialize, Serializer, ser::SerializeMap as _};
 
 /// The bytes as UTF-8, invalid sequences replaced.
-pub fn lossy(bytes: &[u8]) -> String {
+pub(crate) fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A byte string under `key`, with `key_hex` when it is not UTF-8; `None` is `null`. Meant for
 /// `#[serde(flatten)]`: it writes its own keys into the enclosing object.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Text {
+pub(crate) struct Text {
     key: &'static str,
     bytes: Option<Vec<u8>>,
 }
 
 impl Text {
-    pub fn new(key: &'static str, bytes: &[u8]) -> Self {
+    pub(crate) fn new(key: &'static str, bytes: &[u8]) -> Self {
         Self { key, bytes: Some(bytes.to_vec()) }
     }
 
-    pub fn path(key: &'static str, path: Option<&Path>) -> Self {
+    pub(crate) fn path(key: &'static str, path: Option<&Path>) -> Self {
         Self { key, bytes: path.map(|p| p.as_os_str().as_bytes().to_vec()) }
     }
 
     /// The text as written (lossy), or `None` for `null`.
-    pub fn text(&self) -> Option<String> {
+    pub(crate) fn text(&self) -> Option<String> {
         self.bytes.as_deref().map(lossy)
     }
 }
@@ -54,17 +54,17 @@ impl Serialize for Text {
 /// An argument list under `key`; when any entry is not UTF-8, `key_hex` lists every entry in
 /// hex. For `#[serde(flatten)]`, like [`Text`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Argv {
+pub(crate) struct Argv {
     key: &'static str,
     args: Vec<Vec<u8>>,
 }
 
 impl Argv {
-    pub fn new(key: &'static str, args: &[Vec<u8>]) -> Self {
+    pub(crate) fn new(key: &'static str, args: &[Vec<u8>]) -> Self {
         Self { key, args: args.to_vec() }
     }
 
-    pub fn args(&self) -> impl Iterator<Item = String> + '_ {
+    pub(crate) fn args(&self) -> impl Iterator<Item = String> + '_ {
         self.args.iter().map(|a| lossy(a))
     }
 }
@@ -84,19 +84,19 @@ impl Serialize for Argv {
 
 /// A syscall's result, and the errno's name when it failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub result: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
 impl Outcome {
-    pub fn of(result: i64) -> Self {
+    pub(crate) fn of(result: i64) -> Self {
         Self { result, error: (result < 0).then(|| errno_name(-result)) }
     }
 }
 
-pub fn errno_name(errno: i64) -> String {
+pub(crate) fn errno_name(errno: i64) -> String {
     let name = match errno {
         1 => "EPERM",
         2 => "ENOENT",
@@ -140,7 +140,7 @@ pub fn errno_name(errno: i64) -> String {
 /// What the kernel could not capture whole: `truncated` (the fields cut) and `read_failed`,
 /// from a record header's flags.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Capture {
+pub(crate) struct Capture {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub truncated: Option<Vec<&'static str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -148,7 +148,7 @@ pub struct Capture {
 }
 
 impl Capture {
-    pub fn of(flags: u32) -> Self {
+    pub(crate) fn of(flags: u32) -> Self {
         use monitor_common::{FLAG_ARGS_TRUNCATED, FLAG_PATH_TRUNCATED, FLAG_READ_FAILED};
         let mut truncated = Vec::new();
         if flags & FLAG_PATH_TRUNCATED != 0 {

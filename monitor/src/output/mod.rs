@@ -1,7 +1,7 @@
 //! Where records go: event lines, the sinks alerts and loss records are delivered to, and the
 //! JSON forms they share.
 
-pub mod event_line;
-pub mod json;
-pub mod sink;
-pub mod time;
+pub(crate) mod event_line;
+pub(crate) mod json;
+pub(crate) mod sink;
+pub(crate) mod time;

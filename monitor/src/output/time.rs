@@ -4,12 +4,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Converts kernel `CLOCK_MONOTONIC` stamps into wall-clock time.
 #[derive(Debug, Clone, Copy)]
-pub struct Clock {
+pub(crate) struct Clock {
     realtime_minus_monotonic_ns: i128,
 }
 
 impl Clock {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: valid out-pointer.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
@@ -18,7 +18,7 @@ impl Clock {
         Self { realtime_minus_monotonic_ns: real - mono }
     }
 
-    pub fn wall(&self, ktime_ns: u64) -> SystemTime {
+    pub(crate) fn wall(&self, ktime_ns: u64) -> SystemTime {
         let ns = (i128::from(ktime_ns) + self.realtime_minus_monotonic_ns).max(0);
         UNIX_EPOCH + Duration::from_nanos(ns as u64)
     }
@@ -31,7 +31,7 @@ impl Default for Clock {
 }
 
 /// RFC 3339 UTC with microseconds, without a date-time dependency.
-pub fn rfc3339(time: SystemTime) -> String {
+pub(crate) fn rfc3339(time: SystemTime) -> String {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));

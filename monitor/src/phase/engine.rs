@@ -23,14 +23,14 @@ use crate::{
 
 /// Decides whether a process is a build hook run by an installer, from what the process looks
 /// like and what its ancestors ran.
-pub type InstallDetector =
+pub(crate) type InstallDetector =
     Box<dyn FnMut(u32, &ProcessInfo, &dyn Fn(u32) -> Option<Lineage>) -> Option<Culprit>>;
 
 /// Frames deeper than this are not recorded (a runaway recursion of `exec`); their returns
 /// are matched by a counter so the stack stays aligned.
 const MAX_FRAMES: usize = 256;
 
-pub struct PhaseEngine {
+pub(crate) struct PhaseEngine {
     detect_install: InstallDetector,
     quiet: bool,
     /// `(pid, running_main_seen)` at each `cpython.run_*` audit marker.
@@ -38,20 +38,20 @@ pub struct PhaseEngine {
 }
 
 impl PhaseEngine {
-    pub fn new(detect_install: InstallDetector) -> Self {
+    pub(crate) fn new(detect_install: InstallDetector) -> Self {
         Self { detect_install, quiet: false, main_checks: Vec::new() }
     }
 
     /// Lets [`Self::quiet_updates`] declare processes whose code is all runtime quiet, so the
     /// kernel stops recording their opens, connects and sends (nothing they do can alert).
-    pub fn with_quiet(mut self, on: bool) -> Self {
+    pub(crate) fn with_quiet(mut self, on: bool) -> Self {
         self.quiet = on;
         self
     }
 
     /// Applies `event` (whose process the tracker has in `table`) and returns the phase of the
     /// acting thread as it was when it acted.
-    pub fn observe(&mut self, table: &mut ProcessTable, event: &Event) -> Context {
+    pub(crate) fn observe(&mut self, table: &mut ProcessTable, event: &Event) -> Context {
         let (pid, tid) = (event.header.pid, event.header.tid);
         if !matches!(event.action, Action::Image { .. }) && table.get(pid).is_some_and(|p| !p.phase.started) {
             // Found running at start-up, or adopted after its records were lost.
@@ -104,7 +104,7 @@ impl PhaseEngine {
 
     /// For each `cpython.run_*` audit marker read since the last call: the process, and whether
     /// `_PyInterpreterState_SetRunningMain` had marked the same moment first.
-    pub fn take_main_checks(&mut self) -> Vec<(u32, bool)> {
+    pub(crate) fn take_main_checks(&mut self) -> Vec<(u32, bool)> {
         std::mem::take(&mut self.main_checks)
     }
 
@@ -116,7 +116,7 @@ impl PhaseEngine {
     /// for, and the kernel renews a process's generation before any change that could make
     /// its actions matter again (exec, fork, entry of a code object), so a stale declaration
     /// never matches.
-    pub fn quiet_updates(
+    pub(crate) fn quiet_updates(
         &mut self,
         table: &mut ProcessTable,
         event: &Event,

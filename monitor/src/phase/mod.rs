@@ -15,12 +15,12 @@ mod state;
 
 use std::{path::PathBuf, sync::Arc};
 
-pub use engine::{InstallDetector, PhaseEngine};
-pub use state::ProcessPhase;
+pub(crate) use engine::{InstallDetector, PhaseEngine};
+pub(crate) use state::ProcessPhase;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Phase {
+pub(crate) enum Phase {
     Install,
     Startup,
     Import,
@@ -28,7 +28,7 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Install => "install",
             Self::Startup => "startup",
@@ -40,7 +40,7 @@ impl Phase {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum CulpritKind {
+pub(crate) enum CulpritKind {
     Pth,
     Sitecustomize,
     Usercustomize,
@@ -52,7 +52,7 @@ pub enum CulpritKind {
 }
 
 impl CulpritKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Pth => "pth",
             Self::Sitecustomize => "sitecustomize",
@@ -68,7 +68,7 @@ impl CulpritKind {
 /// How a phase was established (`phase_basis` in alerts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Basis {
+pub(crate) enum Basis {
     /// From the CPython probes.
     Probes,
     /// From the installer among the ancestors (install).
@@ -77,19 +77,9 @@ pub enum Basis {
     SyscallOrder,
 }
 
-impl Basis {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Probes => "probes",
-            Self::Lineage => "lineage",
-            Self::SyscallOrder => "syscall-order",
-        }
-    }
-}
-
 /// Who is responsible, as files; names and distributions are looked up when an alert is made.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Culprit {
+pub(crate) struct Culprit {
     pub kind: CulpritKind,
     /// The `.pth`, `sitecustomize.py`/`usercustomize.py`, module, `setup.py` or backend file.
     pub path: Option<PathBuf>,
@@ -109,7 +99,7 @@ pub struct Culprit {
 
 /// The thread or process whose pre-main phase was passed on.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Origin {
+pub(crate) struct Origin {
     pub pid: u32,
     pub tid: u32,
     pub exe: Option<PathBuf>,
@@ -120,7 +110,7 @@ pub struct Origin {
 
 /// Phase and culprit of one action.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Context {
+pub(crate) struct Context {
     pub phase: Phase,
     pub culprit: Culprit,
     /// Set when the phase was inherited from a creator.

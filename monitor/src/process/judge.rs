@@ -22,7 +22,7 @@ const IDLE: Duration = Duration::from_secs(5);
 /// What to judge: the executable `key` that process `pid` runs (`filename` as it exec'd it,
 /// empty when unknown).
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(crate) struct Request {
     pub pid: u32,
     pub key: ExeKey,
     pub filename: Vec<u8>,
@@ -30,13 +30,13 @@ pub struct Request {
 
 /// A verdict for `key`; `None` when the file could not be examined.
 #[derive(Debug)]
-pub struct Judged {
+pub(crate) struct Judged {
     pub key: ExeKey,
     pub verdict: Option<Verdict>,
 }
 
 /// Judges a request; [`crate::process::tracker::judge_from_proc`] in the daemon.
-pub type JudgeFn = fn(u32, &ExeKey, &[u8]) -> Option<Verdict>;
+pub(crate) type JudgeFn = fn(u32, &ExeKey, &[u8]) -> Option<Verdict>;
 
 #[derive(Default)]
 struct Queue {
@@ -54,17 +54,17 @@ struct Shared {
 
 /// Hands requests to the judging threads.
 #[derive(Clone)]
-pub struct Pool(Arc<Shared>);
+pub(crate) struct Pool(Arc<Shared>);
 
 impl Pool {
     /// A pool judging with `judge`, and where its verdicts arrive.
-    pub fn new(judge: JudgeFn) -> (Self, mpsc::UnboundedReceiver<Judged>) {
+    pub(crate) fn new(judge: JudgeFn) -> (Self, mpsc::UnboundedReceiver<Judged>) {
         let (results, verdicts) = mpsc::unbounded_channel();
         let shared = Shared { queue: Mutex::default(), wake: Condvar::new(), judge, results };
         (Self(Arc::new(shared)), verdicts)
     }
 
-    pub fn submit(&self, request: Request) {
+    pub(crate) fn submit(&self, request: Request) {
         let mut queue = self.0.queue.lock().unwrap_or_else(|p| p.into_inner());
         queue.requests.push_back(request);
         if queue.idle == 0 && queue.threads < THREADS_MAX {

@@ -2,8 +2,8 @@
 //! the events their records become.
 
 pub mod event;
-pub mod judge;
-pub mod procfs;
-pub mod seed;
+pub(crate) mod judge;
+pub(crate) mod procfs;
+pub(crate) mod seed;
 pub mod table;
-pub mod tracker;
+pub(crate) mod tracker;

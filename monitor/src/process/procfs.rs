@@ -9,7 +9,7 @@
 use std::{
     fs,
     io::Read as _,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{
         atomic::{AtomicUsize, Ordering},
         mpsc,
@@ -20,7 +20,7 @@ use std::{
 use monitor_common::ARGS_MAX;
 
 /// How long the event loop waits for a read that can block on another process.
-pub const STALL_DEADLINE: Duration = Duration::from_millis(50);
+pub(crate) const STALL_DEADLINE: Duration = Duration::from_millis(50);
 /// Helper threads still blocked in a read at most; beyond this such reads fail at once.
 const STALLED_MAX: usize = 16;
 
@@ -30,42 +30,42 @@ fn dir(pid: u32) -> PathBuf {
 
 /// `/proc/<pid>/exe`: a path that opens the exact file the process runs, even deleted or in
 /// another mount namespace.
-pub fn exe_link(pid: u32) -> PathBuf {
+pub(crate) fn exe_link(pid: u32) -> PathBuf {
     dir(pid).join("exe")
 }
 
 /// `/proc/<pid>/root`: the process's root directory, for paths as it sees them.
-pub fn root_link(pid: u32) -> PathBuf {
+pub(crate) fn root_link(pid: u32) -> PathBuf {
     dir(pid).join("root")
 }
 
 /// What `/proc/<pid>/exe` points to.
-pub fn exe(pid: u32) -> Option<PathBuf> {
+pub(crate) fn exe(pid: u32) -> Option<PathBuf> {
     fs::read_link(exe_link(pid)).ok()
 }
 
-pub fn cwd(pid: u32) -> Option<PathBuf> {
+pub(crate) fn cwd(pid: u32) -> Option<PathBuf> {
     fs::read_link(dir(pid).join("cwd")).ok()
 }
 
 /// What fd `fd` of `pid` is open on.
-pub fn fd(pid: u32, fd: i32) -> Option<PathBuf> {
+pub(crate) fn fd(pid: u32, fd: i32) -> Option<PathBuf> {
     fs::read_link(dir(pid).join("fd").join(fd.to_string())).ok()
 }
 
-pub fn exists(pid: u32) -> bool {
+pub(crate) fn exists(pid: u32) -> bool {
     dir(pid).exists()
 }
 
 /// Every pid in `/proc`.
-pub fn pids() -> Vec<u32> {
+pub(crate) fn pids() -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
     entries.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok())).collect()
 }
 
 /// What `/proc/<pid>/stat` says of a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stat {
+pub(crate) struct Stat {
     pub ppid: u32,
     /// `R`, `S`, `T` (stopped), ...
     pub state: char,
@@ -73,7 +73,7 @@ pub struct Stat {
     pub start_ticks: u64,
 }
 
-pub fn stat(pid: u32) -> Option<Stat> {
+pub(crate) fn stat(pid: u32) -> Option<Stat> {
     parse_stat(&fs::read_to_string(dir(pid).join("stat")).ok()?)
 }
 
@@ -87,18 +87,29 @@ fn parse_stat(text: &str) -> Option<Stat> {
     Some(Stat { ppid, state, start_ticks })
 }
 
+/// Whether the process is stopped, or a `SIGSTOP` sent to it has not been acted on yet (it is
+/// still on its way back to user space).
+pub(crate) fn stopped_or_stopping(pid: u32) -> bool {
+    let Ok(status) = fs::read_to_string(dir(pid).join("status")) else { return false };
+    const SIGSTOP_BIT: u64 = 1 << (libc::SIGSTOP - 1);
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+    let pending = |name: &str| field(name).and_then(|hex| u64::from_str_radix(hex, 16).ok()).unwrap_or(0);
+    field("State:").is_some_and(|s| s.starts_with('T'))
+        || (pending("ShdPnd:") | pending("SigPnd:")) & SIGSTOP_BIT != 0
+}
+
 /// The number of the syscall the process is blocked in (first field of `/proc/<pid>/syscall`).
-pub fn syscall(pid: u32) -> Option<String> {
+pub(crate) fn syscall(pid: u32) -> Option<String> {
     let text = fs::read_to_string(dir(pid).join("syscall")).ok()?;
     text.split_whitespace().next().map(str::to_owned)
 }
 
-pub fn cgroup(pid: u32) -> Option<String> {
+pub(crate) fn cgroup(pid: u32) -> Option<String> {
     fs::read_to_string(dir(pid).join("cgroup")).ok()
 }
 
 /// This process's capability set in effect (`CapEff` of `/proc/self/status`).
-pub fn own_effective_caps() -> std::io::Result<u64> {
+pub(crate) fn own_effective_caps() -> std::io::Result<u64> {
     let status = fs::read_to_string("/proc/self/status")?;
     Ok(status
         .lines()
@@ -107,7 +118,7 @@ pub fn own_effective_caps() -> std::io::Result<u64> {
         .unwrap_or(0))
 }
 
-pub fn hostname() -> Option<String> {
+pub(crate) fn hostname() -> Option<String> {
     let name = fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
     Some(name.trim().to_owned()).filter(|name| !name.is_empty())
 }
@@ -116,7 +127,7 @@ pub fn hostname() -> Option<String> {
 /// table entry or an alert's ancestry stays small whatever a command line holds (CI runners
 /// and shells pass whole scripts as one argument). Empty when the process is gone or did not
 /// let itself be read within [`STALL_DEADLINE`].
-pub fn cmdline(pid: u32) -> (Vec<Vec<u8>>, bool) {
+pub(crate) fn cmdline(pid: u32) -> (Vec<Vec<u8>>, bool) {
     let read = bounded(move || {
         let mut bytes = Vec::new();
         fs::File::open(dir(pid).join("cmdline"))
@@ -132,7 +143,7 @@ pub fn cmdline(pid: u32) -> (Vec<Vec<u8>>, bool) {
 /// Splits NUL-separated arguments, keeping at most [`ARGS_MAX`] bytes, as the exec record
 /// does; the flag says something was cut. The last argument's terminating NUL does not count,
 /// so a command line of exactly `ARGS_MAX` bytes is whole.
-pub fn cap_argv(bytes: &[u8]) -> (Vec<Vec<u8>>, bool) {
+pub(crate) fn cap_argv(bytes: &[u8]) -> (Vec<Vec<u8>>, bool) {
     let content = bytes.strip_suffix(&[0]).unwrap_or(bytes);
     (crate::kernel::decode::split_args(&content[..content.len().min(ARGS_MAX)]), content.len() > ARGS_MAX)
 }
@@ -160,11 +171,6 @@ fn bounded(read: impl FnOnce() -> std::io::Result<Vec<u8>> + Send + 'static) -> 
             None
         }
     }
-}
-
-/// `path` as process `pid` sees it: under its root when that is not ours.
-pub fn under_root(pid: u32, path: &Path) -> PathBuf {
-    root_link(pid).join(path.strip_prefix("/").unwrap_or(path))
 }
 
 #[cfg(test)]

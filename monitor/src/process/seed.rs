@@ -23,7 +23,7 @@ struct Seen {
 /// Marks running CPython processes and their descendants as tracked, in the kernel and in the
 /// table. Runs after the programs are attached, so a process forked meanwhile is either seen
 /// here or by the fork hook. Returns how many processes were adopted.
-pub fn seed(tracker: &mut Tracker, kernel: &mut dyn KernelState) -> usize {
+pub(crate) fn seed(tracker: &mut Tracker, kernel: &mut dyn KernelState) -> usize {
     let me = std::process::id();
     let all = procfs::pids();
     if all.is_empty() {

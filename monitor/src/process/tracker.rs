@@ -15,7 +15,7 @@ use monitor_common::{
     HOOK_EXIT, HOOK_FORK, HOOK_OPEN, HOOK_PYTHON, HOOK_SEND, TRACK_DESCENDANT, TRACK_PENDING, TRACK_PYTHON,
 };
 
-pub use crate::kernel::control::KernelState;
+pub(crate) use crate::kernel::control::KernelState;
 use crate::{
     kernel::decode::{Exec, Header, Record},
     process::{
@@ -28,10 +28,10 @@ use crate::{
 };
 
 /// Judges the executable of process `pid` whose kernel identity is `key`.
-pub type Judge = Box<dyn FnMut(u32, &ExeKey, &[u8]) -> Option<Verdict>>;
+pub(crate) type Judge = Box<dyn FnMut(u32, &ExeKey, &[u8]) -> Option<Verdict>>;
 
 #[derive(Debug, Default, Clone)]
-pub struct Stats {
+pub(crate) struct Stats {
     pub records: u64,
     /// Records of processes found not to be Python while pending (expected, not a loss).
     pub dropped_not_python: u64,
@@ -65,7 +65,7 @@ enum Untracked {
 
 /// Processes premain tracks, and what the kernel is told about them. Every method that can
 /// change what the kernel tracks takes the kernel's [`KernelState`].
-pub struct Tracker {
+pub(crate) struct Tracker {
     pub table: ProcessTable,
     judge: Judge,
     /// Where requests go when executables are judged in the background; `None`: `judge` runs
@@ -101,10 +101,10 @@ struct Parked {
 const PARKED_MAX: usize = 65_536;
 /// A verdict that takes longer is given up: the records that waited for it are applied as for
 /// an executable that could not be examined (and held processes resumed).
-pub const JUDGE_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const JUDGE_DEADLINE: Duration = Duration::from_secs(10);
 
 impl Tracker {
-    pub fn new(judge: Judge, max_processes: usize) -> Self {
+    pub(crate) fn new(judge: Judge, max_processes: usize) -> Self {
         Self {
             table: ProcessTable::new(max_processes),
             judge,
@@ -122,19 +122,19 @@ impl Tracker {
 
     /// From now on executables are judged by `pool`; the verdicts are to be handed to
     /// [`Self::judged`].
-    pub fn judge_in_background(&mut self, pool: Pool) {
+    pub(crate) fn judge_in_background(&mut self, pool: Pool) {
         self.background = Some(pool);
     }
 
     /// Whether records wait for a verdict.
-    pub fn judging(&self) -> bool {
+    pub(crate) fn judging(&self) -> bool {
         !self.judging.is_empty()
     }
 
     /// A verdict from the background. Once every executable asked for before it has its
     /// verdict too, remembers them and applies the records that waited, in order; returns
     /// their events.
-    pub fn judged(&mut self, kernel: &mut dyn KernelState, judged: Judged) -> Vec<Event> {
+    pub(crate) fn judged(&mut self, kernel: &mut dyn KernelState, judged: Judged) -> Vec<Event> {
         let Judged { key, verdict } = judged;
         match self.judging.get_mut(&key) {
             Some(parked) => parked.verdict = Some(verdict),
@@ -161,7 +161,7 @@ impl Tracker {
     }
 
     /// Gives up the verdicts asked for more than `deadline` ago (see [`JUDGE_DEADLINE`]).
-    pub fn give_up_judging(&mut self, kernel: &mut dyn KernelState, deadline: Duration) -> Vec<Event> {
+    pub(crate) fn give_up_judging(&mut self, kernel: &mut dyn KernelState, deadline: Duration) -> Vec<Event> {
         let late: Vec<ExeKey> = self
             .judging
             .iter()
@@ -230,7 +230,7 @@ impl Tracker {
     }
 
     /// Adds a process found running at start-up (already marked in the kernel by the caller).
-    pub fn adopt(&mut self, process: Process) {
+    pub(crate) fn adopt(&mut self, process: Process) {
         if !self.table.insert(process) {
             self.stats.table_full += 1;
         }
@@ -239,7 +239,7 @@ impl Tracker {
     /// Remembers a verdict, in the kernel too so later execs of the same file are settled
     /// there. A CPython gets its probes first: the kernel verdict lets its processes run
     /// unstopped, so the probes must already be in place.
-    pub fn remember(
+    pub(crate) fn remember(
         &mut self,
         kernel: &mut dyn KernelState,
         key: ExeKey,
@@ -279,7 +279,7 @@ impl Tracker {
     /// process stays in the table until [`Self::retire`], so that what observes the event still
     /// finds it. A record that must wait for a verdict is kept, and its event comes out of
     /// [`Self::judged`].
-    pub fn handle(&mut self, kernel: &mut dyn KernelState, record: Record) -> Option<Event> {
+    pub(crate) fn handle(&mut self, kernel: &mut dyn KernelState, record: Record) -> Option<Event> {
         self.stats.records += 1;
         self.apply(kernel, record)
     }
@@ -404,7 +404,7 @@ impl Tracker {
 
     /// Forgets `pid` and what the kernel was told of it: after its exit event, or when it is
     /// found gone.
-    pub fn retire(&mut self, kernel: &mut dyn KernelState, pid: u32) {
+    pub(crate) fn retire(&mut self, kernel: &mut dyn KernelState, pid: u32) {
         self.untracked.remove(&pid);
         if let Some(gone) = self.table.remove(pid) {
             withdraw(kernel, &gone);
@@ -605,7 +605,7 @@ impl Tracker {
     }
 
     /// Forgets processes that ended without an exit record reaching us.
-    pub fn sweep(&mut self, kernel: &mut dyn KernelState) -> usize {
+    pub(crate) fn sweep(&mut self, kernel: &mut dyn KernelState) -> usize {
         self.untracked.retain(|pid, _| procfs::exists(*pid));
         let gone = self.table.sweep(procfs::exists);
         for process in &gone {
@@ -655,14 +655,14 @@ fn monotonic_ns() -> u64 {
     (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
 }
 
-pub fn kernel_dev(st_dev: u64) -> u64 {
+pub(crate) fn kernel_dev(st_dev: u64) -> u64 {
     let major = ((st_dev >> 8) & 0xfff) | ((st_dev >> 32) & !0xfff);
     let minor = (st_dev & 0xff) | ((st_dev >> 12) & !0xff);
     (major << 20) | minor
 }
 
 /// The kernel identity of a file, from `stat`.
-pub fn exe_key(path: &Path) -> std::io::Result<ExeKey> {
+pub(crate) fn exe_key(path: &Path) -> std::io::Result<ExeKey> {
     use std::os::unix::fs::MetadataExt as _;
     let meta = fs::metadata(path)?;
     Ok(ExeKey {
@@ -677,7 +677,7 @@ pub fn exe_key(path: &Path) -> std::io::Result<ExeKey> {
 /// The real judge: examines `/proc/<pid>/exe` (the exact file the process runs, even if it was
 /// deleted or lives in another mount namespace), or the exec's filename when the process is
 /// already gone and the file there is still the same one.
-pub fn judge_from_proc(pid: u32, key: &ExeKey, filename: &[u8]) -> Option<Verdict> {
+pub(crate) fn judge_from_proc(pid: u32, key: &ExeKey, filename: &[u8]) -> Option<Verdict> {
     let proc_exe = procfs::exe_link(pid);
     let proc_root = procfs::root_link(pid);
     // A process that shares premain's root sees the same paths: judge its file by that path, so

@@ -10,7 +10,7 @@ use std::{
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Dist {
+pub(crate) struct Dist {
     pub name: String,
     pub version: String,
 }
@@ -25,17 +25,17 @@ struct Index {
 const MAX_SITES: usize = 64;
 
 #[derive(Default)]
-pub struct Distributions {
+pub(crate) struct Distributions {
     sites: HashMap<PathBuf, Index>,
 }
 
 impl Distributions {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// The distribution whose RECORD lists `file`.
-    pub fn owner(&mut self, file: &Path) -> Option<Dist> {
+    pub(crate) fn owner(&mut self, file: &Path) -> Option<Dist> {
         let site = site_dir(file)?;
         let rel = file.strip_prefix(&site).ok()?.to_path_buf();
         let mtime = fs::metadata(&site).and_then(|m| m.modified()).ok();
@@ -51,7 +51,7 @@ impl Distributions {
 }
 
 /// The `site-packages`-like directory above `file`: one named so, or holding `*.dist-info`.
-pub fn site_dir(file: &Path) -> Option<PathBuf> {
+pub(crate) fn site_dir(file: &Path) -> Option<PathBuf> {
     for dir in file.ancestors().skip(1).take(12) {
         let name = dir.file_name().and_then(OsStr::to_str).unwrap_or("");
         if name == "site-packages" || name == "dist-packages" {
@@ -131,7 +131,7 @@ fn metadata(dist_info: &Path) -> Option<Dist> {
 
 /// The dotted module name a file implements (`pkg/sub/__init__.py` -> `pkg.sub`), relative
 /// to its site directory, else to the outermost enclosing package. `<frozen os>` -> `os`.
-pub fn module_name(file: &Path) -> Option<String> {
+pub(crate) fn module_name(file: &Path) -> Option<String> {
     let text = file.to_string_lossy();
     if let Some(name) = text.strip_prefix("<frozen ").and_then(|r| r.strip_suffix('>')) {
         return Some(name.to_owned());

@@ -29,7 +29,7 @@ const HOOKS: &[&str] = &[
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HookKind {
+pub(crate) enum HookKind {
     /// `python .../pyproject_hooks/_in_process/_in_process.py <hook> <dir>`.
     Pep517,
     /// `python -c "... <pip-setuptools-caller> ..." egg_info|bdist_wheel|install ...`.
@@ -39,7 +39,7 @@ pub enum HookKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hook {
+pub(crate) struct Hook {
     pub kind: HookKind,
     pub name: Option<String>,
     /// `setup.py` named on the legacy caller's command line.
@@ -51,7 +51,7 @@ fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
 }
 
 /// The build hook a process runs, from its argv (`argv[0]` is the interpreter).
-pub fn hook_of(argv: &[Vec<u8>], exe: Option<&Path>) -> Option<Hook> {
+pub(crate) fn hook_of(argv: &[Vec<u8>], exe: Option<&Path>) -> Option<Hook> {
     let args = argv.get(1..).unwrap_or_default();
     for (i, arg) in args.iter().enumerate() {
         if arg.ends_with(b"/_in_process.py") || arg.as_slice() == b"_in_process.py" {
@@ -95,7 +95,7 @@ fn quoted_path_ending(code: &str, suffix: &str) -> Option<PathBuf> {
 const INSTALLERS: &[&str] = &["pip", "uv", "poetry", "pdm"];
 
 /// The installer a command line runs, if any.
-pub fn installer_of(argv: &[Vec<u8>], exe: Option<&Path>) -> Option<&'static str> {
+pub(crate) fn installer_of(argv: &[Vec<u8>], exe: Option<&Path>) -> Option<&'static str> {
     let named = |name: &str| INSTALLERS.iter().copied().find(|i| *i == name);
     let file_name = |path: &Path| path.file_name().map(|n| n.to_string_lossy().into_owned());
     if let Some(found) = exe.and_then(file_name).as_deref().and_then(named) {
@@ -124,7 +124,7 @@ pub fn installer_of(argv: &[Vec<u8>], exe: Option<&Path>) -> Option<&'static str
 
 /// What the source tree being built says about itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Source {
+pub(crate) struct Source {
     pub name: Option<String>,
     pub version: Option<String>,
     pub backend: Option<String>,
@@ -132,7 +132,7 @@ pub struct Source {
     pub has_setup_py: bool,
 }
 
-pub fn read_source(dir: &Path) -> Source {
+pub(crate) fn read_source(dir: &Path) -> Source {
     let mut source = Source { has_setup_py: dir.join("setup.py").is_file(), ..Source::default() };
     if let Some(table) =
         fs::read_to_string(dir.join("pyproject.toml")).ok().and_then(|t| t.parse::<toml::Table>().ok())
@@ -195,7 +195,7 @@ fn literal_after(code: &str, key: &str) -> Option<String> {
 }
 
 /// Builds the culprit for a hook running in `dir`.
-pub fn culprit(hook: &Hook, dir: Option<&Path>, installer: Option<&str>) -> Culprit {
+pub(crate) fn culprit(hook: &Hook, dir: Option<&Path>, installer: Option<&str>) -> Culprit {
     let source = dir.map(read_source).unwrap_or_default();
     let setuptools = source.backend.as_deref().is_none_or(|b| b.starts_with("setuptools.build_meta"));
     let mut culprit = Culprit {
@@ -231,7 +231,7 @@ fn backend_file(dir: &Path, backend_path: &[String], backend: &str) -> Option<Pa
 
 /// The daemon's detector: a hook runner with an installer among its ancestors (looked up in
 /// the engine's table, else in `/proc`).
-pub fn detector() -> InstallDetector {
+pub(crate) fn detector() -> InstallDetector {
     Box::new(|pid: u32, info: &ProcessInfo, known: &dyn Fn(u32) -> Option<Lineage>| {
         let hook = hook_of(&info.argv, info.exe.as_deref())?;
         let mut installer = None;

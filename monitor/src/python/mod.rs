@@ -1,6 +1,6 @@
 //! What premain knows of Python: recognising CPython executables, package build hooks, and
 //! which installed distribution a file belongs to.
 
-pub mod dist;
-pub mod install;
+pub(crate) mod dist;
+pub(crate) mod install;
 pub mod interpreter;

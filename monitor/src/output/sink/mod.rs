@@ -66,7 +66,7 @@ pub enum SinkError {
 }
 
 /// The running sinks.
-pub struct Sinks {
+pub(crate) struct Sinks {
     sinks: Vec<Handle>,
     cancel: watch::Sender<bool>,
 }
@@ -79,12 +79,12 @@ struct Handle {
 
 /// What was left undelivered at shutdown, per sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShutdownReport {
+pub(crate) struct ShutdownReport {
     pub sinks: Vec<Leftover>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Leftover {
+pub(crate) struct Leftover {
     pub sink: String,
     /// Records given up when the deadline came (they were only in memory); counted as lost.
     pub lost: u64,
@@ -94,7 +94,8 @@ pub struct Leftover {
 
 impl ShutdownReport {
     /// Every sink delivered everything it was given.
-    pub fn is_complete(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_complete(&self) -> bool {
         self.sinks.iter().all(|s| s.lost == 0 && s.spooled == 0)
     }
 }
@@ -103,7 +104,7 @@ impl Sinks {
     /// Starts one tokio task per configured sink on the current runtime. Errors (cannot create
     /// the file's directory or open it, cannot create/read the spool dir, bad header value) are
     /// one-line, naming the sink.
-    pub fn start(
+    pub(crate) fn start(
         sinks: &[config::Sink],
         queue_capacity: usize,
         metrics: &Metrics,
@@ -162,7 +163,7 @@ impl Sinks {
     /// Never blocks or awaits. When a sink's queue is full the record is counted lost for that
     /// sink, and the sink writes a `queue_full` loss record with the aggregated count as soon
     /// as it takes from its queue again.
-    pub fn publish(&self, record: Arc<Record>) {
+    pub(crate) fn publish(&self, record: Arc<Record>) {
         for sink in &self.sinks {
             let shared = &sink.shared;
             // Counted before sending: the sink may take the record before `try_send` returns.
@@ -187,7 +188,7 @@ impl Sinks {
     /// Closes the queues and waits until each sink has delivered what was queued, at most
     /// `deadline` overall. Returns per sink what was left undelivered (for a webhook: what is
     /// still in its spool, delivered on the next start).
-    pub async fn shutdown(self, deadline: Duration) -> ShutdownReport {
+    pub(crate) async fn shutdown(self, deadline: Duration) -> ShutdownReport {
         let hard = Instant::now() + deadline;
         // A slice of the deadline is kept for the sinks to stop and account for what is left.
         let soft = hard - (deadline / 5).min(Duration::from_secs(1));
