@@ -3,7 +3,7 @@
 
 /// Credential files: `(catalogue entry, glob)`. `**/` matches any home directory, including
 /// ones outside `/home` (containers, CI runners, temporary HOMEs).
-pub const CREDENTIALS: &[(&str, &str)] = &[
+pub(crate) const CREDENTIALS: &[(&str, &str)] = &[
     ("aws", "**/.aws/credentials"),
     ("aws", "**/.aws/config"),
     ("aws", "**/.aws/sso/cache/*"),
@@ -53,14 +53,15 @@ pub const CREDENTIALS: &[(&str, &str)] = &[
 
 /// Programs the standard library runs on its own at import time (`platform` runs `uname -p`,
 /// `ctypes.util.find_library` runs `ldconfig -p`); pip and many libraries trigger them.
-pub const BENIGN_PROGRAMS: &[&str] = &["uname", "ldconfig", "ldconfig.real"];
+pub(crate) const BENIGN_PROGRAMS: &[&str] = &["uname", "ldconfig", "ldconfig.real"];
 
 /// Never credentials even when a pattern above matches.
-pub const NOT_CREDENTIALS: &[&str] = &["**/*.pub", "**/.env.example", "**/.env.sample", "**/.gnupg/*.conf"];
+pub(crate) const NOT_CREDENTIALS: &[&str] =
+    &["**/*.pub", "**/.env.example", "**/.env.sample", "**/.gnupg/*.conf"];
 
 /// Local sockets the C library and logging use on behalf of any program (user and host
 /// lookups, syslog): not the program reaching out.
-pub const SYSTEM_SOCKETS: &[&str] = &[
+pub(crate) const SYSTEM_SOCKETS: &[&str] = &[
     "/var/run/nscd/socket",
     "/run/nscd/socket",
     "/var/lib/sss/pipes/nss",

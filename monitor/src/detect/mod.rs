@@ -1,25 +1,24 @@
 //! The rules: which actions of pre-main code are alerts. The phase decides *whether* an action
-//! can alert (never in `runtime`); the rules decide *which* actions do.
+//! can alert (never in `runtime`); the rules decide *which* actions do. One file per rule
+//! family: `credential` (credential-read), `network` (network-connect, network-send),
+//! `program` (program-exec); `allow` holds the allowlists that exempt a process or culprit
+//! from all of them, `catalogue` the built-in lists.
 
-pub mod catalogue;
+mod allow;
+pub(crate) mod catalogue;
+mod credential;
+mod network;
+mod program;
 mod rule;
 
-pub use rule::{RuleId, Severity};
-
-use std::{
-    collections::HashSet,
-    net::{IpAddr, ToSocketAddrs as _},
-    path::Path,
-    sync::{Arc, RwLock},
-};
+use std::path::Path;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use ipnet::IpNet;
 
-use self::catalogue::{CREDENTIALS, NOT_CREDENTIALS};
+pub use self::rule::{RuleId, Severity};
+use self::{allow::Allow, credential::Catalogue, network::Network, program::Programs};
 use crate::{
-    kernel::sockaddr::SockAddr,
-    ops::config::{Config, Destination, RuleOptions},
+    ops::config::{Config, RuleOptions},
     process::event::Action,
 };
 
@@ -36,17 +35,11 @@ pub struct Hit {
 
 /// The rule set in force: compiled from the configuration, replaced whole on reload.
 pub struct Rules {
-    credentials: GlobSet,
-    categories: Vec<String>,
-    not_credentials: GlobSet,
     options: RuleOptions,
-    programs: HashSet<String>,
-    unix_sockets: HashSet<String>,
-    destinations: Vec<Destination>,
-    culprits: GlobSet,
-    distributions: HashSet<String>,
-    exes: GlobSet,
-    index_hosts: IndexHosts,
+    credentials: Catalogue,
+    network: Network,
+    programs: Programs,
+    allow: Allow,
 }
 
 impl Rules {
@@ -57,33 +50,12 @@ impl Rules {
 
     /// Compiles the rule part of `config` (already validated by [`Config::parse`]).
     pub fn from_config(config: &Config) -> Result<Self, String> {
-        let mut entries: Vec<(String, String)> = Vec::new();
-        if !config.credentials.replace_defaults {
-            entries.extend(CREDENTIALS.iter().map(|(c, g)| ((*c).to_owned(), (*g).to_owned())));
-        }
-        entries
-            .extend(config.credentials.paths.iter().map(|p| (p.category.clone(), p.glob.get_ref().clone())));
-        let exclude = NOT_CREDENTIALS
-            .iter()
-            .map(|g| (*g).to_owned())
-            .chain(config.credentials.exclude.iter().map(|g| g.get_ref().clone()));
-        let allow = &config.allow;
-        let mut destinations = Vec::new();
-        for text in &allow.destinations {
-            destinations.push(Destination::parse(text.get_ref())?);
-        }
         Ok(Self {
-            credentials: glob_set(entries.iter().map(|(_, g)| g.as_str()))?,
-            categories: entries.into_iter().map(|(c, _)| c).collect(),
-            not_credentials: glob_set(exclude.collect::<Vec<_>>().iter().map(String::as_str))?,
             options: config.rules.clone(),
-            programs: allow.programs.iter().cloned().collect(),
-            unix_sockets: allow.unix_sockets.iter().cloned().collect(),
-            destinations,
-            culprits: glob_set(allow.culprits.iter().map(|g| g.get_ref().as_str()))?,
-            distributions: allow.distributions.iter().map(|d| normalize_distribution(d)).collect(),
-            exes: glob_set(allow.exes.iter().map(|g| g.get_ref().as_str()))?,
-            index_hosts: IndexHosts::resolve(&config.install.index_hosts),
+            credentials: Catalogue::compile(&config.credentials)?,
+            network: Network::compile(config)?,
+            programs: Programs::new(&config.allow.programs),
+            allow: Allow::compile(&config.allow)?,
         })
     }
 
@@ -98,11 +70,7 @@ impl Rules {
 
     /// The catalogue entry `path` belongs to.
     pub fn credential(&self, path: &Path) -> Option<&str> {
-        if self.not_credentials.is_match(path) {
-            return None;
-        }
-        let first = *self.credentials.matches(path).first()?;
-        Some(self.categories[first].as_str())
+        self.credentials.category(path)
     }
 
     /// The rule an action of pre-main code breaks, if any. `installing` tells that the code
@@ -110,27 +78,15 @@ impl Rules {
     pub fn evaluate(&self, action: &Action, installing: bool) -> Option<Hit> {
         let (rule, target, category) = match action {
             Action::Open { path, flags, .. } => {
-                const O_ACCMODE: u32 = 3;
-                const O_WRONLY: u32 = 1;
-                if flags & O_ACCMODE == O_WRONLY {
-                    return None;
-                }
-                let category = self.credential(path)?.to_owned();
+                let category = self.credentials.read(path, *flags)?.to_owned();
                 (RuleId::CredentialRead, path.to_string_lossy().into_owned(), Some(category))
             }
             Action::Connect { addr, .. } => {
-                (RuleId::NetworkConnect, self.network_target(addr, installing)?, None)
+                (RuleId::NetworkConnect, self.network.target(addr, installing)?, None)
             }
-            Action::Send { addr, .. } => (RuleId::NetworkSend, self.network_target(addr, installing)?, None),
+            Action::Send { addr, .. } => (RuleId::NetworkSend, self.network.target(addr, installing)?, None),
             Action::Exec { path, result, .. } => {
-                // A PATH search tries every directory: the misses are not programs run.
-                const ENOENT: i64 = 2;
-                const ENOTDIR: i64 = 20;
-                if *result == -ENOENT || *result == -ENOTDIR {
-                    return None;
-                }
-                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                if self.programs.contains(&name) {
+                if !self.programs.run(path, *result) {
                     return None;
                 }
                 (RuleId::ProgramExec, path.to_string_lossy().into_owned(), None)
@@ -147,26 +103,7 @@ impl Rules {
     /// executable, `culprit_files` the culprit's files and module names, `distribution` the
     /// package that carries the culprit.
     pub fn allowed(&self, exe: Option<&Path>, culprit_files: &[&Path], distribution: Option<&str>) -> bool {
-        exe.is_some_and(|e| self.exes.is_match(e))
-            || culprit_files.iter().any(|f| self.culprits.is_match(f))
-            || distribution.is_some_and(|d| self.distributions.contains(&normalize_distribution(d)))
-    }
-
-    /// Internet and UNIX-socket destinations; `AF_UNSPEC` (a UDP "disconnect"), other
-    /// families, allowed destinations and the system sockets are not network activity.
-    fn network_target(&self, addr: &[u8], installing: bool) -> Option<String> {
-        let parsed = SockAddr::parse(addr);
-        let target = parsed.render();
-        match (parsed.family(), parsed.ip()) {
-            ("unix", _) => (!self.unix_sockets.contains(&target)).then_some(target),
-            ("inet" | "inet6", Some(ip)) => {
-                let port = parsed.port().unwrap_or(0);
-                let allowed = self.destinations.iter().any(|d| d.matches(ip, port))
-                    || (installing && self.index_hosts.contains(ip));
-                (!allowed).then_some(target)
-            }
-            _ => None,
-        }
+        self.allow.allowed(exe, culprit_files, distribution)
     }
 }
 
@@ -176,66 +113,6 @@ fn glob_set<'a>(patterns: impl Iterator<Item = &'a str>) -> Result<GlobSet, Stri
         builder.add(Glob::new(pattern).map_err(|e| format!("bad glob {pattern:?}: {}", e.kind()))?);
     }
     builder.build().map_err(|e| e.to_string())
-}
-
-/// PyPI's name normalization (PEP 503): case-insensitive, runs of `-_.` are one `-`.
-pub fn normalize_distribution(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
-        if matches!(c, '-' | '_' | '.') {
-            if !out.ends_with('-') {
-                out.push('-');
-            }
-        } else {
-            out.extend(c.to_lowercase());
-        }
-    }
-    out
-}
-
-/// Package index addresses: literal IPs and networks at once; names are resolved in the
-/// background (a slow resolver must not hold up start-up or a reload), once per compile.
-#[derive(Clone, Default)]
-struct IndexHosts(Arc<RwLock<Vec<IpNet>>>);
-
-impl IndexHosts {
-    fn resolve(hosts: &[String]) -> Self {
-        let mut nets = Vec::new();
-        let mut names = Vec::new();
-        for host in hosts {
-            if let Ok(net) = host.parse::<IpNet>() {
-                nets.push(net);
-            } else if let Ok(ip) = host.parse::<IpAddr>() {
-                nets.push(IpNet::from(ip));
-            } else {
-                names.push(host.clone());
-            }
-        }
-        let this = Self(Arc::new(RwLock::new(nets)));
-        if !names.is_empty() {
-            let shared = this.clone();
-            let spawned = std::thread::Builder::new().name("resolve-index".into()).spawn(move || {
-                for host in names {
-                    match (host.as_str(), 443).to_socket_addrs() {
-                        Ok(addrs) => {
-                            let found: Vec<IpNet> = addrs.map(|a| IpNet::from(a.ip().to_canonical())).collect();
-                            shared.0.write().unwrap_or_else(|p| p.into_inner()).extend(found);
-                        }
-                        Err(err) => tracing::warn!(host, error = %err,
-                            "cannot resolve install.index_hosts entry: connections to it during installs will alert"),
-                    }
-                }
-            });
-            if let Err(err) = spawned {
-                tracing::warn!(error = %err, "cannot resolve install.index_hosts names");
-            }
-        }
-        this
-    }
-
-    fn contains(&self, ip: IpAddr) -> bool {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).iter().any(|n| n.contains(&ip))
-    }
 }
 
 #[cfg(test)]
