@@ -2,7 +2,6 @@
 //! process table, [`ProcessPhase`]) and says in which phase each action happened.
 
 use std::{
-    collections::HashMap,
     ffi::OsStr,
     os::unix::ffi::OsStrExt as _,
     path::{Path, PathBuf},
@@ -17,7 +16,7 @@ use crate::{
     kernel::decode::Mark,
     process::{
         event::{Action, Event, ProcessInfo},
-        table::{Lineage, ProcessTable},
+        table::{IdMap, Lineage, ProcessTable},
     },
 };
 
@@ -292,7 +291,7 @@ fn fork(
     // The child continues the parent's interpreter from inside the creating thread.
     let inside = parent.threads.get(&tid).cloned().unwrap_or_default();
     let mut child = ProcessPhase {
-        threads: HashMap::new(),
+        threads: IdMap::default(),
         taint,
         generation: None,
         declared_quiet: None,

@@ -1,8 +1,9 @@
 //! The per-process and per-thread state the phase engine keeps.
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc};
+use std::{path::PathBuf, sync::Arc};
 
 use super::{Culprit, Origin};
+use crate::process::table::IdMap;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Main {
@@ -49,7 +50,7 @@ pub struct ProcessPhase {
     pub(crate) script: Option<PathBuf>,
     pub(crate) install: Option<Culprit>,
     pub(crate) taint: Option<Arc<Origin>>,
-    pub(crate) threads: HashMap<u32, Thread>,
+    pub(crate) threads: IdMap<Thread>,
     /// The kernel's generation of the process as of the last record read (see
     /// `monitor_common::GENERATIONS`); `None` until a record that renews it.
     pub(crate) generation: Option<u64>,

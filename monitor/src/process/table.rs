@@ -195,16 +195,42 @@ pub fn resolve(raw: &[u8], dirfd: i32, pid: u32, process: Option<&mut Process>) 
     }
 }
 
+/// Hashes pids and tids (small integers, not chosen by an adversary who could make them collide:
+/// the kernel hands them out) with one multiplication; std's SipHash costs more than the rest
+/// of a table lookup, and the reader looks processes up several times per record.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        // Fibonacci hashing: the high bits (which hashbrown uses) depend on every input bit.
+        self.0 = (u64::from(n) ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// A map keyed by pid or tid.
+pub(crate) type IdMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// Tracked processes by pid, bounded: beyond `max` new processes are refused (and counted by
 /// the caller) rather than evicting live ones.
 pub struct ProcessTable {
-    procs: HashMap<u32, Process>,
+    procs: IdMap<Process>,
     max: usize,
 }
 
 impl ProcessTable {
     pub fn new(max: usize) -> Self {
-        Self { procs: HashMap::new(), max }
+        Self { procs: IdMap::default(), max }
     }
 
     pub fn get(&self, pid: u32) -> Option<&Process> {

@@ -22,7 +22,7 @@ use crate::{
         event::{Action, Event, ProcessInfo},
         judge::{Judged, Pool, Request},
         procfs,
-        table::{Lineage, Process, ProcessTable, resolve},
+        table::{IdMap, Lineage, Process, ProcessTable, resolve},
     },
     python::interpreter::{self, Interpreter, Verdict},
 };
@@ -73,14 +73,14 @@ pub(crate) struct Tracker {
     background: Option<Pool>,
     verdicts: HashMap<ExeKey, Option<Arc<Interpreter>>>,
     /// Processes (pid, start time) no longer tracked whose records may still be queued, and why.
-    untracked: HashMap<u32, (u64, Untracked)>,
+    untracked: IdMap<(u64, Untracked)>,
     /// Executables being judged in the background, with the records that wait for them.
     judging: HashMap<ExeKey, Parked>,
     /// `judging`'s executables in the order they were asked for: records are released in that
     /// order, so what waited longer is never overtaken by what came after it.
     order: VecDeque<ExeKey>,
     /// Processes whose records wait, and for which executable.
-    parked: HashMap<u32, ExeKey>,
+    parked: IdMap<ExeKey>,
     /// Records waiting in `judging`.
     parked_records: usize,
     /// While the records of an executable that could not be judged are applied: that one.
@@ -110,10 +110,10 @@ impl Tracker {
             judge,
             background: None,
             verdicts: HashMap::new(),
-            untracked: HashMap::new(),
+            untracked: IdMap::default(),
             judging: HashMap::new(),
             order: VecDeque::new(),
-            parked: HashMap::new(),
+            parked: IdMap::default(),
             parked_records: 0,
             unjudgeable: None,
             stats: Stats::default(),
