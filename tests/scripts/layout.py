@@ -9,6 +9,7 @@ monitor/src/kernel/probes.rs), measured on live objects with ctypes:
 
 import ctypes
 import json
+import struct
 import sys
 
 
@@ -25,20 +26,40 @@ def pointer_offset(obj, target, limit=256):
 
 code = compile("pass", "/premain/layout/probe.py", "exec")
 # Same length: only the hash, the state and the characters differ between them.
-ascii_one, ascii_two = "premain-layout-probe-abc", "premain-layout-probe-xyz"
-latin = "premain-layout-probe-\xe9\xe9\xe9"
-data = peek(id(ascii_one), 128).find(ascii_one.encode())
-one, two, lat = (peek(id(s), data) for s in (ascii_one, ascii_two, latin))
-# The state byte: the same in both ASCII strings, different in the Latin-1 one (the hash
-# differs everywhere), the ascii bit set only in the ASCII ones.
-state = next(i for i in range(2 * ctypes.sizeof(ctypes.c_void_p), data) if one[i] == two[i] and one[i] & ~lat[i])
+asciis = ["premain-layout-probe-" + t for t in ("abc", "xyz", "klm", "qrs")]
+latins = ["premain-layout-probe-" + t for t in ("\xe9\xe9\xe9", "\xe0\xe1\xe2", "\xf0\xf1\xf2", "\xc0\xc1\xc2")]
+data = peek(id(asciis[0]), 128).find(asciis[0].encode())
+
+
+def hash_bytes(s):
+    # The cached hash is random per run (PYTHONHASHSEED): its bytes can agree by chance.
+    raw = peek(id(s), data)
+    at = raw.find(struct.pack("n", hash(s)))
+    return range(at, at + struct.calcsize("n")) if at >= 0 else range(0)
+
+
+heads = [peek(id(s), data) for s in asciis]
+lats = [peek(id(s), data) for s in latins]
+skip = set().union(*(hash_bytes(s) for s in asciis + latins))
+# The state byte: the same in every ASCII string, the ascii bit set in all of them and clear in
+# every Latin-1 one.
+state = next(
+    i
+    for i in range(2 * ctypes.sizeof(ctypes.c_void_p), data)
+    if i not in skip
+    and len({h[i] for h in heads}) == 1
+    and all(heads[0][i] & ~l[i] for l in lats)
+)
+bit = heads[0][state]
+for l in lats:
+    bit &= ~l[state]
 json.dump(
     {
         "version": "%d.%d" % sys.version_info[:2],
         "co_filename": pointer_offset(code, code.co_filename),
         "str_data": data,
         "str_state": state,
-        "ascii_bit": one[state] & ~lat[state],
+        "ascii_bit": bit,
     },
     sys.stdout,
 )

@@ -127,16 +127,57 @@ pub(crate) fn hostname() -> Option<String> {
 /// table entry or an alert's ancestry stays small whatever a command line holds (CI runners
 /// and shells pass whole scripts as one argument). Empty when the process is gone or did not
 /// let itself be read within [`STALL_DEADLINE`].
+///
+/// Remembered per process (pid and start time) for a minute: the ancestors of alerting
+/// processes are mostly the same few shells and runners, and a read on a helper thread can
+/// wait for that thread to be scheduled when the CPUs are busy.
 pub(crate) fn cmdline(pid: u32) -> (Vec<Vec<u8>>, bool) {
+    let Some(start) = stat(pid).map(|s| s.start_ticks) else { return (Vec::new(), false) };
+    if let Some(known) = COMMAND_LINES.lookup(pid, start) {
+        return known;
+    }
     let read = bounded(move || {
         let mut bytes = Vec::new();
         fs::File::open(dir(pid).join("cmdline"))
             .and_then(|f| f.take(ARGS_MAX as u64 + 2).read_to_end(&mut bytes))?;
         Ok(bytes)
     });
-    match read {
-        Some(bytes) => cap_argv(&bytes),
-        None => (Vec::new(), false),
+    let Some(bytes) = read else { return (Vec::new(), false) };
+    let argv = cap_argv(&bytes);
+    COMMAND_LINES.keep(pid, start, &argv);
+    argv
+}
+
+/// Command lines read, by pid, with the start time that says which process they belong to.
+struct CommandLines(std::sync::Mutex<Option<crate::process::table::IdMap<Remembered>>>);
+
+struct Remembered {
+    start_ticks: u64,
+    read_at: std::time::Instant,
+    argv: (Vec<Vec<u8>>, bool),
+}
+
+static COMMAND_LINES: CommandLines = CommandLines(std::sync::Mutex::new(None));
+const REMEMBER: Duration = Duration::from_secs(60);
+const REMEMBERED_MAX: usize = 4096;
+
+impl CommandLines {
+    fn lookup(&self, pid: u32, start_ticks: u64) -> Option<(Vec<Vec<u8>>, bool)> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let known = map.as_ref()?.get(&pid)?;
+        (known.start_ticks == start_ticks && known.read_at.elapsed() < REMEMBER).then(|| known.argv.clone())
+    }
+
+    fn keep(&self, pid: u32, start_ticks: u64, argv: &(Vec<Vec<u8>>, bool)) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let map = map.get_or_insert_with(Default::default);
+        if map.len() >= REMEMBERED_MAX {
+            map.retain(|_, r| r.read_at.elapsed() < REMEMBER);
+            if map.len() >= REMEMBERED_MAX {
+                map.clear();
+            }
+        }
+        map.insert(pid, Remembered { start_ticks, read_at: std::time::Instant::now(), argv: argv.clone() });
     }
 }
 
