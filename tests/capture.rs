@@ -3,7 +3,10 @@
 //! One premain instance serves each test; tests run one at a time (`--test-threads=1`, set by
 //! `cargo xtask test`) because they share the kernel's tracepoints.
 
-use std::{ffi::OsStr, fs, net::TcpListener, os::unix::fs::PermissionsExt as _, process::Command};
+use std::{
+    ffi::OsStr, fs, net::TcpListener, os::unix::fs::MetadataExt as _, os::unix::fs::PermissionsExt as _,
+    process::Command,
+};
 
 use integration_tests::{Premain, TempDir, matching, pythons, run_ok, script};
 use serde_json::{Value, json};
@@ -62,19 +65,30 @@ fn check_actions(premain: &Premain, label: &str, python: &OsStr, dir: &TempDir, 
     let events = premain.events();
     let path = |name: &str| json!(d.join(name).to_str().unwrap());
 
+    // Opens that succeed carry the kernel's path of the file and its inode; the caller's
+    // string when it differs.
+    let ino = |name: &str| json!(std::fs::metadata(d.join(name)).unwrap().ino());
     let abs = the_one(&events, pid, "open", "path", &path("abs-marker"), label);
-    assert_eq!(abs["path_resolution"], "absolute", "[{label}] {abs}");
+    assert_eq!(abs["path_resolution"], "kernel", "[{label}] {abs}");
+    assert_eq!((&abs["ino"], &abs["requested"]), (&ino("abs-marker"), &Value::Null), "[{label}] {abs}");
     assert!(abs["result"].as_i64().unwrap() >= 0, "[{label}] {abs}");
     assert_eq!(abs["tracking"], "python", "[{label}] {abs}");
 
     let rel = the_one(&events, pid, "open", "path", &path("rel-marker"), label);
-    assert_eq!(rel["path_resolution"], "cwd", "[{label}] {rel}");
+    assert_eq!(rel["path_resolution"], "kernel", "[{label}] {rel}");
+    assert_eq!(
+        (&rel["ino"], &rel["requested"]),
+        (&ino("rel-marker"), &json!("rel-marker")),
+        "[{label}] {rel}"
+    );
 
     let dirfd = the_one(&events, pid, "open", "path", &path("dirfd-marker"), label);
-    assert_eq!(dirfd["path_resolution"], "dirfd", "[{label}] {dirfd}");
+    assert_eq!(dirfd["requested"], "dirfd-marker", "[{label}] {dirfd}");
     assert!(dirfd["dirfd"].as_i64().unwrap() >= 0, "[{label}] {dirfd}");
 
+    // A failed open opened no file: the caller's string, made absolute by the daemon.
     let missing = the_one(&events, pid, "open", "path", &path("missing-marker"), label);
+    assert_eq!(missing["path_resolution"], "absolute", "[{label}] {missing}");
     assert_eq!(
         (missing["result"].as_i64(), missing["error"].as_str()),
         (Some(-2), Some("ENOENT")),

@@ -187,7 +187,7 @@ impl Hostile {
             v["pid"] == pid
                 && v["hook"] == "open"
                 && v["path"] == netrc.as_str()
-                && v["path_resolution"] == "cwd"
+                && v["requested"] == ".netrc"
         });
         drop(child.stdin.take());
         let status = wait_bounded(&mut child);
@@ -222,13 +222,20 @@ fn check_hostile_run(premain: &Premain, h: &Hostile, python: &Python, pid: u32) 
         .iter()
         .filter(|e| e["pid"] == pid && e["hook"] == "open" && e["path"] == lossy(netrc_bytes))
         .collect();
-    let resolutions: Vec<&str> = opens.iter().map(|e| e["path_resolution"].as_str().unwrap()).collect();
+    // Both name the file the kernel opened; the relative one keeps the caller's string.
+    let resolutions: Vec<(&str, &Value)> =
+        opens.iter().map(|e| (e["path_resolution"].as_str().unwrap(), &e["requested"])).collect();
     let netrc_events: Vec<String> = events
         .iter()
         .filter(|e| e["pid"] == pid && e["path"].as_str().is_some_and(|p| p.ends_with(".netrc")))
         .map(|e| e.to_string().chars().take(600).collect())
         .collect();
-    assert_eq!(resolutions, ["absolute", "cwd"], "[{label}] {}", netrc_events.join("\n"));
+    assert_eq!(
+        resolutions,
+        [("kernel", &Value::Null), ("kernel", &json!(".netrc"))],
+        "[{label}] {}",
+        netrc_events.join("\n")
+    );
     for e in &opens {
         assert_eq!(e["path_hex"], hex(netrc_bytes), "[{label}] exact bytes in path_hex: {e}");
         assert!(truncated(e).is_empty(), "[{label}] {e}");

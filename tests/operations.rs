@@ -197,7 +197,9 @@ fn known_series_are_exported_at_zero_from_the_start_and_pass_promtool() {
             value(&format!(r#"premain_alerts_total{{phase="{phase}",rule="{rule}",severity="{severity}"}}"#));
         }
     }
-    for hook in ["open", "connect", "exec", "fork", "exit", "send", "python"] {
+    for hook in
+        ["open", "connect", "exec", "fork", "exit", "send", "python", "target", "socket", "name", "uring"]
+    {
         for stage in ["ring_buffer", "kernel_table", "unattributed"] {
             value(&format!(r#"premain_events_lost_total{{hook="{hook}",stage="{stage}"}}"#));
         }

@@ -17,7 +17,9 @@ use monitor_common::{
     ARGS_MAX, COMM_LEN, ConnectRecord, ExeKey, ExecRecord, ExitRecord, FLAG_HELD, ForkRecord,
     MARK_EVAL_ENTER, MARK_EVAL_EXIT, MARK_MAIN, MARK_NAME_MAX, MARK_TEXT_MAX, MarkerRecord, OpenRecord,
     PATH_MAX, RECORD_CONNECT, RECORD_EXEC_FAILED, RECORD_EXIT, RECORD_FORK, RECORD_IMAGE, RECORD_MARKER,
-    RECORD_OPEN, RECORD_SEND, RecordHeader, SOCKADDR_MAX, SYSCALL_EXECVE, SYSCALL_OPENAT2,
+    NameRecord, RECORD_NAME, RECORD_OPEN, RECORD_SEND, RECORD_SOCKET, RECORD_TARGET, RecordHeader,
+    SOCKADDR_MAX, SYSCALL_EXECVE, SYSCALL_OPENAT2, SYSCALL_PROCESS_VM_READV, SYSCALL_SYMLINKAT, SocketRecord,
+    TargetRecord,
 };
 
 fn main() {
@@ -107,21 +109,67 @@ fn header(kind: u32, size: usize) -> RecordHeader {
 fn record_seeds() -> Seeds {
     let mut seeds = Seeds::new();
 
-    let path = b"/home/user/.aws/credentials";
-    let len = offset_of!(OpenRecord, path) + path.len();
-    let mut open = OpenRecord {
+    let kpath = b"/home/user/.aws/credentials";
+    let path = b"/proc/self/cwd/credentials";
+    let len = offset_of!(OpenRecord, tail) + kpath.len() + path.len();
+    let mut open = Box::new(OpenRecord {
         header: header(RECORD_OPEN, len),
         result: 3,
+        dev: 254 << 20,
+        ino: 77,
         dirfd: -100,
         open_flags: 0,
         mode: 0,
         syscall: SYSCALL_OPENAT2,
         resolve: 0,
         path_len: path.len() as u32,
-        path: [0; PATH_MAX],
+        kpath_len: kpath.len() as u32,
+        nlink: 2,
+        file_mode: 0o100600,
+        _pad: 0,
+        tail: [0; 2 * PATH_MAX],
+    });
+    open.tail[..kpath.len()].copy_from_slice(kpath);
+    open.tail[kpath.len()..kpath.len() + path.len()].copy_from_slice(path);
+    seeds.push(("open", bytes_of(&*open, len)));
+
+    let target = TargetRecord {
+        header: header(RECORD_TARGET, size_of::<TargetRecord>()),
+        result: 15,
+        syscall: SYSCALL_PROCESS_VM_READV,
+        target_pid: 4321,
+        request: 0,
+        _pad: 0,
     };
-    open.path[..path.len()].copy_from_slice(path);
-    seeds.push(("open", bytes_of(&open, len)));
+    seeds.push(("target", bytes_of(&target, size_of::<TargetRecord>())));
+    let socket = SocketRecord {
+        header: header(RECORD_SOCKET, size_of::<SocketRecord>()),
+        result: 3,
+        family: 17,
+        sock_type: 3,
+        protocol: 768,
+        _pad: 0,
+    };
+    seeds.push(("socket", bytes_of(&socket, size_of::<SocketRecord>())));
+    let (base, old, new) = (b"/home/user".as_slice(), b".evil_rc".as_slice(), b".bashrc".as_slice());
+    let len = offset_of!(NameRecord, tail) + base.len() + old.len() + new.len();
+    let mut name = Box::new(NameRecord {
+        header: header(RECORD_NAME, len),
+        result: 0,
+        syscall: SYSCALL_SYMLINKAT,
+        olddirfd: -100,
+        newdirfd: -100,
+        flags: 0,
+        base_len: base.len() as u32,
+        old_len: old.len() as u32,
+        new_len: new.len() as u32,
+        _pad: 0,
+        tail: [0; 3 * PATH_MAX],
+    });
+    name.tail[..base.len()].copy_from_slice(base);
+    name.tail[base.len()..base.len() + old.len()].copy_from_slice(old);
+    name.tail[base.len() + old.len()..base.len() + old.len() + new.len()].copy_from_slice(new);
+    seeds.push(("name", bytes_of(&*name, len)));
 
     for (name, kind, addr) in [
         ("connect-inet", RECORD_CONNECT, sockaddr_seeds()[0].1.clone()),

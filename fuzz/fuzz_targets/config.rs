@@ -41,11 +41,15 @@ fuzz_target!(|data: &[u8]| {
         let _ = rules.credential(Path::new(path));
         let open = Action::Open {
             path: PathBuf::from(path),
+            requested: None,
             resolution: Resolution::Absolute,
             dirfd: -100,
-            flags: 0,
+            flags: 0o101,
             mode: 0,
             result: 3,
+            syscall: 1,
+            file: None,
+            alias_of: None,
         };
         let _ = rules.evaluate(&open, false);
     }

@@ -54,12 +54,19 @@ pub const VERDICTS_MAX: u32 = 8_192;
 /// Threads of tracked processes that can be inside a traced syscall at the same time.
 pub const SYSCALLS_MAX: u32 = 16_384;
 
+/// `io_uring` opens whose result is a normal fd, by request address, until their completion
+/// (where the opened file is walked).
+pub const URING_OPENS: &str = "URING_OPENS";
+pub const URING_OPENS_MAX: u32 = 4096;
+
 /// Syscall arguments saved at entry. `args` meaning depends on `syscall` (`SYSCALL_*`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InFlight {
     pub syscall: u32,
-    pub _pad: u32,
+    /// 1 when saved from a 32-bit (ia32) syscall of a 64-bit process: only the raw-syscall
+    /// exit takes it (the per-syscall exits never fire for those).
+    pub compat: u32,
     pub args: [u64; 5],
 }
 
@@ -88,6 +95,42 @@ pub struct KernelOffsets {
     pub task_group_leader: u32,
     /// `task_struct.start_boottime`: with the pid, a process's identity (pids are reused).
     pub task_start_boottime: u32,
+    // The path walk (`file.f_path`, `dentry.d_parent`/`d_name`, mounts) and the opened file.
+    pub task_files: u32,
+    pub task_fs: u32,
+    pub files_fdt: u32,
+    pub fdtable_fd: u32,
+    pub fdtable_max_fds: u32,
+    pub file_path: u32,
+    pub fs_pwd: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    pub dentry_parent: u32,
+    pub dentry_name_len: u32,
+    pub dentry_name: u32,
+    pub mount_mnt: u32,
+    pub mount_parent: u32,
+    pub mount_mountpoint: u32,
+    pub vfsmount_root: u32,
+    pub inode_nlink: u32,
+    pub inode_mode: u32,
+    /// 1 when every io_uring offset below was found (io_uring's request structs are internal
+    /// and change between kernels); 0: submissions are reported by opcode alone.
+    pub uring_layout: u32,
+    pub io_open_dfd: u32,
+    pub io_open_file_slot: u32,
+    pub io_open_filename: u32,
+    pub io_open_flags: u32,
+    pub filename_name: u32,
+    pub io_connect_addr: u32,
+    pub io_connect_addr_len: u32,
+    pub io_sr_msg_umsg: u32,
+    pub io_socket_domain: u32,
+    pub io_socket_type: u32,
+    pub io_socket_protocol: u32,
+    pub io_socket_file_slot: u32,
+    /// `task_struct.thread_info.status`, whose `TS_COMPAT` bit marks a 32-bit syscall.
+    pub task_ti_status: u32,
     pub _pad: u32,
 }
 
@@ -100,7 +143,17 @@ pub const HOOK_EXIT: u32 = 4;
 pub const HOOK_SEND: u32 = 5;
 /// The interpreter probes (uprobes on CPython).
 pub const HOOK_PYTHON: u32 = 6;
-pub const HOOK_COUNT: u32 = 7;
+/// `process_vm_readv`/`writev`, ptrace.
+pub const HOOK_TARGET: u32 = 7;
+/// Raw and packet sockets.
+pub const HOOK_SOCKET: u32 = 8;
+/// rename, link, symlink.
+pub const HOOK_NAME: u32 = 9;
+/// io_uring rings and submissions.
+pub const HOOK_URING: u32 = 10;
+/// 32-bit syscalls of 64-bit processes (`int 0x80`), seen by the raw-syscall tracepoints.
+pub const HOOK_COMPAT: u32 = 11;
+pub const HOOK_COUNT: u32 = 12;
 
 /// Record handed to the ring buffer.
 pub const COUNT_SENT: u32 = 0;
@@ -132,5 +185,5 @@ mod pod {
 
 const _: () = {
     assert!(core::mem::size_of::<InFlight>() == 48);
-    assert!(core::mem::size_of::<KernelOffsets>() == 18 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 50 * 4);
 };

@@ -30,6 +30,15 @@ pub const RECORD_EXIT: u32 = 6;
 pub const RECORD_SEND: u32 = 7;
 /// A CPython interpreter reached one of the points premain probes ([`MarkerRecord`]).
 pub const RECORD_MARKER: u32 = 8;
+/// A tracked process reached into another process: `process_vm_readv`/`writev`, ptrace
+/// attach or seize ([`TargetRecord`]).
+pub const RECORD_TARGET: u32 = 9;
+/// A tracked process created a raw or packet socket ([`SocketRecord`]).
+pub const RECORD_SOCKET: u32 = 10;
+/// A tracked process gave a file a new name: rename, link or symlink ([`NameRecord`]).
+pub const RECORD_NAME: u32 = 11;
+/// A tracked process created an io_uring or submitted a request to one ([`UringRecord`]).
+pub const RECORD_URING: u32 = 12;
 
 /// The path or filename did not fit and was cut.
 pub const FLAG_PATH_TRUNCATED: u32 = 1;
@@ -42,6 +51,14 @@ pub const FLAG_EXEC_BY_TRACKED: u32 = 1 << 3;
 /// On [`RECORD_IMAGE`]: the executable was unknown and the kernel stopped the process
 /// (`SIGSTOP`) until the daemon has judged it and, for CPython, attached its probes.
 pub const FLAG_HELD: u32 = 1 << 4;
+/// On [`RECORD_OPEN`] and [`RECORD_NAME`]: the kernel path is cut (more components or bytes
+/// than the walk takes); it holds the innermost components.
+pub const FLAG_KPATH_TRUNCATED: u32 = 1 << 5;
+/// On [`RECORD_OPEN`]: the open succeeded but the opened file could not be read from the
+/// descriptor table; `kpath`, `dev` and `ino` are empty.
+pub const FLAG_NO_FILE: u32 = 1 << 6;
+/// The syscall was a 32-bit (ia32, `int 0x80`) one made by a 64-bit process.
+pub const FLAG_COMPAT: u32 = 1 << 7;
 
 pub const SYSCALL_OPENAT: u32 = 1;
 pub const SYSCALL_OPENAT2: u32 = 2;
@@ -50,6 +67,37 @@ pub const SYSCALL_EXECVE: u32 = 4;
 pub const SYSCALL_EXECVEAT: u32 = 5;
 pub const SYSCALL_SENDTO: u32 = 6;
 pub const SYSCALL_SENDMSG: u32 = 7;
+pub const SYSCALL_OPEN: u32 = 8;
+pub const SYSCALL_CREAT: u32 = 9;
+pub const SYSCALL_OPEN_BY_HANDLE_AT: u32 = 10;
+pub const SYSCALL_SENDMMSG: u32 = 11;
+pub const SYSCALL_PROCESS_VM_READV: u32 = 12;
+pub const SYSCALL_PROCESS_VM_WRITEV: u32 = 13;
+pub const SYSCALL_PTRACE: u32 = 14;
+pub const SYSCALL_SOCKET: u32 = 15;
+pub const SYSCALL_RENAME: u32 = 16;
+pub const SYSCALL_RENAMEAT: u32 = 17;
+pub const SYSCALL_RENAMEAT2: u32 = 18;
+pub const SYSCALL_LINK: u32 = 19;
+pub const SYSCALL_LINKAT: u32 = 20;
+pub const SYSCALL_SYMLINK: u32 = 21;
+pub const SYSCALL_SYMLINKAT: u32 = 22;
+/// An open made by an io_uring request (`IORING_OP_OPENAT`/`OPENAT2`), seen at its completion.
+pub const SYSCALL_IO_URING: u32 = 23;
+
+/// [`UringRecord::opcode`] of a ring's creation (`io_uring_setup`); other values are the
+/// request's `IORING_OP_*`.
+pub const URING_SETUP: u32 = 0xffff;
+pub const IORING_OP_SENDMSG: u32 = 9;
+pub const IORING_OP_CONNECT: u32 = 16;
+pub const IORING_OP_OPENAT: u32 = 18;
+pub const IORING_OP_OPENAT2: u32 = 28;
+pub const IORING_OP_SOCKET: u32 = 45;
+pub const IORING_OP_SENDMSG_ZC: u32 = 48;
+
+/// `PTRACE_ATTACH` and `PTRACE_SEIZE`: the requests that take hold of another process.
+pub const PTRACE_ATTACH: u32 = 16;
+pub const PTRACE_SEIZE: u32 = 0x4206;
 
 /// Bytes of a marker's text (a code object's file name, a `-m` module name...).
 pub const MARK_TEXT_MAX: usize = 512;
@@ -136,22 +184,84 @@ pub struct ExeKey {
     pub _pad: u32,
 }
 
+/// An open. `tail` holds the kernel's path of the opened file (`kpath_len` bytes, walked from
+/// the new descriptor at syscall exit, so symlinks, `..`, cwd, dirfd and strings changed by
+/// another thread are already resolved), then the string the caller passed (`path_len`
+/// bytes; none for `open_by_handle_at`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpenRecord {
     pub header: RecordHeader,
     /// The new fd, or `-errno`.
     pub result: i64,
+    /// The opened file's device (kernel encoding, see [`ExeKey`]) and inode.
+    pub dev: u64,
+    pub ino: u64,
     pub dirfd: i32,
     pub open_flags: u32,
     pub mode: u32,
-    /// `SYSCALL_OPENAT` or `SYSCALL_OPENAT2`.
+    /// `SYSCALL_*`.
     pub syscall: u32,
     /// `openat2`'s `how.resolve`.
     pub resolve: u32,
-    /// Bytes used in `path` (no NUL).
+    /// Bytes of the caller's string in `tail`, after the kernel path (no NUL).
     pub path_len: u32,
-    pub path: [u8; PATH_MAX],
+    /// Bytes of the kernel path at the start of `tail` (no NUL).
+    pub kpath_len: u32,
+    /// The opened inode's link count and `i_mode`.
+    pub nlink: u32,
+    pub file_mode: u32,
+    pub _pad: u32,
+    pub tail: [u8; 2 * PATH_MAX],
+}
+
+/// A process acting on another one: `process_vm_readv`/`writev` or a ptrace request.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TargetRecord {
+    pub header: RecordHeader,
+    pub result: i64,
+    /// `SYSCALL_*`.
+    pub syscall: u32,
+    /// The pid the caller named.
+    pub target_pid: u32,
+    /// The ptrace request (0 otherwise).
+    pub request: u32,
+    pub _pad: u32,
+}
+
+/// `socket()` of a raw or packet socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketRecord {
+    pub header: RecordHeader,
+    /// The new fd, or `-errno`.
+    pub result: i64,
+    pub family: u32,
+    /// The type without `SOCK_NONBLOCK`/`SOCK_CLOEXEC`.
+    pub sock_type: u32,
+    pub protocol: u32,
+    pub _pad: u32,
+}
+
+/// rename, link or symlink. `tail` holds the kernel path of the directory the new name is
+/// relative to (`base_len` bytes: the cwd or `newdirfd`, at the syscall; empty when the new
+/// name is absolute), then the old name (`old_len`) and the new name (`new_len`) as passed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NameRecord {
+    pub header: RecordHeader,
+    pub result: i64,
+    /// `SYSCALL_*`.
+    pub syscall: u32,
+    pub olddirfd: i32,
+    pub newdirfd: i32,
+    pub flags: u32,
+    pub base_len: u32,
+    pub old_len: u32,
+    pub new_len: u32,
+    pub _pad: u32,
+    pub tail: [u8; 3 * PATH_MAX],
 }
 
 #[repr(C)]
@@ -232,8 +342,35 @@ pub struct MarkerRecord {
     pub text: [u8; MARK_TEXT_MAX],
 }
 
+/// An io_uring creation or submission. `tail` holds, for an open, the file name as the kernel
+/// copied it; for a connect or a `sendmsg` with a destination, the caller's sockaddr.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UringRecord {
+    pub header: RecordHeader,
+    pub user_data: u64,
+    /// `IORING_OP_*`, or [`URING_SETUP`].
+    pub opcode: u32,
+    /// For an open or a socket: the fixed-file slot + 1 when the result is a direct
+    /// descriptor (it never gets a normal fd), else 0.
+    pub file_slot: u32,
+    /// Open: the directory fd; socket: the domain; setup: the ring's fd.
+    pub arg0: i32,
+    /// Open: the flags; socket: the type.
+    pub arg1: u32,
+    /// Socket: the protocol.
+    pub arg2: u32,
+    pub tail_len: u32,
+    pub tail: [u8; PATH_MAX],
+}
+
 /// The largest record: the size of the per-CPU scratch area records are built in.
-pub const RECORD_MAX: usize = core::mem::size_of::<ExecRecord>();
+pub const RECORD_MAX: usize = core::mem::size_of::<NameRecord>();
+
+/// The per-CPU area records are built in (far larger than the 512-byte BPF stack).
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+pub struct Scratch(pub [u8; RECORD_MAX]);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -253,6 +390,14 @@ mod pod {
     unsafe impl aya::Pod for super::ExitRecord {}
     // SAFETY: repr(C), integer fields only, no padding (asserted in `layout`).
     unsafe impl aya::Pod for super::MarkerRecord {}
+    // SAFETY: repr(C), integer fields only, no padding (asserted in `layout`).
+    unsafe impl aya::Pod for super::TargetRecord {}
+    // SAFETY: repr(C), integer fields only, no padding (asserted in `layout`).
+    unsafe impl aya::Pod for super::SocketRecord {}
+    // SAFETY: repr(C), integer fields only, no padding (asserted in `layout`).
+    unsafe impl aya::Pod for super::NameRecord {}
+    // SAFETY: repr(C), integer fields only, no padding (asserted in `layout`).
+    unsafe impl aya::Pod for super::UringRecord {}
 }
 
 /// Compile-time proof that no type has implicit padding: each size equals the sum of its
@@ -265,8 +410,14 @@ mod layout {
     const _: () = {
         assert!(size_of::<RecordHeader>() == 72);
         assert!(size_of::<ExeKey>() == 32);
-        assert!(offset_of!(OpenRecord, path) == 104);
-        assert!(size_of::<OpenRecord>() == 104 + PATH_MAX);
+        assert!(offset_of!(OpenRecord, tail) == 136);
+        assert!(size_of::<OpenRecord>() == 136 + 2 * PATH_MAX);
+        assert!(size_of::<TargetRecord>() == 96);
+        assert!(size_of::<SocketRecord>() == 96);
+        assert!(offset_of!(NameRecord, tail) == 112);
+        assert!(size_of::<NameRecord>() == 112 + 3 * PATH_MAX);
+        assert!(offset_of!(UringRecord, tail) == 104);
+        assert!(size_of::<UringRecord>() == 104 + PATH_MAX);
         assert!(size_of::<ConnectRecord>() == 88 + SOCKADDR_MAX);
         assert!(offset_of!(ExecRecord, args) == 144);
         assert!(offset_of!(ExecRecord, filename) == 144 + ARGS_MAX);
@@ -277,5 +428,6 @@ mod layout {
         assert!(size_of::<MarkerRecord>() == 88 + MARK_NAME_MAX + MARK_TEXT_MAX);
         assert!(RECORD_MAX >= size_of::<MarkerRecord>());
         assert!(RECORD_MAX >= size_of::<OpenRecord>());
+        assert!(RECORD_MAX >= size_of::<ExecRecord>());
     };
 }

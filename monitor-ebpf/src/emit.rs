@@ -5,7 +5,7 @@ use aya_ebpf::helpers::{
     generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
 };
 use monitor_common::{
-    CONTROL_READER_BUSY, COUNT_LOST_RINGBUF, COUNT_SENT, ExecRecord, RECORD_MAX, RecordHeader, counter_index,
+    CONTROL_READER_BUSY, COUNT_LOST_RINGBUF, COUNT_SENT, RECORD_MAX, RecordHeader, Scratch, counter_index,
 };
 
 use crate::{
@@ -25,11 +25,11 @@ pub(crate) fn count(hook: u32, what: u32) {
 }
 
 /// The per-CPU scratch record, viewed as record type `T` (every record type is smaller than
-/// `ExecRecord` and 8-byte aligned).
+/// the scratch area and 8-byte aligned).
 #[inline(always)]
 pub(crate) fn scratch<T>() -> Option<&'static mut T> {
     const { assert!(core::mem::size_of::<T>() <= RECORD_MAX) };
-    const { assert!(core::mem::align_of::<T>() <= core::mem::align_of::<ExecRecord>()) };
+    const { assert!(core::mem::align_of::<T>() <= core::mem::align_of::<Scratch>()) };
     let ptr = SCRATCH.get_ptr_mut(0)?;
     // SAFETY: the slot is valid, large and aligned enough (asserted above), and only this
     // program invocation uses it until it returns.

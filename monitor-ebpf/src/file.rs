@@ -1,19 +1,26 @@
-//! `openat` and `openat2`.
+//! Every way to open a file by name or handle: `open`, `creat`, `openat`, `openat2`,
+//! `open_by_handle_at`. The record carries the kernel's path of what was opened (walked from
+//! the new descriptor at exit) and its identity, besides the string the caller passed.
 
 use aya_ebpf::{
     helpers::generated::bpf_probe_read_user_str, macros::tracepoint, programs::TracePointContext,
 };
 use monitor_common::{
-    FLAG_PATH_TRUNCATED, FLAG_READ_FAILED, HOOK_OPEN, InFlight, OpenRecord, PATH_MAX, RECORD_OPEN,
+    FLAG_COMPAT, FLAG_KPATH_TRUNCATED, FLAG_NO_FILE, FLAG_PATH_TRUNCATED, FLAG_READ_FAILED, HOOK_OPEN,
+    InFlight, OpenRecord, PATH_MAX, RECORD_OPEN, SYSCALL_CREAT, SYSCALL_OPEN, SYSCALL_OPEN_BY_HANDLE_AT,
     SYSCALL_OPENAT, SYSCALL_OPENAT2,
 };
 
 use crate::{
     emit::{fill_header, scratch, send},
-    process::{save_if_recorded, take_saved},
+    maps::offsets,
+    path,
+    process::{current_quiet, current_tracked, save, save_if_recorded, take_saved},
 };
 
 const ENAMETOOLONG: i64 = 36;
+const AT_FDCWD: u64 = -100i64 as u64;
+const O_CREAT_WRONLY_TRUNC: u64 = 0o1 | 0o100 | 0o1000;
 
 // Offsets in the syscall tracepoint records (tracefs `events/syscalls/*/format`).
 const ARG0: usize = 16;
@@ -34,15 +41,79 @@ pub fn file_enter_openat2(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Legacy `open(path, flags, mode)`: what musl (static binaries, Alpine's Python) calls.
+#[tracepoint(category = "syscalls", name = "sys_enter_open")]
+pub fn file_enter_open(ctx: TracePointContext) -> u32 {
+    if current_tracked() && !current_quiet(HOOK_OPEN) {
+        // SAFETY: offsets from the tracepoint's format.
+        let (name, flags, mode) = unsafe {
+            (
+                ctx.read_at::<u64>(ARG0).unwrap_or(0),
+                ctx.read_at::<u64>(ARG1).unwrap_or(0),
+                ctx.read_at::<u64>(ARG2).unwrap_or(0),
+            )
+        };
+        save(
+            HOOK_OPEN,
+            InFlight { syscall: SYSCALL_OPEN, compat: 0, args: [AT_FDCWD, name, flags, mode, 0] },
+        );
+    }
+    0
+}
+
+/// `creat(path, mode)`: an open for writing that creates and truncates.
+#[tracepoint(category = "syscalls", name = "sys_enter_creat")]
+pub fn file_enter_creat(ctx: TracePointContext) -> u32 {
+    if current_tracked() && !current_quiet(HOOK_OPEN) {
+        // SAFETY: offsets from the tracepoint's format.
+        let (name, mode) =
+            unsafe { (ctx.read_at::<u64>(ARG0).unwrap_or(0), ctx.read_at::<u64>(ARG1).unwrap_or(0)) };
+        let args = [AT_FDCWD, name, O_CREAT_WRONLY_TRUNC, mode, 0];
+        save(HOOK_OPEN, InFlight { syscall: SYSCALL_CREAT, compat: 0, args });
+    }
+    0
+}
+
+/// `open_by_handle_at(mountfd, handle, flags)`: no path string at all; only the kernel's.
+#[tracepoint(category = "syscalls", name = "sys_enter_open_by_handle_at")]
+pub fn file_enter_open_by_handle_at(ctx: TracePointContext) -> u32 {
+    if current_tracked() && !current_quiet(HOOK_OPEN) {
+        // SAFETY: offsets from the tracepoint's format.
+        let (mount_fd, flags) =
+            unsafe { (ctx.read_at::<u64>(ARG0).unwrap_or(0), ctx.read_at::<u64>(ARG2).unwrap_or(0)) };
+        let args = [mount_fd, 0, flags, 0, 0];
+        save(HOOK_OPEN, InFlight { syscall: SYSCALL_OPEN_BY_HANDLE_AT, compat: 0, args });
+    }
+    0
+}
+
 #[tracepoint(category = "syscalls", name = "sys_exit_openat")]
 pub fn file_exit_openat(ctx: TracePointContext) -> u32 {
-    exit_open(&ctx);
+    exit_open(&ctx, SYSCALL_OPENAT);
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_openat2")]
 pub fn file_exit_openat2(ctx: TracePointContext) -> u32 {
-    exit_open(&ctx);
+    exit_open(&ctx, SYSCALL_OPENAT2);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_open")]
+pub fn file_exit_open(ctx: TracePointContext) -> u32 {
+    exit_open(&ctx, SYSCALL_OPEN);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_creat")]
+pub fn file_exit_creat(ctx: TracePointContext) -> u32 {
+    exit_open(&ctx, SYSCALL_CREAT);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_open_by_handle_at")]
+pub fn file_exit_open_by_handle_at(ctx: TracePointContext) -> u32 {
+    exit_open(&ctx, SYSCALL_OPEN_BY_HANDLE_AT);
     0
 }
 
@@ -55,18 +126,25 @@ struct OpenHow {
 }
 
 #[inline(always)]
-fn exit_open(ctx: &TracePointContext) {
-    let Some(InFlight { syscall, args: [dirfd, path, flags_or_how, mode, _], .. }) =
-        take_saved([SYSCALL_OPENAT, SYSCALL_OPENAT2])
-    else {
-        return;
-    };
+fn exit_open(ctx: &TracePointContext, expected: u32) {
+    if let Some(call) = take_saved([expected; 2]) {
+        // SAFETY: reading the tracepoint's own record.
+        report_open(unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0), call);
+    }
+}
+
+/// The open record of `call`, at its exit, which returned `result`.
+#[inline(always)]
+pub(crate) fn report_open(result: i64, call: InFlight) {
+    let InFlight { syscall, compat, args: [dirfd, path, flags_or_how, mode, _] } = call;
     let Some(rec) = scratch::<OpenRecord>() else {
         return;
     };
     fill_header(&mut rec.header, RECORD_OPEN);
-    // SAFETY: reading the tracepoint's own record.
-    rec.result = unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0);
+    if compat != 0 {
+        rec.header.flags |= FLAG_COMPAT;
+    }
+    rec.result = result;
     rec.dirfd = dirfd as i32;
     rec.syscall = syscall;
     rec.resolve = 0;
@@ -88,22 +166,58 @@ fn exit_open(ctx: &TracePointContext) {
         rec.open_flags = flags_or_how as u32;
         rec.mode = mode as u32;
     }
-    // Read at exit rather than entry: the kernel has just copied the string, so its page is
-    // present (a BPF probe read cannot fault pages in).
-    // SAFETY: destination is the record's own buffer; the helper validates the user pointer.
-    let n =
-        unsafe { bpf_probe_read_user_str(rec.path.as_mut_ptr().cast(), PATH_MAX as u32, path as *const _) };
-    let path_len = if n > 0 {
-        (n as usize - 1) & (PATH_MAX - 1)
-    } else {
-        rec.header.flags |= FLAG_READ_FAILED;
-        0
-    };
-    if n as usize == PATH_MAX && rec.result == -ENAMETOOLONG {
-        rec.header.flags |= FLAG_PATH_TRUNCATED;
+    rec.dev = 0;
+    rec.ino = 0;
+    rec.nlink = 0;
+    rec.file_mode = 0;
+    rec._pad = 0;
+    let mut kpath_len = 0;
+    if rec.result >= 0 {
+        match path::current_file(rec.result) {
+            Some(file) => {
+                if let Some((dev, ino, nlink, file_mode)) = path::identity(file) {
+                    (rec.dev, rec.ino, rec.nlink, rec.file_mode) = (dev, ino, nlink, file_mode);
+                }
+                match path::walk(file + u64::from(offsets().file_path)) {
+                    Some(walked) => {
+                        if walked.truncated {
+                            rec.header.flags |= FLAG_KPATH_TRUNCATED;
+                        }
+                        kpath_len = path::copy(&walked, rec.tail.as_mut_ptr());
+                    }
+                    None => rec.header.flags |= FLAG_NO_FILE,
+                }
+            }
+            None => rec.header.flags |= FLAG_NO_FILE,
+        }
+    }
+    let kpath_len = kpath_len & (PATH_MAX - 1);
+    rec.kpath_len = kpath_len as u32;
+    let mut path_len = 0;
+    if path != 0 {
+        // Read at exit rather than entry: the kernel has just copied the string, so its page
+        // is present (a BPF probe read cannot fault pages in).
+        // SAFETY: `kpath_len < PATH_MAX`, so PATH_MAX bytes from there fit `tail`; the helper
+        // validates the user pointer.
+        let n = unsafe {
+            bpf_probe_read_user_str(
+                rec.tail.as_mut_ptr().add(kpath_len).cast(),
+                PATH_MAX as u32,
+                path as *const _,
+            )
+        };
+        path_len = if n > 0 {
+            (n as usize - 1) & (PATH_MAX - 1)
+        } else {
+            rec.header.flags |= FLAG_READ_FAILED;
+            0
+        };
+        if n as usize == PATH_MAX && rec.result == -ENAMETOOLONG {
+            rec.header.flags |= FLAG_PATH_TRUNCATED;
+        }
     }
     rec.path_len = path_len as u32;
-    let len = core::mem::offset_of!(OpenRecord, path) + path_len;
+    let len = core::mem::offset_of!(OpenRecord, tail) + kpath_len + path_len;
     rec.header.size = len as u32;
     send(HOOK_OPEN, rec, len);
 }

@@ -10,14 +10,19 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod compat;
 mod emit;
 mod exec;
 mod file;
 mod maps;
+mod names;
 mod net;
+mod path;
 mod process;
 mod python;
+mod target;
 mod task;
+mod uring;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -3,8 +3,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
-    CONTROL_SLOTS, COUNTER_SLOTS, ExeKey, ExecRecord, InFlight, KernelOffsets, SYSCALLS_MAX, TRACKED_MAX,
-    VERDICTS_MAX,
+    CONTROL_SLOTS, COUNTER_SLOTS, ExeKey, InFlight, KernelOffsets, SYSCALLS_MAX, Scratch, TRACKED_MAX,
+    URING_OPENS_MAX, VERDICTS_MAX,
 };
 
 /// Sized by the daemon at load time (`--ring-buffer-size`).
@@ -24,12 +24,16 @@ pub(crate) static QUIET: HashMap<u32, u64> = HashMap::with_max_entries(TRACKED_M
 pub(crate) static VERDICTS: LruHashMap<ExeKey, u32> = LruHashMap::with_max_entries(VERDICTS_MAX, 0);
 
 #[map]
+pub(crate) static URING_OPENS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(URING_OPENS_MAX, 0);
+
+#[map]
 pub(crate) static SYSCALLS: HashMap<u32, InFlight> = HashMap::with_max_entries(SYSCALLS_MAX, 0);
 
-/// How many `SYSCALLS` entries may exist (never fewer than do): while it is 0, a syscall exit
-/// needs no hash lookup, which is most of the cost premain adds to untracked processes.
+/// How many `SYSCALLS` entries may exist (never fewer than do), and how many of them are 32-bit
+/// calls: while it is 0, a syscall exit needs no hash lookup, which is most of the cost premain
+/// adds to untracked processes.
 #[map]
-pub(crate) static INFLIGHT: Array<u64> = Array::with_max_entries(1, 0);
+pub(crate) static INFLIGHT: Array<u64> = Array::with_max_entries(2, 0);
 
 #[map]
 pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
@@ -39,7 +43,7 @@ pub(crate) static CONTROL: Array<u32> = Array::with_max_entries(CONTROL_SLOTS, 0
 
 /// Records are built here: they are far larger than the 512-byte BPF stack.
 #[map]
-pub(crate) static SCRATCH: PerCpuArray<ExecRecord> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 #[unsafe(no_mangle)]
 static SELF_TGID: u32 = 0;
@@ -63,6 +67,38 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     tp_exit_group_dead: 0,
     task_group_leader: 0,
     task_start_boottime: 0,
+    task_files: 0,
+    task_fs: 0,
+    files_fdt: 0,
+    fdtable_fd: 0,
+    fdtable_max_fds: 0,
+    file_path: 0,
+    fs_pwd: 0,
+    path_mnt: 0,
+    path_dentry: 0,
+    dentry_parent: 0,
+    dentry_name_len: 0,
+    dentry_name: 0,
+    mount_mnt: 0,
+    mount_parent: 0,
+    mount_mountpoint: 0,
+    vfsmount_root: 0,
+    inode_nlink: 0,
+    inode_mode: 0,
+    uring_layout: 0,
+    io_open_dfd: 0,
+    io_open_file_slot: 0,
+    io_open_filename: 0,
+    io_open_flags: 0,
+    filename_name: 0,
+    io_connect_addr: 0,
+    io_connect_addr_len: 0,
+    io_sr_msg_umsg: 0,
+    io_socket_domain: 0,
+    io_socket_type: 0,
+    io_socket_protocol: 0,
+    io_socket_file_slot: 0,
+    task_ti_status: 0,
     _pad: 0,
 };
 

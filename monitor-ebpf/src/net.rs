@@ -1,6 +1,8 @@
 //! `connect`, and `sendto`/`sendmsg` with an explicit destination (a UDP datagram sent without
 //! `connect`, as DNS exfiltration does). Sends on connected sockets pass no address and are
-//! left alone: their destination was reported by the connect.
+//! left alone: their destination was reported by the connect. `sendmmsg` is a batch of
+//! `sendmsg`s, each with its own destination. Raw and packet sockets are recorded at creation:
+//! they bypass connect and send addresses altogether.
 
 use aya_ebpf::{
     helpers::{bpf_probe_read_user as read_user, generated::bpf_probe_read_user},
@@ -8,8 +10,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use monitor_common::{
-    ConnectRecord, FLAG_READ_FAILED, HOOK_CONNECT, HOOK_SEND, InFlight, RECORD_CONNECT, RECORD_SEND,
-    SOCKADDR_MAX, SYSCALL_CONNECT, SYSCALL_SENDMSG, SYSCALL_SENDTO,
+    ConnectRecord, FLAG_COMPAT, FLAG_READ_FAILED, HOOK_CONNECT, HOOK_SEND, HOOK_SOCKET, InFlight,
+    RECORD_CONNECT, RECORD_SEND, RECORD_SOCKET, SOCKADDR_MAX, SYSCALL_CONNECT, SYSCALL_SENDMMSG,
+    SYSCALL_SENDMSG, SYSCALL_SENDTO, SYSCALL_SOCKET, SocketRecord,
 };
 
 use crate::{
@@ -46,7 +49,7 @@ pub fn net_enter_sendto(ctx: TracePointContext) -> u32 {
         )
     };
     if addr != 0 && !current_quiet(HOOK_SEND) {
-        save(HOOK_SEND, InFlight { syscall: SYSCALL_SENDTO, _pad: 0, args: [fd, addr, addr_len, 0, 0] });
+        save(HOOK_SEND, InFlight { syscall: SYSCALL_SENDTO, compat: 0, args: [fd, addr, addr_len, 0, 0] });
     }
     0
 }
@@ -69,7 +72,7 @@ pub fn net_enter_sendmsg(ctx: TracePointContext) -> u32 {
     let name_len = unsafe { read_user((msg + 8) as *const u32) }.unwrap_or(0);
     save(
         HOOK_SEND,
-        InFlight { syscall: SYSCALL_SENDMSG, _pad: 0, args: [fd, name, u64::from(name_len), 0, 0] },
+        InFlight { syscall: SYSCALL_SENDMSG, compat: 0, args: [fd, name, u64::from(name_len), 0, 0] },
     );
     0
 }
@@ -90,16 +93,142 @@ pub fn net_exit_sendmsg(ctx: TracePointContext) -> u32 {
     0
 }
 
+#[tracepoint(category = "syscalls", name = "sys_enter_sendmmsg")]
+pub fn net_enter_sendmmsg(ctx: TracePointContext) -> u32 {
+    if !current_tracked() || current_quiet(HOOK_SEND) {
+        return 0;
+    }
+    // fd, mmsg, vlen, flags
+    // SAFETY: offsets from the tracepoint's format.
+    let (fd, mmsg, vlen) = unsafe {
+        (
+            ctx.read_at::<u64>(16).unwrap_or(0),
+            ctx.read_at::<u64>(24).unwrap_or(0),
+            ctx.read_at::<u64>(32).unwrap_or(0),
+        )
+    };
+    save(HOOK_SEND, InFlight { syscall: SYSCALL_SENDMMSG, compat: 0, args: [fd, mmsg, vlen, 0, 0] });
+    0
+}
+
+/// Messages of one `sendmmsg` whose destinations are reported (the first ones: a batch to one
+/// address folds into one alert anyway).
+const MMSG_REPORTED: u64 = 8;
+/// `sizeof(struct mmsghdr)`: a `msghdr` and the `msg_len` the kernel fills in, padded.
+const MMSGHDR_SIZE: u64 = 64;
+
+#[tracepoint(category = "syscalls", name = "sys_exit_sendmmsg")]
+pub fn net_exit_sendmmsg(ctx: TracePointContext) -> u32 {
+    let Some(InFlight { args: [fd, mmsg, vlen, ..], .. }) = take_saved([SYSCALL_SENDMMSG; 2]) else {
+        return 0;
+    };
+    // SAFETY: reading the tracepoint's own record.
+    let result = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
+    // A failed batch sent nothing, but its first destination was still attempted.
+    let sent = if result > 0 { result as u64 } else { 1 };
+    let n = if sent < vlen { sent } else { vlen };
+    for i in 0..MMSG_REPORTED {
+        if i >= n {
+            break;
+        }
+        let hdr = mmsg + i * MMSGHDR_SIZE;
+        // SAFETY: the helper validates the user address.
+        let name = unsafe { read_user(hdr as *const u64) }.unwrap_or(0);
+        if name == 0 {
+            continue;
+        }
+        // SAFETY: as above.
+        let name_len = unsafe { read_user((hdr + 8) as *const u32) }.unwrap_or(0);
+        let call =
+            InFlight { syscall: SYSCALL_SENDMMSG, compat: 0, args: [fd, name, u64::from(name_len), 0, 0] };
+        report_result(if result > 0 { 0 } else { result }, RECORD_SEND, HOOK_SEND, call);
+    }
+    0
+}
+
+/// Socket types the kernel hands raw packets to (`SOCK_RAW`, the obsolete `SOCK_PACKET`) and
+/// the packet family.
+const SOCK_RAW: u64 = 3;
+const SOCK_PACKET: u64 = 10;
+const AF_PACKET: u64 = 17;
+const SOCK_TYPE_MASK: u64 = 0xf;
+
+#[tracepoint(category = "syscalls", name = "sys_enter_socket")]
+pub fn net_enter_socket(ctx: TracePointContext) -> u32 {
+    if !current_tracked() {
+        return 0;
+    }
+    // family, type, protocol
+    // SAFETY: offsets from the tracepoint's format.
+    let (family, kind, protocol) = unsafe {
+        (
+            ctx.read_at::<u64>(16).unwrap_or(0),
+            ctx.read_at::<u64>(24).unwrap_or(0),
+            ctx.read_at::<u64>(32).unwrap_or(0),
+        )
+    };
+    let kind = kind & SOCK_TYPE_MASK;
+    if raw(family, kind) && !current_quiet(HOOK_SOCKET) {
+        save(
+            HOOK_SOCKET,
+            InFlight { syscall: SYSCALL_SOCKET, compat: 0, args: [family, kind, protocol, 0, 0] },
+        );
+    }
+    0
+}
+
+/// A socket that sends and receives raw packets.
+#[inline(always)]
+pub(crate) fn raw(family: u64, kind: u64) -> bool {
+    let kind = kind & SOCK_TYPE_MASK;
+    family == AF_PACKET || kind == SOCK_RAW || kind == SOCK_PACKET
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_socket")]
+pub fn net_exit_socket(ctx: TracePointContext) -> u32 {
+    if let Some(call) = take_saved([SYSCALL_SOCKET; 2]) {
+        // SAFETY: reading the tracepoint's own record.
+        report_socket(unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0), call);
+    }
+    0
+}
+
+#[inline(always)]
+pub(crate) fn report_socket(result: i64, call: InFlight) {
+    let InFlight { compat, args: [family, kind, protocol, ..], .. } = call;
+    let Some(rec) = scratch::<SocketRecord>() else { return };
+    fill_header(&mut rec.header, RECORD_SOCKET);
+    if compat != 0 {
+        rec.header.flags |= FLAG_COMPAT;
+    }
+    rec.result = result;
+    rec.family = family as u32;
+    rec.sock_type = kind as u32;
+    rec.protocol = protocol as u32;
+    rec._pad = 0;
+    let len = core::mem::size_of::<SocketRecord>();
+    rec.header.size = len as u32;
+    send(HOOK_SOCKET, rec, len);
+}
+
 /// `call.args` holds `fd, sockaddr pointer, sockaddr length`.
 #[inline(always)]
 fn report(ctx: &TracePointContext, kind: u32, hook: u32, call: InFlight) {
+    // SAFETY: reading the tracepoint's own record.
+    report_result(unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0), kind, hook, call);
+}
+
+#[inline(always)]
+pub(crate) fn report_result(result: i64, kind: u32, hook: u32, call: InFlight) {
     let [fd, addr, addr_len, ..] = call.args;
     let Some(rec) = scratch::<ConnectRecord>() else {
         return;
     };
     fill_header(&mut rec.header, kind);
-    // SAFETY: reading the tracepoint's own record.
-    rec.result = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
+    if call.compat != 0 {
+        rec.header.flags |= FLAG_COMPAT;
+    }
+    rec.result = result;
     rec.fd = fd as i32;
     rec.addr_len = addr_len as u32;
     rec.addr = [0; SOCKADDR_MAX];

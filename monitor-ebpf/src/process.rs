@@ -34,7 +34,7 @@ pub(crate) fn save_if_tracked<const N: usize>(
 
 #[inline(always)]
 fn save_args<const N: usize>(ctx: &TracePointContext, hook: u32, syscall: u32, arg_offsets: [usize; N]) {
-    let mut call = InFlight { syscall, _pad: 0, args: [0; 5] };
+    let mut call = InFlight { syscall, compat: 0, args: [0; 5] };
     let mut i = 0;
     while i < N && i < call.args.len() {
         // SAFETY: offsets come from the tracepoint's format and lie inside its record.
@@ -100,9 +100,15 @@ pub(crate) fn current_tracked() -> bool {
 pub(crate) fn save(hook: u32, call: InFlight) {
     let tid = bpf_get_current_pid_tgid() as u32;
     // Counted before the entry exists, so an exit never sees an entry with a count of 0.
-    add_inflight(1);
+    add_inflight(ALL, 1);
+    if call.compat != 0 {
+        add_inflight(COMPAT, 1);
+    }
     if SYSCALLS.insert(tid, call, 0).is_err() {
-        add_inflight(u64::MAX);
+        add_inflight(ALL, u64::MAX);
+        if call.compat != 0 {
+            add_inflight(COMPAT, u64::MAX);
+        }
         count(hook, COUNT_LOST_INFLIGHT);
     }
 }
@@ -112,7 +118,7 @@ pub(crate) fn save(hook: u32, call: InFlight) {
 /// tracked thread is inside a syscall.
 #[inline(always)]
 pub(crate) fn take_saved(syscalls: [u32; 2]) -> Option<InFlight> {
-    if INFLIGHT.get(0).copied().unwrap_or(1) == 0 {
+    if INFLIGHT.get(ALL).copied().unwrap_or(1) == 0 {
         return None;
     }
     let tid = bpf_get_current_pid_tgid() as u32;
@@ -122,18 +128,46 @@ pub(crate) fn take_saved(syscalls: [u32; 2]) -> Option<InFlight> {
     syscalls.contains(&call.syscall).then_some(call)
 }
 
+/// At a raw-syscall exit: the arguments a 32-bit syscall saved at its entry, if the current
+/// thread's saved call is one (native calls are taken by their own per-syscall exits). This
+/// runs at every syscall exit of the node: it costs an array read unless a tracked thread is
+/// inside a 32-bit syscall.
+#[inline(always)]
+pub(crate) fn take_compat() -> Option<InFlight> {
+    if INFLIGHT.get(COMPAT).copied().unwrap_or(1) == 0 {
+        return None;
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: the value is copied out before the entry is removed.
+    let call = (unsafe { SYSCALLS.get(tid) }).copied()?;
+    if call.compat == 0 {
+        return None;
+    }
+    forget_saved(tid);
+    Some(call)
+}
+
 /// Drops the arguments `tid` saved, if any.
 #[inline(always)]
 pub(crate) fn forget_saved(tid: u32) {
+    // SAFETY: copied out before the entry is removed.
+    let compat = (unsafe { SYSCALLS.get(tid) }).is_some_and(|c| c.compat != 0);
     if SYSCALLS.remove(tid).is_ok() {
-        add_inflight(u64::MAX);
+        add_inflight(ALL, u64::MAX);
+        if compat {
+            add_inflight(COMPAT, u64::MAX);
+        }
     }
 }
 
-/// Adds `delta` (`u64::MAX` subtracts one) to the in-flight count, atomically.
+/// `INFLIGHT` slots: every saved call, and the 32-bit ones among them.
+const ALL: u32 = 0;
+const COMPAT: u32 = 1;
+
+/// Adds `delta` (`u64::MAX` subtracts one) to an in-flight count, atomically.
 #[inline(always)]
-fn add_inflight(delta: u64) {
-    if let Some(slot) = INFLIGHT.get_ptr_mut(0) {
+fn add_inflight(which: u32, delta: u64) {
+    if let Some(slot) = INFLIGHT.get_ptr_mut(which) {
         // SAFETY: a valid, aligned map value shared by all CPUs: only touched atomically
         // (the result is unused, which the BPF `XADD` instruction needs).
         unsafe { core::intrinsics::atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, delta) };

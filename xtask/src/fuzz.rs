@@ -20,8 +20,8 @@ use anyhow::{Context as _, bail};
 
 /// A target and the largest input worth trying: each covers its parser's biggest real input.
 pub(crate) const TARGETS: &[(&str, usize)] = &[
-    // `monitor_common::RECORD_MAX` (an exec record) is 6232 bytes.
-    ("decode", 8192),
+    // `monitor_common::RECORD_MAX` (a rename/link record) is 12,400 bytes.
+    ("decode", 16384),
     // `sockaddr_storage` is 128 bytes.
     ("sockaddr", 256),
     ("config", 8192),

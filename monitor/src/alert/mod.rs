@@ -17,7 +17,7 @@ use std::{
 pub(crate) use model::*;
 
 use crate::{
-    detect::{Hit, RuleId, Rules},
+    detect::{Hit, RuleId, Rules, socket_family, socket_type},
     k8s::{Container, PodCache},
     kernel::sockaddr::SockAddr,
     ops::config::AlertOptions,
@@ -27,7 +27,7 @@ use crate::{
     },
     phase::{Context, Culprit, CulpritKind, Origin},
     process::{
-        event::{Action, Event},
+        event::{Action, Event, open_syscall, uring_opcode},
         table::{Lineage, ProcessTable},
     },
     python::{
@@ -56,7 +56,9 @@ pub(crate) struct Alerts {
     pods: PodCache,
     dists: Distributions,
     /// By (pid, process start, rule, target).
-    folds: HashMap<(u32, u64, RuleId, String), Fold>,
+    /// By process (pid, start), rule, target and whether the action succeeded: a read that
+    /// got through after refused or failed tries is an alert of its own, not a repeat of them.
+    folds: HashMap<(u32, u64, RuleId, String, bool), Fold>,
     id_prefix: String,
     next_id: u64,
     pub raised: u64,
@@ -124,7 +126,8 @@ impl Alerts {
         hit: Hit,
         table: &ProcessTable,
     ) -> Option<Alert> {
-        let key = (event.header.pid, event.header.start_ns, hit.rule, hit.target.clone());
+        let key =
+            (event.header.pid, event.header.start_ns, hit.rule, hit.target.clone(), succeeded(&event.action));
         if let Some(fold) = self.folds.get_mut(&key)
             && fold.opened.elapsed() < self.window
         {
@@ -312,15 +315,70 @@ fn ancestry(mut ppid: u32, table: &ProcessTable, with_argv: bool) -> Vec<Ancesto
     out
 }
 
+/// Whether the kernel carried the action out (a result of 0 or more).
+fn succeeded(action: &Action) -> bool {
+    match action {
+        Action::Open { result, .. }
+        | Action::Connect { result, .. }
+        | Action::Send { result, .. }
+        | Action::Exec { result, .. }
+        | Action::Memory { result, .. }
+        | Action::Socket { result, .. }
+        | Action::Name { result, .. } => *result >= 0,
+        Action::Uring { .. }
+        | Action::Image { .. }
+        | Action::Fork { .. }
+        | Action::Exit { .. }
+        | Action::Marker(_) => true,
+    }
+}
+
 /// The action as the alert states it; a path or argv the kernel cut is flagged as in events.
 fn action_view(action: &Action, hit: &Hit, flags: u32) -> ActionView {
     let (kind, target, result) = match action {
-        Action::Open { path, flags, resolution, result, .. } => (
+        Action::Open { path, requested, flags, resolution, result, syscall, file, alias_of, .. } => (
             ActionKind::Open,
             Target::File {
                 path: Text::new("path", path.as_os_str().as_bytes()),
+                requested: requested.as_ref().map(|r| Text::new("requested", r.as_os_str().as_bytes())),
                 path_resolution: resolution.as_str(),
+                syscall: open_syscall(*syscall),
+                dev: file.map(|f| f.dev_text()),
+                ino: file.map(|f| f.ino),
+                alias_of: alias_of.as_ref().map(|a| Text::new("alias_of", a.as_os_str().as_bytes())),
                 flags: *flags,
+                category: hit.category.clone(),
+            },
+            *result,
+        ),
+        Action::Memory { target_pid, via, path, result } => (
+            ActionKind::ProcessMemory,
+            Target::Process {
+                target_pid: *target_pid,
+                via,
+                path: path.as_ref().map(|p| Text::new("path", p.as_os_str().as_bytes())),
+            },
+            *result,
+        ),
+        Action::Socket { family, sock_type, protocol, result } => (
+            ActionKind::Socket,
+            Target::Socket {
+                family: socket_family(*family),
+                socket_type: socket_type(*sock_type),
+                protocol: *protocol,
+            },
+            *result,
+        ),
+        Action::Uring { opcode } => (ActionKind::IoUring, Target::Uring { opcode: uring_opcode(*opcode) }, 0),
+        Action::Name { op, path, old, result } => (
+            match *op {
+                "link" => ActionKind::Link,
+                "symlink" => ActionKind::Symlink,
+                _ => ActionKind::Rename,
+            },
+            Target::Name {
+                path: Text::new("path", path.as_os_str().as_bytes()),
+                old: Text::new("old", old.as_os_str().as_bytes()),
                 category: hit.category.clone(),
             },
             *result,
@@ -344,7 +402,7 @@ fn action_view(action: &Action, hit: &Hit, flags: u32) -> ActionView {
             *result,
         ),
         Action::Image { .. } | Action::Fork { .. } | Action::Exit { .. } | Action::Marker(_) => {
-            unreachable!("rules match only opens, connects, sends and execs")
+            unreachable!("no rule matches images, forks, exits or markers")
         }
     };
     ActionView { kind, target, outcome: Outcome::of(result), capture: Capture::of(flags) }
@@ -373,6 +431,10 @@ mod tests {
         let action = Action::Open {
             path: path.into(),
             resolution: Resolution::Absolute,
+            requested: None,
+            syscall: monitor_common::SYSCALL_OPENAT,
+            file: None,
+            alias_of: None,
             dirfd: -100,
             flags: 0,
             mode: 0,

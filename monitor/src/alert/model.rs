@@ -136,12 +136,18 @@ pub(crate) struct ActionView {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub(crate) enum ActionKind {
     Open,
     Connect,
     Send,
     Exec,
+    ProcessMemory,
+    Socket,
+    Rename,
+    Link,
+    Symlink,
+    IoUring,
 }
 
 /// What the action touched.
@@ -151,8 +157,40 @@ pub(crate) enum Target {
     File {
         #[serde(flatten)]
         path: Text,
+        /// The caller's string, when it differs from `path` (the kernel's).
+        #[serde(flatten)]
+        requested: Option<Text>,
         path_resolution: &'static str,
+        syscall: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dev: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ino: Option<u64>,
+        /// The catalogued name of a hard link's inode.
+        #[serde(flatten)]
+        alias_of: Option<Text>,
         flags: u32,
+        category: Option<String>,
+    },
+    Process {
+        target_pid: u32,
+        via: &'static str,
+        #[serde(flatten)]
+        path: Option<Text>,
+    },
+    Uring {
+        opcode: &'static str,
+    },
+    Socket {
+        family: &'static str,
+        socket_type: &'static str,
+        protocol: u32,
+    },
+    Name {
+        #[serde(flatten)]
+        path: Text,
+        #[serde(flatten)]
+        old: Text,
         category: Option<String>,
     },
     Address {

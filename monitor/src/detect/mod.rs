@@ -1,13 +1,14 @@
 //! The rules: which actions of pre-main code are alerts. The phase decides *whether* an action
 //! can alert (never in `runtime`); the rules decide *which* actions do. One file per rule
 //! family: `credential` (credential-read), `network` (network-connect, network-send),
-//! `program` (program-exec); `allow` holds the allowlists that exempt a process or culprit
+//! `program` (program-exec), `persistence`, and process-memory and raw-socket here; `allow` holds the allowlists that exempt a process or culprit
 //! from all of them, `catalogue` the built-in lists.
 
 mod allow;
 pub(crate) mod catalogue;
 mod credential;
 mod network;
+mod persistence;
 mod program;
 mod rule;
 
@@ -16,7 +17,7 @@ use std::path::Path;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 pub use self::rule::{RuleId, Severity};
-use self::{allow::Allow, credential::Catalogue, network::Network, program::Programs};
+use self::{allow::Allow, credential::Catalogue, network::Network, persistence::Targets, program::Programs};
 use crate::{
     ops::config::{Config, RuleOptions},
     process::event::Action,
@@ -39,6 +40,7 @@ pub struct Rules {
     credentials: Catalogue,
     network: Network,
     programs: Programs,
+    persistence: Targets,
     allow: Allow,
 }
 
@@ -55,6 +57,7 @@ impl Rules {
             credentials: Catalogue::compile(&config.credentials)?,
             network: Network::compile(config)?,
             programs: Programs::new(&config.allow.programs),
+            persistence: Targets::new(),
             allow: Allow::compile(&config.allow)?,
         })
     }
@@ -77,9 +80,30 @@ impl Rules {
     /// runs as part of a package installation, where the package index is expected traffic.
     pub fn evaluate(&self, action: &Action, installing: bool) -> Option<Hit> {
         let (rule, target, category) = match action {
-            Action::Open { path, flags, .. } => {
-                let category = self.credentials.read(path, *flags)?.to_owned();
-                (RuleId::CredentialRead, path.to_string_lossy().into_owned(), Some(category))
+            Action::Open { path, flags, alias_of, .. } => {
+                let credential = self
+                    .credentials
+                    .read(path, *flags)
+                    .or_else(|| alias_of.as_deref().and_then(|a| self.credentials.read(a, *flags)));
+                if let Some(category) = credential {
+                    (RuleId::CredentialRead, path.to_string_lossy().into_owned(), Some(category.to_owned()))
+                } else if persistence::writes(*flags)
+                    && let Some(category) = self.persistence.category(path)
+                {
+                    (RuleId::Persistence, path.to_string_lossy().into_owned(), Some(category.to_owned()))
+                } else {
+                    return None;
+                }
+            }
+            Action::Name { path, .. } => {
+                let category = self.persistence.category(path)?;
+                (RuleId::Persistence, path.to_string_lossy().into_owned(), Some(category.to_owned()))
+            }
+            Action::Memory { target_pid, .. } => (RuleId::ProcessMemory, format!("pid {target_pid}"), None),
+            // One alert per process: what the ring is used for is not known.
+            Action::Uring { .. } => (RuleId::IoUring, "io_uring".to_owned(), None),
+            Action::Socket { family, sock_type, .. } => {
+                (RuleId::RawSocket, format!("{} {}", socket_family(*family), socket_type(*sock_type)), None)
             }
             Action::Connect { addr, .. } => {
                 (RuleId::NetworkConnect, self.network.target(addr, installing)?, None)
@@ -107,6 +131,28 @@ impl Rules {
     }
 }
 
+/// `AF_*` names of the families a raw socket is made in.
+pub(crate) fn socket_family(family: u32) -> &'static str {
+    match family {
+        2 => "inet",
+        10 => "inet6",
+        17 => "packet",
+        16 => "netlink",
+        _ => "other",
+    }
+}
+
+pub(crate) fn socket_type(sock_type: u32) -> &'static str {
+    match sock_type {
+        1 => "stream",
+        2 => "dgram",
+        3 => "raw",
+        5 => "seqpacket",
+        10 => "packet",
+        _ => "other",
+    }
+}
+
 fn glob_set<'a>(patterns: impl Iterator<Item = &'a str>) -> Result<GlobSet, String> {
     let mut builder = GlobSetBuilder::new();
     for pattern in patterns {
@@ -126,6 +172,10 @@ mod tests {
         Action::Open {
             path: PathBuf::from(path),
             resolution: Resolution::Absolute,
+            requested: None,
+            syscall: monitor_common::SYSCALL_OPENAT,
+            file: None,
+            alias_of: None,
             dirfd: -100,
             flags,
             mode: 0,
@@ -170,6 +220,77 @@ mod tests {
         );
         assert!(rules.evaluate(&open("/h/.netrc", 2), false).is_some());
         assert!(rules.evaluate(&open("/h/.netrc", 1 | 0o100), false).is_none());
+    }
+
+    #[test]
+    fn a_hard_link_to_a_credential_is_that_credential() {
+        let rules = Rules::defaults();
+        let mut action = open("/tmp/w/innocent", 0);
+        assert!(rules.evaluate(&action, false).is_none());
+        if let Action::Open { alias_of, .. } = &mut action {
+            *alias_of = Some(PathBuf::from("/h/.aws/credentials"));
+        }
+        let hit = rules.evaluate(&action, false).expect("the linked credential");
+        assert_eq!(
+            (hit.rule, hit.category.as_deref(), hit.target.as_str()),
+            (RuleId::CredentialRead, Some("aws"), "/tmp/w/innocent")
+        );
+    }
+
+    #[test]
+    fn persistence_targets_are_writes_to_where_code_runs_later() {
+        let rules = Rules::defaults();
+        const APPEND: u32 = 0o1 | 0o100 | 0o2000;
+        for (path, category) in [
+            ("/home/a/.bashrc", "shell-rc"),
+            ("/root/.profile", "shell-rc"),
+            ("/etc/profile.d/x.sh", "shell-rc"),
+            ("/home/a/.ssh/authorized_keys", "ssh-authorized-keys"),
+            ("/home/a/.config/systemd/user/evil.service", "systemd-unit"),
+            ("/etc/systemd/system/multi-user.target.wants/x.service", "systemd-unit"),
+            ("/var/spool/cron/crontabs/root", "cron"),
+            ("/etc/cron.d/x", "cron"),
+            ("/home/a/.config/autostart/x.desktop", "xdg-autostart"),
+            ("/v/lib/python3.12/site-packages/evil.pth", "python-pth"),
+            ("/usr/lib/python3/dist-packages/evil.pth", "python-pth"),
+            ("/v/lib/python3.12/site-packages/sitecustomize.py", "python-customize"),
+            ("/etc/ld.so.preload", "ld-preload"),
+        ] {
+            let hit = rules.evaluate(&open(path, APPEND), false).unwrap_or_else(|| panic!("{path}"));
+            assert_eq!((hit.rule, hit.category.as_deref()), (RuleId::Persistence, Some(category)), "{path}");
+            assert!(rules.evaluate(&open(path, 0), false).is_none(), "reading {path}");
+        }
+        for path in [
+            "/home/a/notes.txt",
+            "/src/build/lib/evil.pth",
+            "/home/a/.bashrc.bak",
+            "/tmp/pip-build-env-x/site/__pycache__/sitecustomize.cpython-38.pyc",
+        ] {
+            assert!(rules.evaluate(&open(path, APPEND), false).is_none(), "{path}");
+        }
+        let rename = Action::Name {
+            op: "rename",
+            path: PathBuf::from("/v/site-packages/x.pth"),
+            old: PathBuf::from(".evil.tmp"),
+            result: 0,
+        };
+        assert_eq!(rules.evaluate(&rename, false).unwrap().category.as_deref(), Some("python-pth"));
+    }
+
+    #[test]
+    fn memory_and_raw_sockets() {
+        let rules = Rules::defaults();
+        let memory = Action::Memory { target_pid: 7, via: "process_vm_readv", path: None, result: 15 };
+        let hit = rules.evaluate(&memory, false).unwrap();
+        assert_eq!(
+            (hit.rule, hit.severity, hit.target.as_str()),
+            (RuleId::ProcessMemory, Severity::Critical, "pid 7")
+        );
+        let raw = Action::Socket { family: 17, sock_type: 3, protocol: 768, result: 3 };
+        let hit = rules.evaluate(&raw, false).unwrap();
+        assert_eq!((hit.rule, hit.target.as_str()), (RuleId::RawSocket, "packet raw"));
+        let disabled = configured("[rules.raw-socket]\nenabled = false\n");
+        assert!(disabled.evaluate(&raw, false).is_none());
     }
 
     #[test]

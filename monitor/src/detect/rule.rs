@@ -15,11 +15,28 @@ pub enum RuleId {
     NetworkSend,
     /// An exec of a program.
     ProgramExec,
+    /// Reading or writing another process's memory, or taking hold of it with ptrace.
+    ProcessMemory,
+    /// Writing where code is run again later: shell start-up files, services, cron, `.pth`...
+    Persistence,
+    /// Creating a raw or packet socket.
+    RawSocket,
+    /// io_uring use whose target the request does not tell (the ring's creation, requests
+    /// other than opens, connects, sendmsgs and sockets).
+    IoUring,
 }
 
 impl RuleId {
-    pub const ALL: [RuleId; 4] =
-        [Self::CredentialRead, Self::NetworkConnect, Self::NetworkSend, Self::ProgramExec];
+    pub const ALL: [RuleId; 8] = [
+        Self::CredentialRead,
+        Self::NetworkConnect,
+        Self::NetworkSend,
+        Self::ProgramExec,
+        Self::ProcessMemory,
+        Self::Persistence,
+        Self::RawSocket,
+        Self::IoUring,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -27,6 +44,10 @@ impl RuleId {
             Self::NetworkConnect => "network-connect",
             Self::NetworkSend => "network-send",
             Self::ProgramExec => "program-exec",
+            Self::ProcessMemory => "process-memory",
+            Self::Persistence => "persistence",
+            Self::RawSocket => "raw-socket",
+            Self::IoUring => "io-uring",
         }
     }
 }

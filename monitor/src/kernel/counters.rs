@@ -3,15 +3,17 @@
 use aya::maps::{MapData, PerCpuArray};
 use monitor_common::{
     COUNT_KINDS, COUNT_LOST_INFLIGHT, COUNT_LOST_RINGBUF, COUNT_LOST_TRACKED, COUNT_QUIET, COUNT_READ_FAILED,
-    COUNT_SENT, HOOK_CONNECT, HOOK_COUNT, HOOK_EXEC, HOOK_EXIT, HOOK_FORK, HOOK_OPEN, HOOK_PYTHON, HOOK_SEND,
-    counter_index,
+    COUNT_SENT, HOOK_COMPAT, HOOK_CONNECT, HOOK_COUNT, HOOK_EXEC, HOOK_EXIT, HOOK_FORK, HOOK_NAME, HOOK_OPEN,
+    HOOK_PYTHON, HOOK_SEND, HOOK_SOCKET, HOOK_TARGET, HOOK_URING, counter_index,
 };
 
 use crate::alert::{Kind, Loss};
 
 /// Every hook's name, in `HOOK_*` order.
-pub(crate) const HOOKS: [&str; HOOK_COUNT as usize] =
-    ["open", "connect", "exec", "fork", "exit", "send", "python"];
+pub(crate) const HOOKS: [&str; HOOK_COUNT as usize] = [
+    "open", "connect", "exec", "fork", "exit", "send", "python", "target", "socket", "name", "uring",
+    "compat",
+];
 
 pub(crate) fn hook_name(hook: u32) -> &'static str {
     HOOKS.get(hook as usize).copied().unwrap_or("unknown")
@@ -20,6 +22,7 @@ pub(crate) fn hook_name(hook: u32) -> &'static str {
 const _: () = {
     assert!(HOOK_OPEN == 0 && HOOK_CONNECT == 1 && HOOK_EXEC == 2 && HOOK_FORK == 3);
     assert!(HOOK_EXIT == 4 && HOOK_SEND == 5 && HOOK_PYTHON == 6);
+    assert!(HOOK_TARGET == 7 && HOOK_SOCKET == 8 && HOOK_NAME == 9 && HOOK_URING == 10 && HOOK_COMPAT == 11);
 };
 
 /// Loss kinds as `(counter, stage, reason)`.

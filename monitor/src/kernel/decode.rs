@@ -5,9 +5,10 @@ use std::mem::{offset_of, size_of};
 
 use monitor_common::{
     ARGS_MAX, ConnectRecord, ExeKey, ExecRecord, ExitRecord, ForkRecord, MARK_EVAL_ENTER, MARK_EVAL_EXIT,
-    MARK_MAIN, MARK_RUNNING_MAIN, MARK_TEXT_MAX, MarkerRecord, OpenRecord, PATH_MAX, RECORD_CONNECT,
-    RECORD_EXEC_FAILED, RECORD_EXIT, RECORD_FORK, RECORD_IMAGE, RECORD_MARKER, RECORD_OPEN, RECORD_SEND,
-    RecordHeader, SOCKADDR_MAX,
+    MARK_MAIN, MARK_RUNNING_MAIN, MARK_TEXT_MAX, MarkerRecord, NameRecord, OpenRecord, PATH_MAX,
+    RECORD_CONNECT, RECORD_EXEC_FAILED, RECORD_EXIT, RECORD_FORK, RECORD_IMAGE, RECORD_MARKER, RECORD_NAME,
+    RECORD_OPEN, RECORD_SEND, RECORD_SOCKET, RECORD_TARGET, RECORD_URING, RecordHeader, SOCKADDR_MAX,
+    SocketRecord, TargetRecord, UringRecord,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,7 +47,63 @@ pub struct Open {
     pub mode: u32,
     pub syscall: u32,
     pub resolve: u32,
+    /// The string the caller passed (empty for `open_by_handle_at`).
     pub path: Vec<u8>,
+    /// The kernel's path of the opened file (empty when the open failed or it was unreadable).
+    pub kpath: Vec<u8>,
+    pub dev: u64,
+    pub ino: u64,
+    pub nlink: u32,
+    pub file_mode: u32,
+}
+
+/// `process_vm_readv`/`writev`, ptrace attach or seize.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub header: Header,
+    pub result: i64,
+    pub syscall: u32,
+    pub target_pid: u32,
+    pub request: u32,
+}
+
+/// A raw or packet socket created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Socket {
+    pub header: Header,
+    pub result: i64,
+    pub family: u32,
+    pub sock_type: u32,
+    pub protocol: u32,
+}
+
+/// An io_uring ring created, or a request submitted to one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uring {
+    pub header: Header,
+    pub opcode: u32,
+    pub user_data: u64,
+    pub file_slot: u32,
+    pub arg0: i32,
+    pub arg1: u32,
+    pub arg2: u32,
+    /// An open's file name, or a connect's or sendmsg's sockaddr.
+    pub tail: Vec<u8>,
+}
+
+/// rename, link, symlink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Name {
+    pub header: Header,
+    pub result: i64,
+    pub syscall: u32,
+    pub olddirfd: i32,
+    pub newdirfd: i32,
+    pub flags: u32,
+    /// The kernel path of the directory a relative new name is relative to (empty otherwise).
+    pub base: Vec<u8>,
+    pub old: Vec<u8>,
+    pub new: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +183,10 @@ pub enum Record {
     Image(Exec),
     Fork(Fork),
     Exit(Exit),
+    Target(Target),
+    Socket(Socket),
+    Name(Name),
+    Uring(Uring),
 }
 
 impl Record {
@@ -137,6 +198,10 @@ impl Record {
             Self::ExecFailed(r) | Self::Image(r) => &r.header,
             Self::Fork(r) => &r.header,
             Self::Exit(r) => &r.header,
+            Self::Target(r) => &r.header,
+            Self::Socket(r) => &r.header,
+            Self::Name(r) => &r.header,
+            Self::Uring(r) => &r.header,
         }
     }
 }
@@ -220,11 +285,17 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let head = header(&raw);
     match raw.kind {
         RECORD_OPEN => {
-            let start = offset_of!(OpenRecord, path);
+            let start = offset_of!(OpenRecord, tail);
             need(bytes, start)?;
             let r: OpenRecord = read_prefix(bytes);
-            let path = tail(bytes, start, r.path_len, PATH_MAX - 1, "path")?.to_vec();
+            let kpath = tail(bytes, start, r.kpath_len, PATH_MAX - 1, "kpath")?.to_vec();
+            let path = tail(bytes, start + kpath.len(), r.path_len, PATH_MAX - 1, "path")?.to_vec();
             Ok(Record::Open(Open {
+                kpath,
+                dev: r.dev,
+                ino: r.ino,
+                nlink: r.nlink,
+                file_mode: r.file_mode,
                 header: head,
                 result: r.result,
                 dirfd: r.dirfd,
@@ -303,6 +374,63 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             let r: ExitRecord = read_prefix(bytes);
             Ok(Record::Exit(Exit { header: head, exit_code: r.exit_code }))
         }
+        RECORD_TARGET => {
+            need(bytes, size_of::<TargetRecord>())?;
+            let r: TargetRecord = read_prefix(bytes);
+            Ok(Record::Target(Target {
+                header: head,
+                result: r.result,
+                syscall: r.syscall,
+                target_pid: r.target_pid,
+                request: r.request,
+            }))
+        }
+        RECORD_SOCKET => {
+            need(bytes, size_of::<SocketRecord>())?;
+            let r: SocketRecord = read_prefix(bytes);
+            Ok(Record::Socket(Socket {
+                header: head,
+                result: r.result,
+                family: r.family,
+                sock_type: r.sock_type,
+                protocol: r.protocol,
+            }))
+        }
+        RECORD_URING => {
+            let start = offset_of!(UringRecord, tail);
+            need(bytes, start)?;
+            let r: UringRecord = read_prefix(bytes);
+            let tail = tail(bytes, start, r.tail_len, PATH_MAX - 1, "tail")?.to_vec();
+            Ok(Record::Uring(Uring {
+                header: head,
+                opcode: r.opcode,
+                user_data: r.user_data,
+                file_slot: r.file_slot,
+                arg0: r.arg0,
+                arg1: r.arg1,
+                arg2: r.arg2,
+                tail,
+            }))
+        }
+        RECORD_NAME => {
+            let start = offset_of!(NameRecord, tail);
+            need(bytes, start)?;
+            let r: NameRecord = read_prefix(bytes);
+            let base = tail(bytes, start, r.base_len, PATH_MAX - 1, "base")?.to_vec();
+            let old = tail(bytes, start + base.len(), r.old_len, PATH_MAX - 1, "old")?.to_vec();
+            let new = tail(bytes, start + base.len() + old.len(), r.new_len, PATH_MAX - 1, "new")?.to_vec();
+            Ok(Record::Name(Name {
+                header: head,
+                result: r.result,
+                syscall: r.syscall,
+                olddirfd: r.olddirfd,
+                newdirfd: r.newdirfd,
+                flags: r.flags,
+                base,
+                old,
+                new,
+            }))
+        }
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -338,21 +466,33 @@ pub(crate) mod encode {
     }
 
     pub(crate) fn open(pid: u32, path: &[u8], result: i64) -> Vec<u8> {
-        let mut r = OpenRecord {
+        opened(pid, b"", path, result)
+    }
+
+    /// An open whose file the kernel walked to `kpath`.
+    pub(crate) fn opened(pid: u32, kpath: &[u8], path: &[u8], result: i64) -> Vec<u8> {
+        let mut r = Box::new(OpenRecord {
             header: header(RECORD_OPEN, pid),
             result,
+            dev: if kpath.is_empty() { 0 } else { 8 << 20 | 1 },
+            ino: if kpath.is_empty() { 0 } else { 4242 },
             dirfd: -100,
             open_flags: 0,
             mode: 0,
             syscall: monitor_common::SYSCALL_OPENAT,
             resolve: 0,
             path_len: path.len() as u32,
-            path: [0; PATH_MAX],
-        };
-        r.path[..path.len()].copy_from_slice(path);
-        let len = offset_of!(OpenRecord, path) + path.len();
+            kpath_len: kpath.len() as u32,
+            nlink: 1,
+            file_mode: 0o100644,
+            _pad: 0,
+            tail: [0; 2 * PATH_MAX],
+        });
+        r.tail[..kpath.len()].copy_from_slice(kpath);
+        r.tail[kpath.len()..kpath.len() + path.len()].copy_from_slice(path);
+        let len = offset_of!(OpenRecord, tail) + kpath.len() + path.len();
         r.header.size = len as u32;
-        bytes_of(&r, len)
+        bytes_of(&*r, len)
     }
 
     pub(crate) fn marker(pid: u32, tid: u32, kind: u32, name: &[u8], format: u32, text: &[u8]) -> Vec<u8> {
@@ -409,6 +549,19 @@ mod tests {
         assert_eq!(open.result, 3);
         assert_eq!(open.header.pid, 42);
         assert_eq!(open.header.comm, b"python3");
+    }
+
+    #[test]
+    fn open_carries_the_kernel_path_before_the_callers_string() {
+        let bytes = opened(42, b"/home/a/.aws/credentials", b"/proc/self/cwd/credentials", 3);
+        let Record::Open(open) = decode(&bytes).unwrap() else { panic!("not an open") };
+        assert_eq!(open.kpath, b"/home/a/.aws/credentials");
+        assert_eq!(open.path, b"/proc/self/cwd/credentials");
+        assert_eq!((open.dev, open.ino, open.nlink), (8 << 20 | 1, 4242, 1));
+        let mut lying = bytes.clone();
+        let at = offset_of!(OpenRecord, kpath_len);
+        lying[at..at + 4].copy_from_slice(&4000u32.to_ne_bytes());
+        assert!(decode(&lying).is_err());
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub(crate) enum Attach {
     },
     /// Raw tracepoints receive the tracepoint's C arguments (task pointers for fork).
     Raw {
+        category: &'static str,
         name: &'static str,
     },
 }
@@ -29,7 +30,7 @@ pub(crate) enum Attach {
 /// process is classified before its syscalls can be seen.
 pub(crate) const PROGRAMS: &[(&str, Attach)] = &[
     ("exec_image", Attach::TracePoint { category: "sched", name: "sched_process_exec" }),
-    ("process_fork", Attach::Raw { name: "sched_process_fork" }),
+    ("process_fork", Attach::Raw { category: "sched", name: "sched_process_fork" }),
     ("process_exit", Attach::TracePoint { category: "sched", name: "sched_process_exit" }),
     ("exec_enter_execve", Attach::TracePoint { category: "syscalls", name: "sys_enter_execve" }),
     ("exec_exit_execve", Attach::TracePoint { category: "syscalls", name: "sys_exit_execve" }),
@@ -45,6 +46,59 @@ pub(crate) const PROGRAMS: &[(&str, Attach)] = &[
     ("net_exit_sendto", Attach::TracePoint { category: "syscalls", name: "sys_exit_sendto" }),
     ("net_enter_sendmsg", Attach::TracePoint { category: "syscalls", name: "sys_enter_sendmsg" }),
     ("net_exit_sendmsg", Attach::TracePoint { category: "syscalls", name: "sys_exit_sendmsg" }),
+    ("file_enter_open", Attach::TracePoint { category: "syscalls", name: "sys_enter_open" }),
+    ("file_exit_open", Attach::TracePoint { category: "syscalls", name: "sys_exit_open" }),
+    ("file_enter_creat", Attach::TracePoint { category: "syscalls", name: "sys_enter_creat" }),
+    ("file_exit_creat", Attach::TracePoint { category: "syscalls", name: "sys_exit_creat" }),
+    (
+        "file_enter_open_by_handle_at",
+        Attach::TracePoint { category: "syscalls", name: "sys_enter_open_by_handle_at" },
+    ),
+    (
+        "file_exit_open_by_handle_at",
+        Attach::TracePoint { category: "syscalls", name: "sys_exit_open_by_handle_at" },
+    ),
+    ("net_enter_sendmmsg", Attach::TracePoint { category: "syscalls", name: "sys_enter_sendmmsg" }),
+    ("net_exit_sendmmsg", Attach::TracePoint { category: "syscalls", name: "sys_exit_sendmmsg" }),
+    ("net_enter_socket", Attach::TracePoint { category: "syscalls", name: "sys_enter_socket" }),
+    ("net_exit_socket", Attach::TracePoint { category: "syscalls", name: "sys_exit_socket" }),
+    (
+        "target_enter_process_vm_readv",
+        Attach::TracePoint { category: "syscalls", name: "sys_enter_process_vm_readv" },
+    ),
+    (
+        "target_exit_process_vm_readv",
+        Attach::TracePoint { category: "syscalls", name: "sys_exit_process_vm_readv" },
+    ),
+    (
+        "target_enter_process_vm_writev",
+        Attach::TracePoint { category: "syscalls", name: "sys_enter_process_vm_writev" },
+    ),
+    (
+        "target_exit_process_vm_writev",
+        Attach::TracePoint { category: "syscalls", name: "sys_exit_process_vm_writev" },
+    ),
+    ("target_enter_ptrace", Attach::TracePoint { category: "syscalls", name: "sys_enter_ptrace" }),
+    ("target_exit_ptrace", Attach::TracePoint { category: "syscalls", name: "sys_exit_ptrace" }),
+    ("names_enter_rename", Attach::TracePoint { category: "syscalls", name: "sys_enter_rename" }),
+    ("names_exit_rename", Attach::TracePoint { category: "syscalls", name: "sys_exit_rename" }),
+    ("names_enter_renameat", Attach::TracePoint { category: "syscalls", name: "sys_enter_renameat" }),
+    ("names_exit_renameat", Attach::TracePoint { category: "syscalls", name: "sys_exit_renameat" }),
+    ("names_enter_renameat2", Attach::TracePoint { category: "syscalls", name: "sys_enter_renameat2" }),
+    ("names_exit_renameat2", Attach::TracePoint { category: "syscalls", name: "sys_exit_renameat2" }),
+    ("names_enter_link", Attach::TracePoint { category: "syscalls", name: "sys_enter_link" }),
+    ("names_exit_link", Attach::TracePoint { category: "syscalls", name: "sys_exit_link" }),
+    ("names_enter_linkat", Attach::TracePoint { category: "syscalls", name: "sys_enter_linkat" }),
+    ("names_exit_linkat", Attach::TracePoint { category: "syscalls", name: "sys_exit_linkat" }),
+    ("names_enter_symlink", Attach::TracePoint { category: "syscalls", name: "sys_enter_symlink" }),
+    ("names_exit_symlink", Attach::TracePoint { category: "syscalls", name: "sys_exit_symlink" }),
+    ("names_enter_symlinkat", Attach::TracePoint { category: "syscalls", name: "sys_enter_symlinkat" }),
+    ("names_exit_symlinkat", Attach::TracePoint { category: "syscalls", name: "sys_exit_symlinkat" }),
+    ("uring_create", Attach::TracePoint { category: "io_uring", name: "io_uring_create" }),
+    ("uring_submit", Attach::TracePoint { category: "io_uring", name: "io_uring_submit_req" }),
+    ("uring_complete", Attach::TracePoint { category: "io_uring", name: "io_uring_complete" }),
+    ("compat_enter", Attach::Raw { category: "raw_syscalls", name: "sys_enter" }),
+    ("compat_exit", Attach::Raw { category: "raw_syscalls", name: "sys_exit" }),
 ];
 
 /// Tracepoints that must exist in tracefs (the raw one is checked there too).
@@ -53,7 +107,7 @@ pub(crate) fn tracepoints() -> Vec<(&'static str, &'static str)> {
         .iter()
         .map(|(_, attach)| match *attach {
             Attach::TracePoint { category, name } => (category, name),
-            Attach::Raw { name } => ("sched", name),
+            Attach::Raw { category, name } => (category, name),
         })
         .collect()
 }
@@ -115,7 +169,7 @@ pub(crate) fn attach_all(kernel: &mut Kernel) -> Result<usize, StartError> {
                 tp.load().map_err(refused(program))?;
                 tp.attach(category, name).map_err(refused(program))?;
             }
-            Attach::Raw { name } => {
+            Attach::Raw { name, .. } => {
                 let raw: &mut RawTracePoint = prog.try_into().map_err(refused(program))?;
                 raw.load().map_err(refused(program))?;
                 raw.attach(name).map_err(refused(program))?;

@@ -41,7 +41,54 @@ pub(crate) fn resolve(btf: &Btf, tracefs: &Path) -> Result<KernelOffsets, StartE
         tp_exit_group_dead: group_dead_offset(tracefs),
         task_group_leader: btf.member_offset("task_struct", "group_leader")?,
         task_start_boottime: first(btf, "task_struct", &["start_boottime", "real_start_time"])?,
-        _pad: 0,
+        task_files: btf.member_offset("task_struct", "files")?,
+        task_fs: btf.member_offset("task_struct", "fs")?,
+        files_fdt: btf.member_offset("files_struct", "fdt")?,
+        fdtable_fd: btf.member_offset("fdtable", "fd")?,
+        fdtable_max_fds: btf.member_offset("fdtable", "max_fds")?,
+        file_path: btf.member_offset("file", "f_path")?,
+        fs_pwd: btf.member_offset("fs_struct", "pwd")?,
+        path_mnt: btf.member_offset("path", "mnt")?,
+        path_dentry: btf.member_offset("path", "dentry")?,
+        dentry_parent: btf.member_offset("dentry", "d_parent")?,
+        dentry_name_len: btf.member_offset("dentry", "d_name.len")?,
+        dentry_name: btf.member_offset("dentry", "d_name.name")?,
+        mount_mnt: btf.member_offset("mount", "mnt")?,
+        mount_parent: btf.member_offset("mount", "mnt_parent")?,
+        mount_mountpoint: btf.member_offset("mount", "mnt_mountpoint")?,
+        vfsmount_root: btf.member_offset("vfsmount", "mnt_root")?,
+        // 6.x: a const i_nlink in a union with __i_nlink.
+        inode_nlink: first(btf, "inode", &["__i_nlink", "i_nlink"])?,
+        inode_mode: btf.member_offset("inode", "i_mode")?,
+        task_ti_status: btf.member_offset("task_struct", "thread_info.status")?,
+        ..uring(btf)
+    })
+}
+
+/// io_uring's request structs, which are internal to it: when one is missing, submissions are
+/// reported by opcode alone.
+fn uring(btf: &Btf) -> KernelOffsets {
+    let found = (|| {
+        Ok::<_, BtfError>(KernelOffsets {
+            uring_layout: 1,
+            io_open_dfd: btf.member_offset("io_open", "dfd")?,
+            io_open_file_slot: btf.member_offset("io_open", "file_slot")?,
+            io_open_filename: btf.member_offset("io_open", "filename")?,
+            io_open_flags: btf.member_offset("io_open", "how.flags")?,
+            filename_name: btf.member_offset("filename", "name")?,
+            io_connect_addr: btf.member_offset("io_connect", "addr")?,
+            io_connect_addr_len: btf.member_offset("io_connect", "addr_len")?,
+            io_sr_msg_umsg: btf.member_offset("io_sr_msg", "umsg")?,
+            io_socket_domain: btf.member_offset("io_socket", "domain")?,
+            io_socket_type: btf.member_offset("io_socket", "type")?,
+            io_socket_protocol: btf.member_offset("io_socket", "protocol")?,
+            io_socket_file_slot: btf.member_offset("io_socket", "file_slot")?,
+            ..KernelOffsets::default()
+        })
+    })();
+    found.unwrap_or_else(|err| {
+        tracing::warn!(error = %err, "io_uring requests will be reported by opcode alone");
+        KernelOffsets::default()
     })
 }
 

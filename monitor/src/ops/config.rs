@@ -133,6 +133,13 @@ pub struct RuleOptions {
     pub network_send: RuleOption,
     #[serde(rename = "program-exec")]
     pub program_exec: RuleOption,
+    #[serde(rename = "process-memory")]
+    pub process_memory: RuleOption,
+    pub persistence: RuleOption,
+    #[serde(rename = "raw-socket")]
+    pub raw_socket: RuleOption,
+    #[serde(rename = "io-uring")]
+    pub io_uring: RuleOption,
 }
 
 impl Default for RuleOptions {
@@ -142,6 +149,10 @@ impl Default for RuleOptions {
             network_connect: RuleOption::default(),
             network_send: RuleOption::default(),
             program_exec: RuleOption::default(),
+            process_memory: RuleOption { enabled: true, severity: Severity::Critical },
+            persistence: RuleOption::default(),
+            raw_socket: RuleOption::default(),
+            io_uring: RuleOption { enabled: true, severity: Severity::Medium },
         }
     }
 }
@@ -153,6 +164,10 @@ impl RuleOptions {
             RuleId::NetworkConnect => self.network_connect,
             RuleId::NetworkSend => self.network_send,
             RuleId::ProgramExec => self.program_exec,
+            RuleId::ProcessMemory => self.process_memory,
+            RuleId::Persistence => self.persistence,
+            RuleId::RawSocket => self.raw_socket,
+            RuleId::IoUring => self.io_uring,
         }
     }
 }

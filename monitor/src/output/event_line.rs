@@ -6,13 +6,14 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::{
+    detect::{socket_family, socket_type},
     kernel::{decode::Mark, sockaddr::SockAddr},
     output::{
         json::{Argv, Capture, Outcome, Text},
         time::{Clock, rfc3339},
     },
     phase::Phase,
-    process::event::{Action, Event},
+    process::event::{Action, Event, open_syscall, uring_opcode},
 };
 
 /// The JSON line of `event`, which happened in `phase`.
@@ -35,8 +36,20 @@ pub(crate) fn event_line(event: &Event, phase: Phase, clock: &Clock) -> Value {
     obj.insert("tracking".into(), json!(event.process.tracking));
     obj.insert("preexisting".into(), json!(event.process.preexisting));
     match &event.action {
-        Action::Open { path, resolution, dirfd, flags, mode, result } => {
+        Action::Open { path, requested, resolution, dirfd, flags, mode, result, syscall, file, alias_of } => {
             flat(&mut obj, Text::new("path", path.as_os_str().as_bytes()));
+            if let Some(requested) = requested {
+                flat(&mut obj, Text::new("requested", requested.as_os_str().as_bytes()));
+            }
+            obj.insert("syscall".into(), json!(open_syscall(*syscall)));
+            if let Some(file) = file {
+                obj.insert("dev".into(), json!(file.dev_text()));
+                obj.insert("ino".into(), json!(file.ino));
+                obj.insert("nlink".into(), json!(file.nlink));
+            }
+            if let Some(alias) = alias_of {
+                flat(&mut obj, Text::new("alias_of", alias.as_os_str().as_bytes()));
+            }
             obj.insert("path_resolution".into(), json!(resolution.as_str()));
             obj.insert("dirfd".into(), json!(dirfd));
             obj.insert("flags".into(), json!(flags));
@@ -76,6 +89,29 @@ pub(crate) fn event_line(event: &Event, phase: Phase, clock: &Clock) -> Value {
         Action::Exec { path, argv, result, .. } => {
             flat(&mut obj, Text::new("path", path.as_os_str().as_bytes()));
             flat(&mut obj, Argv::new("argv", argv));
+            flat(&mut obj, Outcome::of(*result));
+        }
+        Action::Memory { target_pid, via, path, result } => {
+            obj.insert("target_pid".into(), json!(target_pid));
+            obj.insert("via".into(), json!(via));
+            if let Some(path) = path {
+                flat(&mut obj, Text::new("path", path.as_os_str().as_bytes()));
+            }
+            flat(&mut obj, Outcome::of(*result));
+        }
+        Action::Socket { family, sock_type, protocol, result } => {
+            obj.insert("family".into(), json!(socket_family(*family)));
+            obj.insert("socket_type".into(), json!(socket_type(*sock_type)));
+            obj.insert("protocol".into(), json!(protocol));
+            flat(&mut obj, Outcome::of(*result));
+        }
+        Action::Uring { opcode } => {
+            obj.insert("opcode".into(), json!(uring_opcode(*opcode)));
+        }
+        Action::Name { op, path, old, result } => {
+            obj.insert("op".into(), json!(op));
+            flat(&mut obj, Text::new("path", path.as_os_str().as_bytes()));
+            flat(&mut obj, Text::new("old", old.as_os_str().as_bytes()));
             flat(&mut obj, Outcome::of(*result));
         }
         Action::Fork { child_pid, child_tid, thread } => {

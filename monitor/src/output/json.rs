@@ -145,13 +145,18 @@ pub(crate) struct Capture {
     pub truncated: Option<Vec<&'static str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_failed: Option<bool>,
+    /// `ia32` for a 32-bit syscall of a 64-bit process (`int 0x80`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abi: Option<&'static str>,
 }
 
 impl Capture {
     pub(crate) fn of(flags: u32) -> Self {
-        use monitor_common::{FLAG_ARGS_TRUNCATED, FLAG_PATH_TRUNCATED, FLAG_READ_FAILED};
+        use monitor_common::{
+            FLAG_ARGS_TRUNCATED, FLAG_COMPAT, FLAG_KPATH_TRUNCATED, FLAG_PATH_TRUNCATED, FLAG_READ_FAILED,
+        };
         let mut truncated = Vec::new();
-        if flags & FLAG_PATH_TRUNCATED != 0 {
+        if flags & (FLAG_PATH_TRUNCATED | FLAG_KPATH_TRUNCATED) != 0 {
             truncated.push("path");
         }
         if flags & FLAG_ARGS_TRUNCATED != 0 {
@@ -160,6 +165,7 @@ impl Capture {
         Self {
             truncated: (!truncated.is_empty()).then_some(truncated),
             read_failed: (flags & FLAG_READ_FAILED != 0).then_some(true),
+            abi: (flags & FLAG_COMPAT != 0).then_some("ia32"),
         }
     }
 }

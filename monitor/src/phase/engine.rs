@@ -89,14 +89,22 @@ impl PhaseEngine {
                     if *result >= 0 && path.extension() == Some(OsStr::new("pth")) {
                         p.last_pth = Some(path.clone());
                     }
-                    if !p.probed && p.main.is_none() && p.script.as_deref() == Some(path.as_path()) {
+                    let script = p.script.as_deref() == Some(path.as_path())
+                        || p.script_real.as_deref() == Some(path.as_path());
+                    if !p.probed && p.main.is_none() && script {
                         // Syscall-order fallback: the interpreter reads the script just
                         // before running it.
                         p.main = Some(Main { how: "file".into(), target: Vec::new(), tid });
                     }
                 }
             }
-            Action::Connect { .. } | Action::Send { .. } | Action::Exec { image: None, .. } => {}
+            Action::Connect { .. }
+            | Action::Send { .. }
+            | Action::Exec { image: None, .. }
+            | Action::Memory { .. }
+            | Action::Socket { .. }
+            | Action::Name { .. }
+            | Action::Uring { .. } => {}
         }
         acting
     }
@@ -163,12 +171,14 @@ impl PhaseEngine {
             None
         };
         let Some(process) = table.get_mut(pid) else { return };
+        let script = script_of(&info.argv, info.cwd.as_deref());
         process.phase = ProcessPhase {
             started: true,
             interpreter: info.python.is_some(),
             probed: info.probed,
             runtime_only: info.preexisting,
-            script: script_of(&info.argv, info.cwd.as_deref()),
+            script_real: script.as_deref().and_then(|s| std::fs::canonicalize(s).ok()),
+            script,
             install,
             taint,
             ..ProcessPhase::default()
@@ -625,11 +635,15 @@ mod tests {
     fn open(e: &mut Engine, pid: u32, tid: u32, path: &str) -> Context {
         let action = Action::Open {
             path: path.into(),
+            requested: None,
             resolution: crate::process::table::Resolution::Absolute,
             dirfd: -100,
             flags: 0,
             mode: 0,
             result: 3,
+            syscall: monitor_common::SYSCALL_OPENAT,
+            file: None,
+            alias_of: None,
         };
         e.observe(&ev(pid, tid, action))
     }

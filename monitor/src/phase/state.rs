@@ -48,6 +48,8 @@ pub struct ProcessPhase {
     pub(crate) last_pth: Option<PathBuf>,
     /// The script of `python script.py`, for the syscall-order fallback.
     pub(crate) script: Option<PathBuf>,
+    /// The script with symlinks resolved: opens carry the kernel's path of the file.
+    pub(crate) script_real: Option<PathBuf>,
     pub(crate) install: Option<Culprit>,
     pub(crate) taint: Option<Arc<Origin>>,
     pub(crate) threads: IdMap<Thread>,

@@ -8,14 +8,69 @@ use crate::{
     process::table::{Process, Resolution},
 };
 
+/// Who an opened file is, as the kernel knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FileId {
+    /// Kernel encoding (`MAJOR << 20 | MINOR`).
+    pub dev: u64,
+    pub ino: u64,
+    pub nlink: u32,
+}
+
+impl FileId {
+    /// `major:minor`, as `/proc/<pid>/mountinfo` writes it.
+    pub fn dev_text(&self) -> String {
+        format!("{}:{}", self.dev >> 20, self.dev & 0xf_ffff)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Action {
     Open {
+        /// The file opened: the kernel's path when it was walked (`resolution` kernel), else the
+        /// caller's string made absolute.
         path: PathBuf,
+        /// The caller's string, when it differs from `path`.
+        requested: Option<PathBuf>,
         resolution: Resolution,
         dirfd: i32,
         flags: u32,
         mode: u32,
+        result: i64,
+        /// `SYSCALL_*` of the open.
+        syscall: u32,
+        file: Option<FileId>,
+        /// Another name of the same inode the process linked earlier (a hard link made to
+        /// reach a file under a name no rule knows).
+        alias_of: Option<PathBuf>,
+    },
+    /// Reaching into another process: `/proc/<pid>/mem`, `process_vm_readv`/`writev`, ptrace.
+    Memory {
+        target_pid: u32,
+        /// `proc-mem`, `process_vm_readv`, `process_vm_writev`, `ptrace-attach`, `ptrace-seize`.
+        via: &'static str,
+        /// The `/proc/<pid>/mem` path for `proc-mem`.
+        path: Option<PathBuf>,
+        result: i64,
+    },
+    /// A raw or packet socket.
+    Socket {
+        family: u32,
+        sock_type: u32,
+        protocol: u32,
+        result: i64,
+    },
+    /// An io_uring ring created (`opcode` [`monitor_common::URING_SETUP`]) or a request whose
+    /// target is not known from the request itself.
+    Uring {
+        opcode: u32,
+    },
+    /// A new name for a file: `op` is `rename`, `link` or `symlink`; `path` the new name made
+    /// absolute, `old` the old name (or a symlink's target) as passed.
+    Name {
+        op: &'static str,
+        path: PathBuf,
+        old: PathBuf,
         result: i64,
     },
     Connect {
@@ -53,10 +108,100 @@ pub enum Action {
     Marker(Mark),
 }
 
+/// The name of an open syscall (`SYSCALL_*`).
+pub fn open_syscall(syscall: u32) -> &'static str {
+    use monitor_common::{
+        SYSCALL_CREAT, SYSCALL_OPEN, SYSCALL_OPEN_BY_HANDLE_AT, SYSCALL_OPENAT, SYSCALL_OPENAT2,
+    };
+    match syscall {
+        SYSCALL_OPEN => "open",
+        SYSCALL_CREAT => "creat",
+        SYSCALL_OPENAT => "openat",
+        SYSCALL_OPENAT2 => "openat2",
+        SYSCALL_OPEN_BY_HANDLE_AT => "open_by_handle_at",
+        monitor_common::SYSCALL_IO_URING => "io_uring",
+        _ => "unknown",
+    }
+}
+
+/// `IORING_OP_*` names (as liburing spells them, lower case), for the opcodes up to 6.x.
+pub fn uring_opcode(opcode: u32) -> &'static str {
+    const NAMES: [&str; 59] = [
+        "nop",
+        "readv",
+        "writev",
+        "fsync",
+        "read_fixed",
+        "write_fixed",
+        "poll_add",
+        "poll_remove",
+        "sync_file_range",
+        "sendmsg",
+        "recvmsg",
+        "timeout",
+        "timeout_remove",
+        "accept",
+        "async_cancel",
+        "link_timeout",
+        "connect",
+        "fallocate",
+        "openat",
+        "close",
+        "files_update",
+        "statx",
+        "read",
+        "write",
+        "fadvise",
+        "madvise",
+        "send",
+        "recv",
+        "openat2",
+        "epoll_ctl",
+        "splice",
+        "provide_buffers",
+        "remove_buffers",
+        "tee",
+        "shutdown",
+        "renameat",
+        "unlinkat",
+        "mkdirat",
+        "symlinkat",
+        "linkat",
+        "msg_ring",
+        "fsetxattr",
+        "setxattr",
+        "fgetxattr",
+        "getxattr",
+        "socket",
+        "uring_cmd",
+        "send_zc",
+        "sendmsg_zc",
+        "read_multishot",
+        "waitid",
+        "futex_wait",
+        "futex_wake",
+        "futex_waitv",
+        "fixed_fd_install",
+        "ftruncate",
+        "bind",
+        "listen",
+        "recv_zc",
+    ];
+    if opcode == monitor_common::URING_SETUP {
+        return "setup";
+    }
+    NAMES.get(opcode as usize).copied().unwrap_or("unknown")
+}
+
 impl Action {
     pub fn hook(&self) -> &'static str {
         match self {
             Self::Open { .. } => "open",
+            Self::Memory { via: "proc-mem", .. } => "open",
+            Self::Memory { .. } => "target",
+            Self::Socket { .. } => "socket",
+            Self::Name { .. } => "name",
+            Self::Uring { .. } => "uring",
             Self::Connect { .. } => "connect",
             Self::Send { .. } => "send",
             Self::Exec { .. } => "exec",

@@ -2,6 +2,7 @@
 //! the events their records become.
 
 pub mod event;
+pub(crate) mod files;
 pub(crate) mod judge;
 pub(crate) mod procfs;
 pub(crate) mod seed;

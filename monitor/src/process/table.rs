@@ -126,6 +126,8 @@ impl Lineage {
 /// How a reported path was made absolute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolution {
+    /// The kernel's path of the opened file, walked at the syscall.
+    Kernel,
     /// The program passed an absolute path.
     Absolute,
     /// Joined to the working directory.
@@ -139,6 +141,7 @@ pub enum Resolution {
 impl Resolution {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Kernel => "kernel",
             Self::Absolute => "absolute",
             Self::Cwd => "cwd",
             Self::Dirfd => "dirfd",

@@ -12,7 +12,8 @@ use std::{
 
 use monitor_common::{
     ExeKey, FLAG_ARGS_TRUNCATED, FLAG_EXEC_BY_TRACKED, FLAG_HELD, HOOK_CONNECT, HOOK_COUNT, HOOK_EXEC,
-    HOOK_EXIT, HOOK_FORK, HOOK_OPEN, HOOK_PYTHON, HOOK_SEND, TRACK_DESCENDANT, TRACK_PENDING, TRACK_PYTHON,
+    HOOK_EXIT, HOOK_FORK, HOOK_NAME, HOOK_OPEN, HOOK_PYTHON, HOOK_SEND, HOOK_SOCKET, HOOK_TARGET, HOOK_URING,
+    TRACK_DESCENDANT, TRACK_PENDING, TRACK_PYTHON,
 };
 
 pub(crate) use crate::kernel::control::KernelState;
@@ -20,6 +21,7 @@ use crate::{
     kernel::decode::{Exec, Header, Record},
     process::{
         event::{Action, Event, ProcessInfo},
+        files,
         judge::{Judged, Pool, Request},
         procfs,
         table::{IdMap, Lineage, Process, ProcessTable, resolve},
@@ -86,6 +88,7 @@ pub(crate) struct Tracker {
     /// While the records of an executable that could not be judged are applied: that one.
     unjudgeable: Option<ExeKey>,
     pub stats: Stats,
+    links: files::Links,
 }
 
 /// Records that wait for a verdict.
@@ -117,6 +120,7 @@ impl Tracker {
             parked_records: 0,
             unjudgeable: None,
             stats: Stats::default(),
+            links: files::Links::default(),
         }
     }
 
@@ -362,23 +366,40 @@ impl Tracker {
                 if self.drop_untracked(kernel, &open.header, HOOK_OPEN) {
                     return None;
                 }
-                let (path, resolution) = resolve(&open.path, open.dirfd, pid, self.table.get_mut(pid));
-                if open.result >= 0
-                    && let Some(p) = self.table.get_mut(pid)
-                {
-                    p.remember_fd(open.result as i32, path.clone());
+                let header = open.header.clone();
+                let action = files::open(open, pid, self.table.get_mut(pid), &self.links);
+                self.event(&header, action)
+            }
+            Record::Target(target) => {
+                if self.drop_untracked(kernel, &target.header, HOOK_TARGET) {
+                    return None;
                 }
-                self.event(
-                    &open.header,
-                    Action::Open {
-                        path,
-                        resolution,
-                        dirfd: open.dirfd,
-                        flags: open.flags,
-                        mode: open.mode,
-                        result: open.result,
-                    },
-                )
+                let header = target.header.clone();
+                let action = files::target(target, pid)?;
+                self.event(&header, action)
+            }
+            Record::Socket(socket) => {
+                if self.drop_untracked(kernel, &socket.header, HOOK_SOCKET) {
+                    return None;
+                }
+                let header = socket.header.clone();
+                self.event(&header, files::socket(socket))
+            }
+            Record::Uring(uring) => {
+                if self.drop_untracked(kernel, &uring.header, HOOK_URING) {
+                    return None;
+                }
+                let header = uring.header.clone();
+                let action = files::uring(uring, pid, self.table.get_mut(pid));
+                self.event(&header, action)
+            }
+            Record::Name(name) => {
+                if self.drop_untracked(kernel, &name.header, HOOK_NAME) {
+                    return None;
+                }
+                let header = name.header.clone();
+                let action = files::name(name, pid, self.table.get_mut(pid), &mut self.links);
+                self.event(&header, action)
             }
             Record::Connect(connect) => {
                 if self.drop_untracked(kernel, &connect.header, HOOK_CONNECT) {
@@ -632,6 +653,10 @@ fn hook_of(record: &Record) -> u32 {
         Record::ExecFailed(_) | Record::Image(_) => HOOK_EXEC,
         Record::Fork(_) => HOOK_FORK,
         Record::Exit(_) => HOOK_EXIT,
+        Record::Target(_) => HOOK_TARGET,
+        Record::Socket(_) => HOOK_SOCKET,
+        Record::Name(_) => HOOK_NAME,
+        Record::Uring(_) => HOOK_URING,
     }
 }
 
@@ -832,6 +857,11 @@ mod tests {
             syscall: 1,
             resolve: 0,
             path: b"/etc/hosts".to_vec(),
+            kpath: Vec::new(),
+            dev: 0,
+            ino: 0,
+            nlink: 0,
+            file_mode: 0,
         })
     }
 

@@ -54,6 +54,10 @@ fn tactic(rule: RuleId) -> &'static str {
         RuleId::CredentialRead => "mitre_credential_access",
         RuleId::NetworkConnect | RuleId::NetworkSend => "mitre_command_and_control",
         RuleId::ProgramExec => "mitre_execution",
+        RuleId::ProcessMemory => "mitre_credential_access",
+        RuleId::Persistence => "mitre_persistence",
+        RuleId::RawSocket => "mitre_discovery",
+        RuleId::IoUring => "mitre_defense_evasion",
     }
 }
 
@@ -88,6 +92,17 @@ fn alert(a: &Alert, hostname: &str) -> Value {
         ActionKind::Connect => "connect",
         ActionKind::Send => "sendto",
         ActionKind::Exec => "execve",
+        ActionKind::ProcessMemory => match &a.action.target {
+            Target::Process { via: "proc-mem", .. } => "open",
+            Target::Process { via: "process_vm_readv", .. } => "process_vm_readv",
+            Target::Process { via: "process_vm_writev", .. } => "process_vm_writev",
+            _ => "ptrace",
+        },
+        ActionKind::Socket => "socket",
+        ActionKind::Rename => "rename",
+        ActionKind::Link => "link",
+        ActionKind::Symlink => "symlink",
+        ActionKind::IoUring => "io_uring_enter",
     };
     fields.put("evt.type", json!(evt_type));
     let outcome = &a.action.outcome;
@@ -115,6 +130,31 @@ fn alert(a: &Alert, hostname: &str) -> Value {
                 }
             }
             Some(format!("connection={addr}"))
+        }
+        Target::Process { target_pid, via, path } => {
+            fields.put("premain.action.target_pid", json!(target_pid));
+            fields.put("premain.action.via", json!(via));
+            if let Some(path) = path {
+                fields.put("fd.name", json!(path.text()));
+            }
+            Some(format!("target_pid={target_pid}"))
+        }
+        Target::Uring { opcode } => {
+            fields.put("premain.action.opcode", json!(opcode));
+            Some(format!("io_uring={opcode}"))
+        }
+        Target::Socket { family, socket_type, protocol } => {
+            fields.put("premain.action.family", json!(family));
+            fields.put("premain.action.socket_type", json!(socket_type));
+            fields.put("premain.action.protocol", json!(protocol));
+            Some(format!("socket={family}/{socket_type}"))
+        }
+        Target::Name { path, old, category: c } => {
+            category = c.clone();
+            let path = path.text();
+            fields.put("fd.name", json!(path));
+            fields.put("premain.action.old", json!(old.text()));
+            path.map(|p| format!("file={p}"))
         }
         Target::Program { path, argv } => {
             let path = path.text();

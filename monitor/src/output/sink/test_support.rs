@@ -94,7 +94,12 @@ pub(super) fn alert(seq: u64) -> Box<Alert> {
             kind: ActionKind::Open,
             target: Target::File {
                 path: Text::new("path", b"/home/u/.netrc"),
-                path_resolution: "absolute",
+                requested: None,
+                path_resolution: "kernel",
+                syscall: "openat",
+                dev: Some("254:0".into()),
+                ino: Some(42),
+                alias_of: None,
                 flags: 0,
                 category: Some("netrc".into()),
             },
