@@ -2,8 +2,9 @@
 //! tracepoints never fire for them, only the raw-syscall ones do, with the i386 table's
 //! numbers. These programs run on every syscall of the node, so they are raw tracepoints (no
 //! trace record is built: the program gets the registers and the syscall number), the entry
-//! starts with the tracked-process check (as every hook does) and the exit with the in-flight
-//! count of 32-bit calls; only then is the caller's compat state read. The calls are decoded
+//! starts with the caller's compat bit (one load, false for nearly every call) and then the
+//! tracked-process check, and the exit with the in-flight count of 32-bit calls (an array
+//! read). The calls are decoded
 //! into the same saved arguments as their 64-bit twins and reported by the same code.
 
 use aya_ebpf::{
@@ -89,7 +90,10 @@ const REGS_ARGS: [u64; 6] = [40, 88, 96, 104, 112, 32];
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn compat_enter(ctx: RawTracePointContext) -> u32 {
-    if !current_tracked() || !in_compat_syscall() || current_quiet(HOOK_COMPAT) {
+    // The compat bit first: it is one load from the current task, cheaper than the tracked
+    // lookup, and false for nearly every syscall of every process; a 32-bit call then pays
+    // the tracked check like any hook.
+    if !in_compat_syscall() || !current_tracked() || current_quiet(HOOK_COMPAT) {
         return 0;
     }
     // sys_enter(struct pt_regs *regs, long id)

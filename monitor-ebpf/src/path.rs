@@ -28,6 +28,8 @@ const MASK: usize = PATH_MAX - 1;
 pub(crate) struct PathBuf {
     dentry: u64,
     mount: u64,
+    /// The root dentry of `mount`.
+    root: u64,
     pos: u64,
     /// `WALKING`, `DONE`, `CUT` or `FAILED`.
     state: u64,
@@ -58,37 +60,48 @@ pub(crate) struct Walked {
     pub(crate) truncated: bool,
 }
 
-/// One component up; the new state.
+/// `d_parent` and `d_name` of a dentry, read in one go (they are adjacent: `d_parent`, then
+/// the `qstr` of hash, length and name pointer), which the loader checks.
+#[repr(C)]
+struct Up {
+    parent: u64,
+    hash: u32,
+    len: u32,
+    name: u64,
+}
+
+/// One component up; the new state. Two reads per component (the dentry's parent and name,
+/// then the name's bytes); a mount's root is read once per mount.
 #[inline(always)]
 fn step(w: *mut PathBuf) -> u64 {
     let off = offsets();
     // SAFETY: `w` is the per-CPU slot; volatile keeps each value a load from the map.
-    let (mut dentry, mut mount, mut pos) = unsafe {
+    let (mut dentry, mut mount, mut pos, mut root) = unsafe {
         (
             core::ptr::read_volatile(&raw const (*w).dentry),
             core::ptr::read_volatile(&raw const (*w).mount),
             core::ptr::read_volatile(&raw const (*w).pos),
+            core::ptr::read_volatile(&raw const (*w).root),
         )
     };
-    let Some(root) = read::<u64>(mount, off.mount_mnt + off.vfsmount_root) else { return FAILED };
     if dentry == root {
         let Some(parent) = read::<u64>(mount, off.mount_parent) else { return FAILED };
         if parent == mount || parent == 0 {
             return DONE;
         }
         let Some(point) = read::<u64>(mount, off.mount_mountpoint) else { return FAILED };
+        let Some(parent_root) = read::<u64>(parent, off.mount_mnt + off.vfsmount_root) else { return FAILED };
         dentry = point;
         mount = parent;
+        root = parent_root;
     } else {
-        let Some(parent) = read::<u64>(dentry, off.dentry_parent) else { return FAILED };
-        if parent == dentry || parent == 0 {
+        let Some(up) = read::<Up>(dentry, off.dentry_parent) else { return FAILED };
+        if up.parent == dentry || up.parent == 0 {
             // The root of a filesystem that is not mounted (pipes, sockets, a lazily
             // unmounted tree): the path so far.
             return DONE;
         }
-        let Some(len) = read::<u32>(dentry, off.dentry_name_len) else { return FAILED };
-        let Some(name) = read::<u64>(dentry, off.dentry_name) else { return FAILED };
-        let len = (len as usize) & NAME_MAX;
+        let len = (up.len as usize) & NAME_MAX;
         // Keeps the whole path under PATH_MAX bytes.
         if (pos as usize) < len + 2 {
             return CUT;
@@ -100,18 +113,19 @@ fn step(w: *mut PathBuf) -> u64 {
         let ret = unsafe {
             let bytes = &mut (*w).bytes;
             bytes[at] = b'/';
-            read_kernel_bytes(bytes.as_mut_ptr().add(at + 1).cast(), len as u32, name as *const _)
+            read_kernel_bytes(bytes.as_mut_ptr().add(at + 1).cast(), len as u32, up.name as *const _)
         };
         if ret != 0 {
             return FAILED;
         }
-        dentry = parent;
+        dentry = up.parent;
     }
     // SAFETY: as above.
     unsafe {
         core::ptr::write_volatile(&raw mut (*w).dentry, dentry);
         core::ptr::write_volatile(&raw mut (*w).mount, mount);
         core::ptr::write_volatile(&raw mut (*w).pos, pos);
+        core::ptr::write_volatile(&raw mut (*w).root, root);
     }
     WALKING
 }
@@ -123,11 +137,13 @@ pub(crate) fn walk(path: u64) -> Option<Walked> {
     let vfsmount: u64 = read(path, off.path_mnt)?;
     let dentry: u64 = read(path, off.path_dentry)?;
     let mount = vfsmount.checked_sub(u64::from(off.mount_mnt))?;
+    let root: u64 = read(vfsmount, off.vfsmount_root)?;
     let w = PATHBUF.get_ptr_mut(0)?;
     // SAFETY: the per-CPU slot is valid and used only by this program invocation.
     unsafe {
         core::ptr::write_volatile(&raw mut (*w).dentry, dentry);
         core::ptr::write_volatile(&raw mut (*w).mount, mount);
+        core::ptr::write_volatile(&raw mut (*w).root, root);
         core::ptr::write_volatile(&raw mut (*w).pos, PATH_MAX as u64);
         core::ptr::write_volatile(&raw mut (*w).state, WALKING);
     }

@@ -127,7 +127,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     hold::release_orphans();
     let ring_bytes = *config.limits.ring_buffer_size.get_ref();
     let mut kernel = loader::load(&offsets, ring_bytes)?;
-    let attached = loader::attach_all(&mut kernel)?;
+    let attached = loader::attach_all(&mut kernel, config.limits.ia32_syscalls)?;
     let loader::Kernel { events, control: mut kernel, counters, logger } = kernel;
     if let Some(logger) = logger {
         tokio::spawn(pump_kernel_log(logger));

@@ -154,14 +154,18 @@ pub(crate) fn load(offsets: &KernelOffsets, ring_buffer_bytes: u32) -> Result<Ke
 
 /// Loads into the kernel (verifier) and attaches every tracepoint program. Links are owned by
 /// the object: [`KernelControl::unload`] detaches everything.
-pub(crate) fn attach_all(kernel: &mut Kernel) -> Result<usize, StartError> {
+/// Programs attached only with `limits.ia32_syscalls`: they run on every syscall of the node.
+pub(crate) const IA32: &[&str] = &["compat_enter", "compat_exit"];
+
+pub(crate) fn attach_all(kernel: &mut Kernel, ia32: bool) -> Result<usize, StartError> {
     let ebpf = kernel.control.ebpf_mut().ok_or_else(|| StartError::Load("programs unloaded".into()))?;
     // The CPython probes are verified now and attached per interpreter image later.
     for program in super::probes::programs() {
         let probe: &mut UProbe = program_mut(ebpf, program)?.try_into().map_err(refused(program))?;
         probe.load().map_err(refused(program))?;
     }
-    for &(program, attach) in PROGRAMS {
+    let mut attached = 0;
+    for &(program, attach) in PROGRAMS.iter().filter(|(program, _)| ia32 || !IA32.contains(program)) {
         let prog = program_mut(ebpf, program)?;
         match attach {
             Attach::TracePoint { category, name } => {
@@ -176,8 +180,9 @@ pub(crate) fn attach_all(kernel: &mut Kernel) -> Result<usize, StartError> {
             }
         }
         tracing::debug!(program, "attached");
+        attached += 1;
     }
-    Ok(PROGRAMS.len())
+    Ok(attached)
 }
 
 fn program_mut<'a>(

@@ -22,6 +22,18 @@ fn first(btf: &Btf, strukt: &str, candidates: &[&str]) -> Result<u32, BtfError> 
 }
 
 pub(crate) fn resolve(btf: &Btf, tracefs: &Path) -> Result<KernelOffsets, StartError> {
+    let offsets = offsets(btf, tracefs)?;
+    // The path walk reads `d_parent` and `d_name` (hash, len, name) as one block.
+    let (parent, len, name) = (offsets.dentry_parent, offsets.dentry_name_len, offsets.dentry_name);
+    if len != parent + 12 || name != parent + 16 {
+        return Err(StartError::Btf(BtfError::Malformed(format!(
+            "struct dentry: d_name (len at {len}, name at {name}) does not follow d_parent (at {parent})"
+        ))));
+    }
+    Ok(offsets)
+}
+
+fn offsets(btf: &Btf, tracefs: &Path) -> Result<KernelOffsets, StartError> {
     Ok(KernelOffsets {
         task_tgid: btf.member_offset("task_struct", "tgid")?,
         task_pid: btf.member_offset("task_struct", "pid")?,

@@ -59,6 +59,9 @@ pub struct Limits {
     pub queue_capacity: usize,
     /// Keep recording opens, connects and sends of processes whose code is all runtime.
     pub record_runtime: bool,
+    /// Follow 32-bit (`int 0x80`) syscalls of 64-bit processes: the raw-syscall programs run
+    /// on every syscall of the node (see the README for the cost).
+    pub ia32_syscalls: bool,
 }
 
 impl Default for Limits {
@@ -68,6 +71,7 @@ impl Default for Limits {
             max_processes: 65_536,
             queue_capacity: 4096,
             record_runtime: false,
+            ia32_syscalls: false,
         }
     }
 }
