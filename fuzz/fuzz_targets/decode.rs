@@ -15,7 +15,11 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(record.header().comm.len() <= COMM_LEN);
     match &record {
-        Record::Open(open) => assert!(open.path.len() < PATH_MAX),
+        Record::Open(open) => assert!(open.path.len() < PATH_MAX && open.kpath.len() < PATH_MAX),
+        Record::Name(name) => {
+            assert!(name.base.len() < PATH_MAX && name.old.len() < PATH_MAX && name.new.len() < PATH_MAX)
+        }
+        Record::Uring(uring) => assert!(uring.tail.len() < PATH_MAX),
         Record::Connect(connect) | Record::Send(connect) => {
             assert!(connect.addr.len() <= SOCKADDR_MAX);
             // What the daemon does next with the address.
@@ -32,6 +36,6 @@ fuzz_target!(|data: &[u8]| {
             Mark::EvalEnter { filename } => assert!(filename.len() <= MARK_TEXT_MAX),
             Mark::EvalExit | Mark::RunningMain => {}
         },
-        Record::Fork(_) | Record::Exit(_) => {}
+        Record::Fork(_) | Record::Exit(_) | Record::Target(_) | Record::Socket(_) => {}
     }
 });
