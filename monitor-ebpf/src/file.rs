@@ -6,14 +6,12 @@ use aya_ebpf::{
     helpers::generated::bpf_probe_read_user_str, macros::tracepoint, programs::TracePointContext,
 };
 use monitor_common::{
-    FLAG_COMPAT, FLAG_KPATH_TRUNCATED, FLAG_NO_FILE, FLAG_PATH_TRUNCATED, FLAG_READ_FAILED, HOOK_OPEN,
-    InFlight, OpenRecord, PATH_MAX, RECORD_OPEN, SYSCALL_CREAT, SYSCALL_OPEN, SYSCALL_OPEN_BY_HANDLE_AT,
-    SYSCALL_OPENAT, SYSCALL_OPENAT2,
+    FLAG_COMPAT, FLAG_PATH_TRUNCATED, FLAG_READ_FAILED, HOOK_OPEN, InFlight, OpenRecord, PATH_MAX,
+    RECORD_OPEN, SYSCALL_CREAT, SYSCALL_OPEN, SYSCALL_OPEN_BY_HANDLE_AT, SYSCALL_OPENAT, SYSCALL_OPENAT2,
 };
 
 use crate::{
     emit::{fill_header, scratch, send},
-    maps::offsets,
     path,
     process::{current_quiet, current_tracked, save, save_if_recorded, take_saved},
 };
@@ -166,33 +164,7 @@ pub(crate) fn report_open(result: i64, call: InFlight) {
         rec.open_flags = flags_or_how as u32;
         rec.mode = mode as u32;
     }
-    rec.dev = 0;
-    rec.ino = 0;
-    rec.nlink = 0;
-    rec.file_mode = 0;
-    rec._pad = 0;
-    let mut kpath_len = 0;
-    if rec.result >= 0 {
-        match path::current_file(rec.result) {
-            Some(file) => {
-                if let Some((dev, ino, nlink, file_mode)) = path::identity(file) {
-                    (rec.dev, rec.ino, rec.nlink, rec.file_mode) = (dev, ino, nlink, file_mode);
-                }
-                match path::walk(file + u64::from(offsets().file_path)) {
-                    Some(walked) => {
-                        if walked.truncated {
-                            rec.header.flags |= FLAG_KPATH_TRUNCATED;
-                        }
-                        kpath_len = path::copy(&walked, rec.tail.as_mut_ptr());
-                    }
-                    None => rec.header.flags |= FLAG_NO_FILE,
-                }
-            }
-            None => rec.header.flags |= FLAG_NO_FILE,
-        }
-    }
-    let kpath_len = kpath_len & (PATH_MAX - 1);
-    rec.kpath_len = kpath_len as u32;
+    let kpath_len = path::opened(rec);
     let mut path_len = 0;
     if path != 0 {
         // Read at exit rather than entry: the kernel has just copied the string, so its page

@@ -9,9 +9,9 @@ use aya_ebpf::{
     macros::map,
     maps::PerCpuArray,
 };
-use monitor_common::PATH_MAX;
+use monitor_common::{FLAG_KPATH_TRUNCATED, FLAG_NO_FILE, OpenRecord, PATH_MAX};
 
-use crate::maps::offsets;
+use crate::{maps::offsets, task::read};
 
 /// Components walked at most (mounts crossed count as one).
 const COMPONENTS: usize = 48;
@@ -43,15 +43,6 @@ const FAILED: u64 = 3;
 
 #[map]
 static PATHBUF: PerCpuArray<PathBuf> = PerCpuArray::with_max_entries(1, 0);
-
-#[inline(always)]
-fn read<T>(base: u64, offset: u32) -> Option<T> {
-    if base == 0 {
-        return None;
-    }
-    // SAFETY: bpf_probe_read_kernel tolerates any address and fails cleanly.
-    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.ok()
-}
 
 /// A walked path: `len` bytes at `buf` (the per-CPU buffer).
 pub(crate) struct Walked {
@@ -229,4 +220,39 @@ pub(crate) fn copy(walked: &Walked, dst: *mut u8) -> usize {
     // SAFETY: `len < PATH_MAX` fits `dst`; the source is the per-CPU buffer.
     let ret = unsafe { read_kernel_bytes(dst.cast(), len as u32, walked.buf.cast()) };
     if ret == 0 { len } else { 0 }
+}
+
+/// Fills the file part of an open record whose `result` is set: the opened file's identity
+/// and the kernel's path at the start of `tail`; returns the path's length (flags say when
+/// it is cut, or when the file could not be read from the descriptor table).
+#[inline(always)]
+pub(crate) fn opened(rec: &mut OpenRecord) -> usize {
+    rec.dev = 0;
+    rec.ino = 0;
+    rec.nlink = 0;
+    rec.file_mode = 0;
+    rec._pad = 0;
+    let mut kpath_len = 0;
+    if rec.result >= 0 {
+        match current_file(rec.result) {
+            Some(file) => {
+                if let Some((dev, ino, nlink, file_mode)) = identity(file) {
+                    (rec.dev, rec.ino, rec.nlink, rec.file_mode) = (dev, ino, nlink, file_mode);
+                }
+                match walk(file + u64::from(offsets().file_path)) {
+                    Some(walked) => {
+                        if walked.truncated {
+                            rec.header.flags |= FLAG_KPATH_TRUNCATED;
+                        }
+                        kpath_len = copy(&walked, rec.tail.as_mut_ptr());
+                    }
+                    None => rec.header.flags |= FLAG_NO_FILE,
+                }
+            }
+            None => rec.header.flags |= FLAG_NO_FILE,
+        }
+    }
+    let kpath_len = kpath_len & (PATH_MAX - 1);
+    rec.kpath_len = kpath_len as u32;
+    kpath_len
 }

@@ -9,7 +9,7 @@ use monitor_common::{ARGS_MAX, ExeKey};
 use crate::maps::offsets;
 
 #[inline(always)]
-fn read<T>(base: u64, offset: u32) -> Option<T> {
+pub(crate) fn read<T>(base: u64, offset: u32) -> Option<T> {
     if base == 0 {
         return None;
     }

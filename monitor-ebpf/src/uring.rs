@@ -11,10 +11,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use monitor_common::{
-    FLAG_KPATH_TRUNCATED, FLAG_NO_FILE, FLAG_READ_FAILED, HOOK_OPEN, HOOK_URING, IORING_OP_CONNECT,
-    IORING_OP_OPENAT, IORING_OP_OPENAT2, IORING_OP_SENDMSG, IORING_OP_SENDMSG_ZC, IORING_OP_SOCKET,
-    OpenRecord, PATH_MAX, RECORD_OPEN, RECORD_URING, SOCKADDR_MAX, SYSCALL_IO_URING, URING_SETUP,
-    UringRecord,
+    FLAG_READ_FAILED, HOOK_OPEN, HOOK_URING, IORING_OP_CONNECT, IORING_OP_OPENAT, IORING_OP_OPENAT2,
+    IORING_OP_SENDMSG, IORING_OP_SENDMSG_ZC, IORING_OP_SOCKET, OpenRecord, PATH_MAX, RECORD_OPEN,
+    RECORD_URING, SOCKADDR_MAX, SYSCALL_IO_URING, URING_SETUP, UringRecord,
 };
 
 use crate::{
@@ -22,16 +21,8 @@ use crate::{
     maps::{URING_OPENS, offsets},
     path,
     process::{current_quiet, current_tracked},
+    task::read,
 };
-
-#[inline(always)]
-fn read<T>(base: u64, offset: u32) -> Option<T> {
-    if base == 0 {
-        return None;
-    }
-    // SAFETY: bpf_probe_read_kernel tolerates any address and fails cleanly.
-    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.ok()
-}
 
 #[inline(always)]
 fn start(opcode: u32) -> Option<&'static mut UringRecord> {
@@ -170,33 +161,7 @@ pub fn uring_complete(ctx: TracePointContext) -> u32 {
     rec.syscall = SYSCALL_IO_URING;
     rec.resolve = 0;
     rec.path_len = 0;
-    rec.dev = 0;
-    rec.ino = 0;
-    rec.nlink = 0;
-    rec.file_mode = 0;
-    rec._pad = 0;
-    let mut kpath_len = 0;
-    if res >= 0 {
-        match path::current_file(i64::from(res)) {
-            Some(file) => {
-                if let Some((dev, ino, nlink, mode)) = path::identity(file) {
-                    (rec.dev, rec.ino, rec.nlink, rec.file_mode) = (dev, ino, nlink, mode);
-                }
-                match path::walk(file + u64::from(offsets().file_path)) {
-                    Some(walked) => {
-                        if walked.truncated {
-                            rec.header.flags |= FLAG_KPATH_TRUNCATED;
-                        }
-                        kpath_len = path::copy(&walked, rec.tail.as_mut_ptr());
-                    }
-                    None => rec.header.flags |= FLAG_NO_FILE,
-                }
-            }
-            None => rec.header.flags |= FLAG_NO_FILE,
-        }
-    }
-    let kpath_len = kpath_len & (PATH_MAX - 1);
-    rec.kpath_len = kpath_len as u32;
+    let kpath_len = path::opened(rec);
     let len = core::mem::offset_of!(OpenRecord, tail) + kpath_len;
     rec.header.size = len as u32;
     send(HOOK_OPEN, rec, len);
