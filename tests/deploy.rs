@@ -620,7 +620,7 @@ fn daemonset_fits_the_config_and_the_daemon() {
     for cap in ["BPF", "PERFMON", "SYS_PTRACE"] {
         assert!(added.iter().any(|a| a == cap), "capability {cap} missing: {added:?}");
     }
-    assert!(!added.iter().any(|a| a == "SYS_ADMIN"), "tracefs is mounted in instead of granting SYS_ADMIN");
+    assert!(added.iter().any(|a| a == "SYS_ADMIN"), "the credential file watch needs SYS_ADMIN (fanotify)");
 
     let drain =
         config.get("shutdown").and_then(|s| s.get("drain_deadline_secs")).and_then(|d| d.as_integer());

@@ -183,9 +183,19 @@ impl Stage {
 
     /// Runs payload `name` as the main script (`python payload.py args`: runtime code).
     fn main(&self, name: &str, args: &[&OsStr], env: &[(&str, &OsStr)]) -> Ran {
+        self.main_env(&payload(name), args, env)
+    }
+
+    /// Runs `script` as the main script.
+    fn main_script(&self, script: &Path, args: &[&OsStr]) -> Ran {
+        self.main_env(script, args, &[])
+    }
+
+    fn main_env(&self, script: &Path, args: &[&OsStr], env: &[(&str, &OsStr)]) -> Ran {
+        let name = script.display();
         let child = self
             .base(env)
-            .arg(payload(name))
+            .arg(script)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -239,6 +249,11 @@ fn on_every_python(name: &str, test: impl FnMut(&Stage, &mut Plan)) {
 
 /// [`on_every_python`] with `extra` arguments to `premain run`.
 fn on_every_python_with(name: &str, extra: &[&str], mut test: impl FnMut(&Stage, &mut Plan)) {
+    on_every_python_under(name, extra, |_, stage, plan| test(stage, plan));
+}
+
+/// [`on_every_python_with`], the test also given the premain it runs under.
+fn on_every_python_under(name: &str, extra: &[&str], mut test: impl FnMut(&Premain, &Stage, &mut Plan)) {
     let pythons = pythons();
     assert!(!pythons.is_empty(), "no CPython 3.8+ found");
     let premain = Premain::start_alerts(extra);
@@ -246,8 +261,9 @@ fn on_every_python_with(name: &str, extra: &[&str], mut test: impl FnMut(&Stage,
     let mut plans = Vec::new();
     for py in &pythons {
         let stage = Stage::new(py);
-        let mut plan = Plan { label: py.label.clone(), alerts: Vec::new(), quiet: Vec::new() };
-        test(&stage, &mut plan);
+        let mut plan =
+            Plan { label: py.label.clone(), alerts: Vec::new(), quiet: Vec::new(), single: Vec::new() };
+        test(&premain, &stage, &mut plan);
         println!("{name}: [{}] the payload did what it claims", py.label);
         stages.push(stage);
         plans.push(plan);
@@ -280,6 +296,8 @@ struct Plan {
     alerts: Vec<Want>,
     /// Processes that must raise no alert (of the rule, when given).
     quiet: Vec<(Vec<u32>, Option<&'static str>)>,
+    /// Processes that must raise exactly one alert of the rule.
+    single: Vec<(u32, &'static str)>,
 }
 
 /// An alert of `pid` with `rule` that passes every check.
@@ -306,7 +324,17 @@ impl Plan {
     fn none(&mut self, pids: Vec<u32>, rule: Option<&'static str>) {
         self.quiet.push((pids, rule));
     }
+
+    /// After premain's sentinel, and after the credential file watch has given up waiting for
+    /// a kernel record of what it saw, `pid` has exactly one alert of `rule`.
+    fn once(&mut self, pid: u32, rule: &'static str) {
+        self.single.push((pid, rule));
+    }
 }
+
+/// How long the file watch waits for a kernel program's record of an open it saw, plus the
+/// tick that acts on it (`daemon/watch.rs`).
+const WATCH_GIVES_UP: Duration = Duration::from_millis(2500);
 
 /// Waits until every wanted alert came or [`EVENT_TIMEOUT`] passed, then (for the controls)
 /// for the sentinel; returns each CPython's failures with the alerts its processes did raise.
@@ -326,7 +354,10 @@ fn judge(premain: &Premain, plans: &[Plan]) -> Vec<(String, String)> {
         }
         thread::sleep(Duration::from_millis(50));
     }
-    if plans.iter().any(|p| !p.quiet.is_empty()) {
+    if plans.iter().any(|p| !p.single.is_empty()) {
+        thread::sleep(WATCH_GIVES_UP);
+    }
+    if plans.iter().any(|p| !p.quiet.is_empty() || !p.single.is_empty()) {
         premain.sentinel();
     }
     let alerts = premain.alerts();
@@ -350,6 +381,16 @@ fn judge(premain: &Premain, plans: &[Plan]) -> Vec<(String, String)> {
         ));
     }
     for plan in plans {
+        for (pid, rule) in &plan.single {
+            let all: Vec<String> =
+                of(*pid).filter(|a| a["rule"] == *rule).map(|a| format!("    {}", brief(a))).collect();
+            if all.len() != 1 {
+                failures.push((
+                    plan.label.clone(),
+                    format!("{} {rule} alerts of pid {pid}, not 1:\n{}", all.len(), all.join("\n")),
+                ));
+            }
+        }
         for (pids, rule) in &plan.quiet {
             let extra: Vec<String> = pids
                 .iter()
@@ -442,6 +483,25 @@ fn baseline_plain_open_reads_credentials() {
             }),
         ];
         plan.alert(ran.pid, "credential-read", checks);
+    });
+}
+
+/// An open that both a kernel program and the credential file watch see is one alert, the
+/// kernel program's (the watch only speaks for opens nothing else recorded).
+#[test]
+fn an_open_the_hooks_record_is_alerted_once() {
+    // Nothing folds: a second alert of the same open would be printed.
+    on_every_python_under("one alert per open", &["--fold-window-secs", "0"], |premain, stage, plan| {
+        let reader = stage.dir.path().join("plain_read.py");
+        fs::write(&reader, PLAIN_READ).unwrap();
+        // Makes premain watch this HOME's credentials before the payload runs.
+        let notes = stage.plain("notes.txt");
+        stage.main_script(&reader, &[notes.as_os_str()]);
+        premain.sentinel();
+        let ran = stage.premain_script(&reader, &[stage.bait.as_os_str()], &[]);
+        stage.assert_read(&ran, &stage.bait);
+        want_credential(plan, stage, &ran, Read { path: &stage.bait, requested: None, syscall: "openat" });
+        plan.once(ran.pid, "credential-read");
     });
 }
 
@@ -1091,6 +1151,61 @@ fn ia32_open_reads_credentials() {
             from_hook(stage),
             credential(stage, Read { path: &stage.bait, requested: None, syscall: "open" }),
             abi,
+        ];
+        plan.alert(ran.pid, "credential-read", checks);
+    });
+}
+
+/// The default configuration follows no 32-bit syscall, yet the credential file watch sees
+/// the i386 `open` of a catalogued file: the alert comes from it (`syscall: "unseen"`,
+/// `path_resolution: "file-watch"`). The same as main code, and on a plain file, raises nothing.
+#[test]
+fn ia32_open_reads_credentials_seen_by_the_file_watch() {
+    on_every_python_under("ia32 open, default configuration", &[], |premain, stage, plan| {
+        // The first Python run with this HOME makes premain look for credentials in it; the
+        // sentinel says it has handled that run.
+        let main = stage.main("ia32_open.py", &[stage.bait.as_os_str()], &[]);
+        stage.assert_read(&main, &stage.bait);
+        premain.sentinel();
+        let notes = stage.plain("notes.txt");
+        let plain = stage.premain("ia32_open.py", &[notes.as_os_str()]);
+        stage.assert_read(&plain, &notes);
+        plan.none(vec![main.pid], None);
+        plan.none(vec![plain.pid], Some("credential-read"));
+        let ran = stage.premain("ia32_open.py", &[stage.bait.as_os_str()]);
+        stage.assert_read(&ran, &stage.bait);
+        let watched: Check = Box::new(|a| field(a, "/action/path_resolution", &json!("file-watch")));
+        let checks = vec![
+            from_hook(stage),
+            credential(stage, Read { path: &stage.bait, requested: None, syscall: "unseen" }),
+            watched,
+        ];
+        plan.alert(ran.pid, "credential-read", checks);
+    });
+}
+
+/// A hard link to the credential that premain did not see being made (made by this test, a
+/// process premain does not track; a link made before premain started is the same case):
+/// premain knows the catalogued file by inode, so a plain `open()` of the link is a
+/// credential read with `alias_of` naming the file. The same as main code raises nothing.
+#[test]
+fn hardlink_premain_did_not_see_made_reads_credentials() {
+    on_every_python("hard link made out of sight", |stage, plan| {
+        let link = stage.work.join("quarterly-report.txt");
+        fs::hard_link(&stage.bait, &link).unwrap();
+        let reader = stage.dir.path().join("plain_read.py");
+        fs::write(&reader, PLAIN_READ).unwrap();
+        let main = stage.main_script(&reader, &[link.as_os_str()]);
+        stage.assert_read(&main, &stage.bait);
+        plan.none(vec![main.pid], None);
+        let ran = stage.premain_script(&reader, &[link.as_os_str()], &[]);
+        stage.assert_read(&ran, &stage.bait);
+        let bait = text(&stage.bait);
+        let alias: Check = Box::new(move |a| field(a, "/action/alias_of", &json!(bait)));
+        let checks = vec![
+            from_hook(stage),
+            credential(stage, Read { path: &link, requested: None, syscall: "openat" }),
+            alias,
         ];
         plan.alert(ran.pid, "credential-read", checks);
     });

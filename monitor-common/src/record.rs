@@ -84,6 +84,9 @@ pub const SYSCALL_SYMLINK: u32 = 21;
 pub const SYSCALL_SYMLINKAT: u32 = 22;
 /// An open made by an io_uring request (`IORING_OP_OPENAT`/`OPENAT2`), seen at its completion.
 pub const SYSCALL_IO_URING: u32 = 23;
+/// An open no kernel program recorded (a 32-bit syscall, a record lost to a full ring), seen
+/// by the daemon's credential file watch; never sent by the kernel.
+pub const SYSCALL_UNSEEN: u32 = 24;
 
 /// [`UringRecord::opcode`] of a ring's creation (`io_uring_setup`); other values are the
 /// request's `IORING_OP_*`.

@@ -5,6 +5,7 @@ mod pace;
 mod pipeline;
 mod reader;
 mod reload;
+mod watch;
 
 use std::{io, sync::Arc, time::Duration};
 
@@ -22,6 +23,7 @@ use self::{
     pace::Pace,
     pipeline::Pipeline,
     reader::{DRAIN_BUDGET, Trigger, drain, drain_paced, emit_all, report_losses, tell_kernel},
+    watch::FileWatch,
 };
 use crate::{
     alert::{Alert, Alerts, Kind, Loss, Record},
@@ -75,6 +77,8 @@ struct Daemon {
     unattributed_reported: [u64; HOOK_COUNT as usize],
     /// Times the kernel could not be told to wake the reader again.
     busy_clear_failures: u64,
+    /// The credential file watch (`limits.credential_file_watch`).
+    watch: Option<FileWatch>,
 }
 
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
@@ -143,6 +147,21 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     if let Err(err) = kernel.set_hold(true) {
         tracing::warn!(error = %err, "cannot hold unseen executables: their first start-up may be phased from syscalls only");
     }
+    // Before ready: the credential files on disk are watched from the first workload on.
+    let (watch, mut asks) = if config.limits.credential_file_watch {
+        match FileWatch::start(&metrics) {
+            Ok((mut watch, asks)) => {
+                tracker.set_credential_files(watch.rescan(&rules));
+                (Some(watch), Some(asks))
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "credential file watch off (fanotify needs CAP_SYS_ADMIN): credential opens by 32-bit syscalls or through hard links made before premain started are not seen");
+                (None, None)
+            }
+        }
+    } else {
+        (None, None)
+    };
     release_free_heap();
     health.set_ready(true);
     metrics.ready.set(1);
@@ -174,7 +193,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         PhaseEngine::new(install::detector()).with_quiet(!opts.events && !config.limits.record_runtime);
     let mut daemon = Daemon {
         kernel,
-        pipeline: Pipeline { tracker, engine, rules, alerts },
+        pipeline: Pipeline { tracker, engine, rules, alerts, unseen: Vec::new() },
         sinks,
         metrics: metrics.clone(),
         clock,
@@ -185,6 +204,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         printed: 0,
         unattributed_reported: Default::default(),
         busy_clear_failures: 0,
+        watch,
     };
     let mut ticker = interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -208,6 +228,13 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                     tokio::task::yield_now().await;
                 }
             }
+            Some(ask) = recv(&mut asks), if asks.is_some() => {
+                // The opener waits in the kernel: what it did before is in the ring now.
+                drain(ring.get_mut(), &mut daemon, DRAIN_BUDGET)?;
+                if let Some(watch) = &daemon.watch {
+                    watch.decide(ask, &mut daemon.pipeline, &mut daemon.kernel);
+                }
+            }
             Some(judged) = verdicts.recv() => {
                 let handled = daemon.pipeline.judged(&mut daemon.kernel, judged);
                 emit_all(&mut daemon, handled)?;
@@ -219,6 +246,12 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 if pace.idle() {
                     // Step 3 of `pace`: a record sent without a wake-up is not left waiting.
                     drain_paced(Trigger::Tick, &mut pace, ring.get_mut(), &mut daemon)?;
+                }
+                let unseen = daemon.pipeline.unseen_due(std::time::Instant::now());
+                daemon.metrics.file_watch_unseen.inc_by(unseen.iter().filter(|h| h.alert.is_some()).count() as u64);
+                emit_all(&mut daemon, unseen)?;
+                if ticks.is_multiple_of(watch::RESCAN_TICKS) {
+                    daemon.rescan_credentials();
                 }
                 last_counts = report_losses(&counters, &last_counts, &daemon);
                 daemon.report_unattributed();
@@ -302,6 +335,23 @@ async fn shut_down(
 }
 
 impl Daemon {
+    /// Looks for catalogued credential files again (new files, a reloaded catalogue).
+    fn rescan_credentials(&mut self) {
+        if let Some(watch) = &mut self.watch {
+            let files = watch.rescan(&self.pipeline.rules);
+            self.pipeline.tracker.set_credential_files(files);
+        }
+    }
+
+    /// A process starts a Python tree: its home may hold credential files not watched yet.
+    fn discover_home(&mut self, pid: u32) {
+        if let Some(watch) = &mut self.watch
+            && let Some(files) = watch.discover(pid, &self.pipeline.rules)
+        {
+            self.pipeline.tracker.set_credential_files(files);
+        }
+    }
+
     /// Records dropped because their process was gone before it could be identified, as loss
     /// records and metrics, since the last call.
     fn report_unattributed(&mut self) {
@@ -425,6 +475,14 @@ fn release_free_heap() {
     // SAFETY: no preconditions; it only returns free memory.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// The next request of the credential file watch, when it runs.
+async fn recv(asks: &mut Option<mpsc::UnboundedReceiver<watch::Ask>>) -> Option<watch::Ask> {
+    match asks {
+        Some(asks) => asks.recv().await,
+        None => std::future::pending().await,
     }
 }
 

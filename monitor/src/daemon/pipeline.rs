@@ -2,16 +2,20 @@
 //! phase engine says in which phase it happened, the rules whether it is an alert, and the
 //! alerts whether it is a new one or a repeat.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use monitor_common::HOOK_COUNT;
 
 use crate::{
     alert::{Alert, Alerts},
-    detect::Rules,
+    detect::{Hit, Rules},
     kernel::{control::KernelControl, decode::Record},
     phase::{Context, Phase, PhaseEngine},
-    process::{event::Event, judge::Judged, tracker::Tracker},
+    process::{
+        event::{Action, Event},
+        judge::Judged,
+        tracker::Tracker,
+    },
 };
 
 pub(super) struct Pipeline {
@@ -19,6 +23,18 @@ pub(super) struct Pipeline {
     pub(super) engine: PhaseEngine,
     pub(super) rules: Rules,
     pub(super) alerts: Alerts,
+    /// Alerting opens the credential file watch saw, until a kernel program's record of the
+    /// same open arrives (then that record alerts) or they are due (then they alert).
+    pub(super) unseen: Vec<Unseen>,
+}
+
+/// An open the file watch saw that would alert, not yet recorded by a kernel program.
+pub(super) struct Unseen {
+    file: (u64, u64),
+    due: Instant,
+    event: Event,
+    context: Context,
+    hit: Hit,
 }
 
 /// What one record came to.
@@ -51,6 +67,45 @@ impl Pipeline {
         events.into_iter().map(|event| self.follow(kernel, event)).collect()
     }
 
+    /// An open the credential file watch saw (`record`, made from its request): kept when it
+    /// would alert, until `due` (see [`Self::unseen_due`]).
+    pub(super) fn watched(&mut self, kernel: &mut KernelControl, record: Record, due: Instant) {
+        let file = match &record {
+            Record::Open(open) => (open.dev, open.ino),
+            _ => return,
+        };
+        let Some(event) = self.tracker.handle(kernel, record) else { return };
+        let context = self.engine.observe(&mut self.tracker.table, &event);
+        if let Some(hit) = self.verdict(&event, &context) {
+            self.unseen.push(Unseen { file, due, event, context, hit });
+        }
+    }
+
+    /// The watch's opens that no kernel program recorded by now: their alerts.
+    pub(super) fn unseen_due(&mut self, now: Instant) -> Vec<Handled> {
+        let (due, waiting) = std::mem::take(&mut self.unseen).into_iter().partition(|u| u.due <= now);
+        self.unseen = waiting;
+        due.into_iter()
+            .map(|u: Unseen| {
+                let mut handled = Handled { event: u.event, context: u.context, alert: None, folded: false };
+                let folded = self.alerts.folded;
+                handled.alert =
+                    self.alerts.raise(&handled.event, &handled.context, u.hit, &self.tracker.table);
+                handled.folded = self.alerts.folded > folded;
+                handled
+            })
+            .collect()
+    }
+
+    /// The rule `event` breaks, unless an allowlist exempts it (the phase is not `runtime`).
+    fn verdict(&mut self, event: &Event, context: &Context) -> Option<Hit> {
+        if context.phase == Phase::Runtime {
+            return None;
+        }
+        let hit = self.rules.evaluate(&event.action, context.phase == Phase::Install)?;
+        (!self.alerts.exempt(&self.rules, event, context)).then_some(hit)
+    }
+
     fn follow(&mut self, kernel: &mut KernelControl, event: Event) -> Handled {
         let table = &mut self.tracker.table;
         let context = self.engine.observe(table, &event);
@@ -63,20 +118,18 @@ impl Pipeline {
                 kernel.main_checked(&image, running_main);
             }
         }
-        if matches!(event.action, crate::process::event::Action::Exit { .. }) {
+        if matches!(event.action, Action::Exit { .. }) {
             self.tracker.retire(kernel, event.header.pid);
         }
+        if !self.unseen.is_empty()
+            && let Action::Open { file: Some(file), .. } = &event.action
+        {
+            // The watch saw this open first: this record tells it better.
+            let (pid, key) = (event.header.pid, (file.dev, file.ino));
+            self.unseen.retain(|u| u.event.header.pid != pid || u.file != key);
+        }
         let mut handled = Handled { event, context, alert: None, folded: false };
-        if handled.context.phase == Phase::Runtime {
-            return handled;
-        }
-        let Some(hit) = self.rules.evaluate(&handled.event.action, handled.context.phase == Phase::Install)
-        else {
-            return handled;
-        };
-        if self.alerts.exempt(&self.rules, &handled.event, &handled.context) {
-            return handled;
-        }
+        let Some(hit) = self.verdict(&handled.event, &handled.context) else { return handled };
         let folded = self.alerts.folded;
         handled.alert = self.alerts.raise(&handled.event, &handled.context, hit, &self.tracker.table);
         handled.folded = self.alerts.folded > folded;

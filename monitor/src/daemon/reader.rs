@@ -22,6 +22,7 @@ use crate::{
     },
     ops::metrics::stage,
     output::{event_line::event_line, time::rfc3339},
+    process::event::Action,
 };
 
 /// Records handled before the loop lets its other work run.
@@ -138,6 +139,9 @@ pub(super) fn drain(ring: &mut RingBuf<MapData>, daemon: &mut Daemon, budget: us
 
 /// Writes the event line (with `--events`) and sends the alert of one handled record.
 fn emit(daemon: &mut Daemon, stdout: &mut impl io::Write, handled: Handled) -> io::Result<()> {
+    if matches!(handled.event.action, Action::Image { .. }) && handled.event.process.python.is_some() {
+        daemon.discover_home(handled.event.header.pid);
+    }
     if daemon.events {
         serde_json::to_writer(
             &mut *stdout,

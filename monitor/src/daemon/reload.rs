@@ -53,6 +53,7 @@ pub(super) fn reload(opts: &RunOptions, config: &mut Config, daemon: &mut Daemon
     kept.install = fresh.install;
     daemon.metrics.expect(rules.enabled());
     daemon.pipeline.rules = rules;
+    daemon.rescan_credentials();
     daemon.pipeline.alerts.set_options(&fresh.alerts);
     *config = kept;
     daemon.metrics.reloads.with_label_values(&["success"]).inc();

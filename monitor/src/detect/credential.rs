@@ -13,6 +13,7 @@ use crate::ops::config::Credentials as Options;
 /// The catalogue in force: built-in entries (unless replaced) and configured ones, less the
 /// exclusions.
 pub(super) struct Catalogue {
+    patterns: Vec<String>,
     globs: GlobSet,
     categories: Vec<String>,
     excluded: GlobSet,
@@ -32,9 +33,15 @@ impl Catalogue {
             .collect();
         Ok(Self {
             globs: glob_set(entries.iter().map(|(_, g)| g.as_str()))?,
+            patterns: entries.iter().map(|(_, g)| g.clone()).collect(),
             categories: entries.into_iter().map(|(c, _)| c).collect(),
             excluded: glob_set(exclude.iter().map(String::as_str))?,
         })
+    }
+
+    /// The entries' globs.
+    pub(super) fn patterns(&self) -> impl Iterator<Item = &str> {
+        self.patterns.iter().map(String::as_str)
     }
 
     /// The catalogue entry `path` belongs to.

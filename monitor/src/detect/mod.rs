@@ -7,6 +7,7 @@
 mod allow;
 pub(crate) mod catalogue;
 mod credential;
+pub(crate) mod locate;
 mod network;
 mod persistence;
 mod program;
@@ -74,6 +75,14 @@ impl Rules {
     /// The catalogue entry `path` belongs to.
     pub fn credential(&self, path: &Path) -> Option<&str> {
         self.credentials.category(path)
+    }
+
+    /// The catalogued credential files that exist under `places`.
+    pub(crate) fn locate_credentials<'a>(
+        &self,
+        places: impl Iterator<Item = &'a locate::Place>,
+    ) -> Vec<locate::Found> {
+        self.credentials.locate(places)
     }
 
     /// The rule an action of pre-main code breaks, if any. `installing` tells that the code

@@ -6,6 +6,7 @@ pub(crate) mod control;
 pub(crate) mod counters;
 pub mod decode;
 pub mod error;
+pub(crate) mod fanotify;
 pub(crate) mod hold;
 pub(crate) mod loader;
 pub(crate) mod offsets;

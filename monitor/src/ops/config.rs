@@ -62,6 +62,9 @@ pub struct Limits {
     /// Follow 32-bit (`int 0x80`) syscalls of 64-bit processes: the raw-syscall programs run
     /// on every syscall of the node (see the README for the cost).
     pub ia32_syscalls: bool,
+    /// Ask the kernel (fanotify) to be told of every open of the catalogued credential files
+    /// found on disk, whatever the syscall or the name used.
+    pub credential_file_watch: bool,
 }
 
 impl Default for Limits {
@@ -72,6 +75,7 @@ impl Default for Limits {
             queue_capacity: 4096,
             record_runtime: false,
             ia32_syscalls: false,
+            credential_file_watch: true,
         }
     }
 }

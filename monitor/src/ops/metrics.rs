@@ -71,6 +71,12 @@ pub(crate) struct Metrics {
     pub ready: IntGauge,
     pub pods_known: IntGauge,
     pub kubernetes_watch_errors: IntCounter,
+    /// Catalogued credential files the file watch has marks on.
+    pub file_watch_files: IntGauge,
+    /// Opens of watched files let through because the event loop did not decide in time.
+    pub file_watch_late: IntCounter,
+    /// Alerting opens only the file watch saw (no kernel program recorded them).
+    pub file_watch_unseen: IntCounter,
 }
 
 /// Alert labels always present.
@@ -172,6 +178,18 @@ impl Metrics {
                 "kubernetes_watch_errors_total",
                 "Failed or broken pod watch requests to the API server",
             ),
+            file_watch_files: gauge(
+                "file_watch_files",
+                "Catalogued credential files the file watch is asked about before every open",
+            ),
+            file_watch_late: counter(
+                "file_watch_late_total",
+                "Opens of watched credential files let through before premain had decided (decided later)",
+            ),
+            file_watch_unseen: counter(
+                "file_watch_unseen_total",
+                "Alerting opens of credential files that only the file watch saw (32-bit syscalls, lost records)",
+            ),
             registry,
         };
         let build =
@@ -209,6 +227,9 @@ impl Metrics {
             Box::new(metrics.ready.clone()),
             Box::new(metrics.pods_known.clone()),
             Box::new(metrics.kubernetes_watch_errors.clone()),
+            Box::new(metrics.file_watch_files.clone()),
+            Box::new(metrics.file_watch_late.clone()),
+            Box::new(metrics.file_watch_unseen.clone()),
         ] {
             metrics.registry.register(collector).expect("distinct metric names");
         }

@@ -120,6 +120,7 @@ pub fn open_syscall(syscall: u32) -> &'static str {
         SYSCALL_OPENAT2 => "openat2",
         SYSCALL_OPEN_BY_HANDLE_AT => "open_by_handle_at",
         monitor_common::SYSCALL_IO_URING => "io_uring",
+        monitor_common::SYSCALL_UNSEEN => "unseen",
         _ => "unknown",
     }
 }

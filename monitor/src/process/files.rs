@@ -20,17 +20,22 @@ use crate::{
     process::{
         event::{Action, FileId},
         table::{Process, Resolution, join, resolve},
+        tracker::kernel_dev,
     },
 };
 
 /// Hard links remembered at most (the oldest half is forgotten beyond).
 const LINKS_MAX: usize = 4096;
 
-/// Inodes that tracked processes gave a new name with `link`: `(dev, ino)` to the old name.
+/// Other names of inodes: those tracked processes gave a new name with `link` (`(dev, ino)` to
+/// the old name), and the catalogued credential files the file watch found on disk (to their
+/// catalogued name), so an open through a hard link made before premain started, or by a
+/// process it does not track, is known too.
 #[derive(Default)]
 pub(crate) struct Links {
     names: std::collections::HashMap<(u64, u64), PathBuf>,
     order: std::collections::VecDeque<(u64, u64)>,
+    credentials: std::collections::HashMap<(u64, u64), PathBuf>,
 }
 
 impl Links {
@@ -46,14 +51,17 @@ impl Links {
     }
 
     fn of(&self, file: &FileId) -> Option<&Path> {
-        (file.nlink > 1).then(|| self.names.get(&(file.dev, file.ino)).map(PathBuf::as_path)).flatten()
+        let key = (file.dev, file.ino);
+        (file.nlink > 1)
+            .then(|| self.names.get(&key).or_else(|| self.credentials.get(&key)))
+            .flatten()
+            .map(PathBuf::as_path)
     }
-}
 
-/// The userspace `st_dev` in the kernel's encoding (`MAJOR << 20 | MINOR`).
-fn kernel_dev(st_dev: u64) -> u64 {
-    let (major, minor) = (libc::major(st_dev), libc::minor(st_dev));
-    u64::from(major) << 20 | u64::from(minor)
+    /// Replaces the catalogued files known by inode with the file watch's latest look.
+    pub(crate) fn set_credentials(&mut self, files: std::collections::HashMap<(u64, u64), PathBuf>) {
+        self.credentials = files;
+    }
 }
 
 /// `/proc/<pid>/mem` or `/proc/<pid>/task/<tid>/mem`: the pid.
@@ -81,13 +89,20 @@ pub(crate) fn open(open: Open, pid: u32, process: Option<&mut Process>, links: &
         (path, resolution, requested)
     } else {
         let path = PathBuf::from(OsStr::from_bytes(&open.kpath));
+        // The watch does not know the descriptor the open gave.
         if let Some(p) = process
             && open.result >= 0
+            && open.syscall != monitor_common::SYSCALL_UNSEEN
         {
             p.remember_fd(open.result as i32, path.clone());
         }
         let requested = (path.as_path() != raw && !open.path.is_empty()).then(|| raw.to_path_buf());
-        (path, Resolution::Kernel, requested)
+        let resolution = if open.syscall == monitor_common::SYSCALL_UNSEEN {
+            Resolution::Watch
+        } else {
+            Resolution::Kernel
+        };
+        (path, resolution, requested)
     };
     if open.result >= 0
         && let Some(target) = proc_mem_pid(&path).filter(|&target| target != pid)

@@ -87,6 +87,72 @@ fn parse_stat(text: &str) -> Option<Stat> {
     Some(Stat { ppid, state, start_ticks })
 }
 
+/// Who a thread belongs to and whom it acts as, from `/proc/<tid>/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Status {
+    pub tgid: u32,
+    pub ppid: u32,
+    /// Effective ids.
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// `tid` may be any thread's id: `/proc` answers for threads too.
+pub(crate) fn status(tid: u32) -> Option<Status> {
+    parse_status(&fs::read_to_string(dir(tid).join("status")).ok()?)
+}
+
+fn parse_status(text: &str) -> Option<Status> {
+    let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).map(str::split_whitespace);
+    let first = |name: &str| field(name)?.next()?.parse().ok();
+    let effective = |name: &str| field(name)?.nth(1)?.parse().ok();
+    Some(Status {
+        tgid: first("Tgid:")?,
+        ppid: first("PPid:")?,
+        uid: effective("Uid:")?,
+        gid: effective("Gid:")?,
+    })
+}
+
+/// The thread's command name, without the newline.
+pub(crate) fn comm(tid: u32) -> Vec<u8> {
+    let mut name = fs::read(dir(tid).join("comm")).unwrap_or_default();
+    if name.last() == Some(&b'\n') {
+        name.pop();
+    }
+    name
+}
+
+/// The id the kernel gives the process's cgroup v2 (what `bpf_get_current_cgroup_id` returns:
+/// the inode number of its directory); 0 when it cannot be found.
+pub(crate) fn cgroup_id(pid: u32) -> u64 {
+    static MOUNT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    let mount = MOUNT.get_or_init(|| {
+        let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+        info.lines().find_map(|line| {
+            let (fields, rest) = line.split_once(" - ")?;
+            let mount = fields.split(' ').nth(4)?;
+            (rest.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(mount))
+        })
+    });
+    let Some(mount) = mount else { return 0 };
+    let Some(text) = cgroup(pid) else { return 0 };
+    let Some(path) = text.lines().find_map(|l| l.strip_prefix("0::")) else { return 0 };
+    use std::os::unix::fs::MetadataExt as _;
+    fs::metadata(mount.join(path.trim_start_matches('/'))).map(|m| m.ino()).unwrap_or(0)
+}
+
+/// `HOME` in the process's environment (as it was at exec), read within [`STALL_DEADLINE`].
+pub(crate) fn home(pid: u32) -> Option<Vec<u8>> {
+    const ENVIRON_MAX: u64 = 256 * 1024;
+    let bytes = bounded(move || {
+        let mut bytes = Vec::new();
+        fs::File::open(dir(pid).join("environ")).and_then(|f| f.take(ENVIRON_MAX).read_to_end(&mut bytes))?;
+        Ok(bytes)
+    })?;
+    bytes.split(|&b| b == 0).find_map(|var| var.strip_prefix(b"HOME=")).map(<[u8]>::to_vec)
+}
+
 /// Whether the process is stopped, or a `SIGSTOP` sent to it has not been acted on yet (it is
 /// still on its way back to user space).
 pub(crate) fn stopped_or_stopping(pid: u32) -> bool {
@@ -226,6 +292,24 @@ mod tests {
         assert!(matches!(me.state, 'R' | 'S'));
         assert!(me.start_ticks > 0);
         assert_eq!(stat(u32::MAX), None);
+    }
+
+    #[test]
+    fn own_status_comm_cgroup_and_home() {
+        let me = status(std::process::id()).expect("own status");
+        // SAFETY: no preconditions.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        assert_eq!((me.tgid, me.uid, me.gid), (std::process::id(), uid, gid));
+        assert_eq!(me.ppid, std::os::unix::process::parent_id());
+        assert_eq!(
+            parse_status("Name:\tx\nTgid:\t7\nPPid:\t1\nUid:\t0\t1000\t0\t0\nGid:\t5\t6\t5\t5\n"),
+            Some(Status { tgid: 7, ppid: 1, uid: 1000, gid: 6 })
+        );
+        assert_eq!(status(u32::MAX), None);
+        assert!(!comm(std::process::id()).is_empty());
+        assert!(!comm(std::process::id()).ends_with(b"\n"));
+        assert_ne!(cgroup_id(std::process::id()), 0, "a cgroup v2 hierarchy is mounted here");
+        assert_eq!(home(std::process::id()), std::env::var_os("HOME").map(|h| h.into_encoded_bytes()));
     }
 
     #[test]

@@ -128,6 +128,9 @@ impl Lineage {
 pub enum Resolution {
     /// The kernel's path of the opened file, walked at the syscall.
     Kernel,
+    /// The kernel's path of the opened file, from the credential file watch (no kernel
+    /// program recorded the open).
+    Watch,
     /// The program passed an absolute path.
     Absolute,
     /// Joined to the working directory.
@@ -142,6 +145,7 @@ impl Resolution {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Kernel => "kernel",
+            Self::Watch => "file-watch",
             Self::Absolute => "absolute",
             Self::Cwd => "cwd",
             Self::Dirfd => "dirfd",

@@ -279,6 +279,11 @@ impl Tracker {
         }
     }
 
+    /// The catalogued credential files by inode (see [`files::Links`]).
+    pub(crate) fn set_credential_files(&mut self, files: HashMap<(u64, u64), PathBuf>) {
+        self.links.set_credentials(files);
+    }
+
     /// Applies one record; returns the event it is, if its process is tracked. An exit event's
     /// process stays in the table until [`Self::retire`], so that what observes the event still
     /// finds it. A record that must wait for a verdict is kept, and its event comes out of
@@ -673,7 +678,7 @@ fn path_of(bytes: &[u8]) -> Option<PathBuf> {
 /// Converts a userspace `st_dev` into the kernel's internal `dev_t` (`MAJOR << 20 | MINOR`),
 /// the encoding the programs read from `super_block.s_dev`.
 /// `CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns`.
-fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };

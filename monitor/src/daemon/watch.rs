@@ -1,0 +1,271 @@
+//! The credential file watch: fanotify marks on every catalogued credential file found on disk,
+//! so that an open no kernel program records (a 32-bit `int 0x80` syscall, a record lost to a
+//! full ring) or through a name no rule knows (a hard link made before premain started or by a
+//! process it does not track) still reaches the rules.
+//!
+//! The opener waits in the kernel while premain decides, so the ring is drained first and the
+//! phase is the one of that moment, exactly as for a recorded open. The answer is always
+//! "allow" (premain observes), and is given by a thread of its own within [`ANSWER_BOUND`]
+//! whatever the event loop is doing: a stalled loop delays credential opens on the node by at
+//! most that much. If premain dies, the kernel lets every waiting open through.
+//!
+//! An alerting open the watch saw waits [`UNSEEN_WAIT`] for a kernel program's record of the
+//! same open (same process and inode), which alerts with more detail; only opens without one
+//! alert from the watch (`syscall: "unseen"`, `path_resolution: "file-watch"`).
+//!
+//! Files are looked for under the home directory of every user in `/etc/passwd`, the `HOME`
+//! of every process that starts a Python tree, and from every root such processes run in
+//! (containers); again every [`RESCAN_TICKS`] seconds for files created since.
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    fs,
+    os::{
+        fd::{AsRawFd, OwnedFd},
+        unix::{ffi::OsStrExt, fs::MetadataExt},
+    },
+    path::{Path, PathBuf},
+    sync::{Arc, mpsc},
+    time::{Duration, Instant},
+};
+
+use monitor_common::SYSCALL_UNSEEN;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use super::pipeline::Pipeline;
+use crate::{
+    detect::{Rules, locate::Place},
+    kernel::{
+        control::KernelControl,
+        decode::{Header, Open, Record},
+        fanotify::{Group, Request},
+    },
+    ops::metrics::Metrics,
+    process::{
+        procfs,
+        tracker::{kernel_dev, monotonic_ns},
+    },
+};
+
+/// How long an opener waits for the event loop's answer at most.
+pub(super) const ANSWER_BOUND: Duration = Duration::from_millis(100);
+/// How long an alerting open the watch saw waits for a kernel program's record of it.
+const UNSEEN_WAIT: Duration = Duration::from_secs(1);
+/// Seconds between two looks for catalogued files.
+pub(super) const RESCAN_TICKS: u64 = 10;
+/// Places remembered at most (temporary homes come and go).
+const PLACES_MAX: usize = 1024;
+
+/// A request handed to the event loop; dropping it without [`Ask::reply`] lets the open go on.
+pub(super) struct Ask {
+    tid: u32,
+    file: OwnedFd,
+    reply: mpsc::SyncSender<bool>,
+}
+
+impl Ask {
+    fn reply(self, allow: bool) {
+        let _ = self.reply.send(allow);
+    }
+}
+
+pub(super) struct FileWatch {
+    group: Arc<Group>,
+    places: BTreeSet<Place>,
+    /// Catalogued files by inode, to their catalogued name.
+    files: HashMap<(u64, u64), PathBuf>,
+    marked: HashSet<(u64, u64)>,
+    own_root: Option<(u64, u64)>,
+    metrics: Metrics,
+}
+
+impl FileWatch {
+    /// Creates the fanotify group and the thread that answers it.
+    pub(super) fn start(metrics: &Metrics) -> std::io::Result<(Self, UnboundedReceiver<Ask>)> {
+        let group = Arc::new(Group::new()?);
+        let (asks, asked) = unbounded_channel();
+        let answering = Arc::clone(&group);
+        let late = metrics.file_watch_late.clone();
+        std::thread::Builder::new()
+            .name("file-watch".into())
+            .spawn(move || answer(&answering, &asks, &late))?;
+        let mut places = BTreeSet::new();
+        places.insert(Place { root: PathBuf::from("/"), home: None });
+        places.extend(
+            passwd_homes().into_iter().map(|home| Place { root: PathBuf::from("/"), home: Some(home) }),
+        );
+        let own_root = fs::metadata("/").ok().map(|m| (m.dev(), m.ino()));
+        let watch = Self {
+            group,
+            places,
+            files: HashMap::new(),
+            marked: HashSet::new(),
+            own_root,
+            metrics: metrics.clone(),
+        };
+        Ok((watch, asked))
+    }
+
+    /// Looks for catalogued files in every known place and marks the new ones; returns the
+    /// catalogued files by inode.
+    pub(super) fn rescan(&mut self, rules: &Rules) -> HashMap<(u64, u64), PathBuf> {
+        self.places.retain(|p| p.root.exists() && p.home.as_ref().is_none_or(|h| reach(&p.root, h).is_dir()));
+        self.files.clear();
+        let found = rules.locate_credentials(self.places.iter());
+        self.mark(found);
+        self.files.clone()
+    }
+
+    /// A process that starts a Python tree: its `HOME` (and its root, for a container) become
+    /// places to look; returns the catalogued files by inode when that found new places.
+    pub(super) fn discover(&mut self, pid: u32, rules: &Rules) -> Option<HashMap<(u64, u64), PathBuf>> {
+        let home = PathBuf::from(std::ffi::OsStr::from_bytes(&procfs::home(pid)?));
+        if !home.is_absolute() || home == Path::new("/") {
+            return None;
+        }
+        let root_link = procfs::root_link(pid);
+        let root = match fs::metadata(&root_link) {
+            Ok(m) if Some((m.dev(), m.ino())) != self.own_root => root_link,
+            Ok(_) => PathBuf::from("/"),
+            Err(_) => return None,
+        };
+        let place = Place { root: root.clone(), home: Some(home) };
+        if self.places.contains(&place) || self.places.len() >= PLACES_MAX {
+            return None;
+        }
+        let mut new = vec![place.clone()];
+        let bare = Place { root, home: None };
+        if self.places.insert(bare.clone()) {
+            new.push(bare);
+        }
+        self.places.insert(place);
+        let found = rules.locate_credentials(new.iter());
+        self.mark(found);
+        Some(self.files.clone())
+    }
+
+    fn mark(&mut self, found: Vec<crate::detect::locate::Found>) {
+        for file in found {
+            let Ok(meta) = fs::metadata(&file.reach) else { continue };
+            let key = (kernel_dev(meta.dev()), meta.ino());
+            if !self.marked.contains(&key) {
+                match self.group.watch_opens(&file.reach) {
+                    Ok(()) => {
+                        self.marked.insert(key);
+                    }
+                    Err(err) => {
+                        tracing::debug!(path = %file.reach.display(), error = %err, "cannot watch a credential file");
+                        continue;
+                    }
+                }
+            }
+            self.files.insert(key, file.path);
+        }
+        // Inodes of files gone since are freed with their marks; a new file may reuse one.
+        self.marked.retain(|key| self.files.contains_key(key));
+        self.metrics.file_watch_files.set(self.files.len() as i64);
+    }
+
+    /// Decides `ask` with the ring already drained: the open as a record, handed to the
+    /// pipeline, which keeps it if it would alert.
+    pub(super) fn decide(&self, ask: Ask, pipeline: &mut Pipeline, kernel: &mut KernelControl) {
+        let record = self.record(&ask, pipeline);
+        ask.reply(true);
+        if let Some(record) = record {
+            pipeline.watched(kernel, record, Instant::now() + UNSEEN_WAIT);
+        }
+    }
+
+    /// The open `ask` is about, as a record of the process that made it, when that process is
+    /// tracked and the file catalogued.
+    fn record(&self, ask: &Ask, pipeline: &Pipeline) -> Option<Record> {
+        let meta = fs::File::from(ask.file.try_clone().ok()?).metadata().ok()?;
+        let (dev, ino) = (kernel_dev(meta.dev()), meta.ino());
+        self.files.get(&(dev, ino))?;
+        let status = procfs::status(ask.tid)?;
+        let process = pipeline.tracker.table.get(status.tgid).filter(|p| !p.is_pending())?;
+        let path = fs::read_link(format!("/proc/self/fd/{}", ask.file.as_raw_fd())).ok()?;
+        let header = Header {
+            ktime_ns: monotonic_ns(),
+            cgroup_id: procfs::cgroup_id(status.tgid),
+            start_ns: process.start_ns,
+            pid: status.tgid,
+            tid: ask.tid,
+            ppid: status.ppid,
+            uid: status.uid,
+            gid: status.gid,
+            flags: 0,
+            comm: procfs::comm(ask.tid),
+        };
+        Some(Record::Open(Open {
+            header,
+            result: 0,
+            dirfd: libc::AT_FDCWD,
+            // What the opener asked for is not known: as a read, which is what the rule asks.
+            flags: libc::O_RDONLY as u32,
+            mode: 0,
+            syscall: SYSCALL_UNSEEN,
+            resolve: 0,
+            path: Vec::new(),
+            kpath: path.into_os_string().into_encoded_bytes(),
+            dev,
+            ino,
+            nlink: meta.nlink() as u32,
+            file_mode: meta.mode(),
+        }))
+    }
+}
+
+/// The answering thread: every request goes to the event loop, which has [`ANSWER_BOUND`] to
+/// reply; then the kernel is answered.
+fn answer(group: &Group, asks: &UnboundedSender<Ask>, late: &prometheus::IntCounter) {
+    loop {
+        let requests = match group.read() {
+            Ok(requests) => requests,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the credential file watch");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        for request in requests {
+            // premain's own opens (a pod's service-account token) never wait for its loop.
+            let own = procfs::status(request.tid).is_some_and(|s| s.tgid == std::process::id());
+            let asked = if own { Some(true) } else { ask_loop(&request, asks) };
+            let allow = asked.unwrap_or_else(|| {
+                late.inc();
+                true
+            });
+            if let Err(err) = group.answer(&request, allow) {
+                tracing::warn!(error = %err, "cannot answer the credential file watch");
+            }
+        }
+    }
+}
+
+/// The event loop's answer, or `None` when it did not come in time.
+fn ask_loop(request: &Request, asks: &UnboundedSender<Ask>) -> Option<bool> {
+    let (reply, replied) = mpsc::sync_channel(1);
+    let file = request.file.try_clone().ok()?;
+    asks.send(Ask { tid: request.tid, file, reply }).ok()?;
+    replied.recv_timeout(ANSWER_BOUND).ok()
+}
+
+/// Home directories of the users in `/etc/passwd` that exist (not `/`).
+fn passwd_homes() -> Vec<PathBuf> {
+    let Ok(text) = fs::read_to_string("/etc/passwd") else { return Vec::new() };
+    let mut homes: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|line| line.split(':').nth(5))
+        .map(PathBuf::from)
+        .filter(|h| h.is_absolute() && h != Path::new("/") && h.is_dir())
+        .collect();
+    homes.sort();
+    homes.dedup();
+    homes
+}
+
+fn reach(root: &Path, path: &Path) -> PathBuf {
+    root.join(path.strip_prefix("/").unwrap_or(path))
+}
