@@ -252,14 +252,18 @@ fn ask_loop(request: &Request, asks: &UnboundedSender<Ask>) -> Option<bool> {
     replied.recv_timeout(ANSWER_BOUND).ok()
 }
 
-/// Home directories of the users in `/etc/passwd` that exist (not `/`).
+/// Home directories of the users in `/etc/passwd` that exist, less the system directories
+/// daemons' accounts point at (`/bin`, `/usr/sbin`, `/run/...`: listing them would find
+/// nothing and cost every rescan).
 fn passwd_homes() -> Vec<PathBuf> {
+    const SYSTEM: [&str; 7] = ["/bin", "/sbin", "/usr", "/dev", "/proc", "/sys", "/run"];
     let Ok(text) = fs::read_to_string("/etc/passwd") else { return Vec::new() };
     let mut homes: Vec<PathBuf> = text
         .lines()
         .filter_map(|line| line.split(':').nth(5))
         .map(PathBuf::from)
-        .filter(|h| h.is_absolute() && h != Path::new("/") && h.is_dir())
+        .filter(|h| h.is_absolute() && h != Path::new("/") && !SYSTEM.iter().any(|s| h.starts_with(s)))
+        .filter(|h| h.is_dir())
         .collect();
     homes.sort();
     homes.dedup();
