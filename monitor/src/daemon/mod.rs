@@ -42,6 +42,7 @@ use crate::{
         metrics::{Metrics, stage},
     },
     output::{
+        redact::Redactor,
         sink::Sinks,
         time::{Clock, rfc3339},
     },
@@ -89,12 +90,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     preflight::check_privileges()?;
     let _lock = instance::acquire(&opts.lock_file)?;
     preflight::check_btf()?;
-    let rules = Rules::from_config(&config).map_err(|message| ConfigError {
-        file: "configuration".into(),
-        line: 0,
-        column: 0,
-        message,
-    })?;
+    let (rules, redactor) = compile(&config, "configuration")?;
     let metrics = Metrics::new(&config.metrics.alert_labels, config.metrics.max_label_values);
     let health = Health::default();
     health.beat();
@@ -174,7 +170,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         PhaseEngine::new(install::detector()).with_quiet(!opts.events && !config.limits.record_runtime);
     let mut daemon = Daemon {
         kernel,
-        pipeline: Pipeline { tracker, engine, rules, alerts },
+        pipeline: Pipeline { tracker, engine, rules, redactor, alerts },
         sinks,
         metrics: metrics.clone(),
         clock,
@@ -370,6 +366,16 @@ impl Daemon {
         let failures = self.kernel.probe_failures() as u64;
         m.probe_failures.inc_by(failures.saturating_sub(m.probe_failures.get()));
     }
+}
+
+/// What a configuration compiles into besides itself: the rules, and the redactor of
+/// `alerts.redact_patterns` (both checked when the file was parsed). `file` names it in errors.
+fn compile(config: &Config, file: &str) -> Result<(Rules, Redactor), ConfigError> {
+    let refused = |message| ConfigError { file: file.to_owned(), line: 0, column: 0, message };
+    let rules = Rules::from_config(config).map_err(refused)?;
+    let redactor =
+        Redactor::new(config.alerts.redact_patterns.iter().map(|p| p.get_ref().as_str())).map_err(refused)?;
+    Ok((rules, redactor))
 }
 
 /// Starts the node-scoped pod watch when configured. Under `auto`, a cluster that cannot be

@@ -10,6 +10,7 @@ use crate::{
     alert::{Alert, Alerts},
     detect::Rules,
     kernel::{control::KernelControl, decode::Record},
+    output::redact::Redactor,
     phase::{Context, Phase, PhaseEngine},
     process::{event::Event, judge::Judged, tracker::Tracker},
 };
@@ -18,6 +19,8 @@ pub(super) struct Pipeline {
     pub(super) tracker: Tracker,
     pub(super) engine: PhaseEngine,
     pub(super) rules: Rules,
+    /// Hides secrets in the command lines of alerts and event lines.
+    pub(super) redactor: Redactor,
     pub(super) alerts: Alerts,
 }
 
@@ -78,7 +81,8 @@ impl Pipeline {
             return handled;
         }
         let folded = self.alerts.folded;
-        handled.alert = self.alerts.raise(&handled.event, &handled.context, hit, &self.tracker.table);
+        handled.alert =
+            self.alerts.raise(&handled.event, &handled.context, hit, &self.tracker.table, &self.redactor);
         handled.folded = self.alerts.folded > folded;
         handled
     }
