@@ -50,8 +50,11 @@ static BUILT_IN: LazyLock<Vec<Detector>> = LazyLock::new(|| {
         plain(r"(?i:\bbearer)[ \t]+(?P<secret>[A-Za-z0-9._~+/-]{16,}=*)"),
         // The password in a URL's user info: `https://user:***REDACTED***@host`.
         plain(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:]*:(?P<secret>[^\s/?#]+)@"),
-        // A secret flag with its value in the same entry: `--password=x`.
+        // A secret flag with its value in the same entry: the rest of an entry that starts
+        // `--password=`, or a word (or quoted string) after the flag inside shell code
+        // (`sh -c "mysql --password hunter2 db"`).
         plain(&format!(r"^{FLAG}=(?P<secret>(?s:.+))")),
+        plain(&format!(r#"(?:^|[\s'"]){FLAG}(?:=|[ \t]+)(?P<secret>"[^"]*"|'[^']*'|[^\s'";&|]+)"#)),
         // `NAME=value` where the name says it holds a secret: a whole entry (`env DB_PASSWORD=x
         // prog`, the value may have spaces), or inside shell code (up to a space, `;`, `&` or
         // `|`, or quoted). `==` is a version pin, and a name right after `-` is a flag's.
@@ -262,6 +265,10 @@ mod tests {
         for flag in ["--password", "--db-password", "--token", "--secret", "--api-key", "--client_secret"] {
             assert_eq!(redacted(&format!("{flag}=x y")), format!("{flag}=***REDACTED***"));
         }
+        assert_eq!(
+            redacted("mysql --password hunter2 db; curl --api-key='a b' x"),
+            "mysql --password ***REDACTED*** db; curl --api-key=***REDACTED*** x"
+        );
         unchanged("--token-file=/run/token");
         unchanged("--tokenizer=bert");
         unchanged("--password=");
