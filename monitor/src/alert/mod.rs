@@ -195,7 +195,7 @@ impl Alerts {
             python: p.python.clone(),
             cgroup_id: h.cgroup_id,
             start_time: (p.started_ns > 0).then(|| rfc3339(self.clock.wall(p.started_ns))),
-            ancestry: ancestry(h.ppid, table, self.ancestry_argv.then_some(redactor)),
+            ancestry: ancestry(h.ppid, table, self.ancestry_argv, redactor),
         };
         let inherited_from = context.inherited_from.as_deref().map(|o| self.origin(o, redactor));
         Alert {
@@ -292,8 +292,7 @@ fn node_name(configured: &str) -> String {
         .unwrap_or_else(|| crate::process::procfs::hostname().unwrap_or_default())
 }
 
-/// The ancestors, with their command lines when a `redactor` is given for them.
-fn ancestry(mut ppid: u32, table: &ProcessTable, redactor: Option<&Redactor>) -> Vec<AncestorView> {
+fn ancestry(mut ppid: u32, table: &ProcessTable, with_argv: bool, redactor: &Redactor) -> Vec<AncestorView> {
     let mut out = Vec::new();
     while ppid > 0 && out.len() < ANCESTRY_MAX {
         let known = table.get(ppid).map(|p| Lineage {
@@ -309,8 +308,8 @@ fn ancestry(mut ppid: u32, table: &ProcessTable, redactor: Option<&Redactor>) ->
         out.push(AncestorView {
             pid: ppid,
             exe: Text::path("exe", exe.as_deref()),
-            cmdline: redactor.map(|r| Argv::new("cmdline", &argv, r)),
-            cmdline_truncated: (redactor.is_some() && argv_truncated).then_some(true),
+            cmdline: with_argv.then(|| Argv::new("cmdline", &argv, redactor)),
+            cmdline_truncated: (with_argv && argv_truncated).then_some(true),
         });
         if next == ppid {
             break;

@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 use regex::bytes::{Captures, Regex, RegexBuilder};
 
 /// What a secret is replaced with.
-pub(crate) const MARKER: &[u8] = b"***REDACTED***";
+const MARKER: &[u8] = b"***REDACTED***";
 
 /// Long flags whose value is a secret: `--password`, `--db-password`, `--api-key`, `--token`,
 /// ... The name must end in the secret word, so `--token-file` and `--tokenizer` are not.
