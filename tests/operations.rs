@@ -9,7 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{Bait, Premain, TempDir, alert_of, eventually, premain_binary, pyenv_python};
+use integration_tests::{
+    Bait, Premain, READY, TempDir, alert_of, eventually, is_ready_line, premain_binary, pyenv_python,
+};
 use serde_json::Value;
 
 fn check_config(file: &Path) -> (i32, String, String) {
@@ -37,6 +39,7 @@ fn check_config_rejects_each_error_class_with_file_line_and_column() {
         ("[allow]\ndestinations = [\"*\"]\n", "2:17", "`*` needs a port"),
         ("[metrics]\naddress = \"localhost:9464\"\n", "2:11", "is not an IP:port address"),
         ("[limits]\nring_buffer_size = 1000\n", "2:20", "power of two"),
+        ("[alerts]\nredact_patterns = [\"(\"]\n", "2:20", "bad regex \"(\" in alerts.redact_patterns"),
         ("[[sinks]]\ntype = \"webhook\"\nurl = \"ftp://soc\"\n", "1:1", "webhook sink url"),
         ("[[sinks]]\ntype = \"file\"\n", "1:1", "missing field `path`"),
         (
@@ -236,6 +239,27 @@ fn known_series_are_exported_at_zero_from_the_start_and_pass_promtool() {
     assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics: {}\n{said}", out.status);
     let (status, _) = premain.stop();
     assert!(status.success());
+}
+
+/// Supervisors, the bench and these tests wait for the ready line: it must be the only line,
+/// from start to stop, with its words, and the start-up lines before it must not say `ready` at
+/// all (a script written for "a line containing ready" then still waits for the right one).
+#[test]
+fn the_ready_line_is_the_only_one_of_its_kind() {
+    let premain = Premain::start_alerts(&[]);
+    let (status, stderr) = premain.stop();
+    assert!(status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let with_words: Vec<&&str> = lines.iter().filter(|l| l.contains(READY)).collect();
+    assert_eq!(with_words.len(), 1, "lines with {READY:?}:\n{stderr}");
+    let ready = lines.iter().position(|l| is_ready_line(l)).expect("the ready line");
+    for field in ["programs=", "preexisting=", "interpreters="] {
+        assert!(lines[ready].contains(field), "no {field} in {:?}", lines[ready]);
+    }
+    let serving = lines.iter().position(|l| l.contains("serving /metrics")).expect("the endpoints line");
+    assert!(serving < ready, "the endpoints are served before premain is ready:\n{stderr}");
+    let early: Vec<&&str> = lines[..ready].iter().filter(|l| l.contains("ready")).collect();
+    assert!(early.is_empty(), "start-up lines before the ready line say ready: {early:#?}");
 }
 
 #[test]

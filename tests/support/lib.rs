@@ -22,6 +22,16 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long an expected event may take to show up.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The message of the line premain logs once every program is attached.
+pub const READY: &str = "premain ready";
+
+/// Whether `line` of premain's stderr (`TIME  LEVEL message fields`) is the ready line: its
+/// message, not a field's value, is [`READY`].
+pub fn is_ready_line(line: &str) -> bool {
+    let mut words = line.split_whitespace().skip(1);
+    words.next() == Some("INFO") && READY.split(' ').all(|w| words.next() == Some(w))
+}
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
@@ -139,7 +149,7 @@ impl Premain {
         command.args(base).args(metrics).args(extra).env("RUST_LOG", "info");
         let mut premain = Self::spawn(command);
         let deadline = Instant::now() + READY_TIMEOUT;
-        while !premain.stderr().contains("ready: all programs attached") {
+        while !premain.stderr().lines().any(is_ready_line) {
             if let Some(status) = premain.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 thread::sleep(Duration::from_millis(100));
                 panic!("premain exited before ready ({status}); stderr:\n{}", premain.stderr());

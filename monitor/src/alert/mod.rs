@@ -23,6 +23,7 @@ use crate::{
     ops::config::AlertOptions,
     output::{
         json::{Argv, Capture, Outcome, Text},
+        redact::Redactor,
         time::{Clock, rfc3339},
     },
     phase::{Context, Culprit, CulpritKind, Origin},
@@ -118,13 +119,15 @@ impl Alerts {
         rules.allowed(event.process.exe.as_deref(), &names, distribution.as_deref())
     }
 
-    /// The alert line to print now, or `None` when it folds into an open one.
+    /// The alert line to print now, or `None` when it folds into an open one. Every command
+    /// line in it goes through `redactor`.
     pub(crate) fn raise(
         &mut self,
         event: &Event,
         context: &Context,
         hit: Hit,
         table: &ProcessTable,
+        redactor: &Redactor,
     ) -> Option<Alert> {
         let key =
             (event.header.pid, event.header.start_ns, hit.rule, hit.target.clone(), succeeded(&event.action));
@@ -143,7 +146,7 @@ impl Alerts {
         self.next_id += 1;
         self.raised += 1;
         let id = format!("{}-{:x}", self.id_prefix, self.next_id);
-        let alert = self.build(&id, event, context, &hit, table);
+        let alert = self.build(&id, event, context, &hit, table, redactor);
         self.folds.insert(key, Fold { alert: alert.clone(), count: 1, opened: Instant::now() });
         Some(alert)
     }
@@ -175,6 +178,7 @@ impl Alerts {
         context: &Context,
         hit: &Hit,
         table: &ProcessTable,
+        redactor: &Redactor,
     ) -> Alert {
         let h = &event.header;
         let p = &event.process;
@@ -183,7 +187,7 @@ impl Alerts {
             tid: h.tid,
             ppid: h.ppid,
             exe: Text::path("exe", p.exe.as_deref()),
-            cmdline: Argv::new("cmdline", &p.argv),
+            cmdline: Argv::new("cmdline", &p.argv, redactor),
             cmdline_truncated: p.argv_truncated.then_some(true),
             uid: h.uid,
             gid: h.gid,
@@ -191,9 +195,9 @@ impl Alerts {
             python: p.python.clone(),
             cgroup_id: h.cgroup_id,
             start_time: (p.started_ns > 0).then(|| rfc3339(self.clock.wall(p.started_ns))),
-            ancestry: ancestry(h.ppid, table, self.ancestry_argv),
+            ancestry: ancestry(h.ppid, table, self.ancestry_argv, redactor),
         };
-        let inherited_from = context.inherited_from.as_deref().map(|o| self.origin(o));
+        let inherited_from = context.inherited_from.as_deref().map(|o| self.origin(o, redactor));
         Alert {
             kind: Kind,
             schema: SCHEMA,
@@ -206,7 +210,7 @@ impl Alerts {
             phase_basis: context.basis,
             culprit: self.culprit(&context.culprit),
             process,
-            action: action_view(&event.action, hit, h.flags),
+            action: action_view(&event.action, hit, h.flags, redactor),
             inherited_from,
             container: p.container.as_ref().map(|c| ContainerView { id: c.id.clone(), runtime: c.runtime }),
             kubernetes: self.kubernetes(p.container.as_ref()),
@@ -229,12 +233,12 @@ impl Alerts {
         })
     }
 
-    fn origin(&mut self, origin: &Origin) -> OriginView {
+    fn origin(&mut self, origin: &Origin, redactor: &Redactor) -> OriginView {
         OriginView {
             pid: origin.pid,
             tid: origin.tid,
             exe: Text::path("exe", origin.exe.as_deref()),
-            cmdline: Argv::new("cmdline", &origin.argv),
+            cmdline: Argv::new("cmdline", &origin.argv, redactor),
             phase: origin.phase,
             culprit: self.culprit(&origin.culprit),
         }
@@ -288,7 +292,7 @@ fn node_name(configured: &str) -> String {
         .unwrap_or_else(|| crate::process::procfs::hostname().unwrap_or_default())
 }
 
-fn ancestry(mut ppid: u32, table: &ProcessTable, with_argv: bool) -> Vec<AncestorView> {
+fn ancestry(mut ppid: u32, table: &ProcessTable, with_argv: bool, redactor: &Redactor) -> Vec<AncestorView> {
     let mut out = Vec::new();
     while ppid > 0 && out.len() < ANCESTRY_MAX {
         let known = table.get(ppid).map(|p| Lineage {
@@ -304,7 +308,7 @@ fn ancestry(mut ppid: u32, table: &ProcessTable, with_argv: bool) -> Vec<Ancesto
         out.push(AncestorView {
             pid: ppid,
             exe: Text::path("exe", exe.as_deref()),
-            cmdline: with_argv.then(|| Argv::new("cmdline", &argv)),
+            cmdline: with_argv.then(|| Argv::new("cmdline", &argv, redactor)),
             cmdline_truncated: (with_argv && argv_truncated).then_some(true),
         });
         if next == ppid {
@@ -334,7 +338,7 @@ fn succeeded(action: &Action) -> bool {
 }
 
 /// The action as the alert states it; a path or argv the kernel cut is flagged as in events.
-fn action_view(action: &Action, hit: &Hit, flags: u32) -> ActionView {
+fn action_view(action: &Action, hit: &Hit, flags: u32, redactor: &Redactor) -> ActionView {
     let (kind, target, result) = match action {
         Action::Open { path, requested, flags, resolution, result, syscall, file, alias_of, .. } => (
             ActionKind::Open,
@@ -397,7 +401,7 @@ fn action_view(action: &Action, hit: &Hit, flags: u32) -> ActionView {
             ActionKind::Exec,
             Target::Program {
                 path: Text::new("path", path.as_os_str().as_bytes()),
-                argv: Argv::new("argv", argv),
+                argv: Argv::new("argv", argv, redactor),
             },
             *result,
         ),
@@ -412,7 +416,9 @@ fn action_view(action: &Action, hit: &Hit, flags: u32) -> ActionView {
 mod tests {
     use super::*;
     use crate::{
-        kernel::decode::Header, phase::Phase, process::event::ProcessInfo, process::table::Resolution,
+        kernel::decode::Header,
+        phase::Phase,
+        process::{event::ProcessInfo, table::Process, table::Resolution},
     };
 
     fn open(pid: u32, path: &str) -> Event {
@@ -457,7 +463,7 @@ mod tests {
         let mut raise = |pid, path| {
             let event = open(pid, path);
             let hit = rules.evaluate(&event.action, false).expect("a credential");
-            alerts.raise(&event, &context, hit, &table)
+            alerts.raise(&event, &context, hit, &table, &Redactor::default())
         };
         let first = raise(7, "/h/.netrc").expect("first alert printed");
         assert!(raise(7, "/h/.netrc").is_none(), "a repeat folds");
@@ -467,7 +473,7 @@ mod tests {
         reused.header.start_ns = 99;
         let hit = rules.evaluate(&reused.action, false).expect("a credential");
         assert!(
-            alerts.raise(&reused, &context, hit, &table).is_some(),
+            alerts.raise(&reused, &context, hit, &table, &Redactor::default()).is_some(),
             "a new process with a reused pid is another alert"
         );
         let first = serde_json::to_value(&first).unwrap();
@@ -492,9 +498,61 @@ mod tests {
         event.header.flags = monitor_common::FLAG_PATH_TRUNCATED;
         let context = Context { phase: Phase::Startup, ..Context::runtime() };
         let hit = rules.evaluate(&event.action, false).expect("a credential");
-        let alert =
-            serde_json::to_value(alerts.raise(&event, &context, hit, &table).expect("an alert")).unwrap();
+        let alert = serde_json::to_value(
+            alerts.raise(&event, &context, hit, &table, &Redactor::default()).expect("an alert"),
+        )
+        .unwrap();
         assert_eq!(alert["action"]["truncated"], serde_json::json!(["path"]));
         assert!(alert["action"].get("read_failed").is_none());
+    }
+
+    #[test]
+    fn every_command_line_of_an_alert_is_redacted() {
+        let argv = |a: &[&str]| a.iter().map(|s| s.as_bytes().to_vec()).collect::<Vec<_>>();
+        let mut alerts = Alerts::new(Clock::new(), &AlertOptions::default());
+        let rules = Rules::defaults();
+        let mut table = ProcessTable::new(8);
+        table.insert(Process {
+            pid: 5,
+            argv: argv(&["bash", "-c", "python3 app.py", "--db-password=FAKEparent"]),
+            ..Process::default()
+        });
+        let mut event = open(9, "/h/.netrc");
+        event.header.ppid = 5;
+        event.process.argv = argv(&["python3", "app.py", "--token", "FAKEchild"]);
+        event.action = Action::Exec {
+            path: "/usr/bin/curl".into(),
+            argv: argv(&["curl", "-uFAKE", "https://u:FAKEurl@h/"]),
+            result: 0,
+            image: None,
+        };
+        let origin = Origin {
+            pid: 4,
+            tid: 4,
+            exe: None,
+            argv: argv(&["python3", "-c", "x", "API_KEY=FAKEorigin"]),
+            phase: Phase::Startup,
+            culprit: Culprit::default(),
+        };
+        let context =
+            Context { phase: Phase::Startup, inherited_from: Some(origin.into()), ..Context::runtime() };
+        let hit = rules.evaluate(&event.action, false).expect("an exec");
+        let redactor = Redactor::new(["-u(?P<secret>.+)"]).unwrap();
+        let alert = alerts.raise(&event, &context, hit, &table, &redactor).expect("an alert");
+        let alert = serde_json::to_value(alert).unwrap();
+        assert!(!alert.to_string().contains("FAKE"), "{alert}");
+        for (object, key) in [
+            (&alert["process"], "cmdline"),
+            (&alert["process"]["ancestry"][0], "cmdline"),
+            (&alert["inherited_from"], "cmdline"),
+            (&alert["action"], "argv"),
+        ] {
+            assert_eq!(object[format!("{key}_redacted")], true, "{key} of {object}");
+        }
+        assert_eq!(alert["process"]["cmdline"][3], "***REDACTED***");
+        assert_eq!(
+            alert["action"]["argv"],
+            serde_json::json!(["curl", "-u***REDACTED***", "https://u:***REDACTED***@h/"])
+        );
     }
 }

@@ -44,6 +44,7 @@ use crate::{
         metrics::{Metrics, stage},
     },
     output::{
+        redact::Redactor,
         sink::Sinks,
         time::{Clock, rfc3339},
     },
@@ -93,12 +94,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     preflight::check_privileges()?;
     let _lock = instance::acquire(&opts.lock_file)?;
     preflight::check_btf()?;
-    let rules = Rules::from_config(&config).map_err(|message| ConfigError {
-        file: "configuration".into(),
-        line: 0,
-        column: 0,
-        message,
-    })?;
+    let (rules, redactor) = compile(&config, "configuration")?;
     let metrics = Metrics::new(&config.metrics.alert_labels, config.metrics.max_label_values);
     let health = Health::default();
     health.beat();
@@ -108,7 +104,8 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         let bound = endpoints::serve(addr, metrics.clone(), health.clone())
             .await
             .map_err(|source| RunError::Listen { addr, source })?;
-        tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
+        // Not naming /readyz: no line before the ready line may contain its word.
+        tracing::info!(address = %bound, "serving /metrics and the health probes");
     }
     let clock = Clock::new();
     let mut alerts = Alerts::new(clock, &config.alerts);
@@ -165,11 +162,13 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     release_free_heap();
     health.set_ready(true);
     metrics.ready.set(1);
+    // The one line whose message is `premain ready` (what supervisors and tests wait for):
+    // no other line contains those words.
     tracing::info!(
         programs = attached,
         preexisting = adopted,
         interpreters = kernel.probed_images(),
-        "ready: all programs attached"
+        "premain ready"
     );
 
     // Counters start at zero when the maps are created: everything counted from here on is
@@ -193,7 +192,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         PhaseEngine::new(install::detector()).with_quiet(!opts.events && !config.limits.record_runtime);
     let mut daemon = Daemon {
         kernel,
-        pipeline: Pipeline { tracker, engine, rules, alerts, unseen: Vec::new() },
+        pipeline: Pipeline { tracker, engine, rules, redactor, alerts, unseen: Vec::new() },
         sinks,
         metrics: metrics.clone(),
         clock,
@@ -420,6 +419,16 @@ impl Daemon {
         let failures = self.kernel.probe_failures() as u64;
         m.probe_failures.inc_by(failures.saturating_sub(m.probe_failures.get()));
     }
+}
+
+/// What a configuration compiles into besides itself: the rules, and the redactor of
+/// `alerts.redact_patterns` (both checked when the file was parsed). `file` names it in errors.
+fn compile(config: &Config, file: &str) -> Result<(Rules, Redactor), ConfigError> {
+    let refused = |message| ConfigError { file: file.to_owned(), line: 0, column: 0, message };
+    let rules = Rules::from_config(config).map_err(refused)?;
+    let redactor =
+        Redactor::new(config.alerts.redact_patterns.iter().map(|p| p.get_ref().as_str())).map_err(refused)?;
+    Ok((rules, redactor))
 }
 
 /// Starts the node-scoped pod watch when configured. Under `auto`, a cluster that cannot be

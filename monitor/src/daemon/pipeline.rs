@@ -10,6 +10,7 @@ use crate::{
     alert::{Alert, Alerts},
     detect::{Hit, Rules},
     kernel::{control::KernelControl, decode::Record},
+    output::redact::Redactor,
     phase::{Context, Phase, PhaseEngine},
     process::{
         event::{Action, Event},
@@ -22,6 +23,8 @@ pub(super) struct Pipeline {
     pub(super) tracker: Tracker,
     pub(super) engine: PhaseEngine,
     pub(super) rules: Rules,
+    /// Hides secrets in the command lines of alerts and event lines.
+    pub(super) redactor: Redactor,
     pub(super) alerts: Alerts,
     /// Alerting opens the credential file watch saw, until a kernel program's record of the
     /// same open arrives (then that record alerts) or they are due (then they alert).
@@ -88,10 +91,7 @@ impl Pipeline {
         due.into_iter()
             .map(|u: Unseen| {
                 let mut handled = Handled { event: u.event, context: u.context, alert: None, folded: false };
-                let folded = self.alerts.folded;
-                handled.alert =
-                    self.alerts.raise(&handled.event, &handled.context, u.hit, &self.tracker.table);
-                handled.folded = self.alerts.folded > folded;
+                self.raise(&mut handled, u.hit);
                 handled
             })
             .collect()
@@ -130,10 +130,16 @@ impl Pipeline {
         }
         let mut handled = Handled { event, context, alert: None, folded: false };
         let Some(hit) = self.verdict(&handled.event, &handled.context) else { return handled };
-        let folded = self.alerts.folded;
-        handled.alert = self.alerts.raise(&handled.event, &handled.context, hit, &self.tracker.table);
-        handled.folded = self.alerts.folded > folded;
+        self.raise(&mut handled, hit);
         handled
+    }
+
+    /// The alert of `handled`, or the repeat it folds into.
+    fn raise(&mut self, handled: &mut Handled, hit: Hit) {
+        let folded = self.alerts.folded;
+        handled.alert =
+            self.alerts.raise(&handled.event, &handled.context, hit, &self.tracker.table, &self.redactor);
+        handled.folded = self.alerts.folded > folded;
     }
 
     /// Records dropped per hook because their process was gone before it was identified.

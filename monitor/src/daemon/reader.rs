@@ -145,7 +145,7 @@ fn emit(daemon: &mut Daemon, stdout: &mut impl io::Write, handled: Handled) -> i
     if daemon.events {
         serde_json::to_writer(
             &mut *stdout,
-            &event_line(&handled.event, handled.context.phase, &daemon.clock),
+            &event_line(&handled.event, handled.context.phase, &daemon.clock, &daemon.pipeline.redactor),
         )?;
         stdout.write_all(b"\n")?;
         daemon.printed += 1;

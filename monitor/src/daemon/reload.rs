@@ -1,13 +1,10 @@
 //! SIGHUP: the configuration file read again, between two drains of the ring.
 
 use super::{
-    Daemon,
+    Daemon, compile,
     options::{RunOptions, configuration},
 };
-use crate::{
-    detect::Rules,
-    ops::config::{Config, ConfigError},
-};
+use crate::ops::config::Config;
 
 /// Re-reads the configuration file; a file that does not parse or compile leaves the running
 /// configuration in force.
@@ -17,15 +14,10 @@ pub(super) fn reload(opts: &RunOptions, config: &mut Config, daemon: &mut Daemon
         return;
     };
     let fresh = configuration(opts).and_then(|c| {
-        let rules = Rules::from_config(&c).map_err(|message| ConfigError {
-            file: path.display().to_string(),
-            line: 0,
-            column: 0,
-            message,
-        })?;
-        Ok((c, rules))
+        let (rules, redactor) = compile(&c, &path.display().to_string())?;
+        Ok((c, rules, redactor))
     });
-    let (fresh, rules) = match fresh {
+    let (fresh, rules, redactor) = match fresh {
         Ok(ok) => ok,
         Err(err) => {
             daemon.metrics.reloads.with_label_values(&["failure"]).inc();
@@ -53,6 +45,7 @@ pub(super) fn reload(opts: &RunOptions, config: &mut Config, daemon: &mut Daemon
     kept.install = fresh.install;
     daemon.metrics.expect(rules.enabled());
     daemon.pipeline.rules = rules;
+    daemon.pipeline.redactor = redactor;
     daemon.rescan_credentials();
     daemon.pipeline.alerts.set_options(&fresh.alerts);
     *config = kept;

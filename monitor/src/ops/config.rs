@@ -1,7 +1,7 @@
 //! The configuration file (TOML). Every key is optional; [`Config::default`] is what premain
 //! runs with when no file is given, and `deploy/premain.toml` documents each key.
 //!
-//! Parsing is strict: unknown keys, wrong types, bad globs, CIDRs, addresses or URLs are
+//! Parsing is strict: unknown keys, wrong types, bad globs, regexes, CIDRs, addresses or URLs are
 //! rejected with the file, line and column, so `premain check-config` and a SIGHUP reload both
 //! refuse a file before anything of it is used.
 
@@ -18,9 +18,12 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::detect::{
-    RuleId, Severity,
-    catalogue::{BENIGN_PROGRAMS, SYSTEM_SOCKETS},
+use crate::{
+    detect::{
+        RuleId, Severity,
+        catalogue::{BENIGN_PROGRAMS, SYSTEM_SOCKETS},
+    },
+    output::redact,
 };
 
 /// Why a configuration file was refused: one line naming the file, line and column.
@@ -89,11 +92,19 @@ pub struct AlertOptions {
     pub ancestry_argv: bool,
     /// The node name put in alerts; empty means `$NODE_NAME`, else the kernel's hostname.
     pub node_name: String,
+    /// Regular expressions of secrets in command lines, besides the built-in detectors: the
+    /// group `secret` of a match, else the whole match, is replaced.
+    pub redact_patterns: Vec<Spanned<String>>,
 }
 
 impl Default for AlertOptions {
     fn default() -> Self {
-        Self { fold_window_secs: 30, ancestry_argv: true, node_name: String::new() }
+        Self {
+            fold_window_secs: 30,
+            ancestry_argv: true,
+            node_name: String::new(),
+            redact_patterns: Vec::new(),
+        }
     }
 }
 
@@ -523,6 +534,11 @@ impl Config {
             Glob::new(glob.get_ref())
                 .map_err(|e| (glob.span(), format!("bad glob {:?}: {}", glob.get_ref(), e.kind())))?;
         }
+        for pattern in &self.alerts.redact_patterns {
+            redact::pattern(pattern.get_ref()).map_err(|e| {
+                (pattern.span(), format!("bad regex {:?} in alerts.redact_patterns: {e}", pattern.get_ref()))
+            })?;
+        }
         for dest in &self.allow.destinations {
             Destination::parse(dest.get_ref()).map_err(|m| (dest.span(), m))?;
         }
@@ -683,6 +699,9 @@ mod tests {
         let e = error("[allow]\ndestinations = [\"10.0.0.0/33\"]\n");
         assert_eq!(e.line, 2);
         assert!(e.message.contains("bad destination"), "{e}");
+        let e = error("[alerts]\nredact_patterns = [\"ok\",\n  \"tok(en\"]\n");
+        assert_eq!((e.line, e.column), (3, 3), "{e}");
+        assert!(e.message.starts_with("bad regex \"tok(en\" in alerts.redact_patterns: "), "{e}");
         let e = error("[[sinks]]\ntype = \"carrier-pigeon\"\n");
         assert!(e.message.contains("unknown variant"), "{e}");
         let e = error("[limits]\nring_buffer_size = 5000\n");

@@ -10,14 +10,16 @@ use crate::{
     kernel::{decode::Mark, sockaddr::SockAddr},
     output::{
         json::{Argv, Capture, Outcome, Text},
+        redact::Redactor,
         time::{Clock, rfc3339},
     },
     phase::Phase,
     process::event::{Action, Event, open_syscall, uring_opcode},
 };
 
-/// The JSON line of `event`, which happened in `phase`.
-pub(crate) fn event_line(event: &Event, phase: Phase, clock: &Clock) -> Value {
+/// The JSON line of `event`, which happened in `phase`; `redactor` hides secrets in its
+/// command line.
+pub(crate) fn event_line(event: &Event, phase: Phase, clock: &Clock, redactor: &Redactor) -> Value {
     let h = &event.header;
     let mut obj = Map::new();
     obj.insert("kind".into(), json!("event"));
@@ -67,13 +69,14 @@ pub(crate) fn event_line(event: &Event, phase: Phase, clock: &Clock) -> Value {
         }
         Action::Image { path, argv } => {
             flat(&mut obj, Text::new("path", path.as_os_str().as_bytes()));
-            flat(&mut obj, Argv::new("argv", argv));
+            flat(&mut obj, Argv::new("argv", argv, redactor));
         }
         Action::Marker(mark) => match mark {
             Mark::Main { how, target } => {
                 obj.insert("marker".into(), json!("main"));
                 obj.insert("how".into(), json!(how));
-                flat(&mut obj, Text::new("target", target));
+                // What `-c` runs is part of the command line.
+                flat(&mut obj, Text::command("target", target, redactor));
             }
             Mark::EvalEnter { filename } => {
                 obj.insert("marker".into(), json!("eval_enter"));
@@ -88,7 +91,7 @@ pub(crate) fn event_line(event: &Event, phase: Phase, clock: &Clock) -> Value {
         },
         Action::Exec { path, argv, result, .. } => {
             flat(&mut obj, Text::new("path", path.as_os_str().as_bytes()));
-            flat(&mut obj, Argv::new("argv", argv));
+            flat(&mut obj, Argv::new("argv", argv, redactor));
             flat(&mut obj, Outcome::of(*result));
         }
         Action::Memory { target_pid, via, path, result } => {

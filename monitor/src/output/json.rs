@@ -2,10 +2,15 @@
 //! Each is written as UTF-8 text (invalid sequences replaced by U+FFFD) and, when it is not
 //! valid UTF-8, its exact bytes in hex under `<key>_hex`. So a line never breaks and nothing
 //! a hostile program chose is lost.
+//!
+//! Command lines are the exception to "nothing is lost": secrets in them are replaced first
+//! (see [`super::redact`]), and the field is then followed by `<key>_redacted: true`.
 
 use std::{os::unix::ffi::OsStrExt as _, path::Path};
 
 use serde::{Serialize, Serializer, ser::SerializeMap as _};
+
+use super::redact::Redactor;
 
 /// The bytes as UTF-8, invalid sequences replaced.
 pub(crate) fn lossy(bytes: &[u8]) -> String {
@@ -22,15 +27,24 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 pub(crate) struct Text {
     key: &'static str,
     bytes: Option<Vec<u8>>,
+    redacted: bool,
 }
 
 impl Text {
     pub(crate) fn new(key: &'static str, bytes: &[u8]) -> Self {
-        Self { key, bytes: Some(bytes.to_vec()) }
+        Self { key, bytes: Some(bytes.to_vec()), redacted: false }
     }
 
     pub(crate) fn path(key: &'static str, path: Option<&Path>) -> Self {
-        Self { key, bytes: path.map(|p| p.as_os_str().as_bytes().to_vec()) }
+        Self { key, bytes: path.map(|p| p.as_os_str().as_bytes().to_vec()), redacted: false }
+    }
+
+    /// A piece of a command line (what `-c` runs), secrets replaced.
+    pub(crate) fn command(key: &'static str, bytes: &[u8], redactor: &Redactor) -> Self {
+        match redactor.entry(bytes) {
+            Some(redacted) => Self { key, bytes: Some(redacted), redacted: true },
+            None => Self::new(key, bytes),
+        }
     }
 
     /// The text as written (lossy), or `None` for `null`.
@@ -42,41 +56,61 @@ impl Text {
 impl Serialize for Text {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let invalid = self.bytes.as_deref().filter(|b| std::str::from_utf8(b).is_err());
-        let mut map = serializer.serialize_map(Some(1 + usize::from(invalid.is_some())))?;
+        let entries = 1 + usize::from(invalid.is_some()) + usize::from(self.redacted);
+        let mut map = serializer.serialize_map(Some(entries))?;
         map.serialize_entry(self.key, &self.text())?;
         if let Some(bytes) = invalid {
             map.serialize_entry(&format!("{}_hex", self.key), &hex(bytes))?;
+        }
+        if self.redacted {
+            map.serialize_entry(&format!("{}_redacted", self.key), &true)?;
         }
         map.end()
     }
 }
 
-/// An argument list under `key`; when any entry is not UTF-8, `key_hex` lists every entry in
-/// hex. For `#[serde(flatten)]`, like [`Text`].
+/// An argument list under `key`, its secrets replaced (`key_redacted: true` then); when any
+/// entry is not UTF-8, `key_hex` lists every entry in hex. For `#[serde(flatten)]`, like
+/// [`Text`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Argv {
     key: &'static str,
     args: Vec<Vec<u8>>,
+    redacted: bool,
 }
 
 impl Argv {
-    pub(crate) fn new(key: &'static str, args: &[Vec<u8>]) -> Self {
-        Self { key, args: args.to_vec() }
+    /// The one way a command line becomes output: the redactor sees the bytes before either
+    /// rendering is made from them.
+    pub(crate) fn new(key: &'static str, args: &[Vec<u8>], redactor: &Redactor) -> Self {
+        match redactor.argv(args) {
+            Some(redacted) => Self { key, args: redacted, redacted: true },
+            None => Self { key, args: args.to_vec(), redacted: false },
+        }
     }
 
     pub(crate) fn args(&self) -> impl Iterator<Item = String> + '_ {
         self.args.iter().map(|a| lossy(a))
+    }
+
+    /// Whether a secret was replaced.
+    pub(crate) fn redacted(&self) -> bool {
+        self.redacted
     }
 }
 
 impl Serialize for Argv {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let invalid = self.args.iter().any(|a| std::str::from_utf8(a).is_err());
-        let mut map = serializer.serialize_map(Some(1 + usize::from(invalid)))?;
+        let mut map =
+            serializer.serialize_map(Some(1 + usize::from(invalid) + usize::from(self.redacted)))?;
         map.serialize_entry(self.key, &self.args().collect::<Vec<_>>())?;
         if invalid {
             let hexes: Vec<String> = self.args.iter().map(|a| hex(a)).collect();
             map.serialize_entry(&format!("{}_hex", self.key), &hexes)?;
+        }
+        if self.redacted {
+            map.serialize_entry(&format!("{}_redacted", self.key), &true)?;
         }
         map.end()
     }
@@ -189,7 +223,7 @@ mod tests {
     fn non_utf8_bytes_keep_their_exact_form() {
         let value = serde_json::to_value(Holder {
             path: Text::new("path", b"/tmp/\xff\n\"x"),
-            argv: Argv::new("argv", &[b"/bin/x".to_vec(), b"\xff".to_vec()]),
+            argv: Argv::new("argv", &[b"/bin/x".to_vec(), b"\xff".to_vec()], &Redactor::default()),
             n: 1,
         })
         .unwrap();
@@ -200,11 +234,40 @@ mod tests {
         assert!(!serde_json::to_string(&value).unwrap().contains('\n'));
         let plain = serde_json::to_value(Holder {
             path: Text::path("path", None),
-            argv: Argv::new("argv", &[b"ok".to_vec()]),
+            argv: Argv::new("argv", &[b"ok".to_vec()], &Redactor::default()),
             n: 2,
         })
         .unwrap();
         assert_eq!(plain, json!({"path": null, "argv": ["ok"], "n": 2}));
+    }
+
+    #[test]
+    fn a_secret_leaves_neither_rendering() {
+        let value = serde_json::to_value(Holder {
+            path: Text::command("path", b"DB_PASSWORD=s3cret", &Redactor::default()),
+            argv: Argv::new(
+                "argv",
+                &[
+                    b"env".to_vec(),
+                    b"API_TOKEN=s3cr\xffet".to_vec(),
+                    b"--password".to_vec(),
+                    b"s3cret".to_vec(),
+                ],
+                &Redactor::default(),
+            ),
+            n: 3,
+        })
+        .unwrap();
+        let text = value.to_string();
+        assert!(!text.contains("s3cr") && !text.contains(&hex(b"s3cr")), "{text}");
+        assert_eq!(value["path"], "DB_PASSWORD=***REDACTED***");
+        assert_eq!(value["path_redacted"], true);
+        assert_eq!(value["argv"], json!(["env", "API_TOKEN=***REDACTED***", "--password", "***REDACTED***"]));
+        assert_eq!(value["argv_redacted"], true);
+        assert!(value.get("argv_hex").is_none(), "what was not UTF-8 was the secret");
+        let kept = Argv::new("argv", &[b"s\xff".to_vec(), b"API_TOKEN=x".to_vec()], &Redactor::default());
+        let kept = serde_json::to_value(Holder { path: Text::new("path", b"p"), argv: kept, n: 4 }).unwrap();
+        assert_eq!(kept["argv_hex"], json!(["73ff", hex(b"API_TOKEN=***REDACTED***")]));
     }
 
     #[test]

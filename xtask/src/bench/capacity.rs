@@ -98,7 +98,7 @@ fn start(env: &Env, ring: Option<u32>, events: bool) -> anyhow::Result<Premain> 
         command.args(["--ring-buffer-size", &bytes.to_string()]);
     }
     let mut daemon = Daemon::spawn("premain", &mut command, Box::new(move |line| count_line(&sink, line)))?;
-    daemon.wait_stderr("ready: all programs attached", Duration::from_secs(120))?;
+    daemon.wait_stderr(super::proc::PREMAIN_READY, Duration::from_secs(120))?;
     let metrics = proc::metrics_address(&daemon.stderr()).context("premain's metrics address")?;
     Ok(Premain { daemon, counts, metrics })
 }

@@ -41,7 +41,7 @@ pub(crate) fn measure(env: &Env, sizes: &Sizes) -> anyhow::Result<Value> {
             }
         }),
     )?;
-    premain.wait_stderr("ready: all programs attached", Duration::from_secs(120))?;
+    premain.wait_stderr(super::proc::PREMAIN_READY, Duration::from_secs(120))?;
     let bait = |command: &mut Command| {
         command
             .args(["-c", "pass"])

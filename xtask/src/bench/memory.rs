@@ -71,7 +71,7 @@ pub(crate) fn measure(env: &Env, sizes: &Sizes) -> anyhow::Result<Value> {
     let mut command = Command::new(&env.premain);
     command.args(["run", "--metrics-address", "127.0.0.1:0"]).env("RUST_LOG", "info");
     let mut daemon = Daemon::spawn("premain", &mut command, Box::new(|_| {}))?;
-    daemon.wait_stderr("ready: all programs attached", Duration::from_secs(120))?;
+    daemon.wait_stderr(super::proc::PREMAIN_READY, Duration::from_secs(120))?;
     let metrics = proc::metrics_address(&daemon.stderr()).context("premain's metrics address")?;
     let premain = Premain { daemon, metrics };
     // A few ticks for the gauges, and for start-up allocations to settle.

@@ -273,6 +273,10 @@ pub(crate) fn metric_sum(exposition: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
+/// What premain's ready line holds (level and message; its counts follow): no other line of
+/// premain's has it.
+pub(crate) const PREMAIN_READY: &str = " INFO premain ready ";
+
 /// The `address=IP:PORT` premain logged for its metrics endpoint.
 pub(crate) fn metrics_address(stderr: &str) -> Option<String> {
     let line = stderr.lines().find(|l| l.contains("serving /metrics"))?;

@@ -77,7 +77,7 @@ pub(crate) fn start(env: &Env, config: Config) -> anyhow::Result<Running> {
             let mut command = Command::new(&env.premain);
             command.args(["run", "--metrics-address", "127.0.0.1:0"]).env("RUST_LOG", "info");
             let mut daemon = Daemon::spawn("premain", &mut command, sink)?;
-            daemon.wait_stderr("ready: all programs attached", READY_TIMEOUT)?;
+            daemon.wait_stderr(super::proc::PREMAIN_READY, READY_TIMEOUT)?;
             Some(daemon)
         }
     };

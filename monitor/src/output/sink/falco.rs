@@ -84,6 +84,7 @@ fn alert(a: &Alert, hostname: &str) -> Value {
     let cmdline = if args.is_empty() { comm.clone() } else { format!("{comm} {}", args.join(" ")) };
     fields.put("proc.name", json!(comm));
     fields.put("proc.cmdline", json!(cmdline));
+    fields.put("premain.process.cmdline_redacted", json!(process.cmdline.redacted().then_some(true)));
     fields.put("user.uid", json!(process.uid));
     fields.put("group.gid", json!(process.gid));
 
@@ -160,6 +161,7 @@ fn alert(a: &Alert, hostname: &str) -> Value {
             let path = path.text();
             fields.put("premain.action.path", json!(path));
             fields.put("premain.action.argv", json!(argv.args().collect::<Vec<_>>().join(" ")));
+            fields.put("premain.action.argv_redacted", json!(argv.redacted().then_some(true)));
             path.map(|p| format!("program={p}"))
         }
     };
@@ -324,7 +326,11 @@ mod tests {
     use super::*;
     use crate::{
         alert::{ContainerView, KubernetesView},
-        output::{json::Outcome, sink::test_support::alert},
+        output::{
+            json::{Argv, Outcome, Text},
+            redact::Redactor,
+            sink::test_support::alert,
+        },
     };
 
     #[test]
@@ -366,6 +372,7 @@ mod tests {
         assert_eq!(f["premain.culprit.module"], "evil");
         assert_eq!(f["premain.culprit.distribution"], "evil-pkg");
         assert!(f.as_object().unwrap().values().all(|v| !v.is_null()), "{f}");
+        assert!(f.get("premain.process.cmdline_redacted").is_none(), "nothing was redacted");
         let output = e["output"].as_str().unwrap();
         assert!(output.starts_with("12:00:00.123456000: Critical Pre-main credential read by distribution evil-pkg 1.0 (file=/home/u/.netrc "), "{output}");
         assert!(output.contains("k8s.pod.name=web-0"), "{output}");
@@ -389,6 +396,33 @@ mod tests {
         assert_eq!((&f["fd.sip"], &f["fd.sport"]), (&json!("2001:db8::1"), &json!(443)));
         assert_eq!(f["evt.res"], "ECONNREFUSED");
         assert_eq!(f["evt.type"], "connect");
+    }
+
+    #[test]
+    fn secrets_leave_neither_the_fields_nor_the_output_line() {
+        let argv = |a: &[&str]| a.iter().map(|s| s.as_bytes().to_vec()).collect::<Vec<_>>();
+        let mut record = alert(2);
+        record.process.cmdline =
+            Argv::new("cmdline", &argv(&["python3", "app.py", "--db-password=FAKEpw"]), &Redactor::default());
+        record.rule = RuleId::ProgramExec;
+        record.action.kind = ActionKind::Exec;
+        record.action.target = Target::Program {
+            path: Text::new("path", b"/usr/bin/curl"),
+            argv: Argv::new(
+                "argv",
+                &argv(&["curl", "-H", "Authorization: Bearer FAKEtok"]),
+                &Redactor::default(),
+            ),
+        };
+        let e = envelope(&Record::Alert(record), "node-1");
+        assert!(!e.to_string().contains("FAKE"), "{e}");
+        let f = &e["output_fields"];
+        assert_eq!(f["proc.cmdline"], "python3 app.py --db-password=***REDACTED***");
+        assert_eq!(f["premain.process.cmdline_redacted"], true);
+        assert_eq!(f["premain.action.argv"], "curl -H Authorization: ***REDACTED***");
+        assert_eq!(f["premain.action.argv_redacted"], true);
+        let output = e["output"].as_str().unwrap();
+        assert!(output.contains("proc.cmdline=python3 app.py --db-password=***REDACTED***"), "{output}");
     }
 
     #[test]

@@ -22,7 +22,10 @@ use crate::{
     alert::{ActionKind, ActionView, Alert, CulpritView, Kind, ProcessView, Record, SCHEMA, Target},
     detect::{RuleId, Severity},
     ops::config::{Format, Fsync, Sink},
-    output::json::{Argv, Capture, Outcome, Text},
+    output::{
+        json::{Argv, Capture, Outcome, Text},
+        redact::Redactor,
+    },
     phase::{Basis, CulpritKind, Phase},
 };
 
@@ -80,7 +83,11 @@ pub(super) fn alert(seq: u64) -> Box<Alert> {
             tid: 4242,
             ppid: 1,
             exe: Text::new("exe", b"/usr/bin/python3.12"),
-            cmdline: Argv::new("cmdline", &[b"python3".to_vec(), b"-c".to_vec(), b"import x".to_vec()]),
+            cmdline: Argv::new(
+                "cmdline",
+                &[b"python3".to_vec(), b"-c".to_vec(), b"import x".to_vec()],
+                &Redactor::default(),
+            ),
             cmdline_truncated: None,
             uid: 1000,
             gid: 1000,
