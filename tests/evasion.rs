@@ -1137,22 +1137,8 @@ fn on_every_python_ia32(name: &str, test: impl FnMut(&Stage, &mut Plan)) {
 #[test]
 fn ia32_open_reads_credentials() {
     on_every_python_ia32("ia32 open", |stage, plan| {
-        let main = stage.main("ia32_open.py", &[stage.bait.as_os_str()], &[]);
-        stage.assert_read(&main, &stage.bait);
-        let notes = stage.plain("notes.txt");
-        let plain = stage.premain("ia32_open.py", &[notes.as_os_str()]);
-        stage.assert_read(&plain, &notes);
-        plan.none(vec![main.pid], None);
-        plan.none(vec![plain.pid], Some("credential-read"));
-        let ran = stage.premain("ia32_open.py", &[stage.bait.as_os_str()]);
-        stage.assert_read(&ran, &stage.bait);
         let abi: Check = Box::new(|a| field(a, "/action/abi", &json!("ia32")));
-        let checks = vec![
-            from_hook(stage),
-            credential(stage, Read { path: &stage.bait, requested: None, syscall: "open" }),
-            abi,
-        ];
-        plan.alert(ran.pid, "credential-read", checks);
+        ia32_open(stage, plan, None, "open", abi);
     });
 }
 
@@ -1162,26 +1148,33 @@ fn ia32_open_reads_credentials() {
 #[test]
 fn ia32_open_reads_credentials_seen_by_the_file_watch() {
     on_every_python_under("ia32 open, default configuration", &[], |premain, stage, plan| {
-        // The first Python run with this HOME makes premain look for credentials in it; the
-        // sentinel says it has handled that run.
-        let main = stage.main("ia32_open.py", &[stage.bait.as_os_str()], &[]);
-        stage.assert_read(&main, &stage.bait);
-        premain.sentinel();
-        let notes = stage.plain("notes.txt");
-        let plain = stage.premain("ia32_open.py", &[notes.as_os_str()]);
-        stage.assert_read(&plain, &notes);
-        plan.none(vec![main.pid], None);
-        plan.none(vec![plain.pid], Some("credential-read"));
-        let ran = stage.premain("ia32_open.py", &[stage.bait.as_os_str()]);
-        stage.assert_read(&ran, &stage.bait);
         let watched: Check = Box::new(|a| field(a, "/action/path_resolution", &json!("file-watch")));
-        let checks = vec![
-            from_hook(stage),
-            credential(stage, Read { path: &stage.bait, requested: None, syscall: "unseen" }),
-            watched,
-        ];
-        plan.alert(ran.pid, "credential-read", checks);
+        ia32_open(stage, plan, Some(premain), "unseen", watched);
     });
+}
+
+/// `ia32_open.py` as main code, pre-main on a plain file, and pre-main on the credential,
+/// whose alert names `syscall` and passes `check`. With `premain`, its sentinel follows the
+/// first run: that run (the first with this HOME) made premain look for credentials there.
+fn ia32_open(stage: &Stage, plan: &mut Plan, premain: Option<&Premain>, syscall: &str, check: Check) {
+    let main = stage.main("ia32_open.py", &[stage.bait.as_os_str()], &[]);
+    stage.assert_read(&main, &stage.bait);
+    if let Some(premain) = premain {
+        premain.sentinel();
+    }
+    let notes = stage.plain("notes.txt");
+    let plain = stage.premain("ia32_open.py", &[notes.as_os_str()]);
+    stage.assert_read(&plain, &notes);
+    plan.none(vec![main.pid], None);
+    plan.none(vec![plain.pid], Some("credential-read"));
+    let ran = stage.premain("ia32_open.py", &[stage.bait.as_os_str()]);
+    stage.assert_read(&ran, &stage.bait);
+    let checks = vec![
+        from_hook(stage),
+        credential(stage, Read { path: &stage.bait, requested: None, syscall }),
+        check,
+    ];
+    plan.alert(ran.pid, "credential-read", checks);
 }
 
 /// A hard link to the credential that premain did not see being made (made by this test, a
