@@ -18,7 +18,7 @@
 //! (containers); again every [`RESCAN_TICKS`] seconds for files created since.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeSet, HashMap},
     fs,
     os::{
         fd::{AsRawFd, OwnedFd},
@@ -42,6 +42,7 @@ use crate::{
     },
     ops::metrics::Metrics,
     process::{
+        files::Catalogued,
         procfs,
         tracker::{kernel_dev, monotonic_ns},
     },
@@ -72,9 +73,8 @@ impl Ask {
 pub(super) struct FileWatch {
     group: Arc<Group>,
     places: BTreeSet<Place>,
-    /// Catalogued files by inode, to their catalogued name.
-    files: HashMap<(u64, u64), PathBuf>,
-    marked: HashSet<(u64, u64)>,
+    /// Catalogued files by inode.
+    files: HashMap<(u64, u64), Catalogued>,
     own_root: Option<(u64, u64)>,
     metrics: Metrics,
 }
@@ -95,20 +95,13 @@ impl FileWatch {
             passwd_homes().into_iter().map(|home| Place { root: PathBuf::from("/"), home: Some(home) }),
         );
         let own_root = fs::metadata("/").ok().map(|m| (m.dev(), m.ino()));
-        let watch = Self {
-            group,
-            places,
-            files: HashMap::new(),
-            marked: HashSet::new(),
-            own_root,
-            metrics: metrics.clone(),
-        };
+        let watch = Self { group, places, files: HashMap::new(), own_root, metrics: metrics.clone() };
         Ok((watch, asked))
     }
 
-    /// Looks for catalogued files in every known place and marks the new ones; returns the
+    /// Looks for catalogued files in every known place and marks them; returns the
     /// catalogued files by inode.
-    pub(super) fn rescan(&mut self, rules: &Rules) -> HashMap<(u64, u64), PathBuf> {
+    pub(super) fn rescan(&mut self, rules: &Rules) -> HashMap<(u64, u64), Catalogued> {
         self.places.retain(|p| p.root.exists() && p.home.as_ref().is_none_or(|h| reach(&p.root, h).is_dir()));
         self.files.clear();
         let found = rules.locate_credentials(self.places.iter());
@@ -118,7 +111,7 @@ impl FileWatch {
 
     /// A process that starts a Python tree: its `HOME` (and its root, for a container) become
     /// places to look; returns the catalogued files by inode when that found new places.
-    pub(super) fn discover(&mut self, pid: u32, rules: &Rules) -> Option<HashMap<(u64, u64), PathBuf>> {
+    pub(super) fn discover(&mut self, pid: u32, rules: &Rules) -> Option<HashMap<(u64, u64), Catalogued>> {
         let home = PathBuf::from(std::ffi::OsStr::from_bytes(&procfs::home(pid)?));
         if !home.is_absolute() || home == Path::new("/") {
             return None;
@@ -148,21 +141,14 @@ impl FileWatch {
         for file in found {
             let Ok(meta) = fs::metadata(&file.reach) else { continue };
             let key = (kernel_dev(meta.dev()), meta.ino());
-            if !self.marked.contains(&key) {
-                match self.group.watch_opens(&file.reach) {
-                    Ok(()) => {
-                        self.marked.insert(key);
-                    }
-                    Err(err) => {
-                        tracing::debug!(path = %file.reach.display(), error = %err, "cannot watch a credential file");
-                        continue;
-                    }
-                }
+            // Marked again on every look: adding a mark an inode has is a no-op, and an inode
+            // number seen before may be a new file's (marks go with the file).
+            if let Err(err) = self.group.watch_opens(&file.reach) {
+                tracing::debug!(path = %file.reach.display(), error = %err, "cannot watch a credential file");
+                continue;
             }
-            self.files.insert(key, file.path);
+            self.files.insert(key, Catalogued { path: file.path, reach: file.reach });
         }
-        // Inodes of files gone since are freed with their marks; a new file may reuse one.
-        self.marked.retain(|key| self.files.contains_key(key));
         self.metrics.file_watch_files.set(self.files.len() as i64);
     }
 

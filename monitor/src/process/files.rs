@@ -5,6 +5,7 @@
 
 use std::{
     ffi::OsStr,
+    fs,
     os::unix::{ffi::OsStrExt, fs::MetadataExt},
     path::{Path, PathBuf},
 };
@@ -31,11 +32,24 @@ const LINKS_MAX: usize = 4096;
 /// the old name), and the catalogued credential files the file watch found on disk (to their
 /// catalogued name), so an open through a hard link made before premain started, or by a
 /// process it does not track, is known too.
+///
+/// An inode number is reused as soon as its file is gone, so a name is only believed while it
+/// still leads to the same inode (checked on each hit, which only opens of regular files with
+/// several names make).
 #[derive(Default)]
 pub(crate) struct Links {
     names: std::collections::HashMap<(u64, u64), PathBuf>,
     order: std::collections::VecDeque<(u64, u64)>,
-    credentials: std::collections::HashMap<(u64, u64), PathBuf>,
+    credentials: std::collections::HashMap<(u64, u64), Catalogued>,
+}
+
+/// A catalogued credential file found on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Catalogued {
+    /// Its catalogued name, as its owner sees it.
+    pub(crate) path: PathBuf,
+    /// Where premain reaches it (through `/proc/<pid>/root` for another mount namespace).
+    pub(crate) reach: PathBuf,
 }
 
 impl Links {
@@ -50,16 +64,21 @@ impl Links {
         }
     }
 
+    /// Another name of `file`, a regular file with several names.
     fn of(&self, file: &FileId) -> Option<&Path> {
         let key = (file.dev, file.ino);
-        (file.nlink > 1)
-            .then(|| self.names.get(&key).or_else(|| self.credentials.get(&key)))
-            .flatten()
-            .map(PathBuf::as_path)
+        if file.nlink < 2 {
+            return None;
+        }
+        let named = self.names.get(&key).map(|p| (p, p));
+        let catalogued = || self.credentials.get(&key).map(|c| (&c.path, &c.reach));
+        let (name, reach) = named.or_else(catalogued)?;
+        let still = fs::metadata(reach).is_ok_and(|m| (kernel_dev(m.dev()), m.ino()) == key);
+        still.then_some(name.as_path())
     }
 
     /// Replaces the catalogued files known by inode with the file watch's latest look.
-    pub(crate) fn set_credentials(&mut self, files: std::collections::HashMap<(u64, u64), PathBuf>) {
+    pub(crate) fn set_credentials(&mut self, files: std::collections::HashMap<(u64, u64), Catalogued>) {
         self.credentials = files;
     }
 }
@@ -109,7 +128,10 @@ pub(crate) fn open(open: Open, pid: u32, process: Option<&mut Process>, links: &
     {
         return Action::Memory { target_pid: target, via: "proc-mem", path: Some(path), result: open.result };
     }
-    let alias_of = file.as_ref().and_then(|f| links.of(f)).map(Path::to_path_buf);
+    const S_IFMT: u32 = 0o170000;
+    const S_IFREG: u32 = 0o100000;
+    let regular = open.file_mode & S_IFMT == S_IFREG;
+    let alias_of = file.as_ref().filter(|_| regular).and_then(|f| links.of(f)).map(Path::to_path_buf);
     Action::Open {
         path,
         requested,
@@ -278,12 +300,32 @@ mod tests {
     }
 
     #[test]
-    fn links_are_known_only_while_the_inode_has_several_names() {
+    fn links_are_known_only_while_the_inode_has_several_names_and_the_name_still_leads_to_it() {
+        let dir = std::env::temp_dir().join(format!("premain-links-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let (cred, other) = (dir.join("credentials"), dir.join("other"));
+        fs::write(&cred, b"fake").unwrap();
+        fs::write(&other, b"x").unwrap();
+        let id = |p: &Path| {
+            let m = fs::metadata(p).unwrap();
+            FileId { dev: kernel_dev(m.dev()), ino: m.ino(), nlink: 2 }
+        };
+        let (c, o) = (id(&cred), id(&other));
         let mut links = Links::default();
-        links.remember((1, 2), PathBuf::from("/h/.aws/credentials"));
-        assert_eq!(links.of(&FileId { dev: 1, ino: 2, nlink: 2 }), Some(Path::new("/h/.aws/credentials")));
-        assert_eq!(links.of(&FileId { dev: 1, ino: 2, nlink: 1 }), None);
-        assert_eq!(links.of(&FileId { dev: 1, ino: 3, nlink: 2 }), None);
+        links.remember((c.dev, c.ino), cred.clone());
+        assert_eq!(links.of(&c), Some(cred.as_path()));
+        assert_eq!(links.of(&FileId { nlink: 1, ..c }), None);
+        assert_eq!(links.of(&o), None);
+        let catalogued = Catalogued { path: PathBuf::from("/home/x/.pypirc"), reach: other.clone() };
+        links.set_credentials([((o.dev, o.ino), catalogued)].into());
+        assert_eq!(links.of(&o), Some(Path::new("/home/x/.pypirc")));
+        // Gone, and its inode number free for another file: the old names are not believed.
+        fs::remove_file(&cred).unwrap();
+        fs::remove_file(&other).unwrap();
+        assert_eq!(links.of(&c), None);
+        assert_eq!(links.of(&o), None);
+        fs::remove_dir_all(&dir).unwrap();
         for i in 0..LINKS_MAX as u64 + 10 {
             links.remember((9, i), PathBuf::from("/x"));
         }

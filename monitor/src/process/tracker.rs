@@ -280,7 +280,7 @@ impl Tracker {
     }
 
     /// The catalogued credential files by inode (see [`files::Links`]).
-    pub(crate) fn set_credential_files(&mut self, files: HashMap<(u64, u64), PathBuf>) {
+    pub(crate) fn set_credential_files(&mut self, files: HashMap<(u64, u64), files::Catalogued>) {
         self.links.set_credentials(files);
     }
 
