@@ -2,9 +2,9 @@
 //! tracepoints never fire for them, only the raw-syscall ones do, with the i386 table's
 //! numbers. These programs run on every syscall of the node, so they are raw tracepoints (no
 //! trace record is built: the program gets the registers and the syscall number), the entry
-//! starts with the caller's compat bit (one load, false for nearly every call) and then the
-//! tracked-process check, and the exit with the in-flight count of 32-bit calls (an array
-//! read). The calls are decoded
+//! starts with the syscall number (register compares that reject nearly every call), then the
+//! caller's compat bit and the tracked-process check, and the exit with the in-flight count
+//! of 32-bit calls (an array read). The calls are decoded
 //! into the same saved arguments as their 64-bit twins and reported by the same code.
 
 use aya_ebpf::{
@@ -54,8 +54,9 @@ const SYS_SEND: u64 = 9;
 const SYS_SENDTO: u64 = 11;
 const SYS_SENDMSG: u64 = 16;
 
+/// Whether the current syscall is a 32-bit one.
 #[inline(always)]
-fn in_compat_syscall() -> bool {
+pub(crate) fn in_compat_syscall() -> bool {
     // SAFETY: helper without preconditions; the read tolerates any address.
     let status = unsafe {
         let task = bpf_get_current_task();
@@ -88,17 +89,39 @@ fn keep_sendmsg(fd: u64, msg: u64) {
 /// Where `struct pt_regs` keeps an i386 syscall's arguments: ebx, ecx, edx, esi, edi, ebp.
 const REGS_ARGS: [u64; 6] = [40, 88, 96, 104, 112, 32];
 
+/// Whether `nr` is, in the i386 table, a call this module decodes. Most of these numbers are
+/// cold calls in the x86_64 table; the hot ones (`openat`, `read`, `close`, `newfstatat`,
+/// `futex`, `epoll_wait`, ...) are not among them.
+#[inline(always)]
+fn decoded(nr: u64) -> bool {
+    matches!(
+        nr,
+        NR_OPEN
+            | NR_CREAT
+            | NR_PTRACE
+            | NR_SOCKETCALL
+            | NR_OPENAT
+            | NR_OPEN_BY_HANDLE_AT
+            | NR_PROCESS_VM_READV
+            | NR_PROCESS_VM_WRITEV
+            | NR_SOCKET
+            | NR_CONNECT
+            | NR_SENDTO
+            | NR_SENDMSG
+            | NR_OPENAT2
+    )
+}
+
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn compat_enter(ctx: RawTracePointContext) -> u32 {
-    // The compat bit first: it is one load from the current task, cheaper than the tracked
-    // lookup, and false for nearly every syscall of every process; a 32-bit call then pays
-    // the tracked check like any hook.
-    if !in_compat_syscall() || !current_tracked() || current_quiet(HOOK_COMPAT) {
+    // sys_enter(struct pt_regs *regs, long id)
+    let nr: u64 = ctx.arg(1);
+    // The number first (a few compares on a register, false for nearly every syscall of the
+    // node), then the compat bit (two helper calls), then the tracked check like any hook.
+    if !decoded(nr) || !in_compat_syscall() || !current_tracked() || current_quiet(HOOK_COMPAT) {
         return 0;
     }
-    // sys_enter(struct pt_regs *regs, long id)
     let regs: u64 = ctx.arg(0);
-    let nr: u64 = ctx.arg(1);
     let arg = |i: usize| {
         // SAFETY: the helper tolerates any address.
         let value = unsafe { bpf_probe_read_kernel((regs + REGS_ARGS[i]) as *const u64) }.unwrap_or(0);

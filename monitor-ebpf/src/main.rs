@@ -20,6 +20,7 @@ mod net;
 mod path;
 mod process;
 mod python;
+mod sock;
 mod target;
 mod task;
 mod uring;

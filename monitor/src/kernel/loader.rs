@@ -3,7 +3,7 @@
 use aya::{
     EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{ProgramError, RawTracePoint, TracePoint, UProbe},
+    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, RawTracePoint, TracePoint, UProbe},
 };
 use monitor_common::{
     CONTROL, COUNTERS, EVENTS, KernelOffsets, OFFSETS, QUIET, SELF_TGID, TRACKED, VERDICTS,
@@ -152,11 +152,16 @@ pub(crate) fn load(offsets: &KernelOffsets, ring_buffer_bytes: u32) -> Result<Ke
     Ok(Kernel { events, control, counters, logger })
 }
 
-/// Loads into the kernel (verifier) and attaches every tracepoint program. Links are owned by
-/// the object: [`KernelControl::unload`] detaches everything.
 /// Programs attached only with `limits.ia32_syscalls`: they run on every syscall of the node.
 pub(crate) const IA32: &[&str] = &["compat_enter", "compat_exit"];
 
+/// Programs on the cgroup v2 root that see the 32-bit connects and addressed sends the
+/// raw-syscall programs would, at no cost to other syscalls: attached when those are not.
+const SOCK: &[&str] = &["sock_connect4", "sock_connect6", "sock_sendmsg4", "sock_sendmsg6"];
+
+/// Loads into the kernel (verifier) and attaches every tracepoint program, and without
+/// `ia32` the cgroup programs ([`SOCK`]). Links are owned by the object:
+/// [`KernelControl::unload`] detaches everything.
 pub(crate) fn attach_all(kernel: &mut Kernel, ia32: bool) -> Result<usize, StartError> {
     let ebpf = kernel.control.ebpf_mut().ok_or_else(|| StartError::Load("programs unloaded".into()))?;
     // The CPython probes are verified now and attached per interpreter image later.
@@ -182,7 +187,28 @@ pub(crate) fn attach_all(kernel: &mut Kernel, ia32: bool) -> Result<usize, Start
         tracing::debug!(program, "attached");
         attached += 1;
     }
+    if !ia32 {
+        match attach_sock(ebpf) {
+            Ok(n) => attached += n,
+            // What they add is narrow (32-bit connects and sends); premain runs without it.
+            Err(err) => tracing::warn!(error = %err, "32-bit connects and sends are not seen"),
+        }
+    }
     Ok(attached)
+}
+
+fn attach_sock(ebpf: &mut aya::Ebpf) -> Result<usize, StartError> {
+    let root = crate::process::procfs::cgroup2_mount()
+        .ok_or_else(|| StartError::Load("no cgroup v2 hierarchy is mounted".into()))?;
+    for &program in SOCK {
+        let sock: &mut CgroupSockAddr = program_mut(ebpf, program)?.try_into().map_err(refused(program))?;
+        sock.load().map_err(refused(program))?;
+        let cgroup = std::fs::File::open(root)
+            .map_err(|err| StartError::Load(format!("{}: {err}", root.display())))?;
+        sock.attach(cgroup, CgroupAttachMode::Single).map_err(refused(program))?;
+        tracing::debug!(program, cgroup = %root.display(), "attached");
+    }
+    Ok(SOCK.len())
 }
 
 fn program_mut<'a>(
@@ -207,7 +233,14 @@ fn program_error(err: &ProgramError) -> String {
             log.lines().rev().find(|l| !l.trim().is_empty() && !l.starts_with("processed")).unwrap_or("");
         return format!("{io_error} (verifier: {})", last.trim());
     }
-    one_line(&err.to_string())
+    // The errno is in the error's source (`bpf_link_create` failed: Invalid argument).
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    one_line(&text)
 }
 
 fn one_line(text: &str) -> String {

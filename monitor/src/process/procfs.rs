@@ -126,20 +126,27 @@ pub(crate) fn comm(tid: u32) -> Vec<u8> {
 /// The id the kernel gives the process's cgroup v2 (what `bpf_get_current_cgroup_id` returns:
 /// the inode number of its directory); 0 when it cannot be found.
 pub(crate) fn cgroup_id(pid: u32) -> u64 {
-    static MOUNT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    let mount = MOUNT.get_or_init(|| {
-        let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
-        info.lines().find_map(|line| {
-            let (fields, rest) = line.split_once(" - ")?;
-            let mount = fields.split(' ').nth(4)?;
-            (rest.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(mount))
-        })
-    });
-    let Some(mount) = mount else { return 0 };
+    let Some(mount) = cgroup2_mount() else { return 0 };
     let Some(text) = cgroup(pid) else { return 0 };
     let Some(path) = text.lines().find_map(|l| l.strip_prefix("0::")) else { return 0 };
     use std::os::unix::fs::MetadataExt as _;
     fs::metadata(mount.join(path.trim_start_matches('/'))).map(|m| m.ino()).unwrap_or(0)
+}
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` on a systemd host,
+/// `/sys/fs/cgroup/unified` in hybrid mode), from this process's mount table.
+pub(crate) fn cgroup2_mount() -> Option<&'static std::path::Path> {
+    static MOUNT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    MOUNT
+        .get_or_init(|| {
+            let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+            info.lines().find_map(|line| {
+                let (fields, rest) = line.split_once(" - ")?;
+                let mount = fields.split(' ').nth(4)?;
+                (rest.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(mount))
+            })
+        })
+        .as_deref()
 }
 
 /// `HOME` in the process's environment (as it was at exec), read within [`STALL_DEADLINE`].

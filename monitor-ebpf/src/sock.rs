@@ -1,0 +1,84 @@
+//! Connects and datagrams with a destination, where the kernel checks them against cgroup
+//! programs (`cgroup/connect4|6` and `cgroup/sendmsg4|6`, attached to the cgroup v2 root): for
+//! every call whatever its ABI, with the kernel's own copy of the address. They report only
+//! 32-bit (`int 0x80`) calls, which no per-syscall tracepoint sees, when the raw-syscall
+//! programs are not attached (`limits.ia32_syscalls`): 64-bit calls are reported by the
+//! syscall tracepoints with their result, io_uring requests by `uring`. They cost nothing but
+//! their run on connects and addressed sends, never on other syscalls.
+//!
+//! They decide nothing: every program allows the call (returns 1).
+
+use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
+use monitor_common::{
+    ConnectRecord, FLAG_COMPAT, HOOK_CONNECT, HOOK_SEND, RECORD_CONNECT, RECORD_SEND, SOCKADDR_MAX,
+};
+
+use crate::{
+    compat::in_compat_syscall,
+    emit::{fill_header, scratch, send},
+    process::{current_quiet, current_tracked},
+};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const ALLOW: i32 = 1;
+
+#[cgroup_sock_addr(connect4)]
+pub fn sock_connect4(ctx: SockAddrContext) -> i32 {
+    observe(&ctx, RECORD_CONNECT, HOOK_CONNECT, false);
+    ALLOW
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn sock_connect6(ctx: SockAddrContext) -> i32 {
+    observe(&ctx, RECORD_CONNECT, HOOK_CONNECT, true);
+    ALLOW
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sock_sendmsg4(ctx: SockAddrContext) -> i32 {
+    observe(&ctx, RECORD_SEND, HOOK_SEND, false);
+    ALLOW
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn sock_sendmsg6(ctx: SockAddrContext) -> i32 {
+    observe(&ctx, RECORD_SEND, HOOK_SEND, true);
+    ALLOW
+}
+
+#[inline(always)]
+fn observe(ctx: &SockAddrContext, kind: u32, hook: u32, v6: bool) {
+    if !current_tracked() || !in_compat_syscall() || current_quiet(hook) {
+        return;
+    }
+    let Some(rec) = scratch::<ConnectRecord>() else { return };
+    fill_header(&mut rec.header, kind);
+    rec.header.flags |= FLAG_COMPAT;
+    // Seen before the call completes: its outcome is not known here.
+    rec.result = 0;
+    rec.fd = -1;
+    rec.addr = [0; SOCKADDR_MAX];
+    // SAFETY: the context the kernel passed; each field is read with the 4-byte loads the
+    // verifier allows on it.
+    let sa = unsafe { &*ctx.sock_addr };
+    // sockaddr_in / sockaddr_in6: family (host order), port (network order, as `user_port`
+    // holds it), then the address (network order, as `user_ip4`/`user_ip6` hold it).
+    let port = (sa.user_port as u16).to_ne_bytes();
+    if v6 {
+        rec.addr[..2].copy_from_slice(&AF_INET6.to_ne_bytes());
+        rec.addr[2..4].copy_from_slice(&port);
+        for i in 0..4 {
+            rec.addr[8 + 4 * i..12 + 4 * i].copy_from_slice(&sa.user_ip6[i].to_ne_bytes());
+        }
+        rec.addr_len = 28;
+    } else {
+        rec.addr[..2].copy_from_slice(&AF_INET.to_ne_bytes());
+        rec.addr[2..4].copy_from_slice(&port);
+        rec.addr[4..8].copy_from_slice(&sa.user_ip4.to_ne_bytes());
+        rec.addr_len = 16;
+    }
+    let len = core::mem::size_of::<ConnectRecord>();
+    rec.header.size = len as u32;
+    send(hook, rec, len);
+}
