@@ -598,6 +598,51 @@ fn setup_py_reads_credentials_during_pip_install() {
     });
 }
 
+/// The same package installed by uv (`uv pip install`): its build scripts run the build venv's
+/// `python` (a symlink to the base interpreter) with `-c`, and setuptools runs `setup.py` with
+/// `exec`; every build process is `install`, with uv as the installer.
+#[test]
+fn setup_py_reads_credentials_during_uv_install() {
+    let links_dir = TempDir::new("links");
+    let Some(links) = setuptools_links(links_dir.path()) else {
+        return integration_tests::cannot_run(
+            "no setuptools and wheel wheels in the wheelhouse `cargo xtask setup` fills",
+        );
+    };
+    let uv = integration_tests::tools_dir().join("venv/bin/uv");
+    if !uv.is_file() {
+        return integration_tests::cannot_run("no uv in the tools venv `cargo xtask setup` fills");
+    }
+    on_every_python("setup.py under uv", |py, premain, dir| {
+        let stage = Stage::new(py, dir, &[]);
+        let src = source_tree("evil-setup", dir);
+        let mut cmd = clean(&uv);
+        cmd.args(["pip", "install", "--no-index", "--quiet", "--python"]).arg(&stage.python);
+        cmd.arg("--find-links").arg(&links).arg(&src);
+        cmd.env("HOME", &stage.home).env("UV_CACHE_DIR", dir.join("uv-cache")).env_remove("UV_INDEX_URL");
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().map_err(|e| e.to_string())?;
+        let pid = child.id();
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "[{}] uv pip install failed: {}",
+                py.label,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let alerts = settle(premain, pid, 1);
+        let one = want("credential-read", "install", "setup", stage.bait(".pypirc")).from("evil-setup");
+        compare(&py.label, &alerts, vec![one.clone(); repeats(&alerts, &one)])?;
+        for a in &alerts {
+            let c = &a["culprit"];
+            if !c["path"].as_str().unwrap_or("").ends_with("setup.py") || c["installer"] != "uv" {
+                return Err(format!("[{}] culprit: {c}", py.label));
+            }
+        }
+        Ok(())
+    });
+}
+
 #[test]
 fn in_tree_backend_connects_during_its_hook() {
     on_every_python("backend", |py, premain, dir| {

@@ -65,7 +65,11 @@ pub(crate) fn hook_of(argv: &[Vec<u8>], exe: Option<&Path>) -> Option<Hook> {
                 let setup_py = quoted_path_ending(&code, "setup.py");
                 return Some(Hook { kind: HookKind::LegacySetup, name, setup_py });
             }
-            let uv_build = exe.is_some_and(|e| e.to_string_lossy().contains("/builds-v0/"));
+            // uv runs its build venv's `python`, a symlink to the base interpreter: the build
+            // venv shows in argv[0] (the path executed), not in the resolved executable.
+            let in_build_venv = |p: &[u8]| String::from_utf8_lossy(p).contains("/builds-v0/");
+            let uv_build = argv.first().is_some_and(|a| in_build_venv(a))
+                || exe.is_some_and(|e| in_build_venv(e.as_os_str().as_encoded_bytes()));
             if uv_build && (code.contains("backend") || code.contains("build_meta")) {
                 // `build_wheel` is part of `prepare_metadata_for_build_wheel`: the longest wins.
                 let name = HOOKS
@@ -293,11 +297,14 @@ mod tests {
             "-c",
             "from setuptools.build_meta import __legacy__ as backend\nbackend.prepare_metadata_for_build_wheel('x')",
         ]);
-        let hook = hook_of(&uv, Some(Path::new("/c/builds-v0/.tmpX/bin/python"))).unwrap();
-        assert_eq!(
-            (hook.kind, hook.name.as_deref()),
-            (HookKind::Uv, Some("prepare_metadata_for_build_wheel"))
-        );
+        // The executable resolves to the base interpreter; argv[0] is the build venv's.
+        for exe in ["/c/builds-v0/.tmpX/bin/python", "/root/.pyenv/versions/3.12.1/bin/python3.12"] {
+            let hook = hook_of(&uv, Some(Path::new(exe))).unwrap();
+            assert_eq!(
+                (hook.kind, hook.name.as_deref()),
+                (HookKind::Uv, Some("prepare_metadata_for_build_wheel"))
+            );
+        }
         // Not hooks: ordinary scripts and commands, a uv-like -c outside a uv build venv.
         assert!(hook_of(&argv(&["python", "app.py", "_in_process.py"]), None).is_none());
         assert!(
