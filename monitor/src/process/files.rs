@@ -20,6 +20,7 @@ use crate::{
     kernel::decode::{Name, Open, Socket, Target, Uring},
     process::{
         event::{Action, FileId},
+        procfs,
         table::{Process, Resolution, join, resolve},
         tracker::kernel_dev,
     },
@@ -124,7 +125,7 @@ pub(crate) fn open(open: Open, pid: u32, process: Option<&mut Process>, links: &
         (path, resolution, requested)
     };
     if open.result >= 0
-        && let Some(target) = proc_mem_pid(&path).filter(|&target| target != pid)
+        && let Some(target) = proc_mem_pid(&path).filter(|&target| another_process(target, pid))
     {
         return Action::Memory { target_pid: target, via: "proc-mem", path: Some(path), result: open.result };
     }
@@ -195,8 +196,14 @@ fn raw_socket(family: u32, sock_type: u32) -> bool {
 }
 
 /// `None` for a process acting on itself (its own memory is not another process's).
+/// Whether `target` (a pid, or any thread's id: `/proc/<tid>/mem` and `process_vm_readv`
+/// take either) is not one of `pid`'s own threads. A target already gone counts as another.
+fn another_process(target: u32, pid: u32) -> bool {
+    target != pid && procfs::status(target).is_none_or(|s| s.tgid != pid)
+}
+
 pub(crate) fn target(target: Target, pid: u32) -> Option<Action> {
-    if target.target_pid == pid || target.target_pid == 0 {
+    if target.target_pid == 0 || !another_process(target.target_pid, pid) {
         return None;
     }
     let via = match target.syscall {
@@ -297,6 +304,23 @@ mod tests {
 
     fn files_uring(u: Uring) -> Action {
         super::uring(u, 5, None)
+    }
+
+    #[test]
+    fn a_thread_of_the_same_process_is_not_another_process() {
+        let pid = std::process::id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: no preconditions.
+            tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            std::thread::park();
+        });
+        let tid = rx.recv().unwrap();
+        assert!(!another_process(pid, pid));
+        assert!(!another_process(tid, pid), "a thread's id is its own process");
+        assert!(another_process(1, pid));
+        thread.thread().unpark();
+        thread.join().unwrap();
     }
 
     #[test]
