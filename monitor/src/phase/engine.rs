@@ -872,6 +872,7 @@ mod tests {
         // The child execs another interpreter, which reaches its main code.
         let exec = Action::Exec {
             path: "/usr/bin/python3".into(),
+            resolution: crate::process::table::Resolution::Absolute,
             argv: Vec::new(),
             result: 0,
             image: Some(Box::new(info(true))),
@@ -886,6 +887,7 @@ mod tests {
         fork(&mut e, 20, 20, 30, false);
         let sh = Action::Exec {
             path: "/bin/sh".into(),
+            resolution: crate::process::table::Resolution::Absolute,
             argv: Vec::new(),
             result: 0,
             image: Some(Box::new(info(false))),

@@ -87,6 +87,9 @@ pub enum Action {
     /// An exec by a tracked process; `image` describes the new program when it succeeded.
     Exec {
         path: PathBuf,
+        /// How `path` was made absolute: only a path passed absolute names what ran for sure
+        /// (a relative one was joined to a directory read later).
+        resolution: Resolution,
         argv: Vec<Vec<u8>>,
         result: i64,
         image: Option<Box<ProcessInfo>>,
