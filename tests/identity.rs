@@ -27,16 +27,17 @@ use integration_tests::{Premain, Python, TempDir, pythons, tool, tools_dir};
 use serde_json::Value;
 
 /// The `.pth` line's module: runs the programs `PREMAIN_IDENTITY_RUN` lists (JSON) at
-/// start-up and writes their exit statuses to `PREMAIN_IDENTITY_OUT`.
+/// start-up and writes their exit statuses and outputs to `PREMAIN_IDENTITY_OUT`.
 const HOOK: &str = "\
 import json, os, subprocess
 _run = os.environ.get('PREMAIN_IDENTITY_RUN')
 if _run:
-    _codes = {}
+    _ran = {}
     for _program in json.loads(_run):
-        _codes[_program] = subprocess.run([_program], stdout=subprocess.DEVNULL).returncode
+        _done = subprocess.run([_program], stdout=subprocess.PIPE)
+        _ran[_program] = [_done.returncode, _done.stdout.decode()]
     with open(os.environ['PREMAIN_IDENTITY_OUT'], 'w') as _out:
-        json.dump(_codes, _out)
+        json.dump(_ran, _out)
 ";
 
 /// The C extension the packages build: `identity_ext.answer()` is 42.
@@ -202,12 +203,35 @@ fn on_every_python(
     assert!(status.success(), "premain exited with {status}");
 }
 
-/// Runs the venv's python (`-c pass`) whose `.pth` runs `programs`; returns its pid once the
-/// programs ran, each exiting 0.
-fn run_pth(py: &Python, python: &Path, dir: &Path, programs: &[&Path]) -> Result<u32, String> {
-    let out = dir.join("codes.json");
+/// A venv of `py` in `dir` whose `.pth` runs the hook; returns its python.
+fn hooked_venv(py: &Python, dir: &Path) -> PathBuf {
+    let (python, site) = venv(py, &dir.join("venv"));
+    fs::write(site.join("premain_identity_hook.py"), HOOK).unwrap();
+    fs::write(site.join("aaa_identity.pth"), "import premain_identity_hook\n").unwrap();
+    python
+}
+
+/// Runs `python -c pass`, started by `launcher` (a command that ends by running its
+/// arguments, in the same process) when one is given, whose `.pth` runs `programs`. Returns
+/// its pid and what each program printed, once they all ran and exited 0.
+fn run_pth(
+    py: &Python,
+    launcher: &[&OsStr],
+    python: &Path,
+    dir: &Path,
+    programs: &[&Path],
+) -> Result<(u32, Vec<String>), String> {
+    let out = dir.join("ran.json");
     let list = serde_json::to_string(&programs.iter().map(|p| text(p)).collect::<Vec<_>>()).unwrap();
-    let child = clean(python)
+    let mut cmd = match launcher.split_first() {
+        Some((program, args)) => {
+            let mut cmd = clean(program);
+            cmd.args(args).arg(python);
+            cmd
+        }
+        None => clean(python),
+    };
+    let child = cmd
         .args(["-c", "pass"])
         .env("PREMAIN_IDENTITY_RUN", list)
         .env("PREMAIN_IDENTITY_OUT", &out)
@@ -219,30 +243,30 @@ fn run_pth(py: &Python, python: &Path, dir: &Path, programs: &[&Path]) -> Result
     if !done.status.success() {
         return Err(format!("[{}] python failed: {}", py.label, String::from_utf8_lossy(&done.stderr)));
     }
-    let codes: Value =
-        serde_json::from_str(&fs::read_to_string(&out).map_err(|e| format!("no {out:?}: {e}"))?)
-            .map_err(|e| e.to_string())?;
+    let ran: Value = serde_json::from_str(&fs::read_to_string(&out).map_err(|e| format!("no {out:?}: {e}"))?)
+        .map_err(|e| e.to_string())?;
+    let mut outputs = Vec::new();
     for program in programs {
-        if codes[text(program)] != 0 {
-            return Err(format!("{} did not run: {codes}", program.display()));
+        let result = &ran[text(program)];
+        if result[0] != 0 {
+            return Err(format!("{} did not run: {ran}", program.display()));
         }
+        outputs.push(result[1].as_str().unwrap_or_default().to_owned());
     }
-    Ok(pid)
+    Ok((pid, outputs))
 }
 
 #[test]
 fn a_pth_running_a_copy_named_uname_alerts_and_the_system_uname_does_not() {
     assert!(Path::new("/usr/bin/uname").is_file(), "/usr/bin/uname (coreutils) is missing");
     on_every_python("uname", &[], |py, premain, dir| {
-        let (python, site) = venv(py, &dir.join("venv"));
-        fs::write(site.join("premain_identity_hook.py"), HOOK).unwrap();
-        fs::write(site.join("aaa_identity.pth"), "import premain_identity_hook\n").unwrap();
+        let python = hooked_venv(py, dir);
         let copy = impostor(&dir.join("bin/uname"));
         let link = dir.join("link/uname");
         fs::create_dir_all(link.parent().unwrap()).unwrap();
         symlink("/usr/bin/uname", &link).unwrap();
 
-        let pid = run_pth(py, &python, dir, &[&copy, &link])?;
+        let (pid, _) = run_pth(py, &[], &python, dir, &[&copy, &link])?;
         let alerts = settle(premain, pid, 2);
         let want: BTreeSet<(String, String)> =
             [&copy, &link].iter().map(|p| ("program-exec".to_owned(), text(p).to_owned())).collect();
@@ -256,10 +280,48 @@ fn a_pth_running_a_copy_named_uname_alerts_and_the_system_uname_does_not() {
         }
 
         let system = [Path::new("/usr/bin/uname"), Path::new("/bin/uname")];
-        let pid = run_pth(py, &python, dir, &system)?;
+        let (pid, printed) = run_pth(py, &[], &python, dir, &system)?;
+        if printed.iter().any(|p| p.trim() != "Linux") {
+            return Err(format!("the system's uname printed {printed:?}"));
+        }
         let alerts = settle(premain, pid, 0);
         if !alerts.is_empty() {
             return Err(format!("the system's uname alerted:\n{}", listing(&alerts)));
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn a_copy_bind_mounted_over_the_system_uname_in_a_mount_namespace_alerts() {
+    on_every_python("mount", &[], |py, premain, dir| {
+        let python = hooked_venv(py, dir);
+        // Owned by root like the real one: only the mount tells them apart.
+        let copy = impostor(&dir.join("bin/uname"));
+        let unshare = tool("unshare");
+        // A mount namespace of its own whose mounts propagate nowhere, where the copy is
+        // mounted over /usr/bin/uname before the python runs (in the same process).
+        let script = "mount --bind \"$0\" /usr/bin/uname && exec \"$@\"";
+        let launcher = [
+            unshare.as_os_str(),
+            os("--mount"),
+            os("--propagation"),
+            os("private"),
+            os("--"),
+            os("/bin/sh"),
+            os("-c"),
+            os(script),
+            copy.as_os_str(),
+        ];
+        let uname = Path::new("/usr/bin/uname");
+        let (pid, printed) = run_pth(py, &launcher, &python, dir, &[uname])?;
+        if printed != [""] {
+            return Err(format!("/usr/bin/uname was not the copy in the namespace: it printed {printed:?}"));
+        }
+        let alerts = settle(premain, pid, 1);
+        let want = BTreeSet::from([("program-exec".to_owned(), text(uname).to_owned())]);
+        if distinct(&alerts) != want {
+            return Err(format!("want {want:?}, got:\n{}", listing(&alerts)));
         }
         Ok(())
     });

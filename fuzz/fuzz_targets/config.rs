@@ -16,7 +16,7 @@ use monitor::{
     ops::config::Config,
     process::{
         event::{Action, Event, ProcessInfo},
-        table::Resolution,
+        table::{ProcessTable, Resolution},
     },
 };
 
@@ -57,6 +57,7 @@ fuzz_target!(|data: &[u8]| {
     // addresses and networks take the same path as in the daemon.
     config.install.index_hosts.retain(|h| h.parse::<IpNet>().is_ok() || h.parse::<IpAddr>().is_ok());
     let rules = Rules::from_config(&config).unwrap_or_else(|e| panic!("valid config, rules refused: {e}"));
+    let table = ProcessTable::new(8);
     // Matching runs the compiled globs and destinations.
     for path in ["/home/a/.aws/credentials", "/etc/corp/x.key", "/srv/app/.env.example"] {
         let _ = rules.credential(Path::new(path));
@@ -72,17 +73,18 @@ fuzz_target!(|data: &[u8]| {
             file: None,
             alias_of: None,
         };
-        let _ = rules.evaluate(&event(open), false);
+        let _ = rules.evaluate(&event(open), false, &table);
     }
     let v4 = [2u8, 0, 1, 187, 10, 1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0].to_vec();
-    let _ = rules.evaluate(&event(Action::Connect { addr: v4, fd: 3, result: 0 }), true);
+    let _ = rules.evaluate(&event(Action::Connect { addr: v4, fd: 3, result: 0 }), true, &table);
     let exec = Action::Exec {
         path: PathBuf::from("/usr/bin/gcc"),
         resolution: Resolution::Absolute,
         argv: Vec::new(),
         result: 0,
+        file: None,
         image: None,
     };
-    let _ = rules.evaluate(&event(exec), true);
+    let _ = rules.evaluate(&event(exec), true, &table);
     let _ = rules.allowed(Some(Path::new("/usr/bin/python3")), &[Path::new("/v/site.pth")], Some("Foo_Bar"));
 });

@@ -64,6 +64,8 @@ pub(crate) const PROGRAMS: &[(&str, From)] = &[
     ("uname", From::Machine),
     ("env", From::Machine),
     ("setpriv", From::Machine),
+    ("unshare", From::Machine),
+    ("mount", From::Machine),
     ("nm", From::Machine),
     ("readelf", From::Machine),
 ];

@@ -30,7 +30,10 @@ use self::{
 };
 use crate::{
     ops::config::{Config, RuleOptions},
-    process::event::{Action, Event},
+    process::{
+        event::{Action, Event},
+        table::ProcessTable,
+    },
 };
 
 /// What matched.
@@ -99,8 +102,8 @@ impl Rules {
 
     /// The rule an event of pre-main code breaks, if any. `installing` tells that the code
     /// runs as part of a package installation, where the package index and the build
-    /// toolchain are expected.
-    pub fn evaluate(&self, event: &Event, installing: bool) -> Option<Hit> {
+    /// toolchain are expected; `table` knows the acting process's ancestors.
+    pub fn evaluate(&self, event: &Event, installing: bool, table: &ProcessTable) -> Option<Hit> {
         let (rule, target, category) = match &event.action {
             Action::Open { path, flags, alias_of, .. } => {
                 let credential = self
@@ -131,10 +134,12 @@ impl Rules {
                 (RuleId::NetworkConnect, self.network.target(addr, installing)?, None)
             }
             Action::Send { addr, .. } => (RuleId::NetworkSend, self.network.target(addr, installing)?, None),
-            Action::Exec { path, resolution, result, .. } => {
+            Action::Exec { path, resolution, result, file, .. } => {
                 let exec = Exec { path, resolution: *resolution, result: *result, installing };
                 let (pid, ppid) = (event.header.pid, event.header.ppid);
-                if !self.programs.run(&exec, || identity::root_of(pid, ppid)) {
+                let system_file =
+                    |path: &Path| identity::system_program(table, pid, ppid, path, file.as_ref());
+                if !self.programs.run(&exec, system_file) {
                     return None;
                 }
                 (RuleId::ProgramExec, path.to_string_lossy().into_owned(), None)
@@ -195,7 +200,11 @@ mod tests {
         process::{event::ProcessInfo, table::Resolution},
     };
 
-    /// `action` by this process: exec'd paths are looked up from its root.
+    /// The rule `action` by this process breaks (exec'd paths are looked up from its root).
+    fn check(rules: &Rules, action: Action, installing: bool) -> Option<Hit> {
+        rules.evaluate(&ev(action), installing, &ProcessTable::new(8))
+    }
+
     fn ev(action: Action) -> Event {
         let pid = std::process::id();
         let header = Header {
@@ -258,24 +267,24 @@ mod tests {
     #[test]
     fn reads_alert_writes_do_not() {
         let rules = Rules::defaults();
-        let hit = rules.evaluate(&ev(open("/h/.netrc", 0)), false).unwrap();
+        let hit = check(&rules, open("/h/.netrc", 0), false).unwrap();
         assert_eq!(
             (hit.rule, hit.severity, hit.category),
             (RuleId::CredentialRead, Severity::Critical, Some("netrc".into()))
         );
-        assert!(rules.evaluate(&ev(open("/h/.netrc", 2)), false).is_some());
-        assert!(rules.evaluate(&ev(open("/h/.netrc", 1 | 0o100)), false).is_none());
+        assert!(check(&rules, open("/h/.netrc", 2), false).is_some());
+        assert!(check(&rules, open("/h/.netrc", 1 | 0o100), false).is_none());
     }
 
     #[test]
     fn a_hard_link_to_a_credential_is_that_credential() {
         let rules = Rules::defaults();
         let mut action = open("/tmp/w/innocent", 0);
-        assert!(rules.evaluate(&ev(action.clone()), false).is_none());
+        assert!(check(&rules, action.clone(), false).is_none());
         if let Action::Open { alias_of, .. } = &mut action {
             *alias_of = Some(PathBuf::from("/h/.aws/credentials"));
         }
-        let hit = rules.evaluate(&ev(action), false).expect("the linked credential");
+        let hit = check(&rules, action, false).expect("the linked credential");
         assert_eq!(
             (hit.rule, hit.category.as_deref(), hit.target.as_str()),
             (RuleId::CredentialRead, Some("aws"), "/tmp/w/innocent")
@@ -301,9 +310,9 @@ mod tests {
             ("/v/lib/python3.12/site-packages/sitecustomize.py", "python-customize"),
             ("/etc/ld.so.preload", "ld-preload"),
         ] {
-            let hit = rules.evaluate(&ev(open(path, APPEND)), false).unwrap_or_else(|| panic!("{path}"));
+            let hit = check(&rules, open(path, APPEND), false).unwrap_or_else(|| panic!("{path}"));
             assert_eq!((hit.rule, hit.category.as_deref()), (RuleId::Persistence, Some(category)), "{path}");
-            assert!(rules.evaluate(&ev(open(path, 0)), false).is_none(), "reading {path}");
+            assert!(check(&rules, open(path, 0), false).is_none(), "reading {path}");
         }
         for path in [
             "/home/a/notes.txt",
@@ -311,7 +320,7 @@ mod tests {
             "/home/a/.bashrc.bak",
             "/tmp/pip-build-env-x/site/__pycache__/sitecustomize.cpython-38.pyc",
         ] {
-            assert!(rules.evaluate(&ev(open(path, APPEND)), false).is_none(), "{path}");
+            assert!(check(&rules, open(path, APPEND), false).is_none(), "{path}");
         }
         let rename = Action::Name {
             op: "rename",
@@ -319,23 +328,23 @@ mod tests {
             old: PathBuf::from(".evil.tmp"),
             result: 0,
         };
-        assert_eq!(rules.evaluate(&ev(rename), false).unwrap().category.as_deref(), Some("python-pth"));
+        assert_eq!(check(&rules, rename, false).unwrap().category.as_deref(), Some("python-pth"));
     }
 
     #[test]
     fn memory_and_raw_sockets() {
         let rules = Rules::defaults();
         let memory = Action::Memory { target_pid: 7, via: "process_vm_readv", path: None, result: 15 };
-        let hit = rules.evaluate(&ev(memory), false).unwrap();
+        let hit = check(&rules, memory, false).unwrap();
         assert_eq!(
             (hit.rule, hit.severity, hit.target.as_str()),
             (RuleId::ProcessMemory, Severity::Critical, "pid 7")
         );
         let raw = Action::Socket { family: 17, sock_type: 3, protocol: 768, result: 3 };
-        let hit = rules.evaluate(&ev(raw.clone()), false).unwrap();
+        let hit = check(&rules, raw.clone(), false).unwrap();
         assert_eq!((hit.rule, hit.target.as_str()), (RuleId::RawSocket, "packet raw"));
         let disabled = configured("[rules.raw-socket]\nenabled = false\n");
-        assert!(disabled.evaluate(&ev(raw), false).is_none());
+        assert!(check(&disabled, raw, false).is_none());
     }
 
     fn exec(path: &str, result: i64) -> Action {
@@ -344,6 +353,7 @@ mod tests {
             resolution: Resolution::Absolute,
             argv: Vec::new(),
             result,
+            file: None,
             image: None,
         }
     }
@@ -351,51 +361,46 @@ mod tests {
     #[test]
     fn exec_rule_skips_path_search_misses_and_stdlib_helpers() {
         let rules = Rules::defaults();
-        assert_eq!(rules.evaluate(&ev(exec("/usr/bin/curl", 0)), false).unwrap().rule, RuleId::ProgramExec);
-        assert!(rules.evaluate(&ev(exec("/usr/bin/curl", -13)), false).is_some());
-        assert!(rules.evaluate(&ev(exec("/usr/local/bin/curl", -2)), false).is_none());
-        assert!(rules.evaluate(&ev(exec("/usr/bin/uname", 0)), false).is_none());
-        assert!(rules.evaluate(&ev(exec("/bin/uname", 0)), false).is_none());
-        let hit = rules.evaluate(&ev(exec("/tmp/x/uname", 0)), false).expect("a program called uname");
+        assert_eq!(check(&rules, exec("/usr/bin/curl", 0), false).unwrap().rule, RuleId::ProgramExec);
+        assert!(check(&rules, exec("/usr/bin/curl", -13), false).is_some());
+        assert!(check(&rules, exec("/usr/local/bin/curl", -2), false).is_none());
+        assert!(check(&rules, exec("/usr/bin/uname", 0), false).is_none());
+        assert!(check(&rules, exec("/bin/uname", 0), false).is_none());
+        let hit = check(&rules, exec("/tmp/x/uname", 0), false).expect("a program called uname");
         assert_eq!(hit.target, "/tmp/x/uname");
     }
 
     #[test]
     fn the_build_toolchain_runs_during_installs_only() {
         let rules = Rules::defaults();
-        assert!(rules.evaluate(&ev(exec("/usr/bin/gcc", 0)), true).is_none());
-        assert!(rules.evaluate(&ev(exec("/usr/bin/gcc", 0)), false).is_some());
-        assert!(rules.evaluate(&ev(exec("/bin/sh", 0)), true).is_some());
+        assert!(check(&rules, exec("/usr/bin/gcc", 0), true).is_none());
+        assert!(check(&rules, exec("/usr/bin/gcc", 0), false).is_some());
+        assert!(check(&rules, exec("/bin/sh", 0), true).is_some());
         let replaced = configured("[install]\ntoolchain = [\"/usr/bin/make\"]\n");
-        assert!(replaced.evaluate(&ev(exec("/usr/bin/gcc", 0)), true).is_some());
+        assert!(check(&replaced, exec("/usr/bin/gcc", 0), true).is_some());
         let allowed = configured("[allow]\nprograms = [\"/usr/bin/g*\"]\n");
-        assert!(allowed.evaluate(&ev(exec("/usr/bin/gcc", 0)), false).is_none(), "allowed in every phase");
-        assert!(
-            allowed.evaluate(&ev(exec("/usr/bin/uname", 0)), false).is_some(),
-            "the list replaces the default"
-        );
+        assert!(check(&allowed, exec("/usr/bin/gcc", 0), false).is_none(), "allowed in every phase");
+        assert!(check(&allowed, exec("/usr/bin/uname", 0), false).is_some(), "the list replaces the default");
     }
 
     #[test]
     fn network_families() {
         let rules = Rules::defaults();
         let v4 = [2u8, 0, 0x1f, 0x90, 127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0].to_vec();
-        let hit = rules.evaluate(&ev(Action::Connect { addr: v4.clone(), fd: 3, result: 0 }), false).unwrap();
+        let hit = check(&rules, Action::Connect { addr: v4.clone(), fd: 3, result: 0 }, false).unwrap();
         assert_eq!((hit.rule, hit.target.as_str()), (RuleId::NetworkConnect, "127.0.0.1:8080"));
         assert_eq!(
-            rules.evaluate(&ev(Action::Send { addr: v4, fd: 3, result: 5 }), false).unwrap().rule,
+            check(&rules, Action::Send { addr: v4, fd: 3, result: 5 }, false).unwrap().rule,
             RuleId::NetworkSend
         );
         let unspec = [0u8; 16].to_vec();
-        assert!(rules.evaluate(&ev(Action::Connect { addr: unspec, fd: 3, result: 0 }), false).is_none());
+        assert!(check(&rules, Action::Connect { addr: unspec, fd: 3, result: 0 }, false).is_none());
         let mut nscd = vec![1u8, 0];
         nscd.extend_from_slice(b"/var/run/nscd/socket\0");
-        assert!(
-            rules.evaluate(&ev(Action::Connect { addr: nscd.clone(), fd: 3, result: -2 }), false).is_none()
-        );
+        assert!(check(&rules, Action::Connect { addr: nscd.clone(), fd: 3, result: -2 }, false).is_none());
         nscd.truncate(2);
         nscd.extend_from_slice(b"/run/user/0/evil.sock\0");
-        assert!(rules.evaluate(&ev(Action::Connect { addr: nscd, fd: 3, result: -2 }), false).is_some());
+        assert!(check(&rules, Action::Connect { addr: nscd, fd: 3, result: -2 }, false).is_some());
     }
 
     fn configured(text: &str) -> Rules {
@@ -420,8 +425,8 @@ mod tests {
         let rules = configured(
             "[rules.program-exec]\nenabled = false\n[rules.credential-read]\nseverity = \"medium\"\n",
         );
-        assert!(rules.evaluate(&ev(exec("/usr/bin/curl", 0)), false).is_none());
-        assert_eq!(rules.evaluate(&ev(open("/h/.netrc", 0)), false).unwrap().severity, Severity::Medium);
+        assert!(check(&rules, exec("/usr/bin/curl", 0), false).is_none());
+        assert_eq!(check(&rules, open("/h/.netrc", 0), false).unwrap().severity, Severity::Medium);
     }
 
     #[test]
@@ -436,10 +441,10 @@ mod tests {
         let rules = configured(
             "[allow]\ndestinations = [\"10.0.0.0/8:443\"]\n[install]\nindex_hosts = [\"192.0.2.0/24\"]\n",
         );
-        assert!(rules.evaluate(&ev(v4([10, 1, 1, 1], 443)), false).is_none());
-        assert!(rules.evaluate(&ev(v4([10, 1, 1, 1], 80)), false).is_some());
-        assert!(rules.evaluate(&ev(v4([192, 0, 2, 7], 443)), true).is_none(), "the index during an install");
-        assert!(rules.evaluate(&ev(v4([192, 0, 2, 7], 443)), false).is_some(), "the index from other code");
+        assert!(check(&rules, v4([10, 1, 1, 1], 443), false).is_none());
+        assert!(check(&rules, v4([10, 1, 1, 1], 80), false).is_some());
+        assert!(check(&rules, v4([192, 0, 2, 7], 443), true).is_none(), "the index during an install");
+        assert!(check(&rules, v4([192, 0, 2, 7], 443), false).is_some(), "the index from other code");
     }
 
     #[test]

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
-use super::identity;
 use crate::process::table::Resolution;
 
 pub(super) struct Programs {
@@ -31,9 +30,10 @@ impl Programs {
         Ok(Self { allowed: glob_set(allowed)?, toolchain: glob_set(toolchain)? })
     }
 
-    /// Whether `exec` runs a program against the rule; `root` finds the root directory the
-    /// process resolves paths from, asked only when an allowlist could apply.
-    pub(super) fn run(&self, exec: &Exec, root: impl FnOnce() -> Option<PathBuf>) -> bool {
+    /// Whether `exec` runs a program against the rule; `system_file` finds the file a path
+    /// leads to when only root can have put it there (`identity::system_program`), asked only
+    /// when an allowlist could apply.
+    pub(super) fn run(&self, exec: &Exec, system_file: impl FnOnce(&Path) -> Option<PathBuf>) -> bool {
         // A PATH search tries every directory: the misses are not programs run.
         const ENOENT: i64 = 2;
         const ENOTDIR: i64 = 20;
@@ -46,9 +46,7 @@ impl Programs {
         if (self.allowed.is_empty() && !installing) || exec.resolution != Resolution::Absolute {
             return true;
         }
-        let Some(file) = root().and_then(|root| identity::system_file(&root, exec.path)) else {
-            return true;
-        };
+        let Some(file) = system_file(exec.path) else { return true };
         let allowed =
             |path: &Path| self.allowed.is_match(path) || (installing && self.toolchain.is_match(path));
         !(allowed(exec.path) || allowed(&file))
@@ -74,7 +72,10 @@ mod tests {
     use std::fs;
 
     use super::*;
-    use crate::detect::catalogue::{BENIGN_PROGRAMS, TOOLCHAIN};
+    use crate::detect::{
+        catalogue::{BENIGN_PROGRAMS, TOOLCHAIN},
+        identity::system_file,
+    };
 
     fn defaults() -> Programs {
         Programs::compile(BENIGN_PROGRAMS, TOOLCHAIN).unwrap()
@@ -85,7 +86,7 @@ mod tests {
     }
 
     fn alerts(programs: &Programs, exec: &Exec) -> bool {
-        programs.run(exec, || Some(PathBuf::from("/")))
+        programs.run(exec, |path| system_file(Path::new("/"), path))
     }
 
     #[test]
@@ -152,8 +153,9 @@ mod tests {
         fs::copy("/usr/bin/uname", &fake).unwrap();
         assert!(alerts(&programs, &exec(fake.to_str().unwrap(), false)));
         let _ = fs::remove_dir_all(&dir);
-        // What the root lookup could not find is not a system file.
-        assert!(programs.run(&exec("/usr/bin/uname", false), || None));
+        // What the walk could not tell (a process gone, a mount that does not answer) is not
+        // a system file.
+        assert!(programs.run(&exec("/usr/bin/uname", false), |_| None));
         let relative = Exec { resolution: Resolution::Cwd, ..exec("/usr/bin/uname", false) };
         assert!(alerts(&programs, &relative), "a path joined to a working directory read later");
         // A PATH search's misses are not runs, of anything.

@@ -875,6 +875,7 @@ mod tests {
             resolution: crate::process::table::Resolution::Absolute,
             argv: Vec::new(),
             result: 0,
+            file: None,
             image: Some(Box::new(info(true))),
         };
         e.observe(&ev(20, 20, exec));
@@ -890,6 +891,7 @@ mod tests {
             resolution: crate::process::table::Resolution::Absolute,
             argv: Vec::new(),
             result: 0,
+            file: None,
             image: Some(Box::new(info(false))),
         };
         e.observe(&ev(30, 30, sh));

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use monitor_common::ExeKey;
+
 use crate::{
     k8s::Container,
     kernel::decode::{Header, Mark},
@@ -92,6 +94,9 @@ pub enum Action {
         resolution: Resolution,
         argv: Vec<Vec<u8>>,
         result: i64,
+        /// The kernel's identity of the file the exec ran (a `#!` script's interpreter);
+        /// `None` for a refused exec.
+        file: Option<ExeKey>,
         image: Option<Box<ProcessInfo>>,
     },
     /// A process starts a tracked image without having been tracked before (not an action

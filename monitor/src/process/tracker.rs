@@ -422,7 +422,14 @@ impl Tracker {
                 let (path, resolution) = resolve(&exec.filename, exec.dirfd, pid, self.table.get_mut(pid));
                 self.event(
                     &exec.header,
-                    Action::Exec { path, resolution, argv: exec.argv, result: exec.result, image: None },
+                    Action::Exec {
+                        path,
+                        resolution,
+                        argv: exec.argv,
+                        result: exec.result,
+                        file: None,
+                        image: None,
+                    },
                 )
             }
         }
@@ -599,7 +606,14 @@ impl Tracker {
         let image = ProcessInfo::of(self.table.get(pid));
         let mut event = self.event(
             &exec.header,
-            Action::Exec { path, resolution, argv: exec.argv, result: 0, image: Some(Box::new(image)) },
+            Action::Exec {
+                path,
+                resolution,
+                argv: exec.argv,
+                result: 0,
+                file: Some(exec.exe),
+                image: Some(Box::new(image)),
+            },
         )?;
         // The image's own identity is reported by the exec's action; the actor is who exec'd.
         if let Some(before) = previous {
