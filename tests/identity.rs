@@ -174,20 +174,16 @@ fn listing(alerts: &[Value]) -> String {
     alerts.iter().map(|a| format!("    {a}")).collect::<Vec<_>>().join("\n")
 }
 
-/// Runs `check` on every CPython under one premain (`extra` arguments to `premain run`),
-/// reporting every failure at the end and the interpreters it ran on.
-fn on_every_python(
-    name: &str,
-    extra: &[&str],
-    mut check: impl FnMut(&Python, &Premain, &Path) -> Result<(), String>,
-) {
+/// Runs `check` on every CPython under one premain, reporting every failure at the end and
+/// the interpreters it ran on.
+fn on_every_python(name: &str, mut check: impl FnMut(&Python, &Premain, &Path) -> Result<(), String>) {
     let pythons = pythons();
     assert!(!pythons.is_empty(), "no CPython 3.8+ found");
     assert!(
         pythons.iter().any(|p| p.label.starts_with("pyenv 3.12")),
         "no pyenv CPython 3.12 (cargo xtask setup / pyenv install)"
     );
-    let premain = Premain::start_alerts(extra);
+    let premain = Premain::start_alerts(&[]);
     let mut failures = Vec::new();
     let mut ran = Vec::new();
     for py in &pythons {
@@ -215,7 +211,6 @@ fn hooked_venv(py: &Python, dir: &Path) -> PathBuf {
 /// arguments, in the same process) when one is given, whose `.pth` runs `programs`. Returns
 /// its pid and what each program printed, once they all ran and exited 0.
 fn run_pth(
-    py: &Python,
     launcher: &[&OsStr],
     python: &Path,
     dir: &Path,
@@ -241,7 +236,7 @@ fn run_pth(
     let pid = child.id();
     let done = child.wait_with_output().expect("wait python");
     if !done.status.success() {
-        return Err(format!("[{}] python failed: {}", py.label, String::from_utf8_lossy(&done.stderr)));
+        return Err(format!("python failed: {}", String::from_utf8_lossy(&done.stderr)));
     }
     let ran: Value = serde_json::from_str(&fs::read_to_string(&out).map_err(|e| format!("no {out:?}: {e}"))?)
         .map_err(|e| e.to_string())?;
@@ -259,14 +254,14 @@ fn run_pth(
 #[test]
 fn a_pth_running_a_copy_named_uname_alerts_and_the_system_uname_does_not() {
     assert!(Path::new("/usr/bin/uname").is_file(), "/usr/bin/uname (coreutils) is missing");
-    on_every_python("uname", &[], |py, premain, dir| {
+    on_every_python("uname", |py, premain, dir| {
         let python = hooked_venv(py, dir);
         let copy = impostor(&dir.join("bin/uname"));
         let link = dir.join("link/uname");
         fs::create_dir_all(link.parent().unwrap()).unwrap();
         symlink("/usr/bin/uname", &link).unwrap();
 
-        let (pid, _) = run_pth(py, &[], &python, dir, &[&copy, &link])?;
+        let (pid, _) = run_pth(&[], &python, dir, &[&copy, &link])?;
         let alerts = settle(premain, pid, 2);
         let want: BTreeSet<(String, String)> =
             [&copy, &link].iter().map(|p| ("program-exec".to_owned(), text(p).to_owned())).collect();
@@ -280,7 +275,7 @@ fn a_pth_running_a_copy_named_uname_alerts_and_the_system_uname_does_not() {
         }
 
         let system = [Path::new("/usr/bin/uname"), Path::new("/bin/uname")];
-        let (pid, printed) = run_pth(py, &[], &python, dir, &system)?;
+        let (pid, printed) = run_pth(&[], &python, dir, &system)?;
         if printed.iter().any(|p| p.trim() != "Linux") {
             return Err(format!("the system's uname printed {printed:?}"));
         }
@@ -294,7 +289,7 @@ fn a_pth_running_a_copy_named_uname_alerts_and_the_system_uname_does_not() {
 
 #[test]
 fn a_copy_bind_mounted_over_the_system_uname_in_a_mount_namespace_alerts() {
-    on_every_python("mount", &[], |py, premain, dir| {
+    on_every_python("mount", |py, premain, dir| {
         let python = hooked_venv(py, dir);
         // Owned by root like the real one: only the mount tells them apart.
         let copy = impostor(&dir.join("bin/uname"));
@@ -314,7 +309,7 @@ fn a_copy_bind_mounted_over_the_system_uname_in_a_mount_namespace_alerts() {
             copy.as_os_str(),
         ];
         let uname = Path::new("/usr/bin/uname");
-        let (pid, printed) = run_pth(py, &launcher, &python, dir, &[uname])?;
+        let (pid, printed) = run_pth(&launcher, &python, dir, &[uname])?;
         if printed != [""] {
             return Err(format!("/usr/bin/uname was not the copy in the namespace: it printed {printed:?}"));
         }
@@ -396,7 +391,7 @@ fn install_alerts_only(alerts: &[Value]) -> Result<(), String> {
 
 #[test]
 fn pip_builds_a_c_extension_with_the_system_toolchain_without_alerts() {
-    on_every_python("toolchain", &[], |py, premain, dir| {
+    on_every_python("toolchain", |py, premain, dir| {
         let pid = pip_install(py, dir, &[])?;
         let alerts = settle(premain, pid, 0);
         if !alerts.is_empty() {
@@ -443,7 +438,7 @@ fn closed_port() -> String {
 
 #[test]
 fn a_build_running_a_gcc_copy_or_a_shell_alerts() {
-    on_every_python("impostors", &[], |py, premain, dir| {
+    on_every_python("impostors", |py, premain, dir| {
         let gcc = impostor(&dir.join("bin/gcc"));
         let port = closed_port();
         let env = [("PREMAIN_FAKE_GCC", gcc.as_os_str()), ("PREMAIN_CLOSED_PORT", os(&port))];
