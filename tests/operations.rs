@@ -40,6 +40,16 @@ fn check_config_rejects_each_error_class_with_file_line_and_column() {
         ("[metrics]\naddress = \"localhost:9464\"\n", "2:11", "is not an IP:port address"),
         ("[limits]\nring_buffer_size = 1000\n", "2:20", "power of two"),
         ("[alerts]\nredact_patterns = [\"(\"]\n", "2:20", "bad regex \"(\" in alerts.redact_patterns"),
+        (
+            "[allow]\nprograms = [\"/usr/bin/uname\", \"gcc\"]\n",
+            "2:31",
+            "allow.programs: \"gcc\" is a bare name; give the absolute path, e.g. /usr/bin/gcc",
+        ),
+        (
+            "[install]\ntoolchain = [\"bin/make\"]\n",
+            "2:14",
+            "install.toolchain: \"bin/make\" is not an absolute path",
+        ),
         ("[[sinks]]\ntype = \"webhook\"\nurl = \"ftp://soc\"\n", "1:1", "webhook sink url"),
         ("[[sinks]]\ntype = \"file\"\n", "1:1", "missing field `path`"),
         (

@@ -12,9 +12,30 @@ use ipnet::IpNet;
 use libfuzzer_sys::fuzz_target;
 use monitor::{
     detect::Rules,
+    kernel::decode::Header,
     ops::config::Config,
-    process::{event::Action, table::Resolution},
+    process::{
+        event::{Action, Event, ProcessInfo},
+        table::{ProcessTable, Resolution},
+    },
 };
+
+/// `action` by pid 0, which has no root to look programs up in.
+fn event(action: Action) -> Event {
+    let header = Header {
+        ktime_ns: 0,
+        cgroup_id: 0,
+        start_ns: 0,
+        pid: 0,
+        tid: 0,
+        ppid: 0,
+        uid: 0,
+        gid: 0,
+        flags: 0,
+        comm: Vec::new(),
+    };
+    Event { header, process: ProcessInfo::default(), action }
+}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -36,6 +57,7 @@ fuzz_target!(|data: &[u8]| {
     // addresses and networks take the same path as in the daemon.
     config.install.index_hosts.retain(|h| h.parse::<IpNet>().is_ok() || h.parse::<IpAddr>().is_ok());
     let rules = Rules::from_config(&config).unwrap_or_else(|e| panic!("valid config, rules refused: {e}"));
+    let table = ProcessTable::new(8);
     // Matching runs the compiled globs and destinations.
     for path in ["/home/a/.aws/credentials", "/etc/corp/x.key", "/srv/app/.env.example"] {
         let _ = rules.credential(Path::new(path));
@@ -51,9 +73,18 @@ fuzz_target!(|data: &[u8]| {
             file: None,
             alias_of: None,
         };
-        let _ = rules.evaluate(&open, false);
+        let _ = rules.evaluate(&event(open), false, &table);
     }
     let v4 = [2u8, 0, 1, 187, 10, 1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0].to_vec();
-    let _ = rules.evaluate(&Action::Connect { addr: v4, fd: 3, result: 0 }, true);
+    let _ = rules.evaluate(&event(Action::Connect { addr: v4, fd: 3, result: 0 }), true, &table);
+    let exec = Action::Exec {
+        path: PathBuf::from("/usr/bin/gcc"),
+        resolution: Resolution::Absolute,
+        argv: Vec::new(),
+        result: 0,
+        file: None,
+        image: None,
+    };
+    let _ = rules.evaluate(&event(exec), true, &table);
     let _ = rules.allowed(Some(Path::new("/usr/bin/python3")), &[Path::new("/v/site.pth")], Some("Foo_Bar"));
 });

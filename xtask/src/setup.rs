@@ -19,7 +19,8 @@ use anyhow::{Context as _, bail};
 
 /// Debian packages: Debian's BPF-capable rustc/cargo and `core`, and LLVM for bpf-linker;
 /// `python3-venv` for the deploy tests' venv (Debian's python3 has no `ensurepip` without it);
-/// and the packages of [`PROGRAMS`].
+/// `libpython3-dev` for the C extension the identity tests build with Debian's python3; and
+/// the packages of [`PROGRAMS`].
 const PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
@@ -28,6 +29,7 @@ const PACKAGES: &[&str] = &[
     "libpolly-22-dev",
     "zlib1g-dev",
     "python3-venv",
+    "libpython3-dev",
 ];
 
 /// Where a program the tests run comes from.
@@ -50,6 +52,8 @@ pub(crate) const PROGRAMS: &[(&str, From)] = &[
     ("pahole", From::Package("dwarves")),
     ("promtool", From::Unpacked("prometheus")),
     ("kubectl", From::Unpacked("kubernetes-client")),
+    // pip's builds of a C extension run it (tests/identity.rs).
+    ("gcc", From::Package("gcc")),
     ("python3", From::Machine),
     // Debian's own CPython, statically linked, with its own sitecustomize.
     ("python3.11", From::Machine),
@@ -57,8 +61,11 @@ pub(crate) const PROGRAMS: &[(&str, From)] = &[
     ("bash", From::Machine),
     ("cat", From::Machine),
     ("true", From::Machine),
+    ("uname", From::Machine),
     ("env", From::Machine),
     ("setpriv", From::Machine),
+    ("unshare", From::Machine),
+    ("mount", From::Machine),
     ("nm", From::Machine),
     ("readelf", From::Machine),
 ];

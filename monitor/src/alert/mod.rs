@@ -462,7 +462,7 @@ mod tests {
         let context = Context { phase: Phase::Startup, ..Context::runtime() };
         let mut raise = |pid, path| {
             let event = open(pid, path);
-            let hit = rules.evaluate(&event.action, false).expect("a credential");
+            let hit = rules.evaluate(&event, false, &table).expect("a credential");
             alerts.raise(&event, &context, hit, &table, &Redactor::default())
         };
         let first = raise(7, "/h/.netrc").expect("first alert printed");
@@ -471,7 +471,7 @@ mod tests {
         assert!(raise(8, "/h/.netrc").is_some(), "another process is another alert");
         let mut reused = open(7, "/h/.netrc");
         reused.header.start_ns = 99;
-        let hit = rules.evaluate(&reused.action, false).expect("a credential");
+        let hit = rules.evaluate(&reused, false, &table).expect("a credential");
         assert!(
             alerts.raise(&reused, &context, hit, &table, &Redactor::default()).is_some(),
             "a new process with a reused pid is another alert"
@@ -497,7 +497,7 @@ mod tests {
         let mut event = open(9, "/h/.gnupg/aaaa");
         event.header.flags = monitor_common::FLAG_PATH_TRUNCATED;
         let context = Context { phase: Phase::Startup, ..Context::runtime() };
-        let hit = rules.evaluate(&event.action, false).expect("a credential");
+        let hit = rules.evaluate(&event, false, &table).expect("a credential");
         let alert = serde_json::to_value(
             alerts.raise(&event, &context, hit, &table, &Redactor::default()).expect("an alert"),
         )
@@ -522,8 +522,10 @@ mod tests {
         event.process.argv = argv(&["python3", "app.py", "--token", "FAKEchild"]);
         event.action = Action::Exec {
             path: "/usr/bin/curl".into(),
+            resolution: Resolution::Absolute,
             argv: argv(&["curl", "-uFAKE", "https://u:FAKEurl@h/"]),
             result: 0,
+            file: None,
             image: None,
         };
         let origin = Origin {
@@ -536,7 +538,7 @@ mod tests {
         };
         let context =
             Context { phase: Phase::Startup, inherited_from: Some(origin.into()), ..Context::runtime() };
-        let hit = rules.evaluate(&event.action, false).expect("an exec");
+        let hit = rules.evaluate(&event, false, &table).expect("an exec");
         let redactor = Redactor::new(["-u(?P<secret>.+)"]).unwrap();
         let alert = alerts.raise(&event, &context, hit, &table, &redactor).expect("an alert");
         let alert = serde_json::to_value(alert).unwrap();

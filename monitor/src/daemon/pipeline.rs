@@ -102,7 +102,7 @@ impl Pipeline {
         if context.phase == Phase::Runtime {
             return None;
         }
-        let hit = self.rules.evaluate(&event.action, context.phase == Phase::Install)?;
+        let hit = self.rules.evaluate(event, context.phase == Phase::Install, &self.tracker.table)?;
         (!self.alerts.exempt(&self.rules, event, context)).then_some(hit)
     }
 

@@ -2,11 +2,13 @@
 //! can alert (never in `runtime`); the rules decide *which* actions do. One file per rule
 //! family: `credential` (credential-read), `network` (network-connect, network-send),
 //! `program` (program-exec), `persistence`, and process-memory and raw-socket here; `allow` holds the allowlists that exempt a process or culprit
-//! from all of them, `catalogue` the built-in lists.
+//! from all of them, `identity` what an exec'd program really is, `catalogue` the built-in
+//! lists.
 
 mod allow;
 pub(crate) mod catalogue;
 mod credential;
+mod identity;
 pub(crate) mod locate;
 mod network;
 mod persistence;
@@ -17,11 +19,21 @@ use std::path::Path;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
+pub(crate) use self::program::glob as program_glob;
 pub use self::rule::{RuleId, Severity};
-use self::{allow::Allow, credential::Catalogue, network::Network, persistence::Targets, program::Programs};
+use self::{
+    allow::Allow,
+    credential::Catalogue,
+    network::Network,
+    persistence::Targets,
+    program::{Exec, Programs},
+};
 use crate::{
     ops::config::{Config, RuleOptions},
-    process::event::Action,
+    process::{
+        event::{Action, Event},
+        table::ProcessTable,
+    },
 };
 
 /// What matched.
@@ -57,7 +69,10 @@ impl Rules {
             options: config.rules.clone(),
             credentials: Catalogue::compile(&config.credentials)?,
             network: Network::compile(config)?,
-            programs: Programs::new(&config.allow.programs),
+            programs: Programs::compile(
+                &config.allow.programs.iter().map(|p| p.get_ref().as_str()).collect::<Vec<_>>(),
+                &config.install.toolchain.iter().map(|p| p.get_ref().as_str()).collect::<Vec<_>>(),
+            )?,
             persistence: Targets::new(),
             allow: Allow::compile(&config.allow)?,
         })
@@ -85,10 +100,11 @@ impl Rules {
         self.credentials.locate(places)
     }
 
-    /// The rule an action of pre-main code breaks, if any. `installing` tells that the code
-    /// runs as part of a package installation, where the package index is expected traffic.
-    pub fn evaluate(&self, action: &Action, installing: bool) -> Option<Hit> {
-        let (rule, target, category) = match action {
+    /// The rule an event of pre-main code breaks, if any. `installing` tells that the code
+    /// runs as part of a package installation, where the package index and the build
+    /// toolchain are expected; `table` knows the acting process's ancestors.
+    pub fn evaluate(&self, event: &Event, installing: bool, table: &ProcessTable) -> Option<Hit> {
+        let (rule, target, category) = match &event.action {
             Action::Open { path, flags, alias_of, .. } => {
                 let credential = self
                     .credentials
@@ -118,8 +134,12 @@ impl Rules {
                 (RuleId::NetworkConnect, self.network.target(addr, installing)?, None)
             }
             Action::Send { addr, .. } => (RuleId::NetworkSend, self.network.target(addr, installing)?, None),
-            Action::Exec { path, result, .. } => {
-                if !self.programs.run(path, *result) {
+            Action::Exec { path, resolution, result, file, .. } => {
+                let exec = Exec { path, resolution: *resolution, result: *result, installing };
+                let (pid, ppid) = (event.header.pid, event.header.ppid);
+                let system_file =
+                    |path: &Path| identity::system_program(table, pid, ppid, path, file.as_ref());
+                if !self.programs.run(&exec, system_file) {
                     return None;
                 }
                 (RuleId::ProgramExec, path.to_string_lossy().into_owned(), None)
@@ -175,7 +195,32 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::process::table::Resolution;
+    use crate::{
+        kernel::decode::Header,
+        process::{event::ProcessInfo, table::Resolution},
+    };
+
+    /// The rule `action` by this process breaks (exec'd paths are looked up from its root).
+    fn check(rules: &Rules, action: Action, installing: bool) -> Option<Hit> {
+        rules.evaluate(&ev(action), installing, &ProcessTable::new(8))
+    }
+
+    fn ev(action: Action) -> Event {
+        let pid = std::process::id();
+        let header = Header {
+            ktime_ns: 0,
+            cgroup_id: 0,
+            start_ns: 0,
+            pid,
+            tid: pid,
+            ppid: 0,
+            uid: 0,
+            gid: 0,
+            flags: 0,
+            comm: Vec::new(),
+        };
+        Event { header, process: ProcessInfo::default(), action }
+    }
 
     fn open(path: &str, flags: u32) -> Action {
         Action::Open {
@@ -222,24 +267,24 @@ mod tests {
     #[test]
     fn reads_alert_writes_do_not() {
         let rules = Rules::defaults();
-        let hit = rules.evaluate(&open("/h/.netrc", 0), false).unwrap();
+        let hit = check(&rules, open("/h/.netrc", 0), false).unwrap();
         assert_eq!(
             (hit.rule, hit.severity, hit.category),
             (RuleId::CredentialRead, Severity::Critical, Some("netrc".into()))
         );
-        assert!(rules.evaluate(&open("/h/.netrc", 2), false).is_some());
-        assert!(rules.evaluate(&open("/h/.netrc", 1 | 0o100), false).is_none());
+        assert!(check(&rules, open("/h/.netrc", 2), false).is_some());
+        assert!(check(&rules, open("/h/.netrc", 1 | 0o100), false).is_none());
     }
 
     #[test]
     fn a_hard_link_to_a_credential_is_that_credential() {
         let rules = Rules::defaults();
         let mut action = open("/tmp/w/innocent", 0);
-        assert!(rules.evaluate(&action, false).is_none());
+        assert!(check(&rules, action.clone(), false).is_none());
         if let Action::Open { alias_of, .. } = &mut action {
             *alias_of = Some(PathBuf::from("/h/.aws/credentials"));
         }
-        let hit = rules.evaluate(&action, false).expect("the linked credential");
+        let hit = check(&rules, action, false).expect("the linked credential");
         assert_eq!(
             (hit.rule, hit.category.as_deref(), hit.target.as_str()),
             (RuleId::CredentialRead, Some("aws"), "/tmp/w/innocent")
@@ -265,9 +310,9 @@ mod tests {
             ("/v/lib/python3.12/site-packages/sitecustomize.py", "python-customize"),
             ("/etc/ld.so.preload", "ld-preload"),
         ] {
-            let hit = rules.evaluate(&open(path, APPEND), false).unwrap_or_else(|| panic!("{path}"));
+            let hit = check(&rules, open(path, APPEND), false).unwrap_or_else(|| panic!("{path}"));
             assert_eq!((hit.rule, hit.category.as_deref()), (RuleId::Persistence, Some(category)), "{path}");
-            assert!(rules.evaluate(&open(path, 0), false).is_none(), "reading {path}");
+            assert!(check(&rules, open(path, 0), false).is_none(), "reading {path}");
         }
         for path in [
             "/home/a/notes.txt",
@@ -275,7 +320,7 @@ mod tests {
             "/home/a/.bashrc.bak",
             "/tmp/pip-build-env-x/site/__pycache__/sitecustomize.cpython-38.pyc",
         ] {
-            assert!(rules.evaluate(&open(path, APPEND), false).is_none(), "{path}");
+            assert!(check(&rules, open(path, APPEND), false).is_none(), "{path}");
         }
         let rename = Action::Name {
             op: "rename",
@@ -283,58 +328,79 @@ mod tests {
             old: PathBuf::from(".evil.tmp"),
             result: 0,
         };
-        assert_eq!(rules.evaluate(&rename, false).unwrap().category.as_deref(), Some("python-pth"));
+        assert_eq!(check(&rules, rename, false).unwrap().category.as_deref(), Some("python-pth"));
     }
 
     #[test]
     fn memory_and_raw_sockets() {
         let rules = Rules::defaults();
         let memory = Action::Memory { target_pid: 7, via: "process_vm_readv", path: None, result: 15 };
-        let hit = rules.evaluate(&memory, false).unwrap();
+        let hit = check(&rules, memory, false).unwrap();
         assert_eq!(
             (hit.rule, hit.severity, hit.target.as_str()),
             (RuleId::ProcessMemory, Severity::Critical, "pid 7")
         );
         let raw = Action::Socket { family: 17, sock_type: 3, protocol: 768, result: 3 };
-        let hit = rules.evaluate(&raw, false).unwrap();
+        let hit = check(&rules, raw.clone(), false).unwrap();
         assert_eq!((hit.rule, hit.target.as_str()), (RuleId::RawSocket, "packet raw"));
         let disabled = configured("[rules.raw-socket]\nenabled = false\n");
-        assert!(disabled.evaluate(&raw, false).is_none());
+        assert!(check(&disabled, raw, false).is_none());
+    }
+
+    fn exec(path: &str, result: i64) -> Action {
+        Action::Exec {
+            path: PathBuf::from(path),
+            resolution: Resolution::Absolute,
+            argv: Vec::new(),
+            result,
+            file: None,
+            image: None,
+        }
     }
 
     #[test]
     fn exec_rule_skips_path_search_misses_and_stdlib_helpers() {
         let rules = Rules::defaults();
-        let exec = |path: &str, result| Action::Exec {
-            path: PathBuf::from(path),
-            argv: Vec::new(),
-            result,
-            image: None,
-        };
-        assert_eq!(rules.evaluate(&exec("/usr/bin/curl", 0), false).unwrap().rule, RuleId::ProgramExec);
-        assert!(rules.evaluate(&exec("/usr/bin/curl", -13), false).is_some());
-        assert!(rules.evaluate(&exec("/usr/local/bin/curl", -2), false).is_none());
-        assert!(rules.evaluate(&exec("/usr/bin/uname", 0), false).is_none());
+        assert_eq!(check(&rules, exec("/usr/bin/curl", 0), false).unwrap().rule, RuleId::ProgramExec);
+        assert!(check(&rules, exec("/usr/bin/curl", -13), false).is_some());
+        assert!(check(&rules, exec("/usr/local/bin/curl", -2), false).is_none());
+        assert!(check(&rules, exec("/usr/bin/uname", 0), false).is_none());
+        assert!(check(&rules, exec("/bin/uname", 0), false).is_none());
+        let hit = check(&rules, exec("/tmp/x/uname", 0), false).expect("a program called uname");
+        assert_eq!(hit.target, "/tmp/x/uname");
+    }
+
+    #[test]
+    fn the_build_toolchain_runs_during_installs_only() {
+        let rules = Rules::defaults();
+        assert!(check(&rules, exec("/usr/bin/gcc", 0), true).is_none());
+        assert!(check(&rules, exec("/usr/bin/gcc", 0), false).is_some());
+        assert!(check(&rules, exec("/bin/sh", 0), true).is_some());
+        let replaced = configured("[install]\ntoolchain = [\"/usr/bin/make\"]\n");
+        assert!(check(&replaced, exec("/usr/bin/gcc", 0), true).is_some());
+        let allowed = configured("[allow]\nprograms = [\"/usr/bin/g*\"]\n");
+        assert!(check(&allowed, exec("/usr/bin/gcc", 0), false).is_none(), "allowed in every phase");
+        assert!(check(&allowed, exec("/usr/bin/uname", 0), false).is_some(), "the list replaces the default");
     }
 
     #[test]
     fn network_families() {
         let rules = Rules::defaults();
         let v4 = [2u8, 0, 0x1f, 0x90, 127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0].to_vec();
-        let hit = rules.evaluate(&Action::Connect { addr: v4.clone(), fd: 3, result: 0 }, false).unwrap();
+        let hit = check(&rules, Action::Connect { addr: v4.clone(), fd: 3, result: 0 }, false).unwrap();
         assert_eq!((hit.rule, hit.target.as_str()), (RuleId::NetworkConnect, "127.0.0.1:8080"));
         assert_eq!(
-            rules.evaluate(&Action::Send { addr: v4, fd: 3, result: 5 }, false).unwrap().rule,
+            check(&rules, Action::Send { addr: v4, fd: 3, result: 5 }, false).unwrap().rule,
             RuleId::NetworkSend
         );
         let unspec = [0u8; 16].to_vec();
-        assert!(rules.evaluate(&Action::Connect { addr: unspec, fd: 3, result: 0 }, false).is_none());
+        assert!(check(&rules, Action::Connect { addr: unspec, fd: 3, result: 0 }, false).is_none());
         let mut nscd = vec![1u8, 0];
         nscd.extend_from_slice(b"/var/run/nscd/socket\0");
-        assert!(rules.evaluate(&Action::Connect { addr: nscd.clone(), fd: 3, result: -2 }, false).is_none());
+        assert!(check(&rules, Action::Connect { addr: nscd.clone(), fd: 3, result: -2 }, false).is_none());
         nscd.truncate(2);
         nscd.extend_from_slice(b"/run/user/0/evil.sock\0");
-        assert!(rules.evaluate(&Action::Connect { addr: nscd, fd: 3, result: -2 }, false).is_some());
+        assert!(check(&rules, Action::Connect { addr: nscd, fd: 3, result: -2 }, false).is_some());
     }
 
     fn configured(text: &str) -> Rules {
@@ -359,10 +425,8 @@ mod tests {
         let rules = configured(
             "[rules.program-exec]\nenabled = false\n[rules.credential-read]\nseverity = \"medium\"\n",
         );
-        let exec =
-            Action::Exec { path: PathBuf::from("/usr/bin/curl"), argv: Vec::new(), result: 0, image: None };
-        assert!(rules.evaluate(&exec, false).is_none());
-        assert_eq!(rules.evaluate(&open("/h/.netrc", 0), false).unwrap().severity, Severity::Medium);
+        assert!(check(&rules, exec("/usr/bin/curl", 0), false).is_none());
+        assert_eq!(check(&rules, open("/h/.netrc", 0), false).unwrap().severity, Severity::Medium);
     }
 
     #[test]
@@ -377,10 +441,10 @@ mod tests {
         let rules = configured(
             "[allow]\ndestinations = [\"10.0.0.0/8:443\"]\n[install]\nindex_hosts = [\"192.0.2.0/24\"]\n",
         );
-        assert!(rules.evaluate(&v4([10, 1, 1, 1], 443), false).is_none());
-        assert!(rules.evaluate(&v4([10, 1, 1, 1], 80), false).is_some());
-        assert!(rules.evaluate(&v4([192, 0, 2, 7], 443), true).is_none(), "the index during an install");
-        assert!(rules.evaluate(&v4([192, 0, 2, 7], 443), false).is_some(), "the index from other code");
+        assert!(check(&rules, v4([10, 1, 1, 1], 443), false).is_none());
+        assert!(check(&rules, v4([10, 1, 1, 1], 80), false).is_some());
+        assert!(check(&rules, v4([192, 0, 2, 7], 443), true).is_none(), "the index during an install");
+        assert!(check(&rules, v4([192, 0, 2, 7], 443), false).is_some(), "the index from other code");
     }
 
     #[test]

@@ -21,7 +21,8 @@ use toml::Spanned;
 use crate::{
     detect::{
         RuleId, Severity,
-        catalogue::{BENIGN_PROGRAMS, SYSTEM_SOCKETS},
+        catalogue::{BENIGN_PROGRAMS, SYSTEM_SOCKETS, TOOLCHAIN},
+        program_glob,
     },
     output::redact,
 };
@@ -203,8 +204,10 @@ pub struct Allow {
     pub destinations: Vec<Spanned<String>>,
     /// Globs on the acting process's executable.
     pub exes: Vec<Spanned<String>>,
-    /// Program names that pre-main code may run (the standard library runs these itself).
-    pub programs: Vec<String>,
+    /// Programs pre-main code may run (the standard library runs these itself): absolute
+    /// paths or globs, matched against the path run and the file it leads to, which only
+    /// root may have put there.
+    pub programs: Vec<Spanned<String>>,
     /// UNIX sockets the C library and logging use on behalf of any program.
     pub unix_sockets: Vec<String>,
 }
@@ -216,7 +219,7 @@ impl Default for Allow {
             distributions: Vec::new(),
             destinations: Vec::new(),
             exes: Vec::new(),
-            programs: BENIGN_PROGRAMS.iter().map(|s| (*s).to_owned()).collect(),
+            programs: spanned(BENIGN_PROGRAMS),
             unix_sockets: SYSTEM_SOCKETS.iter().map(|s| (*s).to_owned()).collect(),
         }
     }
@@ -228,12 +231,22 @@ pub struct Install {
     /// Package index hosts (names or CIDRs): connections to them from install-time code
     /// (setup.py, build backends) are not alerts. Names are resolved at load and reload.
     pub index_hosts: Vec<String>,
+    /// The build toolchain install-time code may run, as `allow.programs` lists programs.
+    pub toolchain: Vec<Spanned<String>>,
 }
 
 impl Default for Install {
     fn default() -> Self {
-        Self { index_hosts: vec!["pypi.org".into(), "files.pythonhosted.org".into()] }
+        Self {
+            index_hosts: vec!["pypi.org".into(), "files.pythonhosted.org".into()],
+            toolchain: spanned(TOOLCHAIN),
+        }
     }
+}
+
+/// Built-in list entries, which no error can point at.
+fn spanned(entries: &[&str]) -> Vec<Spanned<String>> {
+    entries.iter().map(|e| Spanned::new(0..0, (*e).to_owned())).collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
@@ -534,6 +547,13 @@ impl Config {
             Glob::new(glob.get_ref())
                 .map_err(|e| (glob.span(), format!("bad glob {:?}: {}", glob.get_ref(), e.kind())))?;
         }
+        for (key, programs) in
+            [("allow.programs", &self.allow.programs), ("install.toolchain", &self.install.toolchain)]
+        {
+            for program in programs {
+                check_program(key, program.get_ref()).map_err(|m| (program.span(), m))?;
+            }
+        }
         for pattern in &self.alerts.redact_patterns {
             redact::pattern(pattern.get_ref()).map_err(|e| {
                 (pattern.span(), format!("bad regex {:?} in alerts.redact_patterns: {e}", pattern.get_ref()))
@@ -586,6 +606,19 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A program is known by where it is, never by its name alone (anyone can name a file `gcc`).
+fn check_program(key: &str, program: &str) -> Result<(), String> {
+    if !program.contains('/') {
+        return Err(format!(
+            "{key}: {program:?} is a bare name; give the absolute path, e.g. /usr/bin/{program}"
+        ));
+    }
+    if !program.starts_with('/') {
+        return Err(format!("{key}: {program:?} is not an absolute path"));
+    }
+    program_glob(program).map(drop).map_err(|e| format!("{key}: bad glob {program:?}: {}", e.kind()))
 }
 
 fn check_url(url: &str) -> Result<(), String> {
@@ -682,7 +715,8 @@ mod tests {
         assert_eq!(config.limits, Limits::default());
         assert_eq!(config.sinks().len(), 1);
         assert_eq!(config.rules.get(RuleId::CredentialRead).severity, Severity::Critical);
-        assert!(config.allow.programs.contains(&"uname".to_owned()));
+        assert!(config.allow.programs.iter().any(|p| p.get_ref() == "/usr/bin/uname"));
+        assert!(config.install.toolchain.iter().any(|p| p.get_ref().starts_with("/usr/bin/{cc,")));
     }
 
     #[test]
@@ -712,6 +746,25 @@ mod tests {
         assert_eq!(e.line, 2, "the sink's table: {e}");
         assert!(e.message.contains("webhook sink url"), "{e}");
         assert_eq!(e.to_string().lines().count(), 1);
+    }
+
+    #[test]
+    fn programs_are_absolute_paths() {
+        let e = error("[allow]\nprograms = [\"/usr/bin/uname\",\n  \"gcc\"]\n");
+        assert_eq!((e.line, e.column), (3, 3), "{e}");
+        assert_eq!(
+            e.message,
+            "allow.programs: \"gcc\" is a bare name; give the absolute path, e.g. /usr/bin/gcc"
+        );
+        let e = error("[install]\ntoolchain = [\"bin/make\"]\n");
+        assert_eq!((e.line, e.column), (2, 14), "{e}");
+        assert_eq!(e.message, "install.toolchain: \"bin/make\" is not an absolute path");
+        let e = error("[install]\ntoolchain = [\"/usr/bin/{make\"]\n");
+        assert!(e.message.starts_with("install.toolchain: bad glob \"/usr/bin/{make\""), "{e}");
+        let ok = "[allow]\nprograms = [\"/usr/bin/{gcc,g++}{,-[0-9]*}\"]\n[install]\ntoolchain = []\n";
+        let config = Config::parse("t", ok).unwrap();
+        assert_eq!(config.allow.programs.len(), 1);
+        assert!(config.install.toolchain.is_empty());
     }
 
     #[test]

@@ -872,8 +872,10 @@ mod tests {
         // The child execs another interpreter, which reaches its main code.
         let exec = Action::Exec {
             path: "/usr/bin/python3".into(),
+            resolution: crate::process::table::Resolution::Absolute,
             argv: Vec::new(),
             result: 0,
+            file: None,
             image: Some(Box::new(info(true))),
         };
         e.observe(&ev(20, 20, exec));
@@ -886,8 +888,10 @@ mod tests {
         fork(&mut e, 20, 20, 30, false);
         let sh = Action::Exec {
             path: "/bin/sh".into(),
+            resolution: crate::process::table::Resolution::Absolute,
             argv: Vec::new(),
             result: 0,
+            file: None,
             image: Some(Box::new(info(false))),
         };
         e.observe(&ev(30, 30, sh));

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use monitor_common::ExeKey;
+
 use crate::{
     k8s::Container,
     kernel::decode::{Header, Mark},
@@ -87,8 +89,14 @@ pub enum Action {
     /// An exec by a tracked process; `image` describes the new program when it succeeded.
     Exec {
         path: PathBuf,
+        /// How `path` was made absolute: only a path passed absolute names what ran for sure
+        /// (a relative one was joined to a directory read later).
+        resolution: Resolution,
         argv: Vec<Vec<u8>>,
         result: i64,
+        /// The kernel's identity of the file the exec ran (a `#!` script's interpreter);
+        /// `None` for a refused exec.
+        file: Option<ExeKey>,
         image: Option<Box<ProcessInfo>>,
     },
     /// A process starts a tracked image without having been tracked before (not an action

@@ -39,6 +39,11 @@ pub(crate) fn root_link(pid: u32) -> PathBuf {
     dir(pid).join("root")
 }
 
+/// `/proc/<pid>/ns/mnt`'s link (`mnt:[inode]`): which mount namespace the process is in.
+pub(crate) fn mount_namespace(pid: u32) -> Option<PathBuf> {
+    fs::read_link(dir(pid).join("ns/mnt")).ok()
+}
+
 /// What `/proc/<pid>/exe` points to.
 pub(crate) fn exe(pid: u32) -> Option<PathBuf> {
     fs::read_link(exe_link(pid)).ok()

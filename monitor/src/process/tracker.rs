@@ -419,10 +419,17 @@ impl Tracker {
                 if self.drop_untracked(kernel, &exec.header, HOOK_EXEC) {
                     return None;
                 }
-                let (path, _) = resolve(&exec.filename, exec.dirfd, pid, self.table.get_mut(pid));
+                let (path, resolution) = resolve(&exec.filename, exec.dirfd, pid, self.table.get_mut(pid));
                 self.event(
                     &exec.header,
-                    Action::Exec { path, argv: exec.argv, result: exec.result, image: None },
+                    Action::Exec {
+                        path,
+                        resolution,
+                        argv: exec.argv,
+                        result: exec.result,
+                        file: None,
+                        image: None,
+                    },
                 )
             }
         }
@@ -592,14 +599,21 @@ impl Tracker {
         if !self.table.insert(process) {
             self.stats.table_full += 1;
         }
-        let (path, _) = resolve(&exec.filename, exec.dirfd, pid, self.table.get_mut(pid));
+        let (path, resolution) = resolve(&exec.filename, exec.dirfd, pid, self.table.get_mut(pid));
         if exec.header.flags & FLAG_EXEC_BY_TRACKED == 0 {
             return self.event(&exec.header, Action::Image { path, argv: exec.argv });
         }
         let image = ProcessInfo::of(self.table.get(pid));
         let mut event = self.event(
             &exec.header,
-            Action::Exec { path, argv: exec.argv, result: 0, image: Some(Box::new(image)) },
+            Action::Exec {
+                path,
+                resolution,
+                argv: exec.argv,
+                result: 0,
+                file: Some(exec.exe),
+                image: Some(Box::new(image)),
+            },
         )?;
         // The image's own identity is reported by the exec's action; the actor is who exec'd.
         if let Some(before) = previous {
