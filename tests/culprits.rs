@@ -10,6 +10,7 @@ use std::{
     env,
     ffi::OsStr,
     fs,
+    os::unix::ffi::OsStrExt as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     thread,
@@ -98,9 +99,14 @@ impl Stage {
 
     /// Runs `python -c code` in the venv to completion; returns its pid.
     fn run(&self, code: &str) -> u32 {
+        self.run_env(code, &[])
+    }
+
+    fn run_env(&self, code: &str, env: &[(&str, &OsStr)]) -> u32 {
         let child = clean(&self.python)
             .args(["-c", code])
             .env("HOME", &self.home)
+            .envs(env.iter().copied())
             .current_dir(self.dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -191,7 +197,8 @@ fn every_python() -> Vec<Python> {
 
 /// Packages and modules named in Latin-1 (`évil`, `données`), beyond it in UCS-2 (`злой`,
 /// `悪意`) and in UCS-4 (Gothic `𐌰𐌹𐌺`): their code objects' file names are compact `str`s of
-/// each kind, read whole, so the culprit names the module, its file and its distribution.
+/// each kind, read whole, so the culprit names the module, its file and its distribution; a
+/// module in a directory whose name is not UTF-8 is named with the exact bytes of its path.
 #[test]
 fn modules_with_non_ascii_names_are_named_with_their_distribution() {
     let premain = Premain::start_alerts(&[]);
@@ -251,6 +258,25 @@ fn modules_with_non_ascii_names_are_named_with_their_distribution() {
                 fields,
             });
         }
+        // A directory whose name is not UTF-8, on PYTHONPATH: CPython's `surrogateescape`
+        // made its byte U+DCFF (a UCS-2 `str`), which gives the exact byte back.
+        let odd = stage.dir.path().join(OsStr::from_bytes(b"lib\xff"));
+        fs::create_dir(&odd).unwrap();
+        fs::write(odd.join("evil_bytes.py"), reads(".aws/credentials")).unwrap();
+        let hex: String =
+            odd.join("evil_bytes.py").as_os_str().as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let pid = stage.run_env("import evil_bytes", &[("PYTHONPATH", odd.as_os_str())]);
+        wants.push(Want {
+            label: py.label.clone(),
+            what: "not UTF-8",
+            pid,
+            bait: stage.bait(".aws/credentials"),
+            fields: vec![
+                ("/phase", json!("import")),
+                ("/culprit/module", json!("evil_bytes")),
+                ("/culprit/module_path_hex", json!(hex)),
+            ],
+        });
         let pid = stage.run("pass");
         wants.push(Want {
             label: py.label.clone(),
