@@ -226,11 +226,17 @@ fn record_seeds() -> Seeds {
     seeds.push(("exit", bytes_of(&exit, size_of::<ExitRecord>())));
 
     let wide: Vec<u8> = "pkg.mod\0".chars().flat_map(|c| (c as u32).to_ne_bytes()).collect();
-    for (name, marker, event, format, text) in [
-        ("marker-main-module", MARK_MAIN, &b"cpython.run_module"[..], u32::from(b'u'), &wide[..]),
-        ("marker-main-file", MARK_MAIN, b"cpython.run_file", u32::from(b'O'), b"/srv/app/main.py"),
-        ("marker-eval-enter", MARK_EVAL_ENTER, b"", 0, b"/venv/lib/site-packages/evil.pth"),
-        ("marker-eval-exit", MARK_EVAL_EXIT, b"", 0, b""),
+    // `co_filename`s of the three compact `str` kinds, as CPython stores their characters.
+    let ucs2: Vec<u8> = "/venv/site-packages/злой/__init__.py".encode_utf16().flat_map(u16::to_ne_bytes).collect();
+    let ucs4: Vec<u8> = "/venv/site-packages/🐍.py".chars().flat_map(|c| (c as u32).to_ne_bytes()).collect();
+    for (name, marker, event, format, text_kind, text) in [
+        ("marker-main-module", MARK_MAIN, &b"cpython.run_module"[..], u32::from(b'u'), 0, &wide[..]),
+        ("marker-main-file", MARK_MAIN, b"cpython.run_file", u32::from(b'O'), 1, b"/srv/app/main.py"),
+        ("marker-eval-enter", MARK_EVAL_ENTER, b"", 0, 1, b"/venv/lib/site-packages/evil.pth"),
+        ("marker-eval-enter-latin1", MARK_EVAL_ENTER, b"", 0, 1, b"/venv/site-packages/\xe9vil.py"),
+        ("marker-eval-enter-ucs2", MARK_EVAL_ENTER, b"", 0, 2, &ucs2[..]),
+        ("marker-eval-enter-ucs4", MARK_EVAL_ENTER, b"", 0, 4, &ucs4[..]),
+        ("marker-eval-exit", MARK_EVAL_EXIT, b"", 0, 0, b""),
     ] {
         let len = offset_of!(MarkerRecord, text) + text.len();
         let mut record = MarkerRecord {
@@ -238,7 +244,7 @@ fn record_seeds() -> Seeds {
             marker,
             format,
             text_len: text.len() as u32,
-            _pad: 0,
+            text_kind,
             name: [0; MARK_NAME_MAX],
             text: [0; MARK_TEXT_MAX],
         };

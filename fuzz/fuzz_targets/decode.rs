@@ -31,9 +31,12 @@ fuzz_target!(|data: &[u8]| {
             assert!(exec.argv.iter().map(|a| a.len() + 1).sum::<usize>() <= ARGS_MAX + 1);
         }
         Record::Marker(marker) => match &marker.mark {
-            // UTF-32 text becomes UTF-8 of at most the same length.
-            Mark::Main { target, .. } => assert!(target.len() <= MARK_TEXT_MAX),
-            Mark::EvalEnter { filename } => assert!(filename.len() <= MARK_TEXT_MAX),
+            // A `str`'s characters become UTF-8 of at most twice their bytes (Latin-1), UTF-32
+            // of at most the same length.
+            Mark::Main { target, .. } => assert!(target.len() <= 2 * MARK_TEXT_MAX),
+            Mark::EvalEnter { filename } => {
+                assert!(filename.as_ref().is_none_or(|f| f.len() <= 2 * MARK_TEXT_MAX));
+            }
             Mark::EvalExit | Mark::RunningMain => {}
         },
         Record::Fork(_) | Record::Exit(_) | Record::Target(_) | Record::Socket(_) => {}

@@ -102,8 +102,10 @@ pub const IORING_OP_SENDMSG_ZC: u32 = 48;
 pub const PTRACE_ATTACH: u32 = 16;
 pub const PTRACE_SEIZE: u32 = 0x4206;
 
-/// Bytes of a marker's text (a code object's file name, a `-m` module name...).
-pub const MARK_TEXT_MAX: usize = 512;
+/// Bytes of a marker's text (a code object's file name, a `-m` module name...): a `str`'s
+/// characters as CPython stores them, so a path of PATH_MAX Latin-1 characters, or of a
+/// quarter of that in UCS-4.
+pub const MARK_TEXT_MAX: usize = PATH_MAX;
 /// Bytes of an audit event name kept in a marker.
 pub const MARK_NAME_MAX: usize = 32;
 
@@ -111,7 +113,8 @@ pub const MARK_NAME_MAX: usize = 32;
 /// `text` its first argument (see [`MarkerRecord::format`]).
 pub const MARK_MAIN: u32 = 1;
 /// `PyEval_EvalCode` entered: a module body, a script, an `exec()` of a string. `text` holds
-/// the code object's `co_filename` (empty with `FLAG_READ_FAILED` when not compact ASCII).
+/// the characters of the code object's `co_filename` (see [`MarkerRecord::text_kind`]; empty
+/// with `FLAG_READ_FAILED` when it is not a compact `str` or could not be read).
 pub const MARK_EVAL_ENTER: u32 = 2;
 /// `PyEval_EvalCode` returned.
 pub const MARK_EVAL_EXIT: u32 = 3;
@@ -120,33 +123,51 @@ pub const MARK_EVAL_EXIT: u32 = 3;
 pub const MARK_RUNNING_MAIN: u32 = 4;
 
 /// Uprobe cookies carry the layout of the CPython objects a probe reads, so one program
-/// serves every CPython build.
+/// serves every CPython build. A `str` is read only when compact (its characters follow the
+/// object): after `PyASCIIObject` when it is ASCII, after `PyCompactUnicodeObject` otherwise.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProbeCookie {
     /// Offset of `co_filename` in a code object.
     pub co_filename: u16,
-    /// Offset of the character data of a compact ASCII `str`.
+    /// Offset of a `str`'s `length` (in characters).
+    pub str_length: u8,
+    /// Offset of the characters of a compact ASCII `str`.
     pub str_data: u8,
-    /// Offset of the byte of `PyASCIIObject.state` that holds the `compact` and `ascii` bits.
+    /// Offset of the characters of a compact `str` that is not ASCII.
+    pub str_wide_data: u8,
+    /// Offset of the byte of `PyASCIIObject.state` that holds the `kind`, `compact` and `ascii`
+    /// bits.
     pub str_state: u8,
-    /// Both bits set in that byte for a compact ASCII `str`.
-    pub str_ascii_mask: u8,
+    /// Shift of the 3-bit `kind` (bytes per character: 1, 2 or 4) in that byte.
+    pub str_kind_shift: u8,
+    /// Bit number of `compact` in that byte.
+    pub str_compact_bit: u8,
+    /// Bit number of `ascii` in that byte.
+    pub str_ascii_bit: u8,
 }
 
 impl ProbeCookie {
     pub const fn encode(self) -> u64 {
-        (self.co_filename as u64) << 8
+        (self.co_filename as u64)
+            | (self.str_length as u64) << 16
             | (self.str_data as u64) << 24
-            | (self.str_state as u64) << 32
-            | (self.str_ascii_mask as u64) << 40
+            | (self.str_wide_data as u64) << 32
+            | (self.str_state as u64) << 40
+            | ((self.str_kind_shift & 0xf) as u64) << 48
+            | ((self.str_compact_bit & 0xf) as u64) << 52
+            | ((self.str_ascii_bit & 0xf) as u64) << 56
     }
 
     pub const fn decode(cookie: u64) -> Self {
         Self {
-            co_filename: (cookie >> 8) as u16,
+            co_filename: cookie as u16,
+            str_length: (cookie >> 16) as u8,
             str_data: (cookie >> 24) as u8,
-            str_state: (cookie >> 32) as u8,
-            str_ascii_mask: (cookie >> 40) as u8,
+            str_wide_data: (cookie >> 32) as u8,
+            str_state: (cookie >> 40) as u8,
+            str_kind_shift: (cookie >> 48) as u8 & 0xf,
+            str_compact_bit: (cookie >> 52) as u8 & 0xf,
+            str_ascii_bit: (cookie >> 56) as u8 & 0xf,
         }
     }
 }
@@ -335,11 +356,13 @@ pub struct MarkerRecord {
     /// `MARK_*`.
     pub marker: u32,
     /// For [`MARK_MAIN`]: the audit argument format, `b'u'` (`text` is a `wchar_t` string,
-    /// UTF-32) or `b'O'` (`text` is a `str`'s ASCII data); else 0.
+    /// UTF-32) or `b'O'` (`text` is a `str`'s characters); else 0.
     pub format: u32,
     /// Bytes used in `text`.
     pub text_len: u32,
-    pub _pad: u32,
+    /// When `text` holds a `str`'s characters: bytes per character, 1 (Latin-1, ASCII
+    /// included), 2 (UCS-2) or 4 (UCS-4), in the machine's byte order; else 0.
+    pub text_kind: u32,
     /// NUL-padded.
     pub name: [u8; MARK_NAME_MAX],
     pub text: [u8; MARK_TEXT_MAX],

@@ -49,7 +49,7 @@ fn marker(kind: u32) -> Option<&'static mut MarkerRecord> {
     rec.marker = kind;
     rec.format = 0;
     rec.text_len = 0;
-    rec._pad = 0;
+    rec.text_kind = 0;
     rec.name = [0; MARK_NAME_MAX];
     Some(rec)
 }
@@ -62,43 +62,67 @@ fn finish(rec: &mut MarkerRecord) {
     send(HOOK_PYTHON, rec, size);
 }
 
-/// Copies the data of the compact ASCII `str` at `obj` into the record's text.
+/// Copies the characters of the compact `str` at `obj` into the record's text, as CPython
+/// stores them (1, 2 or 4 bytes each, said in `text_kind`): the daemon decodes them. A `str`
+/// that is not compact (an instance of a subclass, a legacy string) keeps its characters
+/// elsewhere and is flagged unreadable.
 #[inline(always)]
-fn read_ascii_str(rec: &mut MarkerRecord, obj: u64, layout: ProbeCookie) {
+fn read_str(rec: &mut MarkerRecord, obj: u64, layout: ProbeCookie) {
+    if obj == 0 || layout.str_data == 0 {
+        rec.header.flags |= FLAG_READ_FAILED;
+        return;
+    }
     // SAFETY: the helper validates the user address.
     let state = unsafe { bpf_probe_read_user((obj + u64::from(layout.str_state)) as *const u8) };
-    let ascii = match state {
-        Ok(bits) => bits & layout.str_ascii_mask == layout.str_ascii_mask,
-        Err(_) => false,
+    // SAFETY: as above.
+    let length = unsafe { bpf_probe_read_user((obj + u64::from(layout.str_length)) as *const i64) };
+    let (Ok(state), Ok(length)) = (state, length) else {
+        rec.header.flags |= FLAG_READ_FAILED;
+        return;
     };
-    if obj == 0 || layout.str_ascii_mask == 0 || !ascii {
+    let state = u32::from(state);
+    let bit = |n: u8| (state >> (n & 7)) & 1 != 0;
+    let kind = (state >> (layout.str_kind_shift & 7)) & 7;
+    if !bit(layout.str_compact_bit) || !matches!(kind, 1 | 2 | 4) || length < 0 {
         rec.header.flags |= FLAG_READ_FAILED;
         return;
     }
-    // SAFETY: the destination is the record's buffer of that size; the helper validates the
-    // user address.
-    let n = unsafe {
-        bpf_probe_read_user_str(
+    let data = if bit(layout.str_ascii_bit) { layout.str_data } else { layout.str_wide_data };
+    // Compared before multiplying: `length` is the object's word, whatever it holds.
+    let mut bytes = MARK_TEXT_MAX as u64;
+    if length as u64 > (MARK_TEXT_MAX as u64) / u64::from(kind) {
+        rec.header.flags |= FLAG_PATH_TRUNCATED;
+    } else {
+        bytes = length as u64 * u64::from(kind);
+    }
+    rec.text_kind = kind;
+    if bytes == 0 {
+        return;
+    }
+    // In 1..=MARK_TEXT_MAX (a power of two), in a form the verifier can bound.
+    let n = ((bytes - 1) & (MARK_TEXT_MAX as u64 - 1)) + 1;
+    // SAFETY: `n` fits the destination; the helper validates the user address.
+    let ret = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(
             rec.text.as_mut_ptr().cast(),
-            MARK_TEXT_MAX as u32,
-            (obj + u64::from(layout.str_data)) as *const _,
+            n as u32,
+            (obj + u64::from(data)) as *const _,
         )
     };
-    if n <= 0 {
+    if ret != 0 {
         rec.header.flags |= FLAG_READ_FAILED;
+        rec.text_kind = 0;
         return;
     }
-    if n as usize == MARK_TEXT_MAX {
-        rec.header.flags |= FLAG_PATH_TRUNCATED;
-    }
-    rec.text_len = (n - 1) as u32;
+    rec.text_len = n as u32;
 }
 
 /// Copies a `wchar_t` string (UTF-32) as raw bytes; the daemon finds its end.
 #[inline(always)]
 fn read_wide_str(rec: &mut MarkerRecord, ptr: u64) {
-    // A string near the end of its mapping makes a long read fail: try shorter ones.
-    for len in [MARK_TEXT_MAX, 128, 32] {
+    // A string near the end of its mapping makes a long read fail: try shorter ones. Its end
+    // is not known, so what follows it is copied too: not more than a command's worth.
+    for len in [512, 128, 32] {
         // SAFETY: `len` fits the destination; the helper validates the user address.
         let ret = unsafe {
             aya_ebpf::helpers::generated::bpf_probe_read_user(
@@ -146,7 +170,7 @@ pub fn python_audit(ctx: ProbeContext) -> u32 {
     rec.format = u32::from(first);
     match first {
         b'u' => read_wide_str(rec, arg),
-        b'O' => read_ascii_str(rec, arg, layout),
+        b'O' => read_str(rec, arg, layout),
         _ => {}
     }
     finish(rec);
@@ -184,7 +208,7 @@ pub fn python_eval_enter(ctx: ProbeContext) -> u32 {
         Ok(ptr) if code != 0 && layout.co_filename != 0 => ptr,
         _ => 0,
     };
-    read_ascii_str(rec, filename, layout);
+    read_str(rec, filename, layout);
     finish(rec);
     0
 }

@@ -255,6 +255,7 @@ impl Alerts {
             outermost_module: outer_differs.then(|| c.outer_module_file.as_deref().and_then(module_name)),
             distribution,
             version,
+            filename_unreadable: c.filename_unreadable.then_some(true),
             hook: c.hook.clone(),
             backend: c.backend.clone(),
             installer: c.installer.clone(),

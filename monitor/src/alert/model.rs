@@ -68,6 +68,9 @@ pub(crate) struct CulpritView {
     pub outermost_module: Option<Option<String>>,
     pub distribution: Option<String>,
     pub version: Option<String>,
+    /// Present (`true`) when the innermost module's code object names no readable file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filename_unreadable: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hook: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -4,11 +4,11 @@
 use std::mem::{offset_of, size_of};
 
 use monitor_common::{
-    ARGS_MAX, ConnectRecord, ExeKey, ExecRecord, ExitRecord, ForkRecord, MARK_EVAL_ENTER, MARK_EVAL_EXIT,
-    MARK_MAIN, MARK_RUNNING_MAIN, MARK_TEXT_MAX, MarkerRecord, NameRecord, OpenRecord, PATH_MAX,
-    RECORD_CONNECT, RECORD_EXEC_FAILED, RECORD_EXIT, RECORD_FORK, RECORD_IMAGE, RECORD_MARKER, RECORD_NAME,
-    RECORD_OPEN, RECORD_SEND, RECORD_SOCKET, RECORD_TARGET, RECORD_URING, RecordHeader, SOCKADDR_MAX,
-    SocketRecord, TargetRecord, UringRecord,
+    ARGS_MAX, ConnectRecord, ExeKey, ExecRecord, ExitRecord, FLAG_READ_FAILED, ForkRecord, MARK_EVAL_ENTER,
+    MARK_EVAL_EXIT, MARK_MAIN, MARK_RUNNING_MAIN, MARK_TEXT_MAX, MarkerRecord, NameRecord, OpenRecord,
+    PATH_MAX, RECORD_CONNECT, RECORD_EXEC_FAILED, RECORD_EXIT, RECORD_FORK, RECORD_IMAGE, RECORD_MARKER,
+    RECORD_NAME, RECORD_OPEN, RECORD_SEND, RECORD_SOCKET, RECORD_TARGET, RECORD_URING, RecordHeader,
+    SOCKADDR_MAX, SocketRecord, TargetRecord, UringRecord,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,6 +21,8 @@ pub enum DecodeError {
     UnknownKind(u32),
     #[error("{field} length {value} exceeds its {max}-byte buffer or the record")]
     BadLength { field: &'static str, value: u32, max: usize },
+    #[error("text of {len} bytes is not a run of characters of kind {kind}")]
+    TextKind { kind: u32, len: usize },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,9 +159,10 @@ pub enum Mark {
     },
     /// The user's code starts (3.12+): what it is comes from the command line.
     RunningMain,
-    /// A code object starts running; its `co_filename`, empty when unreadable.
+    /// A code object starts running; its `co_filename` as the bytes of a file name, `None`
+    /// when the kernel could not read it (not a compact `str`).
     EvalEnter {
-        filename: Vec<u8>,
+        filename: Option<Vec<u8>>,
     },
     EvalExit,
 }
@@ -267,6 +270,36 @@ fn utf32_until_nul(raw: &[u8]) -> Vec<u8> {
     text.into_bytes()
 }
 
+/// The characters of a `str` as CPython stores them (`kind` bytes each, see
+/// [`MarkerRecord::text_kind`]) as the bytes of the file name they stand for: encoded as
+/// CPython encodes file names on Linux, UTF-8 with `surrogateescape` (a lone surrogate
+/// U+DC80..U+DCFF is the byte that was not UTF-8). Other lone surrogates, which no file name
+/// decodes to, become U+FFFD.
+pub(crate) fn str_bytes(raw: &[u8], kind: u32) -> Result<Vec<u8>, DecodeError> {
+    let units: Vec<u32> = match kind {
+        0 => return Ok(raw.to_vec()),
+        1 => raw.iter().map(|&b| u32::from(b)).collect(),
+        2 if raw.len().is_multiple_of(2) => {
+            raw.chunks_exact(2).map(|c| u32::from(u16::from_ne_bytes([c[0], c[1]]))).collect()
+        }
+        4 if raw.len().is_multiple_of(4) => {
+            raw.chunks_exact(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect()
+        }
+        _ => return Err(DecodeError::TextKind { kind, len: raw.len() }),
+    };
+    let mut out = Vec::with_capacity(raw.len());
+    for unit in units {
+        match unit {
+            0xdc80..=0xdcff => out.push((unit - 0xdc00) as u8),
+            _ => {
+                let c = char::from_u32(unit).unwrap_or(char::REPLACEMENT_CHARACTER);
+                out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Splits NUL-terminated strings laid back to back; a final unterminated piece is kept.
 pub fn split_args(bytes: &[u8]) -> Vec<Vec<u8>> {
     let mut args: Vec<Vec<u8>> = bytes.split(|&b| b == 0).map(<[u8]>::to_vec).collect();
@@ -326,11 +359,15 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                     let how = name.strip_prefix("cpython.run_").unwrap_or(&name).to_owned();
                     let target = match r.format {
                         0x75 => utf32_until_nul(text),
-                        _ => text.to_vec(),
+                        _ => str_bytes(text, r.text_kind)?,
                     };
                     Mark::Main { how, target }
                 }
-                MARK_EVAL_ENTER => Mark::EvalEnter { filename: text.to_vec() },
+                MARK_EVAL_ENTER => Mark::EvalEnter {
+                    filename: (raw.flags & FLAG_READ_FAILED == 0)
+                        .then(|| str_bytes(text, r.text_kind))
+                        .transpose()?,
+                },
                 MARK_EVAL_EXIT => Mark::EvalExit,
                 MARK_RUNNING_MAIN => Mark::RunningMain,
                 other => return Err(DecodeError::UnknownKind(other << 16 | RECORD_MARKER)),
@@ -495,13 +532,33 @@ pub(crate) mod encode {
         bytes_of(&*r, len)
     }
 
+    /// A marker whose text, when it is a `str`'s (`co_filename`, an `O` audit argument), is
+    /// Latin-1 (ASCII included).
     pub(crate) fn marker(pid: u32, tid: u32, kind: u32, name: &[u8], format: u32, text: &[u8]) -> Vec<u8> {
+        let text_kind = u32::from(kind == MARK_EVAL_ENTER || format == u32::from(b'O'));
+        marker_of(pid, tid, kind, name, format, text_kind, text)
+    }
+
+    /// An `eval_enter` marker whose `co_filename` has characters of `text_kind` bytes.
+    pub(crate) fn eval_enter(pid: u32, tid: u32, text_kind: u32, text: &[u8]) -> Vec<u8> {
+        marker_of(pid, tid, MARK_EVAL_ENTER, b"", 0, text_kind, text)
+    }
+
+    pub(crate) fn marker_of(
+        pid: u32,
+        tid: u32,
+        kind: u32,
+        name: &[u8],
+        format: u32,
+        text_kind: u32,
+        text: &[u8],
+    ) -> Vec<u8> {
         let mut r = MarkerRecord {
             header: header(RECORD_MARKER, pid),
             marker: kind,
             format,
             text_len: text.len() as u32,
-            _pad: 0,
+            text_kind,
             name: [0; monitor_common::MARK_NAME_MAX],
             text: [0; MARK_TEXT_MAX],
         };
@@ -585,7 +642,7 @@ mod tests {
         assert_eq!(m.mark, Mark::Main { how: "file".into(), target: b"x.py".to_vec() });
         let bytes = marker(5, 6, MARK_EVAL_ENTER, b"", 0, b"/site/a.py");
         let Record::Marker(m) = decode(&bytes).unwrap() else { panic!("not a marker") };
-        assert_eq!(m.mark, Mark::EvalEnter { filename: b"/site/a.py".to_vec() });
+        assert_eq!(m.mark, Mark::EvalEnter { filename: Some(b"/site/a.py".to_vec()) });
         let mut bad = marker(5, 6, 99, b"", 0, b"");
         assert!(decode(&bad).is_err());
         bad = marker(5, 6, MARK_EVAL_EXIT, b"", 0, b"");
@@ -594,6 +651,57 @@ mod tests {
             panic!("not a marker")
         };
         assert_eq!(m.mark, Mark::RunningMain);
+    }
+
+    /// The characters of each kind of compact `str`, as the kernel copies them.
+    fn chars(text: &str, kind: u32) -> Vec<u8> {
+        match kind {
+            1 => text.chars().map(|c| c as u8).collect(),
+            2 => text.encode_utf16().flat_map(u16::to_ne_bytes).collect(),
+            _ => text.chars().flat_map(|c| (c as u32).to_ne_bytes()).collect(),
+        }
+    }
+
+    #[test]
+    fn every_kind_of_str_decodes_to_the_file_name_bytes() {
+        for (text, kind) in [
+            ("/site/evil/__init__.py", 1),
+            ("/site/évil/données.py", 1),
+            ("/site/злой/悪意.py", 2),
+            ("/site/🐍/悪.py", 4),
+        ] {
+            let Record::Marker(m) = decode(&eval_enter(5, 6, kind, &chars(text, kind))).unwrap() else {
+                panic!("not a marker")
+            };
+            assert_eq!(m.mark, Mark::EvalEnter { filename: Some(text.as_bytes().to_vec()) }, "kind {kind}");
+        }
+        // A directory whose name is not UTF-8 (`mod\xffule`): CPython's `surrogateescape` made
+        // the byte U+DCFF, which gives the byte back.
+        let escaped: Vec<u8> =
+            [u16::from(b'm'), 0xdcff, u16::from(b'x')].iter().flat_map(|u| u.to_ne_bytes()).collect();
+        assert_eq!(str_bytes(&escaped, 2).unwrap(), b"m\xffx");
+        let lone: Vec<u8> = [0xd800u32, 0x11_0000].iter().flat_map(|u| u.to_ne_bytes()).collect();
+        assert_eq!(str_bytes(&lone, 4).unwrap(), "\u{fffd}\u{fffd}".as_bytes());
+        // An `O` audit argument (`cpython.run_file`'s script) is a `str` too.
+        let main =
+            marker_of(5, 6, MARK_MAIN, b"cpython.run_file", u32::from(b'O'), 2, &chars("/app/悪.py", 2));
+        let Record::Marker(m) = decode(&main).unwrap() else { panic!("not a marker") };
+        assert_eq!(m.mark, Mark::Main { how: "file".into(), target: "/app/悪.py".as_bytes().to_vec() });
+        for (kind, len) in [(3, 6), (2, 3), (4, 6)] {
+            let bytes = eval_enter(5, 6, kind, &vec![b'a'; len]);
+            assert_eq!(decode(&bytes), Err(DecodeError::TextKind { kind, len }), "kind {kind}, {len} bytes");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_file_name_is_not_an_empty_one() {
+        let mut bytes = eval_enter(5, 6, 0, b"");
+        let Record::Marker(m) = decode(&bytes).unwrap() else { panic!("not a marker") };
+        assert_eq!(m.mark, Mark::EvalEnter { filename: Some(Vec::new()) });
+        let at = offset_of!(RecordHeader, flags);
+        bytes[at..at + 4].copy_from_slice(&FLAG_READ_FAILED.to_ne_bytes());
+        let Record::Marker(m) = decode(&bytes).unwrap() else { panic!("not a marker") };
+        assert_eq!(m.mark, Mark::EvalEnter { filename: None });
     }
 
     #[test]

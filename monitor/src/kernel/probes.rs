@@ -48,25 +48,30 @@ enum MainProbe {
     RunningMain,
 }
 
-/// Where the probes find `co_filename` and a `str`'s characters in this CPython build, on
-/// x86-64. Measured on live objects with `tests/scripts/layout.py` (a unit test compares it with
-/// every CPython on the machine);
-/// 3.14 and the free-threaded builds follow CPython's headers. `None` for versions the
-/// probes do not understand.
+/// Where the probes find `co_filename` and a `str`'s length, state and characters in this
+/// CPython build, on x86-64. Measured on live objects with `tests/scripts/layout.py` (a unit
+/// test compares it with every CPython on the machine); 3.14 and the free-threaded builds follow
+/// CPython's headers. `None` for versions the probes do not understand.
 pub(crate) fn layout(version: Option<(u8, u8)>, free_threaded: bool) -> Option<ProbeCookie> {
     let (3, minor @ 8..) = version? else { return None };
     // PyCodeObject gained fields in 3.11; the free-threaded PyObject header is 16 bytes longer.
-    let header_extra = if free_threaded { 16 } else { 0 };
-    let co_filename = if minor <= 10 { 104 } else { 112 } + header_extra;
-    let (str_data, str_state, str_ascii_mask) = match (free_threaded, minor) {
-        // 3.14t: `interned` became a whole byte ahead of the kind/compact/ascii bits.
-        (true, 14..) => (56, 49, 0x18),
-        (true, _) => (56, 48, 0x60),
-        // `wstr` went away in 3.12.
-        (false, ..=11) => (48, 32, 0x60),
-        (false, _) => (40, 32, 0x60),
-    };
-    Some(ProbeCookie { co_filename, str_data, str_state, str_ascii_mask })
+    let header_extra: u8 = if free_threaded { 16 } else { 0 };
+    let co_filename = if minor <= 10 { 104 } else { 112 } + u16::from(header_extra);
+    // `wstr` (and, in PyCompactUnicodeObject, `wstr_length`) went away in 3.12.
+    let (str_data, str_wide_data) = if minor <= 11 { (48, 72) } else { (40, 56) };
+    // `state` follows `length` and `hash`: `interned:2, kind:3, compact:1, ascii:1`, except
+    // in 3.14t, where `interned` became a whole byte ahead of the other bits.
+    let (state_extra, str_kind_shift) = if free_threaded && minor >= 14 { (1, 0) } else { (0, 2) };
+    Some(ProbeCookie {
+        co_filename,
+        str_length: 16 + header_extra,
+        str_data: str_data + header_extra,
+        str_wide_data: str_wide_data + header_extra,
+        str_state: 32 + header_extra + state_extra,
+        str_kind_shift,
+        str_compact_bit: str_kind_shift + 3,
+        str_ascii_bit: str_kind_shift + 4,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -228,16 +233,25 @@ mod tests {
     #[test]
     fn layouts_match_what_live_interpreters_showed() {
         // Values read with ctypes from pyenv 3.8-3.13 and Debian's 3.11.
-        for (minor, co, data) in [(8, 104, 48), (10, 104, 48), (11, 112, 48), (12, 112, 40), (13, 112, 40)] {
+        for (minor, co, data, wide) in
+            [(8, 104, 48, 72), (10, 104, 48, 72), (11, 112, 48, 72), (12, 112, 40, 56), (13, 112, 40, 56)]
+        {
             let l = layout(Some((3, minor)), false).unwrap();
+            assert_eq!((l.co_filename, l.str_data, l.str_wide_data), (co, data, wide), "3.{minor}");
             assert_eq!(
-                (l.co_filename, l.str_data, l.str_state, l.str_ascii_mask),
-                (co, data, 32, 0x60),
+                (l.str_length, l.str_state, l.str_kind_shift, l.str_compact_bit, l.str_ascii_bit),
+                (16, 32, 2, 5, 6),
                 "3.{minor}"
             );
         }
+        // From the headers: the free-threaded PyObject header is 32 bytes, and 3.14t's state
+        // starts with a whole `interned` byte.
+        let ft = layout(Some((3, 13)), true).unwrap();
+        assert_eq!((ft.co_filename, ft.str_length, ft.str_data, ft.str_wide_data), (128, 32, 56, 72));
+        assert_eq!((ft.str_state, ft.str_kind_shift, ft.str_compact_bit, ft.str_ascii_bit), (48, 2, 5, 6));
         let ft = layout(Some((3, 14)), true).unwrap();
-        assert_eq!((ft.co_filename, ft.str_data, ft.str_state, ft.str_ascii_mask), (128, 56, 49, 0x18));
+        assert_eq!((ft.co_filename, ft.str_length, ft.str_data, ft.str_wide_data), (128, 32, 56, 72));
+        assert_eq!((ft.str_state, ft.str_kind_shift, ft.str_compact_bit, ft.str_ascii_bit), (49, 0, 3, 4));
         assert!(layout(Some((3, 7)), false).is_none());
         assert!(layout(Some((2, 7)), false).is_none());
         assert!(layout(None, false).is_none());
@@ -263,17 +277,22 @@ mod tests {
             let live: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
             let l = layout(Some(version), false).expect("a layout");
             assert_eq!(live["co_filename"], l.co_filename, "{python:?}");
+            assert_eq!(live["str_length"], l.str_length, "{python:?}");
             assert_eq!(live["str_data"], l.str_data, "{python:?}");
+            assert_eq!(live["str_wide_data"], l.str_wide_data, "{python:?}");
             assert_eq!(live["str_state"], l.str_state, "{python:?}");
-            let ascii = live["ascii_bit"].as_u64().unwrap() as u8;
-            assert!(ascii != 0 && l.str_ascii_mask & ascii == ascii, "{python:?}: {live}");
+            assert_eq!(live["kind_shift"], l.str_kind_shift, "{python:?}");
+            assert_eq!(live["compact_bit"], 1 << l.str_compact_bit, "{python:?}");
+            assert_eq!(live["ascii_bit"], 1 << l.str_ascii_bit, "{python:?}");
             eprintln!("{} {live}", python.display());
         }
     }
 
     #[test]
     fn cookies_roundtrip() {
-        let l = layout(Some((3, 13)), true).unwrap();
-        assert_eq!(ProbeCookie::decode(l.encode()), l);
+        for (minor, free_threaded) in [(8, false), (12, false), (13, true), (14, true)] {
+            let l = layout(Some((3, minor)), free_threaded).unwrap();
+            assert_eq!(ProbeCookie::decode(l.encode()), l, "3.{minor}");
+        }
     }
 }

@@ -80,7 +80,11 @@ pub(crate) fn event_line(event: &Event, phase: Phase, clock: &Clock, redactor: &
             }
             Mark::EvalEnter { filename } => {
                 obj.insert("marker".into(), json!("eval_enter"));
-                flat(&mut obj, Text::new("filename", filename));
+                match filename {
+                    Some(filename) => flat(&mut obj, Text::new("filename", filename)),
+                    // Unreadable (the line also says `read_failed`).
+                    None => drop(obj.insert("filename".into(), Value::Null)),
+                }
             }
             Mark::RunningMain => {
                 obj.insert("marker".into(), json!("running_main"));

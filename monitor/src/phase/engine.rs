@@ -204,7 +204,7 @@ impl PhaseEngine {
                 p.running_main_seen = true;
             }
             Mark::EvalEnter { filename } => {
-                let file = PathBuf::from(OsStr::from_bytes(filename));
+                let file = filename.as_deref().map(|f| PathBuf::from(OsStr::from_bytes(f)));
                 let thread = p.threads.entry(tid).or_default();
                 if thread.frames.len() >= MAX_FRAMES {
                     thread.unrecorded += 1;
@@ -212,18 +212,16 @@ impl PhaseEngine {
                 }
                 let top = !p.main_frame_seen && thread.frames.is_empty();
                 let main_how = p.main.as_ref().filter(|m| top && m.tid == tid).map(|m| (m, m.how.as_str()));
-                // A file name that is not ASCII is not read. Such a frame is still a module body
-                // (else module-level code under such a directory would pass for runtime code),
-                // unless it is the user's code: right after the marker, a script, command or
-                // stdin is the first frame; a `-m` run's first frames may be its package or
-                // its main module, which only the name could tell apart.
-                let unnamed = filename.is_empty();
-                let main =
-                    main_how.is_some_and(|(m, how)| is_main_code(m, &file) || (unnamed && how != "module"));
-                let module = if unnamed {
-                    !main && main_how.is_none_or(|(_, how)| how != "module")
-                } else {
-                    is_module_body(&file)
+                // A file name that could not be read (not a compact `str`): such a frame is still
+                // a module body (else module-level code would pass for runtime code), unless it
+                // is the user's code: right after the marker, a script, command or stdin is the
+                // first frame; a `-m` run's first frames may be its package or its main module,
+                // which only the name could tell apart.
+                let main = main_how
+                    .is_some_and(|(m, how)| file.as_deref().map_or(how != "module", |f| is_main_code(m, f)));
+                let module = match &file {
+                    None => !main && main_how.is_none_or(|(_, how)| how != "module"),
+                    Some(file) => is_module_body(file),
                 };
                 p.main_frame_seen |= main;
                 thread.frames.push(Frame { file, main, module });
@@ -350,10 +348,11 @@ fn context(table: &ProcessTable, pid: u32, tid: u32) -> Context {
     }
     // A `__main__.py` only ever runs as main code (`-m`, `runpy.run_module` in launchers
     // such as pip's `__pip-runner__.py`): what it calls is not import-time code.
-    let above_main = match frames.iter().rposition(|f| f.main || file_name_is(&f.file, "__main__.py")) {
-        Some(i) => &frames[i + 1..],
-        None => frames,
-    };
+    let above_main =
+        match frames.iter().rposition(|f| f.main || file_name_is(f.file.as_deref(), "__main__.py")) {
+            Some(i) => &frames[i + 1..],
+            None => frames,
+        };
     let mut modules = above_main.iter().filter(|f| f.module);
     let Some(outer) = modules.next() else {
         return Context { basis, ..Context::runtime() };
@@ -361,13 +360,7 @@ fn context(table: &ProcessTable, pid: u32, tid: u32) -> Context {
     let inner = modules.next_back().unwrap_or(outer);
     Context {
         phase: Phase::Import,
-        culprit: Culprit {
-            kind: CulpritKind::Module,
-            path: named(&inner.file),
-            module_file: named(&inner.file),
-            outer_module_file: named(&outer.file),
-            ..Culprit::default()
-        },
+        culprit: Culprit { kind: CulpritKind::Module, path: inner.file.clone(), ..modules_of(inner, outer) },
         inherited_from: None,
         basis,
     }
@@ -380,58 +373,50 @@ fn is_module_body(file: &Path) -> bool {
     !bytes.is_empty() && (!bytes.starts_with(b"<") || bytes.starts_with(b"<frozen "))
 }
 
-/// A frame's file, `None` when its name could not be read.
-fn named(file: &Path) -> Option<PathBuf> {
-    (!file.as_os_str().is_empty()).then(|| file.to_path_buf())
+/// The module files of a culprit whose innermost and outermost module bodies are `inner`
+/// and `outer`.
+fn modules_of(inner: &Frame, outer: &Frame) -> Culprit {
+    Culprit {
+        module_file: inner.file.clone(),
+        outer_module_file: outer.file.clone(),
+        filename_unreadable: inner.file.is_none(),
+        ..Culprit::default()
+    }
 }
 
-fn file_name_is(file: &Path, name: &str) -> bool {
-    file.file_name() == Some(OsStr::new(name))
+fn file_name_is(file: Option<&Path>, name: &str) -> bool {
+    file.is_some_and(|f| f.file_name() == Some(OsStr::new(name)))
 }
 
 fn startup_culprit(frames: &[Frame], last_pth: Option<&Path>) -> Culprit {
-    let modules: Vec<&Frame> = frames.iter().filter(|f| f.module).collect();
-    let inner_above = |i: usize| {
-        let above: Vec<&Frame> = frames[i..].iter().filter(|f| f.module).collect();
-        (above.last().and_then(|f| named(&f.file)), above.first().and_then(|f| named(&f.file)))
+    // The module bodies from frame `i` up.
+    let modules_above = |i: usize| {
+        let mut above = frames[i..].iter().filter(|f| f.module);
+        let outer = above.next()?;
+        Some(modules_of(above.next_back().unwrap_or(outer), outer))
     };
     for (i, f) in frames.iter().enumerate() {
         for (name, kind) in [
             ("sitecustomize.py", CulpritKind::Sitecustomize),
             ("usercustomize.py", CulpritKind::Usercustomize),
         ] {
-            if file_name_is(&f.file, name) {
-                let (inner, outer) = inner_above(i);
-                return Culprit {
-                    kind,
-                    path: Some(f.file.clone()),
-                    module_file: inner,
-                    outer_module_file: outer,
-                    ..Culprit::default()
-                };
+            if file_name_is(f.file.as_deref(), name) {
+                return Culprit { kind, path: f.file.clone(), ..modules_above(i).unwrap_or_default() };
             }
         }
     }
     // `site` runs a `.pth` line with `exec(line)`: a `<string>` frame.
-    if let (Some(i), Some(pth)) = (frames.iter().position(|f| f.file.as_os_str() == "<string>"), last_pth) {
-        let (inner, outer) = inner_above(i);
+    let pth_line = frames.iter().position(|f| f.file.as_deref() == Some(Path::new("<string>")));
+    if let (Some(i), Some(pth)) = (pth_line, last_pth) {
         return Culprit {
             kind: CulpritKind::Pth,
             path: Some(pth.to_path_buf()),
-            module_file: inner,
-            outer_module_file: outer,
-            ..Culprit::default()
+            ..modules_above(i).unwrap_or_default()
         };
     }
-    match (modules.first(), modules.last()) {
-        (Some(outer), Some(inner)) => Culprit {
-            kind: CulpritKind::Module,
-            path: named(&inner.file),
-            module_file: named(&inner.file),
-            outer_module_file: named(&outer.file),
-            ..Culprit::default()
-        },
-        _ => Culprit::default(),
+    match modules_above(0) {
+        Some(modules) => Culprit { kind: CulpritKind::Module, path: modules.module_file.clone(), ..modules },
+        None => Culprit::default(),
     }
 }
 
@@ -620,7 +605,16 @@ mod tests {
     }
 
     fn enter(e: &mut Engine, pid: u32, tid: u32, file: &str) {
-        e.observe(&ev(pid, tid, Action::Marker(Mark::EvalEnter { filename: file.as_bytes().to_vec() })));
+        e.observe(&ev(
+            pid,
+            tid,
+            Action::Marker(Mark::EvalEnter { filename: Some(file.as_bytes().to_vec()) }),
+        ));
+    }
+
+    /// A code object whose `co_filename` could not be read.
+    fn enter_unnamed(e: &mut Engine, pid: u32, tid: u32) {
+        e.observe(&ev(pid, tid, Action::Marker(Mark::EvalEnter { filename: None })));
     }
 
     fn exit(e: &mut Engine, pid: u32, tid: u32) {
@@ -663,7 +657,7 @@ mod tests {
     }
 
     fn enter_at(e: &mut Engine, pid: u32, tid: u32, t: u64, file: &str) -> Vec<(u32, Option<u64>)> {
-        step(e, pid, tid, t, Action::Marker(Mark::EvalEnter { filename: file.as_bytes().to_vec() }))
+        step(e, pid, tid, t, Action::Marker(Mark::EvalEnter { filename: Some(file.as_bytes().to_vec()) }))
     }
 
     fn quiet_engine() -> Engine {
@@ -760,26 +754,34 @@ mod tests {
     #[test]
     fn frames_whose_file_name_was_not_read_still_count() {
         let mut e = engine();
-        // A script under /home/josé importing a module from a non-ASCII directory: neither name
-        // is read (not ASCII), the script is still main code and the module still an import.
+        // A script importing a module, neither of whose names could be read: the script is
+        // still main code and the module still an import, whose name is said to be unreadable.
         image(&mut e, 10);
-        main(&mut e, 10, "file", "/home/jos\u{e9}/app.py");
-        enter(&mut e, 10, 10, "");
+        main(&mut e, 10, "file", "/srv/app.py");
+        enter_unnamed(&mut e, 10, 10);
         assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
-        enter(&mut e, 10, 10, "");
+        enter_unnamed(&mut e, 10, 10);
         let c = open(&mut e, 10, 10, "/x");
         assert_eq!((c.phase, c.culprit.kind), (Phase::Import, CulpritKind::Module));
         assert_eq!((c.culprit.path, c.culprit.module_file), (None, None));
+        assert!(c.culprit.filename_unreadable);
         // `-m`: an unnamed top-level frame may be the main module itself: not an import.
         image(&mut e, 11);
         main(&mut e, 11, "module", "app");
-        enter(&mut e, 11, 11, "");
+        enter_unnamed(&mut e, 11, 11);
         assert_eq!(open(&mut e, 11, 11, "/x").phase, Phase::Runtime);
         // Before main, unnamed frames are start-up modules.
         image(&mut e, 12);
-        enter(&mut e, 12, 12, "");
+        enter_unnamed(&mut e, 12, 12);
         let c = open(&mut e, 12, 12, "/x");
         assert_eq!((c.phase, c.culprit.kind), (Phase::Startup, CulpritKind::Module));
+        assert!(c.culprit.filename_unreadable);
+        // An empty name is a name: `compile(source, "", "exec")`, not a module body.
+        image(&mut e, 13);
+        main(&mut e, 13, "file", "/srv/app.py");
+        enter(&mut e, 13, 13, "/srv/app.py");
+        enter(&mut e, 13, 13, "");
+        assert_eq!(open(&mut e, 13, 13, "/x").phase, Phase::Runtime);
     }
 
     #[test]

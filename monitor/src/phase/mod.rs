@@ -95,6 +95,9 @@ pub(crate) struct Culprit {
     pub backend: Option<String>,
     /// Install: the installer found among the ancestors (`pip`, `uv`...).
     pub installer: Option<String>,
+    /// The innermost module body's code object names no file premain could read (its
+    /// `co_filename` is not a compact `str`).
+    pub filename_unreadable: bool,
 }
 
 /// The thread or process whose pre-main phase was passed on.

@@ -14,8 +14,8 @@ pub(crate) struct Main {
 
 #[derive(Clone, Debug)]
 pub(crate) struct Frame {
-    /// `co_filename`; empty when it could not be read (not ASCII).
-    pub(crate) file: PathBuf,
+    /// `co_filename`; `None` when it could not be read (not a compact `str`).
+    pub(crate) file: Option<PathBuf>,
     /// The user's main code (script, `-c` command, `-m` module).
     pub(crate) main: bool,
     /// A module body (not an `exec` of a string); see `engine::is_module_body`.

@@ -73,6 +73,7 @@ pub(super) fn alert(seq: u64) -> Box<Alert> {
             outermost_module: None,
             distribution: Some("evil-pkg".into()),
             version: Some("1.0".into()),
+            filename_unreadable: None,
             hook: None,
             backend: None,
             installer: None,

@@ -1,0 +1,302 @@
+//! Culprits that hold: an alert names the module file the interpreter really ran and the
+//! installed distribution that owns it, whatever its file name is made of.
+//!
+//! Each test installs distributions by hand into a fresh venv of every CPython present (the
+//! files, then a `*.dist-info` with `METADATA` and `RECORD`, as an installer leaves them) and
+//! waits for the credential-read alert of each interpreter process, whose culprit it checks.
+//! The bait credentials live in a temporary HOME.
+
+use std::{
+    env,
+    ffi::OsStr,
+    fs,
+    os::unix::ffi::OsStrExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use integration_tests::{EVENT_TIMEOUT, Premain, Python, TempDir, pythons};
+use serde_json::{Value, json};
+
+/// `Command` with Python's and pip's environment knobs from the caller removed.
+fn clean(program: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    for (key, _) in env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        if key.starts_with("PIP_") || key.starts_with("PYTHON") || key == "VIRTUAL_ENV" {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+fn text(path: &Path) -> String {
+    path.to_str().expect("test paths are UTF-8").to_owned()
+}
+
+/// Reads a bait credential at import time.
+fn reads(bait: &str) -> String {
+    format!("import os\nopen(os.path.expanduser('~/{bait}')).close()\n")
+}
+
+/// One CPython's world: a fake HOME with bait credentials and a plain venv.
+struct Stage {
+    dir: TempDir,
+    label: String,
+    home: PathBuf,
+    python: PathBuf,
+    site: PathBuf,
+}
+
+impl Stage {
+    fn new(py: &Python) -> Self {
+        let dir = TempDir::new("culprits");
+        let home = dir.path().join("home");
+        fs::create_dir_all(home.join(".aws")).unwrap();
+        fs::write(home.join(".aws/credentials"), "[default]\naws_access_key_id = AKIAFAKE\n").unwrap();
+        fs::write(home.join(".netrc"), "machine example.invalid login fake password fake\n").unwrap();
+        let venv = dir.path().join("venv");
+        let out =
+            clean(&py.path).args(["-m", "venv", "--without-pip"]).arg(&venv).output().expect("run venv");
+        assert!(
+            out.status.success(),
+            "[{}] python -m venv: {}",
+            py.label,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let site = venv.join(format!("lib/python{}.{}/site-packages", py.version.0, py.version.1));
+        assert!(site.is_dir(), "[{}] no {}", py.label, site.display());
+        Self {
+            home: fs::canonicalize(&home).unwrap(),
+            site: fs::canonicalize(&site).unwrap(),
+            python: venv.join("bin/python"),
+            label: py.label.clone(),
+            dir,
+        }
+    }
+
+    /// Installs distribution `name` 1.0: `files` (paths relative to site-packages, contents),
+    /// listed in its `RECORD`.
+    fn install(&self, name: &str, files: &[(&str, &str)]) {
+        let info = self.site.join(format!("{}-1.0.dist-info", name.replace('-', "_")));
+        fs::create_dir_all(&info).unwrap();
+        let mut record = String::new();
+        for (path, contents) in files {
+            let file = self.site.join(path);
+            fs::create_dir_all(file.parent().unwrap()).unwrap();
+            fs::write(&file, contents).unwrap();
+            record.push_str(&format!("{path},,\n"));
+        }
+        let info_name = info.file_name().unwrap().to_str().unwrap();
+        fs::write(info.join("METADATA"), format!("Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n\n"))
+            .unwrap();
+        record.push_str(&format!("{info_name}/METADATA,,\n{info_name}/RECORD,,\n"));
+        fs::write(info.join("RECORD"), record).unwrap();
+    }
+
+    /// Runs `python -c code` in the venv to completion; returns its pid.
+    fn run(&self, code: &str) -> u32 {
+        self.run_env(code, &[])
+    }
+
+    fn run_env(&self, code: &str, env: &[(&str, &OsStr)]) -> u32 {
+        let child = clean(&self.python)
+            .args(["-c", code])
+            .env("HOME", &self.home)
+            .envs(env.iter().copied())
+            .current_dir(self.dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn python");
+        let pid = child.id();
+        let out = child.wait_with_output().expect("wait python");
+        assert!(
+            out.status.success(),
+            "[{}] python -c {code:?}: {}",
+            self.label,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pid
+    }
+
+    fn bait(&self, name: &str) -> String {
+        text(&self.home.join(name))
+    }
+}
+
+/// The credential-read alert of `pid` reading `bait`, whose fields must all be as in `want`
+/// (JSON pointers into the alert and their values).
+struct Want {
+    label: String,
+    what: &'static str,
+    pid: u32,
+    bait: String,
+    fields: Vec<(&'static str, Value)>,
+}
+
+impl Want {
+    fn matches(&self, alert: &Value) -> bool {
+        alert["rule"] == "credential-read"
+            && alert["process"]["pid"] == self.pid
+            && alert["action"]["path"] == self.bait.as_str()
+    }
+
+    fn verdict(&self, alert: &Value) -> Result<(), String> {
+        let wrong: Vec<String> = self
+            .fields
+            .iter()
+            .filter(|(pointer, want)| alert.pointer(pointer).unwrap_or(&Value::Null) != want)
+            .map(|(pointer, want)| {
+                format!("{pointer} is {}, not {want}", alert.pointer(pointer).unwrap_or(&Value::Null))
+            })
+            .collect();
+        if wrong.is_empty() { Ok(()) } else { Err(wrong.join("; ")) }
+    }
+}
+
+/// Waits until each wanted alert came (or [`EVENT_TIMEOUT`] passed) and checks it; then,
+/// after premain's sentinel, that each process raised that alert once. Panics with every
+/// CPython's failures.
+fn judge(premain: &Premain, wants: &[Want]) {
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while Instant::now() < deadline && !wants.iter().all(|w| premain.alerts().iter().any(|a| w.matches(a))) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    premain.sentinel();
+    let alerts = premain.alerts();
+    let mut failures = Vec::new();
+    for want in wants {
+        let found: Vec<&Value> = alerts.iter().filter(|a| want.matches(a)).collect();
+        let verdict = match found.as_slice() {
+            [alert] => want.verdict(alert).map(|()| *alert),
+            [] => Err("no alert".to_owned()),
+            many => Err(format!("{} alerts: {many:?}", many.len())),
+        };
+        match verdict {
+            Ok(alert) => println!("[{}] {}: {}", want.label, want.what, alert["culprit"]),
+            Err(why) => failures.push(format!(
+                "[{}] {}: {why}; culprit {}",
+                want.label,
+                want.what,
+                found.first().map_or(Value::Null, |a| a["culprit"].clone())
+            )),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn every_python() -> Vec<Python> {
+    let pythons = pythons();
+    assert!(!pythons.is_empty(), "no CPython 3.8+ found");
+    pythons
+}
+
+/// Packages and modules named in Latin-1 (`évil`, `données`), beyond it in UCS-2 (`злой`,
+/// `悪意`) and in UCS-4 (Gothic `𐌰𐌹𐌺`): their code objects' file names are compact `str`s of
+/// each kind, read whole, so the culprit names the module, its file and its distribution; a
+/// module in a directory whose name is not UTF-8 is named with the exact bytes of its path.
+#[test]
+fn modules_with_non_ascii_names_are_named_with_their_distribution() {
+    let premain = Premain::start_alerts(&[]);
+    let mut wants = Vec::new();
+    // Kept until the alerts are judged: the distributions are read then.
+    let mut stages = Vec::new();
+    for py in every_python() {
+        let stage = Stage::new(&py);
+        stage.install(
+            "evil-latin",
+            &[
+                ("évil/__init__.py", "from . import données\n"),
+                ("évil/données.py", &reads(".aws/credentials")),
+            ],
+        );
+        stage.install("evil-cyrillic", &[("злой/__init__.py", &reads(".aws/credentials"))]);
+        stage.install("evil-gothic", &[("𐌰𐌹𐌺/__init__.py", &reads(".aws/credentials"))]);
+        // Imported by a `.pth` line at start-up, in every process of the venv.
+        stage.install(
+            "evil-cjk",
+            &[
+                ("evil_cjk.pth", "import 悪意.モジュール\n"),
+                ("悪意/__init__.py", ""),
+                ("悪意/モジュール.py", &reads(".netrc")),
+            ],
+        );
+        let site = |rel: &str| json!(text(&stage.site.join(rel)));
+        let imported = |module: &str, file: &str, outer: Option<&str>, dist: &str| {
+            let mut fields = vec![
+                ("/phase", json!("import")),
+                ("/culprit/kind", json!("module")),
+                ("/culprit/module", json!(module)),
+                ("/culprit/module_path", site(file)),
+                ("/culprit/path", site(file)),
+                ("/culprit/distribution", json!(dist)),
+                ("/culprit/version", json!("1.0")),
+                ("/culprit/filename_unreadable", Value::Null),
+            ];
+            fields.extend(outer.map(|o| ("/culprit/outermost_module", json!(o))));
+            fields
+        };
+        for (what, code, fields) in [
+            (
+                "Latin-1",
+                "import évil",
+                imported("évil.données", "évil/données.py", Some("évil"), "evil-latin"),
+            ),
+            ("UCS-2", "import злой", imported("злой", "злой/__init__.py", None, "evil-cyrillic")),
+            ("UCS-4", "import 𐌰𐌹𐌺", imported("𐌰𐌹𐌺", "𐌰𐌹𐌺/__init__.py", None, "evil-gothic")),
+        ] {
+            let pid = stage.run(code);
+            wants.push(Want {
+                label: py.label.clone(),
+                what,
+                pid,
+                bait: stage.bait(".aws/credentials"),
+                fields,
+            });
+        }
+        // A directory whose name is not UTF-8, on PYTHONPATH: CPython's `surrogateescape`
+        // made its byte U+DCFF (a UCS-2 `str`), which gives the exact byte back.
+        let odd = stage.dir.path().join(OsStr::from_bytes(b"lib\xff"));
+        fs::create_dir(&odd).unwrap();
+        fs::write(odd.join("evil_bytes.py"), reads(".aws/credentials")).unwrap();
+        let hex: String =
+            odd.join("evil_bytes.py").as_os_str().as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let pid = stage.run_env("import evil_bytes", &[("PYTHONPATH", odd.as_os_str())]);
+        wants.push(Want {
+            label: py.label.clone(),
+            what: "not UTF-8",
+            pid,
+            bait: stage.bait(".aws/credentials"),
+            fields: vec![
+                ("/phase", json!("import")),
+                ("/culprit/module", json!("evil_bytes")),
+                ("/culprit/module_path_hex", json!(hex)),
+            ],
+        });
+        let pid = stage.run("pass");
+        wants.push(Want {
+            label: py.label.clone(),
+            what: ".pth, UCS-2",
+            pid,
+            bait: stage.bait(".netrc"),
+            fields: vec![
+                ("/phase", json!("startup")),
+                ("/culprit/kind", json!("pth")),
+                ("/culprit/path", site("evil_cjk.pth")),
+                ("/culprit/module", json!("悪意.モジュール")),
+                ("/culprit/module_path", site("悪意/モジュール.py")),
+                ("/culprit/distribution", json!("evil-cjk")),
+            ],
+        });
+        stages.push(stage);
+    }
+    judge(&premain, &wants);
+    let (status, stderr) = premain.stop();
+    assert!(status.success(), "premain exited with {status}\n{stderr}");
+    let ran: Vec<&str> = stages.iter().map(|s| s.label.as_str()).collect();
+    println!("Pythons exercised: {}", ran.join(", "));
+}
