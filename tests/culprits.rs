@@ -97,6 +97,27 @@ impl Stage {
         fs::write(info.join("RECORD"), record).unwrap();
     }
 
+    /// Writes a sourceless `.pyc` at `rel` (under site-packages) of `source` compiled with the
+    /// file name `claim`, as `compileall` would (a timestamp header for this CPython).
+    fn forge_pyc(&self, rel: &str, source: &str, claim: &Path) {
+        const FORGE: &str = "import sys, importlib._bootstrap_external as b\n\
+                             source, claim, out = sys.argv[1:]\n\
+                             code = compile(source, claim, 'exec')\n\
+                             open(out, 'wb').write(b._code_to_timestamp_pyc(code, 0, 0))\n";
+        let out = clean(&self.python)
+            .args(["-I", "-c", FORGE, source])
+            .arg(claim)
+            .arg(self.site.join(rel))
+            .output()
+            .expect("run python");
+        assert!(
+            out.status.success(),
+            "[{}] forging {rel}: {}",
+            self.label,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Runs `python -c code` in the venv to completion; returns its pid.
     fn run(&self, code: &str) -> u32 {
         self.run_env(code, &[])
@@ -236,6 +257,7 @@ fn modules_with_non_ascii_names_are_named_with_their_distribution() {
                 ("/culprit/distribution", json!(dist)),
                 ("/culprit/version", json!("1.0")),
                 ("/culprit/filename_unreadable", Value::Null),
+                ("/culprit/filename_mismatch", Value::Null),
             ];
             fields.extend(outer.map(|o| ("/culprit/outermost_module", json!(o))));
             fields
@@ -275,6 +297,7 @@ fn modules_with_non_ascii_names_are_named_with_their_distribution() {
                 ("/phase", json!("import")),
                 ("/culprit/module", json!("evil_bytes")),
                 ("/culprit/module_path_hex", json!(hex)),
+                ("/culprit/filename_mismatch", Value::Null),
             ],
         });
         let pid = stage.run("pass");
@@ -290,11 +313,113 @@ fn modules_with_non_ascii_names_are_named_with_their_distribution() {
                 ("/culprit/module", json!("悪意.モジュール")),
                 ("/culprit/module_path", site("悪意/モジュール.py")),
                 ("/culprit/distribution", json!("evil-cjk")),
+                ("/culprit/filename_mismatch", Value::Null),
             ],
         });
         stages.push(stage);
     }
     judge(&premain, &wants);
+    let (status, stderr) = premain.stop();
+    assert!(status.success(), "premain exited with {status}\n{stderr}");
+    let ran: Vec<&str> = stages.iter().map(|s| s.label.as_str()).collect();
+    println!("Pythons exercised: {}", ran.join(", "));
+}
+
+/// A sourceless `.pyc` of another distribution compiled as `…/site-packages/requests/__init__.py`
+/// claims to be `requests` (whose distribution is installed): the alert names the file the
+/// interpreter loaded and its distribution, and says what the code object claimed. The same
+/// when it is imported lazily by main code, once premain has declared the process quiet (its
+/// opens of code files are recorded still). Code compiled in memory under `requests`' name is
+/// loaded from no file: only the module that ran it is named. A code object whose file name is
+/// not a compact `str` is said to be unreadable.
+#[test]
+fn modules_are_named_by_the_file_the_interpreter_loaded() {
+    let premain = Premain::start_alerts(&[]);
+    let skipped_before = premain.metric("premain_runtime_calls_skipped_total{hook=\"open\"}");
+    let mut wants = Vec::new();
+    let mut stages = Vec::new();
+    let payload = reads(".aws/credentials");
+    for py in every_python() {
+        let stage = Stage::new(&py);
+        let requests = stage.site.join("requests/__init__.py");
+        stage.install("requests", &[("requests/__init__.py", "__version__ = '1.0'\n")]);
+        stage.install("evil-sourceless", &[("evilpkg/__init__.pyc", "")]);
+        stage.forge_pyc("evilpkg/__init__.pyc", &payload, &requests);
+        let in_memory = format!("exec(compile({payload:?}, {:?}, 'exec'))\n", text(&requests));
+        stage.install("evil-memory", &[("evilmem/__init__.py", &in_memory)]);
+        let unreadable = format!(
+            "class S(str):\n    pass\n\
+             exec(compile({payload:?}, 'x', 'exec').replace(co_filename=S('/nowhere/x.py')))\n"
+        );
+        stage.install("evil-unreadable", &[("evilsub/__init__.py", &unreadable)]);
+        let site = |rel: &str| json!(text(&stage.site.join(rel)));
+        let forged = || {
+            vec![
+                ("/phase", json!("import")),
+                ("/culprit/kind", json!("module")),
+                ("/culprit/module", json!("evilpkg")),
+                ("/culprit/module_path", site("evilpkg/__init__.pyc")),
+                ("/culprit/path", site("evilpkg/__init__.pyc")),
+                ("/culprit/distribution", json!("evil-sourceless")),
+                ("/culprit/filename_mismatch", json!(true)),
+                ("/culprit/claimed_filename", json!(text(&requests))),
+            ]
+        };
+        // `os.open`, not `open()`: 3.8's first `open()` imports `_bootlocale`, after which the
+        // process is recorded until premain has read that module's return.
+        let lazy = "import os, time\ntime.sleep(2)\n\
+                    for _ in range(50):\n    os.close(os.open('/etc/hostname', os.O_RDONLY))\n\
+                    import evilpkg\n";
+        for (what, code, fields) in [
+            ("forged .pyc", "import evilpkg", forged()),
+            ("forged .pyc, lazy import while quiet", lazy, forged()),
+            (
+                "compiled in memory",
+                "import evilmem",
+                vec![
+                    ("/phase", json!("import")),
+                    ("/culprit/module", Value::Null),
+                    ("/culprit/module_path", Value::Null),
+                    ("/culprit/outermost_module", json!("evilmem")),
+                    ("/culprit/distribution", json!("evil-memory")),
+                    ("/culprit/filename_mismatch", json!(true)),
+                    ("/culprit/claimed_filename", json!(text(&requests))),
+                ],
+            ),
+            (
+                "unreadable name",
+                "import evilsub",
+                vec![
+                    ("/phase", json!("import")),
+                    ("/culprit/module", Value::Null),
+                    ("/culprit/filename_unreadable", json!(true)),
+                    ("/culprit/outermost_module", json!("evilsub")),
+                    ("/culprit/distribution", json!("evil-unreadable")),
+                    ("/culprit/filename_mismatch", Value::Null),
+                ],
+            ),
+        ] {
+            let pid = stage.run(code);
+            wants.push(Want {
+                label: py.label.clone(),
+                what,
+                pid,
+                bait: stage.bait(".aws/credentials"),
+                fields,
+            });
+        }
+        stages.push(stage);
+    }
+    judge(&premain, &wants);
+    // The lazy imports came after main code whose opens went unrecorded: they were quiet.
+    // (The kernel's counts reach the metric within a second.)
+    let want = 50.0 * stages.len() as f64;
+    let skipped = || premain.metric("premain_runtime_calls_skipped_total{hook=\"open\"}") - skipped_before;
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while skipped() < want && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert!(skipped() >= want, "{} opens skipped as quiet, not {want}", skipped());
     let (status, stderr) = premain.stop();
     assert!(status.success(), "premain exited with {status}\n{stderr}");
     let ran: Vec<&str> = stages.iter().map(|s| s.label.as_str()).collect();
