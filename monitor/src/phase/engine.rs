@@ -90,11 +90,11 @@ impl PhaseEngine {
                     if *result >= 0 && path.extension() == Some(OsStr::new("pth")) {
                         p.last_pth = Some(path.clone());
                     }
-                    // What the kernel opened for reading: maybe the code a module body runs.
+                    // What the kernel opened for reading: maybe the code a module body runs next.
                     if p.probed && *result >= 0 && *resolution == Resolution::Kernel && reads_a_file(*flags) {
                         let thread = p.threads.entry(tid).or_default();
                         let depth = thread.depth();
-                        thread.loads.opened(path.clone(), depth);
+                        thread.loads.opened(path, depth);
                     }
                     let script = p.script.as_deref() == Some(path.as_path())
                         || p.script_real.as_deref() == Some(path.as_path());

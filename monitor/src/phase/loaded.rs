@@ -2,9 +2,9 @@
 //! whatever its compiler was told: a sourceless `.pyc` compiled as `…/requests/__init__.py`
 //! claims to be `requests`. The interpreter, though, opens what it loads just before it runs
 //! it, on the same thread: the `.py` source, its `__pycache__` bytecode, a sourceless `.pyc`,
-//! or the archive zipimport reads. So each thread keeps the files it opened for reading, each
-//! with the depth of code-object frames it was opened at, and a module body entered at that
-//! depth takes the one that corresponds to its `co_filename`, else the code file opened most
+//! or the archive zipimport reads. So each thread keeps the code files it opened for reading,
+//! each with the depth of code-object frames it was opened at, and a module body entered at
+//! that depth takes the one that corresponds to its `co_filename`, else the one opened most
 //! recently since its last sibling body returned (what it was loaded from, whatever it
 //! claims), else none (its code was not loaded from a file: compiled in memory).
 
@@ -26,7 +26,7 @@ struct Load {
     fresh: bool,
 }
 
-/// Files a thread opened for reading that no code object has taken yet.
+/// Code files a thread opened for reading that no code object has taken yet.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Loads(Vec<Load>);
 
@@ -43,8 +43,13 @@ pub(crate) enum Source {
 }
 
 impl Loads {
-    /// The thread opened `path` (the kernel's path) for reading with `depth` frames running.
-    pub(crate) fn opened(&mut self, path: PathBuf, depth: usize) {
+    /// The thread opened `path` (the kernel's path) for reading with `depth` frames running;
+    /// only code files are kept (other opens are the bulk of a program's).
+    pub(crate) fn opened(&mut self, path: &Path, depth: usize) {
+        if !is_code(path) {
+            return;
+        }
+        let path = path.to_path_buf();
         if self.0.len() >= MAX_LOADS {
             self.0.remove(0);
         }
@@ -75,7 +80,7 @@ impl Loads {
                 return Source::Claimed;
             }
         }
-        match self.0.iter().rposition(|l| l.depth == depth && l.fresh && is_code(&l.path)) {
+        match self.0.iter().rposition(|l| l.depth == depth && l.fresh) {
             Some(i) => Source::Loaded(self.0.remove(i).path),
             None => Source::Unseen,
         }
@@ -130,7 +135,8 @@ fn cached_source(loaded: &Path) -> Option<(&Path, &OsStr)> {
 }
 
 /// Files CPython loads code from: sources, bytecode and archives (the suffixes whose opens the
-/// kernel records for quiet processes too).
+/// kernel records for quiet processes too). A module loaded from a file named otherwise is
+/// named by no file.
 fn is_code(path: &Path) -> bool {
     is_archive(path) || matches!(path.extension().and_then(OsStr::to_str), Some("py" | "pyc"))
 }
@@ -184,9 +190,9 @@ mod tests {
         let root = std::fs::canonicalize(root).unwrap();
         let mut loads = Loads::default();
         // Debian's `sitecustomize.py` is a symlink into `/etc`; a venv's `lib64` one to `lib`.
-        loads.opened(root.join("etc/sitecustomize.py"), 0);
+        loads.opened(&root.join("etc/sitecustomize.py"), 0);
         assert_eq!(loads.take(0, Some(&root.join("real/sitecustomize.py"))), Source::Claimed);
-        loads.opened(root.join("real/pkg/mod.py"), 0);
+        loads.opened(&root.join("real/pkg/mod.py"), 0);
         assert_eq!(loads.take(0, Some(&root.join("lib64/pkg/mod.py"))), Source::Claimed);
         std::fs::remove_dir_all(&root).unwrap();
     }
@@ -196,34 +202,34 @@ mod tests {
         let site = Path::new("/venv/site-packages");
         let mut loads = Loads::default();
         // A source whose coding cookie imports an encoding module before it runs.
-        loads.opened(site.join("x.py"), 1);
-        loads.opened(site.join("encodings/__pycache__/latin_1.cpython-312.pyc"), 1);
+        loads.opened(&site.join("x.py"), 1);
+        loads.opened(&site.join("encodings/__pycache__/latin_1.cpython-312.pyc"), 1);
         assert_eq!(loads.take(1, Some(&site.join("encodings/latin_1.py"))), Source::Claimed);
         loads.returned_to(1);
         assert_eq!(loads.take(1, Some(&site.join("x.py"))), Source::Claimed);
         // The forged `.pyc`: claims `requests`, was opened as `evilpkg/__init__.pyc`.
-        loads.opened(site.join("evilpkg/__init__.pyc"), 1);
+        loads.opened(&site.join("evilpkg/__init__.pyc"), 1);
         let claim = site.join("requests/__init__.py");
         assert_eq!(loads.take(1, Some(&claim)), Source::Loaded(site.join("evilpkg/__init__.pyc")));
         // Code compiled in memory: nothing opened for it, and an earlier sibling's leftover
         // (a `.py` read as data before a module ran) does not stand in for it.
-        loads.opened(site.join("notes.py"), 1);
-        loads.opened(site.join("y.py"), 1);
+        loads.opened(&site.join("notes.py"), 1);
+        loads.opened(&site.join("y.py"), 1);
         assert_eq!(loads.take(1, Some(&site.join("y.py"))), Source::Claimed);
         loads.returned_to(1);
         assert_eq!(loads.take(1, Some(&claim)), Source::Unseen);
         // Opens at another depth are for other bodies; deeper ones die with their body.
-        loads.opened(site.join("z.py"), 2);
+        loads.opened(&site.join("z.py"), 2);
         assert_eq!(loads.take(1, Some(&site.join("z.py"))), Source::Unseen);
         loads.returned_to(1);
         assert_eq!(loads.take(2, Some(&site.join("z.py"))), Source::Unseen);
-        // An unreadable name takes the code file opened for it.
-        loads.opened(site.join("data.json"), 1);
-        loads.opened(site.join("w.pyc"), 1);
+        // An unreadable name takes the code file opened for it (other files are not kept).
+        loads.opened(&site.join("w.pyc"), 1);
+        loads.opened(&site.join("data.json"), 1);
         assert_eq!(loads.take(1, None), Source::Loaded(site.join("w.pyc")));
         // Bounded.
         for i in 0..100 {
-            loads.opened(site.join(format!("m{i}.py")), 3);
+            loads.opened(&site.join(format!("m{i}.py")), 3);
         }
         assert_eq!(loads.0.len(), MAX_LOADS);
     }
