@@ -74,7 +74,7 @@ impl Loads {
             // The file system only when the names alone match nothing opened at that depth.
             let opened_any = self.0.iter().any(|l| l.depth == depth);
             let found = matching(claim)
-                .or_else(|| real_path(claim).filter(|_| opened_any).and_then(|real| matching(&real)));
+                .or_else(|| opened_any.then(|| real_path(claim)).flatten().and_then(|real| matching(&real)));
             if let Some(i) = found {
                 self.0.remove(i);
                 return Source::Claimed;
@@ -104,7 +104,7 @@ fn real_path(claim: &Path) -> Option<PathBuf> {
 /// (a relative `claim` is matched against the end of the path), its bytecode in the
 /// `__pycache__` beside it or under a `PYTHONPYCACHEPREFIX` mirror of its directory, or the
 /// zip archive it is inside. A sourceless `x.pyc` does not stand for an `x.py` claim.
-pub(crate) fn corresponds(claim: &Path, loaded: &Path) -> bool {
+fn corresponds(claim: &Path, loaded: &Path) -> bool {
     let claim = claim.strip_prefix(".").unwrap_or(claim);
     if claim == loaded || (claim.is_relative() && loaded.ends_with(claim)) {
         return true;
