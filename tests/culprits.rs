@@ -58,6 +58,7 @@ impl Stage {
         fs::create_dir_all(home.join(".aws")).unwrap();
         fs::write(home.join(".aws/credentials"), "[default]\naws_access_key_id = AKIAFAKE\n").unwrap();
         fs::write(home.join(".netrc"), "machine example.invalid login fake password fake\n").unwrap();
+        fs::write(home.join(".git-credentials"), "https://fake:fake@example.invalid\n").unwrap();
         let venv = dir.path().join("venv");
         let out =
             clean(&py.path).args(["-m", "venv", "--without-pip"]).arg(&venv).output().expect("run venv");
@@ -97,14 +98,40 @@ impl Stage {
         fs::write(info.join("RECORD"), record).unwrap();
     }
 
+    /// Writes a sourceless `.pyc` at `rel` (under site-packages) of `source` compiled with the
+    /// file name `claim`, as `compileall` would (a timestamp header for this CPython).
+    fn forge_pyc(&self, rel: &str, source: &str, claim: &Path) {
+        const FORGE: &str = "import sys, importlib._bootstrap_external as b\n\
+                             source, claim, out = sys.argv[1:]\n\
+                             code = compile(source, claim, 'exec')\n\
+                             open(out, 'wb').write(b._code_to_timestamp_pyc(code, 0, 0))\n";
+        let out = clean(&self.python)
+            .args(["-I", "-c", FORGE, source])
+            .arg(claim)
+            .arg(self.site.join(rel))
+            .output()
+            .expect("run python");
+        assert!(
+            out.status.success(),
+            "[{}] forging {rel}: {}",
+            self.label,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Runs `python -c code` in the venv to completion; returns its pid.
     fn run(&self, code: &str) -> u32 {
         self.run_env(code, &[])
     }
 
     fn run_env(&self, code: &str, env: &[(&str, &OsStr)]) -> u32 {
+        self.run_args(&[OsStr::new("-c"), OsStr::new(code)], env)
+    }
+
+    /// Runs `python args...` in the venv to completion; returns its pid.
+    fn run_args(&self, args: &[&OsStr], env: &[(&str, &OsStr)]) -> u32 {
         let child = clean(&self.python)
-            .args(["-c", code])
+            .args(args)
             .env("HOME", &self.home)
             .envs(env.iter().copied())
             .current_dir(self.dir.path())
@@ -116,7 +143,7 @@ impl Stage {
         let out = child.wait_with_output().expect("wait python");
         assert!(
             out.status.success(),
-            "[{}] python -c {code:?}: {}",
+            "[{}] python {args:?}: {}",
             self.label,
             String::from_utf8_lossy(&out.stderr)
         );
@@ -158,10 +185,18 @@ impl Want {
     }
 }
 
+/// A read of `bait` by `pid` that must raise no alert.
+struct Unwanted {
+    label: String,
+    what: &'static str,
+    pid: u32,
+    bait: String,
+}
+
 /// Waits until each wanted alert came (or [`EVENT_TIMEOUT`] passed) and checks it; then,
-/// after premain's sentinel, that each process raised that alert once. Panics with every
-/// CPython's failures.
-fn judge(premain: &Premain, wants: &[Want]) {
+/// after premain's sentinel, that each process raised that alert once, and none of the
+/// unwanted ones. Panics with every CPython's failures.
+fn judge(premain: &Premain, wants: &[Want], unwanted: &[Unwanted]) {
     let deadline = Instant::now() + EVENT_TIMEOUT;
     while Instant::now() < deadline && !wants.iter().all(|w| premain.alerts().iter().any(|a| w.matches(a))) {
         thread::sleep(Duration::from_millis(50));
@@ -186,6 +221,15 @@ fn judge(premain: &Premain, wants: &[Want]) {
             )),
         }
     }
+    for not in unwanted {
+        let found = alerts
+            .iter()
+            .find(|a| a["process"]["pid"] == not.pid && a["action"]["path"] == not.bait.as_str());
+        match found {
+            Some(alert) => failures.push(format!("[{}] {}: an alert: {alert}", not.label, not.what)),
+            None => println!("[{}] {}: no alert", not.label, not.what),
+        }
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -203,6 +247,7 @@ fn every_python() -> Vec<Python> {
 fn modules_with_non_ascii_names_are_named_with_their_distribution() {
     let premain = Premain::start_alerts(&[]);
     let mut wants = Vec::new();
+    let mut unwanted = Vec::new();
     // Kept until the alerts are judged: the distributions are read then.
     let mut stages = Vec::new();
     for py in every_python() {
@@ -236,6 +281,7 @@ fn modules_with_non_ascii_names_are_named_with_their_distribution() {
                 ("/culprit/distribution", json!(dist)),
                 ("/culprit/version", json!("1.0")),
                 ("/culprit/filename_unreadable", Value::Null),
+                ("/culprit/filename_mismatch", Value::Null),
             ];
             fields.extend(outer.map(|o| ("/culprit/outermost_module", json!(o))));
             fields
@@ -275,7 +321,28 @@ fn modules_with_non_ascii_names_are_named_with_their_distribution() {
                 ("/phase", json!("import")),
                 ("/culprit/module", json!("evil_bytes")),
                 ("/culprit/module_path_hex", json!(hex)),
+                ("/culprit/filename_mismatch", Value::Null),
             ],
+        });
+        // A script in a UCS-2 directory is the main code (named by the `cpython.run_file` audit
+        // event's `str` before 3.12, by the command line after): its own read is runtime, its
+        // import's is not.
+        let app = stage.dir.path().join("злой app/app.py");
+        fs::create_dir(app.parent().unwrap()).unwrap();
+        fs::write(&app, format!("{}import злой\n", reads(".git-credentials"))).unwrap();
+        let pid = stage.run_args(&[app.as_os_str()], &[]);
+        wants.push(Want {
+            label: py.label.clone(),
+            what: "script's import",
+            pid,
+            bait: stage.bait(".aws/credentials"),
+            fields: vec![("/phase", json!("import")), ("/culprit/module", json!("злой"))],
+        });
+        unwanted.push(Unwanted {
+            label: py.label.clone(),
+            what: "script's own read",
+            pid,
+            bait: stage.bait(".git-credentials"),
         });
         let pid = stage.run("pass");
         wants.push(Want {
@@ -290,11 +357,113 @@ fn modules_with_non_ascii_names_are_named_with_their_distribution() {
                 ("/culprit/module", json!("悪意.モジュール")),
                 ("/culprit/module_path", site("悪意/モジュール.py")),
                 ("/culprit/distribution", json!("evil-cjk")),
+                ("/culprit/filename_mismatch", Value::Null),
             ],
         });
         stages.push(stage);
     }
-    judge(&premain, &wants);
+    judge(&premain, &wants, &unwanted);
+    let (status, stderr) = premain.stop();
+    assert!(status.success(), "premain exited with {status}\n{stderr}");
+    let ran: Vec<&str> = stages.iter().map(|s| s.label.as_str()).collect();
+    println!("Pythons exercised: {}", ran.join(", "));
+}
+
+/// A sourceless `.pyc` of another distribution compiled as `…/site-packages/requests/__init__.py`
+/// claims to be `requests` (whose distribution is installed): the alert names the file the
+/// interpreter loaded and its distribution, and says what the code object claimed. The same
+/// when it is imported lazily by main code, once premain has declared the process quiet (its
+/// opens of code files are recorded still). Code compiled in memory under `requests`' name is
+/// loaded from no file: only the module that ran it is named. A code object whose file name is
+/// not a compact `str` is said to be unreadable.
+#[test]
+fn modules_are_named_by_the_file_the_interpreter_loaded() {
+    let premain = Premain::start_alerts(&[]);
+    let skipped_before = premain.metric("premain_runtime_calls_skipped_total{hook=\"open\"}");
+    let mut wants = Vec::new();
+    let mut stages = Vec::new();
+    let payload = reads(".aws/credentials");
+    for py in every_python() {
+        let stage = Stage::new(&py);
+        let requests = stage.site.join("requests/__init__.py");
+        stage.install("requests", &[("requests/__init__.py", "__version__ = '1.0'\n")]);
+        stage.install("evil-sourceless", &[("evilpkg/__init__.pyc", "")]);
+        stage.forge_pyc("evilpkg/__init__.pyc", &payload, &requests);
+        let in_memory = format!("exec(compile({payload:?}, {:?}, 'exec'))\n", text(&requests));
+        stage.install("evil-memory", &[("evilmem/__init__.py", &in_memory)]);
+        let unreadable = format!(
+            "class S(str):\n    pass\n\
+             exec(compile({payload:?}, 'x', 'exec').replace(co_filename=S('/nowhere/x.py')))\n"
+        );
+        stage.install("evil-unreadable", &[("evilsub/__init__.py", &unreadable)]);
+        let site = |rel: &str| json!(text(&stage.site.join(rel)));
+        let forged = || {
+            vec![
+                ("/phase", json!("import")),
+                ("/culprit/kind", json!("module")),
+                ("/culprit/module", json!("evilpkg")),
+                ("/culprit/module_path", site("evilpkg/__init__.pyc")),
+                ("/culprit/path", site("evilpkg/__init__.pyc")),
+                ("/culprit/distribution", json!("evil-sourceless")),
+                ("/culprit/filename_mismatch", json!(true)),
+                ("/culprit/claimed_filename", json!(text(&requests))),
+            ]
+        };
+        // `os.open`, not `open()`: 3.8's first `open()` imports `_bootlocale`, after which the
+        // process is recorded until premain has read that module's return.
+        let lazy = "import os, time\ntime.sleep(2)\n\
+                    for _ in range(50):\n    os.close(os.open('/etc/hostname', os.O_RDONLY))\n\
+                    import evilpkg\n";
+        for (what, code, fields) in [
+            ("forged .pyc", "import evilpkg", forged()),
+            ("forged .pyc, lazy import while quiet", lazy, forged()),
+            (
+                "compiled in memory",
+                "import evilmem",
+                vec![
+                    ("/phase", json!("import")),
+                    ("/culprit/module", Value::Null),
+                    ("/culprit/module_path", Value::Null),
+                    ("/culprit/outermost_module", json!("evilmem")),
+                    ("/culprit/distribution", json!("evil-memory")),
+                    ("/culprit/filename_mismatch", json!(true)),
+                    ("/culprit/claimed_filename", json!(text(&requests))),
+                ],
+            ),
+            (
+                "unreadable name",
+                "import evilsub",
+                vec![
+                    ("/phase", json!("import")),
+                    ("/culprit/module", Value::Null),
+                    ("/culprit/filename_unreadable", json!(true)),
+                    ("/culprit/outermost_module", json!("evilsub")),
+                    ("/culprit/distribution", json!("evil-unreadable")),
+                    ("/culprit/filename_mismatch", Value::Null),
+                ],
+            ),
+        ] {
+            let pid = stage.run(code);
+            wants.push(Want {
+                label: py.label.clone(),
+                what,
+                pid,
+                bait: stage.bait(".aws/credentials"),
+                fields,
+            });
+        }
+        stages.push(stage);
+    }
+    judge(&premain, &wants, &[]);
+    // The lazy imports came after main code whose opens went unrecorded: they were quiet.
+    // (The kernel's counts reach the metric within a second.)
+    let want = 50.0 * stages.len() as f64;
+    let skipped = || premain.metric("premain_runtime_calls_skipped_total{hook=\"open\"}") - skipped_before;
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while skipped() < want && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert!(skipped() >= want, "{} opens skipped as quiet, not {want}", skipped());
     let (status, stderr) = premain.stop();
     assert!(status.success(), "premain exited with {status}\n{stderr}");
     let ran: Vec<&str> = stages.iter().map(|s| s.label.as_str()).collect();

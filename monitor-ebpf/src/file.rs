@@ -13,7 +13,7 @@ use monitor_common::{
 use crate::{
     emit::{fill_header, scratch, send},
     path,
-    process::{current_quiet, current_tracked, save, save_if_recorded, take_saved},
+    process::{current_quiet, current_quiet_unless, current_tracked, save, save_unless_quiet, take_saved},
 };
 
 const ENAMETOOLONG: i64 = 36;
@@ -29,20 +29,22 @@ const RET: usize = 16;
 
 #[tracepoint(category = "syscalls", name = "sys_enter_openat")]
 pub fn file_enter_openat(ctx: TracePointContext) -> u32 {
-    save_if_recorded(&ctx, HOOK_OPEN, SYSCALL_OPENAT, [ARG0, ARG1, ARG2, ARG3]);
+    let anyway = || names_code(&ctx, ARG1);
+    save_unless_quiet(&ctx, HOOK_OPEN, SYSCALL_OPENAT, [ARG0, ARG1, ARG2, ARG3], anyway);
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
 pub fn file_enter_openat2(ctx: TracePointContext) -> u32 {
-    save_if_recorded(&ctx, HOOK_OPEN, SYSCALL_OPENAT2, [ARG0, ARG1, ARG2, ARG3]);
+    let anyway = || names_code(&ctx, ARG1);
+    save_unless_quiet(&ctx, HOOK_OPEN, SYSCALL_OPENAT2, [ARG0, ARG1, ARG2, ARG3], anyway);
     0
 }
 
 /// Legacy `open(path, flags, mode)`: what musl (static binaries, Alpine's Python) calls.
 #[tracepoint(category = "syscalls", name = "sys_enter_open")]
 pub fn file_enter_open(ctx: TracePointContext) -> u32 {
-    if current_tracked() && !current_quiet(HOOK_OPEN) {
+    if current_tracked() && !current_quiet_unless(HOOK_OPEN, || names_code(&ctx, ARG0)) {
         // SAFETY: offsets from the tracepoint's format.
         let (name, flags, mode) = unsafe {
             (
@@ -83,6 +85,30 @@ pub fn file_enter_open_by_handle_at(ctx: TracePointContext) -> u32 {
         save(HOOK_OPEN, InFlight { syscall: SYSCALL_OPEN_BY_HANDLE_AT, compat: 0, args });
     }
     0
+}
+
+/// Whether the file name at `arg` of the tracepoint's record ends like a file CPython loads
+/// code from: `.py`, `.pyc`, or an archive zipimport reads (`.zip`, `.egg`, `.whl`, `.pyz`,
+/// `.pex`). A quiet process's opens of those are recorded still: the daemon names the module
+/// body that runs next by the file it was loaded from. A name that cannot be read whole counts
+/// as code.
+#[inline(always)]
+fn names_code(ctx: &TracePointContext, arg: usize) -> bool {
+    const MASK: usize = PATH_MAX - 1;
+    // SAFETY: offsets from the tracepoint's format.
+    let name = unsafe { ctx.read_at::<u64>(arg) }.unwrap_or(0);
+    // Nothing else uses the scratch area at a syscall's entry.
+    let Some(buf) = scratch::<[u8; PATH_MAX]>() else { return true };
+    // SAFETY: the destination is `buf`; the helper validates the user address.
+    let n = unsafe { bpf_probe_read_user_str(buf.as_mut_ptr().cast(), PATH_MAX as u32, name as *const _) };
+    if n <= 0 || n as usize >= PATH_MAX {
+        return true;
+    }
+    // `n` counts the NUL.
+    let len = n as usize - 1;
+    let at = |back: usize| if len >= back { buf[(len - back) & MASK] } else { 0 };
+    let last4 = [at(4), at(3), at(2), at(1)];
+    [*b".pyc", *b".zip", *b".egg", *b".whl", *b".pyz", *b".pex"].contains(&last4) || last4[1..] == *b".py"
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_openat")]

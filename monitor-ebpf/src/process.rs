@@ -53,7 +53,19 @@ pub(crate) fn save_if_recorded<const N: usize>(
     syscall: u32,
     arg_offsets: [usize; N],
 ) {
-    if current_tracked() && !current_quiet(hook) {
+    save_unless_quiet(ctx, hook, syscall, arg_offsets, || false);
+}
+
+/// [`save_if_recorded`], except that a quiet process's call is saved too when `anyway` says so.
+#[inline(always)]
+pub(crate) fn save_unless_quiet<const N: usize>(
+    ctx: &TracePointContext,
+    hook: u32,
+    syscall: u32,
+    arg_offsets: [usize; N],
+    anyway: impl FnOnce() -> bool,
+) {
+    if current_tracked() && !current_quiet_unless(hook, anyway) {
         save_args(ctx, hook, syscall, arg_offsets);
     }
 }
@@ -61,8 +73,14 @@ pub(crate) fn save_if_recorded<const N: usize>(
 /// The current process is quiet; the call it skips is counted under `hook`.
 #[inline(always)]
 pub(crate) fn current_quiet(hook: u32) -> bool {
+    current_quiet_unless(hook, || false)
+}
+
+/// [`current_quiet`], but a call `recorded` says must be recorded anyway is not skipped.
+#[inline(always)]
+pub(crate) fn current_quiet_unless(hook: u32, recorded: impl FnOnce() -> bool) -> bool {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let quiet = quiet(tgid);
+    let quiet = quiet(tgid) && !recorded();
     if quiet {
         count(hook, COUNT_QUIET);
     }

@@ -256,6 +256,12 @@ impl Alerts {
             distribution,
             version,
             filename_unreadable: c.filename_unreadable.then_some(true),
+            filename_mismatch: (c.claimed_file.is_some() || c.outer_claimed_file.is_some()).then_some(true),
+            claimed_filename: c.claimed_file.as_deref().map(|f| Text::path("claimed_filename", Some(f))),
+            outermost_claimed_filename: c
+                .outer_claimed_file
+                .as_deref()
+                .map(|f| Text::path("outermost_claimed_filename", Some(f))),
             hook: c.hook.clone(),
             backend: c.backend.clone(),
             installer: c.installer.clone(),

@@ -71,6 +71,14 @@ pub(crate) struct CulpritView {
     /// Present (`true`) when the innermost module's code object names no readable file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filename_unreadable: Option<bool>,
+    /// Present (`true`) when a module body's code was not loaded from the file its
+    /// `co_filename` names; the names it claimed follow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filename_mismatch: Option<bool>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub claimed_filename: Option<Text>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub outermost_claimed_filename: Option<Text>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hook: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -10,13 +10,14 @@ use std::{
 
 use super::{
     Basis, Context, Culprit, CulpritKind, Origin, Phase,
+    loaded::Source,
     state::{Frame, Main, ProcessPhase, Thread},
 };
 use crate::{
     kernel::decode::Mark,
     process::{
         event::{Action, Event, ProcessInfo},
-        table::{IdMap, Lineage, ProcessTable},
+        table::{IdMap, Lineage, ProcessTable, Resolution},
     },
 };
 
@@ -84,10 +85,16 @@ impl PhaseEngine {
                     renewed(table, pid, event.header.ktime_ns);
                 }
             }
-            Action::Open { path, result, .. } => {
+            Action::Open { path, result, resolution, flags, .. } => {
                 if let Some(p) = table.get_mut(pid).map(|p| &mut p.phase) {
                     if *result >= 0 && path.extension() == Some(OsStr::new("pth")) {
                         p.last_pth = Some(path.clone());
+                    }
+                    // What the kernel opened for reading: maybe the code a module body runs next.
+                    if p.probed && *result >= 0 && *resolution == Resolution::Kernel && reads_a_file(*flags) {
+                        let thread = p.threads.entry(tid).or_default();
+                        let depth = thread.depth();
+                        thread.loads.opened(path, depth);
                     }
                     let script = p.script.as_deref() == Some(path.as_path())
                         || p.script_real.as_deref() == Some(path.as_path());
@@ -224,7 +231,15 @@ impl PhaseEngine {
                     Some(file) => is_module_body(file),
                 };
                 p.main_frame_seen |= main;
-                thread.frames.push(Frame { file, main, module });
+                // The user's main code is not checked: only a module body's file names a
+                // culprit. `<string>` and `<frozen os>` name no file.
+                let checked = module
+                    && !main
+                    && file.as_deref().is_none_or(|f| !f.as_os_str().as_bytes().starts_with(b"<"));
+                let depth = thread.depth();
+                let source =
+                    if checked { thread.loads.take(depth, file.as_deref()) } else { Source::Claimed };
+                thread.frames.push(Frame { claim: file, source, main, module });
             }
             Mark::EvalExit => {
                 if let Some(thread) = p.threads.get_mut(&tid) {
@@ -233,6 +248,8 @@ impl PhaseEngine {
                     } else {
                         thread.frames.pop();
                     }
+                    let depth = thread.depth();
+                    thread.loads.returned_to(depth);
                 }
             }
         }
@@ -348,11 +365,10 @@ fn context(table: &ProcessTable, pid: u32, tid: u32) -> Context {
     }
     // A `__main__.py` only ever runs as main code (`-m`, `runpy.run_module` in launchers
     // such as pip's `__pip-runner__.py`): what it calls is not import-time code.
-    let above_main =
-        match frames.iter().rposition(|f| f.main || file_name_is(f.file.as_deref(), "__main__.py")) {
-            Some(i) => &frames[i + 1..],
-            None => frames,
-        };
+    let above_main = match frames.iter().rposition(|f| f.main || module_file_is(f.file(), "__main__")) {
+        Some(i) => &frames[i + 1..],
+        None => frames,
+    };
     let mut modules = above_main.iter().filter(|f| f.module);
     let Some(outer) = modules.next() else {
         return Context { basis, ..Context::runtime() };
@@ -360,7 +376,11 @@ fn context(table: &ProcessTable, pid: u32, tid: u32) -> Context {
     let inner = modules.next_back().unwrap_or(outer);
     Context {
         phase: Phase::Import,
-        culprit: Culprit { kind: CulpritKind::Module, path: inner.file.clone(), ..modules_of(inner, outer) },
+        culprit: Culprit {
+            kind: CulpritKind::Module,
+            path: inner.file().map(Path::to_path_buf),
+            ..modules_of(inner, outer)
+        },
         inherited_from: None,
         basis,
     }
@@ -377,15 +397,30 @@ fn is_module_body(file: &Path) -> bool {
 /// and `outer`.
 fn modules_of(inner: &Frame, outer: &Frame) -> Culprit {
     Culprit {
-        module_file: inner.file.clone(),
-        outer_module_file: outer.file.clone(),
-        filename_unreadable: inner.file.is_none(),
+        module_file: inner.file().map(Path::to_path_buf),
+        outer_module_file: outer.file().map(Path::to_path_buf),
+        filename_unreadable: inner.claim.is_none(),
+        claimed_file: inner.false_claim().map(Path::to_path_buf),
+        outer_claimed_file: (!std::ptr::eq(inner, outer))
+            .then(|| outer.false_claim().map(Path::to_path_buf))
+            .flatten(),
         ..Culprit::default()
     }
 }
 
-fn file_name_is(file: Option<&Path>, name: &str) -> bool {
-    file.is_some_and(|f| f.file_name() == Some(OsStr::new(name)))
+/// Whether `file` is module `stem`'s source or its sourceless bytecode.
+fn module_file_is(file: Option<&Path>, stem: &str) -> bool {
+    file.is_some_and(|f| {
+        f.file_stem() == Some(OsStr::new(stem))
+            && matches!(f.extension().and_then(OsStr::to_str), Some("py" | "pyc"))
+    })
+}
+
+/// An open for reading only, and not of a directory.
+fn reads_a_file(flags: u32) -> bool {
+    const O_ACCMODE: u32 = 3;
+    const O_DIRECTORY: u32 = 0o200_000;
+    flags & O_ACCMODE == 0 && flags & O_DIRECTORY == 0
 }
 
 fn startup_culprit(frames: &[Frame], last_pth: Option<&Path>) -> Culprit {
@@ -396,17 +431,17 @@ fn startup_culprit(frames: &[Frame], last_pth: Option<&Path>) -> Culprit {
         Some(modules_of(above.next_back().unwrap_or(outer), outer))
     };
     for (i, f) in frames.iter().enumerate() {
-        for (name, kind) in [
-            ("sitecustomize.py", CulpritKind::Sitecustomize),
-            ("usercustomize.py", CulpritKind::Usercustomize),
-        ] {
-            if file_name_is(f.file.as_deref(), name) {
-                return Culprit { kind, path: f.file.clone(), ..modules_above(i).unwrap_or_default() };
+        for (name, kind) in
+            [("sitecustomize", CulpritKind::Sitecustomize), ("usercustomize", CulpritKind::Usercustomize)]
+        {
+            if module_file_is(f.file(), name) {
+                let path = f.file().map(Path::to_path_buf);
+                return Culprit { kind, path, ..modules_above(i).unwrap_or_default() };
             }
         }
     }
     // `site` runs a `.pth` line with `exec(line)`: a `<string>` frame.
-    let pth_line = frames.iter().position(|f| f.file.as_deref() == Some(Path::new("<string>")));
+    let pth_line = frames.iter().position(|f| f.claim.as_deref() == Some(Path::new("<string>")));
     if let (Some(i), Some(pth)) = (pth_line, last_pth) {
         return Culprit {
             kind: CulpritKind::Pth,
@@ -612,6 +647,12 @@ mod tests {
         ));
     }
 
+    /// A module body the interpreter loaded from `file` (opened just before), as it does.
+    fn load(e: &mut Engine, pid: u32, tid: u32, file: &str) {
+        open(e, pid, tid, file);
+        enter(e, pid, tid, file);
+    }
+
     /// A code object whose `co_filename` could not be read.
     fn enter_unnamed(e: &mut Engine, pid: u32, tid: u32) {
         e.observe(&ev(pid, tid, Action::Marker(Mark::EvalEnter { filename: None })));
@@ -630,7 +671,7 @@ mod tests {
         let action = Action::Open {
             path: path.into(),
             requested: None,
-            resolution: crate::process::table::Resolution::Absolute,
+            resolution: Resolution::Kernel,
             dirfd: -100,
             flags: 0,
             mode: 0,
@@ -742,7 +783,7 @@ mod tests {
         enter(&mut e, 10, 10, "<frozen site>");
         open(&mut e, 10, 10, "/venv/site-packages/aaa.pth");
         enter(&mut e, 10, 10, "<string>");
-        enter(&mut e, 10, 10, "/venv/site-packages/evil.py");
+        load(&mut e, 10, 10, "/venv/site-packages/evil.py");
         let c = open(&mut e, 10, 10, "/home/u/.aws/credentials");
         assert_eq!(c.phase, Phase::Startup);
         assert_eq!(c.culprit.kind, CulpritKind::Pth);
@@ -785,12 +826,81 @@ mod tests {
     }
 
     #[test]
+    fn a_module_is_the_file_the_interpreter_loaded_not_the_one_it_claims() {
+        let site = "/venv/lib/python3.12/site-packages";
+        let requests = format!("{site}/requests/__init__.py");
+        let forged = format!("{site}/evilpkg/__init__.pyc");
+        let mut e = engine();
+        image(&mut e, 10);
+        main(&mut e, 10, "file", "/srv/app.py");
+        load(&mut e, 10, 10, "/srv/app.py");
+        // The real `requests`, from its bytecode cache: what it claims.
+        open(&mut e, 10, 10, &format!("{site}/requests/__pycache__/__init__.cpython-312.pyc"));
+        enter(&mut e, 10, 10, &requests);
+        let c = open(&mut e, 10, 10, "/x");
+        assert_eq!(c.culprit.module_file.as_deref(), Some(Path::new(&requests)));
+        assert_eq!(c.culprit.claimed_file, None);
+        exit(&mut e, 10, 10);
+        // A sourceless `.pyc` of another package compiled as `requests/__init__.py`.
+        open(&mut e, 10, 10, &forged);
+        enter(&mut e, 10, 10, &requests);
+        let c = open(&mut e, 10, 10, "/home/u/.aws/credentials");
+        assert_eq!((c.phase, c.culprit.kind), (Phase::Import, CulpritKind::Module));
+        assert_eq!(c.culprit.path.as_deref(), Some(Path::new(&forged)));
+        assert_eq!(c.culprit.module_file.as_deref(), Some(Path::new(&forged)));
+        assert_eq!(c.culprit.claimed_file.as_deref(), Some(Path::new(&requests)));
+        // Inside it, code compiled in memory with `requests`' name was loaded from no file:
+        // only the body that ran it is named.
+        enter(&mut e, 10, 10, &requests);
+        let c = open(&mut e, 10, 10, "/x");
+        assert_eq!((c.culprit.path, c.culprit.module_file), (None, None));
+        assert_eq!(c.culprit.claimed_file.as_deref(), Some(Path::new(&requests)));
+        assert_eq!(c.culprit.outer_module_file.as_deref(), Some(Path::new(&forged)));
+        assert_eq!(c.culprit.outer_claimed_file.as_deref(), Some(Path::new(&requests)));
+        // What a thread opened does not name another thread's module bodies.
+        exit(&mut e, 10, 10);
+        exit(&mut e, 10, 10);
+        fork(&mut e, 10, 10, 11, true);
+        open(&mut e, 10, 11, &format!("{site}/other.py"));
+        enter(&mut e, 10, 10, &format!("{site}/other.py"));
+        let c = open(&mut e, 10, 10, "/x");
+        assert_eq!(c.culprit.module_file, None);
+    }
+
+    #[test]
+    fn a_claimed_name_does_not_make_main_code_or_a_customize_module() {
+        let mut e = engine();
+        image(&mut e, 10);
+        main(&mut e, 10, "file", "/srv/app.py");
+        load(&mut e, 10, 10, "/srv/app.py");
+        // A sourceless `.pyc` claiming to be a package's `__main__.py` is no launcher's main
+        // module: its code is still module-level code.
+        open(&mut e, 10, 10, "/site/evil/__init__.pyc");
+        enter(&mut e, 10, 10, "/site/pkg/__main__.py");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Import);
+        // A sourceless `sitecustomize.pyc` is a sitecustomize, named by the file that ran, and
+        // an unreadable name by the file opened for it.
+        image(&mut e, 20);
+        open(&mut e, 20, 20, "/site/sitecustomize.pyc");
+        enter(&mut e, 20, 20, "/build/sitecustomize.py");
+        let c = open(&mut e, 20, 20, "/x");
+        assert_eq!(c.culprit.kind, CulpritKind::Sitecustomize);
+        assert_eq!(c.culprit.path.as_deref(), Some(Path::new("/site/sitecustomize.pyc")));
+        assert_eq!(c.culprit.claimed_file.as_deref(), Some(Path::new("/build/sitecustomize.py")));
+        open(&mut e, 20, 20, "/site/w.pyc");
+        enter_unnamed(&mut e, 20, 20);
+        let c = open(&mut e, 20, 20, "/x");
+        assert_eq!(c.culprit.module_file.as_deref(), Some(Path::new("/site/w.pyc")));
+        assert!(c.culprit.filename_unreadable && c.culprit.claimed_file.is_none());
+    }
+
+    #[test]
     fn sitecustomize_wins_over_an_earlier_pth() {
         let mut e = engine();
         image(&mut e, 10);
         open(&mut e, 10, 10, "/venv/site-packages/paths.pth");
         enter(&mut e, 10, 10, "<frozen site>");
-        enter(&mut e, 10, 10, "/venv/site-packages/sitecustomize.py");
+        load(&mut e, 10, 10, "/venv/site-packages/sitecustomize.py");
         let c = open(&mut e, 10, 10, "/etc/shadow");
         assert_eq!((c.phase, c.culprit.kind), (Phase::Startup, CulpritKind::Sitecustomize));
     }
@@ -802,8 +912,8 @@ mod tests {
         main(&mut e, 10, "file", "app.py");
         enter(&mut e, 10, 10, "app.py");
         assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
-        enter(&mut e, 10, 10, "/venv/site-packages/pkg/__init__.py");
-        enter(&mut e, 10, 10, "/venv/site-packages/pkg/sub.py");
+        load(&mut e, 10, 10, "/venv/site-packages/pkg/__init__.py");
+        load(&mut e, 10, 10, "/venv/site-packages/pkg/sub.py");
         let c = open(&mut e, 10, 10, "/x");
         assert_eq!(c.phase, Phase::Import);
         assert_eq!(c.culprit.module_file.as_deref(), Some(Path::new("/venv/site-packages/pkg/sub.py")));
@@ -839,7 +949,7 @@ mod tests {
         image(&mut e, 10);
         main(&mut e, 10, "file", "/x/pip/__pip-runner__.py");
         enter(&mut e, 10, 10, "/x/pip/__pip-runner__.py");
-        enter(&mut e, 10, 10, "/x/pip/__main__.py");
+        load(&mut e, 10, 10, "/x/pip/__main__.py");
         assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
         enter(&mut e, 10, 10, "/x/pip/_internal/cli/main.py");
         assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Import);
@@ -934,7 +1044,7 @@ mod tests {
         image(&mut e, 10);
         main(&mut e, 10, "command", "x");
         enter(&mut e, 10, 10, "<string>");
-        enter(&mut e, 10, 10, "/site/deep.py");
+        load(&mut e, 10, 10, "/site/deep.py");
         for _ in 0..MAX_FRAMES + 40 {
             enter(&mut e, 10, 10, "/site/deeper.py");
         }

@@ -11,6 +11,7 @@
 //! and culprit for life ("inherited taint"), whatever it executes later.
 
 mod engine;
+mod loaded;
 mod state;
 
 use std::{path::PathBuf, sync::Arc};
@@ -98,6 +99,11 @@ pub(crate) struct Culprit {
     /// The innermost module body's code object names no file premain could read (its
     /// `co_filename` is not a compact `str`).
     pub filename_unreadable: bool,
+    /// The innermost module body's `co_filename`, when its code was not loaded from that file
+    /// (`module_file` is the file it was loaded from, `None` when none was).
+    pub claimed_file: Option<PathBuf>,
+    /// The same for the outermost module body, when it is another one.
+    pub outer_claimed_file: Option<PathBuf>,
 }
 
 /// The thread or process whose pre-main phase was passed on.

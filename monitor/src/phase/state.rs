@@ -1,8 +1,14 @@
 //! The per-process and per-thread state the phase engine keeps.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
-use super::{Culprit, Origin};
+use super::{
+    Culprit, Origin,
+    loaded::{Loads, Source},
+};
 use crate::process::table::IdMap;
 
 #[derive(Clone, Debug)]
@@ -15,11 +21,30 @@ pub(crate) struct Main {
 #[derive(Clone, Debug)]
 pub(crate) struct Frame {
     /// `co_filename`; `None` when it could not be read (not a compact `str`).
-    pub(crate) file: Option<PathBuf>,
+    pub(crate) claim: Option<PathBuf>,
+    /// Where its code was loaded from (checked for module bodies).
+    pub(crate) source: Source,
     /// The user's main code (script, `-c` command, `-m` module).
     pub(crate) main: bool,
     /// A module body (not an `exec` of a string); see `engine::is_module_body`.
     pub(crate) module: bool,
+}
+
+impl Frame {
+    /// The file its code came from: what `co_filename` says unless the interpreter was seen
+    /// loading it from another file or from none.
+    pub(crate) fn file(&self) -> Option<&Path> {
+        match &self.source {
+            Source::Claimed => self.claim.as_deref(),
+            Source::Loaded(file) => Some(file),
+            Source::Unseen => None,
+        }
+    }
+
+    /// `co_filename`, when it is not the file the code came from.
+    pub(crate) fn false_claim(&self) -> Option<&Path> {
+        (self.source != Source::Claimed).then_some(self.claim.as_deref()).flatten()
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -28,6 +53,15 @@ pub(crate) struct Thread {
     /// Frames entered beyond the engine's depth bound, whose returns must not pop recorded ones.
     pub(crate) unrecorded: usize,
     pub(crate) taint: Option<Arc<Origin>>,
+    /// Files it opened that the module bodies it enters may have been loaded from.
+    pub(crate) loads: Loads,
+}
+
+impl Thread {
+    /// Code-object frames running.
+    pub(crate) fn depth(&self) -> usize {
+        self.frames.len() + self.unrecorded
+    }
 }
 
 /// What the phase engine knows of one process; it lives in the process table.

@@ -139,18 +139,24 @@ pub(crate) fn module_name(file: &Path) -> Option<String> {
     if text.starts_with('<') {
         return None;
     }
-    let stem = file.file_stem()?.to_string_lossy().into_owned();
+    let mut stem = file.file_stem()?.to_string_lossy().into_owned();
+    let mut dir = file.parent();
+    // Bytecode cached for `<dir>/<stem>.py` as `<dir>/__pycache__/<stem>.<tag>.pyc`.
+    if dir.and_then(Path::file_name) == Some(OsStr::new("__pycache__")) {
+        stem = stem.split('.').next().unwrap_or_default().to_owned();
+        dir = dir.and_then(Path::parent);
+    }
     let mut parts = Vec::new();
     if stem != "__init__" {
         parts.push(stem);
     }
     let site = site_dir(file);
-    let mut dir = file.parent();
     while let Some(d) = dir {
         if Some(d) == site.as_deref() {
             break;
         }
-        let is_package = d.join("__init__.py").is_file();
+        // Sourceless packages have only the bytecode.
+        let is_package = d.join("__init__.py").is_file() || d.join("__init__.pyc").is_file();
         if site.is_none() && !is_package {
             break;
         }
@@ -197,6 +203,15 @@ mod tests {
         assert_eq!(d.owner(&site.join("evilpkg/sub/__init__.py")), None);
         assert_eq!(module_name(&site.join("evilpkg/sub/x.py")).as_deref(), Some("evilpkg.sub.x"));
         assert_eq!(module_name(&site.join("evilpkg/__init__.py")).as_deref(), Some("evilpkg"));
+        assert_eq!(module_name(&site.join("evilpkg/__init__.pyc")).as_deref(), Some("evilpkg"));
+        assert_eq!(
+            module_name(&site.join("evilpkg/sub/__pycache__/x.cpython-312.pyc")).as_deref(),
+            Some("evilpkg.sub.x")
+        );
+        // Outside a site directory, packages are found by their `__init__`, source or not.
+        fs::create_dir_all(root.join("app/pkg")).unwrap();
+        fs::write(root.join("app/pkg/__init__.pyc"), "").unwrap();
+        assert_eq!(module_name(&root.join("app/pkg/mod.pyc")).as_deref(), Some("pkg.mod"));
         assert_eq!(module_name(Path::new("<frozen os>")).as_deref(), Some("os"));
         assert_eq!(module_name(Path::new("<string>")), None);
         fs::remove_dir_all(&root).unwrap();
