@@ -7,31 +7,17 @@
 //! The bait credentials live in a temporary HOME.
 
 use std::{
-    env,
     ffi::OsStr,
     fs,
     os::unix::ffi::OsStrExt as _,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Stdio,
     thread,
     time::{Duration, Instant},
 };
 
-use integration_tests::{EVENT_TIMEOUT, Premain, Python, TempDir, pythons};
+use integration_tests::{EVENT_TIMEOUT, Premain, Python, TempDir, clean, pythons};
 use serde_json::{Value, json};
-
-/// `Command` with Python's and pip's environment knobs from the caller removed.
-fn clean(program: impl AsRef<OsStr>) -> Command {
-    let mut cmd = Command::new(program);
-    for (key, _) in env::vars_os() {
-        let key = key.to_string_lossy().into_owned();
-        if key.starts_with("PIP_") || key.starts_with("PYTHON") || key == "VIRTUAL_ENV" {
-            cmd.env_remove(&key);
-        }
-    }
-    cmd.stdin(Stdio::null());
-    cmd
-}
 
 fn text(path: &Path) -> String {
     path.to_str().expect("test paths are UTF-8").to_owned()

@@ -12,7 +12,6 @@
 //! concluding that no alert came.
 
 use std::{
-    env,
     ffi::OsStr,
     fs,
     io::{BufRead as _, BufReader, Read as _},
@@ -24,7 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{EVENT_TIMEOUT, Premain, Python, TempDir, cannot_run, pythons, script};
+use integration_tests::{EVENT_TIMEOUT, Premain, Python, TempDir, cannot_run, clean, pythons, script};
 use serde_json::{Value, json};
 
 /// The `.pth` that runs the payloads: the culprit every alert must name.
@@ -49,19 +48,6 @@ fn random_hex() -> String {
     let mut bytes = [0u8; 16];
     fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).expect("read /dev/urandom");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// `Command` with Python's and pip's environment knobs from the caller removed.
-fn clean(program: impl AsRef<OsStr>) -> Command {
-    let mut cmd = Command::new(program);
-    for (key, _) in env::vars_os() {
-        let key = key.to_string_lossy().into_owned();
-        if key.starts_with("PIP_") || key.starts_with("PYTHON") || key == "VIRTUAL_ENV" {
-            cmd.env_remove(&key);
-        }
-    }
-    cmd.stdin(Stdio::null());
-    cmd
 }
 
 /// A payload's JSON line, `"ok": true` checked.

@@ -12,18 +12,17 @@
 
 use std::{
     collections::BTreeSet,
-    env,
     ffi::OsStr,
     fs,
     net::TcpListener,
     os::unix::fs::{PermissionsExt as _, symlink},
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::Stdio,
     thread,
     time::{Duration, Instant},
 };
 
-use integration_tests::{Premain, Python, TempDir, pythons, tool, tools_dir};
+use integration_tests::{Premain, Python, TempDir, checked, clean, pythons, tool, tools_dir};
 use serde_json::Value;
 
 /// The `.pth` line's module: runs the programs `PREMAIN_IDENTITY_RUN` lists (JSON) at
@@ -86,31 +85,6 @@ fn os(s: &str) -> &OsStr {
 
 fn text(path: &Path) -> &str {
     path.to_str().expect("test paths are UTF-8")
-}
-
-/// `Command` with pip's and Python's environment knobs from the caller removed.
-fn clean(program: impl AsRef<OsStr>) -> Command {
-    let mut cmd = Command::new(program);
-    for (key, _) in env::vars_os() {
-        let key = key.to_string_lossy().into_owned();
-        if key.starts_with("PIP_") || key.starts_with("PYTHON") || key == "VIRTUAL_ENV" {
-            cmd.env_remove(&key);
-        }
-    }
-    cmd.env("PIP_DISABLE_PIP_VERSION_CHECK", "1").env("PIP_NO_INPUT", "1").stdin(Stdio::null());
-    cmd
-}
-
-fn checked(cmd: &mut Command, what: &str) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// A fresh venv (no pip) of `py` in `dir`; returns its python and site-packages.

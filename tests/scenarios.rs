@@ -14,7 +14,7 @@ use std::{
     io::{Read as _, Write as _},
     net::{TcpListener, UdpSocket},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Stdio,
     sync::{
         Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
@@ -23,7 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{Premain, Python, TempDir, pythons, workspace_root};
+use integration_tests::{Premain, Python, TempDir, checked, clean, pythons, workspace_root};
 use serde_json::Value;
 
 /// Loopback TCP (and UDP, same port) sink; answers HTTP requests with an empty 200.
@@ -83,31 +83,6 @@ fn bait_home(dir: &Path) -> PathBuf {
         fs::write(path, content).unwrap();
     }
     home
-}
-
-/// `Command` with pip's and Python's environment knobs from the caller removed.
-fn clean(program: impl AsRef<OsStr>) -> Command {
-    let mut cmd = Command::new(program);
-    for (key, _) in env::vars_os() {
-        let key = key.to_string_lossy().into_owned();
-        if key.starts_with("PIP_") || key.starts_with("PYTHON") || key == "VIRTUAL_ENV" {
-            cmd.env_remove(&key);
-        }
-    }
-    cmd.env("PIP_DISABLE_PIP_VERSION_CHECK", "1").env("PIP_NO_INPUT", "1").stdin(Stdio::null());
-    cmd
-}
-
-fn checked(cmd: &mut Command, what: &str) -> std::process::Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn scenario_dir() -> PathBuf {

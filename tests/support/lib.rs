@@ -52,6 +52,33 @@ pub fn premain_binary() -> PathBuf {
     path
 }
 
+/// `Command` for `program` with pip's and Python's environment knobs from the caller removed,
+/// so a test's interpreters and installers behave the same under any developer's shell.
+pub fn clean(program: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    for (key, _) in env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        if key.starts_with("PIP_") || key.starts_with("PYTHON") || key == "VIRTUAL_ENV" {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.env("PIP_DISABLE_PIP_VERSION_CHECK", "1").env("PIP_NO_INPUT", "1").stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `cmd`; panics with its output unless it succeeded.
+pub fn checked(cmd: &mut Command, what: &str) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// `target/tools` (`$PREMAIN_TOOLS` under `cargo xtask test`): what `cargo xtask setup` built or
 /// unpacked for the tests.
 pub fn tools_dir() -> PathBuf {
