@@ -106,28 +106,15 @@ fn impostor(path: &Path) -> PathBuf {
     path.to_path_buf()
 }
 
-/// Alerts whose process is `root`, descends from it, or inherited its phase from it.
-fn alerts_of(premain: &Premain, root: u32) -> Vec<Value> {
-    premain
-        .alerts()
-        .into_iter()
-        .filter(|a| {
-            a["process"]["pid"] == root
-                || a["inherited_from"]["pid"] == root
-                || a["process"]["ancestry"].as_array().is_some_and(|up| up.iter().any(|p| p["pid"] == root))
-        })
-        .collect()
-}
-
 /// Waits until `root`'s alerts cover `count` distinct (rule, target) pairs or 15 s passed,
 /// then for premain's sentinel, after which no alert of what `root` did can still come.
 fn settle(premain: &Premain, root: u32, count: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(15);
-    while distinct(&alerts_of(premain, root)).len() < count && Instant::now() < deadline {
+    while distinct(&premain.alerts_of(root)).len() < count && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(50));
     }
     premain.sentinel();
-    alerts_of(premain, root)
+    premain.alerts_of(root)
 }
 
 /// An alert as `(rule, target)`: the path run, opened, or the address reached.

@@ -391,6 +391,20 @@ impl Premain {
         (status, self.stderr())
     }
 
+    /// Alerts whose process is `root`, descends from it, or inherited its phase from it.
+    pub fn alerts_of(&self, root: u32) -> Vec<Value> {
+        self.alerts()
+            .into_iter()
+            .filter(|a| {
+                a["process"]["pid"] == root
+                    || a["inherited_from"]["pid"] == root
+                    || a["process"]["ancestry"]
+                        .as_array()
+                        .is_some_and(|up| up.iter().any(|p| p["pid"] == root))
+            })
+            .collect()
+    }
+
     /// Waits until premain has handled every record made before this call, so that a check
     /// that nothing else came can be made: runs a Python whose `sitecustomize` execs a copy of
     /// `/bin/true` never seen before, and waits for that exec's alert. premain handles records
