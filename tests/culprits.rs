@@ -268,6 +268,7 @@ fn modules_with_non_ascii_names_are_named_with_their_distribution() {
                 ("/culprit/version", json!("1.0")),
                 ("/culprit/filename_unreadable", Value::Null),
                 ("/culprit/filename_mismatch", Value::Null),
+                ("/culprit/party", json!("third-party")),
             ];
             fields.extend(outer.map(|o| ("/culprit/outermost_module", json!(o))));
             fields
@@ -292,8 +293,9 @@ fn modules_with_non_ascii_names_are_named_with_their_distribution() {
         }
         // A directory whose name is not UTF-8, on PYTHONPATH: CPython's `surrogateescape`
         // made its byte U+DCFF (a UCS-2 `str`), which gives the exact byte back.
-        let odd = stage.dir.path().join(OsStr::from_bytes(b"lib\xff"));
-        fs::create_dir(&odd).unwrap();
+        // A `site-packages` below it: a module of the application itself would raise nothing.
+        let odd = stage.dir.path().join(OsStr::from_bytes(b"lib\xff")).join("site-packages");
+        fs::create_dir_all(&odd).unwrap();
         fs::write(odd.join("evil_bytes.py"), reads(".aws/credentials")).unwrap();
         let hex: String =
             odd.join("evil_bytes.py").as_os_str().as_bytes().iter().map(|b| format!("{b:02x}")).collect();
@@ -454,4 +456,85 @@ fn modules_are_named_by_the_file_the_interpreter_loaded() {
     assert!(status.success(), "premain exited with {status}\n{stderr}");
     let ran: Vec<&str> = stages.iter().map(|s| s.label.as_str()).collect();
     println!("Pythons exercised: {}", ran.join(", "));
+}
+
+/// The application's own module-level code (a project outside every site-packages directory:
+/// `settings.py` reading credentials as Django's does) raises nothing by default, and an alert
+/// of the configured severity with `alerts.application_code`; a dependency it imports is a
+/// third party, and so is a module that dependency writes into the project and imports.
+#[test]
+fn the_applications_own_module_level_code_is_its_own() {
+    for (config, severity) in [(None, None), (Some("low"), Some("low"))] {
+        let conf = TempDir::new("culprits-conf");
+        let mut args = Vec::new();
+        if let Some(level) = config {
+            let file = conf.file("premain.toml", &format!("[alerts]\napplication_code = \"{level}\"\n"));
+            args = vec!["--config".to_owned(), text(&file)];
+        }
+        let premain = Premain::start_alerts(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let quiet_before = premain.metric("premain_application_code_actions_total{rule=\"credential-read\"}");
+        let mut wants = Vec::new();
+        let mut unwanted = Vec::new();
+        let mut stages = Vec::new();
+        for py in every_python() {
+            let stage = Stage::new(&py);
+            let project = stage.dir.path().join("project");
+            fs::create_dir(&project).unwrap();
+            fs::write(project.join("settings.py"), reads(".aws/credentials")).unwrap();
+            let plant = format!(
+                "import os, sys\n{}\nwith open({:?}, 'w') as f:\n    f.write({:?})\nimport planted\n",
+                reads(".netrc"),
+                text(&project.join("planted.py")),
+                reads(".git-credentials"),
+            );
+            stage.install("helper-dep", &[("helper_dep/__init__.py", &plant)]);
+            fs::write(project.join("app.py"), "import settings\nimport helper_dep\n").unwrap();
+            let pid = stage.run_args(&[project.join("app.py").as_os_str()], &[]);
+            let party = |who: &str| vec![("/phase", json!("import")), ("/culprit/party", json!(who))];
+            match severity {
+                None => unwanted.push(Unwanted {
+                    label: py.label.clone(),
+                    what: "settings.py",
+                    pid,
+                    bait: stage.bait(".aws/credentials"),
+                }),
+                Some(level) => wants.push(Want {
+                    label: py.label.clone(),
+                    what: "settings.py",
+                    pid,
+                    bait: stage.bait(".aws/credentials"),
+                    fields: [party("application"), vec![("/severity", json!(level))]].concat(),
+                }),
+            }
+            let dependency =
+                [party("third-party"), vec![("/culprit/distribution", json!("helper-dep"))]].concat();
+            wants.push(Want {
+                label: py.label.clone(),
+                what: "its dependency",
+                pid,
+                bait: stage.bait(".netrc"),
+                fields: [dependency, vec![("/severity", json!("critical"))]].concat(),
+            });
+            wants.push(Want {
+                label: py.label.clone(),
+                what: "a module the dependency planted in the project",
+                pid,
+                bait: stage.bait(".git-credentials"),
+                fields: [party("third-party"), vec![("/culprit/module", json!("planted"))]].concat(),
+            });
+            stages.push(stage);
+        }
+        judge(&premain, &wants, &unwanted);
+        if config.is_none() {
+            let quiet = premain.metric("premain_application_code_actions_total{rule=\"credential-read\"}");
+            assert!(
+                quiet - quiet_before >= stages.len() as f64,
+                "premain_application_code_actions_total went from {quiet_before} to {quiet}"
+            );
+        }
+        let (status, stderr) = premain.stop();
+        assert!(status.success(), "premain exited with {status}\n{stderr}");
+        let ran: Vec<&str> = stages.iter().map(|s| s.label.as_str()).collect();
+        println!("application_code = {config:?}: Pythons exercised: {}", ran.join(", "));
+    }
 }

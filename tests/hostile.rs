@@ -604,10 +604,12 @@ fn modules_in_directories_with_non_ascii_names_still_count() {
     let cases: [(&str, &[u8]); 2] = [("UTF-8", "modulé".as_bytes()), ("not UTF-8", b"mod\xffule")];
     for (i, (label, name)) in cases.into_iter().enumerate() {
         let dir = bait.dir.path().join(os(name));
-        fs::create_dir_all(&dir).unwrap();
+        // A dependency's directory: the application's own modules raise nothing.
+        let site = dir.join("site-packages");
+        fs::create_dir_all(&site).unwrap();
         let module = format!("evil_import_{i}");
         fs::write(
-            dir.join(format!("{module}.py")),
+            site.join(format!("{module}.py")),
             "import os\nopen(os.path.expanduser('~/.netrc')).close()\n",
         )
         .unwrap();
@@ -617,7 +619,7 @@ fn modules_in_directories_with_non_ascii_names_still_count() {
         );
         let mut child = Command::new(&python.path)
             .arg(&main)
-            .arg(&dir)
+            .arg(&site)
             .env("HOME", &home)
             .stdin(Stdio::null())
             .spawn()
@@ -633,7 +635,10 @@ fn modules_in_directories_with_non_ascii_names_still_count() {
         let app = dir.join(format!("app_{i}.py"));
         fs::write(
             &app,
-            format!("import os\nopen(os.path.expanduser('~/.netrc')).close()\nimport {module}\n"),
+            format!(
+                "import os, sys\nopen(os.path.expanduser('~/.netrc')).close()\n\
+                 sys.path.insert(0, os.path.join(os.path.dirname(__file__), 'site-packages'))\nimport {module}\n"
+            ),
         )
         .unwrap();
         let mut child =

@@ -209,6 +209,7 @@ fn known_series_are_exported_at_zero_from_the_start_and_pass_promtool() {
         for phase in ["install", "startup", "import"] {
             value(&format!(r#"premain_alerts_total{{phase="{phase}",rule="{rule}",severity="{severity}"}}"#));
         }
+        value(&format!(r#"premain_application_code_actions_total{{rule="{rule}"}}"#));
     }
     for hook in
         ["open", "connect", "exec", "fork", "exit", "send", "python", "target", "socket", "name", "uring"]

@@ -20,13 +20,13 @@ use crate::{
     detect::{Hit, RuleId, Rules, socket_family, socket_type},
     k8s::{Container, PodCache},
     kernel::sockaddr::SockAddr,
-    ops::config::AlertOptions,
+    ops::config::{AlertOptions, ApplicationCode},
     output::{
         json::{Argv, Capture, Outcome, Text},
         redact::Redactor,
         time::{Clock, rfc3339},
     },
-    phase::{Context, Culprit, CulpritKind, Origin},
+    phase::{Context, Culprit, CulpritKind, Origin, party},
     process::{
         event::{Action, Event, open_syscall, uring_opcode},
         table::{Lineage, ProcessTable},
@@ -64,6 +64,8 @@ pub(crate) struct Alerts {
     next_id: u64,
     pub raised: u64,
     pub folded: u64,
+    /// What the application's own module-level code raises (`alerts.application_code`).
+    pub application_code: ApplicationCode,
 }
 
 impl Alerts {
@@ -82,6 +84,7 @@ impl Alerts {
             next_id: 0,
             raised: 0,
             folded: 0,
+            application_code: options.application_code,
         }
     }
 
@@ -101,6 +104,7 @@ impl Alerts {
         self.node = node_name(&options.node_name);
         self.window = Duration::from_secs(options.fold_window_secs);
         self.ancestry_argv = options.ancestry_argv;
+        self.application_code = options.application_code;
     }
 
     /// Whether an allowlist exempts this action: its executable, its culprit's files or
@@ -249,6 +253,7 @@ impl Alerts {
         let outer_differs = c.outer_module_file.is_some() && c.outer_module_file != c.module_file;
         CulpritView {
             kind: c.kind,
+            party: c.party.unwrap_or_else(|| party::of_culprit(c)),
             path: Text::path("path", c.path.as_deref()),
             module: c.module_file.as_deref().and_then(module_name),
             module_path: c.module_file.as_deref().map(|f| Text::path("module_path", Some(f))),

@@ -7,7 +7,7 @@ use serde::{Serialize, Serializer};
 use crate::{
     detect::{RuleId, Severity},
     output::json::{Argv, Capture, Outcome, Text},
-    phase::{Basis, CulpritKind, Phase},
+    phase::{Basis, CulpritKind, Party, Phase},
 };
 
 pub(crate) const SCHEMA: &str = "premain.alert/v1";
@@ -58,6 +58,7 @@ pub(crate) struct Alert {
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct CulpritView {
     pub kind: CulpritKind,
+    pub party: Party,
     #[serde(flatten)]
     pub path: Text,
     pub module: Option<String>,

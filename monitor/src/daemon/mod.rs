@@ -402,6 +402,7 @@ impl Daemon {
                 AlertLabel::Pod => k8s.and_then(|k| k.pod.clone()),
                 AlertLabel::Distribution => alert.culprit.distribution.clone(),
                 AlertLabel::CulpritKind => Some(alert.culprit.kind.as_str().to_owned()),
+                AlertLabel::Party => Some(alert.culprit.party.as_str().to_owned()),
             }
         });
     }

@@ -8,7 +8,7 @@ use monitor_common::HOOK_COUNT;
 
 use crate::{
     alert::{Alert, Alerts},
-    detect::{Hit, Rules},
+    detect::{Hit, RuleId, Rules},
     kernel::{control::KernelControl, decode::Record},
     output::redact::Redactor,
     phase::{Context, Phase, PhaseEngine},
@@ -40,6 +40,15 @@ pub(super) struct Unseen {
     hit: Hit,
 }
 
+/// What the rules make of an event of a tracked process.
+enum Verdict {
+    None,
+    Alert(Hit),
+    /// The application's own module-level code broke this rule, and `alerts.application_code`
+    /// says not to report it.
+    Quiet(RuleId),
+}
+
 /// What one record came to.
 pub(super) struct Handled {
     pub(super) event: Event,
@@ -48,6 +57,8 @@ pub(super) struct Handled {
     pub(super) alert: Option<Alert>,
     /// It repeated an open alert.
     pub(super) folded: bool,
+    /// The rule it broke, when it went unreported as the application's own module-level code.
+    pub(super) quieted: Option<RuleId>,
 }
 
 impl Pipeline {
@@ -78,8 +89,8 @@ impl Pipeline {
             _ => return,
         };
         let Some(event) = self.tracker.handle(kernel, record) else { return };
-        let context = self.engine.observe(&mut self.tracker.table, &event);
-        if let Some(hit) = self.verdict(&event, &context) {
+        let mut context = self.engine.observe(&mut self.tracker.table, &event);
+        if let Verdict::Alert(hit) = self.verdict(&event, &mut context) {
             self.unseen.push(Unseen { file, due, event, context, hit });
         }
     }
@@ -90,20 +101,36 @@ impl Pipeline {
         self.unseen = waiting;
         due.into_iter()
             .map(|u: Unseen| {
-                let mut handled = Handled { event: u.event, context: u.context, alert: None, folded: false };
+                let mut handled =
+                    Handled { event: u.event, context: u.context, alert: None, folded: false, quieted: None };
                 self.raise(&mut handled, u.hit);
                 handled
             })
             .collect()
     }
 
-    /// The rule `event` breaks, unless an allowlist exempts it (the phase is not `runtime`).
-    fn verdict(&mut self, event: &Event, context: &Context) -> Option<Hit> {
+    /// The rule `event` breaks, unless an allowlist exempts it (the phase is not `runtime`),
+    /// and what to do of it; names the party of the culprit in `context` when it breaks one.
+    fn verdict(&mut self, event: &Event, context: &mut Context) -> Verdict {
         if context.phase == Phase::Runtime {
-            return None;
+            return Verdict::None;
         }
-        let hit = self.rules.evaluate(event, context.phase == Phase::Install, &self.tracker.table)?;
-        (!self.alerts.exempt(&self.rules, event, context)).then_some(hit)
+        let Some(mut hit) = self.rules.evaluate(event, context.phase == Phase::Install, &self.tracker.table)
+        else {
+            return Verdict::None;
+        };
+        if self.alerts.exempt(&self.rules, event, context) {
+            return Verdict::None;
+        }
+        let party = self.engine.party(&self.tracker.table, event, context);
+        context.culprit.party = Some(party);
+        if context.phase == Phase::Import && party.is_own() {
+            match self.alerts.application_code.severity() {
+                Some(severity) => hit.severity = severity,
+                None => return Verdict::Quiet(hit.rule),
+            }
+        }
+        Verdict::Alert(hit)
     }
 
     fn follow(&mut self, kernel: &mut KernelControl, event: Event) -> Handled {
@@ -128,9 +155,12 @@ impl Pipeline {
             let (pid, key) = (event.header.pid, (file.dev, file.ino));
             self.unseen.retain(|u| u.event.header.pid != pid || u.file != key);
         }
-        let mut handled = Handled { event, context, alert: None, folded: false };
-        let Some(hit) = self.verdict(&handled.event, &handled.context) else { return handled };
-        self.raise(&mut handled, hit);
+        let mut handled = Handled { event, context, alert: None, folded: false, quieted: None };
+        match self.verdict(&handled.event, &mut handled.context) {
+            Verdict::None => {}
+            Verdict::Quiet(rule) => handled.quieted = Some(rule),
+            Verdict::Alert(hit) => self.raise(&mut handled, hit),
+        }
         handled
     }
 

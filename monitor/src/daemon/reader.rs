@@ -157,6 +157,8 @@ fn emit(daemon: &mut Daemon, stdout: &mut impl io::Write, handled: Handled) -> i
         daemon.sinks.publish(Arc::new(Record::Alert(Box::new(alert))));
     } else if handled.folded {
         daemon.metrics.alerts_folded.inc();
+    } else if let Some(rule) = handled.quieted {
+        daemon.metrics.application_code_quiet.with_label_values(&[rule.as_str()]).inc();
     }
     Ok(())
 }

@@ -96,6 +96,9 @@ pub struct AlertOptions {
     /// Regular expressions of secrets in command lines, besides the built-in detectors: the
     /// group `secret` of a match, else the whole match, is replaced.
     pub redact_patterns: Vec<Spanned<String>>,
+    /// What module-level code of the application itself (not of a distribution, a hook or the
+    /// standard library) raises: nothing (`quiet`), or alerts of this severity.
+    pub application_code: ApplicationCode,
 }
 
 impl Default for AlertOptions {
@@ -105,6 +108,33 @@ impl Default for AlertOptions {
             ancestry_argv: true,
             node_name: String::new(),
             redact_patterns: Vec::new(),
+            application_code: ApplicationCode::Quiet,
+        }
+    }
+}
+
+/// `alerts.application_code`: `quiet`, or the severity its alerts get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApplicationCode {
+    Quiet,
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl ApplicationCode {
+    /// The severity its alerts get; `None` when it raises none.
+    pub fn severity(self) -> Option<Severity> {
+        match self {
+            Self::Quiet => None,
+            Self::Info => Some(Severity::Info),
+            Self::Low => Some(Severity::Low),
+            Self::Medium => Some(Severity::Medium),
+            Self::High => Some(Severity::High),
+            Self::Critical => Some(Severity::Critical),
         }
     }
 }
@@ -255,6 +285,8 @@ pub enum AlertLabel {
     Namespace,
     Distribution,
     CulpritKind,
+    /// Whose code the culprit is (`culprit.party`).
+    Party,
     Pod,
 }
 
@@ -264,6 +296,7 @@ impl AlertLabel {
             Self::Namespace => "namespace",
             Self::Distribution => "distribution",
             Self::CulpritKind => "culprit_kind",
+            Self::Party => "party",
             Self::Pod => "pod",
         }
     }
@@ -717,6 +750,16 @@ mod tests {
         assert_eq!(config.rules.get(RuleId::CredentialRead).severity, Severity::Critical);
         assert!(config.allow.programs.iter().any(|p| p.get_ref() == "/usr/bin/uname"));
         assert!(config.install.toolchain.iter().any(|p| p.get_ref().starts_with("/usr/bin/{cc,")));
+    }
+
+    #[test]
+    fn application_code_is_quiet_or_a_severity() {
+        assert_eq!(Config::parse("t.toml", "").unwrap().alerts.application_code.severity(), None);
+        let config = Config::parse("t.toml", "[alerts]\napplication_code = \"low\"\n").unwrap();
+        assert_eq!(config.alerts.application_code.severity(), Some(Severity::Low));
+        let e = error("[alerts]\napplication_code = \"loud\"\n");
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.message.contains("unknown variant `loud`"), "{e}");
     }
 
     #[test]

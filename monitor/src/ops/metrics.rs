@@ -45,6 +45,8 @@ pub(crate) struct Metrics {
     label_values: Arc<Mutex<HashMap<AlertLabel, HashSet<String>>>>,
     max_label_values: usize,
     pub alerts_folded: IntCounter,
+    /// Actions of the application's own module-level code that broke a rule, not reported.
+    pub application_code_quiet: IntCounterVec,
     pub events: IntCounterVec,
     pub runtime_skipped: IntCounterVec,
     /// Records sent with a field the kernel could not read, by hook.
@@ -109,6 +111,11 @@ impl Metrics {
             label_values: Arc::default(),
             max_label_values,
             alerts_folded: counter("alerts_folded_total", "Alert repeats folded into an open alert"),
+            application_code_quiet: counter_vec(
+                "application_code_actions_total",
+                "Actions of the application's own module-level code that broke a rule, not reported (alerts.application_code = quiet), by rule",
+                &["rule"],
+            ),
             events: counter_vec("events_total", "Records of tracked processes received, by hook", &["hook"]),
             runtime_skipped: counter_vec(
                 "runtime_calls_skipped_total",
@@ -205,6 +212,7 @@ impl Metrics {
             Box::new(build) as Box<dyn prometheus::core::Collector>,
             Box::new(metrics.alerts.clone()),
             Box::new(metrics.alerts_folded.clone()),
+            Box::new(metrics.application_code_quiet.clone()),
             Box::new(metrics.events.clone()),
             Box::new(metrics.runtime_skipped.clone()),
             Box::new(metrics.read_failures.clone()),
@@ -268,11 +276,13 @@ impl Metrics {
     /// Creates, at 0, every series whose labels are known before anything happens, so that
     /// `rate()` and `increase()` see the first increment and an absent series means premain is
     /// not exporting: alerts of the enabled `rules` (with their severities) in each pre-main
-    /// phase, records and losses of every hook and stage, reloads. (Drains by trigger are
-    /// created by the reader, sinks' series by each sink.)
+    /// phase and unreported actions of the application's own code, records and losses of every
+    /// hook and stage, reloads. (Drains by trigger are created by the reader, sinks' series by
+    /// each sink.)
     pub(crate) fn expect(&self, rules: impl Iterator<Item = (RuleId, Severity)>) {
         let optional = vec![String::new(); self.alert_labels.len()];
         for (rule, severity) in rules {
+            self.application_code_quiet.with_label_values(&[rule.as_str()]);
             for phase in [Phase::Install, Phase::Startup, Phase::Import] {
                 let mut values = vec![rule.as_str(), phase.as_str(), severity.as_str()];
                 values.extend(optional.iter().map(String::as_str));

@@ -11,6 +11,7 @@ use std::{
 use super::{
     Basis, Context, Culprit, CulpritKind, Origin, Phase,
     loaded::Source,
+    party::{self, Party},
     state::{Frame, Main, ProcessPhase, Thread},
 };
 use crate::{
@@ -47,6 +48,11 @@ impl PhaseEngine {
     pub(crate) fn with_quiet(mut self, on: bool) -> Self {
         self.quiet = on;
         self
+    }
+
+    /// Whose code acted in `context`, which [`Self::observe`] just returned for `event`.
+    pub(crate) fn party(&self, table: &ProcessTable, event: &Event, context: &Context) -> Party {
+        party_of(table, event.header.pid, event.header.tid, context)
     }
 
     /// Applies `event` (whose process the tracker has in `table`) and returns the phase of the
@@ -86,7 +92,8 @@ impl PhaseEngine {
                 }
             }
             Action::Open { path, result, resolution, flags, .. } => {
-                if let Some(p) = table.get_mut(pid).map(|p| &mut p.phase) {
+                if let Some(process) = table.get_mut(pid) {
+                    let p = &mut process.phase;
                     if *result >= 0 && path.extension() == Some(OsStr::new("pth")) {
                         p.last_pth = Some(path.clone());
                     }
@@ -100,8 +107,12 @@ impl PhaseEngine {
                         || p.script_real.as_deref() == Some(path.as_path());
                     if !p.probed && p.main.is_none() && script {
                         // Syscall-order fallback: the interpreter reads the script just
-                        // before running it.
-                        p.main = Some(Main { how: "file".into(), target: Vec::new(), tid });
+                        // before running it. Named as the command line names it, so that the
+                        // script's own frame, if its probes are in place after all (a process
+                        // resumed late), is taken for the main code it is.
+                        let target = main_of(&process.argv).1;
+                        p.main = Some(Main { how: "file".into(), target, tid });
+                        p.main_by_fallback = true;
                     }
                 }
             }
@@ -198,8 +209,10 @@ impl PhaseEngine {
         let p = &mut process.phase;
         match mark {
             Mark::Main { how, target } => {
-                if p.main.is_none() {
+                // The interpreter's own word beats the syscall-order guess.
+                if p.main.is_none() || p.main_by_fallback {
                     p.main = Some(Main { how: how.clone(), target: target.clone(), tid });
+                    p.main_by_fallback = false;
                 }
                 self.main_checks.push((pid, p.running_main_seen));
             }
@@ -294,7 +307,7 @@ fn pass_on(table: &ProcessTable, pid: u32, tid: u32, context: &Context) -> Optio
         exe: p.and_then(|p| p.exe.clone()),
         argv: p.map(|p| p.argv.clone()).unwrap_or_default(),
         phase: context.phase,
-        culprit: context.culprit.clone(),
+        culprit: Culprit { party: Some(party_of(table, pid, tid, context)), ..context.culprit.clone() },
     }))
 }
 
@@ -363,13 +376,7 @@ fn context(table: &ProcessTable, pid: u32, tid: u32) -> Context {
             basis,
         };
     }
-    // A `__main__.py` only ever runs as main code (`-m`, `runpy.run_module` in launchers
-    // such as pip's `__pip-runner__.py`): what it calls is not import-time code.
-    let above_main = match frames.iter().rposition(|f| f.main || module_file_is(f.file(), "__main__")) {
-        Some(i) => &frames[i + 1..],
-        None => frames,
-    };
-    let mut modules = above_main.iter().filter(|f| f.module);
+    let mut modules = above_main(frames).iter().filter(|f| f.module);
     let Some(outer) = modules.next() else {
         return Context { basis, ..Context::runtime() };
     };
@@ -383,6 +390,36 @@ fn context(table: &ProcessTable, pid: u32, tid: u32) -> Context {
         },
         inherited_from: None,
         basis,
+    }
+}
+
+/// The frames entered by the user's main code. A `__main__.py` only ever runs as main code
+/// (`-m`, `runpy.run_module` in launchers such as pip's `__pip-runner__.py`): what it calls is
+/// not import-time code.
+fn above_main(frames: &[Frame]) -> &[Frame] {
+    match frames.iter().rposition(|f| f.main || module_file_is(f.file(), "__main__")) {
+        Some(i) => &frames[i + 1..],
+        None => frames,
+    }
+}
+
+/// Whose code acted in `context`, the context of thread `tid` of `pid` now: for module-level
+/// code, every module body running decides (see [`party`]).
+fn party_of(table: &ProcessTable, pid: u32, tid: u32, context: &Context) -> Party {
+    if let Some(origin) = &context.inherited_from {
+        return origin.culprit.party.unwrap_or_else(|| party::of_culprit(&origin.culprit));
+    }
+    match context.phase {
+        Phase::Import => {
+            let frames = table
+                .get(pid)
+                .and_then(|p| p.phase.threads.get(&tid))
+                .map(|t| t.frames.as_slice())
+                .unwrap_or(&[]);
+            party::of_module_bodies(above_main(frames))
+        }
+        Phase::Runtime => Party::Unknown,
+        Phase::Install | Phase::Startup => party::of_culprit(&context.culprit),
     }
 }
 
@@ -776,6 +813,39 @@ mod tests {
         assert_eq!(enter_at(&mut e, 10, 10, 2, "<string>"), []);
     }
 
+    /// The party of what thread `tid` of `pid` does now, as the pipeline asks for it.
+    fn party_now(e: &mut Engine, pid: u32, tid: u32, path: &str) -> Party {
+        let event = ev(pid, tid, Action::Exit { status: 0 });
+        let context = open(e, pid, tid, path);
+        e.engine.party(&e.table, &event, &context)
+    }
+
+    #[test]
+    fn module_level_code_is_the_applications_only_when_every_module_body_is() {
+        let mut e = engine();
+        image(&mut e, 10);
+        main(&mut e, 10, "file", "/srv/app/manage.py");
+        enter(&mut e, 10, 10, "/srv/app/manage.py");
+        load(&mut e, 10, 10, "/srv/app/settings.py");
+        assert_eq!(party_now(&mut e, 10, 10, "/srv/app/.env"), Party::Application);
+        // settings.py imports a dependency whose body writes a module into the project and
+        // imports it.
+        load(&mut e, 10, 10, "/venv/lib/python3.12/site-packages/dep/__init__.py");
+        assert_eq!(party_now(&mut e, 10, 10, "/x"), Party::ThirdParty);
+        load(&mut e, 10, 10, "/srv/app/planted.py");
+        assert_eq!(party_now(&mut e, 10, 10, "/x"), Party::ThirdParty);
+        // What a thread or a child of the application's module-level code does is still its.
+        exit(&mut e, 10, 10);
+        exit(&mut e, 10, 10);
+        fork(&mut e, 10, 10, 11, false);
+        let inherited = open(&mut e, 11, 11, "/x");
+        assert_eq!(inherited.phase, Phase::Import);
+        assert_eq!(
+            e.engine.party(&e.table, &ev(11, 11, Action::Exit { status: 0 }), &inherited),
+            Party::Application
+        );
+    }
+
     #[test]
     fn pth_line_is_startup_with_the_pth_as_culprit() {
         let mut e = engine();
@@ -1036,6 +1106,38 @@ mod tests {
         assert_eq!((c.phase, c.basis), (Phase::Startup, Basis::SyscallOrder));
         open(&mut e, 10, 10, "/srv/app.py");
         assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+    }
+
+    #[test]
+    fn a_late_launcher_run_is_phased_by_its_markers_once_they_come() {
+        // A console script whose interpreter ran before its probes were attached (resumed by a
+        // job-control shell): the fallback sets main at the script's open, then the markers
+        // of the probes attached meanwhile come in.
+        let launched = |e: &mut Engine, pid: u32| {
+            let mut img = ev(pid, pid, Action::Image { path: "/venv/bin/python".into(), argv: Vec::new() });
+            img.process.probed = false;
+            img.process.argv =
+                vec![b"/venv/bin/python".to_vec(), b"/venv/bin/gunicorn".to_vec(), b"app:app".to_vec()];
+            img.process.cwd = Some("/srv".into());
+            e.observe(&img);
+            open(e, pid, pid, "/venv/bin/gunicorn");
+        };
+        let mut e = engine();
+        launched(&mut e, 10);
+        enter(&mut e, 10, 10, "/venv/bin/gunicorn");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime, "the script's own frame is main code");
+        load(&mut e, 10, 10, "/srv/app.py");
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Import);
+        exit(&mut e, 10, 10);
+        assert_eq!(open(&mut e, 10, 10, "/x").phase, Phase::Runtime);
+        // The audit marker, when it does come after the guess, names main instead.
+        let mut e = engine();
+        launched(&mut e, 11);
+        main(&mut e, 11, "file", "/venv/bin/gunicorn");
+        enter(&mut e, 11, 11, "/venv/bin/gunicorn");
+        assert_eq!(open(&mut e, 11, 11, "/x").phase, Phase::Runtime);
+        load(&mut e, 11, 11, "/srv/app.py");
+        assert_eq!(open(&mut e, 11, 11, "/x").phase, Phase::Import);
     }
 
     #[test]

@@ -12,11 +12,13 @@
 
 mod engine;
 mod loaded;
+pub(crate) mod party;
 mod state;
 
 use std::{path::PathBuf, sync::Arc};
 
 pub(crate) use engine::{InstallDetector, PhaseEngine};
+pub(crate) use party::Party;
 pub(crate) use state::ProcessPhase;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -104,6 +106,9 @@ pub(crate) struct Culprit {
     pub claimed_file: Option<PathBuf>,
     /// The same for the outermost module body, when it is another one.
     pub outer_claimed_file: Option<PathBuf>,
+    /// Whose code it is, when known from more than these files (every module body that was
+    /// running, for a phase passed on); else it is told from the files.
+    pub party: Option<Party>,
 }
 
 /// The thread or process whose pre-main phase was passed on.

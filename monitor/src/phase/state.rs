@@ -76,6 +76,8 @@ pub struct ProcessPhase {
     /// Was running before premain (or forked from such a process without exec).
     pub(crate) runtime_only: bool,
     pub(crate) main: Option<Main>,
+    /// `main` is the syscall-order fallback's guess, which a main marker replaces.
+    pub(crate) main_by_fallback: bool,
     /// The main marker came from `_PyInterpreterState_SetRunningMain`.
     pub(crate) running_main_seen: bool,
     pub(crate) main_frame_seen: bool,

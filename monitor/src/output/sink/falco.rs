@@ -185,6 +185,7 @@ fn alert(a: &Alert, hostname: &str) -> Value {
     fields.put("premain.action.type", json!(a.action.kind));
     fields.put("premain.action.category", json!(category));
     fields.put("premain.culprit.kind", json!(culprit.kind));
+    fields.put("premain.culprit.party", json!(culprit.party));
     fields.put("premain.culprit.path", json!(culprit.path.text()));
     fields.put("premain.culprit.module", json!(culprit.module));
     fields.put("premain.culprit.distribution", json!(culprit.distribution));

@@ -26,7 +26,7 @@ use crate::{
         json::{Argv, Capture, Outcome, Text},
         redact::Redactor,
     },
-    phase::{Basis, CulpritKind, Phase},
+    phase::{Basis, CulpritKind, Party, Phase},
 };
 
 /// A directory under the system temp dir, removed on drop.
@@ -67,6 +67,7 @@ pub(super) fn alert(seq: u64) -> Box<Alert> {
         phase_basis: Basis::Probes,
         culprit: CulpritView {
             kind: CulpritKind::Pth,
+            party: Party::ThirdParty,
             path: Text::new("path", b"/site-packages/evil.pth"),
             module: Some("evil".into()),
             module_path: None,
