@@ -1,16 +1,20 @@
-//! Holding: a process that executes a file premain has never judged is stopped before its
-//! first instruction until premain has judged it (and attached CPython probes), then resumed;
-//! a premain killed while holding leaves processes stopped, and the next one resumes them.
+//! Holding: a process that executes a file premain has never judged waits until premain has
+//! judged it (and attached CPython probes). With the exec watch (the default) `execve` itself
+//! waits, invisibly: an interactive shell shows nothing, and a premain killed meanwhile lets the
+//! exec go on. The fallback (`limits.exec_watch = false`, or no fanotify exec marks) stops the
+//! process before its first instruction and resumes it; a premain killed while holding leaves
+//! processes stopped, and the next one resumes them.
 
 use std::{
     fs,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command},
     thread,
     time::{Duration, Instant},
 };
 
-use integration_tests::{Premain, TempDir};
+use integration_tests::{Premain, TempDir, checked, clean, script};
+use serde_json::Value;
 
 fn state(pid: u32) -> Option<char> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -42,10 +46,163 @@ fn exited(child: &mut Child) -> bool {
     matches!(child.try_wait(), Ok(Some(_)))
 }
 
+/// A configuration that turns the exec watch off: the SIGSTOP hold is the fallback.
+fn fallback_config(dir: &Path) -> String {
+    let config = dir.join("fallback.toml");
+    fs::write(&config, "[limits]\nexec_watch = false\n").unwrap();
+    config.to_str().unwrap().to_owned()
+}
+
+/// A `python -m venv --copies` made now: its interpreter is a file premain has never judged.
+fn fresh_venv(dir: &Path, name: &str) -> PathBuf {
+    let venv = dir.join(name);
+    checked(
+        clean(PYTHON).args(["-m", "venv", "--copies", "--without-pip"]).arg(&venv),
+        "create a --copies venv",
+    );
+    venv
+}
+
+/// Runs `lines` in an interactive bash (job control on) on a pseudo-terminal; returns what the
+/// terminal showed.
+fn interactive_shell(lines: &[String]) -> String {
+    let output = checked(clean(PYTHON).arg(script("pty_shell.py")).args(lines), "an interactive bash on a pty");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn a_first_run_in_an_interactive_shell_is_not_stopped() {
+    let premain = Premain::start_alerts(&[]);
+    let dir = TempDir::new("pty");
+    let (first, second) = (fresh_venv(dir.path(), "first"), fresh_venv(dir.path(), "second"));
+    // Quoted apart so that the terminal's echo of the command does not show the words.
+    let shown = interactive_shell(&[
+        format!("{}/bin/python -c 'print(1)'; echo \"sta\"\"tus=$?\"", first.display()),
+        format!("{}/bin/python -c 'print(2)' && echo \"ne\"\"xt\"", second.display()),
+    ]);
+    assert!(!shown.contains("Stopped"), "the first run was stopped:\n{shown}");
+    assert!(shown.contains("status=0"), "the first run's status:\n{shown}");
+    assert!(shown.lines().any(|l| l.trim() == "next"), "`&&` did not go on:\n{shown}");
+    assert!(premain.metric(r#"premain_exec_decisions_total{outcome="python"}"#) >= 2.0);
+    let (status, _) = premain.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn a_first_run_is_phased_by_its_probes() {
+    let premain = Premain::start_alerts(&[]);
+    let dir = TempDir::new("first-run");
+    let venv = fresh_venv(dir.path(), "venv");
+    let credentials = dir.path().join("home/.aws/credentials");
+    fs::create_dir_all(credentials.parent().unwrap()).unwrap();
+    fs::write(&credentials, "[default]\naws_access_key_id = bait\n").unwrap();
+    let site = fs::read_dir(venv.join("lib")).unwrap().next().unwrap().unwrap().path().join("site-packages");
+    fs::write(
+        site.join("evil.pth"),
+        "import os; open(os.path.expanduser('~/.aws/credentials')).read()\n",
+    )
+    .unwrap();
+    let mut child = Command::new(venv.join("bin/python"))
+        .args(["-c", "pass"])
+        .env("HOME", dir.path().join("home"))
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    assert!(child.wait().unwrap().success());
+    let alert = premain.wait_for("the .pth's credential read", |v: &Value| {
+        v["kind"] == "alert" && v["process"]["pid"] == pid && v["action"]["path"] == credentials.to_str().unwrap()
+    });
+    assert_eq!(alert["phase"], "startup", "{alert}");
+    assert_eq!(alert["phase_basis"], "probes", "the first run had its probes from its first instruction: {alert}");
+    assert_eq!(alert["culprit"]["kind"], "pth", "{alert}");
+    let (status, _) = premain.stop();
+    assert!(status.success());
+}
+
+/// Starts `program` without waiting for its exec to succeed, as `Command::spawn` does (that
+/// would wait as long as the exec does); returns its pid.
+fn spawn_unwaited(program: &Path, args: &[&str]) -> i32 {
+    use std::{ffi::CString, os::unix::ffi::OsStrExt as _};
+    let path = CString::new(program.as_os_str().as_bytes()).unwrap();
+    let argv: Vec<CString> =
+        std::iter::once(path.clone()).chain(args.iter().map(|a| CString::new(*a).unwrap())).collect();
+    let mut pointers: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    pointers.push(std::ptr::null());
+    // SAFETY: the child only calls async-signal-safe functions (execv, _exit) on memory
+    // prepared before the fork.
+    unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            libc::execv(path.as_ptr(), pointers.as_ptr());
+            libc::_exit(127);
+        }
+        pid
+    }
+}
+
+/// The exit status of child `pid` once it has exited.
+fn reaped(pid: i32) -> Option<i32> {
+    let mut status = 0;
+    // SAFETY: a valid out-pointer.
+    let n = unsafe { libc::waitpid(pid, &raw mut status, libc::WNOHANG) };
+    (n == pid).then_some(status)
+}
+
+#[test]
+fn an_exec_waiting_for_a_killed_premain_goes_on() {
+    // The loop is stalled: the exec waits for a decision that does not come before the kill.
+    let premain = Premain::start_alerts(&["--debug-stall-reader-ms", "60000"]);
+    let dir = TempDir::new("killed");
+    let copy = dir.path().join("python3-fresh");
+    fs::copy(PYTHON, &copy).expect("copy python");
+    let pid = spawn_unwaited(&copy, &["-c", "pass"]);
+    thread::sleep(Duration::from_millis(300));
+    // Still inside execve, waiting, and not stopped.
+    let syscall = fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+    assert!(syscall.starts_with("59 ") || syscall.starts_with("322 "), "not waiting in execve: {syscall}");
+    assert_ne!(state(pid as u32), Some('T'), "the exec watch stopped the process");
+    assert_eq!(reaped(pid), None, "the exec did not wait");
+    // premain takes seconds to be gone (its programs' teardown); the exec goes on well before.
+    let killed = Instant::now();
+    premain.signal(libc::SIGKILL);
+    let mut exit = None;
+    eventually("the waiting exec to go on once premain is killed", || {
+        exit = reaped(pid);
+        exit.is_some()
+    });
+    assert!(killed.elapsed() < Duration::from_secs(1), "the exec waited {:?} after the kill", killed.elapsed());
+    let (status, _) = premain.stop_with(libc::SIGKILL);
+    assert!(!status.success());
+    assert_eq!(exit, Some(0), "the interpreter ran and succeeded");
+}
+
+#[test]
+fn verdicts_survive_a_restart() {
+    let dir = TempDir::new("verdicts");
+    let config = dir.path().join("state.toml");
+    fs::write(&config, format!("[limits]\nstate_dir = \"{}\"\n", dir.path().join("state").display())).unwrap();
+    let config = config.to_str().unwrap();
+    let program = dir.path().join("fresh-true");
+    fs::copy("/bin/true", &program).unwrap();
+    let judged = r#"premain_exec_decisions_total{outcome="other"}"#;
+    let remembered = r#"premain_exec_decisions_total{outcome="remembered"}"#;
+    let premain = Premain::start_alerts(&["--config", config]);
+    assert!(Command::new(&program).status().unwrap().success());
+    eventually("the new program judged", || premain.metric(judged) >= 1.0);
+    assert!(premain.stop().0.success());
+    let again = Premain::start_alerts(&["--config", config]);
+    assert!(Command::new(&program).status().unwrap().success());
+    eventually("its verdict remembered", || again.metric(remembered) >= 1.0);
+    assert_eq!(again.metric(judged), 0.0, "judged again: {}", again.stderr());
+    assert!(again.stop().0.success());
+}
+
 #[test]
 fn unseen_executables_wait_until_judged() {
-    let premain = Premain::start_alerts(&["--debug-stall-reader-ms", "4000"]);
     let dir = TempDir::new("hold");
+    let premain =
+        Premain::start_alerts(&["--debug-stall-reader-ms", "4000", "--config", &fallback_config(dir.path())]);
     let mut child = fresh_python(dir.path()).spawn().expect("spawn");
     let pid = child.id();
     // The reader is stalled: nobody has judged the file, so the process must be stopped.
@@ -63,8 +220,9 @@ fn unseen_executables_wait_until_judged() {
 
 #[test]
 fn a_killed_premain_leaves_no_process_stopped_for_good() {
-    let premain = Premain::start_alerts(&["--debug-stall-reader-ms", "60000"]);
     let dir = TempDir::new("orphan");
+    let premain =
+        Premain::start_alerts(&["--debug-stall-reader-ms", "60000", "--config", &fallback_config(dir.path())]);
     let mut child = fresh_python(dir.path()).spawn().expect("spawn");
     let pid = child.id();
     eventually("the unseen binary to be held", || state(pid) == Some('T'));
@@ -78,7 +236,7 @@ fn a_killed_premain_leaves_no_process_stopped_for_good() {
     assert!(!status.success());
     // Killed (and gone): nothing resumed the process.
     assert_eq!(state(pid), Some('T'), "the held process should still be stopped");
-    let next = Premain::start_alerts(&[]);
+    let next = Premain::start_alerts(&["--config", &fallback_config(dir.path())]);
     eventually("the orphaned process to be resumed by the next premain", || exited(&mut child));
     assert!(child.wait().unwrap().success());
     assert!(next.stderr().contains("resumed processes a previous premain left stopped"), "{}", next.stderr());
