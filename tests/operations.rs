@@ -230,6 +230,10 @@ fn known_series_are_exported_at_zero_from_the_start_and_pass_promtool() {
     for result in ["success", "failure"] {
         assert_eq!(value(&format!(r#"premain_config_reloads_total{{result="{result}"}}"#)), 0.0);
     }
+    for outcome in ["python", "other", "remembered", "own", "unjudged", "late", "busy"] {
+        value(&format!(r#"premain_exec_decisions_total{{outcome="{outcome}"}}"#));
+    }
+    assert!(value("premain_exec_watch_filesystems") >= 1.0, "the exec watch is on by default");
     for sink in [
         r#"premain_alerts_delivered_total{sink="stdout"}"#,
         r#"premain_alert_delivery_failures_total{sink="stdout"}"#,
