@@ -66,7 +66,8 @@ fn fresh_venv(dir: &Path, name: &str) -> PathBuf {
 /// Runs `lines` in an interactive bash (job control on) on a pseudo-terminal; returns what the
 /// terminal showed.
 fn interactive_shell(lines: &[String]) -> String {
-    let output = checked(clean(PYTHON).arg(script("pty_shell.py")).args(lines), "an interactive bash on a pty");
+    let output =
+        checked(clean(PYTHON).arg(script("pty_shell.py")).args(lines), "an interactive bash on a pty");
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -97,11 +98,8 @@ fn a_first_run_is_phased_by_its_probes() {
     fs::create_dir_all(credentials.parent().unwrap()).unwrap();
     fs::write(&credentials, "[default]\naws_access_key_id = bait\n").unwrap();
     let site = fs::read_dir(venv.join("lib")).unwrap().next().unwrap().unwrap().path().join("site-packages");
-    fs::write(
-        site.join("evil.pth"),
-        "import os; open(os.path.expanduser('~/.aws/credentials')).read()\n",
-    )
-    .unwrap();
+    fs::write(site.join("evil.pth"), "import os; open(os.path.expanduser('~/.aws/credentials')).read()\n")
+        .unwrap();
     let mut child = Command::new(venv.join("bin/python"))
         .args(["-c", "pass"])
         .env("HOME", dir.path().join("home"))
@@ -110,10 +108,15 @@ fn a_first_run_is_phased_by_its_probes() {
     let pid = child.id();
     assert!(child.wait().unwrap().success());
     let alert = premain.wait_for("the .pth's credential read", |v: &Value| {
-        v["kind"] == "alert" && v["process"]["pid"] == pid && v["action"]["path"] == credentials.to_str().unwrap()
+        v["kind"] == "alert"
+            && v["process"]["pid"] == pid
+            && v["action"]["path"] == credentials.to_str().unwrap()
     });
     assert_eq!(alert["phase"], "startup", "{alert}");
-    assert_eq!(alert["phase_basis"], "probes", "the first run had its probes from its first instruction: {alert}");
+    assert_eq!(
+        alert["phase_basis"], "probes",
+        "the first run had its probes from its first instruction: {alert}"
+    );
     assert_eq!(alert["culprit"]["kind"], "pth", "{alert}");
     let (status, _) = premain.stop();
     assert!(status.success());
@@ -171,7 +174,11 @@ fn an_exec_waiting_for_a_killed_premain_goes_on() {
         exit = reaped(pid);
         exit.is_some()
     });
-    assert!(killed.elapsed() < Duration::from_secs(1), "the exec waited {:?} after the kill", killed.elapsed());
+    assert!(
+        killed.elapsed() < Duration::from_secs(1),
+        "the exec waited {:?} after the kill",
+        killed.elapsed()
+    );
     let (status, _) = premain.stop_with(libc::SIGKILL);
     assert!(!status.success());
     assert_eq!(exit, Some(0), "the interpreter ran and succeeded");
@@ -181,7 +188,8 @@ fn an_exec_waiting_for_a_killed_premain_goes_on() {
 fn verdicts_survive_a_restart() {
     let dir = TempDir::new("verdicts");
     let config = dir.path().join("state.toml");
-    fs::write(&config, format!("[limits]\nstate_dir = \"{}\"\n", dir.path().join("state").display())).unwrap();
+    fs::write(&config, format!("[limits]\nstate_dir = \"{}\"\n", dir.path().join("state").display()))
+        .unwrap();
     let config = config.to_str().unwrap();
     let program = dir.path().join("fresh-true");
     fs::copy("/bin/true", &program).unwrap();
@@ -221,8 +229,12 @@ fn unseen_executables_wait_until_judged() {
 #[test]
 fn a_killed_premain_leaves_no_process_stopped_for_good() {
     let dir = TempDir::new("orphan");
-    let premain =
-        Premain::start_alerts(&["--debug-stall-reader-ms", "60000", "--config", &fallback_config(dir.path())]);
+    let premain = Premain::start_alerts(&[
+        "--debug-stall-reader-ms",
+        "60000",
+        "--config",
+        &fallback_config(dir.path()),
+    ]);
     let mut child = fresh_python(dir.path()).spawn().expect("spawn");
     let pid = child.id();
     eventually("the unseen binary to be held", || state(pid) == Some('T'));

@@ -18,10 +18,7 @@ use std::{
     collections::HashSet,
     fs::{self, File},
     io,
-    os::{
-        fd::AsRawFd,
-        unix::fs::MetadataExt,
-    },
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
@@ -261,7 +258,8 @@ fn serve(shared: &Arc<Shared>) {
             }
         };
         for request in requests {
-            let waiting = Arc::new(Pending { request, since: Instant::now(), answered: AtomicBool::new(false) });
+            let waiting =
+                Arc::new(Pending { request, since: Instant::now(), answered: AtomicBool::new(false) });
             // premain's own execs never wait for its own loop.
             let own = procfs::status(waiting.request.tid).is_some_and(|s| s.tgid == std::process::id());
             if own || !waiting.request.exec {

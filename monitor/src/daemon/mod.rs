@@ -21,10 +21,10 @@ use tokio::{
 
 pub use self::options::{Overrides, RunError, RunOptions, configuration};
 use self::{
+    exec_watch::ExecWatch,
     pace::Pace,
     pipeline::Pipeline,
     reader::{DRAIN_BUDGET, Trigger, drain, drain_paced, emit_all, report_losses, tell_kernel},
-    exec_watch::ExecWatch,
     watch::FileWatch,
 };
 use crate::{
@@ -531,7 +531,11 @@ fn start_exec_watch(
     let remembered = store.as_ref().map_or(0, VerdictStore::len);
     match fanotify::Group::for_execs().and_then(|group| ExecWatch::start(group, metrics, store)) {
         Ok((watch, settles)) => {
-            tracing::info!(filesystems = watch.filesystems(), remembered, "execs of unjudged files wait for their verdict");
+            tracing::info!(
+                filesystems = watch.filesystems(),
+                remembered,
+                "execs of unjudged files wait for their verdict"
+            );
             (Some(watch), Some(settles))
         }
         Err(err) => {

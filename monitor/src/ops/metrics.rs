@@ -89,7 +89,8 @@ pub(crate) struct Metrics {
 /// from an earlier run), `own` (premain's own execs), `unjudged` (the file could not be
 /// examined), `late` (not decided within the bound: allowed), `busy` (too many decisions at
 /// once: allowed undecided).
-pub(crate) const EXEC_OUTCOMES: [&str; 7] = ["python", "other", "remembered", "own", "unjudged", "late", "busy"];
+pub(crate) const EXEC_OUTCOMES: [&str; 7] =
+    ["python", "other", "remembered", "own", "unjudged", "late", "busy"];
 
 /// Alert labels always present.
 const ALERT_LABELS: [&str; 3] = ["rule", "phase", "severity"];
@@ -208,8 +209,11 @@ impl Metrics {
                 &["outcome"],
             ),
             exec_decision_seconds: Histogram::with_opts(
-                HistogramOpts::new("exec_decision_seconds", "How long an exec of a file not let through before waited for its decision")
-                    .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2.0]),
+                HistogramOpts::new(
+                    "exec_decision_seconds",
+                    "How long an exec of a file not let through before waited for its decision",
+                )
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2.0]),
             )
             .expect("valid metric"),
             exec_watch_filesystems: gauge(

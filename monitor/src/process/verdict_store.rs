@@ -174,7 +174,7 @@ mod tests {
             &line(&id(2), false)[..10]
         );
         let (verdicts, skipped) = parse(&text);
-        assert_eq!((verdicts.len(), skipped), (1, 4));
+        assert_eq!((verdicts.len(), skipped), (1, 5));
     }
 
     #[test]
