@@ -207,6 +207,26 @@ fn verdicts_survive_a_restart() {
 }
 
 #[test]
+fn without_cap_sys_admin_the_sigstop_hold_is_the_fallback() {
+    let setpriv = integration_tests::tool("setpriv");
+    let drop: [&std::ffi::OsStr; 4] = [
+        setpriv.as_os_str(),
+        "--inh-caps=-sys_admin".as_ref(),
+        "--bounding-set=-sys_admin".as_ref(),
+        "--".as_ref(),
+    ];
+    let premain = Premain::start_via(&drop, &[]);
+    assert!(premain.stderr().contains("exec watch off"), "{}", premain.stderr());
+    assert_eq!(premain.metric("premain_exec_watch_filesystems"), 0.0);
+    let held = premain.metric("premain_processes_held_total");
+    let dir = TempDir::new("no-sys-admin");
+    assert!(fresh_python(dir.path()).status().expect("run").success());
+    eventually("the first run held", || premain.metric("premain_processes_held_total") == held + 1.0);
+    let (status, _) = premain.stop();
+    assert!(status.success());
+}
+
+#[test]
 fn unseen_executables_wait_until_judged() {
     let dir = TempDir::new("hold");
     let premain =
