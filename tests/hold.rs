@@ -7,6 +7,7 @@
 
 use std::{
     fs,
+    io::Write as _,
     path::{Path, PathBuf},
     process::{Child, Command},
     thread,
@@ -184,25 +185,73 @@ fn an_exec_waiting_for_a_killed_premain_goes_on() {
     assert_eq!(exit, Some(0), "the interpreter ran and succeeded");
 }
 
+/// The line premain keeps for `path`'s current version in its verdict file.
+fn verdict_line(path: &Path, verdict: &str) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = fs::metadata(path).unwrap();
+    format!(
+        "{} {} {} {}.{} {}.{} {verdict}\n",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec()
+    )
+}
+
 #[test]
 fn verdicts_survive_a_restart() {
     let dir = TempDir::new("verdicts");
-    let config = dir.path().join("state.toml");
-    fs::write(&config, format!("[limits]\nstate_dir = \"{}\"\n", dir.path().join("state").display()))
-        .unwrap();
+    let state = dir.path().join("state");
+    let config = dir.file("state.toml", &format!("[limits]\nstate_dir = \"{}\"\n", state.display()));
     let config = config.to_str().unwrap();
     let program = dir.path().join("fresh-true");
     fs::copy("/bin/true", &program).unwrap();
-    let judged = r#"premain_exec_decisions_total{outcome="other"}"#;
-    let remembered = r#"premain_exec_decisions_total{outcome="remembered"}"#;
     let premain = Premain::start_alerts(&["--config", config]);
     assert!(Command::new(&program).status().unwrap().success());
-    eventually("the new program judged", || premain.metric(judged) >= 1.0);
+    let kept = state.join("verdicts");
+    eventually("the new program's verdict kept", || {
+        fs::read_to_string(&kept).is_ok_and(|k| k.contains(&verdict_line(&program, "other")))
+    });
     assert!(premain.stop().0.success());
+
+    // A restarted premain takes what the file says without reading the executable: shown with
+    // a CPython copy the file says is not Python (which only root, who owns the state
+    // directory, could have written), run with a sitecustomize that reads a bait credential.
+    let python = dir.path().join("python3-fresh");
+    fs::copy(PYTHON, &python).unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&kept)
+        .unwrap()
+        .write_all(verdict_line(&python, "other").as_bytes())
+        .unwrap();
+    let bait = integration_tests::Bait::create();
     let again = Premain::start_alerts(&["--config", config]);
-    assert!(Command::new(&program).status().unwrap().success());
-    eventually("its verdict remembered", || again.metric(remembered) >= 1.0);
-    assert_eq!(again.metric(judged), 0.0, "judged again: {}", again.stderr());
+    let run = || {
+        let mut child = Command::new(&python)
+            .args(["-c", "pass"])
+            .env("HOME", bait.dir.path().join("home"))
+            .env("PYTHONPATH", bait.dir.path().join("site"))
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(child.wait().unwrap().success());
+        pid
+    };
+    let trusted = run();
+    again.sentinel();
+    assert!(
+        again.alerts_of(trusted).is_empty(),
+        "the kept verdict was not used: {:?}",
+        again.alerts_of(trusted)
+    );
+    // Written to, it is another version: judged (CPython), and its run alerts.
+    fs::OpenOptions::new().append(true).open(&python).unwrap().write_all(b"\0").unwrap();
+    let judged = run();
+    integration_tests::alert_of(&again, judged, &bait.netrc());
     assert!(again.stop().0.success());
 }
 
