@@ -255,6 +255,51 @@ fn verdicts_survive_a_restart() {
     assert!(again.stop().0.success());
 }
 
+/// A child killed when dropped, so that a failing test leaves nothing waiting behind it.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_filesystem_mounted_in_another_mount_namespace_is_watched() {
+    let premain = Premain::start_alerts(&[]);
+    let dir = TempDir::new("mount-ns");
+    let (mnt, ready, go) = (dir.path().join("mnt"), dir.path().join("ready"), dir.path().join("go"));
+    fs::create_dir(&mnt).unwrap();
+    let filesystems = premain.metric("premain_exec_watch_filesystems");
+    // A container's root in small: a new filesystem only another mount namespace sees.
+    let mut container = Killed(
+        Command::new(integration_tests::tool("unshare"))
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                r#"mount -t tmpfs tmpfs "$1" && cp {PYTHON} "$1/python3-ns" && touch "$2" &&
+               while [ ! -e "$3" ]; do sleep 0.05; done && exec "$1/python3-ns" -c pass"#
+            ))
+            .arg("sh")
+            .args([&mnt, &ready, &go])
+            .spawn()
+            .expect("unshare"),
+    );
+    eventually("the namespace's filesystem mounted", || ready.exists());
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while premain.metric("premain_exec_watch_filesystems") <= filesystems {
+        assert!(Instant::now() < deadline, "the new filesystem was not marked: {}", premain.stderr());
+        thread::sleep(Duration::from_millis(200));
+    }
+    let decided = r#"premain_exec_decisions_total{outcome="python"}"#;
+    let before = premain.metric(decided);
+    fs::write(&go, "").unwrap();
+    assert!(container.0.wait().unwrap().success());
+    eventually("the exec on it decided", || premain.metric(decided) > before);
+    let (status, _) = premain.stop();
+    assert!(status.success());
+}
+
 #[test]
 fn without_cap_sys_admin_the_sigstop_hold_is_the_fallback() {
     let setpriv = integration_tests::tool("setpriv");

@@ -81,7 +81,10 @@ struct Shared {
 pub(super) struct ExecWatch {
     shared: Arc<Shared>,
     /// Superblocks marked, by device.
-    marked: HashSet<u64>,
+    marked: Arc<Mutex<HashSet<u64>>>,
+    /// A rescan runs (on a thread of its own: a mount point that does not answer must not stall
+    /// the event loop).
+    rescanning: Arc<AtomicBool>,
 }
 
 impl ExecWatch {
@@ -102,9 +105,9 @@ impl ExecWatch {
             metrics: metrics.clone(),
             workers: AtomicUsize::new(0),
         });
-        let mut watch = Self { shared, marked: HashSet::new() };
+        let watch = Self { shared, marked: Arc::default(), rescanning: Arc::default() };
         let own = fs::read_to_string("/proc/self/mountinfo")?;
-        if let Some(err) = watch.mark(&own, Path::new("/")) {
+        if let Some(err) = mark(&watch.shared, &watch.marked, &own, Path::new("/")) {
             return Err(err);
         }
         let serving = Arc::clone(&watch.shared);
@@ -113,48 +116,23 @@ impl ExecWatch {
     }
 
     pub(super) fn filesystems(&self) -> usize {
-        self.marked.len()
-    }
-
-    /// Marks the filesystems of `mountinfo` not marked yet, reached under `root`; returns the
-    /// first error when none could be marked.
-    fn mark(&mut self, mountinfo: &str, root: &Path) -> Option<io::Error> {
-        let mut first_error = None;
-        for mount in mounts::executable_filesystems(mountinfo) {
-            let point = root.join(mount.point.strip_prefix("/").unwrap_or(&mount.point));
-            let Ok(meta) = fs::metadata(&point) else { continue };
-            if self.marked.contains(&meta.dev()) {
-                continue;
-            }
-            match self.shared.group.watch_execs_on(&point) {
-                Ok(()) => _ = self.marked.insert(meta.dev()),
-                Err(err) => {
-                    tracing::debug!(path = %point.display(), error = %err, "cannot watch execs on a filesystem");
-                    first_error.get_or_insert(err);
-                }
-            }
-        }
-        self.shared.metrics.exec_watch_filesystems.set(self.marked.len() as i64);
-        first_error.filter(|_| self.marked.is_empty())
+        self.marked.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Marks filesystems mounted since, in this mount namespace and in every other one a
-    /// process runs in (containers).
-    pub(super) fn rescan(&mut self) {
-        if let Ok(own) = fs::read_to_string("/proc/self/mountinfo") {
-            self.mark(&own, Path::new("/"));
+    /// process runs in (containers), unless the previous rescan is still running.
+    pub(super) fn rescan(&self) {
+        if self.rescanning.swap(true, Ordering::AcqRel) {
+            return;
         }
-        let own_ns = procfs::mount_namespace(std::process::id());
-        let mut seen = HashSet::new();
-        for pid in procfs::pids() {
-            let Some(ns) = procfs::mount_namespace(pid) else { continue };
-            if Some(&ns) == own_ns.as_ref() || !seen.insert(ns.clone()) {
-                continue;
-            }
-            // A namespace's mounts change too: looked at on every rescan, but marked once.
-            if let Ok(text) = fs::read_to_string(format!("/proc/{pid}/mountinfo")) {
-                self.mark(&text, &procfs::root_link(pid));
-            }
+        let (shared, marked, rescanning) =
+            (Arc::clone(&self.shared), Arc::clone(&self.marked), Arc::clone(&self.rescanning));
+        let spawned = std::thread::Builder::new().name("exec-watch-mounts".into()).spawn(move || {
+            rescan(&shared, &marked);
+            rescanning.store(false, Ordering::Release);
+        });
+        if spawned.is_err() {
+            self.rescanning.store(false, Ordering::Release);
         }
     }
 
@@ -188,6 +166,47 @@ impl ExecWatch {
             }
         }
         pythons
+    }
+}
+
+/// Marks the filesystems of `mountinfo` not marked yet, reached under `root`; returns the
+/// first error when none could be marked.
+fn mark(shared: &Shared, marked: &Mutex<HashSet<u64>>, mountinfo: &str, root: &Path) -> Option<io::Error> {
+    let mut first_error = None;
+    for mount in mounts::executable_filesystems(mountinfo) {
+        let point = root.join(mount.point.strip_prefix("/").unwrap_or(&mount.point));
+        let Ok(meta) = fs::metadata(&point) else { continue };
+        if marked.lock().unwrap_or_else(|p| p.into_inner()).contains(&meta.dev()) {
+            continue;
+        }
+        match shared.group.watch_execs_on(&point) {
+            Ok(()) => _ = marked.lock().unwrap_or_else(|p| p.into_inner()).insert(meta.dev()),
+            Err(err) => {
+                tracing::debug!(path = %point.display(), error = %err, "cannot watch execs on a filesystem");
+                first_error.get_or_insert(err);
+            }
+        }
+    }
+    let count = marked.lock().unwrap_or_else(|p| p.into_inner()).len();
+    shared.metrics.exec_watch_filesystems.set(count as i64);
+    first_error.filter(|_| count == 0)
+}
+
+fn rescan(shared: &Shared, marked: &Mutex<HashSet<u64>>) {
+    if let Ok(own) = fs::read_to_string("/proc/self/mountinfo") {
+        mark(shared, marked, &own, Path::new("/"));
+    }
+    let own_ns = procfs::mount_namespace(std::process::id());
+    let mut seen = HashSet::new();
+    for pid in procfs::pids() {
+        let Some(ns) = procfs::mount_namespace(pid) else { continue };
+        if Some(&ns) == own_ns.as_ref() || !seen.insert(ns) {
+            continue;
+        }
+        // A namespace's mounts change too: looked at on every rescan, but marked once.
+        if let Ok(text) = fs::read_to_string(format!("/proc/{pid}/mountinfo")) {
+            mark(shared, marked, &text, &procfs::root_link(pid));
+        }
     }
 }
 

@@ -272,7 +272,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                     daemon.rescan_credentials();
                 }
                 if ticks.is_multiple_of(exec_watch::RESCAN_TICKS)
-                    && let Some(watch) = &mut daemon.exec_watch
+                    && let Some(watch) = &daemon.exec_watch
                 {
                     watch.rescan();
                 }
