@@ -220,7 +220,9 @@ fn sigkill_under_load_then_restart_leaves_nothing_behind_and_survivors_are_runti
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().unwrap().port();
 
-    let first = Premain::start(&[]);
+    // The SIGSTOP hold (the exec watch's fallback) is what a killed premain can leave behind.
+    let fallback = dir.file("fallback.toml", "[limits]\nexec_watch = false\n");
+    let first = Premain::start(&["--config", fallback.to_str().unwrap()]);
     let first_objects = BpfObjects::of(first.pid());
     check_loaded("first premain", &first_objects);
 

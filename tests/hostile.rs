@@ -369,8 +369,8 @@ fn names_do_not_make_or_unmake_python() {
     let port = listener.local_addr().unwrap().port();
     let premain = Premain::start(&["--ring-buffer-size", BIG_RING]);
 
-    // CPython named bash: still CPython. Its first run is never held (not a python* name, run
-    // by an untracked process), so it is phased from syscall order; the next ones are probed.
+    // CPython named bash: still CPython. Its first run waits in execve until judged and probed
+    // (the exec watch), whatever its name, so it is probed from its first instruction too.
     let renamed = dir.path().join("bash");
     fs::copy(&python.path, &renamed).unwrap();
     let env: [(&OsStr, &OsStr); 2] = [(os(b"HOME"), home.as_os_str()), (os(b"PYTHONPATH"), site.as_os_str())];
@@ -381,6 +381,7 @@ fn names_do_not_make_or_unmake_python() {
         alert["phase"], alert["phase_basis"], alert["culprit"]
     );
     assert_eq!(alert["phase"], "startup", "{alert}");
+    assert_eq!(alert["phase_basis"], "probes", "{alert}");
     assert_eq!(alert["process"]["exe"], renamed.to_str().unwrap(), "{alert}");
     assert_eq!(alert["process"]["python"], format!("{}.{}", python.version.0, python.version.1), "{alert}");
     // Not Python, named python3: bash reading the credential and connecting. Not tracked.
@@ -424,8 +425,6 @@ fn names_do_not_make_or_unmake_python() {
         let mut first = Command::new(&copy).args(["-I", "-S", "-c", "pass"]).spawn().unwrap();
         let first_pid = first.id();
         assert!(first.wait().unwrap().success());
-        // A second run that starts before premain has read the first one's exec finds the file
-        // still unjudged (and, not named python*, unheld): wait until the first is handled.
         premain.wait_exit(first_pid);
         same_as_reference(&copy, "second");
     }

@@ -231,6 +231,10 @@ fn known_series_are_exported_at_zero_from_the_start_and_pass_promtool() {
     for result in ["success", "failure"] {
         assert_eq!(value(&format!(r#"premain_config_reloads_total{{result="{result}"}}"#)), 0.0);
     }
+    for outcome in ["python", "other", "remembered", "own", "unjudged", "late", "busy"] {
+        value(&format!(r#"premain_exec_decisions_total{{outcome="{outcome}"}}"#));
+    }
+    assert!(value("premain_exec_watch_filesystems") >= 1.0, "the exec watch is on by default");
     for sink in [
         r#"premain_alerts_delivered_total{sink="stdout"}"#,
         r#"premain_alert_delivery_failures_total{sink="stdout"}"#,
@@ -313,13 +317,15 @@ fn metrics_and_health_move_with_their_causes() {
     sleeper.kill().unwrap();
     sleeper.wait().unwrap();
 
-    // A fresh interpreter file is held until judged.
-    let held = premain.metric("premain_processes_held_total");
+    // A fresh interpreter file's exec waits until it is judged.
+    let python_decisions = r#"premain_exec_decisions_total{outcome="python"}"#;
+    let decided = premain.metric(python_decisions);
     let copy = bait.dir.path().join("python3-fresh");
     fs::copy("/usr/bin/python3.11", &copy).expect("copy python");
     assert!(Command::new(&copy).args(["-c", "pass"]).status().unwrap().success());
-    eventually("the hold counted", || premain.metric("premain_processes_held_total") == held + 1.0);
-    assert!(premain.metric("premain_hold_duration_seconds_count") >= 1.0);
+    eventually("the decision counted", || premain.metric(python_decisions) == decided + 1.0);
+    assert!(premain.metric("premain_exec_decision_seconds_count") >= 1.0);
+    assert!(premain.metric("premain_exec_watch_filesystems") >= 1.0);
 
     let (status, _) = premain.stop();
     assert!(status.success());

@@ -212,6 +212,8 @@ pub fn exec_image(ctx: TracePointContext) -> u32 {
     // it once judged; only a record that reached the ring can promise that. A stop is visible
     // to a job-control shell ("Stopped"), so only likely interpreters are held: files run as
     // `python*`, and anything run by a tracked process (a renamed copy run by pre-main code).
+    // With the daemon's exec watch, execve waits until the verdict is stored, so `verdict` is
+    // known here and CONTROL_HOLD is off: this is the fallback.
     let hold = verdict.is_none() && control(CONTROL_HOLD) != 0 && (by_tracked || comm_is_python());
     if hold {
         rec.header.flags |= FLAG_HELD;

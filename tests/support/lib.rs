@@ -408,9 +408,10 @@ impl Premain {
     /// Waits until premain has handled every record made before this call, so that a check
     /// that nothing else came can be made: runs a Python whose `sitecustomize` execs a copy of
     /// `/bin/true` never seen before, and waits for that exec's alert. premain handles records
-    /// in the order they were made, and the first exec of a new program waits for its verdict
-    /// behind every one that waited before it: what was made earlier has been alerted by then.
-    /// Needs the `program-exec` rule.
+    /// in the order they were made: what was made earlier has been alerted by then. (With the
+    /// exec watch the copy is judged before its exec goes on, so its record does not wait behind
+    /// records that wait for a verdict still coming, which only an exec not decided in time
+    /// leaves.) Needs the `program-exec` rule.
     pub fn sentinel(&self) {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -5,6 +5,7 @@
 
 mod capacity;
 mod env;
+mod first_run;
 mod latency;
 mod memory;
 mod overhead;
@@ -54,6 +55,7 @@ enum Part {
     Capacity,
     Latency,
     Memory,
+    FirstRun,
 }
 
 /// How much each part does.
@@ -78,6 +80,8 @@ pub(crate) struct Sizes {
     latency_load_rate: u64,
     sleepers: usize,
     churn: usize,
+    /// Fresh interpreters whose first run is timed, per tracer.
+    first_runs: usize,
     quiet_wait: Duration,
 }
 
@@ -101,6 +105,7 @@ impl Sizes {
             latency_load_rate: 20_000,
             sleepers: 1_000,
             churn: if quick { 20_000 } else { 100_000 },
+            first_runs: if quick { 5 } else { 15 },
             quiet_wait: Duration::from_secs(quiet_wait),
         }
     }
@@ -158,6 +163,10 @@ pub(crate) fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
     if wants(Part::Latency) {
         proc::wait_quiet(sizes.quiet_wait);
         report.insert("latency".into(), latency::measure(&env, &sizes).context("alert latency")?);
+    }
+    if wants(Part::FirstRun) {
+        proc::wait_quiet(sizes.quiet_wait);
+        report.insert("first_run".into(), first_run::measure(&env, &sizes).context("first run")?);
     }
     if wants(Part::Memory) {
         proc::wait_quiet(sizes.quiet_wait);

@@ -1,5 +1,6 @@
 //! `premain run`: start-up checks, load and attach, then the event loop until a signal.
 
+mod exec_watch;
 mod options;
 mod pace;
 mod pipeline;
@@ -20,6 +21,7 @@ use tokio::{
 
 pub use self::options::{Overrides, RunError, RunOptions, configuration};
 use self::{
+    exec_watch::ExecWatch,
     pace::Pace,
     pipeline::Pipeline,
     reader::{DRAIN_BUDGET, Trigger, drain, drain_paced, emit_all, report_losses, tell_kernel},
@@ -34,7 +36,7 @@ use crate::{
         control::KernelControl,
         counters::{Snapshot, hook_name},
         error::StartError,
-        hold, loader, offsets, preflight,
+        fanotify, hold, loader, offsets, preflight,
         ring_fill::RingFill,
     },
     ops::{
@@ -53,6 +55,7 @@ use crate::{
         judge::{self, Judged},
         seed,
         tracker::{JUDGE_DEADLINE, Tracker, judge_from_proc},
+        verdict_store::VerdictStore,
     },
     python::install,
 };
@@ -80,6 +83,8 @@ struct Daemon {
     busy_clear_failures: u64,
     /// The credential file watch (`limits.credential_file_watch`).
     watch: Option<FileWatch>,
+    /// The exec watch (`limits.exec_watch`).
+    exec_watch: Option<ExecWatch>,
 }
 
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
@@ -139,9 +144,19 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     metrics.ring_buffer_bytes.set(i64::from(ring_bytes));
     let mut tracker = Tracker::new(Box::new(judge_from_proc), config.limits.max_processes);
     let adopted = seed::seed(&mut tracker, &mut kernel);
-    // From now on a process starting an executable never seen waits (stopped) until it is
-    // judged, so that a new CPython has its probes before it runs a line.
-    if let Err(err) = kernel.set_hold(true) {
+    // From now on a process starting an executable never seen waits until it is judged, so
+    // that a new CPython has its probes before it runs a line: inside execve (the exec watch),
+    // else stopped at its first instruction (the kernel's SIGSTOP hold).
+    let (exec_watch, mut settles) = start_exec_watch(&config, &metrics);
+    let hold = match &exec_watch {
+        Some(watch) => {
+            let pythons = watch.judge_on_disk(&mut tracker, &mut kernel);
+            tracing::debug!(pythons, "judged the interpreters on disk");
+            false
+        }
+        None => true,
+    };
+    if let Err(err) = kernel.set_hold(hold) {
         tracing::warn!(error = %err, "cannot hold unseen executables: their first start-up may be phased from syscalls only");
     }
     // Before ready: the credential files on disk are watched from the first workload on.
@@ -204,6 +219,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         unattributed_reported: Default::default(),
         busy_clear_failures: 0,
         watch,
+        exec_watch,
     };
     let mut ticker = interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -234,6 +250,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                     watch.decide(ask, &mut daemon.pipeline, &mut daemon.kernel);
                 }
             }
+            Some(settle) = recv(&mut settles), if settles.is_some() => {
+                settle.apply(&mut daemon.pipeline.tracker, &mut daemon.kernel);
+            }
             Some(judged) = verdicts.recv() => {
                 let handled = daemon.pipeline.judged(&mut daemon.kernel, judged);
                 emit_all(&mut daemon, handled)?;
@@ -251,6 +270,11 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 emit_all(&mut daemon, unseen)?;
                 if ticks.is_multiple_of(watch::RESCAN_TICKS) {
                     daemon.rescan_credentials();
+                }
+                if ticks.is_multiple_of(exec_watch::RESCAN_TICKS)
+                    && let Some(watch) = &daemon.exec_watch
+                {
+                    watch.rescan();
                 }
                 last_counts = report_losses(&counters, &last_counts, &daemon);
                 daemon.report_unattributed();
@@ -276,6 +300,8 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     }
     health.set_ready(false);
     metrics.ready.set(0);
+    // Execs that wait for the loop go on at once from now on.
+    drop(settles);
     shut_down(daemon, ring.get_mut(), &mut verdicts, &counters, &last_counts, &config).await
 }
 
@@ -488,10 +514,42 @@ fn release_free_heap() {
     }
 }
 
-/// The next request of the credential file watch, when it runs.
-async fn recv(asks: &mut Option<mpsc::UnboundedReceiver<watch::Ask>>) -> Option<watch::Ask> {
-    match asks {
-        Some(asks) => asks.recv().await,
+/// Starts the exec watch when configured and possible, with the verdicts kept from earlier
+/// runs; `None` falls back to the kernel's SIGSTOP hold, with a warning saying so.
+fn start_exec_watch(
+    config: &Config,
+    metrics: &Metrics,
+) -> (Option<ExecWatch>, Option<mpsc::UnboundedReceiver<exec_watch::Settle>>) {
+    if !config.limits.exec_watch {
+        return (None, None);
+    }
+    let path = config.limits.state_dir.join("verdicts");
+    let store = VerdictStore::open(&path)
+        .inspect_err(|err| {
+            tracing::warn!(path = %path.display(), error = %err, "cannot keep verdicts on executables: a restart judges every executable again");
+        })
+        .ok();
+    let remembered = store.as_ref().map_or(0, VerdictStore::len);
+    match fanotify::Group::for_execs().and_then(|group| ExecWatch::start(group, metrics, store)) {
+        Ok((watch, settles)) => {
+            tracing::info!(
+                filesystems = watch.filesystems(),
+                remembered,
+                "execs of unjudged files wait for their verdict"
+            );
+            (Some(watch), Some(settles))
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "exec watch off (fanotify exec marks need CAP_SYS_ADMIN and FAN_OPEN_EXEC_PERM): the first run of an unseen interpreter is stopped (SIGSTOP) until judged, which an interactive shell shows as \"Stopped\"");
+            (None, None)
+        }
+    }
+}
+
+/// The next message of an optional channel (a watch that may not run).
+async fn recv<T>(channel: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match channel {
+        Some(channel) => channel.recv().await,
         None => std::future::pending().await,
     }
 }

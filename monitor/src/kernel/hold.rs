@@ -1,6 +1,8 @@
 //! Processes the kernel stops (`SIGSTOP`) at exec of an executable never judged, until the
 //! daemon has judged it and attached its probes: resuming them, and recovering the ones a
-//! previous premain left stopped when it was killed.
+//! previous premain left stopped when it was killed. This is the fallback for when the exec
+//! watch (`daemon::exec_watch`, which makes `execve` itself wait, unseen by job control) cannot
+//! run or is turned off; orphans are recovered whatever the mode.
 
 use crate::process::procfs;
 

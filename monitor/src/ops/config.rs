@@ -69,6 +69,11 @@ pub struct Limits {
     /// Ask the kernel (fanotify) to be told of every open of the catalogued credential files
     /// found on disk, whatever the syscall or the name used.
     pub credential_file_watch: bool,
+    /// Make `execve` of a file never judged wait in the kernel (fanotify) until premain has
+    /// judged it; off, such a CPython's process is stopped (`SIGSTOP`) until then instead.
+    pub exec_watch: bool,
+    /// Where premain keeps what outlives a run (the verdicts on executables).
+    pub state_dir: PathBuf,
 }
 
 impl Default for Limits {
@@ -80,6 +85,8 @@ impl Default for Limits {
             record_runtime: false,
             ia32_syscalls: false,
             credential_file_watch: true,
+            exec_watch: true,
+            state_dir: PathBuf::from("/var/lib/premain"),
         }
     }
 }

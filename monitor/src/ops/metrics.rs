@@ -79,7 +79,20 @@ pub(crate) struct Metrics {
     pub file_watch_late: IntCounter,
     /// Alerting opens only the file watch saw (no kernel program recorded them).
     pub file_watch_unseen: IntCounter,
+    /// Exec permission decisions of the exec watch, by outcome (see [`EXEC_OUTCOMES`]).
+    pub exec_decisions: IntCounterVec,
+    /// How long an exec waited for its decision.
+    pub exec_decision_seconds: Histogram,
+    /// Filesystems whose execs the exec watch decides.
+    pub exec_watch_filesystems: IntGauge,
 }
+
+/// Outcomes of an exec decision: `python` and `other` (judged), `remembered` (a verdict kept
+/// from an earlier run), `own` (premain's own execs), `unjudged` (the file could not be
+/// examined), `late` (not decided within the bound: allowed), `busy` (too many decisions at
+/// once: allowed undecided).
+pub(crate) const EXEC_OUTCOMES: [&str; 7] =
+    ["python", "other", "remembered", "own", "unjudged", "late", "busy"];
 
 /// Alert labels always present.
 const ALERT_LABELS: [&str; 3] = ["rule", "phase", "severity"];
@@ -197,6 +210,23 @@ impl Metrics {
                 "file_watch_unseen_total",
                 "Alerting opens of credential files that only the file watch saw (32-bit syscalls, lost records)",
             ),
+            exec_decisions: counter_vec(
+                "exec_decisions_total",
+                "Execs of files the exec watch had not let through before, by outcome (python, other, remembered, own, unjudged, late, busy)",
+                &["outcome"],
+            ),
+            exec_decision_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "exec_decision_seconds",
+                    "How long an exec of a file not let through before waited for its decision",
+                )
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2.0]),
+            )
+            .expect("valid metric"),
+            exec_watch_filesystems: gauge(
+                "exec_watch_filesystems",
+                "Filesystems whose execs wait for premain's verdict (0: the SIGSTOP hold is the fallback)",
+            ),
             registry,
         };
         let build =
@@ -238,6 +268,9 @@ impl Metrics {
             Box::new(metrics.file_watch_files.clone()),
             Box::new(metrics.file_watch_late.clone()),
             Box::new(metrics.file_watch_unseen.clone()),
+            Box::new(metrics.exec_decisions.clone()),
+            Box::new(metrics.exec_decision_seconds.clone()),
+            Box::new(metrics.exec_watch_filesystems.clone()),
         ] {
             metrics.registry.register(collector).expect("distinct metric names");
         }
@@ -303,6 +336,9 @@ impl Metrics {
         }
         for result in ["success", "failure"] {
             self.reloads.with_label_values(&[result]);
+        }
+        for outcome in EXEC_OUTCOMES {
+            self.exec_decisions.with_label_values(&[outcome]);
         }
     }
 

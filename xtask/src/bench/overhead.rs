@@ -77,7 +77,7 @@ pub(crate) fn measure(env: &Env, sizes: &Sizes) -> anyhow::Result<Value> {
             let before = proc::wait_quiet(sizes.quiet_wait);
             let running = tracer::start(env, config)?;
             let load = proc::OtherLoad::start(&running.pid().into_iter().collect::<Vec<_>>());
-            // The first run of an interpreter after premain starts is held until premain has
+            // The first run of an interpreter after premain starts waits until premain has
             // judged it and attached its probes: timed separately, and kept out of the samples.
             let first = python_pass(env, &env.python.path)?.wall.as_secs_f64();
             let warm = python_pass(env, &env.python.path)?.wall.as_secs_f64();
@@ -125,7 +125,7 @@ pub(crate) fn measure(env: &Env, sizes: &Sizes) -> anyhow::Result<Value> {
     out.insert(
         "first_run".into(),
         json!({
-            "what": format!("`{} -c pass` right after the tracer is ready (premain holds the first exec of an unjudged interpreter until judged), then again", env.python.version),
+            "what": format!("`{} -c pass` right after the tracer is ready (the first exec of an interpreter premain has not judged waits until it is judged), then again", env.python.version),
             "by_tracer": holds,
         }),
     );

@@ -65,6 +65,20 @@ pub(crate) fn targets(r: &Value) -> Value {
             send["generated"], send["received"], send["lost"], send["unaccounted"]
         ),
     );
+    let extra = |by: &Value, tracer: &str| by[tracer]["extra_median_s"].as_f64().map(|s| s * 1e3);
+    let (fresh, system) = (&r["first_run"]["by_tracer"], &r["first_run"]["system"]["by_tracer"]);
+    let worst = [extra(fresh, "premain"), extra(system, "premain")].into_iter().flatten().reduce(f64::max);
+    add(
+        "first run of an unseen interpreter: over a warm run",
+        "<= 20 ms",
+        at_most(worst, Some(20.0)),
+        format!(
+            "premain {} ms (system's static interpreter {} ms), without {} ms (medians of first minus warm)",
+            num(extra(fresh, "premain")),
+            num(extra(system, "premain")),
+            num(extra(fresh, "without"))
+        ),
+    );
     let p99 = r["latency"]["p99_ms"].as_f64();
     add(
         "alert latency p99 at moderate load",
@@ -210,10 +224,32 @@ pub(crate) fn markdown(r: &Value) -> String {
         let f = &o["first_run"]["by_tracer"]["premain"];
         let _ = writeln!(
             md,
-            "\nFirst `python -c pass` right after premain is ready (held until judged): median {} (then {}).\n",
+            "\nFirst `python -c pass` right after premain is ready (its exec waits until judged): median {} (then {}).\n",
             ms(&f["first_run_s"]["median"]),
             ms(&f["second_run_s"]["median"])
         );
+    }
+    if r["first_run"].is_object() {
+        let _ = writeln!(
+            md,
+            "### First run of an unseen interpreter\n\n{}\n",
+            r["first_run"]["what"].as_str().unwrap_or("")
+        );
+        let _ =
+            writeln!(md, "| interpreter | tracer | first run | warm run | extra |\n|---|---|---|---|---|");
+        for part in [&r["first_run"], &r["first_run"]["system"]] {
+            for (tracer, t) in part["by_tracer"].as_object().into_iter().flatten() {
+                let _ = writeln!(
+                    md,
+                    "| `{}` | {tracer} | {} | {} | {} |",
+                    part["python"].as_str().unwrap_or("?"),
+                    ms(&t["first_run_s"]["median"]),
+                    ms(&t["warm_run_s"]["median"]),
+                    ms(&t["extra_median_s"])
+                );
+            }
+        }
+        let _ = writeln!(md);
     }
     if let Some(c) = r["capacity"].as_object() {
         let _ = writeln!(
