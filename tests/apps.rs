@@ -216,6 +216,22 @@ impl<'a> Stage<'a> {
         Ok(out)
     }
 
+    /// [`Stage::quiet_run`] as the first run of a fresh copy of `venv`'s interpreter; prints
+    /// whether premain held it until judged or phased it from syscall order.
+    fn quiet_first_run(&mut self, venv: &Venv, cmd: Command, what: &str) -> Result<Output, String> {
+        venv.fresh_interpreter();
+        let before = hold_counts(self.premain);
+        let (pid, out) = self.run(cmd, what)?;
+        // Before the sentinel, whose own run is held.
+        let after = hold_counts(self.premain);
+        println!(
+            "[{}] {what}, first run of a fresh interpreter: (held, late) {before:?} -> {after:?}",
+            self.py.label
+        );
+        self.expect_quiet(pid, &format!("{what}, first run of a fresh interpreter"));
+        Ok(out)
+    }
+
     /// `pip install --no-index` from the apps wheelhouse into `venv`, itself judged: installing
     /// wheels and building projects with build isolation raise nothing.
     fn pip_install(&mut self, venv: &Venv, cwd: &Path, args: &[&OsStr]) -> Result<(), String> {
@@ -444,10 +460,15 @@ fn django_check_and_migrate_read_their_env_without_alerts() {
         .unwrap();
         let venv = Venv::create(stage.py, &stage.dir.join("venv"));
         stage.pip_install(&venv, &site, &[os("django==5.2.20"), os("django-environ")])?;
-        for args in [["manage.py", "check"], ["manage.py", "migrate"]] {
+        for (first, args) in [(true, ["manage.py", "check"]), (false, ["manage.py", "migrate"])] {
             let mut cmd = stage.command(venv.python(), &site);
             cmd.args(args);
-            stage.quiet_run(cmd, &format!("python {}", args.join(" ")))?;
+            let what = format!("python {}", args.join(" "));
+            if first {
+                stage.quiet_first_run(&venv, cmd, &what)?;
+            } else {
+                stage.quiet_run(cmd, &what)?;
+            }
         }
         if !db.is_file() {
             return Err(format!("[{}] migrate made no {}", stage.py.label, db.display()));
@@ -565,7 +586,7 @@ fn an_app_module_making_a_boto3_client_at_import_raises_nothing() {
         stage.pip_install(&venv, &tree, &[os("boto3")])?;
         let mut cmd = stage.command(venv.python(), &tree);
         cmd.arg("main.py").env("AWS_EC2_METADATA_DISABLED", "true");
-        let out = stage.quiet_run(cmd, "python main.py (service.py makes the client)")?;
+        let out = stage.quiet_first_run(&venv, cmd, "python main.py (service.py makes the client)")?;
         let printed = String::from_utf8_lossy(&out.stdout);
         if printed.trim() != "us-east-1 AKIA" {
             return Err(format!(
@@ -595,10 +616,9 @@ fn developer_tools_on_fresh_interpreters_raise_nothing() {
             ("ipython", &["-c", ipython]),
         ];
         for (tool, args) in runs {
-            venv.fresh_interpreter();
             let mut cmd = stage.command(venv.bin(tool), &tree);
             cmd.args(args);
-            stage.quiet_run(cmd, &format!("{tool} {args:?} (first run of its interpreter)"))?;
+            stage.quiet_first_run(&venv, cmd, &format!("{tool} {args:?}"))?;
         }
         Ok(())
     });
@@ -611,8 +631,8 @@ fn an_editable_install_and_its_console_script_raise_nothing() {
         fs::write(tree.join(".env"), "NOTES_OWNER=alice\n").unwrap();
         let venv = Venv::create(stage.py, &stage.dir.join("venv"));
         stage.pip_install(&venv, &tree, &[os("-e"), os(".")])?;
-        let out =
-            stage.quiet_run(stage.command(venv.bin("notes"), &tree), "notes (editable console script)")?;
+        let notes = stage.command(venv.bin("notes"), &tree);
+        let out = stage.quiet_first_run(&venv, notes, "notes (editable console script)")?;
         if String::from_utf8_lossy(&out.stdout).trim() != "notes for alice" {
             return Err(format!(
                 "[{}] notes printed {:?}",
@@ -643,7 +663,7 @@ fn setuptools_scm_versions_a_git_checkout_without_alerts() {
         stage.pip_install(&venv, &tree, &[os(".")])?;
         let mut cmd = stage.command(venv.python(), stage.dir);
         cmd.args(["-c", "import scm_demo; print(scm_demo.__version__)"]);
-        let out = stage.quiet_run(cmd, "python -c 'import scm_demo'")?;
+        let out = stage.quiet_first_run(&venv, cmd, "python -c 'import scm_demo'")?;
         if String::from_utf8_lossy(&out.stdout).trim() != "1.2.3" {
             return Err(format!("[{}] version {:?}", stage.py.label, String::from_utf8_lossy(&out.stdout)));
         }
