@@ -7,7 +7,8 @@
 //! It also provides every program the test suite runs ([`PROGRAMS`]): Debian packages, tools
 //! unpacked from Debian packages into `target/tools/bin` (promtool, kubectl), the Python venv
 //! the deploy tests validate manifests with ([`tools_venv`]), and pinned wheels the scenario
-//! tests install from ([`wheelhouse`]).
+//! tests install from ([`wheelhouse`]) and the real applications of `tests/apps.rs` are built
+//! from ([`apps_wheelhouse`]).
 
 use std::{
     fs,
@@ -54,6 +55,8 @@ pub(crate) const PROGRAMS: &[(&str, From)] = &[
     ("kubectl", From::Unpacked("kubernetes-client")),
     // pip's builds of a C extension run it (tests/identity.rs).
     ("gcc", From::Package("gcc")),
+    // setuptools-scm reads the version of the app's repository from git (tests/apps.rs).
+    ("git", From::Package("git")),
     ("python3", From::Machine),
     // Debian's own CPython, statically linked, with its own sitecustomize.
     ("python3.11", From::Machine),
@@ -109,6 +112,7 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     tools_venv(root)?;
     unpack_tools(root)?;
     wheelhouse(root)?;
+    apps_wheelhouse(root)?;
     ensure_cargo_fuzz()?;
     check_programs(root)?;
     eprintln!(
@@ -168,31 +172,66 @@ fn unpack_tools(root: &Path) -> anyhow::Result<()> {
 /// Wheels pinned with hashes in `tests/requirements-wheels.txt`, downloaded into
 /// `target/tools/wheelhouse` for tests that install packages with no index.
 const WHEELS_REQUIREMENTS: &str = "tests/requirements-wheels.txt";
+/// The real applications of `tests/apps.rs` and their whole dependency closure, downloaded into
+/// `target/tools/apps-wheelhouse` for each of [`APPS_PYTHONS`].
+const APPS_REQUIREMENTS: &str = "tests/requirements-apps.txt";
+/// The CPython versions the application corpus runs on (tests/apps.rs uses Debian's 3.11 and
+/// pyenv's 3.12); their binary wheels are pinned in [`APPS_REQUIREMENTS`].
+const APPS_PYTHONS: &[&str] = &["3.11", "3.12"];
 
 fn wheelhouse(root: &Path) -> anyhow::Result<()> {
-    let dir = tools_dir(root).join("wheelhouse");
-    let requirements_path = root.join(WHEELS_REQUIREMENTS);
-    let requirements = fs::read_to_string(&requirements_path)
+    // Only the wheels listed: the scenario tests install each with `--no-deps`.
+    download_wheels(root, WHEELS_REQUIREMENTS, "wheelhouse", &[None], &["--no-deps"])
+}
+
+fn apps_wheelhouse(root: &Path) -> anyhow::Result<()> {
+    let versions: Vec<Option<&str>> = APPS_PYTHONS.iter().copied().map(Some).collect();
+    // With dependencies: under --require-hashes pip fails on any dependency not pinned in the
+    // file, so the closure the apps install with no index is known to be complete.
+    download_wheels(root, APPS_REQUIREMENTS, "apps-wheelhouse", &versions, &[])
+}
+
+/// Downloads the wheels of `requirements` into `target/tools/<into>` with the tools venv's pip
+/// (for each of `versions`, a target CPython other than the venv's own when given), unless the
+/// directory's stamp is a copy of that file: a change to it, or an interrupted download (no
+/// stamp), downloads them all again into an emptied directory.
+fn download_wheels(
+    root: &Path,
+    requirements: &str,
+    into: &str,
+    versions: &[Option<&str>],
+    extra: &[&str],
+) -> anyhow::Result<()> {
+    let dir = tools_dir(root).join(into);
+    let requirements_path = root.join(requirements);
+    let text = fs::read_to_string(&requirements_path)
         .with_context(|| format!("reading {}", requirements_path.display()))?;
     let stamp = dir.join(TOOLS_STAMP);
-    if fs::read_to_string(&stamp).is_ok_and(|s| s == requirements) {
+    if fs::read_to_string(&stamp).is_ok_and(|s| s == text) {
         return Ok(());
     }
-    eprintln!("xtask: setup: downloading the pinned wheels of {WHEELS_REQUIREMENTS}");
     let venv = tools_venv_dir(root);
     let _ = fs::remove_dir_all(&dir);
-    let status = Command::new(venv.join("bin/python"))
-        .args(["-m", "pip", "download", "--disable-pip-version-check", "--no-input", "--require-hashes"])
-        .args(["--no-deps", "--only-binary", ":all:", "--dest"])
-        .arg(&dir)
-        .arg("--requirement")
-        .arg(&requirements_path)
-        .status()
-        .context("running pip download")?;
-    if !status.success() {
-        bail!("pip download -r {} failed ({status})", requirements_path.display());
+    for version in versions {
+        eprintln!(
+            "xtask: setup: downloading the pinned wheels of {requirements}{}",
+            version.map(|v| format!(" for CPython {v}")).unwrap_or_default()
+        );
+        let mut pip = Command::new(venv.join("bin/python"));
+        pip.args(["-m", "pip", "download", "--disable-pip-version-check", "--no-input", "--require-hashes"])
+            .args(extra)
+            .args(["--only-binary", ":all:", "--dest"])
+            .arg(&dir);
+        if let Some(version) = version {
+            pip.args(["--python-version", version]);
+        }
+        let status =
+            pip.arg("--requirement").arg(&requirements_path).status().context("running pip download")?;
+        if !status.success() {
+            bail!("pip download -r {} failed ({status})", requirements_path.display());
+        }
     }
-    fs::write(&stamp, requirements).with_context(|| format!("writing {}", stamp.display()))?;
+    fs::write(&stamp, text).with_context(|| format!("writing {}", stamp.display()))?;
     Ok(())
 }
 

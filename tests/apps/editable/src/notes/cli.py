@@ -1,0 +1,5 @@
+import os
+
+
+def main():
+    print("notes for", os.environ["NOTES_OWNER"])
