@@ -92,6 +92,9 @@ pub(crate) const TOOLCHAIN: &[&str] = &[
     "/usr/bin/swig[0-9]*",
     // Version control and Rust extensions (setuptools-rust, maturin).
     "/usr/bin/{git,hg,cargo,rustc}",
+    // The same installed by the administrator (a newer git, a compiler built from source):
+    // still root-owned system files, which is what allowing by identity checks.
+    "/usr/local/bin/{cc,c++,gcc,g++,clang,clang++,make,cmake,ninja,meson,pkg-config,git,hg,cargo,rustc}",
 ];
 
 /// Never credentials even when a pattern above matches.
