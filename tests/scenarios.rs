@@ -605,6 +605,66 @@ fn setup_py_reads_credentials_during_uv_install() {
     });
 }
 
+/// The build frontends that are not installers: `python -m build` (pyproject-hooks in an
+/// isolated env of its own) and `uv build` (uv's build venv). The project's `setup.py` is
+/// install-time code under each, named with the frontend.
+#[test]
+fn setup_py_reads_credentials_under_every_build_frontend() {
+    let links_dir = TempDir::new("links");
+    let Some(links) = setuptools_links(links_dir.path()) else {
+        return integration_tests::cannot_run(
+            "no setuptools and wheel wheels in the wheelhouse `cargo xtask setup` fills",
+        );
+    };
+    let wheelhouse = integration_tests::tools_dir().join("wheelhouse");
+    let uv = integration_tests::tools_dir().join("venv/bin/uv");
+    if !uv.is_file() {
+        return integration_tests::cannot_run("no uv in the tools venv `cargo xtask setup` fills");
+    }
+    on_every_python("setup.py under build frontends", |py, premain, dir| {
+        let stage = Stage::new(py, dir, &[]);
+        // The stage's venv has no pip: uv installs build into it.
+        let mut install = clean(&uv);
+        install.args(["pip", "install", "--no-index", "--quiet", "--python"]).arg(&stage.python);
+        install.arg("--find-links").arg(&wheelhouse).arg("build");
+        install.env("UV_CACHE_DIR", dir.join("uv-cache")).env_remove("UV_INDEX_URL");
+        checked(&mut install, "installing build from the wheelhouse");
+        let src = source_tree("evil-setup", dir);
+        let out = dir.join("dist");
+        let mut build = clean(&stage.python);
+        build.args(["-m", "build", "--wheel", "--outdir"]).arg(&out).arg(&src);
+        // Its isolated env gets setuptools from the links, as pip's would.
+        build.env("PIP_NO_INDEX", "1").env("PIP_FIND_LINKS", &links);
+        let mut uv_build = clean(&uv);
+        uv_build.args(["build", "--wheel", "--no-index", "--python"]).arg(&stage.python);
+        uv_build.arg("--find-links").arg(&links).arg("--out-dir").arg(&out).arg(&src);
+        uv_build.env("UV_CACHE_DIR", dir.join("uv-cache")).env_remove("UV_INDEX_URL");
+        for (frontend, mut cmd) in [("build", build), ("uv", uv_build)] {
+            cmd.env("HOME", &stage.home).stdout(Stdio::null()).stderr(Stdio::piped());
+            let child = cmd.spawn().map_err(|e| e.to_string())?;
+            let pid = child.id();
+            let done = child.wait_with_output().map_err(|e| e.to_string())?;
+            if !done.status.success() {
+                return Err(format!(
+                    "[{}] {frontend} failed: {}",
+                    py.label,
+                    String::from_utf8_lossy(&done.stderr)
+                ));
+            }
+            let alerts = settle(premain, pid, 1);
+            let one = want("credential-read", "install", "setup", stage.bait(".pypirc")).from("evil-setup");
+            compare(&format!("{} {frontend}", py.label), &alerts, vec![one.clone(); repeats(&alerts, &one)])?;
+            for a in &alerts {
+                let c = &a["culprit"];
+                if c["installer"] != frontend || c["party"] != "third-party" {
+                    return Err(format!("[{}] {frontend}: culprit {c}", py.label));
+                }
+            }
+        }
+        Ok(())
+    });
+}
+
 #[test]
 fn in_tree_backend_connects_during_its_hook() {
     on_every_python("backend", |py, premain, dir| {

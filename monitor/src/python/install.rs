@@ -96,7 +96,7 @@ fn quoted_path_ending(code: &str, suffix: &str) -> Option<PathBuf> {
 }
 
 /// Installers that are programs of their own (pip is also run as a script or a module).
-const INSTALLERS: &[&str] = &["pip", "uv", "poetry", "pdm"];
+const INSTALLERS: &[&str] = &["pip", "uv", "poetry", "pdm", "pipx", "hatch", "build", "pyproject-build"];
 
 /// The installer a command line runs, if any.
 pub(crate) fn installer_of(argv: &[Vec<u8>], exe: Option<&Path>) -> Option<&'static str> {
@@ -324,6 +324,9 @@ mod tests {
             installer_of(&argv(&["uv", "pip", "install"]), Some(Path::new("/usr/bin/uv"))),
             Some("uv")
         );
+        assert_eq!(installer_of(&argv(&["python3", "-m", "build", "--wheel"]), None), Some("build"));
+        assert_eq!(installer_of(&argv(&["/v/bin/python", "/v/bin/pyproject-build", "."]), None), Some("pyproject-build"));
+        assert_eq!(installer_of(&argv(&["/v/bin/python", "/v/bin/pipx", "install", "x"]), None), Some("pipx"));
         assert_eq!(installer_of(&argv(&["python", "app.py", "pip"]), None), None);
         assert_eq!(installer_of(&argv(&["bash", "-c", "pip install x"]), None), None);
     }
