@@ -325,8 +325,14 @@ mod tests {
             Some("uv")
         );
         assert_eq!(installer_of(&argv(&["python3", "-m", "build", "--wheel"]), None), Some("build"));
-        assert_eq!(installer_of(&argv(&["/v/bin/python", "/v/bin/pyproject-build", "."]), None), Some("pyproject-build"));
-        assert_eq!(installer_of(&argv(&["/v/bin/python", "/v/bin/pipx", "install", "x"]), None), Some("pipx"));
+        assert_eq!(
+            installer_of(&argv(&["/v/bin/python", "/v/bin/pyproject-build", "."]), None),
+            Some("pyproject-build")
+        );
+        assert_eq!(
+            installer_of(&argv(&["/v/bin/python", "/v/bin/pipx", "install", "x"]), None),
+            Some("pipx")
+        );
         assert_eq!(installer_of(&argv(&["python", "app.py", "pip"]), None), None);
         assert_eq!(installer_of(&argv(&["bash", "-c", "pip install x"]), None), None);
     }
