@@ -230,7 +230,10 @@ fn a_pth_running_a_copy_named_uname_alerts_and_the_system_uname_does_not() {
             return Err(format!("the impostors: want {want:?}, got:\n{}", listing(&alerts)));
         }
         for a in &alerts {
-            if a["phase"] != "startup" || a["culprit"]["kind"] != "pth" {
+            if a["phase"] != "startup"
+                || a["culprit"]["kind"] != "pth"
+                || a["culprit"]["party"] != "third-party"
+            {
                 return Err(format!("not the .pth's start-up: {a}"));
             }
         }
@@ -344,7 +347,10 @@ fn pip_install(py: &Python, dir: &Path, env: &[(&str, &OsStr)]) -> Result<u32, S
 }
 
 fn install_alerts_only(alerts: &[Value]) -> Result<(), String> {
-    match alerts.iter().find(|a| a["phase"] != "install" || a["culprit"]["kind"] != "setup") {
+    let foreign = |a: &&Value| {
+        a["phase"] != "install" || a["culprit"]["kind"] != "setup" || a["culprit"]["party"] != "third-party"
+    };
+    match alerts.iter().find(foreign) {
         Some(a) => Err(format!("an alert not of setup.py's install: {a}")),
         None => Ok(()),
     }

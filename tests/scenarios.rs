@@ -265,12 +265,22 @@ struct Want {
     culprit: &'static str,
     target: String,
     distribution: Option<String>,
+    /// Whose code (`culprit.party`): every scenario's culprit is an installed distribution's.
+    party: &'static str,
     /// The phase came from a creator (thread, parent, earlier image).
     inherited: bool,
 }
 
 fn want(rule: &'static str, phase: &'static str, culprit: &'static str, target: impl Into<String>) -> Want {
-    Want { rule, phase, culprit, target: target.into(), distribution: None, inherited: false }
+    Want {
+        rule,
+        phase,
+        culprit,
+        target: target.into(),
+        distribution: None,
+        party: "third-party",
+        inherited: false,
+    }
 }
 
 impl Want {
@@ -292,6 +302,7 @@ fn got(alert: &Value) -> Want {
         culprit: s(&alert["culprit"]["kind"]),
         target,
         distribution: alert["culprit"]["distribution"].as_str().map(str::to_owned),
+        party: s(&alert["culprit"]["party"]),
         inherited: !alert["inherited_from"].is_null(),
     }
 }
