@@ -248,7 +248,8 @@ fn ring_buffer_overflow_is_counted_per_hook() {
 #[test]
 fn runtime_code_goes_unrecorded_and_code_after_it_still_alerts() {
     let bait = integration_tests::Bait::create();
-    let modules = bait.dir.path().join("modules");
+    // A dependency's directory: the application's own module-level code raises nothing.
+    let modules = bait.dir.path().join("site-packages");
     fs::create_dir_all(&modules).unwrap();
     let read_netrc = "import os\nopen(os.path.expanduser('~/.netrc')).close()\n";
     fs::write(modules.join("late_module.py"), read_netrc).unwrap();

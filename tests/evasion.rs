@@ -1210,6 +1210,36 @@ fn ia32_socketcall_connects_seen_by_the_cgroup_programs() {
     });
 }
 
+/// 32-bit raw sockets (socketcall and the direct i386 `socket`) under the default
+/// configuration: the `cgroup/sock_create` program sees them; fails when it is not attached.
+#[test]
+fn ia32_raw_sockets_seen_by_the_cgroup_program() {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return cannot_run("raw sockets need CAP_NET_RAW (root)");
+    }
+    on_every_python("ia32 raw sockets, default configuration", |stage, plan| {
+        let ran = stage.premain("ia32_socketcall.py", &[os("--raw")]);
+        assert_eq!(
+            ran.result["sockets"].as_array().map(Vec::len),
+            Some(2),
+            "[{}] {}",
+            stage.label,
+            ran.result
+        );
+        let checks: Vec<Check> = vec![
+            from_hook(stage),
+            Box::new(|a| {
+                field(a, "/action/type", &json!("socket"))?;
+                field(a, "/action/family", &json!("inet"))?;
+                field(a, "/action/socket_type", &json!("raw"))
+            }),
+        ];
+        plan.alert(ran.pid, "raw-socket", checks);
+        plan.none(vec![stage.main("ia32_socketcall.py", &[os("--raw")], &[]).pid], None);
+    });
+}
+
 /// Connects by both i386 routes, each wanting its alert; `outcome`: whether the alert knows
 /// the call's result (else it says 0).
 fn ia32_connects(stage: &Stage, plan: &mut Plan, outcome: bool) {

@@ -678,21 +678,50 @@ fn setup_py_reads_credentials_under_every_build_frontend() {
 
 #[test]
 fn in_tree_backend_connects_during_its_hook() {
+    let uv = integration_tests::tools_dir().join("venv/bin/uv");
+    if !uv.is_file() {
+        return integration_tests::cannot_run("no uv in the tools venv `cargo xtask setup` fills");
+    }
     on_every_python("backend", |py, premain, dir| {
         let stage = Stage::new(py, dir, &[]);
-        let src = source_tree("evil-backend", dir);
         let port = stage.sink.port.to_string();
         let env = [("PREMAIN_SINK_PORT", port.as_str())];
-        let pid = pip_build(py, &stage.python, &stage.home, &[src.as_os_str()], &env)?;
-        let alerts = settle(premain, pid, 1);
-        let one = want("network-connect", "install", "build-backend", stage.sink.addr()).from("evil-backend");
-        compare(&py.label, &alerts, vec![one.clone(); repeats(&alerts, &one)])?;
-        for a in &alerts {
-            let c = &a["culprit"];
-            if c["backend"] != "evil_backend_impl"
-                || !c["path"].as_str().unwrap_or("").ends_with("evil_backend_impl.py")
-            {
-                return Err(format!("[{}] culprit: {c}", py.label));
+        for installer in ["pip", "uv"] {
+            // A copy of the tree per installer: neither builds in what the other left.
+            let src = source_tree("evil-backend", &dir.join(installer));
+            let pid = if installer == "pip" {
+                pip_build(py, &stage.python, &stage.home, &[src.as_os_str()], &env)?
+            } else {
+                let mut cmd = clean(&uv);
+                cmd.args(["pip", "install", "--no-index", "--quiet", "--python"])
+                    .arg(&stage.python)
+                    .arg(&src);
+                cmd.env("HOME", &stage.home).envs(env).env("UV_CACHE_DIR", dir.join("uv-cache"));
+                let child =
+                    cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().map_err(|e| e.to_string())?;
+                let pid = child.id();
+                let out = child.wait_with_output().map_err(|e| e.to_string())?;
+                if !out.status.success() {
+                    return Err(format!("[{}] uv: {}", py.label, String::from_utf8_lossy(&out.stderr)));
+                }
+                pid
+            };
+            let alerts = settle(premain, pid, 1);
+            let one =
+                want("network-connect", "install", "build-backend", stage.sink.addr()).from("evil-backend");
+            compare(
+                &format!("{} {installer}", py.label),
+                &alerts,
+                vec![one.clone(); repeats(&alerts, &one)],
+            )?;
+            for a in &alerts {
+                let c = &a["culprit"];
+                if c["backend"] != "evil_backend_impl"
+                    || !c["path"].as_str().unwrap_or("").ends_with("evil_backend_impl.py")
+                    || c["installer"] != installer
+                {
+                    return Err(format!("[{}] {installer}: culprit {c}", py.label));
+                }
             }
         }
         Ok(())

@@ -6,16 +6,25 @@
 //! syscall tracepoints with their result, io_uring requests by `uring`. They cost nothing but
 //! their run on connects and addressed sends, never on other syscalls.
 //!
+//! `cgroup/sock_create` does the same for 32-bit creations of raw IPv4 and IPv6 sockets (the
+//! kernel runs it from `inet_create`/`inet6_create` only: a 32-bit `AF_PACKET` socket is not
+//! seen by it).
+//!
 //! They decide nothing: every program allows the call (returns 1).
 
-use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
+use aya_ebpf::{
+    macros::{cgroup_sock, cgroup_sock_addr},
+    programs::{SockAddrContext, SockContext},
+};
 use monitor_common::{
-    ConnectRecord, FLAG_COMPAT, HOOK_CONNECT, HOOK_SEND, RECORD_CONNECT, RECORD_SEND, SOCKADDR_MAX,
+    ConnectRecord, FLAG_COMPAT, HOOK_CONNECT, HOOK_SEND, HOOK_SOCKET, RECORD_CONNECT, RECORD_SEND,
+    RECORD_SOCKET, SOCKADDR_MAX, SocketRecord,
 };
 
 use crate::{
     compat::in_compat_syscall,
     emit::{fill_header, scratch, send},
+    net::raw,
     process::{current_quiet, current_tracked},
 };
 
@@ -81,4 +90,31 @@ fn observe(ctx: &SockAddrContext, kind: u32, hook: u32, v6: bool) {
     let len = core::mem::size_of::<ConnectRecord>();
     rec.header.size = len as u32;
     send(hook, rec, len);
+}
+
+#[cgroup_sock(sock_create)]
+pub fn sock_create(ctx: SockContext) -> i32 {
+    if !current_tracked() || !in_compat_syscall() {
+        return ALLOW;
+    }
+    // SAFETY: the context the kernel passed; family, type and protocol are readable at
+    // creation.
+    let sk = unsafe { &*ctx.sock };
+    let (family, kind, protocol) = (sk.family, sk.type_, sk.protocol);
+    if !raw(family as u64, kind as u64) || current_quiet(HOOK_SOCKET) {
+        return ALLOW;
+    }
+    let Some(rec) = scratch::<SocketRecord>() else { return ALLOW };
+    fill_header(&mut rec.header, RECORD_SOCKET);
+    rec.header.flags |= FLAG_COMPAT;
+    // Seen before the call completes: no descriptor yet.
+    rec.result = 0;
+    rec.family = family;
+    rec.sock_type = kind;
+    rec.protocol = protocol;
+    rec._pad = 0;
+    let len = core::mem::size_of::<SocketRecord>();
+    rec.header.size = len as u32;
+    send(HOOK_SOCKET, rec, len);
+    ALLOW
 }

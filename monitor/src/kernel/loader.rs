@@ -3,7 +3,9 @@
 use aya::{
     EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, RawTracePoint, TracePoint, UProbe},
+    programs::{
+        CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError, RawTracePoint, TracePoint, UProbe,
+    },
 };
 use monitor_common::{
     CONTROL, COUNTERS, EVENTS, KernelOffsets, OFFSETS, QUIET, SELF_TGID, TRACKED, VERDICTS,
@@ -158,6 +160,8 @@ pub(crate) const IA32: &[&str] = &["compat_enter", "compat_exit"];
 /// Programs on the cgroup v2 root that see the 32-bit connects and addressed sends the
 /// raw-syscall programs would, at no cost to other syscalls: attached when those are not.
 const SOCK: &[&str] = &["sock_connect4", "sock_connect6", "sock_sendmsg4", "sock_sendmsg6"];
+/// The same for 32-bit creations of raw IPv4 and IPv6 sockets.
+const SOCK_CREATE: &str = "sock_create";
 
 /// Loads into the kernel (verifier) and attaches every tracepoint program, and without
 /// `ia32` the cgroup programs ([`SOCK`]). Links are owned by the object:
@@ -191,7 +195,7 @@ pub(crate) fn attach_all(kernel: &mut Kernel, ia32: bool) -> Result<usize, Start
         match attach_sock(ebpf) {
             Ok(n) => attached += n,
             // What they add is narrow (32-bit connects and sends); premain runs without it.
-            Err(err) => tracing::warn!(error = %err, "32-bit connects and sends are not seen"),
+            Err(err) => tracing::warn!(error = %err, "32-bit connects, sends and raw sockets are not seen"),
         }
     }
     Ok(attached)
@@ -208,7 +212,14 @@ fn attach_sock(ebpf: &mut aya::Ebpf) -> Result<usize, StartError> {
         sock.attach(cgroup, CgroupAttachMode::Single).map_err(refused(program))?;
         tracing::debug!(program, cgroup = %root.display(), "attached");
     }
-    Ok(SOCK.len())
+    let program = SOCK_CREATE;
+    let create: &mut CgroupSock = program_mut(ebpf, program)?.try_into().map_err(refused(program))?;
+    create.load().map_err(refused(program))?;
+    let cgroup =
+        std::fs::File::open(root).map_err(|err| StartError::Load(format!("{}: {err}", root.display())))?;
+    create.attach(cgroup, CgroupAttachMode::Single).map_err(refused(program))?;
+    tracing::debug!(program, cgroup = %root.display(), "attached");
+    Ok(SOCK.len() + 1)
 }
 
 fn program_mut<'a>(

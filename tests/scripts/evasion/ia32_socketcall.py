@@ -6,6 +6,9 @@ argv: PORT [--direct]. By default uses the multiplexed socketcall (102) with
 SYS_SOCKET, SYS_CONNECT and SYS_SEND; --direct uses the i386 socket (359),
 connect (362) and sendto (369) syscalls. close is i386 close (6). Prints one
 JSON line with the mode, the fd and the bytes sent.
+
+argv: --raw instead creates (and closes) a raw AF_INET ICMP socket by each
+route, socketcall then direct, and sends nothing (needs CAP_NET_RAW).
 """
 import ctypes
 import json
@@ -70,7 +73,31 @@ def make_stub():
     return code, proto(code)
 
 
+def raw_sockets():
+    code, stub = make_stub()
+    low = mmap(PAGE, PROT_READ | PROT_WRITE, MAP_32BIT)
+    try:
+        made = []
+        for mode in ("socketcall", "direct"):
+            args = (socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+            if mode == "direct":
+                fd = stub(I386_SOCKET, *args, 0, 0, 0, 0)
+            else:
+                ctypes.memmove(low, struct.pack("<3I", *args), 12)
+                fd = stub(I386_SOCKETCALL, SYS_SOCKET, low, 0, 0, 0, 0, 0)
+            if fd < 0:
+                raise OSError(-fd, "i386 raw socket (%s): %s" % (mode, os.strerror(-fd)))
+            stub(I386_CLOSE, fd, 0, 0, 0, 0, 0, 0)
+            made.append({"mode": mode, "family": "AF_INET", "type": "SOCK_RAW", "fd": fd})
+    finally:
+        libc.munmap(low, PAGE)
+        libc.munmap(code, PAGE)
+    return {"technique": TECHNIQUE, "ok": True, "abi": "i386 int 0x80", "sockets": made}
+
+
 def main(argv):
+    if argv == ["--raw"]:
+        return raw_sockets()
     if len(argv) not in (1, 2) or (len(argv) == 2 and argv[1] != "--direct"):
         raise SystemExit("usage: ia32_socketcall.py PORT [--direct]")
     port, direct = int(argv[0]), len(argv) == 2
