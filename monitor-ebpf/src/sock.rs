@@ -17,14 +17,14 @@ use aya_ebpf::{
     programs::{SockAddrContext, SockContext},
 };
 use monitor_common::{
-    ConnectRecord, FLAG_COMPAT, HOOK_CONNECT, HOOK_SEND, HOOK_SOCKET, RECORD_CONNECT, RECORD_SEND,
-    RECORD_SOCKET, SOCKADDR_MAX, SocketRecord,
+    ConnectRecord, FLAG_COMPAT, HOOK_CONNECT, HOOK_SEND, HOOK_SOCKET, InFlight, RECORD_CONNECT, RECORD_SEND,
+    SOCKADDR_MAX, SYSCALL_SOCKET,
 };
 
 use crate::{
     compat::in_compat_syscall,
     emit::{fill_header, scratch, send},
-    net::raw,
+    net::{raw, report_socket},
     process::{current_quiet, current_tracked},
 };
 
@@ -100,21 +100,11 @@ pub fn sock_create(ctx: SockContext) -> i32 {
     // SAFETY: the context the kernel passed; family, type and protocol are readable at
     // creation.
     let sk = unsafe { &*ctx.sock };
-    let (family, kind, protocol) = (sk.family, sk.type_, sk.protocol);
-    if !raw(family as u64, kind as u64) || current_quiet(HOOK_SOCKET) {
-        return ALLOW;
+    let (family, kind, protocol) = (u64::from(sk.family), u64::from(sk.type_), u64::from(sk.protocol));
+    if raw(family, kind) && !current_quiet(HOOK_SOCKET) {
+        // Seen before the call completes: no descriptor yet.
+        let call = InFlight { syscall: SYSCALL_SOCKET, compat: 1, args: [family, kind, protocol, 0, 0] };
+        report_socket(0, call);
     }
-    let Some(rec) = scratch::<SocketRecord>() else { return ALLOW };
-    fill_header(&mut rec.header, RECORD_SOCKET);
-    rec.header.flags |= FLAG_COMPAT;
-    // Seen before the call completes: no descriptor yet.
-    rec.result = 0;
-    rec.family = family;
-    rec.sock_type = kind;
-    rec.protocol = protocol;
-    rec._pad = 0;
-    let len = core::mem::size_of::<SocketRecord>();
-    rec.header.size = len as u32;
-    send(HOOK_SOCKET, rec, len);
     ALLOW
 }
