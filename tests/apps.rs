@@ -19,15 +19,11 @@ use std::{
     os::unix::{fs::MetadataExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
     thread,
     time::{Duration, Instant},
 };
 
-use integration_tests::{Premain, Python, TempDir, checked, clean, pythons, tools_dir, workspace_root};
+use integration_tests::{Premain, Python, Sink, TempDir, checked, clean, pythons, tools_dir, workspace_root};
 use serde_json::Value;
 
 /// The corpus's CPythons, by the labels `pythons()` gives them, and what provides each.
@@ -330,36 +326,6 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A loopback listener that accepts and closes connections: the upstream a handler reaches.
-struct Upstream {
-    port: u16,
-    stop: Arc<AtomicBool>,
-}
-
-impl Upstream {
-    fn new() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                if listener.accept().is_err() {
-                    thread::sleep(Duration::from_millis(10));
-                }
-            }
-        });
-        Self { port, stop }
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
 /// A server (gunicorn, uvicorn) in a process group of its own, so that stopping it stops its
 /// workers too; stopped when dropped.
 struct Server {
@@ -516,7 +482,7 @@ fn gunicorn(
 fn flask_under_gunicorn_serves_a_request_on_a_fresh_interpreter_without_alerts() {
     on_corpus("flask", |stage| {
         let (venv, tree) = flask_world(stage)?;
-        let upstream = Upstream::new();
+        let upstream = Sink::start();
         venv.fresh_interpreter();
         for run in ["first run of a fresh interpreter", "restart"] {
             let before = hold_counts(stage.premain);
@@ -742,7 +708,7 @@ fn malicious_twins_of_the_flask_app_alert() {
             fs::read_dir(&wheels).unwrap().flatten().map(|e| e.path()).next().expect("the twin's wheel");
         stage.pip_install(&venv, &tree, &[wheel.as_os_str()])?;
         let bait = stage.home.join(".aws/credentials").display().to_string();
-        let upstream = Upstream::new();
+        let upstream = Sink::start();
 
         let (mut server, _) = gunicorn(stage, &venv, &tree, "twin_app:app", upstream.port)?;
         server.stop();

@@ -11,62 +11,15 @@ use std::{
     env,
     ffi::OsStr,
     fs,
-    io::{Read as _, Write as _},
-    net::{TcpListener, UdpSocket},
     path::{Path, PathBuf},
     process::Stdio,
-    sync::{
-        Arc, OnceLock,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::OnceLock,
     thread,
     time::{Duration, Instant},
 };
 
-use integration_tests::{Premain, Python, TempDir, checked, clean, pythons, workspace_root};
+use integration_tests::{Premain, Python, Sink, TempDir, checked, clean, pythons, workspace_root};
 use serde_json::Value;
-
-/// Loopback TCP (and UDP, same port) sink; answers HTTP requests with an empty 200.
-struct Sink {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    _udp: Option<UdpSocket>,
-}
-
-impl Sink {
-    fn new() -> Self {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind sink");
-        let port = tcp.local_addr().unwrap().port();
-        tcp.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                match tcp.accept() {
-                    Ok((mut conn, _)) => {
-                        let _ = conn.set_nonblocking(false);
-                        let _ = conn.set_read_timeout(Some(Duration::from_millis(300)));
-                        let mut buf = [0u8; 1024];
-                        let _ = conn.read(&mut buf);
-                        let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        });
-        Self { port, stop, _udp: UdpSocket::bind(("127.0.0.1", port)).ok() }
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
 
 /// A temporary HOME with fake credentials.
 fn bait_home(dir: &Path) -> PathBuf {
@@ -198,7 +151,7 @@ impl Stage {
             .and_then(Result::ok)
             .map(|lib| lib.path().join("site-packages"))
             .expect("the venv has a site-packages");
-        Self { home, sink: Sink::new(), python, site }
+        Self { home, sink: Sink::start(), python, site }
     }
 
     /// A bait file, as alerts name it.

@@ -7,10 +7,14 @@ use std::{
     env,
     ffi::OsStr,
     fs,
-    io::{BufRead as _, BufReader},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{TcpListener, UdpSocket},
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -704,4 +708,47 @@ pub fn spawn_listener(mut command: Command, what: &str) -> (Child, ChildStdin, u
         .unwrap_or_else(|e| panic!("{what}'s port: {e}"));
     let port = port.trim().parse().unwrap_or_else(|_| panic!("{what} printed no port: {port:?}"));
     (child, stdin, port)
+}
+
+/// Loopback TCP (and UDP, same port) sink that accepts every connection and answers HTTP
+/// requests with an empty 200; stops when dropped.
+pub struct Sink {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+    _udp: Option<UdpSocket>,
+}
+
+impl Sink {
+    pub fn start() -> Self {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind sink");
+        let port = tcp.local_addr().unwrap().port();
+        tcp.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match tcp.accept() {
+                    Ok((mut conn, _)) => {
+                        let _ = conn.set_nonblocking(false);
+                        let _ = conn.set_read_timeout(Some(Duration::from_millis(300)));
+                        let mut buf = [0u8; 1024];
+                        let _ = conn.read(&mut buf);
+                        let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Self { port, stop, _udp: UdpSocket::bind(("127.0.0.1", port)).ok() }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
