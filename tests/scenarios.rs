@@ -296,11 +296,22 @@ fn compare(label: &str, alerts: &[Value], mut wanted: Vec<Want>) -> Result<(), S
 }
 
 /// Runs `scenario` on every CPython, reporting every failure at the end.
-fn on_every_python(name: &str, mut scenario: impl FnMut(&Python, &Premain, &Path) -> Result<(), String>) {
+fn on_every_python(name: &str, scenario: impl FnMut(&Python, &Premain, &Path) -> Result<(), String>) {
+    on_every_python_under(name, &[], scenario);
+}
+
+/// [`on_every_python`] with more arguments to `premain run`.
+fn on_every_python_under(
+    name: &str,
+    args: &[&str],
+    mut scenario: impl FnMut(&Python, &Premain, &Path) -> Result<(), String>,
+) {
     let pythons = pythons();
     assert!(!pythons.is_empty(), "no CPython 3.8+ found");
     wheels();
-    let premain = Premain::start_alerts(&["--fold-window-secs", "2"]);
+    let mut all = vec!["--fold-window-secs", "2"];
+    all.extend_from_slice(args);
+    let premain = Premain::start_alerts(&all);
     let mut failures = Vec::new();
     let mut ran = Vec::new();
     for py in &pythons {
@@ -679,4 +690,141 @@ fn in_tree_backend_connects_during_its_hook() {
         }
         Ok(())
     });
+}
+
+/// What a scenario's payloads noted they got (`$PREMAIN_RESULT`), sorted.
+fn results(file: &Path) -> Vec<String> {
+    let mut lines: Vec<String> =
+        fs::read_to_string(file).unwrap_or_default().lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
+}
+
+/// An alert acted on: (interpreter, rule, phase, culprit kind, target).
+type Decided = (String, String, String, String, String);
+
+/// The corpus's start-up, import and install payloads under `--mode enforce`: no credential
+/// byte reaches them, each open failing with `EPERM` (the payloads' own notes say so), the
+/// application's main and its runtime reads and connects go on to exit 0, and each alert says
+/// what was done. Under `--mode dry-run` nothing is denied, and the alerts that say
+/// `would-deny` are exactly those enforce denied. pip, whose `setup.py` dies of the denial,
+/// fails the install.
+#[test]
+fn enforce_denies_the_corpus_its_credentials_and_dry_run_names_the_same_set() {
+    let links_dir = TempDir::new("links");
+    let Some(links) = setuptools_links(links_dir.path()) else {
+        return integration_tests::cannot_run(
+            "no setuptools and wheel wheels in the wheelhouse `cargo xtask setup` fills",
+        );
+    };
+    // (interpreter, rule, phase, culprit kind, target) of the alerts enforce denied and of
+    // those a dry run would have denied.
+    let mut decided: BTreeMap<&str, Vec<Decided>> = BTreeMap::new();
+    for (mode, outcome) in [("enforce", "denied"), ("dry-run", "would-deny")] {
+        let mut noted = Vec::new();
+        on_every_python_under(&format!("corpus under {mode}"), &["--mode", mode], |py, premain, dir| {
+            let stage = Stage::new(py, dir, &["evil-pth", "evil-import", "evil-thread", "benign-lib"]);
+            let app = dir.join("app");
+            fs::create_dir_all(&app).unwrap();
+            fs::write(app.join("app_main.py"), APP).unwrap();
+            let (flag, result) = (dir.join("flag"), dir.join("result"));
+            let env = [("PREMAIN_FLAG", flag.as_os_str()), ("PREMAIN_RESULT", result.as_os_str())];
+            // Exit 0, and main's own last line (after its runtime read and connect) ran.
+            let pid = stage.run(&stage.python, &[os("app_main.py")], &app, &env)?;
+            if !flag.exists() {
+                return Err(format!("[{}] main did not run to its end", py.label));
+            }
+            let payloads = results(&result);
+            let noted_want: Vec<String> = if mode == "enforce" {
+                vec![
+                    "connected".into(),
+                    "denied .aws/credentials errno 1".into(),
+                    "denied .kube/config errno 1".into(),
+                    "denied .netrc errno 1".into(),
+                    "sent".into(),
+                ]
+            } else {
+                let size = |f: &str| fs::metadata(stage.home.join(f)).unwrap().len();
+                let mut lines = vec![
+                    "connected".to_owned(),
+                    format!("read .aws/credentials {} bytes", size(".aws/credentials")),
+                    format!("read .kube/config {} bytes", size(".kube/config")),
+                    format!("read .netrc {} bytes", size(".netrc")),
+                    "sent".to_owned(),
+                ];
+                lines.sort();
+                lines
+            };
+            if payloads != noted_want {
+                return Err(format!("[{}] the payloads got {payloads:?}, not {noted_want:?}", py.label));
+            }
+            let sink = &stage.sink;
+            let alerts = settle(premain, pid, 7);
+            compare(
+                &format!("{} {mode}", py.label),
+                &alerts,
+                vec![
+                    want("credential-read", "startup", "pth", stage.bait(".aws/credentials"))
+                        .from("evil-pth"),
+                    want("network-connect", "startup", "pth", sink.addr()).from("evil-pth"),
+                    want("credential-read", "import", "module", stage.bait(".netrc")).from("evil-import"),
+                    want("network-connect", "import", "module", sink.addr()).from("evil-import"),
+                    want("network-send", "import", "module", sink.addr()).from("evil-import"),
+                    want("network-send", "import", "module", format!("127.0.0.2:{}", sink.port))
+                        .from("evil-import"),
+                    want("credential-read", "import", "module", stage.bait(".kube/config"))
+                        .from("evil-thread")
+                        .inherited(),
+                ],
+            )?;
+            // pip: setup.py reading ~/.pypirc.
+            let src = source_tree("evil-setup", dir);
+            let mut cmd = clean(&py.path);
+            cmd.args(["-m", "pip", "--python"]).arg(&stage.python);
+            cmd.args(["install", "--no-index", "-q", "--find-links"]).arg(&links).arg(&src);
+            cmd.env("HOME", &stage.home).stdout(Stdio::null()).stderr(Stdio::piped());
+            let child = cmd.spawn().map_err(|e| e.to_string())?;
+            let pip = child.id();
+            let out = child.wait_with_output().map_err(|e| e.to_string())?;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            match mode {
+                "enforce" if out.status.success() || !stderr.contains("PermissionError") => {
+                    return Err(format!(
+                        "[{}] pip should fail on the denial: {}\n{stderr}",
+                        py.label, out.status
+                    ));
+                }
+                "dry-run" if !out.status.success() => {
+                    return Err(format!("[{}] pip failed under dry-run: {stderr}", py.label));
+                }
+                _ => {}
+            }
+            let installs = settle(premain, pip, 1);
+            let one = want("credential-read", "install", "setup", stage.bait(".pypirc")).from("evil-setup");
+            compare(
+                &format!("{} {mode} pip", py.label),
+                &installs,
+                vec![one.clone(); repeats(&installs, &one)],
+            )?;
+            for a in alerts.iter().chain(&installs) {
+                let expected = if a["rule"] == "credential-read" { outcome } else { "not-enforced" };
+                if a["enforcement"]["mode"] != mode || a["enforcement"]["outcome"] != expected {
+                    return Err(format!("[{}] {mode}: enforcement of {a}", py.label));
+                }
+                if a["enforcement"]["outcome"] == outcome {
+                    let w = got(a);
+                    noted.push((py.label.clone(), w.rule.into(), w.phase.into(), w.culprit.into(), {
+                        // Temporary directories differ between the two runs.
+                        w.target.replace(&dir.display().to_string(), "<dir>")
+                    }));
+                }
+            }
+            Ok(())
+        });
+        noted.sort();
+        noted.dedup();
+        decided.insert(mode, noted);
+    }
+    assert!(!decided["enforce"].is_empty());
+    assert_eq!(decided["enforce"], decided["dry-run"], "dry-run must name what enforce denied");
 }

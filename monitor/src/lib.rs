@@ -8,6 +8,7 @@
 //! - [`phase`]: the phase engine (install, startup, import, runtime) and culprits;
 //! - [`detect`]: the rules: which pre-main actions are alerts;
 //! - [`alert`]: the alert model and folding;
+//! - [`enforce`]: what is done with the actions alerts report (observe, dry-run, enforce);
 //! - [`output`]: event lines and the sinks alerts go to;
 //! - [`ops`]: configuration, metrics, health endpoints, the node-wide lock;
 //! - [`k8s`]: container and pod identity;
@@ -16,6 +17,7 @@
 pub(crate) mod alert;
 pub mod daemon;
 pub mod detect;
+pub mod enforce;
 pub(crate) mod k8s;
 pub mod kernel;
 pub mod ops;

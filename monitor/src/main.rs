@@ -45,12 +45,20 @@ enum Command {
         /// metrics.address, default 127.0.0.1:9464].
         #[arg(long, value_name = "IP:PORT")]
         metrics_address: Option<String>,
+        /// Every rule's mode: observe (alert only), dry-run (alert what enforce would deny)
+        /// or enforce (deny it); the configuration's enforcement section refines it per rule
+        /// and per scope [config: enforcement.mode, default observe].
+        #[arg(long, value_name = "MODE", value_parser = monitor::enforce::Mode::parse)]
+        mode: Option<monitor::enforce::Mode>,
         /// The lock that keeps a second premain from starting on the same node.
         #[arg(long, value_name = "PATH", default_value = monitor::ops::instance::DEFAULT_LOCK)]
         lock_file: PathBuf,
         /// Testing aid: after attaching, wait this many milliseconds before reading records.
         #[arg(long, hide = true)]
         debug_stall_reader_ms: Option<u64>,
+        /// Testing aid: take this many milliseconds before deciding each watched open.
+        #[arg(long, hide = true)]
+        debug_stall_decisions_ms: Option<u64>,
     },
     /// Validate a configuration file without loading anything; exit 0 only when it is valid.
     CheckConfig {
@@ -91,14 +99,23 @@ fn main() -> ExitCode {
             max_processes,
             fold_window_secs,
             metrics_address,
+            mode,
             lock_file,
             debug_stall_reader_ms,
+            debug_stall_decisions_ms,
         } => {
             let opts = RunOptions {
                 config,
-                overrides: Overrides { ring_buffer_size, max_processes, fold_window_secs, metrics_address },
+                overrides: Overrides {
+                    ring_buffer_size,
+                    max_processes,
+                    fold_window_secs,
+                    metrics_address,
+                    mode,
+                },
                 events,
                 stall_reader: debug_stall_reader_ms.map(Duration::from_millis),
+                stall_decisions: debug_stall_decisions_ms.map(Duration::from_millis),
                 lock_file,
             };
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();

@@ -4,6 +4,7 @@
 //! when the bench could not run.
 
 mod capacity;
+mod enforce;
 mod env;
 mod first_run;
 mod latency;
@@ -56,6 +57,7 @@ enum Part {
     Latency,
     Memory,
     FirstRun,
+    Enforce,
 }
 
 /// How much each part does.
@@ -167,6 +169,10 @@ pub(crate) fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
     if wants(Part::FirstRun) {
         proc::wait_quiet(sizes.quiet_wait);
         report.insert("first_run".into(), first_run::measure(&env, &sizes).context("first run")?);
+    }
+    if wants(Part::Enforce) {
+        proc::wait_quiet(sizes.quiet_wait);
+        report.insert("enforce".into(), enforce::measure(&env, &sizes).context("enforce")?);
     }
     if wants(Part::Memory) {
         proc::wait_quiet(sizes.quiet_wait);

@@ -18,6 +18,7 @@ pub(crate) use model::*;
 
 use crate::{
     detect::{Hit, RuleId, Rules, socket_family, socket_type},
+    enforce::Enforcement,
     k8s::{Container, PodCache},
     kernel::sockaddr::SockAddr,
     ops::config::{AlertOptions, ApplicationCode},
@@ -57,9 +58,10 @@ pub(crate) struct Alerts {
     pods: PodCache,
     dists: Distributions,
     /// By (pid, process start, rule, target).
-    /// By process (pid, start), rule, target and whether the action succeeded: a read that
-    /// got through after refused or failed tries is an alert of its own, not a repeat of them.
-    folds: HashMap<(u32, u64, RuleId, String, bool), Fold>,
+    /// By process (pid, start), rule, target, whether the action succeeded (a read that got
+    /// through after refused or failed tries is an alert of its own, not a repeat of them) and
+    /// culprit (the same connect made by a `.pth` and then by a module is two findings).
+    folds: HashMap<FoldKey, Fold>,
     id_prefix: String,
     next_id: u64,
     pub raised: u64,
@@ -89,6 +91,11 @@ impl Alerts {
     }
 
     /// Pod metadata from the API server watch; `labels` copies pod labels into alerts.
+    /// The pod `uid` names, when the watch knows it.
+    pub(crate) fn pod(&self, uid: &str) -> Option<crate::k8s::PodMeta> {
+        self.pods.get(uid)
+    }
+
     pub(crate) fn set_pods(&mut self, pods: PodCache, labels: bool) {
         self.pods = pods;
         self.pod_labels = labels;
@@ -130,11 +137,19 @@ impl Alerts {
         event: &Event,
         context: &Context,
         hit: Hit,
+        enforcement: Option<Enforcement>,
         table: &ProcessTable,
         redactor: &Redactor,
     ) -> Option<Alert> {
-        let key =
-            (event.header.pid, event.header.start_ns, hit.rule, hit.target.clone(), succeeded(&event.action));
+        let culprit = &context.culprit;
+        let key = FoldKey {
+            pid: event.header.pid,
+            start_ns: event.header.start_ns,
+            rule: hit.rule,
+            target: hit.target.clone(),
+            succeeded: succeeded(&event.action),
+            culprit: (culprit.kind, culprit.path.clone(), culprit.module_file.clone()),
+        };
         if let Some(fold) = self.folds.get_mut(&key)
             && fold.opened.elapsed() < self.window
         {
@@ -150,7 +165,8 @@ impl Alerts {
         self.next_id += 1;
         self.raised += 1;
         let id = format!("{}-{:x}", self.id_prefix, self.next_id);
-        let alert = self.build(&id, event, context, &hit, table, redactor);
+        let mut alert = self.build(&id, event, context, &hit, table, redactor);
+        alert.enforcement = enforcement;
         self.folds.insert(key, Fold { alert: alert.clone(), count: 1, opened: Instant::now() });
         Some(alert)
     }
@@ -218,6 +234,7 @@ impl Alerts {
             inherited_from,
             container: p.container.as_ref().map(|c| ContainerView { id: c.id.clone(), runtime: c.runtime }),
             kubernetes: self.kubernetes(p.container.as_ref()),
+            enforcement: None,
             count: 1,
             folded: None,
             window_seconds: None,
@@ -291,6 +308,16 @@ impl Alerts {
             }
         }
     }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct FoldKey {
+    pid: u32,
+    start_ns: u64,
+    rule: RuleId,
+    target: String,
+    succeeded: bool,
+    culprit: (CulpritKind, Option<std::path::PathBuf>, Option<std::path::PathBuf>),
 }
 
 /// The configured name, else `$NODE_NAME` (the downward API in a DaemonSet), else the hostname.
@@ -475,7 +502,7 @@ mod tests {
         let mut raise = |pid, path| {
             let event = open(pid, path);
             let hit = rules.evaluate(&event, false, &table).expect("a credential");
-            alerts.raise(&event, &context, hit, &table, &Redactor::default())
+            alerts.raise(&event, &context, hit, None, &table, &Redactor::default())
         };
         let first = raise(7, "/h/.netrc").expect("first alert printed");
         assert!(raise(7, "/h/.netrc").is_none(), "a repeat folds");
@@ -485,7 +512,7 @@ mod tests {
         reused.header.start_ns = 99;
         let hit = rules.evaluate(&reused, false, &table).expect("a credential");
         assert!(
-            alerts.raise(&reused, &context, hit, &table, &Redactor::default()).is_some(),
+            alerts.raise(&reused, &context, hit, None, &table, &Redactor::default()).is_some(),
             "a new process with a reused pid is another alert"
         );
         let first = serde_json::to_value(&first).unwrap();
@@ -511,7 +538,7 @@ mod tests {
         let context = Context { phase: Phase::Startup, ..Context::runtime() };
         let hit = rules.evaluate(&event, false, &table).expect("a credential");
         let alert = serde_json::to_value(
-            alerts.raise(&event, &context, hit, &table, &Redactor::default()).expect("an alert"),
+            alerts.raise(&event, &context, hit, None, &table, &Redactor::default()).expect("an alert"),
         )
         .unwrap();
         assert_eq!(alert["action"]["truncated"], serde_json::json!(["path"]));
@@ -552,7 +579,7 @@ mod tests {
             Context { phase: Phase::Startup, inherited_from: Some(origin.into()), ..Context::runtime() };
         let hit = rules.evaluate(&event, false, &table).expect("an exec");
         let redactor = Redactor::new(["-u(?P<secret>.+)"]).unwrap();
-        let alert = alerts.raise(&event, &context, hit, &table, &redactor).expect("an alert");
+        let alert = alerts.raise(&event, &context, hit, None, &table, &redactor).expect("an alert");
         let alert = serde_json::to_value(alert).unwrap();
         assert!(!alert.to_string().contains("FAKE"), "{alert}");
         for (object, key) in [

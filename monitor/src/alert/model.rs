@@ -6,6 +6,7 @@ use serde::{Serialize, Serializer};
 
 use crate::{
     detect::{RuleId, Severity},
+    enforce::Enforcement,
     output::json::{Argv, Capture, Outcome, Text},
     phase::{Basis, CulpritKind, Party, Phase},
 };
@@ -48,6 +49,9 @@ pub(crate) struct Alert {
     pub inherited_from: Option<OriginView>,
     pub container: Option<ContainerView>,
     pub kubernetes: Option<KubernetesView>,
+    /// What was done with the action, under dry-run or enforce.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<Enforcement>,
     pub count: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub folded: Option<bool>,

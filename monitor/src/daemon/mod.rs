@@ -29,7 +29,8 @@ use self::{
 };
 use crate::{
     alert::{Alert, Alerts, Kind, Loss, Record},
-    detect::Rules,
+    detect::{RuleId, Rules},
+    enforce::{Mode, Policy, enforceable},
     k8s::{PodCache, WatchOptions, spawn_watch},
     kernel::{
         btf::Btf,
@@ -99,7 +100,11 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     preflight::check_privileges()?;
     let _lock = instance::acquire(&opts.lock_file)?;
     preflight::check_btf()?;
-    let (rules, redactor) = compile(&config, "configuration")?;
+    let (rules, redactor, policy) = compile(&config, "configuration")?;
+    let enforcing = policy.any(Mode::Enforce);
+    if enforcing && !config.limits.credential_file_watch {
+        return Err(RunError::Enforce("limits.credential_file_watch is false".into()));
+    }
     let metrics = Metrics::new(&config.metrics.alert_labels, config.metrics.max_label_values);
     let health = Health::default();
     health.beat();
@@ -166,6 +171,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 tracker.set_credential_files(watch.rescan(&rules));
                 (Some(watch), Some(asks))
             }
+            Err(err) if enforcing => {
+                return Err(RunError::Enforce(format!("fanotify permission events: {err}")));
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "credential file watch off (fanotify needs CAP_SYS_ADMIN): credential opens by 32-bit syscalls or through hard links made before premain started are not seen");
                 (None, None)
@@ -174,6 +182,18 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     } else {
         (None, None)
     };
+    if enforcing || policy.any(Mode::DryRun) {
+        let deniable: Vec<&str> =
+            RuleId::ALL.into_iter().filter(|r| enforceable(*r)).map(RuleId::as_str).collect();
+        let observed: Vec<&str> =
+            RuleId::ALL.into_iter().filter(|r| !enforceable(*r)).map(RuleId::as_str).collect();
+        tracing::info!(
+            mode = config.enforcement.mode.as_str(),
+            deniable = deniable.join(","),
+            alerted_only = observed.join(","),
+            "enforcement on"
+        );
+    }
     release_free_heap();
     health.set_ready(true);
     metrics.ready.set(1);
@@ -207,7 +227,16 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         PhaseEngine::new(install::detector()).with_quiet(!opts.events && !config.limits.record_runtime);
     let mut daemon = Daemon {
         kernel,
-        pipeline: Pipeline { tracker, engine, rules, redactor, alerts, unseen: Vec::new() },
+        pipeline: Pipeline {
+            tracker,
+            engine,
+            rules,
+            redactor,
+            alerts,
+            unseen: Vec::new(),
+            policy,
+            decided: Vec::new(),
+        },
         sinks,
         metrics: metrics.clone(),
         clock,
@@ -244,10 +273,15 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 }
             }
             Some(ask) = recv(&mut asks), if asks.is_some() => {
+                if let Some(stall) = opts.stall_decisions {
+                    sleep(stall).await;
+                }
                 // The opener waits in the kernel: what it did before is in the ring now.
                 drain(ring.get_mut(), &mut daemon, DRAIN_BUDGET)?;
-                if let Some(watch) = &daemon.watch {
-                    watch.decide(ask, &mut daemon.pipeline, &mut daemon.kernel);
+                if let Some(watch) = &daemon.watch
+                    && let Some(denied) = watch.decide(ask, &mut daemon.pipeline, &mut daemon.kernel)
+                {
+                    emit_all(&mut daemon, vec![denied])?;
                 }
             }
             Some(settle) = recv(&mut settles), if settles.is_some() => {
@@ -450,12 +484,13 @@ impl Daemon {
 
 /// What a configuration compiles into besides itself: the rules, and the redactor of
 /// `alerts.redact_patterns` (both checked when the file was parsed). `file` names it in errors.
-fn compile(config: &Config, file: &str) -> Result<(Rules, Redactor), ConfigError> {
+fn compile(config: &Config, file: &str) -> Result<(Rules, Redactor, Policy), ConfigError> {
     let refused = |message| ConfigError { file: file.to_owned(), line: 0, column: 0, message };
     let rules = Rules::from_config(config).map_err(refused)?;
     let redactor =
         Redactor::new(config.alerts.redact_patterns.iter().map(|p| p.get_ref().as_str())).map_err(refused)?;
-    Ok((rules, redactor))
+    let policy = Policy::compile(&config.enforcement, None).map_err(|e| refused(e.0))?;
+    Ok((rules, redactor, policy))
 }
 
 /// Starts the node-scoped pod watch when configured. Under `auto`, a cluster that cannot be

@@ -22,6 +22,9 @@ pub struct RunOptions {
     pub events: bool,
     /// Test hook: wait this long after `ready` before reading records.
     pub stall_reader: Option<Duration>,
+    /// Test hook: take this long before deciding each open the credential file watch asks
+    /// about (a loop too busy to answer in time).
+    pub stall_decisions: Option<Duration>,
     /// The node-wide single-instance lock.
     pub lock_file: PathBuf,
 }
@@ -32,6 +35,8 @@ pub struct Overrides {
     pub max_processes: Option<usize>,
     pub fold_window_secs: Option<u64>,
     pub metrics_address: Option<String>,
+    /// `--mode`: every rule's mode, before the file's refinements.
+    pub mode: Option<crate::enforce::Mode>,
 }
 
 impl Overrides {
@@ -44,6 +49,9 @@ impl Overrides {
         }
         if let Some(secs) = self.fold_window_secs {
             config.alerts.fold_window_secs = secs;
+        }
+        if let Some(mode) = self.mode {
+            config.enforcement.mode = mode;
         }
         if let Some(address) = &self.metrics_address {
             config.metrics.address = toml::Spanned::new(0..0, address.clone());
@@ -75,6 +83,8 @@ pub enum RunError {
     },
     #[error("event loop failed: {0}")]
     Io(#[from] io::Error),
+    #[error("enforce mode needs the credential file watch to deny credential reads: {0}")]
+    Enforce(String),
 }
 
 /// Reads the configuration the daemon would run with.

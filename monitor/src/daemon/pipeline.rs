@@ -9,6 +9,7 @@ use monitor_common::HOOK_COUNT;
 use crate::{
     alert::{Alert, Alerts},
     detect::{Hit, RuleId, Rules},
+    enforce::{Enforcement, Mode, Outcome, Policy, Scope, enforceable},
     kernel::{control::KernelControl, decode::Record},
     output::redact::Redactor,
     phase::{Context, Phase, PhaseEngine},
@@ -29,6 +30,32 @@ pub(super) struct Pipeline {
     /// Alerting opens the credential file watch saw, until a kernel program's record of the
     /// same open arrives (then that record alerts) or they are due (then they alert).
     pub(super) unseen: Vec<Unseen>,
+    /// The mode of each rule where an action happens.
+    pub(super) policy: Policy,
+    /// Opens the file watch denied (or meant to, after its bound), until the kernel program's
+    /// record of the same open arrives: that open has its alert already.
+    pub(super) decided: Vec<Decided>,
+}
+
+/// How long the record of an open the watch decided is waited for.
+const DECIDED_WAIT: Duration = Duration::from_secs(2);
+
+/// An open the file watch answered for enforcement.
+pub(super) struct Decided {
+    pid: u32,
+    tid: u32,
+    file: (u64, u64),
+    /// Denied in time: its record is a failed open (`EPERM`); else it went on.
+    denied: bool,
+    due: Instant,
+}
+
+/// An open the file watch is to deny: enforce mode, and it alerts.
+pub(super) struct Denial {
+    event: Event,
+    context: Context,
+    hit: Hit,
+    file: (u64, u64),
 }
 
 /// An open the file watch saw that would alert, not yet recorded by a kernel program.
@@ -59,6 +86,14 @@ pub(super) struct Handled {
     pub(super) folded: bool,
     /// The rule it broke, when it went unreported as the application's own module-level code.
     pub(super) quieted: Option<RuleId>,
+    /// The rule it broke and what was done, under dry-run or enforce (repeats included).
+    pub(super) enforced: Option<(RuleId, Outcome)>,
+}
+
+impl Handled {
+    fn of(event: Event, context: Context) -> Self {
+        Self { event, context, alert: None, folded: false, quieted: None, enforced: None }
+    }
 }
 
 impl Pipeline {
@@ -81,29 +116,98 @@ impl Pipeline {
         events.into_iter().map(|event| self.follow(kernel, event)).collect()
     }
 
-    /// An open the credential file watch saw (`record`, made from its request): kept when it
-    /// would alert, until `due` (see [`Self::unseen_due`]).
-    pub(super) fn watched(&mut self, kernel: &mut KernelControl, record: Record, due: Instant) {
+    /// An open the credential file watch is asked about (`record`, made from its request),
+    /// decided with the phase of this moment: the denial to give when it alerts and its rule
+    /// is enforced there; else kept when it would alert, until `due` (see
+    /// [`Self::unseen_due`]).
+    pub(super) fn watched(
+        &mut self,
+        kernel: &mut KernelControl,
+        record: Record,
+        due: Instant,
+    ) -> Option<Denial> {
         let file = match &record {
             Record::Open(open) => (open.dev, open.ino),
-            _ => return,
+            _ => return None,
         };
-        let Some(event) = self.tracker.handle(kernel, record) else { return };
+        let event = self.tracker.handle(kernel, record)?;
         let mut context = self.engine.observe(&mut self.tracker.table, &event);
-        if let Verdict::Alert(hit) = self.verdict(&event, &mut context) {
-            self.unseen.push(Unseen { file, due, event, context, hit });
+        let Verdict::Alert(hit) = self.verdict(&event, &mut context) else { return None };
+        if enforceable(hit.rule) && self.mode(hit.rule, &event) == Mode::Enforce {
+            return Some(Denial { event, context, hit, file });
         }
+        self.unseen.push(Unseen { file, due, event, context, hit });
+        None
+    }
+
+    /// The alert of a denial the watch gave (`in_time`), or meant to give when its answer
+    /// came after the bound (then the open went on).
+    pub(super) fn denied(&mut self, denial: Denial, in_time: bool) -> Handled {
+        let Denial { mut event, context, hit, file } = denial;
+        if in_time && let Action::Open { result, .. } = &mut event.action {
+            *result = -i64::from(libc::EPERM);
+        }
+        let (pid, tid) = (event.header.pid, event.header.tid);
+        self.decided.push(Decided { pid, tid, file, denied: in_time, due: Instant::now() + DECIDED_WAIT });
+        let outcome = if in_time { Outcome::Denied } else { Outcome::TimedOut };
+        let mut handled = Handled::of(event, context);
+        self.raise(&mut handled, hit, Some(Enforcement { mode: Mode::Enforce, outcome }));
+        handled
+    }
+
+    /// The mode of `rule` where `event` happened.
+    fn mode(&self, rule: RuleId, event: &Event) -> Mode {
+        let p = &event.process;
+        let pod =
+            p.container.as_ref().and_then(|c| c.pod_uid.as_deref()).and_then(|uid| self.alerts.pod(uid));
+        let scope = Scope {
+            namespace: pod.as_ref().map(|p| p.namespace.as_str()),
+            labels: pod.as_ref().map(|p| &p.labels),
+            cgroup: p.cgroup.as_deref(),
+            exe: p.exe.as_deref(),
+        };
+        self.policy.mode(rule, &scope)
+    }
+
+    /// What was done with the action of an alert raised from its record (it has completed).
+    fn after_the_fact(&self, hit: &Hit, event: &Event) -> Option<Enforcement> {
+        let mode = self.mode(hit.rule, event);
+        let asked = match &event.action {
+            Action::Open { file: Some(f), .. } => self.tracker.is_watched((f.dev, f.ino)),
+            _ => false,
+        };
+        Enforcement::after_the_fact(mode, enforceable(hit.rule) && asked)
+    }
+
+    /// Whether `event` is the kernel program's record of an open the watch decided.
+    fn was_decided(&mut self, event: &Event) -> bool {
+        let Action::Open { result, file, .. } = &event.action else { return false };
+        let (pid, tid) = (event.header.pid, event.header.tid);
+        let Some(i) = self.decided.iter().position(|d| {
+            d.pid == pid
+                && d.tid == tid
+                && if d.denied {
+                    *result == -i64::from(libc::EPERM)
+                } else {
+                    file.as_ref().is_some_and(|f| (f.dev, f.ino) == d.file)
+                }
+        }) else {
+            return false;
+        };
+        self.decided.swap_remove(i);
+        true
     }
 
     /// The watch's opens that no kernel program recorded by now: their alerts.
     pub(super) fn unseen_due(&mut self, now: Instant) -> Vec<Handled> {
+        self.decided.retain(|d| d.due > now);
         let (due, waiting) = std::mem::take(&mut self.unseen).into_iter().partition(|u| u.due <= now);
         self.unseen = waiting;
         due.into_iter()
             .map(|u: Unseen| {
-                let mut handled =
-                    Handled { event: u.event, context: u.context, alert: None, folded: false, quieted: None };
-                self.raise(&mut handled, u.hit);
+                let enforcement = self.after_the_fact(&u.hit, &u.event);
+                let mut handled = Handled::of(u.event, u.context);
+                self.raise(&mut handled, u.hit, enforcement);
                 handled
             })
             .collect()
@@ -155,20 +259,34 @@ impl Pipeline {
             let (pid, key) = (event.header.pid, (file.dev, file.ino));
             self.unseen.retain(|u| u.event.header.pid != pid || u.file != key);
         }
-        let mut handled = Handled { event, context, alert: None, folded: false, quieted: None };
+        if !self.decided.is_empty() && self.was_decided(&event) {
+            // Alerted when the watch answered, with what came of it.
+            return Handled::of(event, context);
+        }
+        let mut handled = Handled::of(event, context);
         match self.verdict(&handled.event, &mut handled.context) {
             Verdict::None => {}
             Verdict::Quiet(rule) => handled.quieted = Some(rule),
-            Verdict::Alert(hit) => self.raise(&mut handled, hit),
+            Verdict::Alert(hit) => {
+                let enforcement = self.after_the_fact(&hit, &handled.event);
+                self.raise(&mut handled, hit, enforcement);
+            }
         }
         handled
     }
 
     /// The alert of `handled`, or the repeat it folds into.
-    fn raise(&mut self, handled: &mut Handled, hit: Hit) {
+    fn raise(&mut self, handled: &mut Handled, hit: Hit, enforcement: Option<Enforcement>) {
         let folded = self.alerts.folded;
-        handled.alert =
-            self.alerts.raise(&handled.event, &handled.context, hit, &self.tracker.table, &self.redactor);
+        handled.enforced = enforcement.map(|e| (hit.rule, e.outcome));
+        handled.alert = self.alerts.raise(
+            &handled.event,
+            &handled.context,
+            hit,
+            enforcement,
+            &self.tracker.table,
+            &self.redactor,
+        );
         handled.folded = self.alerts.folded > folded;
     }
 

@@ -150,6 +150,9 @@ fn emit(daemon: &mut Daemon, stdout: &mut impl io::Write, handled: Handled) -> i
         stdout.write_all(b"\n")?;
         daemon.printed += 1;
     }
+    if let Some((rule, outcome)) = handled.enforced {
+        daemon.metrics.enforcement.with_label_values(&[rule.as_str(), outcome.as_str()]).inc();
+    }
     if let Some(alert) = handled.alert {
         daemon.count_alert(&alert);
         // Event lines already written must come first on a shared stdout.

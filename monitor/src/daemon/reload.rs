@@ -14,10 +14,10 @@ pub(super) fn reload(opts: &RunOptions, config: &mut Config, daemon: &mut Daemon
         return;
     };
     let fresh = configuration(opts).and_then(|c| {
-        let (rules, redactor) = compile(&c, &path.display().to_string())?;
-        Ok((c, rules, redactor))
+        let (rules, redactor, policy) = compile(&c, &path.display().to_string())?;
+        Ok((c, rules, redactor, policy))
     });
-    let (fresh, rules, redactor) = match fresh {
+    let (fresh, rules, redactor, policy) = match fresh {
         Ok(ok) => ok,
         Err(err) => {
             daemon.metrics.reloads.with_label_values(&["failure"]).inc();
@@ -43,6 +43,11 @@ pub(super) fn reload(opts: &RunOptions, config: &mut Config, daemon: &mut Daemon
     kept.rules = fresh.rules;
     kept.allow = fresh.allow;
     kept.install = fresh.install;
+    if fresh.enforcement != config.enforcement {
+        tracing::info!(mode = fresh.enforcement.mode.as_str(), "enforcement changed");
+    }
+    kept.enforcement = fresh.enforcement;
+    daemon.pipeline.policy = policy;
     daemon.metrics.expect(rules.enabled());
     daemon.pipeline.rules = rules;
     daemon.pipeline.redactor = redactor;

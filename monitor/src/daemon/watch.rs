@@ -4,10 +4,13 @@
 //! process it does not track) still reaches the rules.
 //!
 //! The opener waits in the kernel while premain decides, so the ring is drained first and the
-//! phase is the one of that moment, exactly as for a recorded open. The answer is always
-//! "allow" (premain observes), and is given by a thread of its own within [`ANSWER_BOUND`]
-//! whatever the event loop is doing: a stalled loop delays credential opens on the node by at
-//! most that much. If premain dies, the kernel lets every waiting open through.
+//! phase is the one of that moment, exactly as for a recorded open. The answer is "allow",
+//! unless the open alerts and `credential-read` is enforced where it happens: then the open
+//! fails with `EPERM` and the file gives the opener no byte. It is given by a thread of its own
+//! within [`ANSWER_BOUND`] whatever the event loop is doing: a stalled loop delays credential
+//! opens on the node by at most that much, and a decision that comes later is an alert that
+//! says `timed-out` (the open went on). If premain dies, the kernel lets every waiting open
+//! through.
 //!
 //! An alerting open the watch saw waits [`UNSEEN_WAIT`] for a kernel program's record of the
 //! same open (same process and inode), which alerts with more detail; only opens without one
@@ -25,14 +28,18 @@ use std::{
         unix::{ffi::OsStrExt, fs::MetadataExt},
     },
     path::{Path, PathBuf},
-    sync::{Arc, mpsc},
+    sync::{
+        Arc,
+        atomic::{AtomicU8, Ordering},
+        mpsc,
+    },
     time::{Duration, Instant},
 };
 
 use monitor_common::SYSCALL_UNSEEN;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
-use super::pipeline::Pipeline;
+use super::pipeline::{Handled, Pipeline};
 use crate::{
     detect::{Rules, locate::Place},
     kernel::{
@@ -62,11 +69,23 @@ pub(super) struct Ask {
     tid: u32,
     file: OwnedFd,
     reply: mpsc::SyncSender<bool>,
+    /// [`PENDING`], then [`REPLIED`] or [`GAVE_UP`], whichever side comes first.
+    state: Arc<AtomicU8>,
 }
 
+const PENDING: u8 = 0;
+const REPLIED: u8 = 1;
+const GAVE_UP: u8 = 2;
+
 impl Ask {
-    fn reply(self, allow: bool) {
+    /// Answers; `false` when the answering thread had given up waiting (the open went on).
+    fn reply(self, allow: bool) -> bool {
+        if self.state.compare_exchange(PENDING, REPLIED, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return false;
+        }
+        // The thread waits for this value once the state says it comes.
         let _ = self.reply.send(allow);
+        true
     }
 }
 
@@ -85,10 +104,10 @@ impl FileWatch {
         let group = Arc::new(Group::new()?);
         let (asks, asked) = unbounded_channel();
         let answering = Arc::clone(&group);
-        let late = metrics.file_watch_late.clone();
+        let (late, seconds) = (metrics.file_watch_late.clone(), metrics.open_decision_seconds.clone());
         std::thread::Builder::new()
             .name("file-watch".into())
-            .spawn(move || answer(&answering, &asks, &late))?;
+            .spawn(move || answer(&answering, &asks, &late, &seconds))?;
         let mut places = BTreeSet::new();
         places.insert(Place { root: PathBuf::from("/"), home: None });
         places.extend(
@@ -153,12 +172,27 @@ impl FileWatch {
     }
 
     /// Decides `ask` with the ring already drained: the open as a record, handed to the
-    /// pipeline, which keeps it if it would alert.
-    pub(super) fn decide(&self, ask: Ask, pipeline: &mut Pipeline, kernel: &mut KernelControl) {
-        let record = self.record(&ask, pipeline);
-        ask.reply(true);
-        if let Some(record) = record {
-            pipeline.watched(kernel, record, Instant::now() + UNSEEN_WAIT);
+    /// pipeline, which says whether to deny it (then its alert is returned) and else keeps it
+    /// if it would alert.
+    pub(super) fn decide(
+        &self,
+        ask: Ask,
+        pipeline: &mut Pipeline,
+        kernel: &mut KernelControl,
+    ) -> Option<Handled> {
+        let Some(record) = self.record(&ask, pipeline) else {
+            ask.reply(true);
+            return None;
+        };
+        match pipeline.watched(kernel, record, Instant::now() + UNSEEN_WAIT) {
+            Some(denial) => {
+                let in_time = ask.reply(false);
+                Some(pipeline.denied(denial, in_time))
+            }
+            None => {
+                ask.reply(true);
+                None
+            }
         }
     }
 
@@ -187,8 +221,9 @@ impl FileWatch {
             header,
             result: 0,
             dirfd: libc::AT_FDCWD,
-            // What the opener asked for is not known: as a read, which is what the rule asks.
-            flags: libc::O_RDONLY as u32,
+            // The opener waits in its syscall, whose flags are in its registers; where they
+            // are not (openat2, io_uring), as a read, which is what the rule asks.
+            flags: procfs::open_flags(ask.tid).unwrap_or(libc::O_RDONLY as u32),
             mode: 0,
             syscall: SYSCALL_UNSEEN,
             resolve: 0,
@@ -204,7 +239,12 @@ impl FileWatch {
 
 /// The answering thread: every request goes to the event loop, which has [`ANSWER_BOUND`] to
 /// reply; then the kernel is answered.
-fn answer(group: &Group, asks: &UnboundedSender<Ask>, late: &prometheus::IntCounter) {
+fn answer(
+    group: &Group,
+    asks: &UnboundedSender<Ask>,
+    late: &prometheus::IntCounter,
+    seconds: &prometheus::Histogram,
+) {
     loop {
         let requests = match group.read() {
             Ok(requests) => requests,
@@ -216,6 +256,7 @@ fn answer(group: &Group, asks: &UnboundedSender<Ask>, late: &prometheus::IntCoun
             }
         };
         for request in requests {
+            let asked_at = Instant::now();
             // premain's own opens (a pod's service-account token) never wait for its loop.
             let own = procfs::status(request.tid).is_some_and(|s| s.tgid == std::process::id());
             let asked = if own { Some(true) } else { ask_loop(&request, asks) };
@@ -226,16 +267,26 @@ fn answer(group: &Group, asks: &UnboundedSender<Ask>, late: &prometheus::IntCoun
             if let Err(err) = group.answer(&request, allow) {
                 tracing::warn!(error = %err, "cannot answer the credential file watch");
             }
+            seconds.observe(asked_at.elapsed().as_secs_f64());
         }
     }
 }
 
-/// The event loop's answer, or `None` when it did not come in time.
+/// The event loop's answer, or `None` when it did not come in time (the loop then learns
+/// that its answer was not the kernel's).
 fn ask_loop(request: &Request, asks: &UnboundedSender<Ask>) -> Option<bool> {
     let (reply, replied) = mpsc::sync_channel(1);
     let file = request.file.try_clone().ok()?;
-    asks.send(Ask { tid: request.tid, file, reply }).ok()?;
-    replied.recv_timeout(ANSWER_BOUND).ok()
+    let state = Arc::new(AtomicU8::new(PENDING));
+    asks.send(Ask { tid: request.tid, file, reply, state: Arc::clone(&state) }).ok()?;
+    if let Ok(allow) = replied.recv_timeout(ANSWER_BOUND) {
+        return Some(allow);
+    }
+    match state.compare_exchange(PENDING, GAVE_UP, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => None,
+        // The loop answered just now: its value is on its way.
+        Err(_) => replied.recv().ok(),
+    }
 }
 
 /// Home directories of the users in `/etc/passwd` that exist, less the system directories

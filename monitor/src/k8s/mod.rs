@@ -5,4 +5,4 @@ pub(crate) mod cgroup;
 pub(crate) mod pods;
 
 pub(crate) use cgroup::Container;
-pub(crate) use pods::{K8sError, PodCache, WatchOptions, spawn_watch};
+pub(crate) use pods::{K8sError, PodCache, PodMeta, WatchOptions, spawn_watch};

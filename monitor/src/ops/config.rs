@@ -24,6 +24,7 @@ use crate::{
         catalogue::{BENIGN_PROGRAMS, SYSTEM_SOCKETS, TOOLCHAIN},
         program_glob,
     },
+    enforce::{Mode, Policy},
     output::redact,
 };
 
@@ -48,6 +49,7 @@ pub struct Config {
     pub install: Install,
     pub metrics: Metrics,
     pub kubernetes: Kubernetes,
+    pub enforcement: EnforcementOptions,
     pub sinks: Vec<Spanned<Sink>>,
     pub shutdown: Shutdown,
 }
@@ -144,6 +146,36 @@ impl ApplicationCode {
             Self::Critical => Some(Severity::Critical),
         }
     }
+}
+
+/// `[enforcement]`: what is done with the actions alerts report (see [`crate::enforce`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnforcementOptions {
+    /// Every rule's mode on the whole node (`premain run --mode` replaces it).
+    pub mode: Mode,
+    /// Modes of single rules on the whole node.
+    pub rules: BTreeMap<RuleId, Mode>,
+    /// Parts of the node with modes of their own, in order: a later scope wins.
+    pub scopes: Vec<Spanned<EnforcementScope>>,
+}
+
+/// `[[enforcement.scopes]]`: the processes every given selector matches.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnforcementScope {
+    /// Kubernetes namespaces (any of them).
+    pub namespaces: Vec<String>,
+    /// Pod labels (all of them).
+    pub pod_labels: BTreeMap<String, String>,
+    /// Globs on the cgroup v2 path (`/system.slice/app.service`, `/kubepods.slice/**`).
+    pub cgroups: Vec<String>,
+    /// Globs on the acting executable's path.
+    pub executables: Vec<String>,
+    /// Every rule's mode in the scope.
+    pub mode: Option<Mode>,
+    /// Single rules' modes in the scope (they win over `mode`).
+    pub rules: BTreeMap<RuleId, Mode>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -601,6 +633,10 @@ impl Config {
         }
         for dest in &self.allow.destinations {
             Destination::parse(dest.get_ref()).map_err(|m| (dest.span(), m))?;
+        }
+        for scope in &self.enforcement.scopes {
+            let one = EnforcementOptions { scopes: vec![scope.clone()], ..EnforcementOptions::default() };
+            Policy::compile(&one, None).map_err(|e| (scope.span(), e.0))?;
         }
         let address = &self.metrics.address;
         if !address.get_ref().is_empty() && self.metrics.socket_addr().is_none() {

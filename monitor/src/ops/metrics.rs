@@ -85,6 +85,10 @@ pub(crate) struct Metrics {
     pub exec_decision_seconds: Histogram,
     /// Filesystems whose execs the exec watch decides.
     pub exec_watch_filesystems: IntGauge,
+    /// Actions of alerts under dry-run or enforce, by rule and outcome (repeats included).
+    pub enforcement: IntCounterVec,
+    /// How long an open of a watched credential file waited for premain's answer.
+    pub open_decision_seconds: Histogram,
 }
 
 /// Outcomes of an exec decision: `python` and `other` (judged), `remembered` (a verdict kept
@@ -227,6 +231,19 @@ impl Metrics {
                 "exec_watch_filesystems",
                 "Filesystems whose execs wait for premain's verdict (0: the SIGSTOP hold is the fallback)",
             ),
+            enforcement: counter_vec(
+                "enforcement_decisions_total",
+                "Actions of alerts under dry-run or enforce, by rule and outcome (denied, would-deny, timed-out, not-enforced)",
+                &["rule", "outcome"],
+            ),
+            open_decision_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "open_decision_seconds",
+                    "How long an open of a watched credential file waited for premain's answer (allow or deny)",
+                )
+                .buckets(vec![0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1]),
+            )
+            .expect("valid metric"),
             registry,
         };
         let build =
@@ -271,6 +288,8 @@ impl Metrics {
             Box::new(metrics.exec_decisions.clone()),
             Box::new(metrics.exec_decision_seconds.clone()),
             Box::new(metrics.exec_watch_filesystems.clone()),
+            Box::new(metrics.enforcement.clone()),
+            Box::new(metrics.open_decision_seconds.clone()),
         ] {
             metrics.registry.register(collector).expect("distinct metric names");
         }
@@ -316,6 +335,9 @@ impl Metrics {
         let optional = vec![String::new(); self.alert_labels.len()];
         for (rule, severity) in rules {
             self.application_code_quiet.with_label_values(&[rule.as_str()]);
+            for outcome in crate::enforce::Outcome::ALL {
+                self.enforcement.with_label_values(&[rule.as_str(), outcome.as_str()]);
+            }
             for phase in [Phase::Install, Phase::Startup, Phase::Import] {
                 let mut values = vec![rule.as_str(), phase.as_str(), severity.as_str()];
                 values.extend(optional.iter().map(String::as_str));

@@ -239,6 +239,7 @@ pub struct ProcessInfo {
     /// `CLOCK_MONOTONIC` time its current image started (0 when unknown).
     pub started_ns: u64,
     pub container: Option<Container>,
+    pub cgroup: Option<String>,
 }
 
 impl ProcessInfo {
@@ -252,6 +253,7 @@ impl ProcessInfo {
             cwd: p.cwd.clone(),
             started_ns: p.started_ns,
             container: p.container.clone(),
+            cgroup: p.cgroup.clone(),
             exe: p.exe.clone(),
             argv: p.argv.clone(),
             argv_truncated: p.argv_truncated,

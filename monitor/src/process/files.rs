@@ -79,6 +79,11 @@ impl Links {
     }
 
     /// Replaces the catalogued files known by inode with the file watch's latest look.
+    /// Whether the inode `key` is a catalogued credential file premain watches.
+    pub(crate) fn is_credential(&self, key: (u64, u64)) -> bool {
+        self.credentials.contains_key(&key)
+    }
+
     pub(crate) fn set_credentials(&mut self, files: std::collections::HashMap<(u64, u64), Catalogued>) {
         self.credentials = files;
     }

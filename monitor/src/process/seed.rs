@@ -89,6 +89,7 @@ pub(crate) fn seed(tracker: &mut Tracker, kernel: &mut dyn KernelState) -> usize
             preexisting: true,
             cwd: procfs::cwd(pid),
             container: crate::k8s::cgroup::of_pid(pid),
+            cgroup: crate::process::procfs::cgroup_path(pid),
             ..Process::default()
         });
         adopted += 1;

@@ -42,6 +42,8 @@ pub struct Process {
     pub cwd: Option<PathBuf>,
     /// The container it runs in, from its cgroup (read once, when first tracked).
     pub container: Option<Container>,
+    /// Its cgroup v2 path, read with `container` (enforcement scopes match it).
+    pub cgroup: Option<String>,
     pub(crate) fds: HashMap<i32, PathBuf>,
     /// What the phase engine knows of it.
     pub phase: ProcessPhase,

@@ -284,6 +284,11 @@ impl Tracker {
         self.links.set_credentials(files);
     }
 
+    /// Whether the file watch is asked before every open of the inode `key`.
+    pub(crate) fn is_watched(&self, key: (u64, u64)) -> bool {
+        self.links.is_credential(key)
+    }
+
     /// Applies one record; returns the event it is, if its process is tracked. An exit event's
     /// process stays in the table until [`Self::retire`], so that what observes the event still
     /// finds it. A record that must wait for a verdict is kept, and its event comes out of
@@ -514,6 +519,7 @@ impl Tracker {
             python: Some(python),
             cwd: procfs::cwd(pid),
             container: crate::k8s::cgroup::of_pid(pid),
+            cgroup: procfs::cgroup_path(pid),
             // Its start was not seen: like a process running before premain, it is phased
             // `runtime` rather than guessed.
             preexisting: true,
@@ -591,6 +597,7 @@ impl Tracker {
             // fork and exec. The forked copy's value serves when the process is already gone.
             container: crate::k8s::cgroup::of_pid(pid)
                 .or_else(|| previous.as_ref().and_then(|p| p.container.clone())),
+            cgroup: procfs::cgroup_path(pid).or_else(|| previous.as_ref().and_then(|p| p.cgroup.clone())),
             // What it ran before: the phase engine reads it to carry taint over the exec.
             phase: previous.as_ref().map(|p| p.phase.clone()).unwrap_or_default(),
             ..Process::default()

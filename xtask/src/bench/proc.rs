@@ -209,6 +209,15 @@ pub(crate) fn timed(command: &mut Command) -> anyhow::Result<Cost> {
 }
 
 /// Runs a program for its output; a failure is an error.
+/// Runs `command` to success; returns its stdout.
+pub(crate) fn output_of(command: &mut Command) -> anyhow::Result<String> {
+    let out = command.stdin(Stdio::null()).output().with_context(|| format!("running {command:?}"))?;
+    if !out.status.success() {
+        bail!("{command:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    String::from_utf8(out.stdout).context("stdout is not UTF-8")
+}
+
 pub(crate) fn output(program: impl AsRef<OsStr>, args: &[&str]) -> anyhow::Result<String> {
     let program = program.as_ref();
     let out = Command::new(program)

