@@ -51,7 +51,7 @@ struct Kit {
 
 impl Kit {
     /// Installs poetry, pdm and pipx from the installers' wheelhouse into a fresh venv; `Err`
-    /// says what `cargo xtask setup` has not provided.
+    /// says what `cargo xtask setup` has not provided (any other failure panics).
     fn new() -> Result<Self, String> {
         let wheelhouse = tools_dir().join("installers-wheelhouse");
         if !wheelhouse.join("premain-requirements.txt").is_file() {
@@ -64,12 +64,14 @@ impl Kit {
         let venv = dir.path().join("tools");
         let mut make = clean(INSTALLERS_PYTHON);
         make.args(["-m", "venv", "--without-pip"]).arg(&venv);
-        run_quiet(make, "creating the installers' venv")?;
+        // Setup is there: from here on a failure is the test's, not a skip.
+        run_quiet(make, "creating the installers' venv").unwrap_or_else(|e| panic!("{e}"));
         let mut install = clean(&uv);
         install.args(["pip", "install", "--offline", "--no-index", "--quiet", "--python"]);
         install.arg(venv.join("bin/python")).arg("--find-links").arg(&wheelhouse);
         install.args(["poetry", "pdm", "pipx"]).env("UV_CACHE_DIR", dir.path().join("uv-cache"));
-        run_quiet(install, "installing poetry, pdm and pipx from the installers wheelhouse")?;
+        run_quiet(install, "installing poetry, pdm and pipx from the installers wheelhouse")
+            .unwrap_or_else(|e| panic!("{e}"));
         Ok(Self { dir, links })
     }
 
@@ -139,15 +141,32 @@ fn run_quiet(cmd: Command, what: &str) -> Result<(), String> {
     run(cmd, what).map(drop)
 }
 
-/// The alerts of what `root` ran: `evil-setup`'s `setup.py` reading `~/.pypirc`, once per
-/// build hook process (installers differ in how many they run), at install time, with
-/// `installer`.
+/// Where the `setup.py` that ran is: in the tree given, or (an sdist unpacked by the
+/// installer) somewhere under a directory.
+enum SetupPy<'a> {
+    In(&'a Path),
+    Under(&'a Path),
+}
+
+impl SetupPy<'_> {
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            Self::In(tree) => Path::new(path) == tree.join("setup.py"),
+            Self::Under(dir) => Path::new(path).starts_with(dir) && path.ends_with("/setup.py"),
+        }
+    }
+}
+
+/// The alerts of what `root` ran: `evil-setup`'s `setup.py` (at `setup_py`) reading
+/// `~/.pypirc`, once per build hook process (installers differ in how many they run), at
+/// install time, with `installer`.
 fn expect_setup_py(
     premain: &Premain,
     root: u32,
     home: &Path,
     label: &str,
     installer: &str,
+    setup_py: SetupPy<'_>,
 ) -> Result<(), String> {
     let alerts = settle(premain, root, 1);
     let pypirc = home.join(".pypirc").display().to_string();
@@ -155,8 +174,7 @@ fn expect_setup_py(
     compare(label, &alerts, vec![one.clone(); repeats(&alerts, &one)])?;
     for a in &alerts {
         let c = &a["culprit"];
-        if !c["path"].as_str().unwrap_or("").ends_with("/evil-setup/setup.py") || c["installer"] != installer
-        {
+        if !setup_py.matches(c["path"].as_str().unwrap_or("")) || c["installer"] != installer {
             return Err(format!("[{label}] culprit (wanted installer {installer}): {c}"));
         }
     }
@@ -185,7 +203,8 @@ fn evil_setup_project(dir: &Path, tool: &str) -> PathBuf {
 }
 
 /// `uv sync` of a project with `evil-setup` as a path dependency: uv builds it in its build
-/// venv, fully offline.
+/// venv, fully offline. Twice: the source tree, and an sdist of it (which uv unpacks into its
+/// cache and builds there).
 #[test]
 fn uv_sync_builds_a_path_dependency_whose_setup_py_steals() {
     let links_dir = TempDir::new("links");
@@ -194,20 +213,41 @@ fn uv_sync_builds_a_path_dependency_whose_setup_py_steals() {
     };
     on_pythons("uv sync", &test_pythons(), |py, premain, dir| {
         let home = bait_home(dir);
-        // No build system: a virtual project, of which uv builds only the dependencies.
-        let app = project_with_evil_setup(
-            dir,
-            "[project]\nname = \"victim-app\"\nversion = \"0.1\"\nrequires-python = \">=3.8\"\n\
-             dependencies = [\"evil-setup\"]\n\n[tool.uv.sources]\nevil-setup = { path = \"evil-setup\" }\n",
-        );
-        let mut sync = offline(clean(&uv), &home, dir);
-        sync.args(["sync", "--offline", "--no-index", "--find-links"]).arg(&links);
-        sync.arg("--python").arg(&py.path).current_dir(&app);
-        sync.env("UV_CACHE_DIR", dir.join("uv-cache")).env("UV_PYTHON_DOWNLOADS", "never");
-        let label = format!("{} uv sync", py.label);
+        let cache = dir.join("uv-cache");
+        let uv_offline = |project: &Path, command: &str| {
+            let mut cmd = offline(clean(&uv), &home, dir);
+            cmd.args([command, "--offline", "--no-index", "--find-links"]).arg(&links);
+            cmd.current_dir(project).env("UV_CACHE_DIR", &cache).env("UV_PYTHON_DOWNLOADS", "never");
+            cmd
+        };
+        // No build system: virtual projects, of which uv builds only the dependencies.
+        let app = |dependency: &str| {
+            format!(
+                "[project]\nname = \"victim-app\"\nversion = \"0.1\"\nrequires-python = \">=3.8\"\n\
+                 dependencies = [\"evil-setup\"]\n\n[tool.uv.sources]\nevil-setup = {{ path = \"{dependency}\" }}\n"
+            )
+        };
+        let tree = project_with_evil_setup(dir, &app("evil-setup"));
+        let mut sync = uv_offline(&tree, "sync");
+        sync.arg("--python").arg(&py.path);
+        let label = format!("{} uv sync (source tree)", py.label);
         let pid = run(sync, &label)?;
-        expect_setup_py(premain, pid, &home, &label, "uv")?;
-        installed(&app.join(".venv"), &label)
+        expect_setup_py(premain, pid, &home, &label, "uv", SetupPy::In(&tree.join("evil-setup")))?;
+        installed(&tree.join(".venv"), &label)?;
+
+        // The sdist, made by `uv build` (its own alerts are not this run's).
+        let sdist_app = dir.join("sdist-app");
+        std::fs::create_dir_all(&sdist_app).unwrap();
+        let mut sdist = uv_offline(&tree, "build");
+        sdist.args(["--sdist", "--python"]).arg(&py.path).arg("--out-dir").arg(&sdist_app).arg("evil-setup");
+        run_quiet(sdist, &format!("[{}] uv build --sdist", py.label))?;
+        std::fs::write(sdist_app.join("pyproject.toml"), app("evil_setup-0.3.tar.gz")).unwrap();
+        let mut sync = uv_offline(&sdist_app, "sync");
+        sync.arg("--python").arg(&py.path);
+        let label = format!("{} uv sync (sdist)", py.label);
+        let pid = run(sync, &label)?;
+        expect_setup_py(premain, pid, &home, &label, "uv", SetupPy::Under(&cache))?;
+        installed(&sdist_app.join(".venv"), &label)
     });
 }
 
@@ -266,7 +306,7 @@ fn poetry_installs_and_builds_a_tree_whose_setup_py_steals() {
         install.arg("install");
         let label = format!("{} poetry install", py.label);
         let pid = run(install, &label)?;
-        expect_setup_py(premain, pid, &home, &label, "poetry")?;
+        expect_setup_py(premain, pid, &home, &label, "poetry", SetupPy::In(&app.join("evil-setup")))?;
         installed(&app.join(".venv"), &label)?;
 
         let tree = evil_setup_project(dir, &source);
@@ -277,7 +317,7 @@ fn poetry_installs_and_builds_a_tree_whose_setup_py_steals() {
         build.args(["build", "--format", "wheel", "--output"]).arg(dir.join("dist"));
         let label = format!("{} poetry build", py.label);
         let pid = run(build, &label)?;
-        expect_setup_py(premain, pid, &home, &label, "poetry")?;
+        expect_setup_py(premain, pid, &home, &label, "poetry", SetupPy::In(&tree))?;
         built(&dir.join("dist"), &label)
     });
 }
@@ -333,7 +373,7 @@ fn pdm_installs_and_builds_a_tree_whose_setup_py_steals() {
         install.arg("install");
         let label = format!("{} pdm install", py.label);
         let pid = run(install, &label)?;
-        expect_setup_py(premain, pid, &home, &label, "pdm")?;
+        expect_setup_py(premain, pid, &home, &label, "pdm", SetupPy::In(&app.join("evil-setup")))?;
         installed(&app.join(".venv"), &label)?;
 
         let tree = evil_setup_project(dir, &source);
@@ -344,7 +384,7 @@ fn pdm_installs_and_builds_a_tree_whose_setup_py_steals() {
         build.args(["build", "--no-sdist", "--dest"]).arg(dir.join("dist"));
         let label = format!("{} pdm build", py.label);
         let pid = run(build, &label)?;
-        expect_setup_py(premain, pid, &home, &label, "pdm")?;
+        expect_setup_py(premain, pid, &home, &label, "pdm", SetupPy::In(&tree))?;
         built(&dir.join("dist"), &label)
     });
 }
@@ -379,7 +419,7 @@ fn pipx_installs_a_tree_whose_setup_py_steals() {
             .env("PIP_FIND_LINKS", &find_links);
         let label = format!("{} pipx install", py.label);
         let pid = run(install, &label)?;
-        expect_setup_py(premain, pid, &home, &label, "pipx")?;
+        expect_setup_py(premain, pid, &home, &label, "pipx", SetupPy::In(&tree))?;
         installed(&dir.join("pipx/venvs/evil-setup"), &label)?;
         if !dir.join("pipx-bin/evil-setup").exists() {
             return Err(format!("[{label}] pipx installed no evil-setup app"));
