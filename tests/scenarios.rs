@@ -18,50 +18,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{Premain, Python, Sink, TempDir, checked, clean, pythons, workspace_root};
-use serde_json::Value;
-
-/// A temporary HOME with fake credentials.
-fn bait_home(dir: &Path) -> PathBuf {
-    let home = dir.join("home");
-    for (file, content) in [
-        (".aws/credentials", "[default]\naws_access_key_id = AKIAFAKEFAKEFAKEFAKE\n"),
-        (".ssh/id_ed25519", "-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n"),
-        (".netrc", "machine example.invalid login x password fake\n"),
-        (".kube/config", "apiVersion: v1\nkind: Config\n"),
-        (".pypirc", "[pypi]\npassword = fake\n"),
-    ] {
-        let path = home.join(file);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, content).unwrap();
-    }
-    home
-}
-
-fn scenario_dir() -> PathBuf {
-    workspace_root().join("tests/scenarios")
-}
-
-/// A copy of a scenario package with the shared in-tree backend beside it.
-fn source_tree(name: &str, into: &Path) -> PathBuf {
-    let dest = into.join(name);
-    copy_dir(&scenario_dir().join("packages").join(name), &dest);
-    fs::copy(scenario_dir().join("premain_scenario_backend.py"), dest.join("premain_scenario_backend.py"))
-        .unwrap();
-    dest
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
+use integration_tests::{
+    Premain, Python, Sink, TempDir, checked, clean,
+    corpus::{
+        bait_home, compare, got, on_pythons, on_pythons_under, os, repeats, settle, setuptools_links,
+        source_tree, want,
+    },
+    pythons,
+};
 
 /// Wheels of the scenario packages, built once per test binary with real pip.
 fn wheels() -> &'static Path {
@@ -82,32 +46,6 @@ fn wheels() -> &'static Path {
         checked(&mut cmd, "building the scenario wheels");
         out
     })
-}
-
-/// The pinned setuptools and wheel wheels `cargo xtask setup` downloads into its wheelhouse
-/// (`tests/requirements-wheels.txt`), for the `setup.py` scenario's build isolation, copied
-/// into a find-links directory of their own.
-fn setuptools_links(into: &Path) -> Option<PathBuf> {
-    let wheelhouse = integration_tests::tools_dir().join("wheelhouse");
-    let wheels: Vec<PathBuf> = fs::read_dir(&wheelhouse)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().unwrap().to_string_lossy();
-            (name.starts_with("setuptools-") || name.starts_with("wheel-")) && name.ends_with(".whl")
-        })
-        .collect();
-    if wheels.len() < 2 {
-        return None;
-    }
-    let links = into.join("links");
-    fs::create_dir_all(&links).unwrap();
-    for w in wheels {
-        fs::copy(&w, links.join(w.file_name().unwrap())).unwrap();
-    }
-    Some(links)
 }
 
 /// A venv whose interpreter is a fresh copy; returns its python.
@@ -210,125 +148,20 @@ fn wheel_of(dist: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("no wheel for {dist}"))
 }
 
-/// One expected alert.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Want {
-    rule: &'static str,
-    phase: &'static str,
-    culprit: &'static str,
-    target: String,
-    distribution: Option<String>,
-    /// Whose code (`culprit.party`): every scenario's culprit is an installed distribution's.
-    party: &'static str,
-    /// The phase came from a creator (thread, parent, earlier image).
-    inherited: bool,
-}
-
-fn want(rule: &'static str, phase: &'static str, culprit: &'static str, target: impl Into<String>) -> Want {
-    Want {
-        rule,
-        phase,
-        culprit,
-        target: target.into(),
-        distribution: None,
-        party: "third-party",
-        inherited: false,
-    }
-}
-
-impl Want {
-    fn from(self, dist: &str) -> Self {
-        Self { distribution: Some(dist.to_owned()), ..self }
-    }
-    fn inherited(self) -> Self {
-        Self { inherited: true, ..self }
-    }
-}
-
-fn got(alert: &Value) -> Want {
-    let action = &alert["action"];
-    let target = action["path"].as_str().or(action["addr"].as_str()).unwrap_or("").to_owned();
-    let s = |v: &Value| -> &'static str { Box::leak(v.as_str().unwrap_or("?").to_owned().into_boxed_str()) };
-    Want {
-        rule: s(&alert["rule"]),
-        phase: s(&alert["phase"]),
-        culprit: s(&alert["culprit"]["kind"]),
-        target,
-        distribution: alert["culprit"]["distribution"].as_str().map(str::to_owned),
-        party: s(&alert["culprit"]["party"]),
-        inherited: !alert["inherited_from"].is_null(),
-    }
-}
-
-/// Waits until `root`'s alerts number at least `count`, then for premain's sentinel, after
-/// which no alert of what `root` did can still come.
-fn settle(premain: &Premain, root: u32, count: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while premain.alerts_of(root).len() < count && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(50));
-    }
-    premain.sentinel();
-    premain.alerts_of(root)
-}
-
-/// How many times `one` occurs among the alerts (at least once is expected).
-fn repeats(alerts: &[Value], one: &Want) -> usize {
-    alerts.iter().filter(|a| got(a) == *one).count().max(1)
-}
-
-/// Compares as multisets; returns a readable difference.
-fn compare(label: &str, alerts: &[Value], mut wanted: Vec<Want>) -> Result<(), String> {
-    let mut actual: Vec<Want> = alerts.iter().map(got).collect();
-    actual.sort();
-    wanted.sort();
-    if actual == wanted {
-        return Ok(());
-    }
-    let mut msg = format!("[{label}] alerts differ\n  expected:\n");
-    for w in &wanted {
-        msg += &format!("    {w:?}\n");
-    }
-    msg += "  got:\n";
-    for a in alerts {
-        msg += &format!("    {}\n", a);
-    }
-    Err(msg)
-}
-
 /// Runs `scenario` on every CPython, reporting every failure at the end.
 fn on_every_python(name: &str, scenario: impl FnMut(&Python, &Premain, &Path) -> Result<(), String>) {
-    on_every_python_under(name, &[], scenario);
+    wheels();
+    on_pythons(name, &pythons(), scenario);
 }
 
 /// [`on_every_python`] with more arguments to `premain run`.
 fn on_every_python_under(
     name: &str,
     args: &[&str],
-    mut scenario: impl FnMut(&Python, &Premain, &Path) -> Result<(), String>,
+    scenario: impl FnMut(&Python, &Premain, &Path) -> Result<(), String>,
 ) {
-    let pythons = pythons();
-    assert!(!pythons.is_empty(), "no CPython 3.8+ found");
     wheels();
-    let mut all = vec!["--fold-window-secs", "2"];
-    all.extend_from_slice(args);
-    let premain = Premain::start_alerts(&all);
-    let mut failures = Vec::new();
-    let mut ran = Vec::new();
-    for py in &pythons {
-        let dir = TempDir::new(&format!("scn-{name}"));
-        match scenario(py, &premain, dir.path()) {
-            Ok(()) => ran.push(py.label.clone()),
-            Err(err) => failures.push(err),
-        }
-    }
-    let (status, stderr) = premain.stop();
-    println!("{name}: ran on {}", ran.join(", "));
-    assert!(failures.is_empty(), "{}\npremain stderr:\n{stderr}", failures.join("\n"));
-    assert!(status.success(), "premain exited with {status}");
-}
-
-fn os(s: &str) -> &OsStr {
-    OsStr::new(s)
+    on_pythons_under(name, &pythons(), args, scenario);
 }
 
 fn user_site(home: &Path, py: &Python) -> PathBuf {

@@ -21,6 +21,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod corpus;
+
 /// How long premain may take to load and attach (the verifier runs once per program).
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long an expected event may take to show up.
@@ -643,7 +645,8 @@ pub fn pyenv_python() -> Python {
     pythons()
         .into_iter()
         .rev()
-        .find(|p| p.label.starts_with("pyenv"))
+        // `PREMAIN_TEST_PYTHONS` labels its CPythons by path.
+        .find(|p| p.label.starts_with("pyenv") || p.path.components().any(|c| c.as_os_str() == ".pyenv"))
         .expect("a pyenv CPython (cargo xtask setup / pyenv install)")
 }
 

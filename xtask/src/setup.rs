@@ -8,7 +8,8 @@
 //! unpacked from Debian packages into `target/tools/bin` (promtool, kubectl), the Python venv
 //! the deploy tests validate manifests with ([`tools_venv`]), and pinned wheels the scenario
 //! tests install from ([`wheelhouse`]) and the real applications of `tests/apps.rs` are built
-//! from ([`apps_wheelhouse`]).
+//! from ([`apps_wheelhouse`]), and the installers `tests/installers.rs` runs
+//! ([`installers_wheelhouse`]).
 
 use std::{
     fs,
@@ -113,6 +114,7 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     unpack_tools(root)?;
     wheelhouse(root)?;
     apps_wheelhouse(root)?;
+    installers_wheelhouse(root)?;
     ensure_cargo_fuzz()?;
     check_programs(root)?;
     eprintln!(
@@ -178,6 +180,9 @@ const APPS_REQUIREMENTS: &str = "tests/requirements-apps.txt";
 /// The CPython versions the application corpus runs on (tests/apps.rs uses Debian's 3.11 and
 /// pyenv's 3.12); their binary wheels are pinned in [`APPS_REQUIREMENTS`].
 const APPS_PYTHONS: &[&str] = &["3.11", "3.12"];
+/// The installers of `tests/installers.rs` (poetry, pdm, pipx) and their whole dependency
+/// closure, for CPython 3.11, downloaded into `target/tools/installers-wheelhouse`.
+const INSTALLERS_REQUIREMENTS: &str = "tests/requirements-installers.txt";
 
 fn wheelhouse(root: &Path) -> anyhow::Result<()> {
     // Only the wheels listed: the scenario tests install each with `--no-deps`.
@@ -189,6 +194,13 @@ fn apps_wheelhouse(root: &Path) -> anyhow::Result<()> {
     // With dependencies: under --require-hashes pip fails on any dependency not pinned in the
     // file, so the closure the apps install with no index is known to be complete.
     download_wheels(root, APPS_REQUIREMENTS, "apps-wheelhouse", &versions, &[])
+}
+
+fn installers_wheelhouse(root: &Path) -> anyhow::Result<()> {
+    // With dependencies, as for the apps: the closure the tests install with no index is known
+    // to be complete. For 3.11 whatever the tools venv runs: the tests run the installers on
+    // Debian's CPython 3.11.
+    download_wheels(root, INSTALLERS_REQUIREMENTS, "installers-wheelhouse", &[Some("3.11")], &[])
 }
 
 /// Downloads the wheels of `requirements` into `target/tools/<into>` with the tools venv's pip

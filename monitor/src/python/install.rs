@@ -233,24 +233,44 @@ fn backend_file(dir: &Path, backend_path: &[String], backend: &str) -> Option<Pa
     })
 }
 
+/// Frontends that install through another installer they run: pipx runs pip in the app's venv
+/// (`<venv>/bin/python -m pip install ...`), so the hook's nearest installer is pip, but the
+/// user ran pipx, and pipx is what the culprit names.
+const DRIVERS: &[(&str, &str)] = &[("pipx", "pip")];
+
+/// The installer of a hook whose parent is `ppid` (and whose own pid is `pid`): the nearest
+/// installer among the ancestors, or the frontend that drives it (see [`DRIVERS`]). Looks at
+/// most 16 ancestors up, through `lineage`.
+fn installer_among(pid: u32, ppid: u32, lineage: impl Fn(u32) -> Option<Lineage>) -> Option<&'static str> {
+    let mut found: Option<&'static str> = None;
+    let mut cursor = ppid;
+    for _ in 0..16 {
+        if cursor <= 1 || cursor == pid {
+            break;
+        }
+        let Some(up) = lineage(cursor) else { break };
+        if let Some(this) = installer_of(&up.argv, up.exe.as_deref()) {
+            match found {
+                None => found = Some(this),
+                Some(nearest) if DRIVERS.contains(&(this, nearest)) => return Some(this),
+                Some(_) => {}
+            }
+            // Only an installer that some frontend drives is worth looking above.
+            if !DRIVERS.iter().any(|(_, driven)| Some(*driven) == found) {
+                break;
+            }
+        }
+        cursor = up.ppid;
+    }
+    found
+}
+
 /// The daemon's detector: a hook runner with an installer among its ancestors (looked up in
 /// the engine's table, else in `/proc`).
 pub(crate) fn detector() -> InstallDetector {
     Box::new(|pid: u32, info: &ProcessInfo, known: &dyn Fn(u32) -> Option<Lineage>| {
         let hook = hook_of(&info.argv, info.exe.as_deref())?;
-        let mut installer = None;
-        let mut cursor = info.ppid;
-        for _ in 0..16 {
-            if cursor <= 1 || cursor == pid {
-                break;
-            }
-            let Some(up) = known(cursor).or_else(|| Lineage::read(cursor)) else { break };
-            if let Some(found) = installer_of(&up.argv, up.exe.as_deref()) {
-                installer = Some(found);
-                break;
-            }
-            cursor = up.ppid;
-        }
+        let installer = installer_among(pid, info.ppid, |p| known(p).or_else(|| Lineage::read(p)));
         // uv's build scripts are recognised by their build venv, so confirm with lineage; pip's
         // hook runners are unambiguous and stay install-time even if pip itself is gone.
         if installer.is_none() && hook.kind == HookKind::Uv {
@@ -335,6 +355,66 @@ mod tests {
         );
         assert_eq!(installer_of(&argv(&["python", "app.py", "pip"]), None), None);
         assert_eq!(installer_of(&argv(&["bash", "-c", "pip install x"]), None), None);
+    }
+
+    /// A process table: `(pid, ppid, argv, exe)`.
+    fn lineage_of<'a>(table: &'a [(u32, u32, &[&str], &str)]) -> impl Fn(u32) -> Option<Lineage> + 'a {
+        move |pid| {
+            table.iter().find(|(p, ..)| *p == pid).map(|(_, ppid, args, exe)| Lineage {
+                ppid: *ppid,
+                exe: Some(PathBuf::from(exe)),
+                argv: argv(args),
+                argv_truncated: false,
+            })
+        }
+    }
+
+    #[test]
+    fn names_the_frontend_among_the_ancestors() {
+        let py = "/usr/bin/python3.11";
+        let shell: (u32, u32, &[&str], &str) = (10, 1, &["bash"], "/usr/bin/bash");
+        // pipx runs pip in the app's venv; pip runs the hook: pipx is named.
+        let pipx = [
+            shell,
+            (20, 10, &["/t/bin/python", "/t/bin/pipx", "install", "./evil-src"], py),
+            (30, 20, &["/h/venvs/evil/bin/python", "-m", "pip", "--no-input", "install", "/x"], py),
+        ];
+        assert_eq!(installer_among(40, 30, lineage_of(&pipx)), Some("pipx"));
+        // Through pip's own build-environment child, and pipx's shared venv's pip.
+        let pipx_deeper = [
+            shell,
+            (20, 10, &["/t/bin/python3.11", "/t/bin/pipx", "upgrade", "evil"], py),
+            (30, 20, &["/h/shared/bin/python", "-m", "pip", "install", "pip"], py),
+            (
+                35,
+                30,
+                &["/h/venvs/evil/bin/python", "/h/shared/lib/python3.11/site-packages/pip", "install"],
+                py,
+            ),
+        ];
+        assert_eq!(installer_among(40, 35, lineage_of(&pipx_deeper)), Some("pipx"));
+        // pip alone (or under a shell or a CI runner) stays pip.
+        let pip = [shell, (30, 10, &["python3", "-m", "pip", "install", "."], py)];
+        assert_eq!(installer_among(40, 30, lineage_of(&pip)), Some("pip"));
+        // The installers that build without pip are the nearest, whatever is above them.
+        for (args, exe, name) in [
+            (&["/t/bin/python", "/t/bin/poetry", "install"][..], py, "poetry"),
+            (&["/t/bin/python", "/t/bin/pdm", "build"][..], py, "pdm"),
+            (&["uv", "sync", "--offline"][..], "/t/bin/uv", "uv"),
+        ] {
+            let table = [
+                shell,
+                (15, 10, &["/t/bin/python", "/t/bin/pipx", "run", "x"][..], py),
+                (20, 15, args, exe),
+                (30, 20, &["/tmp/tmpx/.venv/bin/python", "-c", "pass"][..], py),
+            ];
+            assert_eq!(installer_among(40, 30, lineage_of(&table)), Some(name), "{args:?}");
+        }
+        // No installer, or a lineage that ends (an ancestor gone), or a loop back to the hook.
+        assert_eq!(installer_among(40, 10, lineage_of(&[shell])), None);
+        assert_eq!(installer_among(40, 99, lineage_of(&pip)), None);
+        let looped: [(u32, u32, &[&str], &str); 1] = [(30, 40, &["python3", "x.py"], py)];
+        assert_eq!(installer_among(40, 30, lineage_of(&looped)), None);
     }
 
     #[test]
