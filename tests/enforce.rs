@@ -224,6 +224,28 @@ fn a_decision_after_its_bound_lets_the_open_go_on_and_says_so() {
     println!("ran on {}", py.label);
 }
 
+/// A reload (SIGHUP) changes modes at once: observe, then enforce for `credential-read` only;
+/// `--mode` on the command line wins over the file's `enforcement.mode` throughout.
+#[test]
+fn a_reload_changes_the_mode_at_once() {
+    let py = integration_tests::pyenv_python();
+    let dir = TempDir::new("enforce-reload");
+    let config = dir.file("premain.toml", "[enforcement]\nmode = \"enforce\"\n");
+    let premain = Premain::start_alerts(&["--config", config.to_str().unwrap(), "--mode", "observe"]);
+    let world = World::new(&py);
+    let (pid, got) = world.run(&py.path);
+    assert_eq!(got, noted(&format!("read {} bytes", SECRET.len())), "--mode observe wins over the file");
+    check_alerts(&py.label, &alerts_of(&premain, pid), &world, None);
+    fs::write(&config, "[enforcement]\nrules = { credential-read = \"enforce\" }\n").unwrap();
+    premain.signal(libc::SIGHUP);
+    integration_tests::eventually("the reload", || premain.stderr().contains("configuration reloaded"));
+    let world = World::new(&py);
+    let (pid, got) = world.run(&py.path);
+    assert_eq!(got, noted("denied errno 1"), "enforced after the reload");
+    check_alerts(&py.label, &alerts_of(&premain, pid), &world, Some("denied"));
+    println!("ran on {}", py.label);
+}
+
 /// Enforcement that cannot work refuses to start, in one line; bad modes are refused.
 #[test]
 fn enforcement_that_cannot_work_is_refused() {

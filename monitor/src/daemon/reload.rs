@@ -17,6 +17,12 @@ pub(super) fn reload(opts: &RunOptions, config: &mut Config, daemon: &mut Daemon
         let (rules, redactor, policy) = compile(&c, &path.display().to_string())?;
         Ok((c, rules, redactor, policy))
     });
+    let fresh = fresh.and_then(|(c, rules, redactor, policy)| {
+        if policy.any(crate::enforce::Mode::Enforce) && daemon.watch.is_none() {
+            return Err(super::RunError::Enforce("the credential file watch is not running".into()));
+        }
+        Ok((c, rules, redactor, policy))
+    });
     let (fresh, rules, redactor, policy) = match fresh {
         Ok(ok) => ok,
         Err(err) => {
