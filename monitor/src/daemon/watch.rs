@@ -21,7 +21,7 @@
 //! (containers); again every [`RESCAN_TICKS`] seconds for files created since.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     fs,
     os::{
         fd::{AsRawFd, OwnedFd},
@@ -92,15 +92,22 @@ impl Ask {
 pub(super) struct FileWatch {
     group: Arc<Group>,
     places: BTreeSet<Place>,
-    /// Catalogued files by inode.
+    /// Catalogued credential files by inode.
     files: HashMap<(u64, u64), Catalogued>,
+    /// Whether persistence targets are marked too (persistence under dry-run or enforce).
+    persistence: bool,
+    /// The persistence targets marked, by inode.
+    persistence_files: HashSet<(u64, u64)>,
     own_root: Option<(u64, u64)>,
     metrics: Metrics,
 }
 
 impl FileWatch {
     /// Creates the fanotify group and the thread that answers it.
-    pub(super) fn start(metrics: &Metrics) -> std::io::Result<(Self, UnboundedReceiver<Ask>)> {
+    pub(super) fn start(
+        metrics: &Metrics,
+        persistence: bool,
+    ) -> std::io::Result<(Self, UnboundedReceiver<Ask>)> {
         let group = Arc::new(Group::new()?);
         let (asks, asked) = unbounded_channel();
         let answering = Arc::clone(&group);
@@ -114,7 +121,15 @@ impl FileWatch {
             passwd_homes().into_iter().map(|home| Place { root: PathBuf::from("/"), home: Some(home) }),
         );
         let own_root = fs::metadata("/").ok().map(|m| (m.dev(), m.ino()));
-        let watch = Self { group, places, files: HashMap::new(), own_root, metrics: metrics.clone() };
+        let watch = Self {
+            group,
+            places,
+            files: HashMap::new(),
+            persistence,
+            persistence_files: HashSet::new(),
+            own_root,
+            metrics: metrics.clone(),
+        };
         Ok((watch, asked))
     }
 
@@ -125,7 +140,35 @@ impl FileWatch {
         self.files.clear();
         let found = rules.locate_credentials(self.places.iter());
         self.mark(found);
+        self.persistence_files.clear();
+        if self.persistence {
+            self.mark_persistence(rules.locate_persistence(self.places.iter()));
+        }
         self.files.clone()
+    }
+
+    /// Whether persistence targets are marked from the next look on (a reload's policy).
+    pub(super) fn set_persistence(&mut self, on: bool) {
+        self.persistence = on;
+    }
+
+    /// The persistence targets marked, by inode.
+    pub(super) fn persistence_files(&self) -> HashSet<(u64, u64)> {
+        self.persistence_files.clone()
+    }
+
+    /// Marks persistence targets. A mark makes every open of the file wait for premain, reads
+    /// by shells included: it is only made when persistence writes are to be denied or
+    /// counted as would-deny.
+    fn mark_persistence(&mut self, found: Vec<crate::detect::locate::Found>) {
+        for file in found {
+            let Ok(meta) = fs::metadata(&file.reach) else { continue };
+            if let Err(err) = self.group.watch_opens(&file.reach) {
+                tracing::debug!(path = %file.reach.display(), error = %err, "cannot watch a persistence target");
+                continue;
+            }
+            self.persistence_files.insert((kernel_dev(meta.dev()), meta.ino()));
+        }
     }
 
     /// A process that starts a Python tree: its `HOME` (and its root, for a container) become
@@ -153,6 +196,9 @@ impl FileWatch {
         self.places.insert(place);
         let found = rules.locate_credentials(new.iter());
         self.mark(found);
+        if self.persistence {
+            self.mark_persistence(rules.locate_persistence(new.iter()));
+        }
         Some(self.files.clone())
     }
 
@@ -201,7 +247,9 @@ impl FileWatch {
     fn record(&self, ask: &Ask, pipeline: &Pipeline) -> Option<Record> {
         let meta = fs::File::from(ask.file.try_clone().ok()?).metadata().ok()?;
         let (dev, ino) = (kernel_dev(meta.dev()), meta.ino());
-        self.files.get(&(dev, ino))?;
+        if !self.files.contains_key(&(dev, ino)) && !self.persistence_files.contains(&(dev, ino)) {
+            return None;
+        }
         let status = procfs::status(ask.tid)?;
         let process = pipeline.tracker.table.get(status.tgid).filter(|p| !p.is_pending())?;
         let path = fs::read_link(format!("/proc/self/fd/{}", ask.file.as_raw_fd())).ok()?;

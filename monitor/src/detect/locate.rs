@@ -9,7 +9,35 @@ use std::{
     path::{Component, Path, PathBuf},
 };
 
-use super::credential::Catalogue;
+use super::{credential::Catalogue, persistence::Targets};
+
+/// A list of globs whose files are looked for, and the matcher that has the last word.
+pub(super) trait Findable {
+    fn globs(&self) -> Vec<&str>;
+    fn kind_of(&self, path: &Path) -> Option<&str>;
+}
+
+impl Findable for Catalogue {
+    fn globs(&self) -> Vec<&str> {
+        self.patterns().collect()
+    }
+
+    fn kind_of(&self, path: &Path) -> Option<&str> {
+        self.category(path)
+    }
+}
+
+/// Persistence targets in homes only: the absolute ones (`/usr/lib/systemd/system/**`...) are
+/// read by the system's own daemons, which a mark would make wait for premain.
+impl Findable for Targets {
+    fn globs(&self) -> Vec<&str> {
+        self.patterns().filter(|p| p.starts_with("**/")).collect()
+    }
+
+    fn kind_of(&self, path: &Path) -> Option<&str> {
+        self.category(path)
+    }
+}
 
 /// Entries one walk looks at, at most.
 const WALK_ENTRIES: usize = 2048;
@@ -38,31 +66,30 @@ pub(crate) struct Found {
     pub(crate) category: String,
 }
 
-impl Catalogue {
-    /// The catalogued files under `places`.
-    pub(super) fn locate<'a>(&self, places: impl Iterator<Item = &'a Place>) -> Vec<Found> {
-        let mut found = Vec::new();
-        let mut roots = Vec::new();
-        for place in places {
-            if !roots.contains(&place.root) {
-                roots.push(place.root.clone());
-                for rel in self.patterns().filter_map(|p| p.strip_prefix('/')) {
-                    expand(self, &place.root, Path::new("/"), rel, &mut found);
-                }
-            }
-            if let Some(home) = &place.home {
-                for rel in self.patterns().filter_map(|p| p.strip_prefix("**/")) {
-                    expand(self, &place.root, home, rel, &mut found);
-                }
+/// The files of `catalogue` under `places`.
+pub(super) fn locate<'a>(catalogue: &dyn Findable, places: impl Iterator<Item = &'a Place>) -> Vec<Found> {
+    let mut found = Vec::new();
+    let mut roots = Vec::new();
+    let globs = catalogue.globs();
+    for place in places {
+        if !roots.contains(&place.root) {
+            roots.push(place.root.clone());
+            for rel in globs.iter().filter_map(|p| p.strip_prefix('/')) {
+                expand(catalogue, &place.root, Path::new("/"), rel, &mut found);
             }
         }
-        found.truncate(FOUND_MAX);
-        found
+        if let Some(home) = &place.home {
+            for rel in globs.iter().filter_map(|p| p.strip_prefix("**/")) {
+                expand(catalogue, &place.root, home, rel, &mut found);
+            }
+        }
     }
+    found.truncate(FOUND_MAX);
+    found
 }
 
 /// Files matching `rel` (a glob relative to `base`, which is seen inside `root`).
-fn expand(catalogue: &Catalogue, root: &Path, base: &Path, rel: &str, found: &mut Vec<Found>) {
+fn expand(catalogue: &dyn Findable, root: &Path, base: &Path, rel: &str, found: &mut Vec<Found>) {
     let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
     let literal = parts.iter().take_while(|p| !p.contains(['*', '?', '[', '{', '\\'])).count();
     let start = parts[..literal].iter().fold(base.to_path_buf(), |dir, part| dir.join(part));
@@ -80,7 +107,7 @@ fn expand(catalogue: &Catalogue, root: &Path, base: &Path, rel: &str, found: &mu
 /// `path` (seen inside `root`) if it is a catalogued file, else what lies below it, down to
 /// `depth` levels.
 fn walk(
-    catalogue: &Catalogue,
+    catalogue: &dyn Findable,
     root: &Path,
     path: &Path,
     depth: usize,
@@ -91,7 +118,7 @@ fn walk(
     // Symlinks to files are followed (the mark lands on the file); to directories, not.
     let Ok(meta) = fs::metadata(&reach) else { return };
     if meta.is_file() {
-        if let Some(category) = catalogue.category(path)
+        if let Some(category) = catalogue.kind_of(path)
             && found.len() < FOUND_MAX
             && !found.iter().any(|f| f.reach == reach)
         {
@@ -170,8 +197,7 @@ mod tests {
         let cat = catalogue(&[("corp", "/etc/corp/*.key")], &[]);
         // Another mount namespace's root: files are named as its processes see them.
         let places = [Place { root: dir.clone(), home: Some(PathBuf::from("/home/alice")) }];
-        let mut found: Vec<(String, String)> = cat
-            .locate(places.iter())
+        let mut found: Vec<(String, String)> = locate(&cat, places.iter())
             .into_iter()
             .map(|f| {
                 assert_eq!(f.reach, reach(&dir, &f.path));
@@ -194,8 +220,22 @@ mod tests {
         );
 
         let cat = catalogue(&[], &["**/.env"]);
-        let found = cat.locate(places.iter());
+        let found = locate(&cat, places.iter());
         assert!(!found.iter().any(|f| f.path.ends_with(".env")), "configured exclusions hold");
+        // Persistence targets: in homes only.
+        touch(&dir.join("home/alice/.bashrc"));
+        touch(&dir.join("home/alice/.ssh/authorized_keys"));
+        touch(&dir.join("etc/profile"));
+        let mut targets: Vec<String> = locate(&Targets::new(), places.iter())
+            .into_iter()
+            .map(|f| format!("{} {}", f.path.display(), f.category))
+            .collect();
+        targets.sort();
+        assert_eq!(
+            targets,
+            ["/home/alice/.bashrc shell-rc", "/home/alice/.ssh/authorized_keys ssh-authorized-keys"],
+            "/etc/profile is the system's: not marked"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -97,7 +97,16 @@ impl Rules {
         &self,
         places: impl Iterator<Item = &'a locate::Place>,
     ) -> Vec<locate::Found> {
-        self.credentials.locate(places)
+        locate::locate(&self.credentials, places)
+    }
+
+    /// The persistence targets that exist in the homes of `places` (shell start-up files,
+    /// `authorized_keys`, user units, autostart entries, user-site `.pth` files).
+    pub(crate) fn locate_persistence<'a>(
+        &self,
+        places: impl Iterator<Item = &'a locate::Place>,
+    ) -> Vec<locate::Found> {
+        locate::locate(&self.persistence, places)
     }
 
     /// The rule an event of pre-main code breaks, if any. `installing` tells that the code

@@ -70,6 +70,11 @@ impl Targets {
         Self { globs: glob_set(TARGETS.iter().map(|(_, g)| *g)).expect("the built-in globs compile") }
     }
 
+    /// The targets' globs.
+    pub(super) fn patterns(&self) -> impl Iterator<Item = &'static str> {
+        TARGETS.iter().map(|(_, g)| *g)
+    }
+
     /// The category of a persistence target.
     pub(super) fn category(&self, path: &Path) -> Option<&'static str> {
         let first = *self.globs.matches(path).first()?;

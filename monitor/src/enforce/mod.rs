@@ -78,10 +78,11 @@ impl Outcome {
 }
 
 /// The rules whose actions premain is asked about before they complete, and so can deny:
-/// credential reads, through the credential file watch (fanotify permission events on every
-/// catalogued file premain knows, whatever the syscall or the name).
+/// credential reads and persistence writes to files that exist, through the file watch
+/// (fanotify permission events on every catalogued file premain knows, whatever the syscall or
+/// the name).
 pub fn enforceable(rule: RuleId) -> bool {
-    matches!(rule, RuleId::CredentialRead)
+    matches!(rule, RuleId::CredentialRead | RuleId::Persistence)
 }
 
 /// The `enforcement` of an alert: its mode and what came of it.
@@ -134,6 +135,7 @@ mod tests {
             assert_eq!(late.outcome, if asked { Outcome::TimedOut } else { Outcome::NotEnforced });
             assert_eq!(Enforcement::after_the_fact(Mode::Observe, asked), None);
         }
-        assert!(enforceable(RuleId::CredentialRead) && !enforceable(RuleId::NetworkConnect));
+        assert!(enforceable(RuleId::CredentialRead) && enforceable(RuleId::Persistence));
+        assert!(!enforceable(RuleId::NetworkConnect) && !enforceable(RuleId::ProgramExec));
     }
 }

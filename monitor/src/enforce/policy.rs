@@ -61,6 +61,12 @@ impl Policy {
         mode
     }
 
+    /// Whether `rule` may be in `mode` somewhere.
+    pub fn may(&self, rule: RuleId, mode: Mode) -> bool {
+        let node = self.rules.get(&rule).copied().unwrap_or(self.base);
+        node == mode || self.scopes.iter().any(|s| s.rules.get(&rule).copied().or(s.mode) == Some(mode))
+    }
+
     /// Whether any rule may be in `mode` somewhere (for the start-up line and the watches).
     pub fn any(&self, mode: Mode) -> bool {
         self.base == mode

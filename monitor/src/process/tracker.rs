@@ -89,6 +89,8 @@ pub(crate) struct Tracker {
     unjudgeable: Option<ExeKey>,
     pub stats: Stats,
     links: files::Links,
+    /// Persistence targets the file watch marks, by inode.
+    watched_persistence: std::collections::HashSet<(u64, u64)>,
 }
 
 /// Records that wait for a verdict.
@@ -121,6 +123,7 @@ impl Tracker {
             unjudgeable: None,
             stats: Stats::default(),
             links: files::Links::default(),
+            watched_persistence: std::collections::HashSet::new(),
         }
     }
 
@@ -286,7 +289,12 @@ impl Tracker {
 
     /// Whether the file watch is asked before every open of the inode `key`.
     pub(crate) fn is_watched(&self, key: (u64, u64)) -> bool {
-        self.links.is_credential(key)
+        self.links.is_credential(key) || self.watched_persistence.contains(&key)
+    }
+
+    /// The persistence targets the file watch marks (under dry-run or enforce), by inode.
+    pub(crate) fn set_persistence_files(&mut self, files: std::collections::HashSet<(u64, u64)>) {
+        self.watched_persistence = files;
     }
 
     /// Applies one record; returns the event it is, if its process is tracked. An exit event's
