@@ -1,19 +1,21 @@
-//! Every installer: the scenario corpus's `evil-setup` (a `setup.py` that reads `~/.pypirc`)
-//! built by the installers tests/scenarios.rs does not run: `uv sync` of a project with it as a
-//! path dependency, `poetry install` of such a project and `poetry build` of the tree,
-//! `pdm install` and `pdm build` likewise, and `pipx install ./evil-setup`. Under each, the read
-//! is one alert (per build hook process) in the `install` phase, whose culprit is the
-//! `setup.py` of `evil-setup`, a third party's, with `installer` naming the frontend the user
-//! ran.
+//! Every installer: the scenario corpus's `evil-setup` (a `setup.py` that reads `~/.pypirc`) built
+//! by the installers tests/scenarios.rs does not run: `uv sync` of a project with it as a path
+//! dependency, `poetry install` of such a project and `poetry build` of the tree, `pdm install` and
+//! `pdm build` likewise, `pipx install ./evil-setup`, and `hatch build -t wheel` of the tree (hatch
+//! as the frontend of a setuptools project). Under each, the read is one alert (per build hook
+//! process) in the `install` phase, whose culprit is the `setup.py` of `evil-setup`, a third
+//! party's, with `installer` naming the frontend the user ran.
 //!
-//! Real tools, no network: poetry, pdm and pipx come from the wheels `cargo xtask setup`
-//! downloads with pinned hashes (`tests/requirements-installers.txt`), installed with no index
-//! into a venv of Debian's CPython 3.11 in the test's directory. Their builds get setuptools
-//! and wheel from the pinned wheelhouse: uv with `--offline --no-index --find-links`, pdm from a
-//! `find_links` source on that directory, pipx's pip with `PIP_NO_INDEX` and `PIP_FIND_LINKS`,
-//! and poetry, which reads only index URLs, from a PEP 503 index of that directory served on
-//! loopback by the test ([`SimpleIndex`]). Every proxy variable points at a closed loopback
-//! port, so a request that tried to leave the machine would fail the install.
+//! Real tools, no network: poetry, pdm, pipx and hatch come from the wheels `cargo xtask setup`
+//! downloads with pinned hashes (`tests/requirements-installers.txt`), installed with no index into
+//! a venv of Debian's CPython 3.11 in the test's directory (hatch into one of its own: the uv it
+//! depends on would make pipx build with uv). Their builds get setuptools and wheel from the pinned
+//! wheelhouse: uv with `--offline --no-index --find-links`, pdm from a `find_links` source on that
+//! directory, pipx's pip with `PIP_NO_INDEX` and `PIP_FIND_LINKS`, hatch's build environment (made
+//! and filled by uv) with `UV_OFFLINE`, `UV_NO_INDEX` and `UV_FIND_LINKS`, and poetry, which reads
+//! only index URLs, from a PEP 503 index of that directory served on loopback by the test
+//! ([`SimpleIndex`]). Every proxy variable points at a closed loopback port, so a request that
+//! tried to leave the machine would fail the install.
 //!
 //! The projects are built on Debian's CPython 3.11 and pyenv's 3.12 (or `PREMAIN_TEST_PYTHONS`);
 //! each test prints which ran.
@@ -53,6 +55,12 @@ impl Kit {
     /// Installs poetry, pdm and pipx from the installers' wheelhouse into a fresh venv; `Err`
     /// says what `cargo xtask setup` has not provided (any other failure panics).
     fn new() -> Result<Self, String> {
+        Self::with(&["poetry", "pdm", "pipx"])
+    }
+
+    /// Installs `tools` from the installers' wheelhouse into a fresh venv. hatch has one of its
+    /// own: it depends on uv, and pipx beside a uv builds with uv instead of pip.
+    fn with(tools: &[&str]) -> Result<Self, String> {
         let wheelhouse = tools_dir().join("installers-wheelhouse");
         if !wheelhouse.join("premain-requirements.txt").is_file() {
             return Err(format!("no installers wheelhouse at {} (cargo xtask setup)", wheelhouse.display()));
@@ -69,8 +77,8 @@ impl Kit {
         let mut install = clean(&uv);
         install.args(["pip", "install", "--offline", "--no-index", "--quiet", "--python"]);
         install.arg(venv.join("bin/python")).arg("--find-links").arg(&wheelhouse);
-        install.args(["poetry", "pdm", "pipx"]).env("UV_CACHE_DIR", dir.path().join("uv-cache"));
-        run_quiet(install, "installing poetry, pdm and pipx from the installers wheelhouse")
+        install.args(tools).env("UV_CACHE_DIR", dir.path().join("uv-cache"));
+        run_quiet(install, &format!("installing {} from the installers wheelhouse", tools.join(", ")))
             .unwrap_or_else(|e| panic!("{e}"));
         Ok(Self { dir, links })
     }
@@ -102,7 +110,10 @@ fn test_pythons() -> Vec<Python> {
 fn offline(mut cmd: Command, home: &Path, dir: &Path) -> Command {
     for (key, _) in env::vars_os() {
         let key = key.to_string_lossy().into_owned();
-        if ["UV_", "POETRY_", "PDM_", "PIPX_", "VIRTUALENV_", "XDG_"].iter().any(|p| key.starts_with(p)) {
+        if ["UV_", "POETRY_", "PDM_", "PIPX_", "PIP_", "HATCH_", "VIRTUALENV_", "XDG_"]
+            .iter()
+            .any(|p| key.starts_with(p))
+        {
             cmd.env_remove(&key);
         }
     }
@@ -425,6 +436,42 @@ fn pipx_installs_a_tree_whose_setup_py_steals() {
             return Err(format!("[{label}] pipx installed no evil-setup app"));
         }
         Ok(())
+    });
+}
+
+/// hatch: `hatch build -t wheel` of the tree, whose build backend is setuptools: hatch makes its
+/// `hatch-build` environment on the Python of `HATCH_PYTHON` with uv, installs the
+/// build-system's requirements into it, then runs the backend's hooks there (through a copy of
+/// pyproject_hooks' `_in_process.py`, its `script.py`). uv gets setuptools and wheel from their
+/// directory with no index; hatch's data, cache and configuration (`XDG_CONFIG_HOME`) are the
+/// test's.
+#[test]
+fn hatch_builds_a_tree_whose_setup_py_steals() {
+    let kit = match Kit::with(&["hatch"]) {
+        Ok(kit) => kit,
+        Err(reason) => return cannot_run(&reason),
+    };
+    on_pythons("hatch", &test_pythons(), |py, premain, dir| {
+        let home = bait_home(dir);
+        let tree = evil_setup_project(dir, "");
+        let mut build = offline(clean(kit.bin("hatch")), &home, dir);
+        build.args(["build", "-t", "wheel"]).arg(dir.join("dist")).current_dir(&tree);
+        build
+            .env("HATCH_PYTHON", &py.path)
+            .env("HATCH_DATA_DIR", dir.join("hatch-data"))
+            .env("HATCH_CACHE_DIR", dir.join("hatch-cache"))
+            .env("HATCH_INTERACTIVE", "false")
+            .env("UV_CACHE_DIR", dir.join("uv-cache"))
+            .env("UV_OFFLINE", "1")
+            .env("UV_NO_INDEX", "1")
+            .env("UV_FIND_LINKS", &kit.links)
+            .env("UV_PYTHON_DOWNLOADS", "never")
+            .env("PIP_NO_INDEX", "1")
+            .env("PIP_FIND_LINKS", &kit.links);
+        let label = format!("{} hatch build", py.label);
+        let pid = run(build, &label)?;
+        expect_setup_py(premain, pid, &home, &label, "hatch", SetupPy::In(&tree))?;
+        built(&dir.join("dist"), &label)
     });
 }
 

@@ -180,7 +180,7 @@ const APPS_REQUIREMENTS: &str = "tests/requirements-apps.txt";
 /// The CPython versions the application corpus runs on (tests/apps.rs uses Debian's 3.11 and
 /// pyenv's 3.12); their binary wheels are pinned in [`APPS_REQUIREMENTS`].
 const APPS_PYTHONS: &[&str] = &["3.11", "3.12"];
-/// The installers of `tests/installers.rs` (poetry, pdm, pipx) and their whole dependency
+/// The installers of `tests/installers.rs` (poetry, pdm, pipx, hatch) and their whole dependency
 /// closure, for CPython 3.11, downloaded into `target/tools/installers-wheelhouse`.
 const INSTALLERS_REQUIREMENTS: &str = "tests/requirements-installers.txt";
 

@@ -1,5 +1,6 @@
 //! The `install` phase: a Python process that a package installer started to run a build hook
-//! (pip's PEP 517 `_in_process.py`, pip's legacy `setup.py` caller, uv's build scripts).
+//! (pip's PEP 517 `_in_process.py`, pip's legacy `setup.py` caller, uv's build scripts, hatch's
+//! copy of `_in_process.py`).
 //! Told from the process's argv and its ancestors; everything such a process and its
 //! descendants do is install-time code of the package being built.
 
@@ -36,6 +37,10 @@ pub(crate) enum HookKind {
     LegacySetup,
     /// uv: `<build venv>/bin/python -c "<script calling the backend>"`.
     Uv,
+    /// hatch, building a project whose backend is not hatchling: its runner writes
+    /// pyproject_hooks' `_in_process.py` to a temporary `script.py` and runs
+    /// `<build env>/bin/python <tmp>/script.py <hook> <tmp>/control`.
+    Hatch,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +62,15 @@ pub(crate) fn hook_of(argv: &[Vec<u8>], exe: Option<&Path>) -> Option<Hook> {
         if arg.ends_with(b"/_in_process.py") || arg.as_slice() == b"_in_process.py" {
             let name = args.get(i + 1).map(|n| text(n).into_owned());
             return Some(Hook { kind: HookKind::Pep517, name, setup_py: None });
+        }
+        if (arg.ends_with(b"/script.py") || arg.as_slice() == b"script.py")
+            && let Some(name) =
+                args.get(i + 1).map(|n| text(n).into_owned()).filter(|n| HOOKS.contains(&n.as_str()))
+            && args
+                .get(i + 2)
+                .is_some_and(|c| Path::new(OsStr::from_bytes(c)).file_name() == Some(OsStr::new("control")))
+        {
+            return Some(Hook { kind: HookKind::Hatch, name: Some(name), setup_py: None });
         }
         if arg.as_slice() == b"-c" {
             let code = text(args.get(i + 1)?);
@@ -271,9 +285,10 @@ pub(crate) fn detector() -> InstallDetector {
     Box::new(|pid: u32, info: &ProcessInfo, known: &dyn Fn(u32) -> Option<Lineage>| {
         let hook = hook_of(&info.argv, info.exe.as_deref())?;
         let installer = installer_among(pid, info.ppid, |p| known(p).or_else(|| Lineage::read(p)));
-        // uv's build scripts are recognised by their build venv, so confirm with lineage; pip's
-        // hook runners are unambiguous and stay install-time even if pip itself is gone.
-        if installer.is_none() && hook.kind == HookKind::Uv {
+        // uv's build scripts and hatch's `script.py` are recognised by their shape, so confirm
+        // with lineage; pip's hook runners are unambiguous and stay install-time even if pip
+        // itself is gone.
+        if installer.is_none() && matches!(hook.kind, HookKind::Uv | HookKind::Hatch) {
             return None;
         }
         Some(culprit(&hook, info.cwd.as_deref(), installer))
@@ -332,6 +347,26 @@ mod tests {
                 .is_none()
         );
         assert!(hook_of(&argv(&["python", "-m", "pip", "install", "x"]), None).is_none());
+        // hatch's copy of `_in_process.py`, run by its runner in the build env.
+        let hatch = argv(&[
+            "/d/hatch/env/virtual/evil-setup/Xa1/hatch-build/bin/python",
+            "/tmp/tmpq1/script.py",
+            "get_requires_for_build_wheel",
+            "/tmp/tmpq1/control",
+        ]);
+        assert_eq!(
+            hook_of(&hatch, None).unwrap(),
+            Hook { kind: HookKind::Hatch, name: Some("get_requires_for_build_wheel".into()), setup_py: None }
+        );
+        // Not hooks: a script.py without a hook name and a control directory.
+        for args in [
+            &["python", "/tmp/script.py", "build_wheel", "/tmp/out"][..],
+            &["python", "/tmp/script.py", "serve", "/tmp/control"],
+            &["python", "script.py"],
+            &["python", "app.py", "script.py", "build_wheel", "/x/control"],
+        ] {
+            assert!(hook_of(&argv(args), None).is_none(), "{args:?}");
+        }
     }
 
     #[test]
@@ -352,6 +387,10 @@ mod tests {
         assert_eq!(
             installer_of(&argv(&["/v/bin/python", "/v/bin/pipx", "install", "x"]), None),
             Some("pipx")
+        );
+        assert_eq!(
+            installer_of(&argv(&["/t/bin/python3.11", "/t/bin/hatch", "build", "-t", "wheel"]), None),
+            Some("hatch")
         );
         assert_eq!(installer_of(&argv(&["python", "app.py", "pip"]), None), None);
         assert_eq!(installer_of(&argv(&["bash", "-c", "pip install x"]), None), None);
@@ -401,6 +440,7 @@ mod tests {
             (&["/t/bin/python", "/t/bin/poetry", "install"][..], py, "poetry"),
             (&["/t/bin/python", "/t/bin/pdm", "build"][..], py, "pdm"),
             (&["uv", "sync", "--offline"][..], "/t/bin/uv", "uv"),
+            (&["/t/bin/python", "/t/bin/hatch", "build", "-t", "wheel"][..], py, "hatch"),
         ] {
             let table = [
                 shell,
@@ -410,6 +450,13 @@ mod tests {
             ];
             assert_eq!(installer_among(40, 30, lineage_of(&table)), Some(name), "{args:?}");
         }
+        // hatch runs its runner script in the build env, and the runner the hook caller.
+        let hatch = [
+            shell,
+            (20, 10, &["/t/bin/python3.11", "/t/bin/hatch", "build", "-t", "wheel"][..], py),
+            (30, 20, &["/d/hatch-build/bin/python", "-u", "/d/.scripts/build_wheel.py"][..], py),
+        ];
+        assert_eq!(installer_among(40, 30, lineage_of(&hatch)), Some("hatch"));
         // No installer, or a lineage that ends (an ancestor gone), or a loop back to the hook.
         assert_eq!(installer_among(40, 10, lineage_of(&[shell])), None);
         assert_eq!(installer_among(40, 99, lineage_of(&pip)), None);
