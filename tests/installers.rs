@@ -580,3 +580,37 @@ fn answer(mut conn: TcpStream, dir: &Path) {
         let _ = conn.write_all(&body);
     }
 }
+
+/// pip's legacy path: a tree with no pyproject.toml, `--no-use-pep517 --no-build-isolation`,
+/// where pip runs `setup.py` itself through its `<pip-setuptools-caller>` (`egg_info`, then
+/// `bdist_wheel`) in the target environment, which has setuptools and wheel.
+#[test]
+fn pip_legacy_runs_a_setup_py_that_steals() {
+    let links_dir = TempDir::new("legacy-links");
+    let Some(links) = setuptools_links(links_dir.path()) else {
+        return cannot_run("no setuptools and wheel wheels in the wheelhouse `cargo xtask setup` fills");
+    };
+    on_pythons("pip legacy", &test_pythons(), |py, premain, dir| {
+        let home = bait_home(dir);
+        let tree = source_tree("evil-setup", dir);
+        std::fs::remove_file(tree.join("pyproject.toml")).unwrap();
+        let venv = dir.join("venv");
+        let mut make = clean(&py.path);
+        make.args(["-m", "venv", "--without-pip"]).arg(&venv);
+        run_quiet(make, &format!("[{}] venv", py.label))?;
+        let target = venv.join("bin/python");
+        let pip = |args: &[&str]| {
+            let mut cmd = offline(clean(&py.path), &home, dir);
+            cmd.args(["-m", "pip", "--python"]).arg(&target).args(["install", "--no-index", "-q"]);
+            cmd.arg("--find-links").arg(&links).args(args);
+            cmd
+        };
+        run_quiet(pip(&["setuptools", "wheel"]), &format!("[{}] setuptools into the venv", py.label))?;
+        let mut legacy = pip(&["--no-use-pep517", "--no-build-isolation"]);
+        legacy.arg(&tree);
+        let label = format!("{} pip --no-use-pep517", py.label);
+        let pid = run(legacy, &label)?;
+        expect_setup_py(premain, pid, &home, &label, "pip", SetupPy::In(&tree))?;
+        installed(&venv, &label)
+    });
+}
