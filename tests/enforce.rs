@@ -281,21 +281,11 @@ fn start_up_code_is_denied_writes_to_existing_persistence_files() {
     let mut cmd = clean(&py.path);
     cmd.args(["-c", "print('main ran')"]).env("HOME", &home).env("PREMAIN_RESULT", &result);
     cmd.env("PREMAIN_WRITES", format!("{}:{}", rc.display(), keys.display()));
-    let out = cmd.stderr(Stdio::piped()).output().unwrap();
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child_pid = child.id();
+    let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "main ran\n");
-    let child_pid = {
-        // The pid of that run: the last alert of this home's files names it.
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let alerts = premain.alerts();
-            if let Some(a) = alerts.iter().find(|a| a["action"]["path"] == rc.to_str().unwrap()) {
-                break a["process"]["pid"].as_u64().unwrap() as u32;
-            }
-            assert!(Instant::now() < deadline, "no alert for {}", rc.display());
-            thread::sleep(Duration::from_millis(50));
-        }
-    };
     assert_eq!(
         fs::read_to_string(&result).unwrap(),
         ".bashrc denied errno 1\nauthorized_keys denied errno 1\n",

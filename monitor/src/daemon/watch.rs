@@ -162,13 +162,22 @@ impl FileWatch {
     /// counted as would-deny.
     fn mark_persistence(&mut self, found: Vec<crate::detect::locate::Found>) {
         for file in found {
-            let Ok(meta) = fs::metadata(&file.reach) else { continue };
-            if let Err(err) = self.group.watch_opens(&file.reach) {
-                tracing::debug!(path = %file.reach.display(), error = %err, "cannot watch a persistence target");
-                continue;
+            if let Some(key) = self.mark_one(&file.reach) {
+                self.persistence_files.insert(key);
             }
-            self.persistence_files.insert((kernel_dev(meta.dev()), meta.ino()));
         }
+    }
+
+    /// Marks the file at `reach`; its inode, or `None` when it cannot be marked. Marked again
+    /// on every look: adding a mark an inode has is a no-op, and an inode number seen before
+    /// may be a new file's (marks go with the file).
+    fn mark_one(&self, reach: &Path) -> Option<(u64, u64)> {
+        let meta = fs::metadata(reach).ok()?;
+        if let Err(err) = self.group.watch_opens(reach) {
+            tracing::debug!(path = %reach.display(), error = %err, "cannot watch a file");
+            return None;
+        }
+        Some((kernel_dev(meta.dev()), meta.ino()))
     }
 
     /// A process that starts a Python tree: its `HOME` (and its root, for a container) become
@@ -204,15 +213,9 @@ impl FileWatch {
 
     fn mark(&mut self, found: Vec<crate::detect::locate::Found>) {
         for file in found {
-            let Ok(meta) = fs::metadata(&file.reach) else { continue };
-            let key = (kernel_dev(meta.dev()), meta.ino());
-            // Marked again on every look: adding a mark an inode has is a no-op, and an inode
-            // number seen before may be a new file's (marks go with the file).
-            if let Err(err) = self.group.watch_opens(&file.reach) {
-                tracing::debug!(path = %file.reach.display(), error = %err, "cannot watch a credential file");
-                continue;
+            if let Some(key) = self.mark_one(&file.reach) {
+                self.files.insert(key, Catalogued { path: file.path, reach: file.reach });
             }
-            self.files.insert(key, Catalogued { path: file.path, reach: file.reach });
         }
         self.metrics.file_watch_files.set(self.files.len() as i64);
     }

@@ -69,9 +69,7 @@ impl Policy {
 
     /// Whether any rule may be in `mode` somewhere (for the start-up line and the watches).
     pub fn any(&self, mode: Mode) -> bool {
-        self.base == mode
-            || self.rules.values().any(|m| *m == mode)
-            || self.scopes.iter().any(|s| s.mode == Some(mode) || s.rules.values().any(|m| *m == mode))
+        RuleId::ALL.into_iter().any(|rule| self.may(rule, mode))
     }
 }
 
