@@ -42,7 +42,83 @@ pub const CONTROL_HOLD: u32 = 0;
 /// preemption of the traced process; the daemon sets this from the first record of a burst
 /// until a drain finds the ring empty, and then drains once more after clearing it.
 pub const CONTROL_READER_BUSY: u32 = 1;
-pub const CONTROL_SLOTS: u32 = 4;
+/// `CONTROL` index: the `GUARD_*` bits a CPython process gets at exec, until the daemon has
+/// placed it in its scope (0: no network rule is dry-run or enforced anywhere).
+pub const CONTROL_GUARD_DEFAULT: u32 = 2;
+/// `CONTROL` index: how many entries of [`NET_ALLOW`] are in use.
+pub const CONTROL_NET_ALLOWED: u32 = 3;
+/// `CONTROL` index: non-zero while some network rule is dry-run or enforced somewhere; while
+/// it is 0 the network guard costs a connect or send one array read.
+pub const CONTROL_GUARDING: u32 = 4;
+pub const CONTROL_SLOTS: u32 = 8;
+
+/// `tgid -> u32` (`GUARD_*` bits): the network rules dry-run or enforced on the process's
+/// pre-main code. Set by the kernel at a CPython exec (from [`CONTROL_GUARD_DEFAULT`]) and
+/// at fork, corrected by the daemon once it has placed the process in its scope.
+pub const NET_GUARD: &str = "NET_GUARD";
+pub const GUARD_CONNECT_DRY_RUN: u32 = 1;
+pub const GUARD_CONNECT_ENFORCE: u32 = 1 << 1;
+pub const GUARD_SEND_DRY_RUN: u32 = 1 << 2;
+pub const GUARD_SEND_ENFORCE: u32 = 1 << 3;
+/// `tgid -> u64`: the time a guarded process's main code started (the kernel's own view of
+/// the phase, used until the daemon has judged a thread's latest change).
+pub const MAIN_SEEN: &str = "MAIN_SEEN";
+/// `tid -> ThreadPhase`: what the kernel knows of a guarded thread's phase.
+pub const THREAD_PHASE: &str = "THREAD_PHASE";
+/// `tid -> Judged`: the daemon's decision for a guarded thread's network actions, written
+/// after it has applied the thread's records up to `as_of_ns`.
+pub const JUDGED: &str = "JUDGED";
+/// Network actions of the thread would alert: denied (or noted, under dry-run).
+pub const JUDGED_CONNECT: u32 = 1;
+pub const JUDGED_SEND: u32 = 1 << 1;
+/// The thread is in an install: the package indexes of [`NET_ALLOW`] are allowed.
+pub const JUDGED_INSTALLING: u32 = 1 << 2;
+/// `tid -> u32` (`FLAG_NET_*`): what the network guard decided on the thread's syscall in
+/// progress, taken by the syscall's exit into its record.
+pub const NET_DECIDED: &str = "NET_DECIDED";
+/// `Array<AllowedNet>`: destinations never denied (`allow.destinations`, and package indexes
+/// during installs); the first [`CONTROL_NET_ALLOWED`] entries are in use.
+pub const NET_ALLOW: &str = "NET_ALLOW";
+pub const NET_ALLOW_MAX: u32 = 64;
+/// Guarded threads the kernel and the daemon keep state for.
+pub const GUARDED_THREADS_MAX: u32 = 16_384;
+
+/// The kernel's view of a guarded thread's phase.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadPhase {
+    /// Header time of the last record that changed the thread's phase (exec, fork, entry or
+    /// return of a code object): a [`Judged`] older than this is out of date.
+    pub changed_ns: u64,
+    /// Code objects (`PyEval_EvalCode`) the thread is inside.
+    pub depth: u32,
+    /// The depth at which the thread entered a module body under a `site-packages` or
+    /// `dist-packages` directory; 0: none.
+    pub third_party_depth: u32,
+}
+
+/// The daemon's decision for a guarded thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Judged {
+    pub as_of_ns: u64,
+    /// `JUDGED_*` bits.
+    pub bits: u32,
+    pub _pad: u32,
+}
+
+/// One allowed destination: `addr` is IPv6 (IPv4 as `::ffff:a.b.c.d`), `prefix` of 128 bits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllowedNet {
+    pub addr: [u8; 16],
+    pub prefix: u32,
+    /// 0: every port.
+    pub port: u32,
+    /// 1: only during installs (a package index).
+    pub install_only: u32,
+    pub _pad: u32,
+}
 
 pub const VERDICT_PYTHON: u32 = 1;
 pub const VERDICT_NOT_PYTHON: u32 = 2;
@@ -181,9 +257,18 @@ mod pod {
     unsafe impl aya::Pod for super::InFlight {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::KernelOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ThreadPhase {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Judged {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AllowedNet {}
 }
 
 const _: () = {
     assert!(core::mem::size_of::<InFlight>() == 48);
     assert!(core::mem::size_of::<KernelOffsets>() == 50 * 4);
+    assert!(core::mem::size_of::<ThreadPhase>() == 16);
+    assert!(core::mem::size_of::<Judged>() == 16);
+    assert!(core::mem::size_of::<AllowedNet>() == 32);
 };

@@ -204,6 +204,7 @@ pub fn exec_image(ctx: TracePointContext) -> u32 {
     fill_header(&mut rec.header, RECORD_IMAGE);
     // A new image starts its own phases.
     crate::process::renew_generation(tgid, rec.header.ktime_ns);
+    crate::guard::on_exec(tgid, tid, after & TRACK_PYTHON != 0, rec.header.ktime_ns);
     if by_tracked {
         rec.header.flags |= FLAG_EXEC_BY_TRACKED;
     }

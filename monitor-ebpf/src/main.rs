@@ -14,6 +14,7 @@ mod compat;
 mod emit;
 mod exec;
 mod file;
+mod guard;
 mod maps;
 mod names;
 mod net;

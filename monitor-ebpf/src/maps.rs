@@ -3,8 +3,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
-    CONTROL_SLOTS, COUNTER_SLOTS, ExeKey, InFlight, KernelOffsets, SYSCALLS_MAX, Scratch, TRACKED_MAX,
-    URING_OPENS_MAX, VERDICTS_MAX,
+    AllowedNet, CONTROL_SLOTS, COUNTER_SLOTS, ExeKey, GUARDED_THREADS_MAX, InFlight, Judged, KernelOffsets,
+    NET_ALLOW_MAX, SYSCALLS_MAX, Scratch, TRACKED_MAX, ThreadPhase, URING_OPENS_MAX, VERDICTS_MAX,
 };
 
 /// Sized by the daemon at load time (`--ring-buffer-size`).
@@ -40,6 +40,25 @@ pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COU
 
 #[map]
 pub(crate) static CONTROL: Array<u32> = Array::with_max_entries(CONTROL_SLOTS, 0);
+
+#[map]
+pub(crate) static NET_GUARD: HashMap<u32, u32> = HashMap::with_max_entries(TRACKED_MAX, 0);
+
+#[map]
+pub(crate) static MAIN_SEEN: HashMap<u32, u64> = HashMap::with_max_entries(TRACKED_MAX, 0);
+
+#[map]
+pub(crate) static THREAD_PHASE: LruHashMap<u32, ThreadPhase> =
+    LruHashMap::with_max_entries(GUARDED_THREADS_MAX, 0);
+
+#[map]
+pub(crate) static JUDGED: LruHashMap<u32, Judged> = LruHashMap::with_max_entries(GUARDED_THREADS_MAX, 0);
+
+#[map]
+pub(crate) static NET_DECIDED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(GUARDED_THREADS_MAX, 0);
+
+#[map]
+pub(crate) static NET_ALLOW: Array<AllowedNet> = Array::with_max_entries(NET_ALLOW_MAX, 0);
 
 /// Records are built here: they are far larger than the 512-byte BPF stack.
 #[map]

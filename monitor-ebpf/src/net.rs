@@ -17,11 +17,13 @@ use monitor_common::{
 
 use crate::{
     emit::{fill_header, scratch, send},
+    guard::{forget_decided, take_decided},
     process::{current_quiet, current_tracked, save, save_if_recorded, take_saved},
 };
 
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
 pub fn net_enter_connect(ctx: TracePointContext) -> u32 {
+    forget_decided();
     save_if_recorded(&ctx, HOOK_CONNECT, SYSCALL_CONNECT, [16, 24, 32]);
     0
 }
@@ -39,6 +41,7 @@ pub fn net_enter_sendto(ctx: TracePointContext) -> u32 {
     if !current_tracked() {
         return 0;
     }
+    forget_decided();
     // fd, buff, len, flags, addr, addr_len
     // SAFETY: offsets from the tracepoint's format.
     let (fd, addr, addr_len) = unsafe {
@@ -59,6 +62,7 @@ pub fn net_enter_sendmsg(ctx: TracePointContext) -> u32 {
     if !current_tracked() {
         return 0;
     }
+    forget_decided();
     // fd, msg, flags
     // SAFETY: offsets from the tracepoint's format.
     let (fd, msg) = unsafe { (ctx.read_at::<u64>(16).unwrap_or(0), ctx.read_at::<u64>(24).unwrap_or(0)) };
@@ -95,7 +99,11 @@ pub fn net_exit_sendmsg(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_sendmmsg")]
 pub fn net_enter_sendmmsg(ctx: TracePointContext) -> u32 {
-    if !current_tracked() || current_quiet(HOOK_SEND) {
+    if !current_tracked() {
+        return 0;
+    }
+    forget_decided();
+    if current_quiet(HOOK_SEND) {
         return 0;
     }
     // fd, mmsg, vlen, flags
@@ -228,6 +236,7 @@ pub(crate) fn report_result(result: i64, kind: u32, hook: u32, call: InFlight) {
     if call.compat != 0 {
         rec.header.flags |= FLAG_COMPAT;
     }
+    rec.header.flags |= take_decided();
     rec.result = result;
     rec.fd = fd as i32;
     rec.addr_len = addr_len as u32;

@@ -228,6 +228,7 @@ pub fn process_fork(ctx: RawTracePointContext) -> u32 {
     if !is_thread {
         renew_generation(child_pid, rec.header.ktime_ns);
     }
+    crate::guard::on_fork(parent_tgid, child_pid, child_tid, is_thread, rec.header.ktime_ns);
     let len = core::mem::size_of::<ForkRecord>();
     rec.header.size = len as u32;
     send(HOOK_FORK, rec, len);
@@ -245,6 +246,7 @@ pub fn process_exit(ctx: TracePointContext) -> u32 {
     // A safety net: a thread killed inside a traced syscall normally still passes the exit
     // tracepoint (the signal is acted on after the syscall returns).
     forget_saved(tid);
+    crate::guard::on_thread_exit(tid);
     let group_dead_at = offsets().tp_exit_group_dead;
     let process_ends = if group_dead_at == 0 {
         tid == tgid
@@ -258,6 +260,7 @@ pub fn process_exit(ctx: TracePointContext) -> u32 {
     let _ = TRACKED.remove(tgid);
     let _ = GENERATIONS.remove(tgid);
     let _ = QUIET.remove(tgid);
+    crate::guard::on_process_exit(tgid);
     let Some(rec) = scratch::<ExitRecord>() else {
         return 0;
     };

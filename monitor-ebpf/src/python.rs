@@ -22,6 +22,7 @@ use monitor_common::{
 
 use crate::{
     emit::{fill_header, scratch, send},
+    guard,
     maps::TRACKED,
     process::renew_generation,
 };
@@ -162,6 +163,7 @@ pub fn python_audit(ctx: ProbeContext) -> u32 {
     }
     let layout = cookie(&ctx);
     let Some(rec) = marker(MARK_MAIN) else { return 0 };
+    guard::on_main(rec.header.pid, rec.header.tid, rec.header.ktime_ns);
     rec.name = name;
     let format = ctx.arg::<u64>(1).unwrap_or(0);
     let arg = ctx.arg::<u64>(2).unwrap_or(0);
@@ -186,6 +188,7 @@ pub fn python_running_main(_ctx: ProbeContext) -> u32 {
         return 0;
     }
     let Some(rec) = marker(MARK_RUNNING_MAIN) else { return 0 };
+    guard::on_main(rec.header.pid, rec.header.tid, rec.header.ktime_ns);
     finish(rec);
     0
 }
@@ -209,6 +212,8 @@ pub fn python_eval_enter(ctx: ProbeContext) -> u32 {
         _ => 0,
     };
     read_str(rec, filename, layout);
+    let len = if rec.text_kind == 1 { rec.text_len } else { 0 };
+    guard::on_eval_enter(rec.header.pid, rec.header.tid, rec.header.ktime_ns, &rec.text, len);
     finish(rec);
     0
 }
@@ -219,6 +224,7 @@ pub fn python_eval_exit(_ctx: RetProbeContext) -> u32 {
         return 0;
     }
     let Some(rec) = marker(MARK_EVAL_EXIT) else { return 0 };
+    guard::on_eval_exit(rec.header.pid, rec.header.tid, rec.header.ktime_ns);
     finish(rec);
     0
 }

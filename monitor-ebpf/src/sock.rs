@@ -10,7 +10,8 @@
 //! kernel runs it from `inet_create`/`inet6_create` only: a 32-bit `AF_PACKET` socket is not
 //! seen by it).
 //!
-//! They decide nothing: every program allows the call (returns 1).
+//! They are also where the network guard ([`crate::guard`]) denies a call: returning 0 makes
+//! it fail with `EPERM` before any packet is built.
 
 use aya_ebpf::{
     macros::{cgroup_sock, cgroup_sock_addr},
@@ -24,6 +25,7 @@ use monitor_common::{
 use crate::{
     compat::in_compat_syscall,
     emit::{fill_header, scratch, send},
+    guard::{decide, take_decided},
     net::{raw, report_socket},
     process::{current_quiet, current_tracked},
 };
@@ -31,39 +33,61 @@ use crate::{
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const ALLOW: i32 = 1;
+const DENY: i32 = 0;
 
 #[cgroup_sock_addr(connect4)]
 pub fn sock_connect4(ctx: SockAddrContext) -> i32 {
-    observe(&ctx, RECORD_CONNECT, HOOK_CONNECT, false);
-    ALLOW
+    check(&ctx, RECORD_CONNECT, HOOK_CONNECT, false, true)
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn sock_connect6(ctx: SockAddrContext) -> i32 {
-    observe(&ctx, RECORD_CONNECT, HOOK_CONNECT, true);
-    ALLOW
+    check(&ctx, RECORD_CONNECT, HOOK_CONNECT, true, true)
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn sock_sendmsg4(ctx: SockAddrContext) -> i32 {
-    observe(&ctx, RECORD_SEND, HOOK_SEND, false);
-    ALLOW
+    check(&ctx, RECORD_SEND, HOOK_SEND, false, false)
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn sock_sendmsg6(ctx: SockAddrContext) -> i32 {
-    observe(&ctx, RECORD_SEND, HOOK_SEND, true);
-    ALLOW
+    check(&ctx, RECORD_SEND, HOOK_SEND, true, false)
+}
+
+/// The guard's decision on the call, which a 32-bit call's record carries.
+#[inline(always)]
+fn check(ctx: &SockAddrContext, kind: u32, hook: u32, v6: bool, connect: bool) -> i32 {
+    // SAFETY: the context the kernel passed; each field is read with the 4-byte loads the
+    // verifier allows on it.
+    let sa = unsafe { &*ctx.sock_addr };
+    let mut ip = [0u8; 16];
+    if v6 {
+        for i in 0..4 {
+            ip[4 * i..4 * i + 4].copy_from_slice(&sa.user_ip6[i].to_ne_bytes());
+        }
+    } else {
+        ip[10] = 0xff;
+        ip[11] = 0xff;
+        ip[12..].copy_from_slice(&sa.user_ip4.to_ne_bytes());
+    }
+    let (allow, flags) = decide(&ip, u16::from_be(sa.user_port as u16), connect);
+    observe(ctx, kind, hook, v6, flags);
+    if allow { ALLOW } else { DENY }
 }
 
 #[inline(always)]
-fn observe(ctx: &SockAddrContext, kind: u32, hook: u32, v6: bool) {
+fn observe(ctx: &SockAddrContext, kind: u32, hook: u32, v6: bool, decided: u32) {
     if !current_tracked() || !in_compat_syscall() || current_quiet(hook) {
         return;
     }
     let Some(rec) = scratch::<ConnectRecord>() else { return };
     fill_header(&mut rec.header, kind);
-    rec.header.flags |= FLAG_COMPAT;
+    rec.header.flags |= FLAG_COMPAT | decided;
+    if decided != 0 {
+        // Taken here: no per-syscall exit will.
+        let _ = take_decided();
+    }
     // Seen before the call completes: its outcome is not known here.
     rec.result = 0;
     rec.fd = -1;

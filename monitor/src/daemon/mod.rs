@@ -237,6 +237,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             unseen: Vec::new(),
             policy,
             decided: Vec::new(),
+            guard: Default::default(),
         },
         sinks,
         metrics: metrics.clone(),
@@ -251,6 +252,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         watch,
         exec_watch,
     };
+    daemon.pipeline.configure_guard(&mut daemon.kernel).map_err(RunError::Guard)?;
     let mut ticker = interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
@@ -310,6 +312,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                     && let Some(watch) = &daemon.exec_watch
                 {
                     watch.rescan();
+                }
+                if let Err(err) = daemon.pipeline.configure_guard(&mut daemon.kernel) {
+                    tracing::warn!(error = %err, "network guard not updated");
                 }
                 last_counts = report_losses(&counters, &last_counts, &daemon);
                 daemon.report_unattributed();

@@ -85,6 +85,8 @@ pub enum RunError {
     Io(#[from] io::Error),
     #[error("enforce mode needs the credential file watch to deny credential reads: {0}")]
     Enforce(String),
+    #[error("the network guard cannot be set up: {0}")]
+    Guard(String),
 }
 
 /// Reads the configuration the daemon would run with.

@@ -4,12 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-use monitor_common::HOOK_COUNT;
+use monitor_common::{
+    AllowedNet, FLAG_NET_DENIED, FLAG_NET_FALLBACK, FLAG_NET_WOULD_DENY, HOOK_COUNT, JUDGED_CONNECT,
+    JUDGED_INSTALLING, JUDGED_SEND,
+};
 
 use crate::{
     alert::{Alert, Alerts},
     detect::{Hit, RuleId, Rules},
-    enforce::{Enforcement, Mode, Outcome, Policy, Scope, enforceable},
+    enforce::{Enforcement, Mode, Outcome, Policy, Scope, enforceable, network},
     kernel::{control::KernelControl, decode::Record},
     output::redact::Redactor,
     phase::{Context, Phase, PhaseEngine},
@@ -35,6 +38,17 @@ pub(super) struct Pipeline {
     /// Opens the file watch denied (or meant to, after its bound), until the kernel program's
     /// record of the same open arrives: that open has its alert already.
     pub(super) decided: Vec<Decided>,
+    pub(super) guard: NetGuard,
+}
+
+/// What the daemon last told the kernel's network guard.
+#[derive(Default)]
+pub(super) struct NetGuard {
+    on: bool,
+    default: u32,
+    allowed: Vec<AllowedNet>,
+    /// `pid -> GUARD_*` bits of the guarded processes.
+    guarded: std::collections::HashMap<u32, u32>,
 }
 
 /// How long the record of an open the watch decided is waited for.
@@ -88,11 +102,14 @@ pub(super) struct Handled {
     pub(super) quieted: Option<RuleId>,
     /// The rule it broke and what was done, under dry-run or enforce (repeats included).
     pub(super) enforced: Option<(RuleId, Outcome)>,
+    /// The network guard denied it (or would have), and it raises no alert: the outcome's
+    /// label for the decisions metric.
+    pub(super) overreach: Option<(RuleId, &'static str)>,
 }
 
 impl Handled {
     fn of(event: Event, context: Context) -> Self {
-        Self { event, context, alert: None, folded: false, quieted: None, enforced: None }
+        Self { event, context, alert: None, folded: false, quieted: None, enforced: None, overreach: None }
     }
 }
 
@@ -171,6 +188,17 @@ impl Pipeline {
 
     /// What was done with the action of an alert raised from its record (it has completed).
     fn after_the_fact(&self, hit: &Hit, event: &Event) -> Option<Enforcement> {
+        if let Action::Connect { .. } | Action::Send { .. } = &event.action {
+            // Decided in the kernel as the call was made: its record says how.
+            let flags = event.header.flags;
+            return if flags & FLAG_NET_DENIED != 0 {
+                Some(Enforcement { mode: Mode::Enforce, outcome: Outcome::Denied })
+            } else if flags & FLAG_NET_WOULD_DENY != 0 {
+                Some(Enforcement { mode: Mode::DryRun, outcome: Outcome::WouldDeny })
+            } else {
+                Enforcement::after_the_fact(self.mode(hit.rule, event), false)
+            };
+        }
         let mode = self.mode(hit.rule, event);
         let asked = match &event.action {
             Action::Open { file: Some(f), .. } => self.tracker.is_watched((f.dev, f.ino)),
@@ -265,14 +293,133 @@ impl Pipeline {
         }
         let mut handled = Handled::of(event, context);
         match self.verdict(&handled.event, &mut handled.context) {
-            Verdict::None => {}
-            Verdict::Quiet(rule) => handled.quieted = Some(rule),
+            Verdict::None => handled.overreach = overreach(&handled.event),
+            Verdict::Quiet(rule) => {
+                handled.quieted = Some(rule);
+                handled.overreach = overreach(&handled.event);
+            }
             Verdict::Alert(hit) => {
                 let enforcement = self.after_the_fact(&hit, &handled.event);
                 self.raise(&mut handled, hit, enforcement);
             }
         }
+        if let Some((rule, outcome)) = handled.overreach {
+            let e = &handled.event;
+            let fallback = e.header.flags & FLAG_NET_FALLBACK != 0;
+            tracing::warn!(
+                pid = e.header.pid,
+                tid = e.header.tid,
+                rule = rule.as_str(),
+                outcome,
+                phase = handled.context.phase.as_str(),
+                fallback,
+                "the network guard decided on an action that raises no alert"
+            );
+        }
+        self.guard_thread(kernel, &handled.event);
         handled
+    }
+
+    /// Brings the kernel's network guard in line with the policy and the allowlists: at start,
+    /// after a reload, and each second (package index names resolve in the background).
+    pub(super) fn configure_guard(&mut self, kernel: &mut KernelControl) -> Result<(), String> {
+        let rules = [RuleId::NetworkConnect, RuleId::NetworkSend];
+        let on =
+            rules.iter().any(|r| self.policy.may(*r, Mode::DryRun) || self.policy.may(*r, Mode::Enforce));
+        let default = network::guard_bits(
+            self.policy.node_mode(RuleId::NetworkConnect),
+            self.policy.node_mode(RuleId::NetworkSend),
+        );
+        let (destinations, index) = self.rules.network_allowances();
+        let allowed = network::allowed_nets(destinations, &index);
+        let g = &self.guard;
+        if (on, default, &allowed) == (g.on, g.default, &g.allowed) {
+            return Ok(());
+        }
+        kernel.configure_guard(on, default, &allowed)?;
+        if !on {
+            for (pid, _) in self.guard.guarded.drain() {
+                kernel.set_guard(pid, 0);
+            }
+        }
+        (self.guard.on, self.guard.default, self.guard.allowed) = (on, default, allowed);
+        Ok(())
+    }
+
+    /// After `event` (applied): the guard bits of its process and, when it may have changed a
+    /// thread's phase, the judgment of that thread's network actions, as of the event's time.
+    fn guard_thread(&mut self, kernel: &mut KernelControl, event: &Event) {
+        if !self.guard.on {
+            return;
+        }
+        let (pid, tid, at) = (event.header.pid, event.header.tid, event.header.ktime_ns);
+        let child = match &event.action {
+            Action::Exit { .. } => {
+                self.guard.guarded.remove(&pid);
+                return;
+            }
+            Action::Fork { child_pid, child_tid, thread } => Some((*child_pid, *child_tid, *thread)),
+            Action::Image { .. } | Action::Exec { image: Some(_), .. } | Action::Marker(_) => None,
+            _ => return,
+        };
+        let new_image = matches!(event.action, Action::Image { .. } | Action::Exec { .. });
+        let guardable = self
+            .tracker
+            .table
+            .get(pid)
+            .is_some_and(|p| p.phase.interpreter && p.phase.probed && !p.phase.runtime_only);
+        let bits = if guardable {
+            network::guard_bits(
+                self.mode(RuleId::NetworkConnect, event),
+                self.mode(RuleId::NetworkSend, event),
+            )
+        } else {
+            0
+        };
+        let before = self.guard.guarded.get(&pid).copied().unwrap_or(0);
+        if new_image || bits != before {
+            kernel.set_guard(pid, bits);
+        }
+        if bits == 0 {
+            self.guard.guarded.remove(&pid);
+            return;
+        }
+        self.guard.guarded.insert(pid, bits);
+        let judged = self.judgment(event, pid, tid);
+        kernel.judge_thread(tid, at, judged);
+        if let Some((child_pid, child_tid, thread)) = child {
+            if !thread {
+                self.guard.guarded.insert(child_pid, bits);
+            }
+            let judged = self.judgment(event, child_pid, child_tid);
+            kernel.judge_thread(child_tid, at, judged);
+        }
+    }
+
+    /// The `JUDGED_*` bits of thread `tid` of `pid` now: whether a connect or a send to a
+    /// destination no allowlist covers would alert, by the one [`Self::verdict`].
+    fn judgment(&mut self, event: &Event, pid: u32, tid: u32) -> u32 {
+        let context = self.engine.context_of(&self.tracker.table, pid, tid);
+        if context.phase == Phase::Runtime {
+            return 0;
+        }
+        let installing = context.phase == Phase::Install;
+        let mut bits = if installing { JUDGED_INSTALLING } else { 0 };
+        let Some(addr) = self.rules.unallowed_destination(installing) else { return bits };
+        for (bit, connect) in [(JUDGED_CONNECT, true), (JUDGED_SEND, false)] {
+            let action = if connect {
+                Action::Connect { addr: addr.clone(), fd: -1, result: 0 }
+            } else {
+                Action::Send { addr: addr.clone(), fd: -1, result: 0 }
+            };
+            let mut header = event.header.clone();
+            (header.pid, header.tid) = (pid, tid);
+            let probe = Event { header, process: event.process.clone(), action };
+            if matches!(self.verdict(&probe, &mut context.clone()), Verdict::Alert(_)) {
+                bits |= bit;
+            }
+        }
+        bits
     }
 
     /// The alert of `handled`, or the repeat it folds into.
@@ -293,5 +440,23 @@ impl Pipeline {
     /// Records dropped per hook because their process was gone before it was identified.
     pub(super) fn unattributed(&self) -> &[u64; HOOK_COUNT as usize] {
         &self.tracker.stats.unattributed
+    }
+}
+
+/// The rule and outcome label of a network call the guard decided on, for one that raises no
+/// alert.
+fn overreach(event: &Event) -> Option<(RuleId, &'static str)> {
+    let rule = match event.action {
+        Action::Connect { .. } => RuleId::NetworkConnect,
+        Action::Send { .. } => RuleId::NetworkSend,
+        _ => return None,
+    };
+    let flags = event.header.flags;
+    if flags & FLAG_NET_DENIED != 0 {
+        Some((rule, "denied-without-alert"))
+    } else if flags & FLAG_NET_WOULD_DENY != 0 {
+        Some((rule, "would-deny-without-alert"))
+    } else {
+        None
     }
 }

@@ -153,6 +153,9 @@ fn emit(daemon: &mut Daemon, stdout: &mut impl io::Write, handled: Handled) -> i
     if let Some((rule, outcome)) = handled.enforced {
         daemon.metrics.enforcement.with_label_values(&[rule.as_str(), outcome.as_str()]).inc();
     }
+    if let Some((rule, outcome)) = handled.overreach {
+        daemon.metrics.enforcement.with_label_values(&[rule.as_str(), outcome]).inc();
+    }
     if let Some(alert) = handled.alert {
         daemon.count_alert(&alert);
         // Event lines already written must come first on a shared stdout.

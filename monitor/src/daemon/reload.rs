@@ -61,6 +61,9 @@ pub(super) fn reload(opts: &RunOptions, config: &mut Config, daemon: &mut Daemon
     daemon.pipeline.rules = rules;
     daemon.pipeline.redactor = redactor;
     daemon.rescan_credentials();
+    if let Err(err) = daemon.pipeline.configure_guard(&mut daemon.kernel) {
+        tracing::warn!(error = %err, "network guard keeps its previous configuration");
+    }
     daemon.pipeline.alerts.set_options(&fresh.alerts);
     *config = kept;
     daemon.metrics.reloads.with_label_values(&["success"]).inc();

@@ -161,6 +161,31 @@ impl Rules {
         option.enabled.then_some(Hit { rule, severity: option.severity, target, category })
     }
 
+    /// Destinations never alerted (`allow.destinations`), and package index networks (alerted
+    /// outside installs only).
+    pub(crate) fn network_allowances(&self) -> (&[crate::ops::config::Destination], Vec<ipnet::IpNet>) {
+        self.network.allowances()
+    }
+
+    /// A destination no allowlist covers (`installing` or not), as a raw `sockaddr`: the
+    /// address of the network actions the guard asks the rules about. `None` when every
+    /// candidate is allowed (then so is, in practice, everything).
+    pub(crate) fn unallowed_destination(&self, installing: bool) -> Option<Vec<u8>> {
+        // TEST-NET-1, TEST-NET-3 and the IPv6 documentation prefix, port 9 (discard).
+        let v4 = |a: [u8; 4]| {
+            let mut s = vec![2, 0, 0, 9];
+            s.extend(a);
+            s.extend([0; 8]);
+            s
+        };
+        let mut v6 = vec![10, 0, 0, 9, 0, 0, 0, 0, 0x20, 0x01, 0x0d, 0xb8];
+        v6.extend([0; 11]);
+        v6.extend([1, 0, 0, 0, 0]);
+        [v4([192, 0, 2, 1]), v4([203, 0, 113, 1]), v6]
+            .into_iter()
+            .find(|addr| self.network.target(addr, installing).is_some())
+    }
+
     /// Whether the allowlists exempt this action's process or culprit: `exe` is the acting
     /// executable, `culprit_files` the culprit's files and module names, `distribution` the
     /// package that carries the culprit.

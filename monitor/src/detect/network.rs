@@ -33,6 +33,12 @@ impl Network {
         })
     }
 
+    /// What is never alerted, whoever connects: `allow.destinations`, and (during installs)
+    /// the package indexes' addresses resolved so far.
+    pub(super) fn allowances(&self) -> (&[Destination], Vec<IpNet>) {
+        (&self.destinations, self.index_hosts.0.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
     /// The destination an action reaches out to, as the alert names it; `None` for
     /// `AF_UNSPEC` (a UDP "disconnect"), other families, allowed destinations, the system
     /// sockets, and package indexes while `installing`.

@@ -8,6 +8,7 @@
 //! under every mode, with the outcome `not-enforced`, so a dry run reports exactly the set an
 //! enforcing run denies.
 
+pub(crate) mod network;
 mod policy;
 
 pub(crate) use policy::Scope;
@@ -77,12 +78,16 @@ impl Outcome {
     }
 }
 
-/// The rules whose actions premain is asked about before they complete, and so can deny:
-/// credential reads and persistence writes to files that exist, through the file watch
-/// (fanotify permission events on every catalogued file premain knows, whatever the syscall or
-/// the name).
+/// The rules whose actions premain decides before they complete, and so can deny: credential
+/// reads and persistence writes to files that exist, through the file watch (fanotify
+/// permission events on every catalogued file premain knows, whatever the syscall or the
+/// name), and IPv4 and IPv6 connects and addressed sends, through the network guard (cgroup
+/// programs, whatever the syscall).
 pub fn enforceable(rule: RuleId) -> bool {
-    matches!(rule, RuleId::CredentialRead | RuleId::Persistence)
+    matches!(
+        rule,
+        RuleId::CredentialRead | RuleId::Persistence | RuleId::NetworkConnect | RuleId::NetworkSend
+    )
 }
 
 /// The `enforcement` of an alert: its mode and what came of it.
@@ -136,6 +141,6 @@ mod tests {
             assert_eq!(Enforcement::after_the_fact(Mode::Observe, asked), None);
         }
         assert!(enforceable(RuleId::CredentialRead) && enforceable(RuleId::Persistence));
-        assert!(!enforceable(RuleId::NetworkConnect) && !enforceable(RuleId::ProgramExec));
+        assert!(enforceable(RuleId::NetworkConnect) && !enforceable(RuleId::ProgramExec));
     }
 }

@@ -61,10 +61,15 @@ impl Policy {
         mode
     }
 
+    /// The mode of `rule` outside every scope.
+    pub(crate) fn node_mode(&self, rule: RuleId) -> Mode {
+        self.rules.get(&rule).copied().unwrap_or(self.base)
+    }
+
     /// Whether `rule` may be in `mode` somewhere.
     pub fn may(&self, rule: RuleId, mode: Mode) -> bool {
-        let node = self.rules.get(&rule).copied().unwrap_or(self.base);
-        node == mode || self.scopes.iter().any(|s| s.rules.get(&rule).copied().or(s.mode) == Some(mode))
+        self.node_mode(rule) == mode
+            || self.scopes.iter().any(|s| s.rules.get(&rule).copied().or(s.mode) == Some(mode))
     }
 
     /// Whether any rule may be in `mode` somewhere (for the start-up line and the watches).

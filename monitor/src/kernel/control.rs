@@ -6,9 +6,11 @@ use aya::{
     Ebpf,
     maps::{Array, HashMap, MapData},
 };
-use monitor_common::{CONTROL_HOLD, CONTROL_READER_BUSY, ExeKey, VERDICT_NOT_PYTHON, VERDICT_PYTHON};
+use monitor_common::{
+    AllowedNet, CONTROL_HOLD, CONTROL_READER_BUSY, ExeKey, VERDICT_NOT_PYTHON, VERDICT_PYTHON,
+};
 
-use super::{hold, probes::Probes};
+use super::{guard::GuardMaps, hold, probes::Probes};
 use crate::python::interpreter::Interpreter;
 
 /// What the process layer changes in the kernel; a fake stands in for unit tests.
@@ -35,6 +37,7 @@ pub(crate) struct KernelControl {
     control: Array<MapData, u32>,
     /// `pid -> generation` declared quiet (see `monitor_common::QUIET`).
     quiet: HashMap<MapData, u32, u64>,
+    guard: GuardMaps,
     probes: Probes,
 }
 
@@ -45,8 +48,30 @@ impl KernelControl {
         verdicts: HashMap<MapData, ExeKey, u32>,
         control: Array<MapData, u32>,
         quiet: HashMap<MapData, u32, u64>,
+        guard: GuardMaps,
     ) -> Self {
-        Self { ebpf: Some(ebpf), tracked, verdicts, control, quiet, probes: Probes::default() }
+        Self { ebpf: Some(ebpf), tracked, verdicts, control, quiet, guard, probes: Probes::default() }
+    }
+
+    /// Switches the network guard on or off (see [`GuardMaps::configure`]).
+    pub(crate) fn configure_guard(
+        &mut self,
+        on: bool,
+        default: u32,
+        allowed: &[AllowedNet],
+    ) -> Result<(), String> {
+        self.guard.configure(&mut self.control, on, default, allowed)
+    }
+
+    /// The `GUARD_*` bits of `pid` (0: not guarded).
+    pub(crate) fn set_guard(&mut self, pid: u32, bits: u32) {
+        self.guard.set_guard(pid, bits);
+    }
+
+    /// What the daemon judged of thread `tid`'s network actions, having applied its records up
+    /// to `as_of_ns` (`JUDGED_*` bits).
+    pub(crate) fn judge_thread(&mut self, tid: u32, as_of_ns: u64, bits: u32) {
+        self.guard.judge(tid, as_of_ns, bits);
     }
 
     /// The loaded object, until [`Self::unload`].

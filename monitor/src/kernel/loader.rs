@@ -8,10 +8,11 @@ use aya::{
     },
 };
 use monitor_common::{
-    CONTROL, COUNTERS, EVENTS, KernelOffsets, OFFSETS, QUIET, SELF_TGID, TRACKED, VERDICTS,
+    CONTROL, COUNTERS, EVENTS, JUDGED, KernelOffsets, NET_ALLOW, NET_GUARD, OFFSETS, QUIET, SELF_TGID,
+    TRACKED, VERDICTS,
 };
 
-use super::{control::KernelControl, error::StartError};
+use super::{control::KernelControl, error::StartError, guard::GuardMaps};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor-ebpf"));
 
@@ -150,7 +151,12 @@ pub(crate) fn load(offsets: &KernelOffsets, ring_buffer_bytes: u32) -> Result<Ke
     let counters = PerCpuArray::try_from(take(COUNTERS)?).map_err(|e| StartError::Load(e.to_string()))?;
     let control = Array::try_from(take(CONTROL)?).map_err(|e| StartError::Load(e.to_string()))?;
     let quiet = HashMap::try_from(take(QUIET)?).map_err(|e| StartError::Load(e.to_string()))?;
-    let control = KernelControl::new(ebpf, tracked, verdicts, control, quiet);
+    let guard = GuardMaps {
+        guard: HashMap::try_from(take(NET_GUARD)?).map_err(|e| StartError::Load(e.to_string()))?,
+        judged: HashMap::try_from(take(JUDGED)?).map_err(|e| StartError::Load(e.to_string()))?,
+        allow: Array::try_from(take(NET_ALLOW)?).map_err(|e| StartError::Load(e.to_string()))?,
+    };
+    let control = KernelControl::new(ebpf, tracked, verdicts, control, quiet, guard);
     Ok(Kernel { events, control, counters, logger })
 }
 

@@ -7,6 +7,7 @@ pub(crate) mod counters;
 pub mod decode;
 pub mod error;
 pub(crate) mod fanotify;
+pub(crate) mod guard;
 pub(crate) mod hold;
 pub(crate) mod loader;
 pub(crate) mod offsets;

@@ -50,6 +50,11 @@ impl PhaseEngine {
         self
     }
 
+    /// The phase thread `tid` of `pid` is in now (after the events applied so far).
+    pub(crate) fn context_of(&self, table: &ProcessTable, pid: u32, tid: u32) -> Context {
+        context(table, pid, tid)
+    }
+
     /// Whose code acted in `context`, which [`Self::observe`] just returned for `event`.
     pub(crate) fn party(&self, table: &ProcessTable, event: &Event, context: &Context) -> Party {
         party_of(table, event.header.pid, event.header.tid, context)

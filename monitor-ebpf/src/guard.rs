@@ -1,0 +1,260 @@
+//! The network guard: connects and addressed sends of pre-main code denied (or, under
+//! dry-run, noted) inside the kernel, by the cgroup programs of `sock`, before anything leaves.
+//!
+//! A cgroup program cannot wait for the daemon, so the decision is made from what the daemon
+//! published in advance: after applying a guarded thread's records up to some time, it writes
+//! in `JUDGED` whether that thread's network actions would alert now (the alert engine's own
+//! decision: phase, party, allowlists). The kernel notes in `THREAD_PHASE` when the thread's
+//! phase last changed (exec, fork, entry and return of a code object, main): a judgment older
+//! than that is out of date, and until the daemon catches up (usually well under a
+//! millisecond) the kernel decides from its own, coarser view: code runs before main, or
+//! inside a module body under a `site-packages`/`dist-packages` directory.
+//!
+//! Allowed destinations (`allow.destinations`, package indexes during installs) are never
+//! denied, whoever connects.
+
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+use monitor_common::{
+    AllowedNet, CONTROL_GUARD_DEFAULT, CONTROL_GUARDING, CONTROL_NET_ALLOWED, FLAG_NET_DENIED,
+    FLAG_NET_FALLBACK, FLAG_NET_WOULD_DENY, GUARD_CONNECT_DRY_RUN, GUARD_CONNECT_ENFORCE, GUARD_SEND_DRY_RUN,
+    GUARD_SEND_ENFORCE, JUDGED_CONNECT, JUDGED_INSTALLING, JUDGED_SEND, MARK_TEXT_MAX, NET_ALLOW_MAX,
+    ThreadPhase,
+};
+
+use crate::maps::{JUDGED, MAIN_SEEN, NET_ALLOW, NET_DECIDED, NET_GUARD, THREAD_PHASE, control};
+
+/// The guard bits of `tgid`, while some network rule is guarded at all.
+#[inline(always)]
+fn guard_of(tgid: u32) -> Option<u32> {
+    if control(CONTROL_GUARDING) == 0 {
+        return None;
+    }
+    // SAFETY: copied out.
+    unsafe { NET_GUARD.get(tgid) }.copied()
+}
+
+#[inline(always)]
+fn phase_of(tid: u32) -> ThreadPhase {
+    // SAFETY: copied out.
+    unsafe { THREAD_PHASE.get(tid) }.copied().unwrap_or_default()
+}
+
+/// A new image: a CPython is guarded as the daemon's default says until the daemon has placed
+/// it in its scope; anything else is not guarded. Either way its main has not started.
+#[inline(always)]
+pub(crate) fn on_exec(tgid: u32, tid: u32, python: bool, ktime_ns: u64) {
+    if control(CONTROL_GUARDING) == 0 {
+        return;
+    }
+    let _ = MAIN_SEEN.remove(tgid);
+    let default = control(CONTROL_GUARD_DEFAULT);
+    if python && default != 0 {
+        let _ = NET_GUARD.insert(tgid, default, 0);
+    } else {
+        let _ = NET_GUARD.remove(tgid);
+    }
+    if python {
+        // Whatever the daemon judged of the previous image is out of date.
+        let _ =
+            THREAD_PHASE.insert(tid, ThreadPhase { changed_ns: ktime_ns, depth: 0, third_party_depth: 0 }, 0);
+    }
+}
+
+/// A forked child runs its parent's code (its thread's stack included) until it execs; a new
+/// thread starts with no code object of its own, but inside third-party code if its creator
+/// was (what a module body starts runs on its behalf).
+#[inline(always)]
+pub(crate) fn on_fork(parent_tgid: u32, child_tgid: u32, child_tid: u32, thread: bool, ktime_ns: u64) {
+    let Some(guard) = guard_of(parent_tgid) else { return };
+    let creator = phase_of(bpf_get_current_pid_tgid() as u32);
+    let phase = if thread {
+        let inside = u32::from(creator.third_party_depth != 0);
+        ThreadPhase { changed_ns: ktime_ns, depth: inside, third_party_depth: inside }
+    } else {
+        let _ = NET_GUARD.insert(child_tgid, guard, 0);
+        // SAFETY: copied out.
+        if let Some(main) = unsafe { MAIN_SEEN.get(parent_tgid) }.copied() {
+            let _ = MAIN_SEEN.insert(child_tgid, main, 0);
+        }
+        ThreadPhase { changed_ns: ktime_ns, ..creator }
+    };
+    let _ = THREAD_PHASE.insert(child_tid, phase, 0);
+}
+
+#[inline(always)]
+pub(crate) fn on_thread_exit(tid: u32) {
+    let _ = THREAD_PHASE.remove(tid);
+    let _ = JUDGED.remove(tid);
+    let _ = NET_DECIDED.remove(tid);
+}
+
+#[inline(always)]
+pub(crate) fn on_process_exit(tgid: u32) {
+    let _ = NET_GUARD.remove(tgid);
+    let _ = MAIN_SEEN.remove(tgid);
+}
+
+/// The main code starts (`cpython.run_*`, or `_PyInterpreterState_SetRunningMain`). Noted
+/// for every CPython: the daemon may guard a process only once it has placed it in its scope.
+#[inline(always)]
+pub(crate) fn on_main(tgid: u32, tid: u32, ktime_ns: u64) {
+    if control(CONTROL_GUARDING) == 0 {
+        return;
+    }
+    let _ = MAIN_SEEN.insert(tgid, ktime_ns, 0);
+    changed(tid, ktime_ns, |_| {});
+}
+
+/// A code object starts; `text`/`len` hold its `co_filename` when one byte per character.
+#[inline(always)]
+pub(crate) fn on_eval_enter(tgid: u32, tid: u32, ktime_ns: u64, text: &[u8; MARK_TEXT_MAX], len: u32) {
+    if guard_of(tgid).is_none() {
+        return;
+    }
+    let third_party = under_site_packages(text, len);
+    changed(tid, ktime_ns, |p| {
+        p.depth = p.depth.saturating_add(1);
+        if p.third_party_depth == 0 && third_party {
+            p.third_party_depth = p.depth;
+        }
+    });
+}
+
+#[inline(always)]
+pub(crate) fn on_eval_exit(tgid: u32, tid: u32, ktime_ns: u64) {
+    if guard_of(tgid).is_none() {
+        return;
+    }
+    changed(tid, ktime_ns, |p| {
+        if p.depth > 0 {
+            if p.third_party_depth == p.depth {
+                p.third_party_depth = 0;
+            }
+            p.depth -= 1;
+        }
+    });
+}
+
+#[inline(always)]
+fn changed(tid: u32, ktime_ns: u64, apply: impl FnOnce(&mut ThreadPhase)) {
+    let mut phase = phase_of(tid);
+    apply(&mut phase);
+    phase.changed_ns = ktime_ns;
+    let _ = THREAD_PHASE.insert(tid, phase, 0);
+}
+
+/// Bytes of `co_filename` searched: site directories sit near the start of real paths.
+const SCANNED: usize = 256;
+const NEEDLE: &[u8; 10] = b"-packages/";
+
+#[inline(always)]
+fn under_site_packages(text: &[u8; MARK_TEXT_MAX], len: u32) -> bool {
+    let end = (len as usize).min(SCANNED);
+    let mut i = 0;
+    while i < SCANNED - NEEDLE.len() {
+        if i + NEEDLE.len() > end {
+            return false;
+        }
+        if text[i] == b'-' && text[i + 1..i + NEEDLE.len()] == NEEDLE[1..] {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Clears what the guard decided on the current thread's previous syscall (one that made no
+/// record to take it: an io_uring request, a call not recorded).
+#[inline(always)]
+pub(crate) fn forget_decided() {
+    if control(CONTROL_GUARDING) != 0 && crate::process::current_tracked() {
+        let _ = NET_DECIDED.remove(bpf_get_current_pid_tgid() as u32);
+    }
+}
+
+/// Takes the `FLAG_NET_*` bits decided on the current thread's syscall.
+#[inline(always)]
+pub(crate) fn take_decided() -> u32 {
+    if control(CONTROL_GUARDING) == 0 {
+        return 0;
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: copied out before removal.
+    let Some(flags) = unsafe { NET_DECIDED.get(tid) }.copied() else { return 0 };
+    let _ = NET_DECIDED.remove(tid);
+    flags
+}
+
+/// A connect (`connect`) or addressed send to `ip` (IPv6, IPv4 mapped) and `port`: whether to
+/// let it through, and the `FLAG_NET_*` bits of the decision (0 when nothing was decided).
+#[inline(always)]
+pub(crate) fn decide(ip: &[u8; 16], port: u16, connect: bool) -> (bool, u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    let Some(guard) = guard_of(tgid) else { return (true, 0) };
+    let (dry_run, enforce, judged_bit) = if connect {
+        (GUARD_CONNECT_DRY_RUN, GUARD_CONNECT_ENFORCE, JUDGED_CONNECT)
+    } else {
+        (GUARD_SEND_DRY_RUN, GUARD_SEND_ENFORCE, JUDGED_SEND)
+    };
+    if guard & (dry_run | enforce) == 0 {
+        return (true, 0);
+    }
+    let phase = phase_of(tid);
+    // SAFETY: copied out.
+    let judged = unsafe { JUDGED.get(tid) }.copied().filter(|j| j.as_of_ns >= phase.changed_ns);
+    let (deny, installing, fallback) = match judged {
+        Some(j) => (j.bits & judged_bit != 0, j.bits & JUDGED_INSTALLING != 0, 0),
+        None => {
+            // SAFETY: only presence is checked.
+            let before_main = unsafe { MAIN_SEEN.get(tgid) }.is_none();
+            (before_main || phase.third_party_depth != 0, false, FLAG_NET_FALLBACK)
+        }
+    };
+    if !deny || allowed(ip, port, installing) {
+        return (true, 0);
+    }
+    let enforced = guard & enforce != 0;
+    let flags = fallback | if enforced { FLAG_NET_DENIED } else { FLAG_NET_WOULD_DENY };
+    let _ = NET_DECIDED.insert(tid, flags, 0);
+    (!enforced, flags)
+}
+
+#[inline(always)]
+fn allowed(ip: &[u8; 16], port: u16, installing: bool) -> bool {
+    let count = control(CONTROL_NET_ALLOWED).min(NET_ALLOW_MAX);
+    let mut i = 0;
+    while i < NET_ALLOW_MAX {
+        if i >= count {
+            return false;
+        }
+        if let Some(net) = NET_ALLOW.get(i)
+            && matches(net, ip, port, installing)
+        {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+#[inline(always)]
+fn matches(net: &AllowedNet, ip: &[u8; 16], port: u16, installing: bool) -> bool {
+    if (net.install_only != 0 && !installing) || (net.port != 0 && net.port != u32::from(port)) {
+        return false;
+    }
+    let mut bits = net.prefix.min(128);
+    let mut k = 0;
+    while k < 16 {
+        if bits == 0 {
+            return true;
+        }
+        let mask: u8 = if bits >= 8 { 0xff } else { 0xff << (8 - bits) };
+        if (ip[k] ^ net.addr[k]) & mask != 0 {
+            return false;
+        }
+        bits = bits.saturating_sub(8);
+        k += 1;
+    }
+    true
+}
