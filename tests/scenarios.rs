@@ -537,13 +537,13 @@ fn results(file: &Path) -> Vec<String> {
 type Decided = (String, String, String, String, String);
 
 /// The corpus's start-up, import and install payloads under `--mode enforce`: no credential
-/// byte reaches them, each open failing with `EPERM` (the payloads' own notes say so), the
-/// application's main and its runtime reads and connects go on to exit 0, and each alert says
-/// what was done. Under `--mode dry-run` nothing is denied, and the alerts that say
+/// byte reaches them and nothing of theirs reaches the listener, each open, connect and send
+/// failing with `EPERM` (the payloads' own notes say so), the application's main and its
+/// runtime reads and connects go on to exit 0, and each alert says what was done. Under `--mode dry-run` nothing is denied, and the alerts that say
 /// `would-deny` are exactly those enforce denied. pip, whose `setup.py` dies of the denial,
 /// fails the install.
 #[test]
-fn enforce_denies_the_corpus_its_credentials_and_dry_run_names_the_same_set() {
+fn enforce_denies_the_corpus_its_credentials_and_connections_and_dry_run_names_the_same_set() {
     let links_dir = TempDir::new("links");
     let Some(links) = setuptools_links(links_dir.path()) else {
         return integration_tests::cannot_run(
@@ -569,27 +569,43 @@ fn enforce_denies_the_corpus_its_credentials_and_dry_run_names_the_same_set() {
             }
             let payloads = results(&result);
             let noted_want: Vec<String> = if mode == "enforce" {
-                vec![
-                    "connected".into(),
-                    "denied .aws/credentials errno 1".into(),
-                    "denied .kube/config errno 1".into(),
-                    "denied .netrc errno 1".into(),
-                    "sent".into(),
-                ]
+                let mut lines = vec![
+                    "connect failed errno 1",
+                    "connect failed errno 1",
+                    "denied .aws/credentials errno 1",
+                    "denied .kube/config errno 1",
+                    "denied .netrc errno 1",
+                    "send again failed errno 1",
+                    "send failed errno 1",
+                ];
+                lines.sort();
+                lines.into_iter().map(String::from).collect()
             } else {
                 let size = |f: &str| fs::metadata(stage.home.join(f)).unwrap().len();
                 let mut lines = vec![
+                    "connected".to_owned(),
                     "connected".to_owned(),
                     format!("read .aws/credentials {} bytes", size(".aws/credentials")),
                     format!("read .kube/config {} bytes", size(".kube/config")),
                     format!("read .netrc {} bytes", size(".netrc")),
                     "sent".to_owned(),
+                    "sent again".to_owned(),
                 ];
                 lines.sort();
                 lines
             };
             if payloads != noted_want {
                 return Err(format!("[{}] the payloads got {payloads:?}, not {noted_want:?}", py.label));
+            }
+            // Nothing of the payloads reached the listener under enforce: its one connection is
+            // main's, at runtime.
+            let (connections, datagrams) = (stage.sink.connections(), stage.sink.datagrams());
+            let heard_want = if mode == "enforce" { (1, 0) } else { (3, 1) };
+            if (connections, datagrams) != heard_want {
+                return Err(format!(
+                    "[{}] the listener got {connections} connections and {datagrams} datagrams, not {heard_want:?}",
+                    py.label
+                ));
             }
             let sink = &stage.sink;
             let alerts = settle(premain, pid, 7);
@@ -640,15 +656,16 @@ fn enforce_denies_the_corpus_its_credentials_and_dry_run_names_the_same_set() {
                 vec![one.clone(); repeats(&installs, &one)],
             )?;
             for a in alerts.iter().chain(&installs) {
-                let expected = if a["rule"] == "credential-read" { outcome } else { "not-enforced" };
+                let expected = outcome;
                 if a["enforcement"]["mode"] != mode || a["enforcement"]["outcome"] != expected {
                     return Err(format!("[{}] {mode}: enforcement of {a}", py.label));
                 }
                 if a["enforcement"]["outcome"] == outcome {
                     let w = got(a);
                     noted.push((py.label.clone(), w.rule.into(), w.phase.into(), w.culprit.into(), {
-                        // Temporary directories differ between the two runs.
-                        w.target.replace(&dir.display().to_string(), "<dir>")
+                        // Temporary directories and the listener's port differ between the runs.
+                        let port = format!(":{}", stage.sink.port);
+                        w.target.replace(&dir.display().to_string(), "<dir>").replace(&port, ":<port>")
                     }));
                 }
             }

@@ -13,7 +13,7 @@ use std::{
     process::{Child, ChildStdin, Command, ExitStatus, Stdio},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -718,7 +718,8 @@ pub fn spawn_listener(mut command: Command, what: &str) -> (Child, ChildStdin, u
 pub struct Sink {
     pub port: u16,
     stop: Arc<AtomicBool>,
-    _udp: Option<UdpSocket>,
+    accepted: Arc<AtomicUsize>,
+    udp: Option<UdpSocket>,
 }
 
 impl Sink {
@@ -728,10 +729,13 @@ impl Sink {
         tcp.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
         thread::spawn(move || {
             while !flag.load(Ordering::Relaxed) {
                 match tcp.accept() {
                     Ok((mut conn, _)) => {
+                        count.fetch_add(1, Ordering::Relaxed);
                         let _ = conn.set_nonblocking(false);
                         let _ = conn.set_read_timeout(Some(Duration::from_millis(300)));
                         let mut buf = [0u8; 1024];
@@ -742,7 +746,23 @@ impl Sink {
                 }
             }
         });
-        Self { port, stop, _udp: UdpSocket::bind(("127.0.0.1", port)).ok() }
+        let udp = UdpSocket::bind(("127.0.0.1", port)).ok();
+        if let Some(udp) = &udp {
+            udp.set_nonblocking(true).unwrap();
+        }
+        Self { port, stop, accepted, udp }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Datagrams received since the last call.
+    pub fn datagrams(&self) -> usize {
+        let Some(udp) = &self.udp else { return 0 };
+        let mut buf = [0u8; 2048];
+        std::iter::from_fn(|| udp.recv(&mut buf).ok()).count()
     }
 
     pub fn addr(&self) -> String {

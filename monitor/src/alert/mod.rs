@@ -117,6 +117,10 @@ impl Alerts {
     /// Whether an allowlist exempts this action: its executable, its culprit's files or
     /// module names, or the distribution that carries the culprit.
     pub(crate) fn exempt(&mut self, rules: &Rules, event: &Event, context: &Context) -> bool {
+        let (any, by_distribution) = rules.exempts();
+        if !any {
+            return false;
+        }
         let c = &context.culprit;
         let files: Vec<&Path> = [c.path.as_deref(), c.module_file.as_deref(), c.outer_module_file.as_deref()]
             .into_iter()
@@ -126,7 +130,7 @@ impl Alerts {
         let modules: Vec<String> = files.iter().filter_map(|f| module_name(f)).collect();
         let mut names: Vec<&Path> = files.clone();
         names.extend(modules.iter().map(Path::new));
-        let (distribution, _) = self.attribution(c);
+        let distribution = if by_distribution { self.attribution(c).0 } else { None };
         rules.allowed(event.process.exe.as_deref(), &names, distribution.as_deref())
     }
 

@@ -23,6 +23,16 @@ impl Allow {
         })
     }
 
+    /// Whether anything is exempted at all.
+    pub(super) fn any(&self) -> bool {
+        !self.culprits.is_empty() || !self.distributions.is_empty() || !self.exes.is_empty()
+    }
+
+    /// Whether distributions are exempted (finding a culprit's distribution reads the disk).
+    pub(super) fn by_distribution(&self) -> bool {
+        !self.distributions.is_empty()
+    }
+
     pub(super) fn allowed(
         &self,
         exe: Option<&Path>,

@@ -186,6 +186,12 @@ impl Rules {
             .find(|addr| self.network.target(addr, installing).is_some())
     }
 
+    /// Whether some allowlist exempts processes or culprits (else [`Self::allowed`] is false),
+    /// and whether by distribution.
+    pub fn exempts(&self) -> (bool, bool) {
+        (self.allow.any(), self.allow.by_distribution())
+    }
+
     /// Whether the allowlists exempt this action's process or culprit: `exe` is the acting
     /// executable, `culprit_files` the culprit's files and module names, `distribution` the
     /// package that carries the culprit.

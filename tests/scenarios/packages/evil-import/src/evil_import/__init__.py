@@ -17,16 +17,24 @@ if _port:
             _note("read .netrc %d bytes" % len(f.read()))
     except OSError as e:
         _note("denied .netrc errno %d" % e.errno)
+    # Each attempt on its own, so that a denial of one does not hide the next.
     try:
         socket.create_connection(("127.0.0.1", _port), timeout=3).close()
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        _note("connected")
+    except OSError as e:
+        _note("connect failed errno %s" % e.errno)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
         u.sendto(b"exfil.example", ("127.0.0.1", _port))
-        u.sendmsg([b"exfil2.example"], [], 0, ("127.0.0.2", _port))
-        u.close()
         _note("sent")
     except OSError as e:
         _note("send failed errno %s" % e.errno)
-
+    try:
+        u.sendmsg([b"exfil2.example"], [], 0, ("127.0.0.2", _port))
+        _note("sent again")
+    except OSError as e:
+        _note("send again failed errno %s" % e.errno)
+    u.close()
 
 def helper():
     return 42
