@@ -58,15 +58,36 @@ pub(crate) fn site_dir(file: &Path) -> Option<PathBuf> {
             return Some(dir.to_path_buf());
         }
     }
-    for dir in file.ancestors().skip(1).take(4) {
-        let has_dist_info = fs::read_dir(dir).ok().is_some_and(|entries| {
-            entries.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".dist-info"))
-        });
-        if has_dist_info {
-            return Some(dir.to_path_buf());
-        }
+    file.ancestors().skip(1).take(4).find(|dir| holds_dist_info(dir)).map(Path::to_path_buf)
+}
+
+/// Listings remembered: the phase of every module body asks, and a standard library directory
+/// holds hundreds of entries. A listing is trusted while the directory's mtime is unchanged.
+const LISTINGS_MAX: usize = 4096;
+
+thread_local! {
+    static LISTINGS: std::cell::RefCell<HashMap<PathBuf, (std::time::SystemTime, bool)>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+/// Whether `dir` holds a `*.dist-info` directory (a `pip install --target` tree).
+fn holds_dist_info(dir: &Path) -> bool {
+    let Ok(mtime) = fs::metadata(dir).and_then(|m| m.modified()) else { return false };
+    if let Some(known) =
+        LISTINGS.with_borrow(|l| l.get(dir).filter(|(at, _)| *at == mtime).map(|(_, has)| *has))
+    {
+        return known;
     }
-    None
+    let has = fs::read_dir(dir).ok().is_some_and(|entries| {
+        entries.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".dist-info"))
+    });
+    LISTINGS.with_borrow_mut(|l| {
+        if l.len() >= LISTINGS_MAX {
+            l.clear();
+        }
+        l.insert(dir.to_path_buf(), (mtime, has));
+    });
+    has
 }
 
 fn index(site: &Path) -> HashMap<PathBuf, Dist> {

@@ -254,20 +254,17 @@ pub(crate) fn markdown(r: &Value) -> String {
     if r["enforce"].is_object() {
         let _ = writeln!(
             md,
-            "### Enforcement\n\n{}\n\n| mode | start-up open p50 | p99 | runtime open p50 | p99 | outcomes |\n|---|---|---|---|---|---|",
+            "### Enforcement\n\n{}\n\n| mode | start-up open p50 | p99 | runtime open p50 | p99 | start-up connect p50 | p99 | runtime connect p50 | p99 | storm | outcomes |\n|---|---|---|---|---|---|---|---|---|---|---|",
             r["enforce"]["what"].as_str().unwrap_or("")
         );
         for (mode, m) in r["enforce"]["by_mode"].as_object().into_iter().flatten() {
             let us = |v: &Value| v.as_f64().map_or("?".to_owned(), |v| format!("{v:.0} µs"));
-            let _ = writeln!(
-                md,
-                "| {mode} | {} | {} | {} | {} | {} |",
-                us(&m["startup"]["p50_us"]),
-                us(&m["startup"]["p99_us"]),
-                us(&m["runtime"]["p50_us"]),
-                us(&m["runtime"]["p99_us"]),
-                m["outcomes"]
-            );
+            let cells: Vec<String> = ["startup", "runtime", "startup_connect", "runtime_connect"]
+                .into_iter()
+                .flat_map(|k| [us(&m[k]["p50_us"]), us(&m[k]["p99_us"])])
+                .collect();
+            let storm = m["storm_ms"].as_f64().map_or("?".to_owned(), |v| format!("{v:.1} ms"));
+            let _ = writeln!(md, "| {mode} | {} | {storm} | {} |", cells.join(" | "), m["outcomes"]);
         }
         let _ = writeln!(md);
     }
