@@ -60,6 +60,10 @@ pub const GUARD_CONNECT_DRY_RUN: u32 = 1;
 pub const GUARD_CONNECT_ENFORCE: u32 = 1 << 1;
 pub const GUARD_SEND_DRY_RUN: u32 = 1 << 2;
 pub const GUARD_SEND_ENFORCE: u32 = 1 << 3;
+pub const GUARD_MEMORY_DRY_RUN: u32 = 1 << 4;
+pub const GUARD_MEMORY_ENFORCE: u32 = 1 << 5;
+pub const GUARD_EXEC_DRY_RUN: u32 = 1 << 6;
+pub const GUARD_EXEC_ENFORCE: u32 = 1 << 7;
 /// `tgid -> u64`: the time a guarded process's main code started (the kernel's own view of
 /// the phase, used until the daemon has judged a thread's latest change).
 pub const MAIN_SEEN: &str = "MAIN_SEEN";
@@ -71,11 +75,23 @@ pub const JUDGED: &str = "JUDGED";
 /// Network actions of the thread would alert: denied (or noted, under dry-run).
 pub const JUDGED_CONNECT: u32 = 1;
 pub const JUDGED_SEND: u32 = 1 << 1;
-/// The thread is in an install: the package indexes of [`NET_ALLOW`] are allowed.
+/// The thread is in an install: the package indexes of [`NET_ALLOW`] and the toolchain of
+/// [`PROGRAMS`] are allowed.
 pub const JUDGED_INSTALLING: u32 = 1 << 2;
-/// `tid -> u32` (`FLAG_NET_*`): what the network guard decided on the thread's syscall in
+/// Process-memory reads and writes of the thread would alert: its process is killed.
+pub const JUDGED_MEMORY: u32 = 1 << 3;
+/// Execs of programs no allowlist covers would alert: the new program is killed before its
+/// first instruction.
+pub const JUDGED_EXEC: u32 = 1 << 4;
+/// `ExeKey -> u32` (`PROGRAM_*`): the files `allow.programs` (and, during installs,
+/// `install.toolchain`) let pre-main code run, as found on disk by the daemon.
+pub const PROGRAMS: &str = "PROGRAMS";
+pub const PROGRAMS_MAX: u32 = 8192;
+pub const PROGRAM_ALLOWED: u32 = 1;
+pub const PROGRAM_TOOLCHAIN: u32 = 1 << 1;
+/// `tid -> u32` (`FLAG_GUARD_*`): what the guard decided on the thread's syscall in
 /// progress, taken by the syscall's exit into its record.
-pub const NET_DECIDED: &str = "NET_DECIDED";
+pub const GUARD_DECIDED: &str = "GUARD_DECIDED";
 /// `Array<AllowedNet>`: destinations never denied (`allow.destinations`, and package indexes
 /// during installs); the first [`CONTROL_NET_ALLOWED`] entries are in use.
 pub const NET_ALLOW: &str = "NET_ALLOW";

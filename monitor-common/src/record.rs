@@ -59,13 +59,17 @@ pub const FLAG_KPATH_TRUNCATED: u32 = 1 << 5;
 pub const FLAG_NO_FILE: u32 = 1 << 6;
 /// The syscall was a 32-bit (ia32, `int 0x80`) one made by a 64-bit process.
 pub const FLAG_COMPAT: u32 = 1 << 7;
-/// On [`RECORD_CONNECT`] and [`RECORD_SEND`]: the network guard denied the call (`EPERM`).
-pub const FLAG_NET_DENIED: u32 = 1 << 8;
-/// On [`RECORD_CONNECT`] and [`RECORD_SEND`]: under dry-run, the guard would have denied it.
-pub const FLAG_NET_WOULD_DENY: u32 = 1 << 9;
-/// With one of the two above: decided by the kernel's own view of the thread's phase, the
+/// On [`RECORD_CONNECT`] and [`RECORD_SEND`]: the guard denied the call (`EPERM`).
+pub const FLAG_GUARD_DENIED: u32 = 1 << 8;
+/// On records the guard decides on: under dry-run, it would have denied or killed.
+pub const FLAG_GUARD_WOULD_DENY: u32 = 1 << 9;
+/// With one of the others: decided by the kernel's own view of the thread's phase, the
 /// daemon not having judged its latest change yet.
-pub const FLAG_NET_FALLBACK: u32 = 1 << 10;
+pub const FLAG_GUARD_FALLBACK: u32 = 1 << 10;
+/// On [`RECORD_IMAGE`] and [`RECORD_TARGET`]: the guard killed the process (`SIGKILL`) in the
+/// call, before its return to user space (an exec: before the new program's first
+/// instruction).
+pub const FLAG_GUARD_KILLED: u32 = 1 << 11;
 
 pub const SYSCALL_OPENAT: u32 = 1;
 pub const SYSCALL_OPENAT2: u32 = 2;

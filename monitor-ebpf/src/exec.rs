@@ -202,7 +202,8 @@ pub fn exec_image(ctx: TracePointContext) -> u32 {
         return 0;
     };
     fill_header(&mut rec.header, RECORD_IMAGE);
-    // A new image starts its own phases.
+    // Decided with the phase of the code that exec'd, before the new image starts its own.
+    rec.header.flags |= crate::guard::on_exec_of(exe.as_ref());
     crate::process::renew_generation(tgid, rec.header.ktime_ns);
     crate::guard::on_exec(tgid, tid, after & TRACK_PYTHON != 0, rec.header.ktime_ns);
     if by_tracked {

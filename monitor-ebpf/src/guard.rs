@@ -1,5 +1,7 @@
-//! The network guard: connects and addressed sends of pre-main code denied (or, under
-//! dry-run, noted) inside the kernel, by the cgroup programs of `sock`, before anything leaves.
+//! The guard: connects and addressed sends of pre-main code denied (or, under dry-run, noted)
+//! inside the kernel, by the cgroup programs of `sock`, before anything leaves; its execs and
+//! reads of other processes' memory killed (`SIGKILL`) in the call, before it returns to user
+//! space (an exec: before the new program's first instruction).
 //!
 //! A cgroup program cannot wait for the daemon, so the decision is made from what the daemon
 //! published in advance: after applying a guarded thread's records up to some time, it writes
@@ -10,20 +12,22 @@
 //! millisecond) the kernel decides from its own, coarser view: code runs before main, or
 //! inside a module body under a `site-packages`/`dist-packages` directory.
 //!
-//! Allowed destinations (`allow.destinations`, package indexes during installs) are never
-//! denied, whoever connects.
+//! Allowed destinations (`allow.destinations`, package indexes during installs) and allowed
+//! programs (`allow.programs`, the toolchain during installs) are never denied, whoever acts.
 
-use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated::bpf_send_signal};
 use monitor_common::{
-    AllowedNet, CONTROL_GUARD_DEFAULT, CONTROL_GUARDING, CONTROL_NET_ALLOWED, FLAG_NET_DENIED,
-    FLAG_NET_FALLBACK, FLAG_NET_WOULD_DENY, GUARD_CONNECT_DRY_RUN, GUARD_CONNECT_ENFORCE, GUARD_SEND_DRY_RUN,
-    GUARD_SEND_ENFORCE, JUDGED_CONNECT, JUDGED_INSTALLING, JUDGED_SEND, MARK_TEXT_MAX, NET_ALLOW_MAX,
-    ThreadPhase,
+    AllowedNet, CONTROL_GUARD_DEFAULT, CONTROL_GUARDING, CONTROL_NET_ALLOWED, ExeKey, FLAG_GUARD_DENIED,
+    FLAG_GUARD_FALLBACK, FLAG_GUARD_KILLED, FLAG_GUARD_WOULD_DENY, GUARD_CONNECT_DRY_RUN,
+    GUARD_CONNECT_ENFORCE, GUARD_EXEC_DRY_RUN, GUARD_EXEC_ENFORCE, GUARD_MEMORY_DRY_RUN,
+    GUARD_MEMORY_ENFORCE, GUARD_SEND_DRY_RUN, GUARD_SEND_ENFORCE, JUDGED_CONNECT, JUDGED_EXEC,
+    JUDGED_INSTALLING, JUDGED_MEMORY, JUDGED_SEND, Judged, MARK_TEXT_MAX, NET_ALLOW_MAX, PROGRAM_ALLOWED,
+    PROGRAM_TOOLCHAIN, ThreadPhase,
 };
 
-use crate::maps::{JUDGED, MAIN_SEEN, NET_ALLOW, NET_DECIDED, NET_GUARD, THREAD_PHASE, control};
+use crate::maps::{GUARD_DECIDED, JUDGED, MAIN_SEEN, NET_ALLOW, NET_GUARD, PROGRAMS, THREAD_PHASE, control};
 
-/// The guard bits of `tgid`, while some network rule is guarded at all.
+/// The guard bits of `tgid`, while some rule is guarded at all.
 #[inline(always)]
 fn guard_of(tgid: u32) -> Option<u32> {
     if control(CONTROL_GUARDING) == 0 {
@@ -66,7 +70,16 @@ pub(crate) fn on_exec(tgid: u32, tid: u32, python: bool, ktime_ns: u64) {
 #[inline(always)]
 pub(crate) fn on_fork(parent_tgid: u32, child_tgid: u32, child_tid: u32, thread: bool, ktime_ns: u64) {
     let Some(guard) = guard_of(parent_tgid) else { return };
-    let creator = phase_of(bpf_get_current_pid_tgid() as u32);
+    let creator_tid = bpf_get_current_pid_tgid() as u32;
+    let creator = phase_of(creator_tid);
+    // The child runs the creator's code: what the daemon judged of the creator holds for it
+    // until its own phase changes (an exec right after a fork is decided by it).
+    // SAFETY: copied out.
+    if let Some(judged) = unsafe { JUDGED.get(creator_tid) }.copied()
+        && judged.as_of_ns >= creator.changed_ns
+    {
+        let _ = JUDGED.insert(child_tid, Judged { as_of_ns: ktime_ns, ..judged }, 0);
+    }
     let phase = if thread {
         let inside = u32::from(creator.third_party_depth != 0);
         ThreadPhase { changed_ns: ktime_ns, depth: inside, third_party_depth: inside }
@@ -85,7 +98,7 @@ pub(crate) fn on_fork(parent_tgid: u32, child_tgid: u32, child_tid: u32, thread:
 pub(crate) fn on_thread_exit(tid: u32) {
     let _ = THREAD_PHASE.remove(tid);
     let _ = JUDGED.remove(tid);
-    let _ = NET_DECIDED.remove(tid);
+    let _ = GUARD_DECIDED.remove(tid);
 }
 
 #[inline(always)]
@@ -114,7 +127,9 @@ pub(crate) fn on_eval_enter(tgid: u32, tid: u32, ktime_ns: u64, text: &[u8; MARK
     let third_party = under_site_packages(text, len);
     changed(tid, ktime_ns, |p| {
         p.depth = p.depth.saturating_add(1);
-        if p.third_party_depth == 0 && third_party {
+        // Not the outermost code object: that is main's (a script, or `-m` module that may
+        // live in a site-packages), or start-up code, which is denied before main anyway.
+        if p.third_party_depth == 0 && third_party && p.depth >= 2 {
             p.third_party_depth = p.depth;
         }
     });
@@ -168,11 +183,11 @@ fn under_site_packages(text: &[u8; MARK_TEXT_MAX], len: u32) -> bool {
 #[inline(always)]
 pub(crate) fn forget_decided() {
     if control(CONTROL_GUARDING) != 0 && crate::process::current_tracked() {
-        let _ = NET_DECIDED.remove(bpf_get_current_pid_tgid() as u32);
+        let _ = GUARD_DECIDED.remove(bpf_get_current_pid_tgid() as u32);
     }
 }
 
-/// Takes the `FLAG_NET_*` bits decided on the current thread's syscall.
+/// Takes the `FLAG_GUARD_*` bits decided on the current thread's syscall.
 #[inline(always)]
 pub(crate) fn take_decided() -> u32 {
     if control(CONTROL_GUARDING) == 0 {
@@ -180,25 +195,21 @@ pub(crate) fn take_decided() -> u32 {
     }
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: copied out before removal.
-    let Some(flags) = unsafe { NET_DECIDED.get(tid) }.copied() else { return 0 };
-    let _ = NET_DECIDED.remove(tid);
+    let Some(flags) = unsafe { GUARD_DECIDED.get(tid) }.copied() else { return 0 };
+    let _ = GUARD_DECIDED.remove(tid);
     flags
 }
 
-/// A connect (`connect`) or addressed send to `ip` (IPv6, IPv4 mapped) and `port`: whether to
-/// let it through, and the `FLAG_NET_*` bits of the decision (0 when nothing was decided).
+/// What the guard does with an action of the current thread, before its allowlists: nothing
+/// (`None`), or deny it under enforce (`Some(true)`) or dry-run (`Some(false)`), with
+/// whether the thread was judged installing and the `FLAG_GUARD_FALLBACK` bit.
 #[inline(always)]
-pub(crate) fn decide(ip: &[u8; 16], port: u16, connect: bool) -> (bool, u32) {
+fn guarded_action(dry_run: u32, enforce: u32, judged_bit: u32) -> Option<(bool, bool, u32)> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-    let Some(guard) = guard_of(tgid) else { return (true, 0) };
-    let (dry_run, enforce, judged_bit) = if connect {
-        (GUARD_CONNECT_DRY_RUN, GUARD_CONNECT_ENFORCE, JUDGED_CONNECT)
-    } else {
-        (GUARD_SEND_DRY_RUN, GUARD_SEND_ENFORCE, JUDGED_SEND)
-    };
+    let guard = guard_of(tgid)?;
     if guard & (dry_run | enforce) == 0 {
-        return (true, 0);
+        return None;
     }
     let phase = phase_of(tid);
     // SAFETY: copied out.
@@ -208,16 +219,78 @@ pub(crate) fn decide(ip: &[u8; 16], port: u16, connect: bool) -> (bool, u32) {
         None => {
             // SAFETY: only presence is checked.
             let before_main = unsafe { MAIN_SEEN.get(tgid) }.is_none();
-            (before_main || phase.third_party_depth != 0, false, FLAG_NET_FALLBACK)
+            (before_main || phase.third_party_depth != 0, false, FLAG_GUARD_FALLBACK)
         }
     };
-    if !deny || allowed(ip, port, installing) {
+    deny.then_some((guard & enforce != 0, installing, fallback))
+}
+
+/// A connect (`connect`) or addressed send to `ip` (IPv6, IPv4 mapped) and `port`: whether to
+/// let it through, and the `FLAG_GUARD_*` bits of the decision (0 when nothing was decided).
+#[inline(always)]
+pub(crate) fn decide(ip: &[u8; 16], port: u16, connect: bool) -> (bool, u32) {
+    let (dry_run, enforce, judged_bit) = if connect {
+        (GUARD_CONNECT_DRY_RUN, GUARD_CONNECT_ENFORCE, JUDGED_CONNECT)
+    } else {
+        (GUARD_SEND_DRY_RUN, GUARD_SEND_ENFORCE, JUDGED_SEND)
+    };
+    let Some((enforced, installing, fallback)) = guarded_action(dry_run, enforce, judged_bit) else {
+        return (true, 0);
+    };
+    if allowed(ip, port, installing) {
         return (true, 0);
     }
-    let enforced = guard & enforce != 0;
-    let flags = fallback | if enforced { FLAG_NET_DENIED } else { FLAG_NET_WOULD_DENY };
-    let _ = NET_DECIDED.insert(tid, flags, 0);
+    let flags = fallback | if enforced { FLAG_GUARD_DENIED } else { FLAG_GUARD_WOULD_DENY };
+    let _ = GUARD_DECIDED.insert(bpf_get_current_pid_tgid() as u32, flags, 0);
     (!enforced, flags)
+}
+
+const SIGKILL: u32 = 9;
+
+/// Kills the current process when the guard denies its call (under enforce): the call
+/// itself goes on, but the process never runs another instruction of its own. Returns the
+/// `FLAG_GUARD_*` bits, also kept for the call's exit to take.
+#[inline(always)]
+fn kill_if_denied(dry_run: u32, enforce: u32, judged_bit: u32, program: Option<&ExeKey>) -> u32 {
+    let Some((enforced, installing, fallback)) = guarded_action(dry_run, enforce, judged_bit) else {
+        return 0;
+    };
+    if let Some(key) = program {
+        // SAFETY: copied out.
+        let allowed = unsafe { PROGRAMS.get(key) }.copied().unwrap_or(0);
+        if allowed & PROGRAM_ALLOWED != 0 || (installing && allowed & PROGRAM_TOOLCHAIN != 0) {
+            return 0;
+        }
+    }
+    let flags = fallback
+        | if enforced {
+            // SAFETY: helper without preconditions; it signals the current process.
+            unsafe { bpf_send_signal(SIGKILL) };
+            FLAG_GUARD_KILLED
+        } else {
+            FLAG_GUARD_WOULD_DENY
+        };
+    let _ = GUARD_DECIDED.insert(bpf_get_current_pid_tgid() as u32, flags, 0);
+    flags
+}
+
+/// A read or write of another process's memory, or a ptrace attach, by the current thread.
+#[inline(always)]
+pub(crate) fn on_memory() {
+    let _ = kill_if_denied(GUARD_MEMORY_DRY_RUN, GUARD_MEMORY_ENFORCE, JUDGED_MEMORY, None);
+}
+
+/// The current thread's exec of `program` succeeded (the new image is in place; the old
+/// image's phase still holds): the `FLAG_GUARD_*` bits for its record.
+#[inline(always)]
+pub(crate) fn on_exec_of(program: Option<&ExeKey>) -> u32 {
+    let Some(key) = program else { return 0 };
+    let flags = kill_if_denied(GUARD_EXEC_DRY_RUN, GUARD_EXEC_ENFORCE, JUDGED_EXEC, Some(key));
+    if flags != 0 {
+        // The image record carries them itself.
+        let _ = GUARD_DECIDED.remove(bpf_get_current_pid_tgid() as u32);
+    }
+    flags
 }
 
 #[inline(always)]

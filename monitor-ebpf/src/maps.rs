@@ -4,7 +4,8 @@ use aya_ebpf::{
 };
 use monitor_common::{
     AllowedNet, CONTROL_SLOTS, COUNTER_SLOTS, ExeKey, GUARDED_THREADS_MAX, InFlight, Judged, KernelOffsets,
-    NET_ALLOW_MAX, SYSCALLS_MAX, Scratch, TRACKED_MAX, ThreadPhase, URING_OPENS_MAX, VERDICTS_MAX,
+    NET_ALLOW_MAX, PROGRAMS_MAX, SYSCALLS_MAX, Scratch, TRACKED_MAX, ThreadPhase, URING_OPENS_MAX,
+    VERDICTS_MAX,
 };
 
 /// Sized by the daemon at load time (`--ring-buffer-size`).
@@ -55,7 +56,10 @@ pub(crate) static THREAD_PHASE: LruHashMap<u32, ThreadPhase> =
 pub(crate) static JUDGED: LruHashMap<u32, Judged> = LruHashMap::with_max_entries(GUARDED_THREADS_MAX, 0);
 
 #[map]
-pub(crate) static NET_DECIDED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(GUARDED_THREADS_MAX, 0);
+pub(crate) static GUARD_DECIDED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(GUARDED_THREADS_MAX, 0);
+
+#[map]
+pub(crate) static PROGRAMS: HashMap<ExeKey, u32> = HashMap::with_max_entries(PROGRAMS_MAX, 0);
 
 #[map]
 pub(crate) static NET_ALLOW: Array<AllowedNet> = Array::with_max_entries(NET_ALLOW_MAX, 0);

@@ -9,17 +9,20 @@ use monitor_common::{
 
 use crate::{
     emit::{fill_header, scratch, send},
+    guard,
     process::{current_quiet, current_tracked, save, save_if_recorded, take_saved},
 };
 
 #[tracepoint(category = "syscalls", name = "sys_enter_process_vm_readv")]
 pub fn target_enter_process_vm_readv(ctx: TracePointContext) -> u32 {
+    guard::on_memory();
     save_if_recorded(&ctx, HOOK_TARGET, SYSCALL_PROCESS_VM_READV, [16]);
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_process_vm_writev")]
 pub fn target_enter_process_vm_writev(ctx: TracePointContext) -> u32 {
+    guard::on_memory();
     save_if_recorded(&ctx, HOOK_TARGET, SYSCALL_PROCESS_VM_WRITEV, [16]);
     0
 }
@@ -35,6 +38,7 @@ pub fn target_enter_ptrace(ctx: TracePointContext) -> u32 {
         unsafe { (ctx.read_at::<u64>(16).unwrap_or(0), ctx.read_at::<u64>(24).unwrap_or(0)) };
     // Only the requests that take hold of a process: the rest need one already held.
     if request as u32 == PTRACE_ATTACH || request as u32 == PTRACE_SEIZE {
+        guard::on_memory();
         save(HOOK_TARGET, InFlight { syscall: SYSCALL_PTRACE, compat: 0, args: [pid, request, 0, 0, 0] });
     }
     0
@@ -73,6 +77,7 @@ pub(crate) fn report_target(result: i64, call: InFlight) {
     if call.compat != 0 {
         rec.header.flags |= FLAG_COMPAT;
     }
+    rec.header.flags |= guard::take_decided();
     rec.result = result;
     rec.syscall = call.syscall;
     rec.target_pid = call.args[0] as u32;

@@ -252,7 +252,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         watch,
         exec_watch,
     };
-    daemon.pipeline.configure_guard(&mut daemon.kernel).map_err(RunError::Guard)?;
+    daemon.pipeline.configure_guard(&mut daemon.kernel, true).map_err(RunError::Guard)?;
     let mut ticker = interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
@@ -313,7 +313,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 {
                     watch.rescan();
                 }
-                if let Err(err) = daemon.pipeline.configure_guard(&mut daemon.kernel) {
+                if let Err(err) = daemon.pipeline.configure_guard(&mut daemon.kernel, false) {
                     tracing::warn!(error = %err, "network guard not updated");
                 }
                 last_counts = report_losses(&counters, &last_counts, &daemon);

@@ -5,14 +5,14 @@
 use std::time::{Duration, Instant};
 
 use monitor_common::{
-    AllowedNet, FLAG_NET_DENIED, FLAG_NET_FALLBACK, FLAG_NET_WOULD_DENY, HOOK_COUNT, JUDGED_CONNECT,
-    JUDGED_INSTALLING, JUDGED_SEND,
+    AllowedNet, ExeKey, FLAG_GUARD_DENIED, FLAG_GUARD_FALLBACK, FLAG_GUARD_KILLED, FLAG_GUARD_WOULD_DENY,
+    HOOK_COUNT, JUDGED_CONNECT, JUDGED_EXEC, JUDGED_INSTALLING, JUDGED_MEMORY, JUDGED_SEND,
 };
 
 use crate::{
     alert::{Alert, Alerts},
     detect::{Hit, RuleId, Rules},
-    enforce::{Enforcement, Mode, Outcome, Policy, Scope, enforceable, network},
+    enforce::{Enforcement, Mode, Outcome, Policy, Scope, enforceable, guard},
     kernel::{control::KernelControl, decode::Record},
     output::redact::Redactor,
     phase::{Context, Phase, PhaseEngine},
@@ -41,15 +41,24 @@ pub(super) struct Pipeline {
     pub(super) guard: NetGuard,
 }
 
-/// What the daemon last told the kernel's network guard.
+/// What the daemon last told the kernel's guard.
 #[derive(Default)]
 pub(super) struct NetGuard {
     on: bool,
     default: u32,
     allowed: Vec<AllowedNet>,
+    programs: Vec<(ExeKey, u32)>,
+    /// When `programs` was last looked for on disk.
+    programs_at: Option<Instant>,
     /// `pid -> GUARD_*` bits of the guarded processes.
     guarded: std::collections::HashMap<u32, u32>,
 }
+
+/// How often the files of `allow.programs` and `install.toolchain` are looked for again.
+const PROGRAMS_RESCAN: Duration = Duration::from_secs(60);
+
+/// A program no allowlist names (it does not exist): what an exec the guard judges runs.
+const UNALLOWED_PROGRAM: &str = "/nonexistent/premain-guard-probe";
 
 /// How long the record of an open the watch decided is waited for.
 const DECIDED_WAIT: Duration = Duration::from_secs(2);
@@ -188,12 +197,14 @@ impl Pipeline {
 
     /// What was done with the action of an alert raised from its record (it has completed).
     fn after_the_fact(&self, hit: &Hit, event: &Event) -> Option<Enforcement> {
-        if let Action::Connect { .. } | Action::Send { .. } = &event.action {
+        if guarded_action(&event.action) {
             // Decided in the kernel as the call was made: its record says how.
             let flags = event.header.flags;
-            return if flags & FLAG_NET_DENIED != 0 {
+            return if flags & FLAG_GUARD_DENIED != 0 {
                 Some(Enforcement { mode: Mode::Enforce, outcome: Outcome::Denied })
-            } else if flags & FLAG_NET_WOULD_DENY != 0 {
+            } else if flags & FLAG_GUARD_KILLED != 0 {
+                Some(Enforcement { mode: Mode::Enforce, outcome: Outcome::Killed })
+            } else if flags & FLAG_GUARD_WOULD_DENY != 0 {
                 Some(Enforcement { mode: Mode::DryRun, outcome: Outcome::WouldDeny })
             } else {
                 Enforcement::after_the_fact(self.mode(hit.rule, event), false)
@@ -305,7 +316,7 @@ impl Pipeline {
         }
         if let Some((rule, outcome)) = handled.overreach {
             let e = &handled.event;
-            let fallback = e.header.flags & FLAG_NET_FALLBACK != 0;
+            let fallback = e.header.flags & FLAG_GUARD_FALLBACK != 0;
             tracing::warn!(
                 pid = e.header.pid,
                 tid = e.header.tid,
@@ -313,36 +324,45 @@ impl Pipeline {
                 outcome,
                 phase = handled.context.phase.as_str(),
                 fallback,
-                "the network guard decided on an action that raises no alert"
+                "the guard decided on an action that raises no alert"
             );
         }
         self.guard_thread(kernel, &handled.event);
         handled
     }
 
-    /// Brings the kernel's network guard in line with the policy and the allowlists: at start,
-    /// after a reload, and each second (package index names resolve in the background).
-    pub(super) fn configure_guard(&mut self, kernel: &mut KernelControl) -> Result<(), String> {
-        let rules = [RuleId::NetworkConnect, RuleId::NetworkSend];
-        let on =
-            rules.iter().any(|r| self.policy.may(*r, Mode::DryRun) || self.policy.may(*r, Mode::Enforce));
-        let default = network::guard_bits(
-            self.policy.node_mode(RuleId::NetworkConnect),
-            self.policy.node_mode(RuleId::NetworkSend),
-        );
+    /// Brings the kernel's guard in line with the policy and the allowlists: at start, after a
+    /// reload (`fresh`), and each second (package index names resolve in the background; the
+    /// allowed programs are looked for on disk again each minute).
+    pub(super) fn configure_guard(&mut self, kernel: &mut KernelControl, fresh: bool) -> Result<(), String> {
+        let on = guard::GUARDED
+            .iter()
+            .any(|r| self.policy.may(*r, Mode::DryRun) || self.policy.may(*r, Mode::Enforce));
+        let default = guard::guard_bits(|rule| self.policy.node_mode(rule));
         let (destinations, index) = self.rules.network_allowances();
-        let allowed = network::allowed_nets(destinations, &index);
+        let allowed = guard::allowed_nets(destinations, &index);
+        let stale = self.guard.programs_at.is_none_or(|at| at.elapsed() >= PROGRAMS_RESCAN);
+        let programs = if on && (fresh || stale) {
+            self.guard.programs_at = Some(Instant::now());
+            let (programs, toolchain) = self.rules.program_globs();
+            let programs: Vec<&str> = programs.iter().map(String::as_str).collect();
+            let toolchain: Vec<&str> = toolchain.iter().map(String::as_str).collect();
+            guard::allowed_programs(&programs, &toolchain)
+        } else {
+            self.guard.programs.clone()
+        };
         let g = &self.guard;
-        if (on, default, &allowed) == (g.on, g.default, &g.allowed) {
+        if (on, default, &allowed, &programs) == (g.on, g.default, &g.allowed, &g.programs) {
             return Ok(());
         }
-        kernel.configure_guard(on, default, &allowed)?;
+        kernel.configure_guard(on, default, &allowed, &programs)?;
         if !on {
             for (pid, _) in self.guard.guarded.drain() {
                 kernel.set_guard(pid, 0);
             }
         }
-        (self.guard.on, self.guard.default, self.guard.allowed) = (on, default, allowed);
+        (self.guard.on, self.guard.default, self.guard.allowed, self.guard.programs) =
+            (on, default, allowed, programs);
         Ok(())
     }
 
@@ -368,14 +388,7 @@ impl Pipeline {
             .table
             .get(pid)
             .is_some_and(|p| p.phase.interpreter && p.phase.probed && !p.phase.runtime_only);
-        let bits = if guardable {
-            network::guard_bits(
-                self.mode(RuleId::NetworkConnect, event),
-                self.mode(RuleId::NetworkSend, event),
-            )
-        } else {
-            0
-        };
+        let bits = if guardable { guard::guard_bits(|rule| self.mode(rule, event)) } else { 0 };
         let before = self.guard.guarded.get(&pid).copied().unwrap_or(0);
         if new_image || bits != before {
             kernel.set_guard(pid, bits);
@@ -397,7 +410,8 @@ impl Pipeline {
     }
 
     /// The `JUDGED_*` bits of thread `tid` of `pid` now: whether a connect or a send to a
-    /// destination no allowlist covers would alert, by the one [`Self::verdict`].
+    /// destination no allowlist covers, a read of another process's memory, an exec of a
+    /// program no allowlist covers would alert, by the one [`Self::verdict`].
     fn judgment(&mut self, event: &Event, pid: u32, tid: u32) -> u32 {
         let context = self.engine.context_of(&self.tracker.table, pid, tid);
         if context.phase == Phase::Runtime {
@@ -405,13 +419,28 @@ impl Pipeline {
         }
         let installing = context.phase == Phase::Install;
         let mut bits = if installing { JUDGED_INSTALLING } else { 0 };
-        let Some(addr) = self.rules.unallowed_destination(installing) else { return bits };
-        for (bit, connect) in [(JUDGED_CONNECT, true), (JUDGED_SEND, false)] {
-            let action = if connect {
-                Action::Connect { addr: addr.clone(), fd: -1, result: 0 }
-            } else {
-                Action::Send { addr: addr.clone(), fd: -1, result: 0 }
-            };
+        let addr = self.rules.unallowed_destination(installing);
+        let probes = [
+            (JUDGED_CONNECT, addr.clone().map(|addr| Action::Connect { addr, fd: -1, result: 0 })),
+            (JUDGED_SEND, addr.map(|addr| Action::Send { addr, fd: -1, result: 0 })),
+            (
+                JUDGED_MEMORY,
+                Some(Action::Memory { target_pid: 1, via: "process_vm_readv", path: None, result: 0 }),
+            ),
+            (
+                JUDGED_EXEC,
+                Some(Action::Exec {
+                    path: std::path::PathBuf::from(UNALLOWED_PROGRAM),
+                    resolution: crate::process::table::Resolution::Absolute,
+                    argv: Vec::new(),
+                    result: 0,
+                    file: None,
+                    image: None,
+                }),
+            ),
+        ];
+        for (bit, action) in probes {
+            let Some(action) = action else { continue };
             let mut header = event.header.clone();
             (header.pid, header.tid) = (pid, tid);
             let probe = Event { header, process: event.process.clone(), action };
@@ -443,18 +472,33 @@ impl Pipeline {
     }
 }
 
-/// The rule and outcome label of a network call the guard decided on, for one that raises no
-/// alert.
+/// Whether the guard decides `action` in the kernel (its record says what it decided).
+fn guarded_action(action: &Action) -> bool {
+    match action {
+        Action::Connect { .. } | Action::Send { .. } | Action::Exec { image: Some(_), .. } => true,
+        Action::Memory { via, .. } => *via != "proc-mem",
+        _ => false,
+    }
+}
+
+/// The rule and outcome label of a call the guard decided on, for one that raises no alert.
 fn overreach(event: &Event) -> Option<(RuleId, &'static str)> {
     let rule = match event.action {
         Action::Connect { .. } => RuleId::NetworkConnect,
         Action::Send { .. } => RuleId::NetworkSend,
+        Action::Memory { .. } => RuleId::ProcessMemory,
+        Action::Exec { .. } => RuleId::ProgramExec,
         _ => return None,
     };
+    if !guarded_action(&event.action) {
+        return None;
+    }
     let flags = event.header.flags;
-    if flags & FLAG_NET_DENIED != 0 {
+    if flags & FLAG_GUARD_DENIED != 0 {
         Some((rule, "denied-without-alert"))
-    } else if flags & FLAG_NET_WOULD_DENY != 0 {
+    } else if flags & FLAG_GUARD_KILLED != 0 {
+        Some((rule, "killed-without-alert"))
+    } else if flags & FLAG_GUARD_WOULD_DENY != 0 {
         Some((rule, "would-deny-without-alert"))
     } else {
         None

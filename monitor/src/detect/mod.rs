@@ -8,7 +8,7 @@
 mod allow;
 pub(crate) mod catalogue;
 mod credential;
-mod identity;
+pub(crate) mod identity;
 pub(crate) mod locate;
 mod network;
 mod persistence;
@@ -55,6 +55,7 @@ pub struct Rules {
     programs: Programs,
     persistence: Targets,
     allow: Allow,
+    program_globs: (Vec<String>, Vec<String>),
 }
 
 impl Rules {
@@ -75,6 +76,10 @@ impl Rules {
             )?,
             persistence: Targets::new(),
             allow: Allow::compile(&config.allow)?,
+            program_globs: (
+                config.allow.programs.iter().map(|p| p.get_ref().clone()).collect(),
+                config.install.toolchain.iter().map(|p| p.get_ref().clone()).collect(),
+            ),
         })
     }
 
@@ -165,6 +170,11 @@ impl Rules {
     /// outside installs only).
     pub(crate) fn network_allowances(&self) -> (&[crate::ops::config::Destination], Vec<ipnet::IpNet>) {
         self.network.allowances()
+    }
+
+    /// The globs of `allow.programs` and `install.toolchain`.
+    pub(crate) fn program_globs(&self) -> (&[String], &[String]) {
+        (&self.program_globs.0, &self.program_globs.1)
     }
 
     /// A destination no allowlist covers (`installing` or not), as a raw `sockaddr`: the

@@ -8,7 +8,7 @@
 //! under every mode, with the outcome `not-enforced`, so a dry run reports exactly the set an
 //! enforcing run denies.
 
-pub(crate) mod network;
+pub(crate) mod guard;
 mod policy;
 
 pub(crate) use policy::Scope;
@@ -56,6 +56,9 @@ impl Mode {
 pub enum Outcome {
     /// The syscall failed with `EPERM`; the process went on.
     Denied,
+    /// The process was killed in the call, before it ran another instruction of its own (an
+    /// exec: before the new program's first instruction).
+    Killed,
     /// Dry run: enforce would have denied it.
     WouldDeny,
     /// premain's decision came after the bound: the action was allowed.
@@ -66,11 +69,13 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 4] = [Self::Denied, Self::WouldDeny, Self::TimedOut, Self::NotEnforced];
+    pub const ALL: [Outcome; 5] =
+        [Self::Denied, Self::Killed, Self::WouldDeny, Self::TimedOut, Self::NotEnforced];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Denied => "denied",
+            Self::Killed => "killed",
             Self::WouldDeny => "would-deny",
             Self::TimedOut => "timed-out",
             Self::NotEnforced => "not-enforced",
@@ -78,15 +83,21 @@ impl Outcome {
     }
 }
 
-/// The rules whose actions premain decides before they complete, and so can deny: credential
+/// The rules whose actions premain decides before they complete, and so can act on: credential
 /// reads and persistence writes to files that exist, through the file watch (fanotify
 /// permission events on every catalogued file premain knows, whatever the syscall or the
-/// name), and IPv4 and IPv6 connects and addressed sends, through the network guard (cgroup
-/// programs, whatever the syscall).
+/// name); IPv4 and IPv6 connects and addressed sends, denied by the guard (cgroup programs,
+/// whatever the syscall); execs and reads or writes of another process's memory, whose
+/// process the guard kills in the call.
 pub fn enforceable(rule: RuleId) -> bool {
     matches!(
         rule,
-        RuleId::CredentialRead | RuleId::Persistence | RuleId::NetworkConnect | RuleId::NetworkSend
+        RuleId::CredentialRead
+            | RuleId::Persistence
+            | RuleId::NetworkConnect
+            | RuleId::NetworkSend
+            | RuleId::ProcessMemory
+            | RuleId::ProgramExec
     )
 }
 
@@ -141,6 +152,7 @@ mod tests {
             assert_eq!(Enforcement::after_the_fact(Mode::Observe, asked), None);
         }
         assert!(enforceable(RuleId::CredentialRead) && enforceable(RuleId::Persistence));
-        assert!(enforceable(RuleId::NetworkConnect) && !enforceable(RuleId::ProgramExec));
+        assert!(enforceable(RuleId::NetworkConnect) && enforceable(RuleId::ProgramExec));
+        assert!(!enforceable(RuleId::RawSocket) && !enforceable(RuleId::IoUring));
     }
 }

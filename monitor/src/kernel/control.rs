@@ -53,14 +53,15 @@ impl KernelControl {
         Self { ebpf: Some(ebpf), tracked, verdicts, control, quiet, guard, probes: Probes::default() }
     }
 
-    /// Switches the network guard on or off (see [`GuardMaps::configure`]).
+    /// Switches the guard on or off (see [`GuardMaps::configure`]).
     pub(crate) fn configure_guard(
         &mut self,
         on: bool,
         default: u32,
         allowed: &[AllowedNet],
+        programs: &[(ExeKey, u32)],
     ) -> Result<(), String> {
-        self.guard.configure(&mut self.control, on, default, allowed)
+        self.guard.configure(&mut self.control, on, default, allowed, programs)
     }
 
     /// The `GUARD_*` bits of `pid` (0: not guarded).

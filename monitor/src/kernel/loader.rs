@@ -8,8 +8,8 @@ use aya::{
     },
 };
 use monitor_common::{
-    CONTROL, COUNTERS, EVENTS, JUDGED, KernelOffsets, NET_ALLOW, NET_GUARD, OFFSETS, QUIET, SELF_TGID,
-    TRACKED, VERDICTS,
+    CONTROL, COUNTERS, EVENTS, JUDGED, KernelOffsets, NET_ALLOW, NET_GUARD, OFFSETS,
+    PROGRAMS as ALLOWED_PROGRAMS, QUIET, SELF_TGID, TRACKED, VERDICTS,
 };
 
 use super::{control::KernelControl, error::StartError, guard::GuardMaps};
@@ -155,6 +155,8 @@ pub(crate) fn load(offsets: &KernelOffsets, ring_buffer_bytes: u32) -> Result<Ke
         guard: HashMap::try_from(take(NET_GUARD)?).map_err(|e| StartError::Load(e.to_string()))?,
         judged: HashMap::try_from(take(JUDGED)?).map_err(|e| StartError::Load(e.to_string()))?,
         allow: Array::try_from(take(NET_ALLOW)?).map_err(|e| StartError::Load(e.to_string()))?,
+        programs: HashMap::try_from(take(ALLOWED_PROGRAMS)?).map_err(|e| StartError::Load(e.to_string()))?,
+        listed: Vec::new(),
     };
     let control = KernelControl::new(ebpf, tracked, verdicts, control, quiet, guard);
     Ok(Kernel { events, control, counters, logger })

@@ -233,7 +233,7 @@ impl Metrics {
             ),
             enforcement: counter_vec(
                 "enforcement_decisions_total",
-                "Actions of alerts under dry-run or enforce, by rule and outcome (denied, would-deny, timed-out, not-enforced)",
+                "Actions of alerts under dry-run or enforce, by rule and outcome (denied, killed, would-deny, timed-out, not-enforced; denied-without-alert and would-deny-without-alert: the guard's kernel view decided on an action that raises no alert)",
                 &["rule", "outcome"],
             ),
             open_decision_seconds: Histogram::with_opts(
