@@ -312,6 +312,103 @@ fn start_up_code_is_denied_writes_to_existing_persistence_files() {
     println!("ran on {}", py.label);
 }
 
+/// Start-up code that runs programs and reads another process's memory, and notes what came
+/// of each; the uname run is an allowed program (`allow.programs`: the standard library runs
+/// it). Each attempt is made by a child process (`subprocess`, a fork), as real payloads do.
+const KILLS: &str = r#"
+import ctypes, os, subprocess
+
+def _note(what):
+    with open(os.environ["PREMAIN_RESULT"], "a") as f:
+        f.write(what + "\n")
+
+for _prog in ["/usr/bin/id", "/usr/bin/uname"]:
+    _r = subprocess.run([_prog], stdout=subprocess.PIPE)
+    _note("%s exit %d output %d bytes" % (os.path.basename(_prog), _r.returncode, len(_r.stdout)))
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+_pid = os.fork()
+if _pid == 0:
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _buf = ctypes.create_string_buffer(16)
+    _vec = _Iovec(ctypes.cast(_buf, ctypes.c_void_p), 16)
+    _n = _libc.process_vm_readv(os.getppid(), ctypes.byref(_vec), 1, ctypes.byref(_vec), 1, 0)
+    os._exit(0 if _n == 16 else 3)
+_, _status = os.waitpid(_pid, 0)
+_note("reader " + ("killed by %d" % os.WTERMSIG(_status) if os.WIFSIGNALED(_status) else "exit %d" % os.WEXITSTATUS(_status)))
+"#;
+
+/// Under enforce, start-up code's exec of a program no allowlist names is killed before the
+/// program's first instruction (it prints nothing, its parent sees `-9`), its child reading
+/// the parent's memory is killed in the call, an allowed program runs, and main runs the
+/// same program at runtime and exits 0; the alerts say `killed`. Under dry-run everything
+/// runs and the same alerts say `would-deny`.
+#[test]
+fn start_up_code_is_killed_at_exec_and_memory_reads_and_main_is_not() {
+    let py = integration_tests::pyenv_python();
+    let mut decided = Vec::new();
+    for (mode, outcome) in [("enforce", "killed"), ("dry-run", "would-deny")] {
+        let premain = Premain::start_alerts(&["--mode", mode]);
+        let dir = TempDir::new("enforce-kill");
+        let home = dir.path().join("home");
+        let site = home.join(format!(".local/lib/python{}.{}/site-packages", py.version.0, py.version.1));
+        fs::create_dir_all(&site).unwrap();
+        fs::write(site.join("zz_premain_kills.pth"), "import zz_premain_kills\n").unwrap();
+        fs::write(site.join("zz_premain_kills.py"), KILLS).unwrap();
+        let result = dir.path().join("result");
+        let main = "import subprocess; print(subprocess.run(['/usr/bin/id', '-u'], stdout=subprocess.PIPE).stdout.decode().strip())";
+        let mut cmd = clean(&py.path);
+        cmd.args(["-c", main]).env("HOME", &home).env("PREMAIN_RESULT", &result);
+        let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let pid = child.id();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "[{mode}] {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n", "[{mode}] main's own run of id");
+        let want = if mode == "enforce" {
+            "id exit -9 output 0 bytes\nuname exit 0 output 6 bytes\nreader killed by 9\n"
+        } else {
+            "id exit 0 output 41 bytes\nuname exit 0 output 6 bytes\nreader exit 0\n"
+        };
+        let got = fs::read_to_string(&result).unwrap();
+        // id's output depends on the user's groups: only its presence matters.
+        let got = got.lines().map(|l| if l.starts_with("id exit 0") { "id exit 0 output 41 bytes" } else { l });
+        assert_eq!(got.collect::<Vec<_>>().join("\n") + "\n", want, "[{mode}] what the payload got");
+        premain.sentinel();
+        let mut alerts: Vec<(String, String)> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let all = premain.alerts_of(pid);
+            if all.len() >= 2 || Instant::now() > deadline {
+                for a in &all {
+                    assert_eq!(a["phase"], "startup", "[{mode}] only start-up code alerts: {a}");
+                    assert_eq!(a["enforcement"]["mode"], mode, "[{mode}] {a}");
+                    assert_eq!(a["enforcement"]["outcome"], outcome, "[{mode}] {a}");
+                    let what = a["action"]["path"].as_str().or(a["action"]["via"].as_str()).unwrap_or("");
+                    alerts.push((a["rule"].as_str().unwrap_or("").into(), what.into()));
+                }
+                break;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        alerts.sort();
+        assert_eq!(
+            alerts,
+            vec![
+                ("process-memory".to_owned(), "process_vm_readv".to_owned()),
+                ("program-exec".to_owned(), "/usr/bin/id".to_owned()),
+            ],
+            "[{mode}]"
+        );
+        decided.push(alerts);
+        let (status, _) = premain.stop();
+        assert!(status.success());
+    }
+    assert_eq!(decided[0], decided[1], "dry-run names what enforce killed");
+    println!("ran on {}", py.label);
+}
+
 /// Enforcement that cannot work refuses to start, in one line; bad modes are refused.
 #[test]
 fn enforcement_that_cannot_work_is_refused() {

@@ -427,7 +427,9 @@ impl Premain {
         fs::create_dir(dir.path().join("site")).unwrap();
         fs::write(
             dir.path().join("site/sitecustomize.py"),
-            format!("import subprocess\nsubprocess.run([{:?}], check=True)\n", program.display().to_string()),
+            // Under enforce the exec is killed (with an alert all the same): its status is not
+            // what the sentinel is for.
+            format!("import subprocess\nsubprocess.run([{:?}])\n", program.display().to_string()),
         )
         .unwrap();
         let python = pyenv_python();
