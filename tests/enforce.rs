@@ -373,7 +373,8 @@ fn start_up_code_is_killed_at_exec_and_memory_reads_and_main_is_not() {
         };
         let got = fs::read_to_string(&result).unwrap();
         // id's output depends on the user's groups: only its presence matters.
-        let got = got.lines().map(|l| if l.starts_with("id exit 0") { "id exit 0 output 41 bytes" } else { l });
+        let got =
+            got.lines().map(|l| if l.starts_with("id exit 0") { "id exit 0 output 41 bytes" } else { l });
         assert_eq!(got.collect::<Vec<_>>().join("\n") + "\n", want, "[{mode}] what the payload got");
         premain.sentinel();
         let mut alerts: Vec<(String, String)> = Vec::new();

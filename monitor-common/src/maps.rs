@@ -101,16 +101,39 @@ pub const GUARDED_THREADS_MAX: u32 = 16_384;
 
 /// The kernel's view of a guarded thread's phase.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ThreadPhase {
     /// Header time of the last record that changed the thread's phase (exec, fork, entry or
     /// return of a code object): a [`Judged`] older than this is out of date.
     pub changed_ns: u64,
     /// Code objects (`PyEval_EvalCode`) the thread is inside.
     pub depth: u32,
-    /// The depth at which the thread entered a module body under a `site-packages` or
-    /// `dist-packages` directory; 0: none.
-    pub third_party_depth: u32,
+    /// Bit `d` (of the first [`DEPTHS_KEPT`]): the code object at depth `d` is a module body
+    /// under a `site-packages` or `dist-packages` directory.
+    pub third_party: u32,
+    /// Bit `d`: `judged[d]` holds the daemon's judgment of the thread as it was at depth `d`
+    /// (kept at each entry, given back at the return to that depth).
+    pub judged_valid: u32,
+    /// 1: a thread started before its process's main: its code is start-up code's.
+    pub born_before_main: u32,
+    pub judged: [u32; DEPTHS_KEPT],
+}
+
+/// Depths of code objects whose judgment and party a thread's [`ThreadPhase`] keeps.
+pub const DEPTHS_KEPT: usize = 32;
+
+impl ThreadPhase {
+    /// A thread at depth 0 whose phase changed at `changed_ns`.
+    pub const fn new(changed_ns: u64) -> Self {
+        Self {
+            changed_ns,
+            depth: 0,
+            third_party: 0,
+            judged_valid: 0,
+            born_before_main: 0,
+            judged: [0; DEPTHS_KEPT],
+        }
+    }
 }
 
 /// The daemon's decision for a guarded thread.
@@ -284,7 +307,7 @@ mod pod {
 const _: () = {
     assert!(core::mem::size_of::<InFlight>() == 48);
     assert!(core::mem::size_of::<KernelOffsets>() == 50 * 4);
-    assert!(core::mem::size_of::<ThreadPhase>() == 16);
+    assert!(core::mem::size_of::<ThreadPhase>() == 24 + 4 * DEPTHS_KEPT);
     assert!(core::mem::size_of::<Judged>() == 16);
     assert!(core::mem::size_of::<AllowedNet>() == 32);
 };

@@ -17,8 +17,8 @@
 
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated::bpf_send_signal};
 use monitor_common::{
-    AllowedNet, CONTROL_GUARD_DEFAULT, CONTROL_GUARDING, CONTROL_NET_ALLOWED, ExeKey, FLAG_GUARD_DENIED,
-    FLAG_GUARD_FALLBACK, FLAG_GUARD_KILLED, FLAG_GUARD_WOULD_DENY, GUARD_CONNECT_DRY_RUN,
+    AllowedNet, CONTROL_GUARD_DEFAULT, CONTROL_GUARDING, CONTROL_NET_ALLOWED, DEPTHS_KEPT, ExeKey,
+    FLAG_GUARD_DENIED, FLAG_GUARD_FALLBACK, FLAG_GUARD_KILLED, FLAG_GUARD_WOULD_DENY, GUARD_CONNECT_DRY_RUN,
     GUARD_CONNECT_ENFORCE, GUARD_EXEC_DRY_RUN, GUARD_EXEC_ENFORCE, GUARD_MEMORY_DRY_RUN,
     GUARD_MEMORY_ENFORCE, GUARD_SEND_DRY_RUN, GUARD_SEND_ENFORCE, JUDGED_CONNECT, JUDGED_EXEC,
     JUDGED_INSTALLING, JUDGED_MEMORY, JUDGED_SEND, Judged, MARK_TEXT_MAX, NET_ALLOW_MAX, PROGRAM_ALLOWED,
@@ -37,10 +37,27 @@ fn guard_of(tgid: u32) -> Option<u32> {
     unsafe { NET_GUARD.get(tgid) }.copied()
 }
 
+/// The kernel's view of `tid`'s phase, to change in place.
 #[inline(always)]
-fn phase_of(tid: u32) -> ThreadPhase {
+fn phase_mut(tid: u32, ktime_ns: u64) -> Option<&'static mut ThreadPhase> {
+    if THREAD_PHASE.get_ptr_mut(tid).is_none() {
+        let _ = THREAD_PHASE.insert(tid, ThreadPhase::new(ktime_ns), 0);
+    }
+    // SAFETY: a valid map value, only touched by this thread's programs.
+    THREAD_PHASE.get_ptr_mut(tid).map(|p| unsafe { &mut *p })
+}
+
+/// What the daemon judged of `tid`, if it is not older than the thread's last phase change.
+#[inline(always)]
+fn valid_judgment(tid: u32, changed_ns: u64) -> Option<Judged> {
     // SAFETY: copied out.
-    unsafe { THREAD_PHASE.get(tid) }.copied().unwrap_or_default()
+    unsafe { JUDGED.get(tid) }.copied().filter(|j| j.as_of_ns >= changed_ns)
+}
+
+/// Whether the code object the thread is in now is a third party's module body.
+#[inline(always)]
+fn in_third_party(p: &ThreadPhase) -> bool {
+    p.depth < DEPTHS_KEPT as u32 && p.third_party & (1 << p.depth) != 0
 }
 
 /// A new image: a CPython is guarded as the daemon's default says until the daemon has placed
@@ -59,39 +76,40 @@ pub(crate) fn on_exec(tgid: u32, tid: u32, python: bool, ktime_ns: u64) {
     }
     if python {
         // Whatever the daemon judged of the previous image is out of date.
-        let _ =
-            THREAD_PHASE.insert(tid, ThreadPhase { changed_ns: ktime_ns, depth: 0, third_party_depth: 0 }, 0);
+        let _ = THREAD_PHASE.insert(tid, ThreadPhase::new(ktime_ns), 0);
     }
 }
 
 /// A forked child runs its parent's code (its thread's stack included) until it execs; a new
-/// thread starts with no code object of its own, but inside third-party code if its creator
-/// was (what a module body starts runs on its behalf).
+/// thread starts with no code object of its own, but on behalf of start-up code or a third
+/// party's module body if its creator was in one (what they start runs for them). Either takes what the daemon judged of
+/// its creator, while that holds: an exec right after a fork is decided by it.
 #[inline(always)]
 pub(crate) fn on_fork(parent_tgid: u32, child_tgid: u32, child_tid: u32, thread: bool, ktime_ns: u64) {
     let Some(guard) = guard_of(parent_tgid) else { return };
     let creator_tid = bpf_get_current_pid_tgid() as u32;
-    let creator = phase_of(creator_tid);
-    // The child runs the creator's code: what the daemon judged of the creator holds for it
-    // until its own phase changes (an exec right after a fork is decided by it).
-    // SAFETY: copied out.
-    if let Some(judged) = unsafe { JUDGED.get(creator_tid) }.copied()
-        && judged.as_of_ns >= creator.changed_ns
-    {
+    let Some(creator) = phase_mut(creator_tid, 0) else { return };
+    if let Some(judged) = valid_judgment(creator_tid, creator.changed_ns) {
         let _ = JUDGED.insert(child_tid, Judged { as_of_ns: ktime_ns, ..judged }, 0);
     }
-    let phase = if thread {
-        let inside = u32::from(creator.third_party_depth != 0);
-        ThreadPhase { changed_ns: ktime_ns, depth: inside, third_party_depth: inside }
+    if thread {
+        let mut phase = ThreadPhase::new(ktime_ns);
+        phase.third_party = u32::from(in_third_party(creator));
+        // SAFETY: only presence is checked.
+        let before_main = unsafe { MAIN_SEEN.get(parent_tgid) }.is_none();
+        phase.born_before_main = u32::from(before_main || creator.born_before_main != 0);
+        let _ = THREAD_PHASE.insert(child_tid, phase, 0);
     } else {
         let _ = NET_GUARD.insert(child_tgid, guard, 0);
         // SAFETY: copied out.
         if let Some(main) = unsafe { MAIN_SEEN.get(parent_tgid) }.copied() {
             let _ = MAIN_SEEN.insert(child_tgid, main, 0);
         }
-        ThreadPhase { changed_ns: ktime_ns, ..creator }
-    };
-    let _ = THREAD_PHASE.insert(child_tid, phase, 0);
+        let _ = THREAD_PHASE.insert(child_tid, creator, 0);
+        if let Some(child) = phase_mut(child_tid, ktime_ns) {
+            child.changed_ns = ktime_ns;
+        }
+    }
 }
 
 #[inline(always)]
@@ -115,47 +133,66 @@ pub(crate) fn on_main(tgid: u32, tid: u32, ktime_ns: u64) {
         return;
     }
     let _ = MAIN_SEEN.insert(tgid, ktime_ns, 0);
-    changed(tid, ktime_ns, |_| {});
+    if guard_of(tgid).is_some()
+        && let Some(p) = phase_mut(tid, ktime_ns)
+    {
+        p.changed_ns = ktime_ns;
+    }
 }
 
-/// A code object starts; `text`/`len` hold its `co_filename` when one byte per character.
+/// A code object starts; `text`/`len` hold its `co_filename` when one byte per character. The
+/// judgment of the code it is called from is kept for its return.
 #[inline(always)]
 pub(crate) fn on_eval_enter(tgid: u32, tid: u32, ktime_ns: u64, text: &[u8; MARK_TEXT_MAX], len: u32) {
     if guard_of(tgid).is_none() {
         return;
     }
     let third_party = under_site_packages(text, len);
-    changed(tid, ktime_ns, |p| {
-        p.depth = p.depth.saturating_add(1);
-        // Not the outermost code object: that is main's (a script, or `-m` module that may
-        // live in a site-packages), or start-up code, which is denied before main anyway.
-        if p.third_party_depth == 0 && third_party && p.depth >= 2 {
-            p.third_party_depth = p.depth;
+    let Some(p) = phase_mut(tid, ktime_ns) else { return };
+    let judged = valid_judgment(tid, p.changed_ns);
+    let depth = p.depth;
+    if let Some(slot) = p.judged.get_mut(depth as usize) {
+        match judged {
+            Some(j) => {
+                *slot = j.bits;
+                p.judged_valid |= 1 << depth;
+            }
+            None => p.judged_valid &= !(1 << depth),
         }
-    });
+    }
+    let depth = depth.saturating_add(1);
+    p.depth = depth;
+    if depth < DEPTHS_KEPT as u32 {
+        // The outermost code object is main's (a script, or a `-m` module that may live in a
+        // site-packages) or start-up code, which is denied before main anyway.
+        if third_party && depth >= 2 {
+            p.third_party |= 1 << depth;
+        } else {
+            p.third_party &= !(1 << depth);
+        }
+    }
+    p.changed_ns = ktime_ns;
 }
 
+/// A code object returns: the judgment kept at its entry holds again.
 #[inline(always)]
 pub(crate) fn on_eval_exit(tgid: u32, tid: u32, ktime_ns: u64) {
     if guard_of(tgid).is_none() {
         return;
     }
-    changed(tid, ktime_ns, |p| {
-        if p.depth > 0 {
-            if p.third_party_depth == p.depth {
-                p.third_party_depth = 0;
-            }
-            p.depth -= 1;
-        }
-    });
-}
-
-#[inline(always)]
-fn changed(tid: u32, ktime_ns: u64, apply: impl FnOnce(&mut ThreadPhase)) {
-    let mut phase = phase_of(tid);
-    apply(&mut phase);
-    phase.changed_ns = ktime_ns;
-    let _ = THREAD_PHASE.insert(tid, phase, 0);
+    let Some(p) = phase_mut(tid, ktime_ns) else { return };
+    p.changed_ns = ktime_ns;
+    if p.depth == 0 {
+        return;
+    }
+    p.depth -= 1;
+    let depth = p.depth;
+    if depth < DEPTHS_KEPT as u32
+        && p.judged_valid & (1 << depth) != 0
+        && let Some(bits) = p.judged.get(depth as usize).copied()
+    {
+        let _ = JUDGED.insert(tid, Judged { as_of_ns: ktime_ns, bits, _pad: 0 }, 0);
+    }
 }
 
 /// Bytes of `co_filename` searched: site directories sit near the start of real paths.
@@ -211,15 +248,15 @@ fn guarded_action(dry_run: u32, enforce: u32, judged_bit: u32) -> Option<(bool, 
     if guard & (dry_run | enforce) == 0 {
         return None;
     }
-    let phase = phase_of(tid);
-    // SAFETY: copied out.
-    let judged = unsafe { JUDGED.get(tid) }.copied().filter(|j| j.as_of_ns >= phase.changed_ns);
-    let (deny, installing, fallback) = match judged {
+    // SAFETY: read in place; only this thread's programs write it.
+    let phase = unsafe { THREAD_PHASE.get(tid) };
+    let (deny, installing, fallback) = match valid_judgment(tid, phase.map_or(0, |p| p.changed_ns)) {
         Some(j) => (j.bits & judged_bit != 0, j.bits & JUDGED_INSTALLING != 0, 0),
         None => {
             // SAFETY: only presence is checked.
             let before_main = unsafe { MAIN_SEEN.get(tgid) }.is_none();
-            (before_main || phase.third_party_depth != 0, false, FLAG_GUARD_FALLBACK)
+            let inherited = phase.is_some_and(|p| in_third_party(p) || p.born_before_main != 0);
+            (before_main || inherited, false, FLAG_GUARD_FALLBACK)
         }
     };
     deny.then_some((guard & enforce != 0, installing, fallback))

@@ -66,6 +66,8 @@ pub(crate) const PROGRAMS: &[(&str, From)] = &[
     ("cat", From::Machine),
     ("true", From::Machine),
     ("uname", From::Machine),
+    // Run by start-up code and main to show which execs are killed (tests/enforce.rs).
+    ("id", From::Machine),
     ("env", From::Machine),
     ("setpriv", From::Machine),
     ("unshare", From::Machine),

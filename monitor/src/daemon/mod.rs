@@ -23,7 +23,7 @@ pub use self::options::{Overrides, RunError, RunOptions, configuration};
 use self::{
     exec_watch::ExecWatch,
     pace::Pace,
-    pipeline::Pipeline,
+    pipeline::{GuardState, Pipeline},
     reader::{DRAIN_BUDGET, Trigger, drain, drain_paced, emit_all, report_losses, tell_kernel},
     watch::FileWatch,
 };
@@ -195,6 +195,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             "enforcement on"
         );
     }
+    // Before the ready line: a process started from then on is guarded from its exec.
+    let mut guard = GuardState::default();
+    guard.configure(&mut kernel, &policy, &rules, true).map_err(RunError::Guard)?;
     release_free_heap();
     health.set_ready(true);
     metrics.ready.set(1);
@@ -237,7 +240,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             unseen: Vec::new(),
             policy,
             decided: Vec::new(),
-            guard: Default::default(),
+            guard,
         },
         sinks,
         metrics: metrics.clone(),
@@ -252,7 +255,6 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         watch,
         exec_watch,
     };
-    daemon.pipeline.configure_guard(&mut daemon.kernel, true).map_err(RunError::Guard)?;
     let mut ticker = interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;

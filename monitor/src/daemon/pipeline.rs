@@ -38,12 +38,12 @@ pub(super) struct Pipeline {
     /// Opens the file watch denied (or meant to, after its bound), until the kernel program's
     /// record of the same open arrives: that open has its alert already.
     pub(super) decided: Vec<Decided>,
-    pub(super) guard: NetGuard,
+    pub(super) guard: GuardState,
 }
 
 /// What the daemon last told the kernel's guard.
 #[derive(Default)]
-pub(super) struct NetGuard {
+pub(super) struct GuardState {
     on: bool,
     default: u32,
     allowed: Vec<AllowedNet>,
@@ -52,6 +52,46 @@ pub(super) struct NetGuard {
     programs_at: Option<Instant>,
     /// `pid -> GUARD_*` bits of the guarded processes.
     guarded: std::collections::HashMap<u32, u32>,
+}
+
+impl GuardState {
+    /// Brings the kernel's guard in line with the policy and the allowlists: at start, after a
+    /// reload (`fresh`), and each second (package index names resolve in the background; the
+    /// allowed programs are looked for on disk again each minute).
+    pub(super) fn configure(
+        &mut self,
+        kernel: &mut KernelControl,
+        policy: &Policy,
+        rules: &Rules,
+        fresh: bool,
+    ) -> Result<(), String> {
+        let on = guard::GUARDED.iter().any(|r| policy.may(*r, Mode::DryRun) || policy.may(*r, Mode::Enforce));
+        let default = guard::guard_bits(|rule| policy.node_mode(rule));
+        let (destinations, index) = rules.network_allowances();
+        let allowed = guard::allowed_nets(destinations, &index);
+        let stale = self.programs_at.is_none_or(|at| at.elapsed() >= PROGRAMS_RESCAN);
+        let programs = if on && (fresh || stale) {
+            self.programs_at = Some(Instant::now());
+            let (programs, toolchain) = rules.program_globs();
+            let programs: Vec<&str> = programs.iter().map(String::as_str).collect();
+            let toolchain: Vec<&str> = toolchain.iter().map(String::as_str).collect();
+            guard::allowed_programs(&programs, &toolchain)
+        } else {
+            self.programs.clone()
+        };
+        let g = &*self;
+        if (on, default, &allowed, &programs) == (g.on, g.default, &g.allowed, &g.programs) {
+            return Ok(());
+        }
+        kernel.configure_guard(on, default, &allowed, &programs)?;
+        if !on {
+            for (pid, _) in self.guarded.drain() {
+                kernel.set_guard(pid, 0);
+            }
+        }
+        (self.on, self.default, self.allowed, self.programs) = (on, default, allowed, programs);
+        Ok(())
+    }
 }
 
 /// How often the files of `allow.programs` and `install.toolchain` are looked for again.
@@ -331,39 +371,10 @@ impl Pipeline {
         handled
     }
 
-    /// Brings the kernel's guard in line with the policy and the allowlists: at start, after a
-    /// reload (`fresh`), and each second (package index names resolve in the background; the
-    /// allowed programs are looked for on disk again each minute).
+    /// Brings the kernel's guard in line with the policy and the allowlists (see
+    /// [`GuardState::configure`]).
     pub(super) fn configure_guard(&mut self, kernel: &mut KernelControl, fresh: bool) -> Result<(), String> {
-        let on = guard::GUARDED
-            .iter()
-            .any(|r| self.policy.may(*r, Mode::DryRun) || self.policy.may(*r, Mode::Enforce));
-        let default = guard::guard_bits(|rule| self.policy.node_mode(rule));
-        let (destinations, index) = self.rules.network_allowances();
-        let allowed = guard::allowed_nets(destinations, &index);
-        let stale = self.guard.programs_at.is_none_or(|at| at.elapsed() >= PROGRAMS_RESCAN);
-        let programs = if on && (fresh || stale) {
-            self.guard.programs_at = Some(Instant::now());
-            let (programs, toolchain) = self.rules.program_globs();
-            let programs: Vec<&str> = programs.iter().map(String::as_str).collect();
-            let toolchain: Vec<&str> = toolchain.iter().map(String::as_str).collect();
-            guard::allowed_programs(&programs, &toolchain)
-        } else {
-            self.guard.programs.clone()
-        };
-        let g = &self.guard;
-        if (on, default, &allowed, &programs) == (g.on, g.default, &g.allowed, &g.programs) {
-            return Ok(());
-        }
-        kernel.configure_guard(on, default, &allowed, &programs)?;
-        if !on {
-            for (pid, _) in self.guard.guarded.drain() {
-                kernel.set_guard(pid, 0);
-            }
-        }
-        (self.guard.on, self.guard.default, self.guard.allowed, self.guard.programs) =
-            (on, default, allowed, programs);
-        Ok(())
+        self.guard.configure(kernel, &self.policy, &self.rules, fresh)
     }
 
     /// After `event` (applied): the guard bits of its process and, when it may have changed a
