@@ -3,14 +3,16 @@
 //! reads of other processes' memory killed (`SIGKILL`) in the call, before it returns to user
 //! space (an exec: before the new program's first instruction).
 //!
-//! A cgroup program cannot wait for the daemon, so the decision is made from what the daemon
-//! published in advance: after applying a guarded thread's records up to some time, it writes
-//! in `JUDGED` whether that thread's network actions would alert now (the alert engine's own
-//! decision: phase, party, allowlists). The kernel notes in `THREAD_PHASE` when the thread's
-//! phase last changed (exec, fork, entry and return of a code object, main): a judgment older
-//! than that is out of date, and until the daemon catches up (usually well under a
-//! millisecond) the kernel decides from its own, coarser view: code runs before main, or
-//! inside a module body under a `site-packages`/`dist-packages` directory.
+//! A cgroup program or an exec cannot wait for the daemon, so the decision is made from what
+//! the daemon published in advance: after applying a guarded thread's records up to some
+//! time, it writes in `JUDGED` whether that thread's connects, sends, memory reads and execs
+//! would alert now (the alert engine's own decision: phase, party, allowlists). The kernel
+//! notes in `THREAD_PHASE` when the thread's phase last changed (exec, fork, entry and return
+//! of a code object, main): a judgment older than that is out of date. Until the daemon
+//! catches up, the judgment of each depth is given back at the return to it, a fork or thread
+//! takes its creator's, and what is left is decided by the kernel's own, coarser view: before
+//! main, in a thread started before main, or inside a module body under a
+//! `site-packages`/`dist-packages` directory below main's own code.
 //!
 //! Allowed destinations (`allow.destinations`, package indexes during installs) and allowed
 //! programs (`allow.programs`, the toolchain during installs) are never denied, whoever acts.
