@@ -84,33 +84,38 @@ pub(crate) fn on_exec(tgid: u32, tid: u32, python: bool, ktime_ns: u64) {
 
 /// A forked child runs its parent's code (its thread's stack included) until it execs; a new
 /// thread starts with no code object of its own, but on behalf of start-up code or a third
-/// party's module body if its creator was in one (what they start runs for them). Either takes what the daemon judged of
-/// its creator, while that holds: an exec right after a fork is decided by it.
+/// party's module body if its creator was in one (what they start runs for them). Either
+/// takes what the daemon judged of its creator, while that holds: an exec right after a fork
+/// is decided by it.
 #[inline(always)]
 pub(crate) fn on_fork(parent_tgid: u32, child_tgid: u32, child_tid: u32, thread: bool, ktime_ns: u64) {
     let Some(guard) = guard_of(parent_tgid) else { return };
     let creator_tid = bpf_get_current_pid_tgid() as u32;
-    let Some(creator) = phase_mut(creator_tid, 0) else { return };
-    if let Some(judged) = valid_judgment(creator_tid, creator.changed_ns) {
+    // SAFETY: read in place (a copy would not fit the BPF stack twice); only this thread's
+    // programs write it.
+    let creator = unsafe { THREAD_PHASE.get(creator_tid) };
+    if let Some(judged) = valid_judgment(creator_tid, creator.map_or(0, |c| c.changed_ns)) {
         let _ = JUDGED.insert(child_tid, Judged { as_of_ns: ktime_ns, ..judged }, 0);
     }
     if thread {
         let mut phase = ThreadPhase::new(ktime_ns);
-        phase.third_party = u32::from(in_third_party(creator));
+        phase.third_party = u32::from(creator.is_some_and(in_third_party));
         // SAFETY: only presence is checked.
         let before_main = unsafe { MAIN_SEEN.get(parent_tgid) }.is_none();
-        phase.born_before_main = u32::from(before_main || creator.born_before_main != 0);
+        phase.born_before_main = u32::from(before_main || creator.is_some_and(|c| c.born_before_main != 0));
         let _ = THREAD_PHASE.insert(child_tid, phase, 0);
-    } else {
-        let _ = NET_GUARD.insert(child_tgid, guard, 0);
-        // SAFETY: copied out.
-        if let Some(main) = unsafe { MAIN_SEEN.get(parent_tgid) }.copied() {
-            let _ = MAIN_SEEN.insert(child_tgid, main, 0);
-        }
+        return;
+    }
+    let _ = NET_GUARD.insert(child_tgid, guard, 0);
+    // SAFETY: copied out.
+    if let Some(main) = unsafe { MAIN_SEEN.get(parent_tgid) }.copied() {
+        let _ = MAIN_SEEN.insert(child_tgid, main, 0);
+    }
+    if let Some(creator) = creator {
         let _ = THREAD_PHASE.insert(child_tid, creator, 0);
-        if let Some(child) = phase_mut(child_tid, ktime_ns) {
-            child.changed_ns = ktime_ns;
-        }
+    }
+    if let Some(child) = phase_mut(child_tid, ktime_ns) {
+        child.changed_ns = ktime_ns;
     }
 }
 
@@ -264,10 +269,11 @@ fn guarded_action(dry_run: u32, enforce: u32, judged_bit: u32) -> Option<(bool, 
     deny.then_some((guard & enforce != 0, installing, fallback))
 }
 
-/// A connect (`connect`) or addressed send to `ip` (IPv6, IPv4 mapped) and `port`: whether to
-/// let it through, and the `FLAG_GUARD_*` bits of the decision (0 when nothing was decided).
+/// A connect (`connect`) or addressed send to the destination `to` gives (IPv6, IPv4 mapped,
+/// and the port; read only for a guarded thread): whether to let it through, and the
+/// `FLAG_GUARD_*` bits of the decision (0 when nothing was decided).
 #[inline(always)]
-pub(crate) fn decide(ip: &[u8; 16], port: u16, connect: bool) -> (bool, u32) {
+pub(crate) fn decide(connect: bool, to: impl FnOnce() -> ([u8; 16], u16)) -> (bool, u32) {
     let (dry_run, enforce, judged_bit) = if connect {
         (GUARD_CONNECT_DRY_RUN, GUARD_CONNECT_ENFORCE, JUDGED_CONNECT)
     } else {
@@ -276,7 +282,8 @@ pub(crate) fn decide(ip: &[u8; 16], port: u16, connect: bool) -> (bool, u32) {
     let Some((enforced, installing, fallback)) = guarded_action(dry_run, enforce, judged_bit) else {
         return (true, 0);
     };
-    if allowed(ip, port, installing) {
+    let (ip, port) = to();
+    if allowed(&ip, port, installing) {
         return (true, 0);
     }
     let flags = fallback | if enforced { FLAG_GUARD_DENIED } else { FLAG_GUARD_WOULD_DENY };
@@ -288,7 +295,7 @@ const SIGKILL: u32 = 9;
 
 /// Kills the current process when the guard denies its call (under enforce): the call
 /// itself goes on, but the process never runs another instruction of its own. Returns the
-/// `FLAG_GUARD_*` bits, also kept for the call's exit to take.
+/// `FLAG_GUARD_*` bits.
 #[inline(always)]
 fn kill_if_denied(dry_run: u32, enforce: u32, judged_bit: u32, program: Option<&ExeKey>) -> u32 {
     let Some((enforced, installing, fallback)) = guarded_action(dry_run, enforce, judged_bit) else {
@@ -301,22 +308,24 @@ fn kill_if_denied(dry_run: u32, enforce: u32, judged_bit: u32, program: Option<&
             return 0;
         }
     }
-    let flags = fallback
+    fallback
         | if enforced {
             // SAFETY: helper without preconditions; it signals the current process.
             unsafe { bpf_send_signal(SIGKILL) };
             FLAG_GUARD_KILLED
         } else {
             FLAG_GUARD_WOULD_DENY
-        };
-    let _ = GUARD_DECIDED.insert(bpf_get_current_pid_tgid() as u32, flags, 0);
-    flags
+        }
 }
 
-/// A read or write of another process's memory, or a ptrace attach, by the current thread.
+/// A read or write of another process's memory, or a ptrace attach, by the current thread:
+/// what was decided is kept for the call's exit to take.
 #[inline(always)]
 pub(crate) fn on_memory() {
-    let _ = kill_if_denied(GUARD_MEMORY_DRY_RUN, GUARD_MEMORY_ENFORCE, JUDGED_MEMORY, None);
+    let flags = kill_if_denied(GUARD_MEMORY_DRY_RUN, GUARD_MEMORY_ENFORCE, JUDGED_MEMORY, None);
+    if flags != 0 {
+        let _ = GUARD_DECIDED.insert(bpf_get_current_pid_tgid() as u32, flags, 0);
+    }
 }
 
 /// The current thread's exec of `program` succeeded (the new image is in place; the old
@@ -324,12 +333,7 @@ pub(crate) fn on_memory() {
 #[inline(always)]
 pub(crate) fn on_exec_of(program: Option<&ExeKey>) -> u32 {
     let Some(key) = program else { return 0 };
-    let flags = kill_if_denied(GUARD_EXEC_DRY_RUN, GUARD_EXEC_ENFORCE, JUDGED_EXEC, Some(key));
-    if flags != 0 {
-        // The image record carries them itself.
-        let _ = GUARD_DECIDED.remove(bpf_get_current_pid_tgid() as u32);
-    }
-    flags
+    kill_if_denied(GUARD_EXEC_DRY_RUN, GUARD_EXEC_ENFORCE, JUDGED_EXEC, Some(key))
 }
 
 #[inline(always)]

@@ -61,17 +61,19 @@ fn check(ctx: &SockAddrContext, kind: u32, hook: u32, v6: bool, connect: bool) -
     // SAFETY: the context the kernel passed; each field is read with the 4-byte loads the
     // verifier allows on it.
     let sa = unsafe { &*ctx.sock_addr };
-    let mut ip = [0u8; 16];
-    if v6 {
-        for i in 0..4 {
-            ip[4 * i..4 * i + 4].copy_from_slice(&sa.user_ip6[i].to_ne_bytes());
+    let (allow, flags) = decide(connect, || {
+        let mut ip = [0u8; 16];
+        if v6 {
+            for i in 0..4 {
+                ip[4 * i..4 * i + 4].copy_from_slice(&sa.user_ip6[i].to_ne_bytes());
+            }
+        } else {
+            ip[10] = 0xff;
+            ip[11] = 0xff;
+            ip[12..].copy_from_slice(&sa.user_ip4.to_ne_bytes());
         }
-    } else {
-        ip[10] = 0xff;
-        ip[11] = 0xff;
-        ip[12..].copy_from_slice(&sa.user_ip4.to_ne_bytes());
-    }
-    let (allow, flags) = decide(&ip, u16::from_be(sa.user_port as u16), connect);
+        (ip, u16::from_be(sa.user_port as u16))
+    });
     observe(ctx, kind, hook, v6, flags);
     if allow { ALLOW } else { DENY }
 }

@@ -151,9 +151,9 @@ pub(super) struct Handled {
     pub(super) quieted: Option<RuleId>,
     /// The rule it broke and what was done, under dry-run or enforce (repeats included).
     pub(super) enforced: Option<(RuleId, Outcome)>,
-    /// The network guard denied it (or would have), and it raises no alert: the outcome's
-    /// label for the decisions metric.
-    pub(super) overreach: Option<(RuleId, &'static str)>,
+    /// The guard acted on it (or would have), and it raises no alert: its rule and what the
+    /// guard did.
+    pub(super) overreach: Option<(RuleId, Outcome)>,
 }
 
 impl Handled {
@@ -237,17 +237,14 @@ impl Pipeline {
 
     /// What was done with the action of an alert raised from its record (it has completed).
     fn after_the_fact(&self, hit: &Hit, event: &Event) -> Option<Enforcement> {
-        if guarded_action(&event.action) {
+        if guarded_rule(&event.action).is_some() {
             // Decided in the kernel as the call was made: its record says how.
-            let flags = event.header.flags;
-            return if flags & FLAG_GUARD_DENIED != 0 {
-                Some(Enforcement { mode: Mode::Enforce, outcome: Outcome::Denied })
-            } else if flags & FLAG_GUARD_KILLED != 0 {
-                Some(Enforcement { mode: Mode::Enforce, outcome: Outcome::Killed })
-            } else if flags & FLAG_GUARD_WOULD_DENY != 0 {
-                Some(Enforcement { mode: Mode::DryRun, outcome: Outcome::WouldDeny })
-            } else {
-                Enforcement::after_the_fact(self.mode(hit.rule, event), false)
+            return match guard_outcome(event.header.flags) {
+                Some(outcome) => {
+                    let mode = if outcome == Outcome::WouldDeny { Mode::DryRun } else { Mode::Enforce };
+                    Some(Enforcement { mode, outcome })
+                }
+                None => Enforcement::after_the_fact(self.mode(hit.rule, event), false),
             };
         }
         let mode = self.mode(hit.rule, event);
@@ -361,7 +358,7 @@ impl Pipeline {
                 pid = e.header.pid,
                 tid = e.header.tid,
                 rule = rule.as_str(),
-                outcome,
+                outcome = outcome.as_str(),
                 phase = handled.context.phase.as_str(),
                 fallback,
                 "the guard decided on an action that raises no alert"
@@ -483,35 +480,32 @@ impl Pipeline {
     }
 }
 
-/// Whether the guard decides `action` in the kernel (its record says what it decided).
-fn guarded_action(action: &Action) -> bool {
+/// The rule under which the guard decides `action` in the kernel (its record says what it
+/// decided).
+fn guarded_rule(action: &Action) -> Option<RuleId> {
     match action {
-        Action::Connect { .. } | Action::Send { .. } | Action::Exec { image: Some(_), .. } => true,
-        Action::Memory { via, .. } => *via != "proc-mem",
-        _ => false,
+        Action::Connect { .. } => Some(RuleId::NetworkConnect),
+        Action::Send { .. } => Some(RuleId::NetworkSend),
+        Action::Exec { image: Some(_), .. } => Some(RuleId::ProgramExec),
+        Action::Memory { via, .. } if *via != "proc-mem" => Some(RuleId::ProcessMemory),
+        _ => None,
     }
 }
 
-/// The rule and outcome label of a call the guard decided on, for one that raises no alert.
-fn overreach(event: &Event) -> Option<(RuleId, &'static str)> {
-    let rule = match event.action {
-        Action::Connect { .. } => RuleId::NetworkConnect,
-        Action::Send { .. } => RuleId::NetworkSend,
-        Action::Memory { .. } => RuleId::ProcessMemory,
-        Action::Exec { .. } => RuleId::ProgramExec,
-        _ => return None,
-    };
-    if !guarded_action(&event.action) {
-        return None;
-    }
-    let flags = event.header.flags;
+/// What the guard did to a call, by its record's flags (`None`: nothing).
+fn guard_outcome(flags: u32) -> Option<Outcome> {
     if flags & FLAG_GUARD_DENIED != 0 {
-        Some((rule, "denied-without-alert"))
+        Some(Outcome::Denied)
     } else if flags & FLAG_GUARD_KILLED != 0 {
-        Some((rule, "killed-without-alert"))
+        Some(Outcome::Killed)
     } else if flags & FLAG_GUARD_WOULD_DENY != 0 {
-        Some((rule, "would-deny-without-alert"))
+        Some(Outcome::WouldDeny)
     } else {
         None
     }
+}
+
+/// The rule and outcome of a call the guard acted on, for one that raises no alert.
+fn overreach(event: &Event) -> Option<(RuleId, Outcome)> {
+    guarded_rule(&event.action).zip(guard_outcome(event.header.flags))
 }

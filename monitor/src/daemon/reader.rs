@@ -154,7 +154,8 @@ fn emit(daemon: &mut Daemon, stdout: &mut impl io::Write, handled: Handled) -> i
         daemon.metrics.enforcement.with_label_values(&[rule.as_str(), outcome.as_str()]).inc();
     }
     if let Some((rule, outcome)) = handled.overreach {
-        daemon.metrics.enforcement.with_label_values(&[rule.as_str(), outcome]).inc();
+        let label = format!("{}-without-alert", outcome.as_str());
+        daemon.metrics.enforcement.with_label_values(&[rule.as_str(), &label]).inc();
     }
     if let Some(alert) = handled.alert {
         daemon.count_alert(&alert);
