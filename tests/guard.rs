@@ -434,9 +434,7 @@ fn overreach(premain: &Premain, pid: u32) -> Vec<String> {
     premain
         .stderr()
         .lines()
-        .filter(|l| {
-            l.contains("network guard decided on an action that raises no alert") && l.contains(&field)
-        })
+        .filter(|l| l.contains("the guard decided on an action that raises no alert") && l.contains(&field))
         .map(str::to_owned)
         .collect()
 }

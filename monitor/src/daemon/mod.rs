@@ -316,7 +316,8 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                     watch.rescan();
                 }
                 if let Err(err) = daemon.pipeline.configure_guard(&mut daemon.kernel, false) {
-                    tracing::warn!(error = %err, "network guard not updated");
+                    // Said once by the reload that brought it; each second would flood the log.
+                    tracing::debug!(error = %err, "guard not updated");
                 }
                 last_counts = report_losses(&counters, &last_counts, &daemon);
                 daemon.report_unattributed();

@@ -85,7 +85,7 @@ pub enum RunError {
     Io(#[from] io::Error),
     #[error("enforce mode needs the credential file watch to deny credential reads: {0}")]
     Enforce(String),
-    #[error("the network guard cannot be set up: {0}")]
+    #[error("the guard cannot be set up: {0}")]
     Guard(String),
 }
 

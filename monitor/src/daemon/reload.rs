@@ -62,7 +62,7 @@ pub(super) fn reload(opts: &RunOptions, config: &mut Config, daemon: &mut Daemon
     daemon.pipeline.redactor = redactor;
     daemon.rescan_credentials();
     if let Err(err) = daemon.pipeline.configure_guard(&mut daemon.kernel, true) {
-        tracing::warn!(error = %err, "network guard keeps its previous configuration");
+        tracing::warn!(error = %err, "the guard keeps its previous configuration");
     }
     daemon.pipeline.alerts.set_options(&fresh.alerts);
     *config = kept;
