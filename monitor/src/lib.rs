@@ -13,6 +13,7 @@
 //! - [`ops`]: configuration, metrics, health endpoints, the node-wide lock;
 //! - [`k8s`]: container and pod identity;
 //! - [`daemon`]: `premain run`, the event loop that ties them together.
+//! - [`vet`]: the sandbox of `premain vet` (its network namespace and sink).
 
 pub(crate) mod alert;
 pub mod daemon;
@@ -27,3 +28,4 @@ pub mod process;
 pub mod python;
 #[cfg(test)]
 mod testing;
+pub mod vet;
