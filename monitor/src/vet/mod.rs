@@ -8,5 +8,7 @@
 //!
 //! Not wired into the CLI yet: `premain vet` will start both before any package code runs.
 
+pub mod capture;
+mod encode;
 pub mod netns;
 mod route;
