@@ -9,6 +9,10 @@
 //! Not wired into the CLI yet: `premain vet` will start both before any package code runs.
 
 pub mod capture;
+mod dns;
 mod encode;
 pub mod netns;
 mod route;
+pub mod sink;
+mod sklookup;
+mod udp;
