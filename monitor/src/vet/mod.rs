@@ -15,4 +15,6 @@ pub mod netns;
 mod route;
 pub mod sink;
 mod sklookup;
+#[cfg(test)]
+mod tests;
 mod udp;

@@ -1,33 +1,35 @@
-//! The vet sandbox's network (monitor/src/vet): a namespace with only loopback and the sink in it,
-//! driven by real `python3` children inside the namespace. Needs root; skipped otherwise.
+//! The sandbox's network as `premain vet` will use it: a namespace with only loopback and the sink
+//! in it, driven by real `python3` children inside the namespace. Needs root (`cargo xtask test`
+//! runs the unit tests as root).
 
 use std::{
     io::ErrorKind,
     net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
-    process::Command,
     time::{Duration, Instant},
 };
 
-use monitor::vet::{
+use super::{
     capture::{Capture, Encoding, Place, Transport},
     netns::NetNs,
     sink::{Sink, SinkConfig},
 };
+use crate::testing::{cannot_run, program};
 
 const BAIT: &str = "AKIApremainBait4f7Q";
 
+/// Namespaces and BPF need root: elsewhere the test cannot run.
 fn is_root() -> bool {
     // SAFETY: no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !root {
-        eprintln!("skipped: the vet sandbox tests need root");
+        cannot_run("creating a network namespace and loading BPF need root");
     }
     root
 }
 
 /// Runs `python3 -c code BAIT` inside `ns`; returns its stdout, failing on a non-zero exit.
 fn python_in(ns: &NetNs, code: &str) -> String {
-    let mut command = Command::new("python3");
+    let mut command = program("python3");
     command.args(["-c", code, BAIT]);
     ns.enter_on_exec(&mut command);
     let out = command.output().expect("running python3");
@@ -190,8 +192,13 @@ fn a_dropped_sink_and_namespace_let_go() {
     let ns = NetNs::new().unwrap();
     let sink = Sink::start(&ns, SinkConfig::default()).unwrap();
     drop(sink);
-    // Port 53 is free again in the namespace: the sink's sockets are closed.
-    ns.run_in(|| UdpSocket::bind("[::]:53").map(drop)).unwrap().unwrap();
+    // Port 53 is free again in the namespace: the sink's sockets are closed. (Retried: a child
+    // another test forks at that moment holds copies of every descriptor until its exec.)
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while let Err(e) = ns.run_in(|| UdpSocket::bind("[::]:53").map(drop)).unwrap() {
+        assert!(Instant::now() < deadline, "the dropped sink still holds port 53: {e}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // A second sink in the same namespace starts (the first catch-all is detached).
     let sink = Sink::start(&ns, SinkConfig::default()).unwrap();
     python_in(&ns, "import socket; socket.create_connection(('203.0.113.1', 1), timeout=3).sendall(b'x')");
