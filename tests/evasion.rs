@@ -629,11 +629,137 @@ fn sendmmsg_sends_to_loopback() {
                 field(a, "/action/type", &json!("send"))?;
                 field(a, "/action/addr", &json!(addr))?;
                 field(a, "/action/port", &json!(port))?;
-                field(a, "/action/family", &json!("inet"))
+                field(a, "/action/family", &json!("inet"))?;
+                // Each message's destination is the kernel's, and its memory still names it.
+                field(a, "/action/destination_rewritten", &Value::Null)
             }),
         ];
         plan.alert(ran.pid, "network-send", checks);
     });
+}
+
+/// A TEST-NET-1 address and port the connect's sockaddr is rewritten to during the call.
+const DECOY: (&str, u16) = ("192.0.2.1", 9);
+
+/// Phantom on a connect's destination: the sockaddr names the test's listener when the call
+/// starts and a decoy by the time it returns (the listener's full accept queue keeps the call
+/// waiting for a SYN retransmission). The alert names the listener, the destination the kernel
+/// checked, and the decoy the caller's memory held at the return as `requested`.
+#[test]
+fn connect_toctou_names_the_real_destination() {
+    on_every_python("connect_toctou", |stage, plan| {
+        let (port, listener) = full_tcp_listener();
+        let ran = stage
+            .premain("connect_toctou.py", &[os(&port.to_string()), os(DECOY.0), os(&DECOY.1.to_string())]);
+        let got = listener.join().expect("the listener");
+        let decoy = format!("{}:{}", DECOY.0, DECOY.1);
+        let real = format!("127.0.0.1:{port}");
+        assert_eq!(ran.result["peer"], json!(real), "[{}] {}", stage.label, ran.result);
+        assert_eq!(ran.result["at_return"], json!(decoy), "[{}] {}", stage.label, ran.result);
+        let texts: Vec<Value> = got.iter().map(|b| json!(String::from_utf8_lossy(b))).collect();
+        assert_eq!(texts, [ran.result["payload"].clone()], "[{}] what the listener got", stage.label);
+        let real_port = connect_to(stage, port, None);
+        let checks: Vec<Check> = vec![
+            real_port,
+            Box::new(move |a| {
+                field(a, "/action/port", &json!(port))?;
+                field(a, "/action/requested", &json!(decoy))?;
+                field(a, "/action/destination_rewritten", &json!(true))
+            }),
+        ];
+        plan.alert(ran.pid, "network-connect", checks);
+    });
+}
+
+/// The same on a UDP `sendto`: the datagram's bytes sit in a userfaultfd page, so the call
+/// waits on its fault after the kernel copied the destination, while the payload rewrites the
+/// sockaddr to the decoy. The datagram reaches the test's socket; the alert names it.
+#[test]
+fn sendto_toctou_names_the_real_destination() {
+    on_every_python("sendto_toctou", |stage, plan| {
+        let listener = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
+        listener.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (port_text, decoy_port) = (port.to_string(), DECOY.1.to_string());
+        let args = [os(&port_text), os(DECOY.0), os(&decoy_port), os("--sendto")];
+        let ran = stage.premain("connect_toctou.py", &args);
+        let decoy = format!("{}:{}", DECOY.0, DECOY.1);
+        assert_eq!(ran.result["at_return"], json!(decoy), "[{}] {}", stage.label, ran.result);
+        let mut buf = [0u8; 2048];
+        let (n, _) =
+            listener.recv_from(&mut buf).unwrap_or_else(|e| panic!("[{}] datagram: {e}", stage.label));
+        assert_eq!(json!(String::from_utf8_lossy(&buf[..n])), ran.result["payload"], "[{}]", stage.label);
+        let addr = format!("127.0.0.1:{port}");
+        let checks: Vec<Check> = vec![
+            from_hook(stage),
+            Box::new(move |a| {
+                field(a, "/action/type", &json!("send"))?;
+                field(a, "/action/addr", &json!(addr))?;
+                field(a, "/action/port", &json!(port))?;
+                field(a, "/action/requested", &json!(decoy))?;
+                field(a, "/action/destination_rewritten", &json!(true))
+            }),
+        ];
+        plan.alert(ran.pid, "network-send", checks);
+    });
+}
+
+/// A loopback listener whose accept queue is full (backlog 1, two connections waiting), so
+/// the kernel drops the next SYN. Once a connect to it is under way (`SYN_SENT` in
+/// `/proc/net/tcp`), the thread accepts the waiting connections, and the connect gets through
+/// at its SYN retransmission (1 s). Returns the port and the thread, which gives the bytes of
+/// every connection that sent any.
+fn full_tcp_listener() -> (u16, thread::JoinHandle<Vec<Vec<u8>>>) {
+    use std::os::fd::AsRawFd as _;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind TCP");
+    // SAFETY: our listening socket; listen() again only sets its backlog.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 1) }, 0, "listen");
+    let addr = listener.local_addr().unwrap();
+    let port = addr.port();
+    let waiting: Vec<_> =
+        (0..2).map(|_| std::net::TcpStream::connect(addr).expect("fill the accept queue")).collect();
+    let handle = thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !syn_sent_to(port) {
+            assert!(Instant::now() < deadline, "no connect to port {port} came");
+            thread::sleep(Duration::from_millis(5));
+        }
+        // Its first SYN is dropped by now.
+        thread::sleep(Duration::from_millis(100));
+        drop(waiting);
+        listener.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for _ in 0..3 {
+            let mut conn = loop {
+                match listener.accept() {
+                    Ok((conn, _)) => break conn,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(e) => panic!("accept on port {port}: {e}"),
+                }
+            };
+            conn.set_nonblocking(false).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = Vec::new();
+            let _ = conn.read_to_end(&mut buf);
+            if !buf.is_empty() {
+                got.push(buf);
+            }
+        }
+        got
+    });
+    (port, handle)
+}
+
+/// Some socket is connecting to 127.0.0.1:`port` (`/proc/net/tcp`: state 02, `SYN_SENT`).
+fn syn_sent_to(port: u16) -> bool {
+    let want = format!("0100007F:{port:04X}");
+    fs::read_to_string("/proc/net/tcp").unwrap_or_default().lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(2) == Some(&want.as_str()) && fields.get(3) == Some(&"02")
+    })
 }
 
 /// `process_vm_readv.py --serve MARKER` as a plain runtime process: the victim whose memory

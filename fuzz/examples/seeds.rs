@@ -14,7 +14,7 @@ use std::{
 
 use monitor::{kernel::sockaddr::SockAddr, ops::config::Config, python::interpreter::examine};
 use monitor_common::{
-    ARGS_MAX, COMM_LEN, ConnectRecord, ExeKey, ExecRecord, ExitRecord, FLAG_HELD, ForkRecord,
+    ARGS_MAX, COMM_LEN, ConnectRecord, REQUESTED_MAX, ExeKey, ExecRecord, ExitRecord, FLAG_HELD, ForkRecord,
     MARK_EVAL_ENTER, MARK_EVAL_EXIT, MARK_MAIN, MARK_NAME_MAX, MARK_TEXT_MAX, MarkerRecord, NameRecord,
     OpenRecord, PATH_MAX, RECORD_CONNECT, RECORD_EXEC_FAILED, RECORD_EXIT, RECORD_FORK, RECORD_IMAGE,
     RECORD_MARKER, RECORD_NAME, RECORD_OPEN, RECORD_SEND, RECORD_SOCKET, RECORD_TARGET, RecordHeader,
@@ -182,6 +182,7 @@ fn record_seeds() -> Seeds {
             fd: 5,
             addr_len: addr.len() as u32,
             addr: [0; SOCKADDR_MAX],
+            requested: [0; REQUESTED_MAX],
         };
         connect.addr[..addr.len()].copy_from_slice(&addr);
         seeds.push((name, bytes_of(&connect, size_of::<ConnectRecord>())));

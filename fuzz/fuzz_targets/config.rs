@@ -76,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = rules.evaluate(&event(open), false, &table);
     }
     let v4 = [2u8, 0, 1, 187, 10, 1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0].to_vec();
-    let _ = rules.evaluate(&event(Action::Connect { addr: v4, fd: 3, result: 0 }), true, &table);
+    let _ = rules.evaluate(&event(Action::Connect { addr: v4, requested: None, fd: 3, result: 0 }), true, &table);
     let exec = Action::Exec {
         path: PathBuf::from("/usr/bin/gcc"),
         resolution: Resolution::Absolute,

@@ -169,6 +169,38 @@ pub const VERDICTS_MAX: u32 = 8_192;
 /// Threads of tracked processes that can be inside a traced syscall at the same time.
 pub const SYSCALLS_MAX: u32 = 16_384;
 
+/// `tid -> SeenDests`: the destinations the kernel checked (the cgroup `connect4|6` and
+/// `sendmsg4|6` programs, from its own copy of the caller's sockaddr) during a tracked
+/// thread's 64-bit connect or addressed send in progress. Cleared at the call's entry, taken
+/// at its exit, which reports them instead of what the caller's memory holds by then.
+pub const SEEN_DESTS: &str = "SEEN_DESTS";
+/// Threads with a connect or send in progress whose destinations are kept (LRU).
+pub const SEEN_DESTS_MAX: u32 = 4096;
+/// Destinations kept per call: the first messages of a `sendmmsg` (a batch to one address
+/// folds into one alert anyway).
+pub const DESTS_KEPT: usize = 8;
+
+/// A destination as the kernel checked it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelDest {
+    /// `AF_INET` or `AF_INET6`: the family of the sockaddr the kernel checked.
+    pub family: u16,
+    /// Network order, as in the sockaddr.
+    pub port: u16,
+    /// IPv6, or IPv4 mapped (`::ffff:a.b.c.d`).
+    pub ip: [u8; 16],
+}
+
+/// The destinations the kernel checked during one call, in order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeenDests {
+    /// How many checks ran (those past [`DESTS_KEPT`] are counted, not kept).
+    pub count: u32,
+    pub dests: [KernelDest; DESTS_KEPT],
+}
+
 /// `io_uring` opens whose result is a normal fd, by request address, until their completion
 /// (where the opened file is walked).
 pub const URING_OPENS: &str = "URING_OPENS";

@@ -13,6 +13,9 @@ pub const ARGS_MAX: usize = 2048;
 pub const ARGV_MAX: usize = 32;
 /// `sizeof(struct sockaddr_storage)`.
 pub const SOCKADDR_MAX: usize = 128;
+/// Bytes of the caller's sockaddr a [`ConnectRecord`] keeps in `requested` (a `sockaddr_in6`
+/// is 28).
+pub const REQUESTED_MAX: usize = 32;
 
 /// `openat`/`openat2` by a tracked process ([`OpenRecord`]).
 pub const RECORD_OPEN: u32 = 1;
@@ -70,6 +73,12 @@ pub const FLAG_GUARD_FALLBACK: u32 = 1 << 10;
 /// call, before its return to user space (an exec: before the new program's first
 /// instruction).
 pub const FLAG_GUARD_KILLED: u32 = 1 << 11;
+/// On [`RECORD_CONNECT`] and [`RECORD_SEND`]: `addr` is the kernel's own copy of the
+/// destination (seen by a cgroup program during the call), and the caller's sockaddr, read
+/// from its memory at the call's return, named another one (or could not be read): it was
+/// rewritten after the kernel copied it (a TOCTOU race), or a socket load balancer rewrote
+/// the destination. `requested` holds the caller's bytes (empty when unreadable).
+pub const FLAG_DEST_REWRITTEN: u32 = 1 << 12;
 
 pub const SYSCALL_OPENAT: u32 = 1;
 pub const SYSCALL_OPENAT2: u32 = 2;
@@ -308,8 +317,13 @@ pub struct ConnectRecord {
     pub fd: i32,
     /// The caller's `addrlen`.
     pub addr_len: u32,
-    /// The first `min(addr_len, SOCKADDR_MAX)` bytes of the caller's sockaddr.
+    /// The destination: the kernel's copy (an IPv4 or IPv6 connect or addressed send seen by
+    /// the cgroup programs), else the first `min(addr_len, SOCKADDR_MAX)` bytes of the
+    /// caller's sockaddr as read at the call's return.
     pub addr: [u8; SOCKADDR_MAX],
+    /// With [`FLAG_DEST_REWRITTEN`]: the first `min(addr_len, REQUESTED_MAX)` bytes of the
+    /// caller's sockaddr as read at the call's return (zero when unreadable); else zero.
+    pub requested: [u8; REQUESTED_MAX],
 }
 
 #[repr(C)]
@@ -455,7 +469,7 @@ mod layout {
         assert!(size_of::<NameRecord>() == 112 + 3 * PATH_MAX);
         assert!(offset_of!(UringRecord, tail) == 104);
         assert!(size_of::<UringRecord>() == 104 + PATH_MAX);
-        assert!(size_of::<ConnectRecord>() == 88 + SOCKADDR_MAX);
+        assert!(size_of::<ConnectRecord>() == 88 + SOCKADDR_MAX + REQUESTED_MAX);
         assert!(offset_of!(ExecRecord, args) == 144);
         assert!(offset_of!(ExecRecord, filename) == 144 + ARGS_MAX);
         assert!(size_of::<ExecRecord>() == 144 + ARGS_MAX + PATH_MAX);

@@ -175,8 +175,8 @@ pub fn compat_exit(ctx: RawTracePointContext) -> u32 {
         SYSCALL_OPEN | SYSCALL_CREAT | SYSCALL_OPENAT | SYSCALL_OPENAT2 | SYSCALL_OPEN_BY_HANDLE_AT => {
             file::report_open(ret, call)
         }
-        SYSCALL_CONNECT => net::report_result(ret, RECORD_CONNECT, HOOK_CONNECT, call),
-        SYSCALL_SENDTO | SYSCALL_SENDMSG => net::report_result(ret, RECORD_SEND, HOOK_SEND, call),
+        SYSCALL_CONNECT => net::report_result(ret, RECORD_CONNECT, HOOK_CONNECT, call, None),
+        SYSCALL_SENDTO | SYSCALL_SENDMSG => net::report_result(ret, RECORD_SEND, HOOK_SEND, call, None),
         SYSCALL_SOCKET => net::report_socket(ret, call),
         SYSCALL_PROCESS_VM_READV | SYSCALL_PROCESS_VM_WRITEV | SYSCALL_PTRACE => {
             target::report_target(ret, call)

@@ -4,8 +4,8 @@ use aya_ebpf::{
 };
 use monitor_common::{
     AllowedNet, CONTROL_SLOTS, COUNTER_SLOTS, ExeKey, GUARDED_THREADS_MAX, InFlight, Judged, KernelOffsets,
-    NET_ALLOW_MAX, PROGRAMS_MAX, SYSCALLS_MAX, Scratch, TRACKED_MAX, ThreadPhase, URING_OPENS_MAX,
-    VERDICTS_MAX,
+    NET_ALLOW_MAX, PROGRAMS_MAX, SEEN_DESTS_MAX, SYSCALLS_MAX, Scratch, SeenDests, TRACKED_MAX, ThreadPhase,
+    URING_OPENS_MAX, VERDICTS_MAX,
 };
 
 /// Sized by the daemon at load time (`--ring-buffer-size`).
@@ -29,6 +29,9 @@ pub(crate) static URING_OPENS: LruHashMap<u64, u64> = LruHashMap::with_max_entri
 
 #[map]
 pub(crate) static SYSCALLS: HashMap<u32, InFlight> = HashMap::with_max_entries(SYSCALLS_MAX, 0);
+
+#[map]
+pub(crate) static SEEN_DESTS: LruHashMap<u32, SeenDests> = LruHashMap::with_max_entries(SEEN_DESTS_MAX, 0);
 
 /// How many `SYSCALLS` entries may exist (never fewer than do), and how many of them are 32-bit
 /// calls: while it is 0, a syscall exit needs no hash lookup, which is most of the cost premain

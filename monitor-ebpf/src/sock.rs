@@ -3,8 +3,11 @@
 //! every call whatever its ABI, with the kernel's own copy of the address. They report only
 //! 32-bit (`int 0x80`) calls, which no per-syscall tracepoint sees, when the raw-syscall
 //! programs are not attached (`limits.ia32_syscalls`): 64-bit calls are reported by the
-//! syscall tracepoints with their result, io_uring requests by `uring`. They cost nothing but
-//! their run on connects and addressed sends, never on other syscalls.
+//! syscall tracepoints with their result, io_uring requests by `uring`. For a 64-bit call the
+//! tracepoints record, they keep the kernel's copy of the destination (`SEEN_DESTS`) for the
+//! call's exit to report instead of what the caller's memory holds by then (see
+//! [`crate::net`]). They cost nothing but their run on connects and addressed sends, never on
+//! other syscalls, and an untracked caller only the tracked check.
 //!
 //! `cgroup/sock_create` does the same for 32-bit creations of raw IPv4 and IPv6 sockets (the
 //! kernel runs it from `inet_create`/`inet6_create` only: a 32-bit `AF_PACKET` socket is not
@@ -13,25 +16,26 @@
 //! They are also where the network guard ([`crate::guard`]) denies a call: returning 0 makes
 //! it fail with `EPERM` before any packet is built.
 
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use aya_ebpf::{
     macros::{cgroup_sock, cgroup_sock_addr},
     programs::{SockAddrContext, SockContext},
 };
 use monitor_common::{
-    ConnectRecord, FLAG_COMPAT, HOOK_CONNECT, HOOK_SEND, HOOK_SOCKET, InFlight, RECORD_CONNECT, RECORD_SEND,
-    SOCKADDR_MAX, SYSCALL_SOCKET,
+    ConnectRecord, FLAG_COMPAT, HOOK_CONNECT, HOOK_SEND, HOOK_SOCKET, InFlight, KernelDest, RECORD_CONNECT,
+    RECORD_SEND, REQUESTED_MAX, SOCKADDR_MAX, SYSCALL_CONNECT, SYSCALL_SENDMMSG, SYSCALL_SENDMSG,
+    SYSCALL_SENDTO, SYSCALL_SOCKET, SeenDests,
 };
 
 use crate::{
     compat::in_compat_syscall,
     emit::{fill_header, scratch, send},
     guard::{decide, take_decided},
-    net::{raw, report_socket},
+    maps::{SEEN_DESTS, SYSCALLS},
+    net::{AF_INET, AF_INET6, raw, report_socket},
     process::{current_quiet, current_tracked},
 };
 
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
 
@@ -80,7 +84,14 @@ fn check(ctx: &SockAddrContext, kind: u32, hook: u32, v6: bool, connect: bool) -
 
 #[inline(always)]
 fn observe(ctx: &SockAddrContext, kind: u32, hook: u32, v6: bool, decided: u32) {
-    if !current_tracked() || !in_compat_syscall() || current_quiet(hook) {
+    if !current_tracked() {
+        return;
+    }
+    if !in_compat_syscall() {
+        keep_seen(ctx, v6);
+        return;
+    }
+    if current_quiet(hook) {
         return;
     }
     let Some(rec) = scratch::<ConnectRecord>() else { return };
@@ -94,6 +105,7 @@ fn observe(ctx: &SockAddrContext, kind: u32, hook: u32, v6: bool, decided: u32) 
     rec.result = 0;
     rec.fd = -1;
     rec.addr = [0; SOCKADDR_MAX];
+    rec.requested = [0; REQUESTED_MAX];
     // SAFETY: the context the kernel passed; each field is read with the 4-byte loads the
     // verifier allows on it.
     let sa = unsafe { &*ctx.sock_addr };
@@ -116,6 +128,50 @@ fn observe(ctx: &SockAddrContext, kind: u32, hook: u32, v6: bool, decided: u32) 
     let len = core::mem::size_of::<ConnectRecord>();
     rec.header.size = len as u32;
     send(hook, rec, len);
+}
+
+/// A 64-bit call of a tracked thread: if the syscall tracepoints are recording it (a connect
+/// or addressed send in flight), the destination the kernel checks is kept for its exit.
+#[inline(always)]
+fn keep_seen(ctx: &SockAddrContext, v6: bool) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: read in place; only this thread's programs write it.
+    let recorded = unsafe { SYSCALLS.get(tid) }.is_some_and(|call| {
+        call.compat == 0
+            && matches!(call.syscall, SYSCALL_CONNECT | SYSCALL_SENDTO | SYSCALL_SENDMSG | SYSCALL_SENDMMSG)
+    });
+    if !recorded {
+        return;
+    }
+    // SAFETY: the context the kernel passed; each field is read with the 4-byte loads the
+    // verifier allows on it.
+    let sa = unsafe { &*ctx.sock_addr };
+    let mut dest = KernelDest { family: AF_INET, port: sa.user_port as u16, ip: [0; 16] };
+    if v6 {
+        dest.family = AF_INET6;
+        for i in 0..4 {
+            dest.ip[4 * i..4 * i + 4].copy_from_slice(&sa.user_ip6[i].to_ne_bytes());
+        }
+    } else {
+        dest.ip[10] = 0xff;
+        dest.ip[11] = 0xff;
+        dest.ip[12..].copy_from_slice(&sa.user_ip4.to_ne_bytes());
+    }
+    match SEEN_DESTS.get_ptr_mut(tid) {
+        Some(seen) => {
+            // SAFETY: a valid map value, only touched by this thread's programs.
+            let seen = unsafe { &mut *seen };
+            if let Some(slot) = seen.dests.get_mut(seen.count as usize) {
+                *slot = dest;
+            }
+            seen.count = seen.count.saturating_add(1);
+        }
+        None => {
+            let mut seen = SeenDests { count: 1, ..SeenDests::default() };
+            seen.dests[0] = dest;
+            let _ = SEEN_DESTS.insert(tid, seen, 0);
+        }
+    }
 }
 
 #[cgroup_sock(sock_create)]

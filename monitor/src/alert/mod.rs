@@ -362,6 +362,12 @@ fn ancestry(mut ppid: u32, table: &ProcessTable, with_argv: bool, redactor: &Red
     out
 }
 
+/// The caller's sockaddr of a rewritten destination, rendered; `None` when it could not be
+/// read (or the destination was not rewritten).
+pub(crate) fn requested_addr(requested: Option<&[u8]>) -> Option<String> {
+    requested.filter(|r| !r.is_empty()).map(|r| SockAddr::parse(r).render())
+}
+
 /// Whether the kernel carried the action out (a result of 0 or more).
 fn succeeded(action: &Action) -> bool {
     match action {
@@ -430,13 +436,19 @@ fn action_view(action: &Action, hit: &Hit, flags: u32, redactor: &Redactor) -> A
             },
             *result,
         ),
-        Action::Connect { addr, result, .. } | Action::Send { addr, result, .. } => {
+        Action::Connect { addr, requested, result, .. } | Action::Send { addr, requested, result, .. } => {
             let parsed = SockAddr::parse(addr);
             let kind =
                 if matches!(action, Action::Send { .. }) { ActionKind::Send } else { ActionKind::Connect };
             (
                 kind,
-                Target::Address { addr: parsed.render(), family: parsed.family(), port: parsed.port() },
+                Target::Address {
+                    addr: parsed.render(),
+                    family: parsed.family(),
+                    port: parsed.port(),
+                    requested: requested_addr(requested.as_deref()),
+                    destination_rewritten: requested.is_some().then_some(true),
+                },
                 *result,
             )
         }
@@ -494,6 +506,43 @@ mod tests {
             process: ProcessInfo { python: Some("3.12".into()), ..ProcessInfo::default() },
             action,
         }
+    }
+
+    #[test]
+    fn a_rewritten_destination_names_the_kernels_and_the_callers() {
+        let mut alerts = Alerts::new(Clock::new(), &AlertOptions::default());
+        let rules = Rules::defaults();
+        let table = ProcessTable::new(8);
+        let context = Context { phase: Phase::Startup, ..Context::runtime() };
+        let sockaddr = |ip: [u8; 4], port: u16| {
+            let mut v = 2u16.to_ne_bytes().to_vec();
+            v.extend_from_slice(&port.to_be_bytes());
+            v.extend_from_slice(&ip);
+            v.extend_from_slice(&[0; 8]);
+            v
+        };
+        let mut raise = |pid: u32, requested: Option<Vec<u8>>| {
+            let mut event = open(pid, "/h/.netrc");
+            event.action =
+                Action::Connect { addr: sockaddr([127, 0, 0, 1], 4444), requested, fd: 3, result: 0 };
+            let hit = rules.evaluate(&event, false, &table).expect("a connect");
+            serde_json::to_value(
+                alerts.raise(&event, &context, hit, None, &table, &Redactor::default()).unwrap(),
+            )
+            .unwrap()
+        };
+        let action = raise(7, Some(sockaddr([192, 0, 2, 1], 9)))["action"].clone();
+        assert_eq!(action["addr"], "127.0.0.1:4444");
+        assert_eq!(action["port"], 4444);
+        assert_eq!(action["requested"], "192.0.2.1:9");
+        assert_eq!(action["destination_rewritten"], true);
+        let action = raise(8, Some(Vec::new()))["action"].clone();
+        assert_eq!(
+            (action["requested"].is_null(), &action["destination_rewritten"]),
+            (true, &serde_json::json!(true))
+        );
+        let action = raise(9, None)["action"].clone();
+        assert!(action.get("requested").is_none() && action.get("destination_rewritten").is_none());
     }
 
     #[test]

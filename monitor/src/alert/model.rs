@@ -210,9 +210,17 @@ pub(crate) enum Target {
         category: Option<String>,
     },
     Address {
+        /// The destination the kernel checked (when a cgroup program saw it), else the
+        /// caller's sockaddr.
         addr: String,
         family: &'static str,
         port: Option<u16>,
+        /// The caller's sockaddr at the call's return, when it named another destination than
+        /// the kernel's (`destination_rewritten`); absent when it could not be read.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        requested: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        destination_rewritten: Option<bool>,
     },
     Program {
         #[serde(flatten)]

@@ -429,8 +429,11 @@ impl Pipeline {
         let mut bits = if installing { JUDGED_INSTALLING } else { 0 };
         let addr = self.rules.unallowed_destination(installing);
         let probes = [
-            (JUDGED_CONNECT, addr.clone().map(|addr| Action::Connect { addr, fd: -1, result: 0 })),
-            (JUDGED_SEND, addr.map(|addr| Action::Send { addr, fd: -1, result: 0 })),
+            (
+                JUDGED_CONNECT,
+                addr.clone().map(|addr| Action::Connect { addr, requested: None, fd: -1, result: 0 }),
+            ),
+            (JUDGED_SEND, addr.map(|addr| Action::Send { addr, requested: None, fd: -1, result: 0 })),
             (
                 JUDGED_MEMORY,
                 Some(Action::Memory { target_pid: 1, via: "process_vm_readv", path: None, result: 0 }),

@@ -437,20 +437,31 @@ mod tests {
     fn network_families() {
         let rules = Rules::defaults();
         let v4 = [2u8, 0, 0x1f, 0x90, 127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0].to_vec();
-        let hit = check(&rules, Action::Connect { addr: v4.clone(), fd: 3, result: 0 }, false).unwrap();
+        let hit =
+            check(&rules, Action::Connect { addr: v4.clone(), requested: None, fd: 3, result: 0 }, false)
+                .unwrap();
         assert_eq!((hit.rule, hit.target.as_str()), (RuleId::NetworkConnect, "127.0.0.1:8080"));
         assert_eq!(
-            check(&rules, Action::Send { addr: v4, fd: 3, result: 5 }, false).unwrap().rule,
+            check(&rules, Action::Send { addr: v4, requested: None, fd: 3, result: 5 }, false).unwrap().rule,
             RuleId::NetworkSend
         );
         let unspec = [0u8; 16].to_vec();
-        assert!(check(&rules, Action::Connect { addr: unspec, fd: 3, result: 0 }, false).is_none());
+        assert!(
+            check(&rules, Action::Connect { addr: unspec, requested: None, fd: 3, result: 0 }, false)
+                .is_none()
+        );
         let mut nscd = vec![1u8, 0];
         nscd.extend_from_slice(b"/var/run/nscd/socket\0");
-        assert!(check(&rules, Action::Connect { addr: nscd.clone(), fd: 3, result: -2 }, false).is_none());
+        assert!(
+            check(&rules, Action::Connect { addr: nscd.clone(), requested: None, fd: 3, result: -2 }, false)
+                .is_none()
+        );
         nscd.truncate(2);
         nscd.extend_from_slice(b"/run/user/0/evil.sock\0");
-        assert!(check(&rules, Action::Connect { addr: nscd, fd: 3, result: -2 }, false).is_some());
+        assert!(
+            check(&rules, Action::Connect { addr: nscd, requested: None, fd: 3, result: -2 }, false)
+                .is_some()
+        );
     }
 
     fn configured(text: &str) -> Rules {
@@ -486,7 +497,7 @@ mod tests {
             v.extend_from_slice(&port.to_be_bytes());
             v.extend_from_slice(&ip);
             v.extend_from_slice(&[0; 8]);
-            Action::Connect { addr: v, fd: 3, result: 0 }
+            Action::Connect { addr: v, requested: None, fd: 3, result: 0 }
         };
         let rules = configured(
             "[allow]\ndestinations = [\"10.0.0.0/8:443\"]\n[install]\nindex_hosts = [\"192.0.2.0/24\"]\n",

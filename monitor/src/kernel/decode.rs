@@ -4,11 +4,11 @@
 use std::mem::{offset_of, size_of};
 
 use monitor_common::{
-    ARGS_MAX, ConnectRecord, ExeKey, ExecRecord, ExitRecord, FLAG_READ_FAILED, ForkRecord, MARK_EVAL_ENTER,
-    MARK_EVAL_EXIT, MARK_MAIN, MARK_RUNNING_MAIN, MARK_TEXT_MAX, MarkerRecord, NameRecord, OpenRecord,
-    PATH_MAX, RECORD_CONNECT, RECORD_EXEC_FAILED, RECORD_EXIT, RECORD_FORK, RECORD_IMAGE, RECORD_MARKER,
-    RECORD_NAME, RECORD_OPEN, RECORD_SEND, RECORD_SOCKET, RECORD_TARGET, RECORD_URING, RecordHeader,
-    SOCKADDR_MAX, SocketRecord, TargetRecord, UringRecord,
+    ARGS_MAX, ConnectRecord, ExeKey, ExecRecord, ExitRecord, FLAG_DEST_REWRITTEN, FLAG_READ_FAILED,
+    ForkRecord, MARK_EVAL_ENTER, MARK_EVAL_EXIT, MARK_MAIN, MARK_RUNNING_MAIN, MARK_TEXT_MAX, MarkerRecord,
+    NameRecord, OpenRecord, PATH_MAX, RECORD_CONNECT, RECORD_EXEC_FAILED, RECORD_EXIT, RECORD_FORK,
+    RECORD_IMAGE, RECORD_MARKER, RECORD_NAME, RECORD_OPEN, RECORD_SEND, RECORD_SOCKET, RECORD_TARGET,
+    RECORD_URING, REQUESTED_MAX, RecordHeader, SOCKADDR_MAX, SocketRecord, TargetRecord, UringRecord,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,8 +113,12 @@ pub struct Connect {
     pub header: Header,
     pub result: i64,
     pub fd: i32,
-    /// The bytes of the caller's sockaddr that were captured.
+    /// The destination: the kernel's copy when a cgroup program saw it, else the bytes of the
+    /// caller's sockaddr that were captured.
     pub addr: Vec<u8>,
+    /// With `FLAG_DEST_REWRITTEN`: the caller's sockaddr as read at the call's return, which
+    /// named another destination than the kernel's (empty when it could not be read).
+    pub requested: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -343,8 +347,18 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             need(bytes, size_of::<ConnectRecord>())?;
             let r: ConnectRecord = read_prefix(bytes);
             let captured = (r.addr_len as usize).min(SOCKADDR_MAX);
-            let connect =
-                Connect { header: head, result: r.result, fd: r.fd, addr: r.addr[..captured].to_vec() };
+            let requested = (r.header.flags & FLAG_DEST_REWRITTEN != 0).then(|| {
+                let bytes = &r.requested[..(r.addr_len as usize).min(REQUESTED_MAX)];
+                // All zero: the caller's memory could not be read.
+                if bytes.iter().all(|&b| b == 0) { Vec::new() } else { bytes.to_vec() }
+            });
+            let connect = Connect {
+                header: head,
+                result: r.result,
+                fd: r.fd,
+                addr: r.addr[..captured].to_vec(),
+                requested,
+            };
             Ok(if raw.kind == RECORD_SEND { Record::Send(connect) } else { Record::Connect(connect) })
         }
         RECORD_MARKER => {
@@ -619,6 +633,47 @@ mod tests {
         let at = offset_of!(OpenRecord, kpath_len);
         lying[at..at + 4].copy_from_slice(&4000u32.to_ne_bytes());
         assert!(decode(&lying).is_err());
+    }
+
+    fn sockaddr_in(ip: [u8; 4], port: u16) -> Vec<u8> {
+        let mut v = 2u16.to_ne_bytes().to_vec();
+        v.extend_from_slice(&port.to_be_bytes());
+        v.extend_from_slice(&ip);
+        v.extend_from_slice(&[0; 8]);
+        v
+    }
+
+    fn connect_of(flags: u32, addr: &[u8], requested: &[u8]) -> Vec<u8> {
+        let mut r = ConnectRecord {
+            header: encode::header(RECORD_CONNECT, 9),
+            result: 0,
+            fd: 3,
+            addr_len: 16,
+            addr: [0; SOCKADDR_MAX],
+            requested: [0; REQUESTED_MAX],
+        };
+        r.header.flags = flags;
+        r.header.size = size_of::<ConnectRecord>() as u32;
+        r.addr[..addr.len()].copy_from_slice(addr);
+        r.requested[..requested.len()].copy_from_slice(requested);
+        bytes_of(&r, size_of::<ConnectRecord>())
+    }
+
+    #[test]
+    fn a_rewritten_destination_carries_the_callers_sockaddr() {
+        let real = sockaddr_in([127, 0, 0, 1], 4444);
+        let decoy = sockaddr_in([192, 0, 2, 1], 9);
+        let Record::Connect(c) = decode(&connect_of(0, &real, &decoy)).unwrap() else {
+            panic!("not a connect")
+        };
+        assert_eq!((c.addr, c.requested), (real.clone(), None), "not flagged: nothing requested");
+        let bytes = connect_of(FLAG_DEST_REWRITTEN, &real, &decoy);
+        let Record::Connect(c) = decode(&bytes).unwrap() else { panic!("not a connect") };
+        assert_eq!((c.addr, c.requested), (real.clone(), Some(decoy)));
+        let Record::Connect(c) = decode(&connect_of(FLAG_DEST_REWRITTEN, &real, &[])).unwrap() else {
+            panic!("not a connect")
+        };
+        assert_eq!(c.requested, Some(Vec::new()), "unreadable");
     }
 
     #[test]

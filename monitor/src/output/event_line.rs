@@ -59,11 +59,17 @@ pub(crate) fn event_line(event: &Event, phase: Phase, clock: &Clock, redactor: &
             obj.insert("mode".into(), json!(mode));
             flat(&mut obj, Outcome::of(*result));
         }
-        Action::Connect { addr, fd, result } | Action::Send { addr, fd, result } => {
+        Action::Connect { addr, requested, fd, result } | Action::Send { addr, requested, fd, result } => {
             let parsed = SockAddr::parse(addr);
             obj.insert("addr".into(), json!(parsed.render()));
             obj.insert("family".into(), json!(parsed.family()));
             obj.insert("port".into(), json!(parsed.port()));
+            if requested.is_some() {
+                obj.insert("destination_rewritten".into(), json!(true));
+                if let Some(text) = crate::alert::requested_addr(requested.as_deref()) {
+                    obj.insert("requested".into(), json!(text));
+                }
+            }
             obj.insert("fd".into(), json!(fd));
             flat(&mut obj, Outcome::of(*result));
         }

@@ -75,14 +75,20 @@ pub enum Action {
         old: PathBuf,
         result: i64,
     },
+    /// `addr` is the destination the kernel checked when a cgroup program saw it (IPv4 and
+    /// IPv6), else the caller's sockaddr read at the call's return; `requested` the caller's
+    /// sockaddr when it named another destination than the kernel's by then (empty when it
+    /// could not be read): rewritten after the kernel copied it.
     Connect {
         addr: Vec<u8>,
+        requested: Option<Vec<u8>>,
         fd: i32,
         result: i64,
     },
-    /// A datagram (or message) sent to an explicit address.
+    /// A datagram (or message) sent to an explicit address; fields as for `Connect`.
     Send {
         addr: Vec<u8>,
+        requested: Option<Vec<u8>>,
         fd: i32,
         result: i64,
     },

@@ -180,10 +180,10 @@ pub(crate) fn uring(uring: Uring, pid: u32, process: Option<&mut Process>) -> Ac
             }
         }
         IORING_OP_CONNECT if !uring.tail.is_empty() => {
-            Action::Connect { addr: uring.tail, fd: -1, result: 0 }
+            Action::Connect { addr: uring.tail, requested: None, fd: -1, result: 0 }
         }
         IORING_OP_SENDMSG | IORING_OP_SENDMSG_ZC if !uring.tail.is_empty() => {
-            Action::Send { addr: uring.tail, fd: -1, result: 0 }
+            Action::Send { addr: uring.tail, requested: None, fd: -1, result: 0 }
         }
         IORING_OP_SOCKET if raw_socket(uring.arg0 as u32, uring.arg1) => Action::Socket {
             family: uring.arg0 as u32,

@@ -336,7 +336,15 @@ impl Tracker {
                 if self.drop_untracked(kernel, &send.header, HOOK_SEND) {
                     return None;
                 }
-                self.event(&send.header, Action::Send { addr: send.addr, fd: send.fd, result: send.result })
+                self.event(
+                    &send.header,
+                    Action::Send {
+                        addr: send.addr,
+                        requested: send.requested,
+                        fd: send.fd,
+                        result: send.result,
+                    },
+                )
             }
             Record::Fork(fork) => {
                 if !self.known(kernel, &fork.header) {
@@ -425,7 +433,12 @@ impl Tracker {
                 }
                 self.event(
                     &connect.header,
-                    Action::Connect { addr: connect.addr, fd: connect.fd, result: connect.result },
+                    Action::Connect {
+                        addr: connect.addr,
+                        requested: connect.requested,
+                        fd: connect.fd,
+                        result: connect.result,
+                    },
                 )
             }
             Record::ExecFailed(exec) => {

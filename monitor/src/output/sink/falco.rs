@@ -386,8 +386,13 @@ mod tests {
         record.rule = RuleId::NetworkConnect;
         record.severity = Severity::High;
         record.action.kind = ActionKind::Connect;
-        record.action.target =
-            Target::Address { addr: "[2001:db8::1]:443".into(), family: "inet6", port: Some(443) };
+        record.action.target = Target::Address {
+            addr: "[2001:db8::1]:443".into(),
+            family: "inet6",
+            port: Some(443),
+            requested: None,
+            destination_rewritten: None,
+        };
         record.action.outcome = Outcome::of(-111);
         let e = envelope(&Record::Alert(record), "");
         assert_eq!(e["priority"], "Error");
