@@ -11,15 +11,15 @@ use std::{
 };
 
 use monitor_common::{
-    FLAG_NO_FILE, PTRACE_SEIZE, SYSCALL_LINK, SYSCALL_LINKAT, SYSCALL_PROCESS_VM_READV,
-    SYSCALL_PROCESS_VM_WRITEV, SYSCALL_PTRACE, SYSCALL_RENAME, SYSCALL_RENAMEAT, SYSCALL_RENAMEAT2,
-    SYSCALL_SYMLINK, SYSCALL_SYMLINKAT,
+    FLAG_NO_FILE, IORING_OP_LINKAT, IORING_OP_SYMLINKAT, PTRACE_SEIZE, SYSCALL_IO_URING, SYSCALL_LINK,
+    SYSCALL_LINKAT, SYSCALL_PROCESS_VM_READV, SYSCALL_PROCESS_VM_WRITEV, SYSCALL_PTRACE, SYSCALL_SYMLINK,
+    SYSCALL_SYMLINKAT,
 };
 
 use crate::{
     kernel::decode::{Name, Open, Socket, Target, Uring},
     process::{
-        event::{Action, FileId},
+        event::{Action, FileId, name_syscall},
         procfs,
         table::{Process, Resolution, join, resolve},
         tracker::kernel_dev,
@@ -229,13 +229,13 @@ pub(crate) fn socket(socket: Socket) -> Action {
     }
 }
 
-/// A new name: made absolute against the directory the kernel walked at the syscall; a link
-/// that succeeded is remembered.
+/// A new name: made absolute against the directory the kernel walked at the syscall (or the
+/// io_uring submission); a link that succeeded (or was submitted) is remembered.
 pub(crate) fn name(name: Name, pid: u32, process: Option<&mut Process>, links: &mut Links) -> Action {
-    let op = match name.syscall {
-        SYSCALL_RENAME | SYSCALL_RENAMEAT | SYSCALL_RENAMEAT2 => "rename",
-        SYSCALL_LINK | SYSCALL_LINKAT => "link",
-        SYSCALL_SYMLINK | SYSCALL_SYMLINKAT => "symlink",
+    let op = match (name.syscall, name.opcode) {
+        (SYSCALL_LINK | SYSCALL_LINKAT, _) | (SYSCALL_IO_URING, IORING_OP_LINKAT) => "link",
+        (SYSCALL_SYMLINK | SYSCALL_SYMLINKAT, _) | (SYSCALL_IO_URING, IORING_OP_SYMLINKAT) => "symlink",
+        // SYSCALL_RENAME, RENAMEAT, RENAMEAT2, io_uring's RENAMEAT.
         _ => "rename",
     };
     let new = Path::new(OsStr::from_bytes(&name.new));
@@ -253,7 +253,7 @@ pub(crate) fn name(name: Name, pid: u32, process: Option<&mut Process>, links: &
             links.remember((kernel_dev(meta.dev()), meta.ino()), old_abs);
         }
     }
-    Action::Name { op, path, old, result: name.result }
+    Action::Name { op, path, old, syscall: name_syscall(name.syscall), result: name.result }
 }
 
 #[cfg(test)]
