@@ -2,7 +2,7 @@
 IORING_OP_LINKAT or IORING_OP_SYMLINKAT, so no rename/link/symlink syscall
 ever names TARGET.
 
-argv: OP SRCDIR TARGET ANCHOR. OP is rename, link or symlink. SRCDIR/.uring-OP.tmp
+argv: OP SRCDIR TARGET ANCHOR [--sqpoll]. OP is rename, link or symlink. SRCDIR/.uring-OP.tmp
 is written first with plain open/write (a name no rule knows), then:
   rename   RENAMEAT it to TARGET (its inode moves)
   link     LINKAT it to TARGET (the inode gets a second name)
@@ -10,6 +10,8 @@ is written first with plain open/write (a name no rule knows), then:
 ANCHOR says how TARGET is named in the request: abs (absolute, AT_FDCWD),
 cwd (chdir to TARGET's directory, its base name with AT_FDCWD) or dirfd
 (its base name relative to an O_PATH fd of its directory as the new dirfd).
+With --sqpoll the ring is set up with IORING_SETUP_SQPOLL: the request is
+submitted by the ring's kernel thread (iou-sqp-PID), not by io_uring_enter.
 TARGET's directory is created first; an existing TARGET is replaced (rename,
 symlink) or refused (link: EEXIST). Refuses TARGET under /etc or the real home.
 Prints one JSON line with the op, source, target, the new name as passed and
@@ -27,7 +29,8 @@ TAG = "premain-evasion-test"
 NR_IO_URING_SETUP, NR_IO_URING_ENTER = 425, 426
 IORING_OP_RENAMEAT, IORING_OP_SYMLINKAT, IORING_OP_LINKAT = 35, 38, 39
 OPCODES = {"rename": IORING_OP_RENAMEAT, "link": IORING_OP_LINKAT, "symlink": IORING_OP_SYMLINKAT}
-IORING_ENTER_GETEVENTS = 1 << 0
+IORING_ENTER_GETEVENTS, IORING_ENTER_SQ_WAKEUP = 1 << 0, 1 << 1
+IORING_SETUP_SQPOLL = 1 << 1
 IORING_FEAT_SINGLE_MMAP = 1 << 0
 IORING_OFF_SQ_RING, IORING_OFF_CQ_RING, IORING_OFF_SQES = 0, 0x8000000, 0x10000000
 AT_FDCWD = -100
@@ -91,8 +94,9 @@ def syscall(nr, *args):
 class Ring:
     """A minimal io_uring: submit one SQE, wait for its CQE."""
 
-    def __init__(self, entries=4):
-        self.params = p = Params()
+    def __init__(self, entries=4, sqpoll=False):
+        self.params = p = Params(flags=IORING_SETUP_SQPOLL if sqpoll else 0, sq_thread_idle=1000)
+        self.sqpoll = sqpoll
         self.fd = syscall(NR_IO_URING_SETUP, entries, ctypes.addressof(p))
         self.maps = []
         sq_size = p.sq_off.array + p.sq_entries * 4
@@ -127,7 +131,9 @@ class Ring:
         self._u32(self.sq, so.array + idx * 4).value = idx
         # x86 keeps stores in order and io_uring_enter is a full barrier.
         tail.value = (tail.value + 1) & 0xFFFFFFFF
-        submitted = syscall(NR_IO_URING_ENTER, self.fd, 1, 1, IORING_ENTER_GETEVENTS, 0, 0)
+        # Under SQPOLL the kernel thread submits; the call only wakes it and waits.
+        wake = IORING_ENTER_SQ_WAKEUP if self.sqpoll else 0
+        submitted = syscall(NR_IO_URING_ENTER, self.fd, 1, 1, IORING_ENTER_GETEVENTS | wake, 0, 0)
         if submitted != 1:
             raise OSError("io_uring_enter submitted %d of 1 SQE" % submitted)
         head = self._u32(self.cq, co.head)
@@ -157,8 +163,10 @@ def guard(path):
 
 
 def main(argv):
-    if len(argv) != 4 or argv[0] not in OPCODES or argv[3] not in ("abs", "cwd", "dirfd"):
-        raise SystemExit("usage: io_uring_rename.py {rename|link|symlink} SRCDIR TARGET {abs|cwd|dirfd}")
+    sqpoll = argv[4:] == ["--sqpoll"]
+    if len(argv) - sqpoll != 4 or argv[0] not in OPCODES or argv[3] not in ("abs", "cwd", "dirfd"):
+        raise SystemExit("usage: io_uring_rename.py {rename|link|symlink} SRCDIR TARGET "
+                         "{abs|cwd|dirfd} [--sqpoll]")
     op, srcdir, target, anchor = argv[0], os.path.abspath(argv[1]), os.path.abspath(argv[2]), argv[3]
     guard(srcdir)
     guard(target)
@@ -189,7 +197,7 @@ def main(argv):
     else:
         sqe = Sqe(opcode=OPCODES[op], fd=AT_FDCWD, len=dirfd & 0xFFFFFFFF,
                   addr=ctypes.addressof(old_buf), addr2=ctypes.addressof(new_buf))
-    ring = Ring()
+    ring = Ring(sqpoll=sqpoll)
     try:
         res = ring.run(sqe)
     finally:
@@ -201,7 +209,7 @@ def main(argv):
     data = text.encode()
     return {"technique": TECHNIQUE, "ok": True, "op": op, "opcode": OPCODES[op],
             "source": source, "target": target, "anchor": anchor, "new": new,
-            "dirfd": dirfd, "ino": ino, "bytes": len(data),
+            "dirfd": dirfd, "sqpoll": sqpoll, "ino": ino, "bytes": len(data),
             "sha256": hashlib.sha256(data).hexdigest()}
 
 
