@@ -1142,9 +1142,9 @@ fn standin_site(stage: &Stage) -> PathBuf {
 
 /// `IORING_OP_RENAMEAT`, `LINKAT` and `SYMLINKAT` of a harmless file onto persistence targets:
 /// no rename, link or symlink syscall. The new name is relative to a dirfd, to the cwd, or
-/// absolute; each is the real target in the alert. The last request is submitted by an
+/// absolute; each is the real target in the alert. The last two are submitted by an
 /// `IORING_SETUP_SQPOLL` ring's kernel thread (`iou-sqp-<pid>`), a thread of the process that
-/// shares its cwd: the same alert, but the kernel thread runs no Python code, so it has no
+/// shares its cwd and fd table: the same alert, but the kernel thread runs no Python code, so it has no
 /// culprit.
 #[test]
 fn io_uring_renames_and_links_write_persistence() {
@@ -1157,6 +1157,8 @@ fn io_uring_renames_and_links_write_persistence() {
         uring_name(stage, plan, "symlink", (work, &home.join(".profile")), &["dirfd"], Some("shell-rc"));
         let sqpoll = ["cwd", "--sqpoll"];
         uring_name(stage, plan, "rename", (work, &site.join("z.pth")), &sqpoll, Some("python-pth"));
+        let sqpoll = ["dirfd", "--sqpoll"];
+        uring_name(stage, plan, "symlink", (work, &site.join("w.pth")), &sqpoll, Some("python-pth"));
     });
 }
 
