@@ -192,6 +192,34 @@ mod tests {
         assert_eq!(offsets.tp_exit_group_dead, 0);
     }
 
+    /// Each family of io_uring offsets falls back alone: a kernel without `struct io_open`
+    /// still reads renames and links, one without `struct io_rename` still reads opens.
+    #[test]
+    fn io_uring_offsets_fall_back_by_family() {
+        use crate::kernel::btf::tests::synthetic;
+        let filename: (&str, &[&str]) = ("filename", &["name", "uptr"]);
+        let names = ["file", "old_dfd", "new_dfd", "oldpath", "newpath", "flags"];
+        let only_names = synthetic(&[filename, ("io_rename", &names), ("io_link", &names)]);
+        let o = uring(&only_names);
+        assert_eq!((o.uring_layout, o.uring_names), (0, 1));
+        assert_eq!((o.io_rename_old_dfd, o.io_rename_newpath, o.io_link_flags), (8, 32, 40));
+        assert_eq!(o.filename_name, 0);
+        let requests = [
+            filename,
+            ("io_open", &["file", "dfd", "file_slot", "filename", "how:open_how"][..]),
+            ("open_how", &["flags"][..]),
+            ("io_connect", &["file", "addr", "addr_len"][..]),
+            ("io_sr_msg", &["file", "umsg"][..]),
+            ("io_socket", &["file", "domain", "type", "protocol", "file_slot"][..]),
+        ];
+        let o = uring(&synthetic(&requests));
+        assert_eq!((o.uring_layout, o.uring_names), (1, 0));
+        assert_eq!((o.io_open_filename, o.io_open_flags, o.io_socket_file_slot), (24, 32, 32));
+        assert_eq!(o.io_rename_newpath, 0);
+        let o = uring(&synthetic(&[filename]));
+        assert_eq!(o, KernelOffsets::default());
+    }
+
     #[test]
     fn io_uring_names_resolve_on_this_kernel() {
         let Ok(btf) = Btf::from_sys_fs() else {

@@ -307,6 +307,41 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn io_uring_names_are_the_renames_links_and_symlinks_they_perform() {
+        use monitor_common::{IORING_OP_LINKAT, IORING_OP_RENAMEAT, IORING_OP_SYMLINKAT, SYSCALL_RENAMEAT2};
+        let name = |syscall: u32, opcode: u32, base: &[u8], new: &[u8]| Name {
+            header: uring(0, 0, 0, 0, b"").header,
+            result: 0,
+            syscall,
+            olddirfd: -100,
+            newdirfd: 3,
+            flags: 0,
+            opcode,
+            base: base.to_vec(),
+            old: b"/h/.tmp".to_vec(),
+            new: new.to_vec(),
+        };
+        let mut links = Links::default();
+        let cases = [
+            (SYSCALL_IO_URING, IORING_OP_RENAMEAT, "rename", "io_uring"),
+            (SYSCALL_IO_URING, IORING_OP_LINKAT, "link", "io_uring"),
+            (SYSCALL_IO_URING, IORING_OP_SYMLINKAT, "symlink", "io_uring"),
+            (SYSCALL_RENAMEAT2, 0, "rename", "renameat2"),
+            (SYSCALL_SYMLINKAT, 0, "symlink", "symlinkat"),
+        ];
+        for (syscall, opcode, want_op, want_syscall) in cases {
+            let action =
+                super::name(name(syscall, opcode, b"/v/site-packages", b"x.pth"), 5, None, &mut links);
+            let Action::Name { op, path, syscall, .. } = action else { panic!("{action:?}") };
+            assert_eq!((op, syscall), (want_op, want_syscall));
+            assert_eq!(path, Path::new("/v/site-packages/x.pth"), "anchored to the walked directory");
+        }
+        let absolute = name(SYSCALL_IO_URING, IORING_OP_RENAMEAT, b"", b"/h/.bashrc");
+        let Action::Name { path, .. } = super::name(absolute, 5, None, &mut links) else { panic!() };
+        assert_eq!(path, Path::new("/h/.bashrc"));
+    }
+
     fn files_uring(u: Uring) -> Action {
         super::uring(u, 5, None)
     }
