@@ -1193,6 +1193,114 @@ fn io_uring_direct_open_reads_credentials() {
     });
 }
 
+/// `io_uring_rename.py OP SRCDIR TARGET ANCHOR [--sqpoll]` pre-main (`how`: the anchor, then
+/// the flag): the request gave `target` its new name (checked on disk: the renamed or linked
+/// inode, the symlink's target, the content's hash); then the `persistence` alert of
+/// `category` names `target` with `syscall: "io_uring"`, or, with no category, no persistence
+/// alert comes.
+fn uring_name(
+    stage: &Stage,
+    plan: &mut Plan,
+    op: &str,
+    (srcdir, target): (&Path, &Path),
+    how: &[&str],
+    category: Option<&str>,
+) {
+    // The payload refuses to write in $HOME (the real home, it assumes): give it another.
+    let login = stage.dir.path().join("login");
+    fs::create_dir_all(&login).unwrap();
+    let mut args = vec![os(op), srcdir.as_os_str(), target.as_os_str()];
+    args.extend(how.iter().copied().map(os));
+    let ran = stage.premain_env("io_uring_rename.py", &args, &[("HOME", login.as_os_str())]);
+    let label = &stage.label;
+    assert_eq!(ran.result["target"], text(target), "[{label}] {}", ran.result);
+    assert_eq!(ran.result["sqpoll"], how.contains(&"--sqpoll"), "[{label}] {}", ran.result);
+    let source = PathBuf::from(ran.result["source"].as_str().expect("source"));
+    let meta = fs::symlink_metadata(target).unwrap_or_else(|e| panic!("[{label}] {}: {e}", target.display()));
+    match op {
+        "rename" => {
+            assert!(!source.exists(), "[{label}] {} is still there", source.display());
+            assert_eq!(ran.result["ino"], meta.ino(), "[{label}] {}", ran.result);
+        }
+        "link" => {
+            assert_eq!(ran.result["ino"], meta.ino(), "[{label}] {}", ran.result);
+            assert_eq!(meta.nlink(), 2, "[{label}] {}", ran.result);
+        }
+        _ => assert_eq!(fs::read_link(target).unwrap(), source, "[{label}] {}", ran.result),
+    }
+    assert_eq!(ran.result["sha256"], stage.sha256(target), "[{label}] {}", ran.result);
+    let Some(category) = category else {
+        plan.none(vec![ran.pid], Some("persistence"));
+        return;
+    };
+    let (path, category, op) = (text(target), category.to_owned(), op.to_owned());
+    // An SQPOLL ring's requests are submitted by its kernel thread, which runs no Python code:
+    // the process's phase, no culprit.
+    let origin = if how.contains(&"--sqpoll") { from_io_thread(ran.pid) } else { from_hook(stage) };
+    let checks: Vec<Check> = vec![
+        origin,
+        Box::new(move |a| {
+            field(a, "/action/type", &json!(op))?;
+            field(a, "/action/path", &json!(path))?;
+            field(a, "/action/syscall", &json!("io_uring"))?;
+            field(a, "/action/category", &json!(category))
+        }),
+    ];
+    plan.alert(ran.pid, "persistence", checks);
+    plan.alert(ran.pid, "io-uring", vec![uring_use(stage)]);
+}
+
+/// A request submitted by the `IORING_SETUP_SQPOLL` kernel thread of process `pid`, pre-main.
+fn from_io_thread(pid: u32) -> Check {
+    Box::new(move |a| {
+        field(a, "/process/comm", &json!(format!("iou-sqp-{pid}")))?;
+        field(a, "/phase", &json!("startup"))?;
+        field(a, "/culprit/kind", &json!("unknown"))
+    })
+}
+
+/// A stand-in site-packages directory of `stage` (no interpreter's path).
+fn standin_site(stage: &Stage) -> PathBuf {
+    let site = stage.dir.path().join("standin/lib/python3/site-packages");
+    fs::create_dir_all(&site).unwrap();
+    fs::canonicalize(site).unwrap()
+}
+
+/// `IORING_OP_RENAMEAT`, `LINKAT` and `SYMLINKAT` of a harmless file onto persistence targets:
+/// no rename, link or symlink syscall. The new name is relative to a dirfd, to the cwd, or
+/// absolute; each is the real target in the alert. The last two are submitted by an
+/// `IORING_SETUP_SQPOLL` ring's kernel thread (`iou-sqp-<pid>`), a thread of the process that
+/// shares its cwd and fd table: the same alert, but the kernel thread runs no Python code, so it has no
+/// culprit.
+#[test]
+fn io_uring_renames_and_links_write_persistence() {
+    on_every_python("io_uring names", |stage, plan| {
+        let (site, work, home) = (standin_site(stage), stage.work.as_path(), stage.home.as_path());
+        uring_name(stage, plan, "rename", (&site, &site.join("x.pth")), &["dirfd"], Some("python-pth"));
+        let unit = home.join(".config/systemd/user/evil.service");
+        uring_name(stage, plan, "rename", (work, &unit), &["cwd"], Some("systemd-unit"));
+        uring_name(stage, plan, "link", (work, &home.join(".bashrc")), &["abs"], Some("shell-rc"));
+        uring_name(stage, plan, "symlink", (work, &home.join(".profile")), &["dirfd"], Some("shell-rc"));
+        let sqpoll = ["cwd", "--sqpoll"];
+        uring_name(stage, plan, "rename", (work, &site.join("z.pth")), &sqpoll, Some("python-pth"));
+        let sqpoll = ["dirfd", "--sqpoll"];
+        uring_name(stage, plan, "symlink", (work, &site.join("w.pth")), &sqpoll, Some("python-pth"));
+    });
+}
+
+/// Control: the same io_uring requests onto harmless names raise no persistence alert.
+#[test]
+fn control_io_uring_renames_to_plain_names_raise_no_persistence_alert() {
+    on_every_python("control io_uring names", |stage, plan| {
+        let (site, work, home) = (standin_site(stage), stage.work.as_path(), stage.home.as_path());
+        uring_name(stage, plan, "rename", (&site, &site.join("x.txt")), &["dirfd"], None);
+        uring_name(stage, plan, "rename", (work, &home.join("notes-renamed.txt")), &["cwd"], None);
+        uring_name(stage, plan, "link", (work, &home.join(".bashrc.bak")), &["abs"], None);
+        uring_name(stage, plan, "symlink", (work, &home.join("notes-link")), &["dirfd"], None);
+        uring_name(stage, plan, "rename", (work, &site.join("z.txt")), &["cwd", "--sqpoll"], None);
+    });
+}
+
 /// A loopback TCP listener that accepts `n` connections and hands back what each sent.
 fn tcp_listener(n: usize) -> (u16, thread::JoinHandle<Vec<Vec<u8>>>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind TCP");

@@ -278,7 +278,22 @@ pub struct KernelOffsets {
     pub io_socket_file_slot: u32,
     /// `task_struct.thread_info.status`, whose `TS_COMPAT` bit marks a 32-bit syscall.
     pub task_ti_status: u32,
-    pub _pad: u32,
+    /// 1 when every offset below (and `filename_name`) was found: io_uring renames, links and
+    /// symlinks are read from the prepared request; 0: they are reported by opcode alone.
+    pub uring_names: u32,
+    /// `struct io_rename` (`IORING_OP_RENAMEAT`).
+    pub io_rename_old_dfd: u32,
+    pub io_rename_new_dfd: u32,
+    pub io_rename_oldpath: u32,
+    pub io_rename_newpath: u32,
+    pub io_rename_flags: u32,
+    /// `struct io_link` (`IORING_OP_LINKAT`, and `IORING_OP_SYMLINKAT`, whose `oldpath` is the
+    /// link's target and `old_dfd` unused).
+    pub io_link_old_dfd: u32,
+    pub io_link_new_dfd: u32,
+    pub io_link_oldpath: u32,
+    pub io_link_newpath: u32,
+    pub io_link_flags: u32,
 }
 
 /// Hooks, as indexes into [`COUNTERS`] and as the `hook` of a loss.
@@ -338,7 +353,7 @@ mod pod {
 
 const _: () = {
     assert!(core::mem::size_of::<InFlight>() == 48);
-    assert!(core::mem::size_of::<KernelOffsets>() == 50 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 60 * 4);
     assert!(core::mem::size_of::<ThreadPhase>() == 24 + 4 * DEPTHS_KEPT);
     assert!(core::mem::size_of::<Judged>() == 16);
     assert!(core::mem::size_of::<AllowedNet>() == 32);

@@ -102,7 +102,8 @@ pub const SYSCALL_LINK: u32 = 19;
 pub const SYSCALL_LINKAT: u32 = 20;
 pub const SYSCALL_SYMLINK: u32 = 21;
 pub const SYSCALL_SYMLINKAT: u32 = 22;
-/// An open made by an io_uring request (`IORING_OP_OPENAT`/`OPENAT2`), seen at its completion.
+/// An open made by an io_uring request (`IORING_OP_OPENAT`/`OPENAT2`), seen at its completion;
+/// a new name given by one (`IORING_OP_RENAMEAT`, `LINKAT`, `SYMLINKAT`), seen at submission.
 pub const SYSCALL_IO_URING: u32 = 23;
 /// An open no kernel program recorded (a 32-bit syscall, a record lost to a full ring), seen
 /// by the daemon's credential file watch; never sent by the kernel.
@@ -115,6 +116,9 @@ pub const IORING_OP_SENDMSG: u32 = 9;
 pub const IORING_OP_CONNECT: u32 = 16;
 pub const IORING_OP_OPENAT: u32 = 18;
 pub const IORING_OP_OPENAT2: u32 = 28;
+pub const IORING_OP_RENAMEAT: u32 = 35;
+pub const IORING_OP_SYMLINKAT: u32 = 38;
+pub const IORING_OP_LINKAT: u32 = 39;
 pub const IORING_OP_SOCKET: u32 = 45;
 pub const IORING_OP_SENDMSG_ZC: u32 = 48;
 
@@ -288,9 +292,10 @@ pub struct SocketRecord {
     pub _pad: u32,
 }
 
-/// rename, link or symlink. `tail` holds the kernel path of the directory the new name is
-/// relative to (`base_len` bytes: the cwd or `newdirfd`, at the syscall; empty when the new
-/// name is absolute), then the old name (`old_len`) and the new name (`new_len`) as passed.
+/// rename, link or symlink, by syscall or io_uring request. `tail` holds the kernel path of
+/// the directory the new name is relative to (`base_len` bytes: the cwd or `newdirfd`, at the
+/// syscall or the submission; empty when the new name is absolute), then the old name
+/// (`old_len`) and the new name (`new_len`): as passed, or the kernel's copies for io_uring.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NameRecord {
@@ -304,7 +309,9 @@ pub struct NameRecord {
     pub base_len: u32,
     pub old_len: u32,
     pub new_len: u32,
-    pub _pad: u32,
+    /// With `syscall` [`SYSCALL_IO_URING`]: the request's `IORING_OP_RENAMEAT`, `LINKAT` or
+    /// `SYMLINKAT` (its `result` is 0: the outcome is not known at submission); else 0.
+    pub opcode: u32,
     pub tail: [u8; 3 * PATH_MAX],
 }
 

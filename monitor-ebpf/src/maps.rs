@@ -125,7 +125,17 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     io_socket_protocol: 0,
     io_socket_file_slot: 0,
     task_ti_status: 0,
-    _pad: 0,
+    uring_names: 0,
+    io_rename_old_dfd: 0,
+    io_rename_new_dfd: 0,
+    io_rename_oldpath: 0,
+    io_rename_newpath: 0,
+    io_rename_flags: 0,
+    io_link_old_dfd: 0,
+    io_link_new_dfd: 0,
+    io_link_oldpath: 0,
+    io_link_newpath: 0,
+    io_link_flags: 0,
 };
 
 // Globals are rewritten by the loader; volatile reads stop the compiler folding the defaults.

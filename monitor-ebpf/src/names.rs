@@ -1,9 +1,13 @@
 //! New names for files: rename, link and symlink in all their forms. The new name is what a
 //! persistence rule judges; a relative one is anchored to the kernel's path of the directory
 //! it is relative to, taken at the syscall (the cwd or `newdirfd`), not read later from /proc.
+//! io_uring's `IORING_OP_RENAMEAT`, `LINKAT` and `SYMLINKAT` make the same records at
+//! submission (`uring.rs`), from the kernel's copies of the names.
 
 use aya_ebpf::{
-    helpers::generated::bpf_probe_read_user_str, macros::tracepoint, programs::TracePointContext,
+    helpers::generated::{bpf_probe_read_kernel_str, bpf_probe_read_user_str},
+    macros::tracepoint,
+    programs::TracePointContext,
 };
 use monitor_common::{
     FLAG_KPATH_TRUNCATED, FLAG_READ_FAILED, HOOK_NAME, InFlight, NameRecord, PATH_MAX, RECORD_NAME,
@@ -18,7 +22,7 @@ use crate::{
     process::{current_quiet, current_tracked, save, take_saved},
 };
 
-const AT_FDCWD: u64 = -100i64 as u64;
+pub(crate) const AT_FDCWD: u64 = -100i64 as u64;
 
 /// Saves `[olddirfd, old, newdirfd, new, flags]` read from the tracepoint record; a `None`
 /// offset stands for `AT_FDCWD` (dirfds) or 0 (flags).
@@ -103,11 +107,18 @@ exits! {
     names_exit_symlinkat, "sys_exit_symlinkat", SYSCALL_SYMLINKAT;
 }
 
-/// Reads a user string into `dst` (room for `PATH_MAX` bytes); its length, without the NUL.
+/// Reads a user string (a kernel one when `kernel`) into `dst` (room for `PATH_MAX` bytes);
+/// its length, without the NUL.
 #[inline(always)]
-fn user_str(dst: *mut u8, src: u64, flags: &mut u32) -> usize {
-    // SAFETY: the caller gives PATH_MAX bytes of room; the helper validates the user pointer.
-    let n = unsafe { bpf_probe_read_user_str(dst.cast(), PATH_MAX as u32, src as *const _) };
+fn string(dst: *mut u8, src: u64, kernel: bool, flags: &mut u32) -> usize {
+    // SAFETY: the caller gives PATH_MAX bytes of room; the helpers validate the pointer.
+    let n = unsafe {
+        if kernel {
+            bpf_probe_read_kernel_str(dst.cast(), PATH_MAX as u32, src as *const _)
+        } else {
+            bpf_probe_read_user_str(dst.cast(), PATH_MAX as u32, src as *const _)
+        }
+    };
     if n > 0 {
         (n as usize - 1) & (PATH_MAX - 1)
     } else {
@@ -131,12 +142,22 @@ fn exit(ctx: &TracePointContext, expected: u32) {
     rec.olddirfd = olddirfd as i32;
     rec.newdirfd = newdirfd as i32;
     rec.flags = flags as u32;
-    rec._pad = 0;
+    rec.opcode = 0;
     // SAFETY: the helper validates the user pointer; one byte is enough to tell absolute.
     let first: u8 = unsafe { aya_ebpf::helpers::bpf_probe_read_user(new as *const u8) }.unwrap_or(b'/');
+    fill(rec, first, newdirfd, old, new, false);
+    send(HOOK_NAME, rec, rec.header.size as usize);
+}
+
+/// Fills the tail of `rec` (whose header, dirfds and flags are set) and its size: the kernel
+/// path of the directory the new name is relative to unless it starts with `/` (`first` is
+/// its first byte), then the old and new names (user strings, or kernel ones when `kernel`).
+#[inline(always)]
+pub(crate) fn fill(rec: &mut NameRecord, first: u8, newdirfd: u64, old: u64, new: u64, kernel: bool) {
     let mut base_len = 0;
     if first != b'/' {
-        let base = if newdirfd == AT_FDCWD {
+        // The kernel takes a dirfd as an `int`.
+        let base = if newdirfd as i32 == AT_FDCWD as i32 {
             path::current_pwd()
         } else {
             path::current_file(newdirfd as i32 as i64).map(|f| f + u64::from(offsets().file_path))
@@ -151,15 +172,14 @@ fn exit(ctx: &TracePointContext, expected: u32) {
     let base_len = base_len & (PATH_MAX - 1);
     let mut hflags = rec.header.flags;
     // SAFETY: each offset is below PATH_MAX * k with k strings before it, so PATH_MAX bytes fit.
-    let old_len = user_str(unsafe { rec.tail.as_mut_ptr().add(base_len) }, old, &mut hflags);
+    let old_len = string(unsafe { rec.tail.as_mut_ptr().add(base_len) }, old, kernel, &mut hflags);
     let at = (base_len + old_len) & (2 * PATH_MAX - 1);
     // SAFETY: as above: `at < 2 * PATH_MAX` and the tail holds 3 * PATH_MAX bytes.
-    let new_len = user_str(unsafe { rec.tail.as_mut_ptr().add(at) }, new, &mut hflags);
+    let new_len = string(unsafe { rec.tail.as_mut_ptr().add(at) }, new, kernel, &mut hflags);
     rec.header.flags = hflags;
     rec.base_len = base_len as u32;
     rec.old_len = old_len as u32;
     rec.new_len = new_len as u32;
     let len = core::mem::offset_of!(NameRecord, tail) + at + new_len;
     rec.header.size = len as u32;
-    send(HOOK_NAME, rec, len);
 }

@@ -3,7 +3,14 @@
 //! submission the request is already prepared: an open's file name is the kernel's copy (no
 //! second read of user memory), a connect's address is still the caller's. An open whose
 //! result is a normal fd is walked at its completion like any other open; one into a fixed
-//! (direct) slot never gets an fd, so its name is all there is.
+//! (direct) slot never gets an fd, so its name is all there is. A rename, link or symlink is
+//! a name record like the syscalls' (`names.rs`), made at submission from the kernel's copies
+//! of both names, its new name anchored to the submitter's cwd or `new_dfd` as the syscall's.
+//!
+//! Submissions come from the thread that called `io_uring_enter`, or, for a ring set up with
+//! `IORING_SETUP_SQPOLL`, from the ring's kernel thread (`iou-sqp-<pid>`): a thread of the
+//! ring creator's process (so tracked as it is) sharing its fd table and `fs_struct`, so a
+//! dirfd and the cwd are the process's there too.
 
 use aya_ebpf::{
     helpers::generated::{bpf_probe_read_kernel_str, bpf_probe_read_user},
@@ -11,14 +18,16 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use monitor_common::{
-    FLAG_READ_FAILED, HOOK_OPEN, HOOK_URING, IORING_OP_CONNECT, IORING_OP_OPENAT, IORING_OP_OPENAT2,
-    IORING_OP_SENDMSG, IORING_OP_SENDMSG_ZC, IORING_OP_SOCKET, OpenRecord, PATH_MAX, RECORD_OPEN,
-    RECORD_URING, SOCKADDR_MAX, SYSCALL_IO_URING, URING_SETUP, UringRecord,
+    FLAG_READ_FAILED, HOOK_OPEN, HOOK_URING, IORING_OP_CONNECT, IORING_OP_LINKAT, IORING_OP_OPENAT,
+    IORING_OP_OPENAT2, IORING_OP_RENAMEAT, IORING_OP_SENDMSG, IORING_OP_SENDMSG_ZC, IORING_OP_SOCKET,
+    IORING_OP_SYMLINKAT, NameRecord, OpenRecord, PATH_MAX, RECORD_NAME, RECORD_OPEN, RECORD_URING,
+    SOCKADDR_MAX, SYSCALL_IO_URING, URING_SETUP, UringRecord,
 };
 
 use crate::{
     emit::{fill_header, scratch, send},
     maps::{URING_OPENS, offsets},
+    names::{self, AT_FDCWD},
     path,
     process::{current_quiet, current_tracked},
     task::read,
@@ -71,9 +80,15 @@ pub fn uring_submit(ctx: TracePointContext) -> u32 {
             u32::from(ctx.read_at::<u8>(32).unwrap_or(0)),
         )
     };
+    let off = offsets();
+    if (opcode == IORING_OP_RENAMEAT || opcode == IORING_OP_LINKAT || opcode == IORING_OP_SYMLINKAT)
+        && off.uring_names != 0
+    {
+        name(req, opcode);
+        return 0;
+    }
     let Some(rec) = start(opcode) else { return 0 };
     rec.user_data = user_data;
-    let off = offsets();
     if off.uring_layout != 0 {
         // The opcode's own struct overlays the start of `io_kiocb` (`io_kiocb.cmd`).
         if opcode == IORING_OP_OPENAT || opcode == IORING_OP_OPENAT2 {
@@ -124,6 +139,47 @@ pub fn uring_submit(ctx: TracePointContext) -> u32 {
     }
     finish(rec);
     0
+}
+
+/// `IORING_OP_RENAMEAT`, `LINKAT`, `SYMLINKAT`: `struct io_rename` or `io_link` holds the
+/// directory fds and `struct filename` copies of both names (a symlink's old name is its
+/// target, its `old_dfd` unused). The outcome is not known yet: `result` is 0.
+#[inline(always)]
+fn name(req: u64, opcode: u32) {
+    let off = offsets();
+    let (old_dfd, new_dfd, oldpath, newpath, flags) = if opcode == IORING_OP_RENAMEAT {
+        (
+            off.io_rename_old_dfd,
+            off.io_rename_new_dfd,
+            off.io_rename_oldpath,
+            off.io_rename_newpath,
+            off.io_rename_flags,
+        )
+    } else {
+        (
+            off.io_link_old_dfd,
+            off.io_link_new_dfd,
+            off.io_link_oldpath,
+            off.io_link_newpath,
+            off.io_link_flags,
+        )
+    };
+    let Some(rec) = scratch::<NameRecord>() else { return };
+    fill_header(&mut rec.header, RECORD_NAME);
+    rec.result = 0;
+    rec.syscall = SYSCALL_IO_URING;
+    rec.opcode = opcode;
+    let symlink = opcode == IORING_OP_SYMLINKAT;
+    rec.olddirfd =
+        if symlink { AT_FDCWD as i32 } else { read::<i32>(req, old_dfd).unwrap_or(AT_FDCWD as i32) };
+    let newdirfd = read::<i32>(req, new_dfd).unwrap_or(AT_FDCWD as i32);
+    rec.newdirfd = newdirfd;
+    rec.flags = if symlink { 0 } else { read::<u32>(req, flags).unwrap_or(0) };
+    let string = |at: u32| read::<u64>(req, at).and_then(|f| read::<u64>(f, off.filename_name)).unwrap_or(0);
+    let (old, new) = (string(oldpath), string(newpath));
+    let first = read::<u8>(new, 0).unwrap_or(b'/');
+    names::fill(rec, first, newdirfd as i64 as u64, old, new, true);
+    send(HOOK_URING, rec, rec.header.size as usize);
 }
 
 #[inline(always)]

@@ -423,7 +423,7 @@ fn action_view(action: &Action, hit: &Hit, flags: u32, redactor: &Redactor) -> A
             *result,
         ),
         Action::Uring { opcode } => (ActionKind::IoUring, Target::Uring { opcode: uring_opcode(*opcode) }, 0),
-        Action::Name { op, path, old, result } => (
+        Action::Name { op, path, old, syscall, result } => (
             match *op {
                 "link" => ActionKind::Link,
                 "symlink" => ActionKind::Symlink,
@@ -432,6 +432,7 @@ fn action_view(action: &Action, hit: &Hit, flags: u32, redactor: &Redactor) -> A
             Target::Name {
                 path: Text::new("path", path.as_os_str().as_bytes()),
                 old: Text::new("old", old.as_os_str().as_bytes()),
+                syscall,
                 category: hit.category.clone(),
             },
             *result,

@@ -207,6 +207,7 @@ pub(crate) enum Target {
         path: Text,
         #[serde(flatten)]
         old: Text,
+        syscall: &'static str,
         category: Option<String>,
     },
     Address {

@@ -376,6 +376,7 @@ mod tests {
             op: "rename",
             path: PathBuf::from("/v/site-packages/x.pth"),
             old: PathBuf::from(".evil.tmp"),
+            syscall: "io_uring",
             result: 0,
         };
         assert_eq!(check(&rules, rename, false).unwrap().category.as_deref(), Some("python-pth"));

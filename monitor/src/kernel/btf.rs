@@ -316,9 +316,29 @@ impl Btf {
 type FindResult = Result<Option<Found>, BtfError>;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::process::Stdio;
+
+    /// A BTF of `structs`, each `(name, members)`, members 8 bytes apart: 8-byte integers, or
+    /// `member:other` for one of the other structs (whose first 8 bytes it then holds).
+    pub(crate) fn synthetic(structs: &[(&str, &[&str])]) -> Btf {
+        let mut b = Builder(vec![], vec![0]);
+        b.ty("long", INT << 24, 8, &[], &[1 << 24 | 64]); // 1; the structs follow from 2
+        let id = |name: &str| structs.iter().position(|(n, _)| *n == name).expect("a struct") as u32 + 2;
+        for (name, members) in structs {
+            let members: Vec<(&str, u32, u32)> = members
+                .iter()
+                .enumerate()
+                .map(|(i, m)| match m.split_once(':') {
+                    Some((m, ty)) => (m, id(ty), i as u32 * 64),
+                    None => (*m, 1, i as u32 * 64),
+                })
+                .collect();
+            b.ty(name, STRUCT << 24, 8 * members.len() as u32, &members, &[]);
+        }
+        Btf::parse(b.build()).expect("synthetic BTF")
+    }
 
     /// Assembles a BTF blob from words; type ids follow `ty` call order from 1.
     struct Builder(Vec<u32>, Vec<u8>);

@@ -102,6 +102,8 @@ pub struct Name {
     pub olddirfd: i32,
     pub newdirfd: i32,
     pub flags: u32,
+    /// With `syscall` `SYSCALL_IO_URING`: the request's `IORING_OP_*`.
+    pub opcode: u32,
     /// The kernel path of the directory a relative new name is relative to (empty otherwise).
     pub base: Vec<u8>,
     pub old: Vec<u8>,
@@ -477,6 +479,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 olddirfd: r.olddirfd,
                 newdirfd: r.newdirfd,
                 flags: r.flags,
+                opcode: r.opcode,
                 base,
                 old,
                 new,

@@ -77,10 +77,11 @@ fn offsets(btf: &Btf, tracefs: &Path) -> Result<KernelOffsets, StartError> {
     })
 }
 
-/// io_uring's request structs, which are internal to it: when one is missing, submissions are
-/// reported by opcode alone.
+/// io_uring's request structs, which are internal to it: when one an opcode needs is missing,
+/// those submissions are reported by opcode alone (opens, connects, sendmsgs and sockets on one
+/// side, renames, links and symlinks on the other).
 fn uring(btf: &Btf) -> KernelOffsets {
-    let found = (|| {
+    let requests = (|| {
         Ok::<_, BtfError>(KernelOffsets {
             uring_layout: 1,
             io_open_dfd: btf.member_offset("io_open", "dfd")?,
@@ -98,10 +99,56 @@ fn uring(btf: &Btf) -> KernelOffsets {
             ..KernelOffsets::default()
         })
     })();
-    found.unwrap_or_else(|err| {
+    let requests = requests.unwrap_or_else(|err| {
         tracing::warn!(error = %err, "io_uring requests will be reported by opcode alone");
         KernelOffsets::default()
+    });
+    match uring_names(btf) {
+        Ok(names) => uring_with_names(requests, names),
+        Err(err) => {
+            tracing::warn!(error = %err, "io_uring renames, links and symlinks will be reported by opcode alone");
+            requests
+        }
+    }
+}
+
+/// `struct io_rename` and `struct io_link` (5.15+): the kernel's copies of both names and the
+/// directory fds, taken when the request was prepared.
+fn uring_names(btf: &Btf) -> Result<KernelOffsets, BtfError> {
+    Ok(KernelOffsets {
+        uring_names: 1,
+        filename_name: btf.member_offset("filename", "name")?,
+        io_rename_old_dfd: btf.member_offset("io_rename", "old_dfd")?,
+        io_rename_new_dfd: btf.member_offset("io_rename", "new_dfd")?,
+        io_rename_oldpath: btf.member_offset("io_rename", "oldpath")?,
+        io_rename_newpath: btf.member_offset("io_rename", "newpath")?,
+        io_rename_flags: btf.member_offset("io_rename", "flags")?,
+        io_link_old_dfd: btf.member_offset("io_link", "old_dfd")?,
+        io_link_new_dfd: btf.member_offset("io_link", "new_dfd")?,
+        io_link_oldpath: btf.member_offset("io_link", "oldpath")?,
+        io_link_newpath: btf.member_offset("io_link", "newpath")?,
+        io_link_flags: btf.member_offset("io_link", "flags")?,
+        ..KernelOffsets::default()
     })
+}
+
+/// `requests` with the io_uring name offsets of `names`.
+fn uring_with_names(requests: KernelOffsets, names: KernelOffsets) -> KernelOffsets {
+    KernelOffsets {
+        filename_name: names.filename_name,
+        uring_names: names.uring_names,
+        io_rename_old_dfd: names.io_rename_old_dfd,
+        io_rename_new_dfd: names.io_rename_new_dfd,
+        io_rename_oldpath: names.io_rename_oldpath,
+        io_rename_newpath: names.io_rename_newpath,
+        io_rename_flags: names.io_rename_flags,
+        io_link_old_dfd: names.io_link_old_dfd,
+        io_link_new_dfd: names.io_link_new_dfd,
+        io_link_oldpath: names.io_link_oldpath,
+        io_link_newpath: names.io_link_newpath,
+        io_link_flags: names.io_link_flags,
+        ..requests
+    }
 }
 
 /// Offset of `group_dead` in the `sched_process_exit` tracepoint record (0 when absent).
@@ -143,5 +190,49 @@ mod tests {
         assert_ne!(offsets.task_real_parent, 0);
         assert_ne!(offsets.mm_exe_file, 0);
         assert_eq!(offsets.tp_exit_group_dead, 0);
+    }
+
+    /// Each family of io_uring offsets falls back alone: a kernel without `struct io_open`
+    /// still reads renames and links, one without `struct io_rename` still reads opens.
+    #[test]
+    fn io_uring_offsets_fall_back_by_family() {
+        use crate::kernel::btf::tests::synthetic;
+        let filename: (&str, &[&str]) = ("filename", &["name", "uptr"]);
+        let names = ["file", "old_dfd", "new_dfd", "oldpath", "newpath", "flags"];
+        let only_names = synthetic(&[filename, ("io_rename", &names), ("io_link", &names)]);
+        let o = uring(&only_names);
+        assert_eq!((o.uring_layout, o.uring_names), (0, 1));
+        assert_eq!((o.io_rename_old_dfd, o.io_rename_newpath, o.io_link_flags), (8, 32, 40));
+        assert_eq!(o.filename_name, 0);
+        let requests = [
+            filename,
+            ("io_open", &["file", "dfd", "file_slot", "filename", "how:open_how"][..]),
+            ("open_how", &["flags"][..]),
+            ("io_connect", &["file", "addr", "addr_len"][..]),
+            ("io_sr_msg", &["file", "umsg"][..]),
+            ("io_socket", &["file", "domain", "type", "protocol", "file_slot"][..]),
+        ];
+        let o = uring(&synthetic(&requests));
+        assert_eq!((o.uring_layout, o.uring_names), (1, 0));
+        assert_eq!((o.io_open_filename, o.io_open_flags, o.io_socket_file_slot), (24, 32, 32));
+        assert_eq!(o.io_rename_newpath, 0);
+        let o = uring(&synthetic(&[filename]));
+        assert_eq!(o, KernelOffsets::default());
+    }
+
+    #[test]
+    fn io_uring_names_resolve_on_this_kernel() {
+        let Ok(btf) = Btf::from_sys_fs() else {
+            return crate::testing::cannot_run("no /sys/kernel/btf/vmlinux on this machine");
+        };
+        let offsets = resolve(&btf, Path::new("/nonexistent")).expect("offsets");
+        if offsets.uring_names == 0 {
+            return crate::testing::cannot_run("this kernel's BTF has no struct io_rename/io_link");
+        }
+        // Both overlay the start of `io_kiocb` after its `struct file *`.
+        assert_eq!(offsets.io_rename_old_dfd, 8);
+        assert_ne!(offsets.io_rename_newpath, offsets.io_rename_oldpath);
+        assert_ne!(offsets.io_link_newpath, 0);
+        assert_eq!(offsets.filename_name, 0);
     }
 }

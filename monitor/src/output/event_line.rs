@@ -121,10 +121,11 @@ pub(crate) fn event_line(event: &Event, phase: Phase, clock: &Clock, redactor: &
         Action::Uring { opcode } => {
             obj.insert("opcode".into(), json!(uring_opcode(*opcode)));
         }
-        Action::Name { op, path, old, result } => {
+        Action::Name { op, path, old, syscall, result } => {
             obj.insert("op".into(), json!(op));
             flat(&mut obj, Text::new("path", path.as_os_str().as_bytes()));
             flat(&mut obj, Text::new("old", old.as_os_str().as_bytes()));
+            obj.insert("syscall".into(), json!(syscall));
             flat(&mut obj, Outcome::of(*result));
         }
         Action::Fork { child_pid, child_tid, thread } => {

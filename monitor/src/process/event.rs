@@ -73,6 +73,8 @@ pub enum Action {
         op: &'static str,
         path: PathBuf,
         old: PathBuf,
+        /// The syscall's name (`renameat2`, `linkat`, ...), or `io_uring` for a request.
+        syscall: &'static str,
         result: i64,
     },
     /// `addr` is the destination the kernel checked when a cgroup program saw it (IPv4 and
@@ -135,6 +137,25 @@ pub fn open_syscall(syscall: u32) -> &'static str {
         SYSCALL_OPEN_BY_HANDLE_AT => "open_by_handle_at",
         monitor_common::SYSCALL_IO_URING => "io_uring",
         monitor_common::SYSCALL_UNSEEN => "unseen",
+        _ => "unknown",
+    }
+}
+
+/// The syscall (or `io_uring`) of a name record's `SYSCALL_*`.
+pub fn name_syscall(syscall: u32) -> &'static str {
+    use monitor_common::{
+        SYSCALL_IO_URING, SYSCALL_LINK, SYSCALL_LINKAT, SYSCALL_RENAME, SYSCALL_RENAMEAT, SYSCALL_RENAMEAT2,
+        SYSCALL_SYMLINK, SYSCALL_SYMLINKAT,
+    };
+    match syscall {
+        SYSCALL_RENAME => "rename",
+        SYSCALL_RENAMEAT => "renameat",
+        SYSCALL_RENAMEAT2 => "renameat2",
+        SYSCALL_LINK => "link",
+        SYSCALL_LINKAT => "linkat",
+        SYSCALL_SYMLINK => "symlink",
+        SYSCALL_SYMLINKAT => "symlinkat",
+        SYSCALL_IO_URING => "io_uring",
         _ => "unknown",
     }
 }

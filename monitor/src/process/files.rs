@@ -11,15 +11,15 @@ use std::{
 };
 
 use monitor_common::{
-    FLAG_NO_FILE, PTRACE_SEIZE, SYSCALL_LINK, SYSCALL_LINKAT, SYSCALL_PROCESS_VM_READV,
-    SYSCALL_PROCESS_VM_WRITEV, SYSCALL_PTRACE, SYSCALL_RENAME, SYSCALL_RENAMEAT, SYSCALL_RENAMEAT2,
-    SYSCALL_SYMLINK, SYSCALL_SYMLINKAT,
+    FLAG_NO_FILE, IORING_OP_LINKAT, IORING_OP_SYMLINKAT, PTRACE_SEIZE, SYSCALL_IO_URING, SYSCALL_LINK,
+    SYSCALL_LINKAT, SYSCALL_PROCESS_VM_READV, SYSCALL_PROCESS_VM_WRITEV, SYSCALL_PTRACE, SYSCALL_SYMLINK,
+    SYSCALL_SYMLINKAT,
 };
 
 use crate::{
     kernel::decode::{Name, Open, Socket, Target, Uring},
     process::{
-        event::{Action, FileId},
+        event::{Action, FileId, name_syscall},
         procfs,
         table::{Process, Resolution, join, resolve},
         tracker::kernel_dev,
@@ -229,13 +229,13 @@ pub(crate) fn socket(socket: Socket) -> Action {
     }
 }
 
-/// A new name: made absolute against the directory the kernel walked at the syscall; a link
-/// that succeeded is remembered.
+/// A new name: made absolute against the directory the kernel walked at the syscall (or the
+/// io_uring submission); a link that succeeded (or was submitted) is remembered.
 pub(crate) fn name(name: Name, pid: u32, process: Option<&mut Process>, links: &mut Links) -> Action {
-    let op = match name.syscall {
-        SYSCALL_RENAME | SYSCALL_RENAMEAT | SYSCALL_RENAMEAT2 => "rename",
-        SYSCALL_LINK | SYSCALL_LINKAT => "link",
-        SYSCALL_SYMLINK | SYSCALL_SYMLINKAT => "symlink",
+    let op = match (name.syscall, name.opcode) {
+        (SYSCALL_LINK | SYSCALL_LINKAT, _) | (SYSCALL_IO_URING, IORING_OP_LINKAT) => "link",
+        (SYSCALL_SYMLINK | SYSCALL_SYMLINKAT, _) | (SYSCALL_IO_URING, IORING_OP_SYMLINKAT) => "symlink",
+        // SYSCALL_RENAME, RENAMEAT, RENAMEAT2, io_uring's RENAMEAT.
         _ => "rename",
     };
     let new = Path::new(OsStr::from_bytes(&name.new));
@@ -253,7 +253,7 @@ pub(crate) fn name(name: Name, pid: u32, process: Option<&mut Process>, links: &
             links.remember((kernel_dev(meta.dev()), meta.ino()), old_abs);
         }
     }
-    Action::Name { op, path, old, result: name.result }
+    Action::Name { op, path, old, syscall: name_syscall(name.syscall), result: name.result }
 }
 
 #[cfg(test)]
@@ -305,6 +305,41 @@ mod tests {
             files_uring(uring(URING_SETUP, 0, 3, 0, b"")),
             Action::Uring { opcode: URING_SETUP }
         ));
+    }
+
+    #[test]
+    fn io_uring_names_are_the_renames_links_and_symlinks_they_perform() {
+        use monitor_common::{IORING_OP_LINKAT, IORING_OP_RENAMEAT, IORING_OP_SYMLINKAT, SYSCALL_RENAMEAT2};
+        let name = |syscall: u32, opcode: u32, base: &[u8], new: &[u8]| Name {
+            header: uring(0, 0, 0, 0, b"").header,
+            result: 0,
+            syscall,
+            olddirfd: -100,
+            newdirfd: 3,
+            flags: 0,
+            opcode,
+            base: base.to_vec(),
+            old: b"/h/.tmp".to_vec(),
+            new: new.to_vec(),
+        };
+        let mut links = Links::default();
+        let cases = [
+            (SYSCALL_IO_URING, IORING_OP_RENAMEAT, "rename", "io_uring"),
+            (SYSCALL_IO_URING, IORING_OP_LINKAT, "link", "io_uring"),
+            (SYSCALL_IO_URING, IORING_OP_SYMLINKAT, "symlink", "io_uring"),
+            (SYSCALL_RENAMEAT2, 0, "rename", "renameat2"),
+            (SYSCALL_SYMLINKAT, 0, "symlink", "symlinkat"),
+        ];
+        for (syscall, opcode, want_op, want_syscall) in cases {
+            let action =
+                super::name(name(syscall, opcode, b"/v/site-packages", b"x.pth"), 5, None, &mut links);
+            let Action::Name { op, path, syscall, .. } = action else { panic!("{action:?}") };
+            assert_eq!((op, syscall), (want_op, want_syscall));
+            assert_eq!(path, Path::new("/v/site-packages/x.pth"), "anchored to the walked directory");
+        }
+        let absolute = name(SYSCALL_IO_URING, IORING_OP_RENAMEAT, b"", b"/h/.bashrc");
+        let Action::Name { path, .. } = super::name(absolute, 5, None, &mut links) else { panic!() };
+        assert_eq!(path, Path::new("/h/.bashrc"));
     }
 
     fn files_uring(u: Uring) -> Action {

@@ -150,11 +150,12 @@ fn alert(a: &Alert, hostname: &str) -> Value {
             fields.put("premain.action.protocol", json!(protocol));
             Some(format!("socket={family}/{socket_type}"))
         }
-        Target::Name { path, old, category: c } => {
+        Target::Name { path, old, syscall, category: c } => {
             category = c.clone();
             let path = path.text();
             fields.put("fd.name", json!(path));
             fields.put("premain.action.old", json!(old.text()));
+            fields.put("premain.action.syscall", json!(syscall));
             path.map(|p| format!("file={p}"))
         }
         Target::Program { path, argv } => {
