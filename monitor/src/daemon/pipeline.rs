@@ -5,13 +5,14 @@
 use std::time::{Duration, Instant};
 
 use monitor_common::{
-    AllowedNet, ExeKey, FLAG_GUARD_DENIED, FLAG_GUARD_FALLBACK, FLAG_GUARD_KILLED, FLAG_GUARD_WOULD_DENY,
-    HOOK_COUNT, JUDGED_CONNECT, JUDGED_EXEC, JUDGED_INSTALLING, JUDGED_MEMORY, JUDGED_SEND,
+    AllowedNet, ExeKey, FLAG_COMPAT, FLAG_GUARD_DENIED, FLAG_GUARD_FALLBACK, FLAG_GUARD_KILLED,
+    FLAG_GUARD_WOULD_DENY, HOOK_COUNT, JUDGED_CONNECT, JUDGED_EXEC, JUDGED_INSTALLING, JUDGED_MEMORY,
+    JUDGED_SEND,
 };
 
 use crate::{
     alert::{Alert, Alerts},
-    detect::{Hit, RuleId, Rules},
+    detect::{Hit, RuleId, Rules, open_writes},
     enforce::{Enforcement, Mode, Outcome, Policy, Scope, enforceable, guard},
     kernel::{control::KernelControl, decode::Record},
     output::redact::Redactor,
@@ -124,6 +125,11 @@ pub(super) struct Denial {
 /// An open the file watch saw that would alert, not yet recorded by a kernel program.
 pub(super) struct Unseen {
     file: (u64, u64),
+    /// What a kernel program's record of the same open says too: a 32-bit call (which only
+    /// the raw-syscall programs record), and whether it writes (`None`: flags not known, as
+    /// for `openat2`). Another open of the file by the process (the payload reading back what
+    /// it wrote through `int 0x80`) is not that record.
+    same: (bool, Option<bool>),
     due: Instant,
     event: Event,
     context: Context,
@@ -191,9 +197,13 @@ impl Pipeline {
         kernel: &mut KernelControl,
         record: Record,
         due: Instant,
+        flags_known: bool,
     ) -> Option<Denial> {
-        let file = match &record {
-            Record::Open(open) => (open.dev, open.ino),
+        let (file, same) = match &record {
+            Record::Open(open) => (
+                (open.dev, open.ino),
+                (open.header.flags & FLAG_COMPAT != 0, flags_known.then(|| open_writes(open.flags))),
+            ),
             _ => return None,
         };
         let event = self.tracker.handle(kernel, record)?;
@@ -202,7 +212,7 @@ impl Pipeline {
         if enforceable(hit.rule) && self.mode(hit.rule, &event) == Mode::Enforce {
             return Some(Denial { event, context, hit, file });
         }
-        self.unseen.push(Unseen { file, due, event, context, hit });
+        self.unseen.push(Unseen { file, same, due, event, context, hit });
         None
     }
 
@@ -329,11 +339,19 @@ impl Pipeline {
             self.tracker.retire(kernel, event.header.pid);
         }
         if !self.unseen.is_empty()
-            && let Action::Open { file: Some(file), .. } = &event.action
+            && let Action::Open { file: Some(file), flags, .. } = &event.action
         {
             // The watch saw this open first: this record tells it better.
             let (pid, key) = (event.header.pid, (file.dev, file.ino));
-            self.unseen.retain(|u| u.event.header.pid != pid || u.file != key);
+            let compat = event.header.flags & FLAG_COMPAT != 0;
+            let writes = open_writes(*flags);
+            self.unseen.retain(|u| {
+                let (u_compat, u_writes) = u.same;
+                u.event.header.pid != pid
+                    || u.file != key
+                    || u_compat != compat
+                    || u_writes.is_some_and(|w| w != writes)
+            });
         }
         if !self.decided.is_empty() && self.was_decided(&event) {
             // Alerted when the watch answered, with what came of it.

@@ -260,7 +260,7 @@ impl FileWatch {
         pipeline: &mut Pipeline,
         kernel: &mut KernelControl,
     ) -> Option<Handled> {
-        let Some((record, in_dir)) = self.record(&ask, pipeline) else {
+        let Some((record, in_dir, flags_known)) = self.record(&ask, pipeline) else {
             ask.reply(true);
             return None;
         };
@@ -269,7 +269,7 @@ impl FileWatch {
             debug_assert_eq!(key, (open.dev, open.ino));
             pipeline.tracker.watched_in_directory(key);
         }
-        match pipeline.watched(kernel, record, Instant::now() + UNSEEN_WAIT) {
+        match pipeline.watched(kernel, record, Instant::now() + UNSEEN_WAIT, flags_known) {
             Some(denial) => {
                 let in_time = ask.reply(false);
                 Some(pipeline.denied(denial, in_time))
@@ -283,8 +283,8 @@ impl FileWatch {
 
     /// The open `ask` is about, as a record of the process that made it, when that process is
     /// tracked and the file catalogued, a marked persistence target, or a persistence target
-    /// in a marked directory (then its inode is given too).
-    fn record(&self, ask: &Ask, pipeline: &Pipeline) -> Option<(Record, Option<(u64, u64)>)> {
+    /// in a marked directory (then its inode is given too); and whether its flags are known.
+    fn record(&self, ask: &Ask, pipeline: &Pipeline) -> Option<(Record, Option<(u64, u64)>, bool)> {
         let meta = fs::File::from(ask.file.try_clone().ok()?).metadata().ok()?;
         let (dev, ino) = (kernel_dev(meta.dev()), meta.ino());
         let marked = self.files.contains_key(&(dev, ino)) || self.persistence_files.contains(&(dev, ino));
@@ -333,7 +333,8 @@ impl FileWatch {
             nlink: meta.nlink() as u32,
             file_mode: meta.mode(),
         });
-        Some((record, (!marked).then_some((dev, ino))))
+        let flags_known = open.is_some_and(|o| o.flags.is_some());
+        Some((record, (!marked).then_some((dev, ino)), flags_known))
     }
 }
 

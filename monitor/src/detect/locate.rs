@@ -262,10 +262,11 @@ mod tests {
         touch(&dir.join("etc/cron.d/job"));
         let targets = Targets::new();
         let files = |python_hooks| {
-            let mut found: Vec<String> = locate(&TargetFiles { targets: &targets, python_hooks }, places.iter())
-                .into_iter()
-                .map(|f| format!("{} {}", f.path.display(), f.category))
-                .collect();
+            let mut found: Vec<String> =
+                locate(&TargetFiles { targets: &targets, python_hooks }, places.iter())
+                    .into_iter()
+                    .map(|f| format!("{} {}", f.path.display(), f.category))
+                    .collect();
             found.sort();
             found
         };

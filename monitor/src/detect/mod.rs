@@ -227,6 +227,11 @@ impl Rules {
 }
 
 /// `AF_*` names of the families a raw socket is made in.
+/// An open with `flags` can change the file: written, created or truncated.
+pub(crate) fn open_writes(flags: u32) -> bool {
+    persistence::writes(flags)
+}
+
 pub(crate) fn socket_family(family: u32) -> &'static str {
     match family {
         2 => "inet",

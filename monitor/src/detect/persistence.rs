@@ -163,10 +163,14 @@ mod tests {
     fn marked_files_are_homes_and_the_systems_single_files() {
         let targets = Targets::new();
         let observe: Vec<&str> = targets.marked_patterns(false).collect();
-        for glob in ["**/.bashrc", "**/.ssh/authorized_keys", "/etc/profile", "/etc/crontab", "/etc/ld.so.preload"] {
+        for glob in
+            ["**/.bashrc", "**/.ssh/authorized_keys", "/etc/profile", "/etc/crontab", "/etc/ld.so.preload"]
+        {
             assert!(observe.contains(&glob), "{glob}");
         }
-        for glob in ["**/site-packages/*.pth", "**/sitecustomize.py", "/etc/cron.d/*", "/usr/lib/systemd/system/**"] {
+        for glob in
+            ["**/site-packages/*.pth", "**/sitecustomize.py", "/etc/cron.d/*", "/usr/lib/systemd/system/**"]
+        {
             assert!(!observe.contains(&glob), "{glob}");
         }
         let enforce: Vec<&str> = targets.marked_patterns(true).collect();
