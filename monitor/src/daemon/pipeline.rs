@@ -136,6 +136,13 @@ pub(super) struct Unseen {
     hit: Hit,
 }
 
+/// Whether a kernel record of an open (32-bit or not, writing or not) of the file an [`Unseen`]
+/// is about, by its process, is the record of that same open: of the same ABI, and writing when
+/// the watch read that it writes (or the watch did not know the flags).
+fn same_open((compat, writes): (bool, Option<bool>), record_compat: bool, record_writes: bool) -> bool {
+    compat == record_compat && writes.is_none_or(|w| w == record_writes)
+}
+
 /// What the rules make of an event of a tracked process.
 enum Verdict {
     None,
@@ -345,13 +352,8 @@ impl Pipeline {
             let (pid, key) = (event.header.pid, (file.dev, file.ino));
             let compat = event.header.flags & FLAG_COMPAT != 0;
             let writes = open_writes(*flags);
-            self.unseen.retain(|u| {
-                let (u_compat, u_writes) = u.same;
-                u.event.header.pid != pid
-                    || u.file != key
-                    || u_compat != compat
-                    || u_writes.is_some_and(|w| w != writes)
-            });
+            self.unseen
+                .retain(|u| u.event.header.pid != pid || u.file != key || !same_open(u.same, compat, writes));
         }
         if !self.decided.is_empty() && self.was_decided(&event) {
             // Alerted when the watch answered, with what came of it.
@@ -526,4 +528,25 @@ fn guard_outcome(flags: u32) -> Option<Outcome> {
 /// The rule and outcome of a call the guard acted on, for one that raises no alert.
 fn overreach(event: &Event) -> Option<(RuleId, Outcome)> {
     guarded_rule(&event.action).zip(guard_outcome(event.header.flags))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_open;
+
+    #[test]
+    fn a_kernel_record_replaces_the_watch_alert_of_the_same_open_only() {
+        // A native append the watch saw: its record (64-bit, writing) is that open.
+        assert!(same_open((false, Some(true)), false, true));
+        // A 32-bit append the watch saw, then the payload reads the file back natively: not it.
+        assert!(!same_open((true, Some(true)), false, false));
+        assert!(!same_open((true, Some(true)), false, true), "another ABI is another open");
+        // A native write the watch saw, then a native read of the file: not the write.
+        assert!(!same_open((false, Some(true)), false, false));
+        // openat2 and io_uring: flags not known to the watch, any record of the ABI is it.
+        assert!(same_open((false, None), false, false));
+        assert!(same_open((false, None), false, true));
+        // With the raw-syscall programs, a 32-bit open's own record comes too.
+        assert!(same_open((true, Some(false)), true, false));
+    }
 }
