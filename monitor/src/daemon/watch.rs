@@ -260,7 +260,7 @@ impl FileWatch {
         pipeline: &mut Pipeline,
         kernel: &mut KernelControl,
     ) -> Option<Handled> {
-        let Some((record, in_dir, flags_known)) = self.record(&ask, pipeline) else {
+        let Some(Seen { record, in_dir, flags_known }) = self.record(&ask, pipeline) else {
             ask.reply(true);
             return None;
         };
@@ -283,8 +283,8 @@ impl FileWatch {
 
     /// The open `ask` is about, as a record of the process that made it, when that process is
     /// tracked and the file catalogued, a marked persistence target, or a persistence target
-    /// in a marked directory (then its inode is given too); and whether its flags are known.
-    fn record(&self, ask: &Ask, pipeline: &Pipeline) -> Option<(Record, Option<(u64, u64)>, bool)> {
+    /// in a marked directory.
+    fn record(&self, ask: &Ask, pipeline: &Pipeline) -> Option<Seen> {
         let meta = fs::File::from(ask.file.try_clone().ok()?).metadata().ok()?;
         let (dev, ino) = (kernel_dev(meta.dev()), meta.ino());
         let marked = self.files.contains_key(&(dev, ino)) || self.persistence_files.contains(&(dev, ino));
@@ -334,8 +334,17 @@ impl FileWatch {
             file_mode: meta.mode(),
         });
         let flags_known = open.is_some_and(|o| o.flags.is_some());
-        Some((record, (!marked).then_some((dev, ino)), flags_known))
+        Some(Seen { record, in_dir: (!marked).then_some((dev, ino)), flags_known })
     }
+}
+
+/// An open the watch was asked about, as a record.
+struct Seen {
+    record: Record,
+    /// The file's inode, when it was asked about through its directory's mark.
+    in_dir: Option<(u64, u64)>,
+    /// Whether the opener's flags were read (not `openat2`, io_uring or a thread gone on).
+    flags_known: bool,
 }
 
 /// The answering thread: every request goes to the event loop, which has [`ANSWER_BOUND`] to
