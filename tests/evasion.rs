@@ -1373,6 +1373,96 @@ fn ia32_open_reads_credentials_seen_by_the_file_watch() {
     });
 }
 
+/// 32-bit persistence writes under the default configuration (no raw-syscall programs): the
+/// file watch sees the i386 `open(O_WRONLY|O_APPEND)` of `~/.bashrc` (a mark on the file) and
+/// the i386 `creat` of a new `~/.config/systemd/user/x.service` (the mark of its directory,
+/// made when premain first saw this HOME), and alerts each from the watch with `abi: "ia32"`.
+/// Controls: the same writes as main code, and a 32-bit read of `~/.bashrc` pre-main, raise
+/// nothing; a native write of `~/.bashrc`, which the watch and the syscall programs both see,
+/// is alerted once.
+#[test]
+fn ia32_persistence_writes_seen_by_the_file_watch() {
+    on_every_python_under("ia32 persistence, default configuration", &[], |premain, stage, plan| {
+        let rc = stage.home.join(".bashrc");
+        fs::write(&rc, format!("# the user's own {}\n", random_hex())).unwrap();
+        let units = stage.home.join(".config/systemd/user");
+        fs::create_dir_all(&units).unwrap();
+        let unit = units.join("x.service");
+        let op = |ran: &Ran, i: usize, path: &Path| {
+            let done = &ran.result["done"][i];
+            assert_eq!(done["path"], text(path), "[{}] {}", stage.label, ran.result);
+            assert_eq!(done["sha256"], stage.sha256(path), "[{}] {}", stage.label, ran.result);
+            done.clone()
+        };
+        // The first run with this HOME makes premain look there; the sentinel waits for it.
+        let first = stage.main("ia32_persist.py", &[os("read"), rc.as_os_str()], &[]);
+        op(&first, 0, &rc);
+        premain.sentinel();
+        let main_unit = units.join("main.service");
+        let args = [os("append"), rc.as_os_str(), os("creat"), main_unit.as_os_str()];
+        let main = stage.main("ia32_persist.py", &args, &[]);
+        op(&main, 0, &rc);
+        op(&main, 1, &main_unit);
+        let read = stage.premain("ia32_persist.py", &[os("read"), rc.as_os_str()]);
+        op(&read, 0, &rc);
+        plan.none(vec![first.pid, main.pid, read.pid], None);
+
+        let before = fs::read_to_string(&rc).unwrap();
+        let ran =
+            stage.premain("ia32_persist.py", &[os("append"), rc.as_os_str(), os("creat"), unit.as_os_str()]);
+        let appended = op(&ran, 0, &rc);
+        let line = appended["line"].as_str().unwrap();
+        assert_eq!(fs::read_to_string(&rc).unwrap(), format!("{before}{line}"), "[{}] appended", stage.label);
+        let created = op(&ran, 1, &unit);
+        assert_eq!(
+            fs::read_to_string(&unit).unwrap(),
+            created["line"].as_str().unwrap(),
+            "[{}]",
+            stage.label
+        );
+        for (path, category) in [(&rc, "shell-rc"), (&unit, "systemd-unit")] {
+            let path = text(path);
+            let ino = fs::metadata(&path).unwrap().ino();
+            let checks: Vec<Check> = vec![
+                from_hook(stage),
+                Box::new(move |a| {
+                    field(a, "/action/type", &json!("open"))?;
+                    field(a, "/action/path", &json!(path))?;
+                    field(a, "/action/category", &json!(category))?;
+                    field(a, "/action/ino", &json!(ino))?;
+                    field(a, "/action/syscall", &json!("unseen"))?;
+                    field(a, "/action/path_resolution", &json!("file-watch"))?;
+                    field(a, "/action/abi", &json!("ia32"))
+                }),
+            ];
+            plan.alert(ran.pid, "persistence", checks);
+        }
+
+        // A native append (persist.py refuses to write into its own HOME: it gets another).
+        let login = stage.dir.path().join("login");
+        fs::create_dir(&login).unwrap();
+        let before = fs::metadata(&rc).unwrap().len();
+        let native = stage.premain_env(
+            "persist.py",
+            &[os("bashrc"), stage.home.as_os_str()],
+            &[("HOME", login.as_os_str())],
+        );
+        let grown = fs::metadata(&rc).unwrap().len() - before;
+        assert_eq!(native.result["bytes"], grown, "[{}] {}", stage.label, native.result);
+        let path = text(&rc);
+        let checks: Vec<Check> = vec![
+            from_hook(stage),
+            Box::new(move |a| {
+                field(a, "/action/path", &json!(path))?;
+                field(a, "/action/syscall", &json!("openat"))?;
+                field(a, "/action/category", &json!("shell-rc"))
+            }),
+        ];
+        plan.alert(native.pid, "persistence", checks);
+        plan.once(native.pid, "persistence");
+    });
+}
+
 /// `ia32_open.py` as main code, pre-main on a plain file, and pre-main on the credential,
 /// whose alert names `syscall` and passes `check`. With `premain`, its sentinel follows the
 /// first run: that run (the first with this HOME) made premain look for credentials there.

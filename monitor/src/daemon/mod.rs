@@ -166,7 +166,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     }
     // Before ready: the credential files on disk are watched from the first workload on.
     let (watch, mut asks) = if config.limits.credential_file_watch {
-        match FileWatch::start(&metrics, watches_persistence(&policy)) {
+        match FileWatch::start(&metrics, config.limits.persistence_file_watch, watches_persistence(&policy)) {
             Ok((mut watch, asks)) => {
                 tracker.set_credential_files(watch.rescan(&rules));
                 tracker.set_persistence_files(watch.persistence_files());
@@ -504,8 +504,8 @@ fn compile(config: &Config, file: &str) -> Result<(Rules, Redactor, Policy), Con
     Ok((rules, redactor, policy))
 }
 
-/// Whether the file watch marks persistence targets: only when their writes are to be denied
-/// (or counted as would-deny), since a mark makes every open of them wait.
+/// Whether `persistence` is in dry-run or enforce somewhere: then the file watch marks its
+/// targets whatever `limits.persistence_file_watch` says, user-site Python hooks included.
 pub(super) fn watches_persistence(policy: &Policy) -> bool {
     policy.may(RuleId::Persistence, Mode::Enforce) || policy.may(RuleId::Persistence, Mode::DryRun)
 }

@@ -5,13 +5,14 @@
 use std::time::{Duration, Instant};
 
 use monitor_common::{
-    AllowedNet, ExeKey, FLAG_GUARD_DENIED, FLAG_GUARD_FALLBACK, FLAG_GUARD_KILLED, FLAG_GUARD_WOULD_DENY,
-    HOOK_COUNT, JUDGED_CONNECT, JUDGED_EXEC, JUDGED_INSTALLING, JUDGED_MEMORY, JUDGED_SEND,
+    AllowedNet, ExeKey, FLAG_COMPAT, FLAG_GUARD_DENIED, FLAG_GUARD_FALLBACK, FLAG_GUARD_KILLED,
+    FLAG_GUARD_WOULD_DENY, HOOK_COUNT, JUDGED_CONNECT, JUDGED_EXEC, JUDGED_INSTALLING, JUDGED_MEMORY,
+    JUDGED_SEND,
 };
 
 use crate::{
     alert::{Alert, Alerts},
-    detect::{Hit, RuleId, Rules},
+    detect::{Hit, RuleId, Rules, open_writes},
     enforce::{Enforcement, Mode, Outcome, Policy, Scope, enforceable, guard},
     kernel::{control::KernelControl, decode::Record},
     output::redact::Redactor,
@@ -124,10 +125,22 @@ pub(super) struct Denial {
 /// An open the file watch saw that would alert, not yet recorded by a kernel program.
 pub(super) struct Unseen {
     file: (u64, u64),
+    /// What a kernel program's record of the same open says too: a 32-bit call (which only
+    /// the raw-syscall programs record), and whether it writes (`None`: flags not known, as
+    /// for `openat2`). Another open of the file by the process (the payload reading back what
+    /// it wrote through `int 0x80`) is not that record.
+    same: (bool, Option<bool>),
     due: Instant,
     event: Event,
     context: Context,
     hit: Hit,
+}
+
+/// Whether a kernel record of an open (32-bit or not, writing or not) of the file an [`Unseen`]
+/// is about, by its process, is the record of that same open: of the same ABI, and writing when
+/// the watch read that it writes (or the watch did not know the flags).
+fn same_open((compat, writes): (bool, Option<bool>), record_compat: bool, record_writes: bool) -> bool {
+    compat == record_compat && writes.is_none_or(|w| w == record_writes)
 }
 
 /// What the rules make of an event of a tracked process.
@@ -191,9 +204,13 @@ impl Pipeline {
         kernel: &mut KernelControl,
         record: Record,
         due: Instant,
+        flags_known: bool,
     ) -> Option<Denial> {
-        let file = match &record {
-            Record::Open(open) => (open.dev, open.ino),
+        let (file, same) = match &record {
+            Record::Open(open) => (
+                (open.dev, open.ino),
+                (open.header.flags & FLAG_COMPAT != 0, flags_known.then(|| open_writes(open.flags))),
+            ),
             _ => return None,
         };
         let event = self.tracker.handle(kernel, record)?;
@@ -202,7 +219,7 @@ impl Pipeline {
         if enforceable(hit.rule) && self.mode(hit.rule, &event) == Mode::Enforce {
             return Some(Denial { event, context, hit, file });
         }
-        self.unseen.push(Unseen { file, due, event, context, hit });
+        self.unseen.push(Unseen { file, same, due, event, context, hit });
         None
     }
 
@@ -329,11 +346,14 @@ impl Pipeline {
             self.tracker.retire(kernel, event.header.pid);
         }
         if !self.unseen.is_empty()
-            && let Action::Open { file: Some(file), .. } = &event.action
+            && let Action::Open { file: Some(file), flags, .. } = &event.action
         {
             // The watch saw this open first: this record tells it better.
             let (pid, key) = (event.header.pid, (file.dev, file.ino));
-            self.unseen.retain(|u| u.event.header.pid != pid || u.file != key);
+            let compat = event.header.flags & FLAG_COMPAT != 0;
+            let writes = open_writes(*flags);
+            self.unseen
+                .retain(|u| u.event.header.pid != pid || u.file != key || !same_open(u.same, compat, writes));
         }
         if !self.decided.is_empty() && self.was_decided(&event) {
             // Alerted when the watch answered, with what came of it.
@@ -511,4 +531,25 @@ fn guard_outcome(flags: u32) -> Option<Outcome> {
 /// The rule and outcome of a call the guard acted on, for one that raises no alert.
 fn overreach(event: &Event) -> Option<(RuleId, Outcome)> {
     guarded_rule(&event.action).zip(guard_outcome(event.header.flags))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_open;
+
+    #[test]
+    fn a_kernel_record_replaces_the_watch_alert_of_the_same_open_only() {
+        // A native append the watch saw: its record (64-bit, writing) is that open.
+        assert!(same_open((false, Some(true)), false, true));
+        // A 32-bit append the watch saw, then the payload reads the file back natively: not it.
+        assert!(!same_open((true, Some(true)), false, false));
+        assert!(!same_open((true, Some(true)), false, true), "another ABI is another open");
+        // A native write the watch saw, then a native read of the file: not the write.
+        assert!(!same_open((false, Some(true)), false, false));
+        // openat2 and io_uring: flags not known to the watch, any record of the ABI is it.
+        assert!(same_open((false, None), false, false));
+        assert!(same_open((false, None), false, true));
+        // With the raw-syscall programs, a 32-bit open's own record comes too.
+        assert!(same_open((true, Some(false)), true, false));
+    }
 }

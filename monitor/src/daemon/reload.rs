@@ -54,7 +54,7 @@ pub(super) fn reload(opts: &RunOptions, config: &mut Config, daemon: &mut Daemon
     }
     kept.enforcement = fresh.enforcement;
     if let Some(watch) = &mut daemon.watch {
-        watch.set_persistence(super::watches_persistence(&policy));
+        watch.set_persistence_policy(super::watches_persistence(&policy));
     }
     daemon.pipeline.policy = policy;
     daemon.metrics.expect(rules.enabled());

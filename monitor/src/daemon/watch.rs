@@ -19,6 +19,12 @@
 //! Files are looked for under the home directory of every user in `/etc/passwd`, the `HOME`
 //! of every process that starts a Python tree, and from every root such processes run in
 //! (containers); again every [`RESCAN_TICKS`] seconds for files created since.
+//!
+//! Persistence targets (`limits.persistence_file_watch`) are watched the same way: inode marks
+//! on the target files found, and directory marks (`FAN_EVENT_ON_CHILD`) on the directories
+//! where a new file is a target (`~/.ssh`, `~/.config/systemd/user`, `/etc/cron.d`...), so a
+//! file created there asks too. An open of one alerts only if the opener's flags (read from
+//! `/proc/<tid>/syscall` while it waits) write, create, truncate or append.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -36,7 +42,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use monitor_common::SYSCALL_UNSEEN;
+use monitor_common::{FLAG_COMPAT, SYSCALL_UNSEEN};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::pipeline::{Handled, Pipeline};
@@ -94,10 +100,16 @@ pub(super) struct FileWatch {
     places: BTreeSet<Place>,
     /// Catalogued credential files by inode.
     files: HashMap<(u64, u64), Catalogued>,
-    /// Whether persistence targets are marked too (persistence under dry-run or enforce).
-    persistence: bool,
+    /// Whether persistence targets are marked (`limits.persistence_file_watch`).
+    persistence_watch: bool,
+    /// Whether `persistence` is in dry-run or enforce somewhere: its targets are marked
+    /// whatever the limit says (a write can only be denied before it is made), user-site
+    /// Python hooks included.
+    persistence_policy: bool,
     /// The persistence targets marked, by inode.
     persistence_files: HashSet<(u64, u64)>,
+    /// The directories marked for their children's opens, by inode.
+    persistence_dirs: HashSet<(u64, u64)>,
     own_root: Option<(u64, u64)>,
     metrics: Metrics,
 }
@@ -106,7 +118,8 @@ impl FileWatch {
     /// Creates the fanotify group and the thread that answers it.
     pub(super) fn start(
         metrics: &Metrics,
-        persistence: bool,
+        persistence_watch: bool,
+        persistence_policy: bool,
     ) -> std::io::Result<(Self, UnboundedReceiver<Ask>)> {
         let group = Arc::new(Group::new()?);
         let (asks, asked) = unbounded_channel();
@@ -125,8 +138,10 @@ impl FileWatch {
             group,
             places,
             files: HashMap::new(),
-            persistence,
+            persistence_watch,
+            persistence_policy,
             persistence_files: HashSet::new(),
+            persistence_dirs: HashSet::new(),
             own_root,
             metrics: metrics.clone(),
         };
@@ -141,15 +156,16 @@ impl FileWatch {
         let found = rules.locate_credentials(self.places.iter());
         self.mark(found);
         self.persistence_files.clear();
-        if self.persistence {
-            self.mark_persistence(rules.locate_persistence(self.places.iter()));
-        }
+        self.persistence_dirs.clear();
+        let places: Vec<Place> = self.places.iter().cloned().collect();
+        self.mark_persistence(rules, &places);
         self.files.clone()
     }
 
-    /// Whether persistence targets are marked from the next look on (a reload's policy).
-    pub(super) fn set_persistence(&mut self, on: bool) {
-        self.persistence = on;
+    /// Whether `persistence` is in dry-run or enforce somewhere, from the next look on (a
+    /// reload's policy).
+    pub(super) fn set_persistence_policy(&mut self, on: bool) {
+        self.persistence_policy = on;
     }
 
     /// The persistence targets marked, by inode.
@@ -157,15 +173,32 @@ impl FileWatch {
         self.persistence_files.clone()
     }
 
-    /// Marks persistence targets. A mark makes every open of the file wait for premain, reads
-    /// by shells included: it is only made when persistence writes are to be denied or
-    /// counted as would-deny.
-    fn mark_persistence(&mut self, found: Vec<crate::detect::locate::Found>) {
-        for file in found {
+    /// Marks the persistence targets and directories under `places`. A mark makes every open
+    /// of the file (of every file in the directory) wait for premain, reads by shells
+    /// included; user-site `.pth` and customize files, which every Python start of their user
+    /// reads, only when persistence writes are to be denied or counted as would-deny.
+    fn mark_persistence(&mut self, rules: &Rules, places: &[Place]) {
+        if !self.persistence_watch && !self.persistence_policy {
+            return;
+        }
+        for file in rules.locate_persistence(places.iter(), self.persistence_policy) {
             if let Some(key) = self.mark_one(&file.reach) {
                 self.persistence_files.insert(key);
             }
         }
+        for dir in rules.locate_persistence_dirs(places.iter()) {
+            let Ok(meta) = fs::metadata(&dir.reach) else { continue };
+            match self.group.watch_opens_in(&dir.reach) {
+                Ok(()) => {
+                    self.persistence_dirs.insert((kernel_dev(meta.dev()), meta.ino()));
+                }
+                Err(err) => {
+                    tracing::debug!(path = %dir.reach.display(), error = %err, "cannot watch a directory");
+                }
+            }
+        }
+        self.metrics.file_watch_persistence_files.set(self.persistence_files.len() as i64);
+        self.metrics.file_watch_persistence_dirs.set(self.persistence_dirs.len() as i64);
     }
 
     /// Marks the file at `reach`; its inode, or `None` when it cannot be marked. Marked again
@@ -205,9 +238,7 @@ impl FileWatch {
         self.places.insert(place);
         let found = rules.locate_credentials(new.iter());
         self.mark(found);
-        if self.persistence {
-            self.mark_persistence(rules.locate_persistence(new.iter()));
-        }
+        self.mark_persistence(rules, &new);
         Some(self.files.clone())
     }
 
@@ -229,11 +260,16 @@ impl FileWatch {
         pipeline: &mut Pipeline,
         kernel: &mut KernelControl,
     ) -> Option<Handled> {
-        let Some(record) = self.record(&ask, pipeline) else {
+        let Some(Seen { record, in_dir, flags_known }) = self.record(&ask, pipeline) else {
             ask.reply(true);
             return None;
         };
-        match pipeline.watched(kernel, record, Instant::now() + UNSEEN_WAIT) {
+        if let (Some(key), Record::Open(open)) = (in_dir, &record) {
+            // Asked about like a marked file: its kernel record's alert says so.
+            debug_assert_eq!(key, (open.dev, open.ino));
+            pipeline.tracker.watched_in_directory(key);
+        }
+        match pipeline.watched(kernel, record, Instant::now() + UNSEEN_WAIT, flags_known) {
             Some(denial) => {
                 let in_time = ask.reply(false);
                 Some(pipeline.denied(denial, in_time))
@@ -246,16 +282,30 @@ impl FileWatch {
     }
 
     /// The open `ask` is about, as a record of the process that made it, when that process is
-    /// tracked and the file catalogued.
-    fn record(&self, ask: &Ask, pipeline: &Pipeline) -> Option<Record> {
+    /// tracked and the file catalogued, a marked persistence target, or a persistence target
+    /// in a marked directory.
+    fn record(&self, ask: &Ask, pipeline: &Pipeline) -> Option<Seen> {
         let meta = fs::File::from(ask.file.try_clone().ok()?).metadata().ok()?;
         let (dev, ino) = (kernel_dev(meta.dev()), meta.ino());
-        if !self.files.contains_key(&(dev, ino)) && !self.persistence_files.contains(&(dev, ino)) {
+        let marked = self.files.contains_key(&(dev, ino)) || self.persistence_files.contains(&(dev, ino));
+        if !marked && self.persistence_dirs.is_empty() {
             return None;
         }
+        // Untracked openers (nearly all of them) are answered from here.
         let status = procfs::status(ask.tid)?;
         let process = pipeline.tracker.table.get(status.tgid).filter(|p| !p.is_pending())?;
         let path = fs::read_link(format!("/proc/self/fd/{}", ask.file.as_raw_fd())).ok()?;
+        if !marked {
+            // Through a directory mark: a file in one, new or not, that is a target.
+            let parent = fs::metadata(path.parent()?).ok()?;
+            if !self.persistence_dirs.contains(&(kernel_dev(parent.dev()), parent.ino())) {
+                return None;
+            }
+            pipeline.rules.persistence_target(&path)?;
+        }
+        // The opener waits in its syscall, whose flags are in its registers; where they are
+        // not (openat2, io_uring), as a read, which is what the rules ask.
+        let open = procfs::blocked_open(ask.tid);
         let header = Header {
             ktime_ns: monotonic_ns(),
             cgroup_id: procfs::cgroup_id(status.tgid),
@@ -265,16 +315,14 @@ impl FileWatch {
             ppid: status.ppid,
             uid: status.uid,
             gid: status.gid,
-            flags: 0,
+            flags: if open.is_some_and(|o| o.ia32) { FLAG_COMPAT } else { 0 },
             comm: procfs::comm(ask.tid),
         };
-        Some(Record::Open(Open {
+        let record = Record::Open(Open {
             header,
             result: 0,
             dirfd: libc::AT_FDCWD,
-            // The opener waits in its syscall, whose flags are in its registers; where they
-            // are not (openat2, io_uring), as a read, which is what the rule asks.
-            flags: procfs::open_flags(ask.tid).unwrap_or(libc::O_RDONLY as u32),
+            flags: open.and_then(|o| o.flags).unwrap_or(libc::O_RDONLY as u32),
             mode: 0,
             syscall: SYSCALL_UNSEEN,
             resolve: 0,
@@ -284,8 +332,19 @@ impl FileWatch {
             ino,
             nlink: meta.nlink() as u32,
             file_mode: meta.mode(),
-        }))
+        });
+        let flags_known = open.is_some_and(|o| o.flags.is_some());
+        Some(Seen { record, in_dir: (!marked).then_some((dev, ino)), flags_known })
     }
+}
+
+/// An open the watch was asked about, as a record.
+struct Seen {
+    record: Record,
+    /// The file's inode, when it was asked about through its directory's mark.
+    in_dir: Option<(u64, u64)>,
+    /// Whether the opener's flags were read (not `openat2`, io_uring or a thread gone on).
+    flags_known: bool,
 }
 
 /// The answering thread: every request goes to the event loop, which has [`ANSWER_BOUND`] to

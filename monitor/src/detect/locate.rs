@@ -27,15 +27,19 @@ impl Findable for Catalogue {
     }
 }
 
-/// Persistence targets in homes only: the absolute ones (`/usr/lib/systemd/system/**`...) are
-/// read by the system's own daemons, which a mark would make wait for premain.
-impl Findable for Targets {
+/// The persistence targets the file watch marks: see [`Targets::marked_patterns`].
+pub(super) struct TargetFiles<'a> {
+    pub(super) targets: &'a Targets,
+    pub(super) python_hooks: bool,
+}
+
+impl Findable for TargetFiles<'_> {
     fn globs(&self) -> Vec<&str> {
-        self.patterns().filter(|p| p.starts_with("**/")).collect()
+        self.targets.marked_patterns(self.python_hooks).collect()
     }
 
     fn kind_of(&self, path: &Path) -> Option<&str> {
-        self.category(path)
+        self.targets.category(path)
     }
 }
 
@@ -85,6 +89,34 @@ pub(super) fn locate<'a>(catalogue: &dyn Findable, places: impl Iterator<Item = 
         }
     }
     found.truncate(FOUND_MAX);
+    found
+}
+
+/// The directories of `dirs` (absolute, or `**/` for a home's; no other wildcard) that exist
+/// under `places`: `reach` is where premain reaches one, `category` empty. A symlink is
+/// followed (the mark lands on the directory it leads to).
+pub(super) fn locate_dirs<'a>(dirs: &[&str], places: impl Iterator<Item = &'a Place>) -> Vec<Found> {
+    let mut found: Vec<Found> = Vec::new();
+    let mut roots = Vec::new();
+    let mut add = |root: &Path, path: PathBuf| {
+        let reach = reach(root, &path);
+        if found.len() < FOUND_MAX && reach.is_dir() && !found.iter().any(|f| f.reach == reach) {
+            found.push(Found { path, reach, category: String::new() });
+        }
+    };
+    for place in places {
+        if !roots.contains(&place.root) {
+            roots.push(place.root.clone());
+            for dir in dirs.iter().filter(|d| d.starts_with('/')) {
+                add(&place.root, PathBuf::from(dir));
+            }
+        }
+        if let Some(home) = &place.home {
+            for rel in dirs.iter().filter_map(|d| d.strip_prefix("**/")) {
+                add(&place.root, home.join(rel));
+            }
+        }
+    }
     found
 }
 
@@ -222,20 +254,36 @@ mod tests {
         let cat = catalogue(&[], &["**/.env"]);
         let found = locate(&cat, places.iter());
         assert!(!found.iter().any(|f| f.path.ends_with(".env")), "configured exclusions hold");
-        // Persistence targets: in homes only.
+        // Persistence targets: files in homes and the system's single files; the system's
+        // directories' files are reached by directory marks.
         touch(&dir.join("home/alice/.bashrc"));
         touch(&dir.join("home/alice/.ssh/authorized_keys"));
         touch(&dir.join("etc/profile"));
-        let mut targets: Vec<String> = locate(&Targets::new(), places.iter())
-            .into_iter()
-            .map(|f| format!("{} {}", f.path.display(), f.category))
-            .collect();
-        targets.sort();
+        touch(&dir.join("etc/cron.d/job"));
+        let targets = Targets::new();
+        let files = |python_hooks| {
+            let mut found: Vec<String> =
+                locate(&TargetFiles { targets: &targets, python_hooks }, places.iter())
+                    .into_iter()
+                    .map(|f| format!("{} {}", f.path.display(), f.category))
+                    .collect();
+            found.sort();
+            found
+        };
         assert_eq!(
-            targets,
-            ["/home/alice/.bashrc shell-rc", "/home/alice/.ssh/authorized_keys ssh-authorized-keys"],
-            "/etc/profile is the system's: not marked"
+            files(false),
+            [
+                "/etc/profile shell-rc",
+                "/home/alice/.bashrc shell-rc",
+                "/home/alice/.ssh/authorized_keys ssh-authorized-keys"
+            ]
         );
+        fs::create_dir_all(dir.join("home/alice/.config/systemd/user")).unwrap();
+        let dirs: Vec<&str> = targets.directories().collect();
+        let mut found: Vec<String> =
+            locate_dirs(&dirs, places.iter()).into_iter().map(|f| f.path.display().to_string()).collect();
+        found.sort();
+        assert_eq!(found, ["/etc/cron.d", "/home/alice/.config/systemd/user", "/home/alice/.ssh"]);
         fs::remove_dir_all(&dir).unwrap();
     }
 

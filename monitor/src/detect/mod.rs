@@ -105,13 +105,29 @@ impl Rules {
         locate::locate(&self.credentials, places)
     }
 
-    /// The persistence targets that exist in the homes of `places` (shell start-up files,
-    /// `authorized_keys`, user units, autostart entries, user-site `.pth` files).
+    /// The persistence target files the file watch marks that exist under `places` (see
+    /// [`persistence::Targets::marked_patterns`]); user-site `.pth` and customize files only
+    /// with `python_hooks`.
     pub(crate) fn locate_persistence<'a>(
         &self,
         places: impl Iterator<Item = &'a locate::Place>,
+        python_hooks: bool,
     ) -> Vec<locate::Found> {
-        locate::locate(&self.persistence, places)
+        locate::locate(&locate::TargetFiles { targets: &self.persistence, python_hooks }, places)
+    }
+
+    /// The persistence directories that exist under `places`, where a new file is a target.
+    pub(crate) fn locate_persistence_dirs<'a>(
+        &self,
+        places: impl Iterator<Item = &'a locate::Place>,
+    ) -> Vec<locate::Found> {
+        let dirs: Vec<&str> = self.persistence.directories().collect();
+        locate::locate_dirs(&dirs, places)
+    }
+
+    /// The persistence category of `path`, if it is a target.
+    pub(crate) fn persistence_target(&self, path: &Path) -> Option<&'static str> {
+        self.persistence.category(path)
     }
 
     /// The rule an event of pre-main code breaks, if any. `installing` tells that the code
@@ -211,6 +227,11 @@ impl Rules {
 }
 
 /// `AF_*` names of the families a raw socket is made in.
+/// An open with `flags` can change the file: written, created or truncated.
+pub(crate) fn open_writes(flags: u32) -> bool {
+    persistence::writes(flags)
+}
+
 pub(crate) fn socket_family(family: u32) -> &'static str {
     match family {
         2 => "inet",

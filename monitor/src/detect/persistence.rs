@@ -61,6 +61,40 @@ const TARGETS: &[(&str, &str)] = &[
     ("ld-preload", "/etc/ld.so.preload"),
 ];
 
+/// `(category, directory)`: where a new file is a new persistence target, whatever its name
+/// (or, in `~/.ssh`, by the target's name). The file watch marks those that exist for their
+/// children's opens (`FAN_EVENT_ON_CHILD`), so that creating a file there is asked about
+/// whatever the syscall. Not here, because files in them are opened all the time by programs
+/// that are no concern of this rule, and every such open would wait for premain: homes
+/// themselves (a new `~/.bashrc`), `/etc` (a new `/etc/ld.so.preload`), `site-packages` and
+/// `dist-packages` (every Python start reads them), `~/.config/fish` (fish rewrites its
+/// variables there), and the unit directories package managers and systemd write and PID 1
+/// reads at every reload (`/usr/lib/systemd`, `/lib/systemd`, `/run/systemd`).
+const DIRECTORIES: &[(&str, &str)] = &[
+    ("shell-rc", "**/.config/fish/conf.d"),
+    ("shell-rc", "/etc/profile.d"),
+    ("shell-rc", "/etc/zsh"),
+    ("ssh-authorized-keys", "**/.ssh"),
+    ("systemd-unit", "**/.config/systemd/user"),
+    ("systemd-unit", "**/.local/share/systemd/user"),
+    ("systemd-unit", "/etc/systemd/system"),
+    ("systemd-unit", "/etc/systemd/user"),
+    ("cron", "/var/spool/cron"),
+    ("cron", "/var/spool/cron/crontabs"),
+    ("cron", "/var/spool/cron/tabs"),
+    ("cron", "/etc/cron.d"),
+    ("cron", "/etc/cron.hourly"),
+    ("cron", "/etc/cron.daily"),
+    ("cron", "/etc/cron.weekly"),
+    ("cron", "/etc/cron.monthly"),
+    ("xdg-autostart", "**/.config/autostart"),
+    ("xdg-autostart", "/etc/xdg/autostart"),
+];
+
+/// Categories whose files every Python start reads (user-site `.pth` and customize files):
+/// marked only while `persistence` is in dry-run or enforce, where denying needs the mark.
+const PYTHON_HOOKS: &[&str] = &["python-pth", "python-customize"];
+
 pub(super) struct Targets {
     globs: GlobSet,
 }
@@ -70,9 +104,26 @@ impl Targets {
         Self { globs: glob_set(TARGETS.iter().map(|(_, g)| *g)).expect("the built-in globs compile") }
     }
 
-    /// The targets' globs.
-    pub(super) fn patterns(&self) -> impl Iterator<Item = &'static str> {
-        TARGETS.iter().map(|(_, g)| *g)
+    /// The targets' globs the file watch looks for files of: those under homes (less the
+    /// Python hooks unless `python_hooks`) and the system's single files (`/etc/profile`,
+    /// `/etc/crontab`, `/etc/ld.so.preload`...); the system's directories are marked as
+    /// directories ([`Self::directories`]).
+    pub(super) fn marked_patterns(&self, python_hooks: bool) -> impl Iterator<Item = &'static str> {
+        TARGETS
+            .iter()
+            .filter(move |(category, glob)| {
+                if glob.starts_with("**/") {
+                    python_hooks || !PYTHON_HOOKS.contains(category)
+                } else {
+                    !glob.contains(['*', '?', '[', '{'])
+                }
+            })
+            .map(|(_, g)| *g)
+    }
+
+    /// The directories a new file in is a target, as globs (absolute, or `**/` under a home).
+    pub(super) fn directories(&self) -> impl Iterator<Item = &'static str> {
+        DIRECTORIES.iter().map(|(_, d)| *d)
     }
 
     /// The category of a persistence target.
@@ -88,4 +139,41 @@ pub(super) fn writes(flags: u32) -> bool {
     const O_CREAT: u32 = 0o100;
     const O_TRUNC: u32 = 0o1000;
     flags & O_ACCMODE != 0 || flags & (O_CREAT | O_TRUNC) != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    #[test]
+    fn a_new_file_in_a_marked_directory_is_a_target_of_its_category() {
+        let targets = Targets::new();
+        for (category, dir) in DIRECTORIES {
+            let dir = PathBuf::from(dir.replace("**/", "/home/a/"));
+            // In ~/.ssh only the targets' names are; elsewhere any name.
+            let child = if dir.ends_with(".ssh") { "authorized_keys" } else { "x.conf" };
+            assert_eq!(targets.category(&dir.join(child)), Some(*category), "{}", dir.display());
+        }
+        assert_eq!(targets.category(Path::new("/home/a/.ssh/known_hosts")), None);
+    }
+
+    #[test]
+    fn marked_files_are_homes_and_the_systems_single_files() {
+        let targets = Targets::new();
+        let observe: Vec<&str> = targets.marked_patterns(false).collect();
+        for glob in
+            ["**/.bashrc", "**/.ssh/authorized_keys", "/etc/profile", "/etc/crontab", "/etc/ld.so.preload"]
+        {
+            assert!(observe.contains(&glob), "{glob}");
+        }
+        for glob in
+            ["**/site-packages/*.pth", "**/sitecustomize.py", "/etc/cron.d/*", "/usr/lib/systemd/system/**"]
+        {
+            assert!(!observe.contains(&glob), "{glob}");
+        }
+        let enforce: Vec<&str> = targets.marked_patterns(true).collect();
+        assert!(enforce.contains(&"**/site-packages/*.pth") && enforce.contains(&"**/sitecustomize.py"));
+    }
 }

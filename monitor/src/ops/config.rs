@@ -71,6 +71,9 @@ pub struct Limits {
     /// Ask the kernel (fanotify) to be told of every open of the catalogued credential files
     /// found on disk, whatever the syscall or the name used.
     pub credential_file_watch: bool,
+    /// With the credential file watch: mark the persistence targets found on disk (files and
+    /// the directories where a new file is one) too, so a write by any syscall is seen.
+    pub persistence_file_watch: bool,
     /// Make `execve` of a file never judged wait in the kernel (fanotify) until premain has
     /// judged it; off, such a CPython's process is stopped (`SIGSTOP`) until then instead.
     pub exec_watch: bool,
@@ -87,6 +90,7 @@ impl Default for Limits {
             record_runtime: false,
             ia32_syscalls: false,
             credential_file_watch: true,
+            persistence_file_watch: true,
             exec_watch: true,
             state_dir: PathBuf::from("/var/lib/premain"),
         }

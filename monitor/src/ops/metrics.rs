@@ -75,6 +75,8 @@ pub(crate) struct Metrics {
     pub kubernetes_watch_errors: IntCounter,
     /// Catalogued credential files the file watch has marks on.
     pub file_watch_files: IntGauge,
+    pub file_watch_persistence_files: IntGauge,
+    pub file_watch_persistence_dirs: IntGauge,
     /// Opens of watched files let through because the event loop did not decide in time.
     pub file_watch_late: IntCounter,
     /// Alerting opens only the file watch saw (no kernel program recorded them).
@@ -206,13 +208,21 @@ impl Metrics {
                 "file_watch_files",
                 "Catalogued credential files the file watch is asked about before every open",
             ),
+            file_watch_persistence_files: gauge(
+                "file_watch_persistence_files",
+                "Persistence targets (files) the file watch is asked about before every open",
+            ),
+            file_watch_persistence_dirs: gauge(
+                "file_watch_persistence_directories",
+                "Persistence directories the file watch is asked about before every open of a file in them, a new one included",
+            ),
             file_watch_late: counter(
                 "file_watch_late_total",
                 "Opens of watched credential files let through before premain had decided (decided later)",
             ),
             file_watch_unseen: counter(
                 "file_watch_unseen_total",
-                "Alerting opens of credential files that only the file watch saw (32-bit syscalls, lost records)",
+                "Alerting opens of credential files and persistence targets that only the file watch saw (32-bit syscalls, lost records)",
             ),
             exec_decisions: counter_vec(
                 "exec_decisions_total",
@@ -283,6 +293,8 @@ impl Metrics {
             Box::new(metrics.pods_known.clone()),
             Box::new(metrics.kubernetes_watch_errors.clone()),
             Box::new(metrics.file_watch_files.clone()),
+            Box::new(metrics.file_watch_persistence_files.clone()),
+            Box::new(metrics.file_watch_persistence_dirs.clone()),
             Box::new(metrics.file_watch_late.clone()),
             Box::new(metrics.file_watch_unseen.clone()),
             Box::new(metrics.exec_decisions.clone()),

@@ -186,15 +186,33 @@ pub(crate) fn cgroup(pid: u32) -> Option<String> {
     fs::read_to_string(dir(pid).join("cgroup")).ok()
 }
 
-/// The flags of the open thread `tid` is blocked in (`/proc/<tid>/syscall`), for the opens
-/// whose flags are a register: `open`, `openat`, `open_by_handle_at`, `creat`, and their 32-bit
-/// forms (`int 0x80`). `None` for `openat2` (its flags are in memory), io_uring and a thread
-/// not in such a syscall.
-pub(crate) fn open_flags(tid: u32) -> Option<u32> {
-    parse_open_flags(&fs::read_to_string(format!("/proc/{tid}/syscall")).ok()?)
+/// The open a thread blocked in an open permission event is making, read from
+/// `/proc/<tid>/syscall`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BlockedOpen {
+    /// Its flags, for the opens whose flags are a register (`open`, `creat`, `openat`,
+    /// `open_by_handle_at`); `None` for `openat2` (its flags are in memory).
+    pub(crate) flags: Option<u32>,
+    /// A 32-bit (i386 table, `int 0x80`) syscall of a 64-bit process.
+    pub(crate) ia32: bool,
 }
 
-fn parse_open_flags(text: &str) -> Option<u32> {
+/// The open thread `tid` is blocked in. `None` for a thread in no open syscall (io_uring's
+/// workers, `execve`, a thread that went on).
+pub(crate) fn blocked_open(tid: u32) -> Option<BlockedOpen> {
+    parse_blocked_open(&fs::read_to_string(format!("/proc/{tid}/syscall")).ok()?)
+}
+
+/// `/proc/<tid>/syscall` is `NR ARG1 .. ARG6 SP PC`, with the number as the syscall's own table
+/// gives it and the arguments the registers of that ABI (`ebx, ecx, edx...` for a 32-bit call),
+/// and nothing that says which table. The numbers a thread can wait in an open with do not
+/// collide: the i386 opens (open 5, creat 8, openat 295, open_by_handle_at 342) are in the
+/// x86_64 table fstat, lseek, preadv and no syscall at all, none of which opens a file; the
+/// x86_64 opens (open 2, creat 85, openat 257, open_by_handle_at 304) are in the i386 table
+/// fork, readlink, remap_file_pages and readlinkat, none of which opens one either. `openat2`
+/// is 437 in both (the tables share their numbers from 403 on): its ABI is not told, and its
+/// flags are in memory.
+fn parse_blocked_open(text: &str) -> Option<BlockedOpen> {
     let mut fields = text.split_whitespace();
     let nr: i64 = fields.next()?.parse().ok()?;
     let args: Vec<u64> = fields
@@ -203,16 +221,18 @@ fn parse_open_flags(text: &str) -> Option<u32> {
         .collect::<Result<_, _>>()
         .ok()?;
     const O_CREAT_WRONLY_TRUNC: u32 = 0o1101;
-    // x86_64: open 2, creat 85, openat 257, open_by_handle_at 304. A task blocked in an open
-    // permission event with nr 5 or 295 runs a 32-bit open or openat: in the 64-bit table those
-    // are fstat and preadv, which open nothing.
-    let flags = match nr {
-        2 | 5 => *args.get(1)?,
-        257 | 304 | 295 => *args.get(2)?,
-        85 | 8 => return Some(O_CREAT_WRONLY_TRUNC),
+    // (flags argument, or creat's implied flags; ia32)
+    let (flags, ia32) = match nr {
+        2 => (Some(*args.get(1)? as u32), false),
+        85 => (Some(O_CREAT_WRONLY_TRUNC), false),
+        257 | 304 => (Some(*args.get(2)? as u32), false),
+        5 => (Some(*args.get(1)? as u32), true),
+        8 => (Some(O_CREAT_WRONLY_TRUNC), true),
+        295 | 342 => (Some(*args.get(2)? as u32), true),
+        437 => (None, false),
         _ => return None,
     };
-    Some(flags as u32)
+    Some(BlockedOpen { flags, ia32 })
 }
 
 /// The path of `pid`'s cgroup in the v2 hierarchy (`/system.slice/app.service`).
@@ -331,18 +351,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn open_flags_of_a_thread_blocked_in_an_open() {
+    fn open_of_a_thread_blocked_in_an_open() {
         let open =
             |nr: &str, a: &str, b: &str, c: &str| format!("{nr} {a} {b} {c} 0x0 0x0 0x0 0x7ffc 0x7f00\n");
-        assert_eq!(parse_open_flags(&open("257", "0xffffffffffffff9c", "0x55d0", "0x80000")), Some(0x80000));
-        assert_eq!(parse_open_flags(&open("257", "0xffffffffffffff9c", "0x55d0", "0x241")), Some(0x241));
-        assert_eq!(parse_open_flags(&open("2", "0x55d0", "0x1", "0x0")), Some(1));
-        assert_eq!(parse_open_flags(&open("85", "0x55d0", "0x1a4", "0x0")), Some(0o1101));
-        assert_eq!(parse_open_flags(&open("5", "0x8000", "0x0", "0x0")), Some(0), "32-bit open");
-        assert_eq!(parse_open_flags(&open("437", "0x3", "0x55d0", "0x7ffc")), None, "openat2");
-        assert_eq!(parse_open_flags("running\n"), None);
-        assert_eq!(parse_open_flags("-1 0x7ffc 0x7f00\n"), None);
-        assert_eq!(open_flags(u32::MAX), None);
+        let x64 = |flags: u32| Some(BlockedOpen { flags: Some(flags), ia32: false });
+        let ia32 = |flags: u32| Some(BlockedOpen { flags: Some(flags), ia32: true });
+        let parse = |nr, a, b, c| parse_blocked_open(&open(nr, a, b, c));
+        // x86_64: openat, open, creat, open_by_handle_at.
+        assert_eq!(parse("257", "0xffffffffffffff9c", "0x55d0", "0x80000"), x64(0x80000));
+        assert_eq!(parse("257", "0xffffff9c", "0x55d0", "0x241"), x64(0x241));
+        assert_eq!(parse("2", "0x55d0", "0x1", "0x0"), x64(1));
+        assert_eq!(parse("85", "0x55d0", "0x1a4", "0x0"), x64(0o1101));
+        assert_eq!(parse("304", "0x3", "0x55d0", "0x2"), x64(2));
+        // i386 through `int 0x80`, as a 64-bit Python's stub made them (read off this kernel):
+        // open(O_WRONLY|O_APPEND), creat, open(O_RDONLY), openat, open_by_handle_at.
+        let line = "5 0x4048a000 0x401 0x0 0x0 0x0 0x0 0x7ffdc708d2e8 0x7f6f8312c01e\n";
+        assert_eq!(parse_blocked_open(line), ia32(0x401));
+        let line = "8 0x41db2000 0x1a4 0x0 0x0 0x0 0x0 0x7ffce9741088 0x7f62a936701e\n";
+        assert_eq!(parse_blocked_open(line), ia32(0o1101));
+        assert_eq!(parse("5", "0x8000", "0x0", "0x0"), ia32(0), "32-bit open for reading");
+        assert_eq!(parse("295", "0xffffff9c", "0x8000", "0x441"), ia32(0x441));
+        assert_eq!(parse("342", "0x3", "0x8000", "0x1"), ia32(1));
+        // The upper half of a register is not the 32-bit call's.
+        assert_eq!(parse("5", "0x8000", "0xdead00000001", "0x0"), ia32(1));
+        let openat2 = Some(BlockedOpen { flags: None, ia32: false });
+        assert_eq!(parse("437", "0x3", "0x55d0", "0x7ffc"), openat2, "openat2: flags in memory");
+        // Not an open: execve, io_uring_enter, fork / readlink (the other tables' numbers).
+        for nr in ["59", "11", "426", "57", "89", "0"] {
+            assert_eq!(parse(nr, "0x1", "0x2", "0x3"), None, "syscall {nr}");
+        }
+        assert_eq!(parse_blocked_open("running\n"), None);
+        assert_eq!(parse_blocked_open("-1 0x7ffc 0x7f00\n"), None);
+        assert_eq!(blocked_open(u32::MAX), None);
     }
 
     #[test]

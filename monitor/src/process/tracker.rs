@@ -292,9 +292,15 @@ impl Tracker {
         self.links.is_credential(key) || self.watched_persistence.contains(&key)
     }
 
-    /// The persistence targets the file watch marks (under dry-run or enforce), by inode.
+    /// The persistence targets the file watch marks, by inode.
     pub(crate) fn set_persistence_files(&mut self, files: std::collections::HashSet<(u64, u64)>) {
         self.watched_persistence = files;
+    }
+
+    /// A file the watch was asked about through the mark of its directory (a new file there),
+    /// until the next look for marked files.
+    pub(crate) fn watched_in_directory(&mut self, key: (u64, u64)) {
+        self.watched_persistence.insert(key);
     }
 
     /// Applies one record; returns the event it is, if its process is tracked. An exit event's
