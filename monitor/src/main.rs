@@ -69,6 +69,51 @@ enum Command {
         #[arg(long)]
         print: bool,
     },
+    /// Put packages through install, start-up and import in a sandbox, watched by premain,
+    /// and report what they did before any application code ran (needs root). Exit 0 clean,
+    /// 1 findings, 2 error.
+    Vet {
+        /// Package specs (resolved from --find-links), wheel or sdist files, project directories.
+        #[arg(value_name = "INPUT")]
+        inputs: Vec<String>,
+        /// A requirements file (repeatable).
+        #[arg(short = 'r', long = "requirement", value_name = "FILE")]
+        requirements: Vec<PathBuf>,
+        /// The CPython to vet with (a path or a name on PATH) [default: python3].
+        #[arg(long, value_name = "PYTHON")]
+        python: Option<PathBuf>,
+        /// pip or uv.
+        #[arg(long, default_value = "pip", value_parser = monitor::vet::run::Installer::parse)]
+        installer: monitor::vet::run::Installer,
+        /// uv's executable for --installer uv [default: uv on PATH].
+        #[arg(long, value_name = "PATH")]
+        uv: Option<PathBuf>,
+        /// A directory of wheels and sdists to install from (repeatable).
+        #[arg(long, value_name = "DIR")]
+        find_links: Vec<PathBuf>,
+        /// Install from files only: always the case (the sandbox has no network); accepted for
+        /// pip's spelling.
+        #[arg(long)]
+        no_index: bool,
+        /// Not supported: the sandbox has no network. Download into a --find-links directory.
+        #[arg(long, value_name = "URL")]
+        index_url: Option<String>,
+        /// Also run each console script with --help.
+        #[arg(long)]
+        scripts: bool,
+        /// Seconds the install may take.
+        #[arg(long, default_value_t = 900)]
+        install_timeout: u64,
+        /// Seconds each start-up, import or script step may take.
+        #[arg(long, default_value_t = 60)]
+        step_timeout: u64,
+        /// premain's configuration (rules, allowlists) for the run.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Keep the run's directory (venv, bait HOME, step logs) and print where it is.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Tell whether executables run CPython, and where its symbols are (JSON per line).
     Interpreter {
         #[arg(required = true)]
@@ -129,6 +174,55 @@ fn main() -> ExitCode {
                 }
                 Err(e) => Err(format!("cannot start the async runtime: {e}")),
             }
+        }
+        Command::Vet {
+            inputs,
+            requirements,
+            python,
+            installer,
+            uv,
+            find_links,
+            no_index: _,
+            index_url,
+            scripts,
+            install_timeout,
+            step_timeout,
+            config,
+            keep,
+        } => {
+            if index_url.is_some() {
+                eprintln!(
+                    "premain vet: error: --index-url: the sandbox has no network; download the packages into a directory and pass --find-links DIR"
+                );
+                return ExitCode::from(2);
+            }
+            let opts = monitor::vet::run::VetOptions {
+                inputs,
+                requirements,
+                python,
+                installer,
+                uv,
+                find_links,
+                scripts,
+                install_timeout: Duration::from_secs(install_timeout),
+                step_timeout: Duration::from_secs(step_timeout),
+                config,
+                keep,
+            };
+            return match monitor::vet::run::run(&opts) {
+                Ok(facts) => {
+                    let summary = monitor::vet::summary(&facts);
+                    println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+                    if keep {
+                        eprintln!("premain vet: the run's directory is kept: {}", facts.workdir.display());
+                    }
+                    ExitCode::from(if monitor::vet::any_finding(&facts) { 1 } else { 0 })
+                }
+                Err(e) => {
+                    eprintln!("premain vet: error: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
         }
         Command::CheckConfig { file, print } => check_config(&file, print),
         Command::Interpreter { paths } => inspect(&paths),
