@@ -177,13 +177,24 @@ fn in_workdir(
     let tmp = sandbox_dir("tmp")?;
     let home = workdir.join("home");
     let baits = bait::plant(&home, token, SANDBOX_UID, SANDBOX_GID).context("planting the bait HOME")?;
-    let inputs = stage_inputs(&opts.inputs, &opts.requirements, &sandbox_dir("inputs")?)?;
+    let staged = sandbox_dir("inputs")?;
+    let inputs = stage_inputs(&opts.inputs, &opts.requirements, &staged)?;
+    // Copied too: the sandbox user may not be able to read them where they are.
+    let mut find_links = Vec::new();
+    for (i, links) in opts.find_links.iter().enumerate() {
+        if !links.is_dir() {
+            bail!("--find-links {}: not a directory", links.display());
+        }
+        let dest = staged.join(format!("links-{i}"));
+        copy_tree(links, &dest).with_context(|| format!("copying {} into the sandbox", links.display()))?;
+        chown_tree(&dest)?;
+        find_links.push(dest);
+    }
     let venv = workdir.join("venv");
 
     let netns = NetNs::new()?;
     let sink = Sink::start(&netns, SinkConfig::default()).context("starting the sink")?;
     let mut reveal: Vec<PathBuf> = vec![python.prefix.clone()];
-    reveal.extend(opts.find_links.iter().cloned());
     if let Some(uv) = uv {
         reveal.extend(uv.parent().map(Path::to_path_buf));
     }
@@ -200,6 +211,9 @@ fn in_workdir(
         ("PATH".into(), format!("{}/bin:/usr/local/bin:/usr/bin:/bin", venv.display()).into()),
         ("PIP_NO_INPUT".into(), "1".into()),
         ("PIP_DISABLE_PIP_VERSION_CHECK".into(), "1".into()),
+        // Bytecode is written at import instead: compiling all of pip at the venv's creation
+        // takes most of a run's time.
+        ("PIP_NO_COMPILE".into(), "1".into()),
         ("UV_CACHE_DIR".into(), workdir.join("tmp/uv-cache").into()),
         ("UV_NO_CONFIG".into(), "1".into()),
     ];
@@ -242,12 +256,21 @@ fn in_workdir(
         ],
     };
     install.push("--no-index".into());
-    for links in &opts.find_links {
+    for links in find_links {
         install.push("--find-links".into());
-        install.push(fs::canonicalize(links).unwrap_or_else(|_| links.clone()).into());
+        install.push(links.into());
     }
     install.extend(inputs);
     run.step(StepKind::Install, None, &mut install, opts.install_timeout)?;
+    let done = run.steps.last().expect("the install step");
+    if done.exit_code != Some(0) {
+        let how =
+            if done.timed_out { "timed out".to_owned() } else { format!("failed ({:?})", done.exit_code) };
+        let log = fs::read_to_string(&done.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!("the install {how}, so nothing was vetted; its last lines:\n{}", tail.join("\n"));
+    }
     let installed: Vec<Installed> =
         installed::scan(&venv).into_iter().filter(|d| !before.contains(&d.name)).collect();
 
