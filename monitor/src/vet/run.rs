@@ -200,6 +200,7 @@ fn in_workdir(
     }
     let mut jail = Jail::new(token, workdir, netns, &reveal)?;
     let observer = Observer::start(opts.config.as_deref())?;
+    tracing::info!(python = %python.path.display(), version = %python.version, "vet: the monitor is watching");
     let started = SystemTime::now();
 
     let mut env: Vec<(OsString, OsString)> = vec![
@@ -297,7 +298,9 @@ fn in_workdir(
     run.end_marker(&observer, python, workdir, token)?;
 
     let Runner { steps, cells, .. } = run;
+    tracing::info!("vet: every step's alerts are in; stopping the monitor");
     let alerts = observer.stop();
+    tracing::info!("vet: the monitor stopped");
     drop(cells);
     let capture = sink.stop();
     drop(jail);
@@ -344,6 +347,7 @@ impl Runner<'_> {
         timeout: Duration,
     ) -> Result<()> {
         let name = format!("{kind:?}-{}", target.unwrap_or("")).to_lowercase();
+        tracing::info!(step = %name.trim_end_matches('-'), "vet step");
         let cell = self.jail.cell(&name)?;
         let log = self.logs.join(format!("{:03}-{name}.log", self.steps.len() + 1));
         let out = File::create(&log)?;
