@@ -171,6 +171,74 @@ fn a_startup_stealer_is_caught_with_its_exfiltration_proven_and_the_real_home_an
 }
 
 #[test]
+fn every_malicious_package_of_the_corpus_fails_with_its_finding_phase_and_culprit() {
+    let py = python(5);
+    let dir = TempDir::new("vet-corpus");
+    let packages = ["evil-setup", "evil-backend", "evil-pth", "evil-detach", "evil-site", "evil-import"];
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    let links = setuptools_links(dir.path()).expect("the pinned setuptools wheels (cargo xtask setup)");
+    args.extend(["--find-links".into(), links.into_os_string()]);
+    // The corpus acts only when told where its test sink is: any port reaches vet's sink.
+    // `done` is where evil-detach's detached child says it finished (in the run's directory).
+    args.extend([
+        "--env".into(),
+        "PREMAIN_SINK_PORT=8080".into(),
+        "--env".into(),
+        "PREMAIN_SINK_HOST=203.0.113.9".into(),
+        "--env".into(),
+        "PREMAIN_DONE=done".into(),
+    ]);
+    args.extend(packages.iter().map(|p| source_tree(p, dir.path()).into_os_string()));
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let v = vet(&py, None, &args);
+    assert_eq!(v.code, Some(1), "vet passed the malicious corpus:\n{}", v.stderr);
+    let found = alerts(&v.report);
+    // (distribution, rule, phase, culprit kind, end of the target, step)
+    let wanted = [
+        ("evil-setup", "credential-read", "install", "setup", "/.pypirc", "install"),
+        ("evil-backend", "network-connect", "install", "build-backend", ":8080", "install"),
+        ("evil-pth", "credential-read", "startup", "pth", "/.aws/credentials", "startup"),
+        ("evil-pth", "network-connect", "startup", "pth", ":8080", "startup"),
+        ("evil-detach", "credential-read", "startup", "pth", "/.ssh/id_ed25519", "startup"),
+        ("evil-site", "program-exec", "startup", "sitecustomize", "/curl", "startup"),
+        ("evil-import", "credential-read", "import", "module", "/.netrc", "import"),
+        ("evil-import", "network-connect", "import", "module", ":8080", "import"),
+        ("evil-import", "network-send", "import", "module", ":8080", "import"),
+    ];
+    let mut missing = Vec::new();
+    for (dist, rule, phase, culprit, target, step) in wanted {
+        let hit = found.iter().any(|(s, a)| {
+            let t = a["action"]["path"].as_str().or(a["action"]["addr"].as_str()).unwrap_or("");
+            *s == step
+                && a["rule"] == rule
+                && a["phase"] == phase
+                && a["culprit"]["kind"] == culprit
+                && a["culprit"]["distribution"] == dist
+                && t.ends_with(target)
+        });
+        if !hit {
+            missing.push(format!("{dist}: {rule} at {phase} by {culprit} on *{target} in step {step}"));
+        }
+    }
+    let brief: Vec<String> = found
+        .iter()
+        .map(|(s, a)| {
+            format!(
+                "{s}: {} {} {} {} {}",
+                a["culprit"]["distribution"], a["rule"], a["phase"], a["culprit"]["kind"], a["action"]
+            )
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "[{}] missing:\n{}\nfound:\n{}",
+        py.label,
+        missing.join("\n"),
+        brief.join("\n")
+    );
+}
+
+#[test]
 fn real_packages_from_the_wheelhouse_pass() {
     // The apps wheelhouse holds wheels for CPython 3.11 and 3.12.
     let Some(py) = pythons().into_iter().rev().find(|p| p.version == (3, 12) || p.version == (3, 11)) else {

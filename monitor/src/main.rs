@@ -107,6 +107,12 @@ enum Command {
         /// Seconds each start-up, import or script step may take.
         #[arg(long, default_value_t = 60)]
         step_timeout: u64,
+        /// Seconds what a step leaves running (a detached child) may go on after it.
+        #[arg(long, default_value_t = 5)]
+        linger: u64,
+        /// A variable for every step, NAME=VALUE (repeatable).
+        #[arg(long, value_name = "NAME=VALUE", value_parser = parse_env)]
+        env: Vec<(String, String)>,
         /// premain's configuration (rules, allowlists) for the run.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
@@ -187,6 +193,8 @@ fn main() -> ExitCode {
             scripts,
             install_timeout,
             step_timeout,
+            linger,
+            env,
             config,
             keep,
         } => {
@@ -206,6 +214,8 @@ fn main() -> ExitCode {
                 scripts,
                 install_timeout: Duration::from_secs(install_timeout),
                 step_timeout: Duration::from_secs(step_timeout),
+                linger: Duration::from_secs(linger),
+                env,
                 config,
                 keep,
             };
@@ -216,7 +226,14 @@ fn main() -> ExitCode {
                     if keep {
                         eprintln!("premain vet: the run's directory is kept: {}", facts.workdir.display());
                     }
-                    ExitCode::from(if monitor::vet::any_finding(&facts) { 1 } else { 0 })
+                    if monitor::vet::any_finding(&facts) {
+                        ExitCode::from(1)
+                    } else if let Some(why) = &facts.install_failed {
+                        eprintln!("premain vet: error: {why}");
+                        ExitCode::from(2)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
                 }
                 Err(e) => {
                     eprintln!("premain vet: error: {e:#}");
@@ -233,6 +250,13 @@ fn main() -> ExitCode {
             eprintln!("premain: error: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
     }
 }
 

@@ -160,7 +160,12 @@ impl Cell {
     /// Kills every process in the cgroup and waits (up to 5 s) until it is empty.
     pub fn kill(&self) {
         let _ = fs::write(self.dir.join("cgroup.kill"), "1");
-        let deadline = Instant::now() + Duration::from_secs(5);
+        self.wait_empty(Duration::from_secs(5));
+    }
+
+    /// Waits until no process is left in the cgroup, at most `limit`.
+    pub fn wait_empty(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             match fs::read_to_string(self.dir.join("cgroup.procs")) {
                 Ok(text) if !text.trim().is_empty() => std::thread::sleep(Duration::from_millis(20)),

@@ -42,6 +42,7 @@ pub fn summary(facts: &run::Facts) -> serde_json::Value {
         "python": facts.python,
         "installer": facts.installer,
         "steps": facts.steps,
+        "install_failed": facts.install_failed,
         "installed": facts.installed.iter().map(|d| serde_json::json!({"name": d.name, "version": d.version, "modules": d.modules})).collect::<Vec<_>>(),
         "alerts": facts.alerts.iter().map(|(i, a)| serde_json::json!({"step": i, "alert": a})).collect::<Vec<_>>(),
         "leaks": leaks,

@@ -69,6 +69,11 @@ pub struct VetOptions {
     pub scripts: bool,
     pub install_timeout: Duration,
     pub step_timeout: Duration,
+    /// How long what a step left running (a detached child) may go on after the step's own
+    /// process exited, before it is killed.
+    pub linger: Duration,
+    /// More variables for every step (`NAME=VALUE`), after the bait ones.
+    pub env: Vec<(String, String)>,
     /// premain's configuration for the run (its rules and allowlists).
     pub config: Option<PathBuf>,
     /// Keep the run's directory (venv, bait HOME, logs) instead of removing it.
@@ -121,6 +126,8 @@ pub struct Facts {
     pub venv: PathBuf,
     pub started: SystemTime,
     pub steps: Vec<Step>,
+    /// Why the install failed, with its log's last lines: nothing after it ran.
+    pub install_failed: Option<String>,
     /// The distributions the install added.
     pub installed: Vec<Installed>,
     /// premain's alerts of the sandbox's processes, with the index of the step that raised it.
@@ -219,7 +226,9 @@ fn in_workdir(
         ("UV_NO_CONFIG".into(), "1".into()),
     ];
     env.extend(bait::environment(&baits).map(|(k, v)| (k.into(), v.into())));
-    let mut run = Runner { jail: &mut jail, env, logs, steps: Vec::new(), cells: Vec::new() };
+    env.extend(opts.env.iter().map(|(k, v)| (k.into(), v.into())));
+    let mut run =
+        Runner { jail: &mut jail, env, logs, linger: opts.linger, steps: Vec::new(), cells: Vec::new() };
 
     let venv_python = venv.join("bin/python");
     let mut prepare = match uv {
@@ -264,23 +273,29 @@ fn in_workdir(
     install.extend(inputs);
     run.step(StepKind::Install, None, &mut install, opts.install_timeout)?;
     let done = run.steps.last().expect("the install step");
-    if done.exit_code != Some(0) {
+    // A payload that breaks its own build is still what it did: the steps after are skipped,
+    // and the caller decides what a failed install with or without findings means.
+    let install_failed = (done.exit_code != Some(0)).then(|| {
         let how =
             if done.timed_out { "timed out".to_owned() } else { format!("failed ({:?})", done.exit_code) };
         let log = fs::read_to_string(&done.log).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(5).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        bail!("the install {how}, so nothing was vetted; its last lines:\n{}", tail.join("\n"));
+        format!("the install {how}; its last lines:\n{}", tail.join("\n"))
+    });
+    let installed: Vec<Installed> = if install_failed.is_some() {
+        Vec::new()
+    } else {
+        installed::scan(&venv).into_iter().filter(|d| !before.contains(&d.name)).collect()
+    };
+    if install_failed.is_none() {
+        run.step(
+            StepKind::Startup,
+            None,
+            &mut vec![venv_python.clone().into(), "-c".into(), "pass".into()],
+            opts.step_timeout,
+        )?;
     }
-    let installed: Vec<Installed> =
-        installed::scan(&venv).into_iter().filter(|d| !before.contains(&d.name)).collect();
-
-    run.step(
-        StepKind::Startup,
-        None,
-        &mut vec![venv_python.clone().into(), "-c".into(), "pass".into()],
-        opts.step_timeout,
-    )?;
     let mut modules: Vec<&str> =
         installed.iter().flat_map(|d| d.modules.iter().map(String::as_str)).collect();
     modules.sort_unstable();
@@ -322,6 +337,7 @@ fn in_workdir(
         venv,
         started,
         steps,
+        install_failed,
         installed,
         alerts,
         baits,
@@ -333,6 +349,7 @@ struct Runner<'a> {
     jail: &'a mut Jail,
     env: Vec<(OsString, OsString)>,
     logs: PathBuf,
+    linger: Duration,
     steps: Vec<Step>,
     /// Kept until premain has stopped: a cgroup removed earlier could have its id reused.
     cells: Vec<Cell>,
@@ -361,7 +378,8 @@ impl Runner<'_> {
         let started = SystemTime::now();
         let (exit_code, timed_out) = run_bounded(&mut command, &cell, timeout)
             .with_context(|| format!("running the {name} step ({})", argv[0].to_string_lossy()))?;
-        // What the step left running (a detached payload) ends with it.
+        // What the step left running (a detached payload) may act a while, then ends.
+        cell.wait_empty(self.linger);
         cell.kill();
         self.steps.push(Step {
             kind,
