@@ -12,6 +12,7 @@ pub mod capture;
 mod dns;
 mod encode;
 pub mod netns;
+pub mod report;
 mod route;
 pub mod sink;
 mod sklookup;
