@@ -176,7 +176,7 @@ impl<'a> Builder<'a> {
             party: c.party.clone(),
             path: alert.culprit_file().map(|p| self.norm.path(p, c.source_dir.as_deref())),
             module: c.module.clone(),
-            hook: c.hook.clone(),
+            hooks: c.hook.iter().cloned().collect(),
         }
     }
 
@@ -256,11 +256,20 @@ fn merge(drafts: Vec<Draft>) -> Vec<Draft> {
     let mut out: Vec<Draft> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for d in drafts {
-        let key = format!("{:?}|{}|{}|{:?}|{:?}", d.group, d.rule, d.phase, d.culprit, d.target);
+        let c = &d.culprit;
+        let key = format!(
+            "{:?}|{}|{}|{}|{:?}|{:?}|{:?}",
+            d.group, d.rule, d.phase, c.kind, c.path, c.module, d.target
+        );
         match index.get(&key) {
             Some(&i) => {
                 out[i].count += d.count;
                 out[i].steps.extend(d.steps);
+                for hook in d.culprit.hooks {
+                    if !out[i].culprit.hooks.contains(&hook) {
+                        out[i].culprit.hooks.push(hook);
+                    }
+                }
             }
             None => {
                 index.insert(key, out.len());
@@ -328,7 +337,19 @@ impl Report {
                 }
             }
             let mut leaked = Vec::new();
-            for evidence in input.capture.contains(bait.value.as_bytes()) {
+            // One place, one leak: the first form found (raw before encoded ones).
+            let mut evidences = input.capture.contains(bait.value.as_bytes());
+            let mut places = Vec::new();
+            evidences.retain(|e| {
+                let place = match &e.place {
+                    Place::Flow { flow, .. } => (0, *flow),
+                    Place::DnsName { query, .. } => (1, *query),
+                };
+                let new = !places.contains(&place);
+                places.push(place);
+                new
+            });
+            for evidence in evidences {
                 let (leak, drafts_of_leak) = leak(&b, &alerts, &reached, &name, &evidence);
                 match evidence.place {
                     Place::Flow { flow, .. } => leaked_flows.insert(flow),
@@ -659,7 +680,13 @@ fn leak(
             rule: "exfiltration".into(),
             phase: phase_of_step.unwrap_or("unknown").into(),
             steps: step.into_iter().collect(),
-            culprit: CulpritRef { kind: "unknown".into(), party: None, path: None, module: None, hook: None },
+            culprit: CulpritRef {
+                kind: "unknown".into(),
+                party: None,
+                path: None,
+                module: None,
+                hooks: Vec::new(),
+            },
             target,
             count: 1,
         });

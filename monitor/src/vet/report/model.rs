@@ -267,9 +267,10 @@ pub struct CulpritRef {
     pub path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
-    /// For install: the build hook run (`build_wheel`, ...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hook: Option<String>,
+    /// For install: the build hooks it was seen in (`get_requires_for_build_wheel`,
+    /// `build_wheel`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -34,10 +34,10 @@ impl Style {
 
 fn finding_line(f: &Finding) -> String {
     let mut culprit = f.culprit.path.clone().or_else(|| f.culprit.module.clone()).unwrap_or_default();
-    culprit = match (&f.culprit.hook, culprit.is_empty()) {
+    culprit = match (f.culprit.hooks.is_empty(), culprit.is_empty()) {
         (_, true) => f.culprit.kind.clone(),
-        (Some(hook), false) => format!("{culprit} ({}, {hook})", f.culprit.kind),
-        (None, false) => format!("{culprit} ({})", f.culprit.kind),
+        (false, false) => format!("{culprit} ({}, {})", f.culprit.kind, f.culprit.hooks.join(", ")),
+        (true, false) => format!("{culprit} ({})", f.culprit.kind),
     };
     let mut target = f.target.text.clone();
     if let Some(h) = &f.target.host {

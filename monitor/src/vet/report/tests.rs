@@ -191,6 +191,19 @@ fn malicious_install() -> Input {
             a["folded"] = true.into();
             a
         }),
+        // The same read from the next hook pip runs: the same finding.
+        (0, {
+            let mut culprit = setup_culprit("x8k2", "evilpkg", "1.0");
+            culprit["hook"] = "build_wheel".into();
+            alert(
+                "a-3",
+                4.0,
+                "credential-read",
+                "install",
+                culprit,
+                open(&format!("{HOME}/.aws/credentials"), "aws"),
+            )
+        }),
     ];
     input.capture.dns = vec![dns(2.4, "evil.example"), dns(0.5, "pypi.org")];
     input.capture.flows =
@@ -222,7 +235,8 @@ fn malicious_setup_py_reads_and_sends_the_bait() {
     assert_eq!(read.culprit.kind, "setup");
     assert_eq!(read.target.text, "~/.aws/credentials");
     assert_eq!(read.target.category.as_deref(), Some("aws"));
-    assert_eq!(read.count, 3, "the folded re-print counts, once");
+    assert_eq!(read.count, 4, "the folded re-print counts, once");
+    assert_eq!(read.culprit.hooks, ["get_requires_for_build_wheel", "build_wheel"]);
     assert_eq!(read.steps, [0]);
     assert_eq!(read.level, Level::Error);
     let connect = &evil.findings[1];
@@ -245,7 +259,7 @@ fn malicious_setup_py_reads_and_sends_the_bait() {
     assert_eq!((aws.kind.as_str(), aws.name.as_str()), ("file", "~/.aws/credentials"));
     assert_eq!(aws.touched.len(), 1);
     assert_eq!(aws.touched[0].distribution.as_deref(), Some("evilpkg"));
-    assert_eq!(aws.touched[0].count, 3);
+    assert_eq!(aws.touched[0].count, 4);
     assert_eq!(aws.leaked.len(), 1);
     assert_eq!(aws.leaked[0].channel, "flow");
     assert_eq!(aws.leaked[0].distributions, ["evilpkg"]);
