@@ -626,3 +626,14 @@ fn missing_fields_are_tolerated() {
     report.to_table(false);
     report.to_sarif();
 }
+
+#[test]
+fn the_readme_policy_example_parses() {
+    let readme = include_str!("../../../../README.md");
+    let section = &readme[readme.find("## premain vet").expect("a premain vet section")..];
+    let start = section.find("```toml\n").expect("a policy example") + "```toml\n".len();
+    let example = &section[start..start + section[start..].find("```").unwrap()];
+    let policy = Policy::parse("README.md", example).unwrap();
+    assert_eq!(policy.level("io-uring"), Some(Level::Note));
+    assert!(policy.excuse(Some("grpcio"), "program-exec", Level::Error).is_some());
+}
