@@ -112,14 +112,19 @@ impl<'a> Builder<'a> {
     fn reached(&self, alert: &Alert, addr: &SocketAddr) -> Reached {
         let near = |at: SystemTime| alert.time.map(|t| distance(t, at)).filter(|d| *d <= NEAR);
         if addr.port() == 53 {
-            let best = self
-                .capture()
-                .dns
-                .iter()
-                .enumerate()
-                .filter_map(|(i, q)| near(q.at).map(|d| (d, i)))
-                .min()
-                .map(|(_, i)| i);
+            // The nearest question to that resolver; else the nearest to any (every address
+            // reaches the sink's resolver, which records the address asked).
+            let nearest = |same_server: bool| {
+                self.capture()
+                    .dns
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, q)| !same_server || same_addr(&q.server, addr))
+                    .filter_map(|(i, q)| near(q.at).map(|d| (d, i)))
+                    .min()
+                    .map(|(_, i)| i)
+            };
+            let best = nearest(true).or_else(|| nearest(false));
             if let Some(i) = best {
                 return Reached { flow: None, dns: Some(i), host: Some(self.capture().dns[i].name.clone()) };
             }

@@ -28,7 +28,47 @@ pub use model::*;
 pub use policy::{Policy, PolicyError};
 pub use sarif::SARIF_SCHEMA;
 
+/// An output format (`--format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Sarif,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "table" => Ok(Self::Table),
+            "json" => Ok(Self::Json),
+            "sarif" => Ok(Self::Sarif),
+            _ => Err(format!("unknown format {s:?} (table, json, sarif)")),
+        }
+    }
+}
+
+/// The alerts in premain's stdout (one JSON object per line), for [`Input::alerts`]: each with
+/// `step`. Lines that are not JSON objects are skipped.
+pub fn alerts_from_lines(step: usize, text: &str) -> Vec<(usize, serde_json::Value)> {
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line.trim()).ok())
+        .filter(serde_json::Value::is_object)
+        .map(|value| (step, value))
+        .collect()
+}
+
 impl Report {
+    /// The report in `format`; `colour` for a table on a terminal.
+    pub fn render(&self, format: Format, colour: bool) -> String {
+        match format {
+            Format::Table => self.to_table(colour),
+            Format::Json => self.to_json(),
+            Format::Sarif => self.to_sarif_string(),
+        }
+    }
+
     /// 0 when the verdict passes, 1 when findings fail the policy (2, errors, is the caller's).
     pub fn exit_code(&self) -> i32 {
         match self.verdict.status {

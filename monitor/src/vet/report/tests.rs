@@ -637,3 +637,20 @@ fn the_readme_policy_example_parses() {
     assert_eq!(policy.level("io-uring"), Some(Level::Note));
     assert!(policy.excuse(Some("grpcio"), "program-exec", Level::Error).is_some());
 }
+
+#[test]
+fn formats_and_alert_lines() {
+    let lines = format!(
+        "premain: ready\n{}\n{{\"kind\":\"loss\",\"hook\":\"open\",\"count\":1}}\n\n[1]\n",
+        alert("l-1", 1.0, "io-uring", "startup", json!({"kind": "pth"}), json!({"type": "io-uring"}))
+    );
+    let alerts = alerts_from_lines(3, &lines);
+    assert_eq!(alerts.len(), 2, "the alert and the loss record; the loss is skipped later");
+    assert!(alerts.iter().all(|(step, _)| *step == 3));
+    let report = Report::build(&malicious_install(), &Policy::default());
+    assert_eq!("sarif".parse::<Format>(), Ok(Format::Sarif));
+    assert!("xml".parse::<Format>().unwrap_err().contains("table, json, sarif"));
+    assert!(report.render(Format::Table, false).starts_with("FAIL"));
+    assert_eq!(Report::from_json(&report.render(Format::Json, false)).unwrap(), report);
+    assert!(report.render(Format::Sarif, false).contains("\"version\": \"2.1.0\""));
+}
