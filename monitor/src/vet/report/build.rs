@@ -489,11 +489,11 @@ impl Report {
                 .or_default();
         }
         for d in merge(drafts) {
-            let Some(level) = policy.level(&d.rule) else { continue };
             let (canonical, name) = match &d.group {
                 GroupKey::Distribution { canonical, name, .. } => (canonical.as_str(), Some(name.as_str())),
                 GroupKey::Input(_) => ("", None),
             };
+            let Some(level) = policy.level_for(name, &d.rule) else { continue };
             let allowed = policy.excuse(name, &d.rule, level);
             let fingerprint = fingerprint(canonical, &d.rule, &d.phase, d.culprit.path.as_deref(), &d.target);
             groups.entry(d.group).or_default().push(Finding {

@@ -389,6 +389,9 @@ pub struct PolicySummary {
     pub levels: std::collections::BTreeMap<String, Level>,
     /// Rules allowed per distribution (normalised names).
     pub allow: std::collections::BTreeMap<String, Vec<String>>,
+    /// Levels set for one distribution (`error`, `warning`, `note`, `off`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub distribution_levels: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
 }
 
 /// What the report was compared with (`--baseline`).

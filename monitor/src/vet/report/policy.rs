@@ -9,9 +9,11 @@
 //! [levels]
 //! io-uring = "note"
 //!
-//! # What a distribution may do (its findings are still reported, as allowed).
+//! # What a distribution may do (its findings are still reported, as allowed), and its own
+//! # levels.
 //! [distribution.grpcio]
 //! allow = ["program-exec"]
+//! levels = { network-connect = "warning" }
 //! ```
 
 use std::{
@@ -74,6 +76,8 @@ pub struct Policy {
     pub levels: BTreeMap<String, Level>,
     /// Rules allowed, per PEP 503-normalised distribution name.
     pub allow: BTreeMap<String, BTreeSet<String>>,
+    /// Levels of one distribution's findings (`None`: off), per normalised name.
+    pub distribution_levels: BTreeMap<String, BTreeMap<String, Option<Level>>>,
 }
 
 impl Default for Policy {
@@ -85,6 +89,7 @@ impl Default for Policy {
             fail_on: Level::Warning,
             levels: RULES.iter().map(|r| ((*r).to_owned(), default_level(r))).collect(),
             allow: BTreeMap::new(),
+            distribution_levels: BTreeMap::new(),
         }
     }
 }
@@ -125,6 +130,8 @@ struct File {
 struct DistributionFile {
     #[serde(default)]
     allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    levels: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
 fn level(text: &str) -> Option<Option<Level>> {
@@ -188,10 +195,17 @@ impl Policy {
             };
         }
         for (name, dist) in &parsed.distribution {
-            let set = policy.allow.entry(canonical_name(name)).or_default();
+            let name = canonical_name(name);
             for rule in &dist.allow {
                 check_rule(rule).map_err(|(s, m)| at(Some(s), m))?;
-                set.insert(rule.get_ref().clone());
+                policy.allow.entry(name.clone()).or_default().insert(rule.get_ref().clone());
+            }
+            for (rule, value) in &dist.levels {
+                check_rule(rule).map_err(|(s, m)| at(Some(s), m))?;
+                let l = level(value.get_ref())
+                    .ok_or_else(|| bad_level(value))
+                    .map_err(|(s, m)| at(Some(s), m))?;
+                policy.distribution_levels.entry(name.clone()).or_default().insert(rule.get_ref().clone(), l);
             }
         }
         Ok(policy)
@@ -200,6 +214,15 @@ impl Policy {
     /// The level of `rule`, or `None` when it is off.
     pub fn level(&self, rule: &str) -> Option<Level> {
         self.levels.get(rule).copied()
+    }
+
+    /// The level of `rule` for a finding of `distribution` (its own level when the policy sets
+    /// one), or `None` when it is off.
+    pub fn level_for(&self, distribution: Option<&str>, rule: &str) -> Option<Level> {
+        distribution
+            .and_then(|d| self.distribution_levels.get(&canonical_name(d)))
+            .and_then(|levels| levels.get(rule))
+            .map_or_else(|| self.level(rule), |l| *l)
     }
 
     /// Why a finding of `rule` by `distribution` at `level` does not fail, or `None` if it fails.
@@ -218,6 +241,15 @@ impl Policy {
             fail_on: self.fail_on,
             levels: self.levels.clone(),
             allow: self.allow.iter().map(|(k, v)| (k.clone(), v.iter().cloned().collect())).collect(),
+            distribution_levels: self
+                .distribution_levels
+                .iter()
+                .map(|(d, levels)| {
+                    let levels =
+                        levels.iter().map(|(r, l)| (r.clone(), l.map_or("off", Level::as_str).to_owned()));
+                    (d.clone(), levels.collect())
+                })
+                .collect(),
         }
     }
 }
@@ -259,6 +291,16 @@ mod tests {
         );
         assert_eq!(p.excuse(Some("grpcio"), "credential-read", Level::Error), None);
         assert_eq!(p.summary().allow["grpcio"], ["program-exec"]);
+        let p = Policy::parse(
+            "p.toml",
+            "[levels]\nraw-socket = \"off\"\n[distribution.sniffer]\nlevels = { raw-socket = \"note\", io-uring = \"off\" }\n",
+        )
+        .unwrap();
+        assert_eq!(p.level_for(Some("Sniffer"), "raw-socket"), Some(Level::Note));
+        assert_eq!(p.level_for(Some("sniffer"), "io-uring"), None);
+        assert_eq!(p.level_for(Some("other"), "raw-socket"), None);
+        assert_eq!(p.level_for(None, "io-uring"), Some(Level::Warning));
+        assert_eq!(p.summary().distribution_levels["sniffer"]["io-uring"], "off");
     }
 
     #[test]
@@ -269,6 +311,7 @@ mod tests {
                 "p.toml:2:26: unknown rule \"rm-rf\"",
             ),
             ("[levels]\nio-uring = \"loud\"\n", "p.toml:2:12: unknown level \"loud\""),
+            ("[distribution.y]\nlevels = { nope = \"note\" }\n", "p.toml:2:12: unknown rule \"nope\""),
             ("fail_on = \"off\"\n", "p.toml:1:11: fail_on must be"),
             ("[distribution.x]\nallw = []\n", "p.toml:2:1: unknown field `allw`"),
             ("fail_on = \n", "p.toml:1:"),

@@ -80,8 +80,9 @@ fn message(d: &DistributionReport, f: &Finding) -> String {
 impl Report {
     /// The report as a SARIF 2.1.0 log.
     pub fn to_sarif(&self) -> Value {
+        let used = |rule: &str| self.distributions.iter().any(|d| d.findings.iter().any(|f| f.rule == rule));
         let rules: Vec<&str> =
-            RULES.iter().copied().filter(|r| self.policy.levels.contains_key(*r)).collect();
+            RULES.iter().copied().filter(|r| self.policy.levels.contains_key(*r) || used(r)).collect();
         let rule_objects: Vec<Value> = rules
             .iter()
             .map(|r| {
@@ -89,7 +90,8 @@ impl Report {
                     "id": r,
                     "name": r,
                     "shortDescription": {"text": describe(r)},
-                    "defaultConfiguration": {"level": self.policy.levels[*r].as_str()},
+                    // A rule off but for some distribution: no level by default.
+                    "defaultConfiguration": {"level": self.policy.levels.get(*r).map_or("none", |l| l.as_str())},
                 })
             })
             .collect();

@@ -654,3 +654,46 @@ fn formats_and_alert_lines() {
     assert_eq!(Report::from_json(&report.render(Format::Json, false)).unwrap(), report);
     assert!(report.render(Format::Sarif, false).contains("\"version\": \"2.1.0\""));
 }
+
+#[test]
+fn a_distribution_has_its_own_levels() {
+    let mut input = input(
+        &["sniffer", "other"],
+        &[("sniffer", "1.0"), ("other", "1.0")],
+        vec![step(StepKind::Import, "sniffer", 0.0, 1.0)],
+    );
+    let raw =
+        json!({"type": "socket", "family": "packet", "socket_type": "raw", "protocol": 768, "result": 3});
+    input.alerts = vec![
+        (
+            0,
+            alert(
+                "r-1",
+                0.5,
+                "raw-socket",
+                "import",
+                module_culprit("sniffer", "1.0", "sniffer"),
+                raw.clone(),
+            ),
+        ),
+        (0, alert("r-2", 0.6, "raw-socket", "import", module_culprit("other", "1.0", "other"), raw)),
+    ];
+    let policy = Policy::parse(
+        "vet.toml",
+        "[levels]\nraw-socket = \"off\"\n[distribution.sniffer]\nlevels = { raw-socket = \"note\" }\n",
+    )
+    .unwrap();
+    let report = Report::build(&input, &policy);
+    let sniffer = findings(&report, "sniffer");
+    assert_eq!((sniffer.findings[0].level, sniffer.findings[0].fails), (Level::Note, false));
+    assert_eq!(sniffer.findings[0].allowed.as_deref(), Some("below fail_on (warning)"));
+    assert!(findings(&report, "other").findings.is_empty(), "off for everyone else");
+    assert_eq!(report.exit_code(), 0);
+    let sarif = report.to_sarif();
+    let run = &sarif["runs"][0];
+    let index = run["results"][0]["ruleIndex"].as_u64().unwrap() as usize;
+    assert_eq!(run["tool"]["driver"]["rules"][index]["id"], "raw-socket");
+    assert_eq!(run["tool"]["driver"]["rules"][index]["defaultConfiguration"]["level"], "none");
+    assert_eq!(run["results"][0]["level"], "note");
+    assert_eq!(Report::from_json(&report.to_json()).unwrap(), report);
+}
