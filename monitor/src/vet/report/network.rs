@@ -119,30 +119,31 @@ pub(crate) fn parse_addr(text: &str) -> Option<SocketAddr> {
 }
 
 #[cfg(test)]
+/// A minimal ClientHello naming `host`.
+pub(super) fn client_hello(host: &str) -> Vec<u8> {
+    let name = host.as_bytes();
+    let mut sni = vec![0, 0];
+    let list_len = name.len() + 3;
+    sni.extend([((list_len + 2) >> 8) as u8, (list_len + 2) as u8]);
+    sni.extend([(list_len >> 8) as u8, list_len as u8, 0, (name.len() >> 8) as u8, name.len() as u8]);
+    sni.extend(name);
+    let mut ext = vec![0x00, 0x0b, 0, 2, 1, 0]; // ec_point_formats first
+    ext.extend(&sni);
+    let mut body = vec![3, 3];
+    body.extend([7u8; 32]);
+    body.extend([0, 0, 2, 0x13, 0x01, 1, 0]);
+    body.extend([(ext.len() >> 8) as u8, ext.len() as u8]);
+    body.extend(&ext);
+    let mut hs = vec![1, 0, (body.len() >> 8) as u8, body.len() as u8];
+    hs.extend(&body);
+    let mut rec = vec![22, 3, 1, (hs.len() >> 8) as u8, hs.len() as u8];
+    rec.extend(&hs);
+    rec
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A minimal ClientHello naming `host`.
-    fn client_hello(host: &str) -> Vec<u8> {
-        let name = host.as_bytes();
-        let mut sni = vec![0, 0];
-        let list_len = name.len() + 3;
-        sni.extend([((list_len + 2) >> 8) as u8, (list_len + 2) as u8]);
-        sni.extend([(list_len >> 8) as u8, list_len as u8, 0, (name.len() >> 8) as u8, name.len() as u8]);
-        sni.extend(name);
-        let mut ext = vec![0x00, 0x0b, 0, 2, 1, 0]; // ec_point_formats first
-        ext.extend(&sni);
-        let mut body = vec![3, 3];
-        body.extend([7u8; 32]);
-        body.extend([0, 0, 2, 0x13, 0x01, 1, 0]);
-        body.extend([(ext.len() >> 8) as u8, ext.len() as u8]);
-        body.extend(&ext);
-        let mut hs = vec![1, 0, (body.len() >> 8) as u8, body.len() as u8];
-        hs.extend(&body);
-        let mut rec = vec![22, 3, 1, (hs.len() >> 8) as u8, hs.len() as u8];
-        rec.extend(&hs);
-        rec
-    }
 
     #[test]
     fn finds_the_host_of_tls_and_http() {

@@ -345,9 +345,31 @@ fn the_package_index_is_no_finding_anything_else_is() {
         (0, alert("n-3", 3.0, "network-send", "import", c.clone(), connect("send", "127.0.0.53:53", 53))),
         // Another name asked, another port of the index's address.
         (0, alert("n-4", 6.0, "network-send", "import", c.clone(), connect("send", "127.0.0.53:53", 53))),
-        (0, alert("n-5", 7.0, "network-connect", "import", c, connect("connect", "10.0.0.5:22", 22))),
+        (0, alert("n-5", 7.0, "network-connect", "import", c.clone(), connect("connect", "10.0.0.5:22", 22))),
+        // TLS through the sink's address: the index, then another host, told apart by SNI.
+        (
+            0,
+            alert(
+                "n-6",
+                8.0,
+                "network-connect",
+                "import",
+                c.clone(),
+                connect("connect", "192.0.2.1:443", 443),
+            ),
+        ),
+        (0, alert("n-7", 9.0, "network-connect", "import", c, connect("connect", "192.0.2.1:443", 443))),
     ];
-    input.capture.flows = vec![http_flow(1.01, "192.0.2.1:443", "pypi.org", "")];
+    let tls = |secs: f64, host: &str| {
+        let mut flow = http_flow(secs, "192.0.2.1:443", "", "");
+        flow.bytes = super::network::client_hello(host);
+        flow
+    };
+    input.capture.flows = vec![
+        http_flow(1.01, "192.0.2.1:443", "pypi.org", ""),
+        tls(8.01, "files.pythonhosted.org"),
+        tls(9.01, "evil.example"),
+    ];
     input.capture.dns = vec![dns(3.01, "pypi.org"), dns(6.01, "telemetry.evil.example")];
     let report = Report::build(&input, &Policy::default());
     let pkg = findings(&report, "pkg");
@@ -360,10 +382,14 @@ fn the_package_index_is_no_finding_anything_else_is() {
         targets,
         [
             ("network-connect", "10.0.0.5:22", None),
+            ("network-connect", "192.0.2.1:443", Some("evil.example")),
             ("network-send", "127.0.0.53:53", Some("telemetry.evil.example"))
         ]
     );
-    assert_eq!(pkg.findings[1].target.kind, TargetKind::DnsName);
+    assert_eq!(pkg.findings[2].target.kind, TargetKind::DnsName);
+    let sink = report.destinations.iter().find(|d| d.address == "192.0.2.1:443").unwrap();
+    assert_eq!(sink.hosts, ["evil.example", "files.pythonhosted.org", "pypi.org"]);
+    assert!(!sink.index, "not only the index was reached there");
     // 10.0.0.5:22 and :3141 only alerts name: listed, the index one marked.
     let listed: Vec<(&str, bool)> =
         report.destinations.iter().map(|d| (d.address.as_str(), d.index)).collect();
