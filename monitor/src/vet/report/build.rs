@@ -625,8 +625,11 @@ fn leak(
     let step = b.step_at(at);
     // Whose: the alerts that made this flow or question; else the network alerts of the step
     // running then; else its other alerts; else the distribution the step names.
+    // Only alerts that are findings: a connect to the index blames no one.
     let in_step = |network: bool| -> Vec<usize> {
-        (0..alerts.len())
+        reached
+            .iter()
+            .map(|(i, _)| *i)
             .filter(|&i| Some(alerts[i].step) == step)
             .filter(|&i| !network || matches!(alerts[i].action.kind.as_str(), "connect" | "send"))
             .collect()

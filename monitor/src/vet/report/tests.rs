@@ -723,3 +723,51 @@ fn a_distribution_has_its_own_levels() {
     assert_eq!(run["results"][0]["level"], "note");
     assert_eq!(Report::from_json(&report.to_json()).unwrap(), report);
 }
+
+#[test]
+fn a_leak_no_alert_made_is_put_down_to_the_network_findings_of_its_step() {
+    let mut input = input(
+        &["-r", "requirements.txt"],
+        &[("a", "1.0"), ("b", "2.0")],
+        vec![step(StepKind::Install, "-r requirements.txt", 0.0, 60.0)],
+    );
+    input.alerts = vec![
+        // a reaches the index (no finding, so no blame); b connects somewhere else.
+        (
+            0,
+            alert(
+                "i-1",
+                1.0,
+                "network-connect",
+                "install",
+                setup_culprit("q1", "a", "1.0"),
+                connect("connect", "192.0.2.1:443", 443),
+            ),
+        ),
+        (
+            0,
+            alert(
+                "i-2",
+                2.0,
+                "network-connect",
+                "install",
+                setup_culprit("q2", "b", "2.0"),
+                connect("connect", "192.0.2.1:8443", 8443),
+            ),
+        ),
+    ];
+    // The leak comes later, on a connection no alert is near (a child premain did not see).
+    input.capture.flows = vec![
+        http_flow(1.01, "192.0.2.1:443", "pypi.org", ""),
+        http_flow(30.0, "192.0.2.1:80", "drop.evil.test", &format!("k={AWS_BAIT}")),
+    ];
+    let report = Report::build(&input, &Policy::default());
+    assert!(findings(&report, "a").findings.is_empty());
+    let b = findings(&report, "b");
+    let rules: Vec<&str> = b.findings.iter().map(|f| f.rule.as_str()).collect();
+    assert_eq!(rules, ["network-connect", "exfiltration"]);
+    assert_eq!(b.findings[1].culprit.path.as_deref(), Some("<source>/setup.py"));
+    assert_eq!(b.findings[1].target.host.as_deref(), Some("drop.evil.test"));
+    assert_eq!(report.baits[0].leaked[0].distributions, ["b"]);
+    assert_eq!(report.baits[0].leaked[0].encoding, "raw");
+}
