@@ -69,6 +69,73 @@ enum Command {
         #[arg(long)]
         print: bool,
     },
+    /// Put packages through install, start-up and import in a sandbox, watched by premain,
+    /// and report what they did before any application code ran (needs root). Exit 0 clean,
+    /// 1 findings, 2 error.
+    Vet {
+        /// Package specs (resolved from --find-links), wheel or sdist files, project directories.
+        #[arg(value_name = "INPUT")]
+        inputs: Vec<String>,
+        /// A requirements file (repeatable).
+        #[arg(short = 'r', long = "requirement", value_name = "FILE")]
+        requirements: Vec<PathBuf>,
+        /// The CPython to vet with (a path or a name on PATH) [default: python3].
+        #[arg(long, value_name = "PYTHON")]
+        python: Option<PathBuf>,
+        /// pip or uv.
+        #[arg(long, default_value = "pip", value_parser = monitor::vet::run::Installer::parse)]
+        installer: monitor::vet::run::Installer,
+        /// uv's executable for --installer uv [default: uv on PATH].
+        #[arg(long, value_name = "PATH")]
+        uv: Option<PathBuf>,
+        /// A directory of wheels and sdists to install from (repeatable).
+        #[arg(long, value_name = "DIR")]
+        find_links: Vec<PathBuf>,
+        /// Install from files only: always the case (the sandbox has no network); accepted for
+        /// pip's spelling.
+        #[arg(long)]
+        no_index: bool,
+        /// Not supported: the sandbox has no network. Download into a --find-links directory.
+        #[arg(long, value_name = "URL")]
+        index_url: Option<String>,
+        /// Also run each console script with --help.
+        #[arg(long)]
+        scripts: bool,
+        /// Seconds the install may take.
+        #[arg(long, default_value_t = 900)]
+        install_timeout: u64,
+        /// Seconds each start-up, import or script step may take.
+        #[arg(long, default_value_t = 60)]
+        step_timeout: u64,
+        /// Seconds what a step leaves running (a detached child) may go on after it.
+        #[arg(long, default_value_t = 5)]
+        linger: u64,
+        /// A variable for every step, NAME=VALUE (repeatable).
+        #[arg(long, value_name = "NAME=VALUE", value_parser = parse_env)]
+        env: Vec<(String, String)>,
+        /// premain's configuration (rules, allowlists) for the run.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Keep the run's directory (venv, bait HOME, step logs) and print where it is.
+        #[arg(long)]
+        keep: bool,
+        /// table, json or sarif [default: table on a terminal, json otherwise].
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<monitor::vet::report::Format>,
+        /// Write the report to FILE instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// An earlier JSON report: report only what is new against it.
+        #[arg(long, value_name = "REPORT")]
+        baseline: Option<PathBuf>,
+        /// The verdict's policy (TOML): what fails, levels, rules allowed per distribution.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Also write everything the sink received (each flow's bytes, each DNS question) as
+        /// JSON to FILE, for a reviewer to read what was sent. It holds the run's bait values.
+        #[arg(long, value_name = "FILE")]
+        capture: Option<PathBuf>,
+    },
     /// Tell whether executables run CPython, and where its symbols are (JSON per line).
     Interpreter {
         #[arg(required = true)]
@@ -130,6 +197,91 @@ fn main() -> ExitCode {
                 Err(e) => Err(format!("cannot start the async runtime: {e}")),
             }
         }
+        Command::Vet {
+            inputs,
+            requirements,
+            python,
+            installer,
+            uv,
+            find_links,
+            no_index: _,
+            index_url,
+            scripts,
+            install_timeout,
+            step_timeout,
+            linger,
+            env,
+            config,
+            keep,
+            format,
+            output,
+            baseline,
+            policy,
+            capture,
+        } => {
+            if index_url.is_some() {
+                eprintln!(
+                    "premain vet: error: --index-url: the sandbox has no network; download the packages into a directory and pass --find-links DIR"
+                );
+                return ExitCode::from(2);
+            }
+            let report_options = ReportOptions { format, output, baseline, policy };
+            let prepared = match report_options.prepare() {
+                Ok(prepared) => prepared,
+                Err(e) => {
+                    eprintln!("premain vet: error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let opts = monitor::vet::run::VetOptions {
+                inputs,
+                requirements,
+                python,
+                installer,
+                uv,
+                find_links,
+                scripts,
+                install_timeout: Duration::from_secs(install_timeout),
+                step_timeout: Duration::from_secs(step_timeout),
+                linger: Duration::from_secs(linger),
+                env,
+                config,
+                keep,
+            };
+            return match monitor::vet::run::run(&opts) {
+                Ok(facts) => {
+                    if keep {
+                        eprintln!("premain vet: the run's directory is kept: {}", facts.workdir.display());
+                    }
+                    if let Some(path) = &capture {
+                        let written = serde_json::to_vec(&facts.capture)
+                            .map_err(|e| e.to_string())
+                            .and_then(|bytes| std::fs::write(path, bytes).map_err(|e| e.to_string()));
+                        if let Err(e) = written {
+                            eprintln!("premain vet: error: --capture {}: {e}", path.display());
+                            return ExitCode::from(2);
+                        }
+                    }
+                    let report = prepared.report(&facts);
+                    if let Err(e) = prepared.write(&report) {
+                        eprintln!("premain vet: error: {e}");
+                        return ExitCode::from(2);
+                    }
+                    if report.exit_code() != 0 {
+                        ExitCode::from(1)
+                    } else if let Some(why) = &facts.install_failed {
+                        eprintln!("premain vet: error: {why}");
+                        ExitCode::from(2)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => {
+                    eprintln!("premain vet: error: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Command::CheckConfig { file, print } => check_config(&file, print),
         Command::Interpreter { paths } => inspect(&paths),
     };
@@ -139,6 +291,79 @@ fn main() -> ExitCode {
             eprintln!("premain: error: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What `premain vet` does with what it saw.
+struct ReportOptions {
+    format: Option<monitor::vet::report::Format>,
+    output: Option<PathBuf>,
+    baseline: Option<PathBuf>,
+    policy: Option<PathBuf>,
+}
+
+/// [`ReportOptions`] read and checked before anything runs: a bad policy or baseline stops
+/// vet before it installs anything.
+struct PreparedReport {
+    format: monitor::vet::report::Format,
+    colour: bool,
+    output: Option<PathBuf>,
+    baseline: Option<(monitor::vet::report::Report, String)>,
+    policy: monitor::vet::report::Policy,
+}
+
+impl ReportOptions {
+    fn prepare(self) -> Result<PreparedReport, String> {
+        use monitor::vet::report::{Format, Policy, Report};
+        use std::io::IsTerminal as _;
+        let policy = match &self.policy {
+            Some(path) => Policy::load(path).map_err(|e| e.to_string())?,
+            None => Policy::default(),
+        };
+        let baseline = match &self.baseline {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("--baseline {}: {e}", path.display()))?;
+                let report =
+                    Report::from_json(&text).map_err(|e| format!("--baseline {}: {e}", path.display()))?;
+                Some((report, path.display().to_string()))
+            }
+            None => None,
+        };
+        let terminal = self.output.is_none() && std::io::stdout().is_terminal();
+        let format = self.format.unwrap_or(if terminal { Format::Table } else { Format::Json });
+        Ok(PreparedReport { format, colour: terminal, output: self.output, baseline, policy })
+    }
+}
+
+impl PreparedReport {
+    fn report(&self, facts: &monitor::vet::run::Facts) -> monitor::vet::report::Report {
+        let report = monitor::vet::report::Report::build(&facts.report_input(), &self.policy);
+        match &self.baseline {
+            Some((baseline, file)) => report.new_against(baseline, Some(file)),
+            None => report,
+        }
+    }
+
+    fn write(&self, report: &monitor::vet::report::Report) -> Result<(), String> {
+        let mut text = report.render(self.format, self.colour);
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        match &self.output {
+            Some(path) => std::fs::write(path, text).map_err(|e| format!("--output {}: {e}", path.display())),
+            None => {
+                print!("{text}");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
     }
 }
 

@@ -157,6 +157,9 @@ impl Rules {
             Action::Memory { target_pid, .. } => (RuleId::ProcessMemory, format!("pid {target_pid}"), None),
             // One alert per process: what the ring is used for is not known.
             Action::Uring { .. } => (RuleId::IoUring, "io_uring".to_owned(), None),
+            // Netlink talks to the kernel only (glibc's getaddrinfo opens a raw NETLINK_ROUTE
+            // socket for every lookup): nothing leaves the machine through it.
+            Action::Socket { family: AF_NETLINK, .. } => return None,
             Action::Socket { family, sock_type, .. } => {
                 (RuleId::RawSocket, format!("{} {}", socket_family(*family), socket_type(*sock_type)), None)
             }
@@ -225,6 +228,8 @@ impl Rules {
         self.allow.allowed(exe, culprit_files, distribution)
     }
 }
+
+const AF_NETLINK: u32 = 16;
 
 /// `AF_*` names of the families a raw socket is made in.
 /// An open with `flags` can change the file: written, created or truncated.
@@ -415,6 +420,8 @@ mod tests {
         let raw = Action::Socket { family: 17, sock_type: 3, protocol: 768, result: 3 };
         let hit = check(&rules, raw.clone(), false).unwrap();
         assert_eq!((hit.rule, hit.target.as_str()), (RuleId::RawSocket, "packet raw"));
+        let netlink = Action::Socket { family: 16, sock_type: 3, protocol: 0, result: 3 };
+        assert!(check(&rules, netlink, false).is_none(), "getaddrinfo's netlink socket is not a raw socket");
         let disabled = configured("[rules.raw-socket]\nenabled = false\n");
         assert!(check(&disabled, raw, false).is_none());
     }

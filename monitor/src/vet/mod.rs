@@ -1,18 +1,26 @@
-//! The sandbox of `premain vet` (issue 14), the network half: a throwaway network namespace in
-//! which package code runs, and a sink in it that takes every connection, datagram and DNS
-//! question, so what a package tries to send can be searched for the run's bait values.
+//! `premain vet`: packages put through install, start-up and import in a sandbox no package
+//! code can leave, watched by premain's own engine.
 //!
-//! - [`netns`]: the namespace (loopback only, every address routed to it) and entering it;
+//! - [`netns`]: a network namespace (loopback only, every address routed to it) and entering it;
 //! - [`sink`]: the catch-all listener, DNS answerer and recorder, started inside a namespace;
-//! - [`capture`]: what the sink recorded, and the search for a bait value in it.
-//!
-//! Not wired into the CLI yet: `premain vet` will start both before any package code runs.
+//! - [`capture`]: what the sink recorded, and the search for a bait value in it;
+//! - [`bait`]: the bait HOME and environment, values unique to the run;
+//! - [`jail`]: the steps' processes: own cgroup, real homes hidden, the namespace, no root;
+//! - [`observer`]: the premain that watches the run;
+//! - [`installed`]: what an install added, read from disk;
+//! - [`run`]: the steps, from the venv to the imports, and what they were seen doing.
 
+pub mod bait;
 pub mod capture;
 mod dns;
 mod encode;
+pub mod installed;
+pub mod jail;
 pub mod netns;
+pub mod observer;
+pub mod report;
 mod route;
+pub mod run;
 pub mod sink;
 mod sklookup;
 #[cfg(test)]

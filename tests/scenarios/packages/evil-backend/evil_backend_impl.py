@@ -7,5 +7,5 @@ from premain_scenario_backend import build_wheel as _build_wheel
 
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
-    socket.create_connection(("127.0.0.1", int(os.environ["PREMAIN_SINK_PORT"])), timeout=3).close()
+    socket.create_connection((os.environ.get("PREMAIN_SINK_HOST", "127.0.0.1"), int(os.environ["PREMAIN_SINK_PORT"])), timeout=3).close()
     return _build_wheel(wheel_directory, config_settings, metadata_directory)

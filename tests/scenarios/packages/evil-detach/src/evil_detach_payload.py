@@ -7,7 +7,7 @@ CHILD = """
 import os, socket, time
 time.sleep(1.5)
 open(os.path.join(os.path.expanduser("~"), ".ssh", "id_ed25519")).close()
-socket.create_connection(("127.0.0.1", int(os.environ["PREMAIN_SINK_PORT"])), timeout=3).close()
+socket.create_connection((os.environ.get("PREMAIN_SINK_HOST", "127.0.0.1"), int(os.environ["PREMAIN_SINK_PORT"])), timeout=3).close()
 open(os.environ["PREMAIN_DONE"], "w").close()
 """
 

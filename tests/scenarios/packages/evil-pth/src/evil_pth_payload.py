@@ -18,7 +18,7 @@ if os.environ.get("PREMAIN_SINK_PORT"):
     except OSError as e:
         _note("denied .aws/credentials errno %d" % e.errno)
     try:
-        socket.create_connection(("127.0.0.1", int(os.environ["PREMAIN_SINK_PORT"])), timeout=3).close()
+        socket.create_connection((os.environ.get("PREMAIN_SINK_HOST", "127.0.0.1"), int(os.environ["PREMAIN_SINK_PORT"])), timeout=3).close()
         _note("connected")
     except OSError as e:
         _note("connect failed errno %s" % e.errno)

@@ -11,6 +11,7 @@ def _note(what):
 
 
 _port = int(os.environ.get("PREMAIN_SINK_PORT", "0"))
+_host = os.environ.get("PREMAIN_SINK_HOST", "127.0.0.1")
 if _port:
     try:
         with open(os.path.join(os.path.expanduser("~"), ".netrc")) as f:
@@ -19,13 +20,13 @@ if _port:
         _note("denied .netrc errno %d" % e.errno)
     # Each attempt on its own, so that a denial of one does not hide the next.
     try:
-        socket.create_connection(("127.0.0.1", _port), timeout=3).close()
+        socket.create_connection((_host, _port), timeout=3).close()
         _note("connected")
     except OSError as e:
         _note("connect failed errno %s" % e.errno)
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        u.sendto(b"exfil.example", ("127.0.0.1", _port))
+        u.sendto(b"exfil.example", (_host, _port))
         _note("sent")
     except OSError as e:
         _note("send failed errno %s" % e.errno)

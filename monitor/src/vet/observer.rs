@@ -1,0 +1,147 @@
+//! The premain that watches the sandbox: this same binary's `premain run`, started as a child
+//! for the length of the run (vet loads the kernel programs itself; no daemon needs to run,
+//! and a running one holds the node's lock: vet then says so and stops). Every alert it prints
+//! is kept; the caller picks its own by cgroup.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, PoisonError},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+/// How long premain may take to load its programs.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Observer {
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+    stdout_reader: Option<thread::JoinHandle<()>>,
+}
+
+impl Observer {
+    /// Starts `premain run` with every alert printed at once (no folding) and no endpoints,
+    /// and waits for its ready line.
+    pub fn start(config: Option<&Path>) -> Result<Self> {
+        let exe = std::env::current_exe().context("finding premain's own executable")?;
+        let mut command = Command::new(exe);
+        command.args(["run", "--fold-window-secs", "0", "--metrics-address", ""]);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let mut child = command
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting premain run")?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().context("premain's stdout")?;
+        let sink = lines.clone();
+        let stdout_reader = thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                    sink.lock().unwrap_or_else(PoisonError::into_inner).push(value);
+                }
+            }
+        });
+        let err = child.stderr.take().context("premain's stderr")?;
+        let sink = stderr.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(err).split(b'\n').map_while(Result::ok) {
+                let mut all = sink.lock().unwrap_or_else(PoisonError::into_inner);
+                all.push_str(&String::from_utf8_lossy(&line));
+                all.push('\n');
+            }
+        });
+        let mut observer = Self { child, lines, stderr, stdout_reader: Some(stdout_reader) };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if observer.stderr_text().lines().any(is_ready_line) {
+                return Ok(observer);
+            }
+            if let Some(status) = observer.child.try_wait()? {
+                thread::sleep(Duration::from_millis(100));
+                let text = observer.stderr_text();
+                let why = text
+                    .lines()
+                    .rev()
+                    .find(|l| l.contains("error"))
+                    .map_or_else(|| status.to_string(), |l| l.trim().to_owned());
+                bail!("the monitor could not start: {why}");
+            }
+            if Instant::now() > deadline {
+                bail!("the monitor was not ready after {} s", READY_TIMEOUT.as_secs());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Alerts printed so far.
+    pub fn alerts(&self) -> Vec<Value> {
+        self.lines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|v| v["kind"] == "alert")
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until an alert `pred` accepts has been printed.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.alerts().iter().any(&pred) {
+                return Ok(());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        bail!("the monitor did not report the run's end marker within {} s", timeout.as_secs())
+    }
+
+    /// Stops premain (SIGTERM: it delivers what it queued) and returns every alert it printed.
+    pub fn stop(mut self) -> Vec<Value> {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.stdout_reader.take() {
+            let _ = reader.join();
+        }
+        self.alerts()
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// premain's ready line (`TIME  INFO premain ready ...`): its message, not a field, says so.
+fn is_ready_line(line: &str) -> bool {
+    line.split_whitespace().skip(1).take(3).eq(["INFO", "premain", "ready"])
+}

@@ -1,0 +1,338 @@
+//! `premain vet` end to end, as root: real pip installs of local packages into a sandboxed venv
+//! under the real kernel programs. Each test names the CPython it ran (one per test, a
+//! different one each, to keep the suite short: every run creates a venv and installs).
+//!
+//! - an `setup.py` that reads `~/.pypirc` fails vet with a `credential-read` at `install`,
+//!   named by its `setup.py`;
+//! - a `.pth` stealer fails vet: the bait AWS credentials and a bait variable are proven to
+//!   leave (in the sink's TCP capture and in DNS names), while a canary credential in the real
+//!   `HOME` and a listener on the host's loopback see nothing;
+//! - real packages from the apps wheelhouse (flask and its dependencies, psutil's C extension)
+//!   pass.
+
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt as _,
+    io::Read as _,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    thread,
+    time::Duration,
+};
+
+use integration_tests::{
+    Python, TempDir,
+    corpus::{setuptools_links, source_tree},
+    premain_binary, pythons, require_root, tools_dir,
+};
+use serde_json::Value;
+
+struct Vetted {
+    code: Option<i32>,
+    report: Value,
+    stderr: String,
+}
+
+fn vet(python: &Python, home: Option<&Path>, args: &[&std::ffi::OsStr]) -> Vetted {
+    require_root();
+    let mut command = Command::new(premain_binary());
+    command.arg("vet").arg("--format").arg("json").arg("--python").arg(&python.path).args(args);
+    if let Some(home) = home {
+        command.env("HOME", home);
+    }
+    let out = command.stdin(Stdio::null()).output().expect("run premain vet");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("premain vet printed no JSON report ({e}); stderr:\n{stderr}"));
+    eprintln!("[{}] premain vet exited {:?}", python.label, out.status.code());
+    Vetted { code: out.status.code(), report, stderr }
+}
+
+/// Every finding as `(distribution, finding)`.
+fn findings(report: &Value) -> Vec<(&str, &Value)> {
+    report["distributions"]
+        .as_array()
+        .expect("distributions")
+        .iter()
+        .flat_map(|d| {
+            let name = d["name"].as_str().unwrap_or("");
+            d["findings"].as_array().into_iter().flatten().map(move |f| (name, f))
+        })
+        .collect()
+}
+
+/// The kinds of the steps a finding was seen in.
+fn steps_of<'a>(report: &'a Value, finding: &Value) -> Vec<&'a str> {
+    let steps = report["steps"].as_array().expect("steps");
+    finding["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| steps.get(i.as_u64()? as usize)?["kind"].as_str())
+        .collect()
+}
+
+/// Where the bait named `name` was seen leaving.
+fn leaks<'a>(report: &'a Value, name: &str) -> &'a [Value] {
+    report["baits"]
+        .as_array()
+        .expect("baits")
+        .iter()
+        .find(|b| b["name"] == name)
+        .and_then(|b| b["leaked"].as_array())
+        .map_or(&[], Vec::as_slice)
+}
+
+/// The `n`th CPython found (wrapping), so that each test runs on another one.
+fn python(n: usize) -> Python {
+    let all = pythons();
+    assert!(!all.is_empty(), "no CPython 3.8+ found");
+    all[n % all.len()].clone()
+}
+
+#[test]
+fn an_install_time_credential_read_fails_vet() {
+    let py = python(1);
+    let dir = TempDir::new("vet-setup");
+    let package = source_tree("evil-setup", dir.path());
+    let links = setuptools_links(dir.path()).expect("the pinned setuptools wheels (cargo xtask setup)");
+    let v = vet(&py, None, &["--find-links".as_ref(), links.as_os_str(), package.as_os_str()]);
+    assert_eq!(v.code, Some(1), "vet passed a package whose setup.py reads ~/.pypirc:\n{}", v.stderr);
+    assert_eq!(v.report["verdict"]["status"], "fail");
+    let found = findings(&v.report);
+    let read = found
+        .iter()
+        .find(|(dist, f)| *dist == "evil-setup" && f["rule"] == "credential-read" && f["phase"] == "install")
+        .unwrap_or_else(|| panic!("no install-time credential-read by evil-setup: {found:#?}"));
+    assert_eq!(steps_of(&v.report, read.1), ["install"]);
+    assert_eq!(read.1["culprit"]["kind"], "setup");
+    assert!(read.1["culprit"]["path"].as_str().unwrap().ends_with("setup.py"), "{:#}", read.1);
+    // The read was of the run's bait HOME, not of anything real.
+    assert_eq!(read.1["target"]["text"], "~/.pypirc", "{:#}", read.1);
+    let touched =
+        &v.report["baits"].as_array().unwrap().iter().find(|b| b["name"] == "~/.pypirc").unwrap()["touched"];
+    assert_eq!(touched[0]["distribution"], "evil-setup", "{touched:#}");
+}
+
+#[test]
+fn a_startup_stealer_is_caught_with_its_exfiltration_proven_and_the_real_home_and_network_untouched() {
+    let py = python(3);
+    let dir = TempDir::new("vet-exfil");
+    // The real HOME, as vet sees it: a canary credential in it.
+    let real_home = dir.path().join("real-home");
+    fs::create_dir_all(real_home.join(".aws")).unwrap();
+    let canary_value = format!("premaincanary{}", std::process::id());
+    let canary = real_home.join(".aws/credentials");
+    fs::write(&canary, format!("[default]\naws_secret_access_key = {canary_value}\n")).unwrap();
+    // Readable by anyone, as a careless home can be: only vet's hiding keeps it from the
+    // sandbox user.
+    for path in [dir.path(), &real_home, &real_home.join(".aws"), &canary] {
+        let mode = if path.is_dir() { 0o755 } else { 0o644 };
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    // A listener on the host's loopback that must never hear from the sandbox.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let heard = Arc::new(AtomicUsize::new(0));
+    let heard_in = heard.clone();
+    let stop = Arc::new(AtomicUsize::new(0));
+    let stop_in = stop.clone();
+    let watcher = thread::spawn(move || {
+        while stop_in.load(Ordering::Relaxed) == 0 {
+            if let Ok((mut s, _)) = listener.accept() {
+                let mut buf = Vec::new();
+                let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                let _ = s.read_to_end(&mut buf);
+                heard_in.fetch_add(1, Ordering::Relaxed);
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    });
+
+    let package = source_tree("evil-exfil", dir.path());
+    fs::write(
+        package.join("src/evil_exfil_targets.py"),
+        format!("CANARY = {:?}\nHOST_PORT = {port}\n", canary.to_str().unwrap()),
+    )
+    .unwrap();
+    let links = setuptools_links(dir.path()).expect("the pinned setuptools wheels (cargo xtask setup)");
+    let capture_file = dir.path().join("capture.json");
+    let v = vet(
+        &py,
+        Some(&real_home),
+        &[
+            "--find-links".as_ref(),
+            links.as_os_str(),
+            "--capture".as_ref(),
+            capture_file.as_os_str(),
+            package.as_os_str(),
+        ],
+    );
+    stop.store(1, Ordering::Relaxed);
+    watcher.join().unwrap();
+
+    assert_eq!(v.code, Some(1), "vet passed a start-up stealer:\n{}", v.stderr);
+    let found = findings(&v.report);
+    let at_startup = |rule: &str| {
+        found.iter().any(|(dist, f)| {
+            *dist == "evil-exfil"
+                && f["rule"] == rule
+                && f["phase"] == "startup"
+                && steps_of(&v.report, f).contains(&"startup")
+                && f["culprit"]["kind"] == "pth"
+                && f["culprit"]["path"] == "<site-packages>/aaa_evil_exfil.pth"
+        })
+    };
+    assert!(at_startup("credential-read"), "no start-up credential-read by the .pth: {found:#?}");
+    assert!(at_startup("network-connect"), "no start-up network-connect by the .pth: {found:#?}");
+    assert!(at_startup("exfiltration"), "no exfiltration finding for the .pth: {found:#?}");
+    // Proof of exfiltration: the bait AWS secret and the bait variable left in the TCP flow
+    // (base64), the bait GITHUB_TOKEN in DNS names (hex).
+    let over = |name: &str, channel: &str, encoding: &str| {
+        leaks(&v.report, name).iter().any(|l| l["channel"] == channel && l["encoding"] == encoding)
+    };
+    assert!(
+        over("~/.aws/credentials", "flow", "base64"),
+        "the AWS bait was not seen leaving: {:#}",
+        v.report["baits"]
+    );
+    assert!(
+        over("AWS_SECRET_ACCESS_KEY", "flow", "base64"),
+        "the bait variable was not seen leaving: {:#}",
+        v.report["baits"]
+    );
+    assert!(
+        leaks(&v.report, "GITHUB_TOKEN").iter().any(|l| l["encoding"] == "hex" && l["channel"] != "flow"),
+        "the DNS exfiltration was not seen: {:#}",
+        v.report["baits"]
+    );
+    assert!(
+        v.report["dns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["name"].as_str().unwrap().ends_with("t.exfil.example")),
+        "the DNS names asked: {:#}",
+        v.report["dns"]
+    );
+    // The machine was never reached: the canary is in nothing the sink received (the real
+    // homes are hidden, so it could not be read), and the host's listener heard nothing.
+    let capture: Value = serde_json::from_slice(&fs::read(&capture_file).unwrap()).unwrap();
+    let received: Vec<u8> = capture["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f["bytes"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap() as u8))
+        .collect();
+    let text = String::from_utf8_lossy(&received);
+    // The payload sends what it read in the clear too: its bait is there, the canary is not.
+    let aws_secret = "aws_secret_access_key = premainvet";
+    assert!(text.contains(aws_secret), "the payload's plain send is not in the capture");
+    assert!(!text.contains(&canary_value), "the canary credential left the sandbox");
+    assert_eq!(heard.load(Ordering::Relaxed), 0, "a listener outside the sandbox was reached");
+}
+
+#[test]
+fn every_malicious_package_of_the_corpus_fails_with_its_finding_phase_and_culprit() {
+    let py = python(5);
+    let dir = TempDir::new("vet-corpus");
+    let packages = ["evil-setup", "evil-backend", "evil-pth", "evil-detach", "evil-site", "evil-import"];
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    let links = setuptools_links(dir.path()).expect("the pinned setuptools wheels (cargo xtask setup)");
+    args.extend(["--find-links".into(), links.into_os_string()]);
+    // The corpus acts only when told where its test sink is: any port reaches vet's sink.
+    // `done` is where evil-detach's detached child says it finished (in the run's directory).
+    args.extend([
+        "--env".into(),
+        "PREMAIN_SINK_PORT=8080".into(),
+        "--env".into(),
+        "PREMAIN_SINK_HOST=203.0.113.9".into(),
+        "--env".into(),
+        "PREMAIN_DONE=done".into(),
+    ]);
+    args.extend(packages.iter().map(|p| source_tree(p, dir.path()).into_os_string()));
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let v = vet(&py, None, &args);
+    assert_eq!(v.code, Some(1), "vet passed the malicious corpus:\n{}", v.stderr);
+    let found = findings(&v.report);
+    // (distribution, rule, phase, culprit kind, end of the target, step)
+    let wanted = [
+        ("evil-setup", "credential-read", "install", "setup", "/.pypirc", "install"),
+        ("evil-backend", "network-connect", "install", "build-backend", ":8080", "install"),
+        ("evil-pth", "credential-read", "startup", "pth", "/.aws/credentials", "startup"),
+        ("evil-pth", "network-connect", "startup", "pth", ":8080", "startup"),
+        ("evil-detach", "credential-read", "startup", "pth", "/.ssh/id_ed25519", "startup"),
+        ("evil-site", "program-exec", "startup", "sitecustomize", "/curl", "startup"),
+        ("evil-import", "credential-read", "import", "module", "/.netrc", "import"),
+        ("evil-import", "network-connect", "import", "module", ":8080", "import"),
+        ("evil-import", "network-send", "import", "module", ":8080", "import"),
+    ];
+    let mut missing = Vec::new();
+    for (dist, rule, phase, culprit, target, step) in wanted {
+        let hit = found.iter().any(|(d, f)| {
+            *d == dist
+                && f["rule"] == rule
+                && f["phase"] == phase
+                && f["culprit"]["kind"] == culprit
+                && f["target"]["text"].as_str().is_some_and(|t| t.ends_with(target))
+                && steps_of(&v.report, f).contains(&step)
+        });
+        if !hit {
+            missing.push(format!("{dist}: {rule} at {phase} by {culprit} on *{target} in step {step}"));
+        }
+    }
+    let brief: Vec<String> = found
+        .iter()
+        .map(|(d, f)| {
+            format!(
+                "{d}: {} {} {} {} {:?}",
+                f["rule"],
+                f["phase"],
+                f["culprit"]["kind"],
+                f["target"]["text"],
+                steps_of(&v.report, f)
+            )
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "[{}] missing:\n{}\nfound:\n{}",
+        py.label,
+        missing.join("\n"),
+        brief.join("\n")
+    );
+}
+
+#[test]
+fn real_packages_from_the_wheelhouse_pass() {
+    // The apps wheelhouse holds wheels for CPython 3.11 and 3.12.
+    let Some(py) = pythons().into_iter().rev().find(|p| p.version == (3, 12) || p.version == (3, 11)) else {
+        panic!("no CPython 3.11 or 3.12 for the apps wheelhouse");
+    };
+    let links: PathBuf = tools_dir().join("apps-wheelhouse");
+    let v =
+        vet(&py, None, &["--find-links".as_ref(), links.as_os_str(), "flask".as_ref(), "psutil".as_ref()]);
+    let found = findings(&v.report);
+    assert_eq!(v.code, Some(0), "vet failed benign packages: {found:#?}\n{}", v.stderr);
+    assert_eq!(v.report["verdict"]["status"], "pass");
+    let installed: Vec<&str> =
+        v.report["distributions"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    for name in ["flask", "werkzeug", "jinja2", "markupsafe", "psutil"] {
+        assert!(
+            installed.iter().any(|i| i.eq_ignore_ascii_case(name)),
+            "{name} not installed: {installed:?}"
+        );
+    }
+    let steps = v.report["steps"].as_array().unwrap();
+    let imports: Vec<&Value> = steps.iter().filter(|s| s["kind"] == "import").collect();
+    assert!(imports.iter().any(|s| s["target"] == "psutil"), "psutil was not imported: {steps:#?}");
+    for step in imports {
+        assert_eq!(step["exit_code"], 0, "an import failed: {step:#}");
+    }
+}
