@@ -166,7 +166,12 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     }
     // Before ready: the credential files on disk are watched from the first workload on.
     let (watch, mut asks) = if config.limits.credential_file_watch {
-        match FileWatch::start(&metrics, config.limits.persistence_file_watch, watches_persistence(&policy)) {
+        match FileWatch::start(
+            &metrics,
+            config.limits.persistence_file_watch,
+            watches_persistence(&policy),
+            kernel.tracked_view(),
+        ) {
             Ok((mut watch, asks)) => {
                 tracker.set_credential_files(watch.rescan(&rules));
                 tracker.set_persistence_files(watch.persistence_files());

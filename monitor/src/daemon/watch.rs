@@ -49,7 +49,7 @@ use super::pipeline::{Handled, Pipeline};
 use crate::{
     detect::{Rules, locate::Place},
     kernel::{
-        control::KernelControl,
+        control::{KernelControl, TrackedView},
         decode::{Header, Open, Record},
         fanotify::{Group, Request},
     },
@@ -120,6 +120,7 @@ impl FileWatch {
         metrics: &Metrics,
         persistence_watch: bool,
         persistence_policy: bool,
+        tracked: Option<TrackedView>,
     ) -> std::io::Result<(Self, UnboundedReceiver<Ask>)> {
         let group = Arc::new(Group::new()?);
         let (asks, asked) = unbounded_channel();
@@ -127,7 +128,7 @@ impl FileWatch {
         let (late, seconds) = (metrics.file_watch_late.clone(), metrics.open_decision_seconds.clone());
         std::thread::Builder::new()
             .name("file-watch".into())
-            .spawn(move || answer(&answering, &asks, &late, &seconds))?;
+            .spawn(move || answer(&answering, &asks, tracked.as_ref(), &late, &seconds))?;
         let mut places = BTreeSet::new();
         places.insert(Place { root: PathBuf::from("/"), home: None });
         places.extend(
@@ -347,11 +348,14 @@ struct Seen {
     flags_known: bool,
 }
 
-/// The answering thread: every request goes to the event loop, which has [`ANSWER_BOUND`] to
-/// reply; then the kernel is answered.
+/// The answering thread: an open by a process the kernel does not track (a shell reading
+/// `/etc/bash.bashrc`, sshd an `authorized_keys`) is let through at once, as the kernel
+/// programs themselves ignore it; every other request goes to the event loop, which has
+/// [`ANSWER_BOUND`] to reply; then the kernel is answered.
 fn answer(
     group: &Group,
     asks: &UnboundedSender<Ask>,
+    tracked: Option<&TrackedView>,
     late: &prometheus::IntCounter,
     seconds: &prometheus::Histogram,
 ) {
@@ -368,8 +372,15 @@ fn answer(
         for request in requests {
             let asked_at = Instant::now();
             // premain's own opens (a pod's service-account token) never wait for its loop.
-            let own = procfs::status(request.tid).is_some_and(|s| s.tgid == std::process::id());
-            let asked = if own { Some(true) } else { ask_loop(&request, asks) };
+            let status = procfs::status(request.tid);
+            let own = status.as_ref().is_some_and(|s| s.tgid == std::process::id());
+            // Tracking starts in the kernel at the exec or fork, before the process runs: a
+            // process not in the map has no pre-main code.
+            let untracked = match (tracked, &status) {
+                (Some(view), Some(s)) => !view.contains(s.tgid),
+                _ => false,
+            };
+            let asked = if own || untracked { Some(true) } else { ask_loop(&request, asks) };
             let allow = asked.unwrap_or_else(|| {
                 late.inc();
                 true

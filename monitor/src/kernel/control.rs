@@ -33,6 +33,8 @@ pub(crate) struct KernelControl {
     /// `None` once unloaded.
     ebpf: Option<Ebpf>,
     tracked: HashMap<MapData, u32, u32>,
+    /// The same map, duplicated for [`Self::tracked_view`].
+    tracked_fd: Option<std::os::fd::OwnedFd>,
     verdicts: HashMap<MapData, ExeKey, u32>,
     control: Array<MapData, u32>,
     /// `pid -> generation` declared quiet (see `monitor_common::QUIET`).
@@ -45,12 +47,22 @@ impl KernelControl {
     pub(super) fn new(
         ebpf: Ebpf,
         tracked: HashMap<MapData, u32, u32>,
+        tracked_fd: Option<std::os::fd::OwnedFd>,
         verdicts: HashMap<MapData, ExeKey, u32>,
         control: Array<MapData, u32>,
         quiet: HashMap<MapData, u32, u64>,
         guard: GuardMaps,
     ) -> Self {
-        Self { ebpf: Some(ebpf), tracked, verdicts, control, quiet, guard, probes: Probes::default() }
+        Self { ebpf: Some(ebpf), tracked, tracked_fd, verdicts, control, quiet, guard, probes: Probes::default() }
+    }
+
+    /// A read-only view of the kernel's tracked processes (Python processes and their
+    /// descendants, marked by the kernel programs themselves at exec and fork), for a thread
+    /// that must tell a tracked process from any other without the event loop.
+    pub(crate) fn tracked_view(&self) -> Option<TrackedView> {
+        let fd = self.tracked_fd.as_ref()?.try_clone().ok()?;
+        let data = MapData::from_fd(fd).ok()?;
+        HashMap::try_from(aya::maps::Map::HashMap(data)).ok().map(TrackedView)
     }
 
     /// Switches the guard on or off (see [`GuardMaps::configure`]).
@@ -156,5 +168,15 @@ impl KernelState for KernelControl {
         {
             tracing::debug!(pid, error = %err, "cannot declare process quiet");
         }
+    }
+}
+
+/// See [`KernelControl::tracked_view`].
+pub(crate) struct TrackedView(HashMap<MapData, u32, u32>);
+
+impl TrackedView {
+    /// Whether the kernel tracks the process `tgid`.
+    pub(crate) fn contains(&self, tgid: u32) -> bool {
+        self.0.get(&tgid, 0).is_ok()
     }
 }

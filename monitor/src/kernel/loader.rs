@@ -146,7 +146,13 @@ pub(crate) fn load(offsets: &KernelOffsets, ring_buffer_bytes: u32) -> Result<Ke
         ebpf.take_map(name).ok_or_else(|| StartError::Load(format!("map {name} missing from the object")))
     };
     let events = RingBuf::try_from(take(EVENTS)?).map_err(|e| StartError::Load(e.to_string()))?;
-    let tracked = HashMap::try_from(take(TRACKED)?).map_err(|e| StartError::Load(e.to_string()))?;
+    let tracked_map = take(TRACKED)?;
+    // A second handle on the same map, for threads that only read it.
+    let tracked_fd = match &tracked_map {
+        aya::maps::Map::HashMap(data) => std::os::fd::AsFd::as_fd(data.fd()).try_clone_to_owned().ok(),
+        _ => None,
+    };
+    let tracked = HashMap::try_from(tracked_map).map_err(|e| StartError::Load(e.to_string()))?;
     let verdicts = HashMap::try_from(take(VERDICTS)?).map_err(|e| StartError::Load(e.to_string()))?;
     let counters = PerCpuArray::try_from(take(COUNTERS)?).map_err(|e| StartError::Load(e.to_string()))?;
     let control = Array::try_from(take(CONTROL)?).map_err(|e| StartError::Load(e.to_string()))?;
@@ -158,7 +164,7 @@ pub(crate) fn load(offsets: &KernelOffsets, ring_buffer_bytes: u32) -> Result<Ke
         programs: HashMap::try_from(take(ALLOWED_PROGRAMS)?).map_err(|e| StartError::Load(e.to_string()))?,
         listed: Vec::new(),
     };
-    let control = KernelControl::new(ebpf, tracked, verdicts, control, quiet, guard);
+    let control = KernelControl::new(ebpf, tracked, tracked_fd, verdicts, control, quiet, guard);
     Ok(Kernel { events, control, counters, logger })
 }
 

@@ -159,6 +159,7 @@ mod tests {
     fn every_bait_file_is_catalogued_under_its_category_and_every_value_is_unique() {
         let dir = std::env::temp_dir().join(format!("premain-vet-bait-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
         let home = dir.join("home");
         // SAFETY: no preconditions.
         let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };

@@ -656,7 +656,7 @@ fn missing_fields_are_tolerated() {
 #[test]
 fn the_readme_policy_example_parses() {
     let readme = include_str!("../../../../README.md");
-    let section = &readme[readme.find("## premain vet").expect("a premain vet section")..];
+    let section = &readme[readme.find("### The report").expect("premain vet's report section")..];
     let start = section.find("```toml\n").expect("a policy example") + "```toml\n".len();
     let example = &section[start..start + section[start..].find("```").unwrap()];
     let policy = Policy::parse("README.md", example).unwrap();
