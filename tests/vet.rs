@@ -12,9 +12,9 @@
 
 use std::{
     fs,
-    os::unix::fs::PermissionsExt as _,
     io::Read as _,
     net::TcpListener,
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{

@@ -53,7 +53,16 @@ impl KernelControl {
         quiet: HashMap<MapData, u32, u64>,
         guard: GuardMaps,
     ) -> Self {
-        Self { ebpf: Some(ebpf), tracked, tracked_fd, verdicts, control, quiet, guard, probes: Probes::default() }
+        Self {
+            ebpf: Some(ebpf),
+            tracked,
+            tracked_fd,
+            verdicts,
+            control,
+            quiet,
+            guard,
+            probes: Probes::default(),
+        }
     }
 
     /// A read-only view of the kernel's tracked processes (Python processes and their
