@@ -38,10 +38,11 @@ pub fn scan(venv: &Path) -> Vec<Installed> {
     for site in site_packages(venv) {
         for entry in fs::read_dir(&site).into_iter().flatten().flatten() {
             let path = entry.path();
-            if path.extension().is_some_and(|e| e == "dist-info") && path.is_dir() {
-                if let Some(dist) = read(&path) {
-                    all.push(dist);
-                }
+            if path.extension().is_some_and(|e| e == "dist-info")
+                && path.is_dir()
+                && let Some(dist) = read(&path)
+            {
+                all.push(dist);
             }
         }
     }
@@ -115,10 +116,8 @@ fn console_scripts(text: &str) -> Vec<String> {
     for line in text.lines().map(str::trim) {
         if line.starts_with('[') {
             inside = line == "[console_scripts]";
-        } else if inside {
-            if let Some((name, _)) = line.split_once('=') {
-                names.push(name.trim().to_owned());
-            }
+        } else if inside && let Some((name, _)) = line.split_once('=') {
+            names.push(name.trim().to_owned());
         }
     }
     names

@@ -231,7 +231,7 @@ fn in_workdir(
         Runner { jail: &mut jail, env, logs, linger: opts.linger, steps: Vec::new(), cells: Vec::new() };
 
     let venv_python = venv.join("bin/python");
-    let mut prepare = match uv {
+    let prepare = match uv {
         Some(uv) => {
             let mut c = vec![uv.as_os_str().to_owned(), "venv".into(), "--python".into()];
             c.extend([python.path.clone().into(), venv.clone().into()]);
@@ -239,7 +239,7 @@ fn in_workdir(
         }
         None => vec![python.path.clone().into(), "-m".into(), "venv".into(), venv.clone().into()],
     };
-    run.step(StepKind::Prepare, None, &mut prepare, opts.install_timeout)?;
+    run.step(StepKind::Prepare, None, &prepare, opts.install_timeout)?;
     if !venv_python.exists() {
         bail!(
             "the venv could not be created with {} (see {})",
@@ -271,7 +271,7 @@ fn in_workdir(
         install.push(links.into());
     }
     install.extend(inputs);
-    run.step(StepKind::Install, None, &mut install, opts.install_timeout)?;
+    run.step(StepKind::Install, None, &install, opts.install_timeout)?;
     let done = run.steps.last().expect("the install step");
     // A payload that breaks its own build is still what it did: the steps after are skipped,
     // and the caller decides what a failed install with or without findings means.
@@ -292,7 +292,7 @@ fn in_workdir(
         run.step(
             StepKind::Startup,
             None,
-            &mut vec![venv_python.clone().into(), "-c".into(), "pass".into()],
+            &[venv_python.clone().into(), "-c".into(), "pass".into()],
             opts.step_timeout,
         )?;
     }
@@ -301,13 +301,13 @@ fn in_workdir(
     modules.sort_unstable();
     modules.dedup();
     for module in modules {
-        let mut argv = vec![venv_python.clone().into(), "-c".into(), format!("import {module}").into()];
-        run.step(StepKind::Import, Some(module), &mut argv, opts.step_timeout)?;
+        let argv = vec![venv_python.clone().into(), "-c".into(), format!("import {module}").into()];
+        run.step(StepKind::Import, Some(module), &argv, opts.step_timeout)?;
     }
     if opts.scripts {
         for script in installed.iter().flat_map(|d| &d.scripts) {
-            let mut argv = vec![venv.join("bin").join(script).into(), "--help".into()];
-            run.step(StepKind::Script, Some(script), &mut argv, opts.step_timeout)?;
+            let argv = vec![venv.join("bin").join(script).into(), "--help".into()];
+            run.step(StepKind::Script, Some(script), &argv, opts.step_timeout)?;
         }
     }
     run.end_marker(&observer, python, workdir, token)?;
@@ -360,7 +360,7 @@ impl Runner<'_> {
         &mut self,
         kind: StepKind,
         target: Option<&str>,
-        argv: &mut Vec<OsString>,
+        argv: &[OsString],
         timeout: Duration,
     ) -> Result<()> {
         let name = format!("{kind:?}-{}", target.unwrap_or("")).to_lowercase();
@@ -482,10 +482,10 @@ fn python_info(python: Option<&Path>) -> Result<PythonInfo> {
 
 /// `given`, or `name` on `PATH`.
 fn find_program(given: Option<&Path>, name: &str) -> Result<PathBuf> {
-    if let Some(path) = given {
-        if path.components().count() > 1 {
-            return fs::canonicalize(path).with_context(|| format!("{}", path.display()));
-        }
+    if let Some(path) = given
+        && path.components().count() > 1
+    {
+        return fs::canonicalize(path).with_context(|| format!("{}", path.display()));
     }
     let name = given.map_or_else(|| PathBuf::from(name), Path::to_path_buf);
     let path = std::env::var_os("PATH").unwrap_or_default();
