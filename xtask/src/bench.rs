@@ -14,6 +14,7 @@ mod proc;
 mod report;
 mod stats;
 mod tracer;
+mod vet;
 
 use std::{
     path::{Path, PathBuf},
@@ -58,6 +59,7 @@ enum Part {
     Memory,
     FirstRun,
     Enforce,
+    Vet,
 }
 
 /// How much each part does.
@@ -173,6 +175,10 @@ pub(crate) fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
     if wants(Part::Enforce) {
         proc::wait_quiet(sizes.quiet_wait);
         report.insert("enforce".into(), enforce::measure(&env, &sizes).context("enforce")?);
+    }
+    if wants(Part::Vet) {
+        proc::wait_quiet(sizes.quiet_wait);
+        report.insert("vet".into(), vet::measure(&env, &sizes).context("vet")?);
     }
     if wants(Part::Memory) {
         proc::wait_quiet(sizes.quiet_wait);

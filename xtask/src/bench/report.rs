@@ -115,6 +115,19 @@ pub(crate) fn targets(r: &Value) -> Value {
             None => "not run".into(),
         },
     );
+    let vet = r["vet"]["ratio"].as_f64();
+    add(
+        "premain vet over the same install and imports by hand",
+        "<= 1.5",
+        at_most(vet, Some(1.5)),
+        match vet {
+            Some(ratio) => format!(
+                "{ratio:.2} ({} s against {} s)",
+                r["vet"]["vet_s"], r["vet"]["by_hand_s"]
+            ),
+            None => "not run".into(),
+        },
+    );
     Value::Array(out)
 }
 
@@ -267,6 +280,16 @@ pub(crate) fn markdown(r: &Value) -> String {
             let _ = writeln!(md, "| {mode} | {} | {storm} | {} |", cells.join(" | "), m["outcomes"]);
         }
         let _ = writeln!(md);
+    }
+    if r["vet"].is_object() {
+        let _ = writeln!(
+            md,
+            "### premain vet\n\n{}\n\n| premain vet | by hand | ratio |\n|---|---|---|\n| {} s | {} s | {} |\n",
+            r["vet"]["what"].as_str().unwrap_or(""),
+            r["vet"]["vet_s"],
+            r["vet"]["by_hand_s"],
+            r["vet"]["ratio"]
+        );
     }
     if let Some(c) = r["capacity"].as_object() {
         let _ = writeln!(
