@@ -121,10 +121,9 @@ pub(crate) fn targets(r: &Value) -> Value {
         "<= 1.5",
         at_most(vet, Some(1.5)),
         match vet {
-            Some(ratio) => format!(
-                "{ratio:.2} ({} s against {} s)",
-                r["vet"]["vet_s"], r["vet"]["by_hand_s"]
-            ),
+            Some(ratio) => {
+                format!("{ratio:.2} ({} s against {} s)", r["vet"]["vet_s"], r["vet"]["by_hand_s"])
+            }
             None => "not run".into(),
         },
     );
