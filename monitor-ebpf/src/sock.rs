@@ -65,19 +65,7 @@ fn check(ctx: &SockAddrContext, kind: u32, hook: u32, v6: bool, connect: bool) -
     // SAFETY: the context the kernel passed; each field is read with the 4-byte loads the
     // verifier allows on it.
     let sa = unsafe { &*ctx.sock_addr };
-    let (allow, flags) = decide(connect, || {
-        let mut ip = [0u8; 16];
-        if v6 {
-            for i in 0..4 {
-                ip[4 * i..4 * i + 4].copy_from_slice(&sa.user_ip6[i].to_ne_bytes());
-            }
-        } else {
-            ip[10] = 0xff;
-            ip[11] = 0xff;
-            ip[12..].copy_from_slice(&sa.user_ip4.to_ne_bytes());
-        }
-        (ip, u16::from_be(sa.user_port as u16))
-    });
+    let (allow, flags) = decide(connect, || (kernel_ip(sa, v6), u16::from_be(sa.user_port as u16)));
     observe(ctx, kind, hook, v6, flags);
     if allow { ALLOW } else { DENY }
 }
@@ -130,6 +118,22 @@ fn observe(ctx: &SockAddrContext, kind: u32, hook: u32, v6: bool, decided: u32) 
     send(hook, rec, len);
 }
 
+/// The kernel's copy of the destination address, IPv4 as IPv4-mapped IPv6 (network order).
+#[inline(always)]
+fn kernel_ip(sa: &aya_ebpf::bindings::bpf_sock_addr, v6: bool) -> [u8; 16] {
+    let mut ip = [0u8; 16];
+    if v6 {
+        for i in 0..4 {
+            ip[4 * i..4 * i + 4].copy_from_slice(&sa.user_ip6[i].to_ne_bytes());
+        }
+    } else {
+        ip[10] = 0xff;
+        ip[11] = 0xff;
+        ip[12..].copy_from_slice(&sa.user_ip4.to_ne_bytes());
+    }
+    ip
+}
+
 /// A 64-bit call of a tracked thread: if the syscall tracepoints are recording it (a connect
 /// or addressed send in flight), the destination the kernel checks is kept for its exit.
 #[inline(always)]
@@ -146,17 +150,8 @@ fn keep_seen(ctx: &SockAddrContext, v6: bool) {
     // SAFETY: the context the kernel passed; each field is read with the 4-byte loads the
     // verifier allows on it.
     let sa = unsafe { &*ctx.sock_addr };
-    let mut dest = KernelDest { family: AF_INET, port: sa.user_port as u16, ip: [0; 16] };
-    if v6 {
-        dest.family = AF_INET6;
-        for i in 0..4 {
-            dest.ip[4 * i..4 * i + 4].copy_from_slice(&sa.user_ip6[i].to_ne_bytes());
-        }
-    } else {
-        dest.ip[10] = 0xff;
-        dest.ip[11] = 0xff;
-        dest.ip[12..].copy_from_slice(&sa.user_ip4.to_ne_bytes());
-    }
+    let family = if v6 { AF_INET6 } else { AF_INET };
+    let dest = KernelDest { family, port: sa.user_port as u16, ip: kernel_ip(sa, v6) };
     match SEEN_DESTS.get_ptr_mut(tid) {
         Some(seen) => {
             // SAFETY: a valid map value, only touched by this thread's programs.
