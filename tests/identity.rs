@@ -52,16 +52,24 @@ PyMODINIT_FUNC PyInit_identity_ext(void) { return PyModule_Create(&module); }
 "#;
 
 /// setup.py of the packages. With `PREMAIN_FAKE_GCC` set, it also runs that program (a copy
-/// named `gcc` outside the system's directories) and a shell that runs curl against a closed
-/// loopback port, in every build hook that runs it.
+/// named `gcc` outside the system's directories), a shell that runs curl against a closed
+/// loopback port, and make, whose recipe (run by `/bin/bash`, make's `SHELL`) writes a file
+/// and runs curl against another closed port, in every build hook that runs it.
 const SETUP_PY: &str = "\
-import os, subprocess
+import os, shutil, subprocess, tempfile
 from setuptools import Extension, setup
 
 if os.environ.get('PREMAIN_FAKE_GCC'):
     subprocess.run([os.environ['PREMAIN_FAKE_GCC'], '--version'], check=True)
     port = os.environ['PREMAIN_CLOSED_PORT']
     subprocess.run(['/bin/sh', '-c', 'curl -s -m 5 http://127.0.0.1:%s/ || true' % port], check=True)
+    made = tempfile.mkdtemp()
+    with open(os.path.join(made, 'Makefile'), 'w') as f:
+        f.write('SHELL = /bin/bash\\nall:\\n\\techo made > made.txt; curl -s -m 5 http://127.0.0.1:%s/ || true\\n'
+                % os.environ['PREMAIN_MAKE_PORT'])
+    subprocess.run(['make', '-s', '-C', made], check=True)
+    assert open(os.path.join(made, 'made.txt')).read() == 'made\\n', 'the recipe did not run'
+    shutil.rmtree(made)
 
 setup(name='identity-ext', version='1.0', ext_modules=[Extension('identity_ext', ['identity_ext.c'])])
 ";
@@ -408,9 +416,14 @@ fn a_build_running_a_gcc_copy_or_a_shell_alerts() {
     on_every_python("impostors", |py, premain, dir| {
         let gcc = impostor(&dir.join("bin/gcc"));
         let port = closed_port();
-        let env = [("PREMAIN_FAKE_GCC", gcc.as_os_str()), ("PREMAIN_CLOSED_PORT", os(&port))];
+        let make_port = closed_port();
+        let env = [
+            ("PREMAIN_FAKE_GCC", gcc.as_os_str()),
+            ("PREMAIN_CLOSED_PORT", os(&port)),
+            ("PREMAIN_MAKE_PORT", os(&make_port)),
+        ];
         let pid = pip_install(py, dir, &env)?;
-        let alerts = settle(premain, pid, 4);
+        let alerts = settle(premain, pid, 5);
         install_alerts_only(&alerts)?;
         let got = distinct(&alerts);
         let pair = |rule: &str, target: &str| (rule.to_owned(), target.to_owned());
@@ -418,12 +431,14 @@ fn a_build_running_a_gcc_copy_or_a_shell_alerts() {
             pair("program-exec", text(&gcc)),
             pair("program-exec", "/bin/sh"),
             pair("network-connect", &format!("127.0.0.1:{port}")),
+            // make's recipe shell (`/bin/bash`) is the build's: only what it ran alerts.
+            pair("network-connect", &format!("127.0.0.1:{make_port}")),
         ]);
         // Wherever the shell's PATH search found curl.
         want.extend(
             got.iter().filter(|(rule, path)| rule == "program-exec" && path.ends_with("/curl")).cloned(),
         );
-        if got != want || want.len() != 4 {
+        if got != want || want.len() != 5 {
             return Err(format!("want {want:?} and a curl, got:\n{}", listing(&alerts)));
         }
         Ok(())

@@ -56,6 +56,8 @@ pub(crate) const PROGRAMS: &[(&str, From)] = &[
     ("kubectl", From::Unpacked("kubernetes-client")),
     // pip's builds of a C extension run it (tests/identity.rs).
     ("gcc", From::Package("gcc")),
+    // A build's setup.py runs it, whose recipe shell is part of the build (tests/identity.rs).
+    ("make", From::Package("make")),
     // setuptools-scm reads the version of the app's repository from git (tests/apps.rs).
     ("git", From::Package("git")),
     ("python3", From::Machine),

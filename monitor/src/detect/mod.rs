@@ -172,7 +172,12 @@ impl Rules {
                 let (pid, ppid) = (event.header.pid, event.header.ppid);
                 let system_file =
                     |path: &Path| identity::system_program(table, pid, ppid, path, file.as_ref());
-                if !self.programs.run(&exec, system_file) {
+                let runner = || {
+                    let parent = table.get(ppid)?;
+                    let exe = parent.exe.as_deref()?;
+                    identity::system_program(table, ppid, parent.ppid, exe, Some(&parent.exe_key))
+                };
+                if !self.programs.run(&exec, system_file, runner) {
                     return None;
                 }
                 (RuleId::ProgramExec, path.to_string_lossy().into_owned(), None)

@@ -13,6 +13,8 @@ pub(super) struct Programs {
     allowed: GlobSet,
     /// What install-time code may also run (`install.toolchain`).
     toolchain: GlobSet,
+    /// The system's shells, run by a build system for its recipes.
+    shells: GlobSet,
 }
 
 /// One exec, as the rule weighs it.
@@ -27,13 +29,19 @@ pub(super) struct Exec<'a> {
 
 impl Programs {
     pub(super) fn compile(allowed: &[&str], toolchain: &[&str]) -> Result<Self, String> {
-        Ok(Self { allowed: glob_set(allowed)?, toolchain: glob_set(toolchain)? })
+        Ok(Self { allowed: glob_set(allowed)?, toolchain: glob_set(toolchain)?, shells: glob_set(SHELLS)? })
     }
 
     /// Whether `exec` runs a program against the rule; `system_file` finds the file a path
     /// leads to when only root can have put it there (`identity::system_program`), asked only
-    /// when an allowlist could apply.
-    pub(super) fn run(&self, exec: &Exec, system_file: impl FnOnce(&Path) -> Option<PathBuf>) -> bool {
+    /// when an allowlist could apply; `runner` finds, the same way, the program of the process
+    /// that made the exec (its parent's image), asked only for a shell during an install.
+    pub(super) fn run(
+        &self,
+        exec: &Exec,
+        system_file: impl Fn(&Path) -> Option<PathBuf>,
+        runner: impl FnOnce() -> Option<PathBuf>,
+    ) -> bool {
         // A PATH search tries every directory: the misses are not programs run.
         const ENOENT: i64 = 2;
         const ENOTDIR: i64 = 20;
@@ -49,9 +57,21 @@ impl Programs {
         let Some(file) = system_file(exec.path) else { return true };
         let allowed =
             |path: &Path| self.allowed.is_match(path) || (installing && self.toolchain.is_match(path));
-        !(allowed(exec.path) || allowed(&file))
+        if allowed(exec.path) || allowed(&file) {
+            return false;
+        }
+        // make, cmake and ninja run every recipe through `/bin/sh -c`: that shell is the build
+        // system's, and what it runs is judged on its own. A shell that Python code runs is
+        // still an alert: it can run anything.
+        let recipe_shell = installing
+            && (self.shells.is_match(exec.path) || self.shells.is_match(&file))
+            && runner().is_some_and(|runner| self.toolchain.is_match(&runner));
+        !recipe_shell
     }
 }
+
+/// The system's shells, as root installed them.
+const SHELLS: &[&str] = &["/{usr/,}bin/{sh,dash,bash}"];
 
 /// A glob of `allow.programs` or `install.toolchain`: `*` and `?` stay within one directory,
 /// `{,x}` lists an empty alternative.
@@ -86,7 +106,15 @@ mod tests {
     }
 
     fn alerts(programs: &Programs, exec: &Exec) -> bool {
-        programs.run(exec, |path| system_file(Path::new("/"), path))
+        programs.run(exec, |path| system_file(Path::new("/"), path), || None)
+    }
+
+    fn alerts_run_by(programs: &Programs, exec: &Exec, runner: &str) -> bool {
+        programs.run(
+            exec,
+            |path| system_file(Path::new("/"), path),
+            || system_file(Path::new("/"), Path::new(runner)),
+        )
     }
 
     #[test]
@@ -155,7 +183,7 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         // What the walk could not tell (a process gone, a mount that does not answer) is not
         // a system file.
-        assert!(programs.run(&exec("/usr/bin/uname", false), |_| None));
+        assert!(programs.run(&exec("/usr/bin/uname", false), |_| None, || None));
         let relative = Exec { resolution: Resolution::Cwd, ..exec("/usr/bin/uname", false) };
         assert!(alerts(&programs, &relative), "a path joined to a working directory read later");
         // A PATH search's misses are not runs, of anything.
@@ -174,6 +202,35 @@ mod tests {
         assert!(alerts(&programs, &exec("/bin/sh", true)), "shells run anything");
         let none = Programs::compile(BENIGN_PROGRAMS, &[]).unwrap();
         assert!(alerts(&none, &exec("/usr/bin/gcc", true)), "an empty toolchain");
+    }
+
+    #[test]
+    fn a_build_systems_recipe_shell_is_part_of_the_install() {
+        let programs = defaults();
+        for shell in ["/bin/sh", "/usr/bin/sh", "/bin/bash", "/usr/bin/dash"] {
+            assert!(!alerts_run_by(&programs, &exec(shell, true), "/usr/bin/make"), "{shell} run by make");
+            assert!(
+                alerts_run_by(&programs, &exec(shell, false), "/usr/bin/make"),
+                "{shell} outside installs"
+            );
+            assert!(
+                alerts_run_by(&programs, &exec(shell, true), "/usr/bin/python3"),
+                "{shell} run by Python"
+            );
+        }
+        assert!(
+            alerts_run_by(&programs, &exec("/usr/bin/curl", true), "/usr/bin/make"),
+            "what a recipe runs"
+        );
+        // A `make` that is not the system's (no identity) vouches for nothing.
+        assert!(alerts(&programs, &exec("/bin/sh", true)));
+        // A shell copied elsewhere is not a shell of the system.
+        let dir = Path::new("/tmp").join(format!("premain-shell-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let copy = dir.join("sh");
+        fs::copy("/bin/dash", &copy).unwrap();
+        assert!(alerts_run_by(&programs, &exec(copy.to_str().unwrap(), true), "/usr/bin/make"));
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
