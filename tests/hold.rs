@@ -205,11 +205,10 @@ fn verdict_line(path: &Path, verdict: &str) -> String {
 fn verdicts_survive_a_restart() {
     let dir = TempDir::new("verdicts");
     let state = dir.path().join("state");
-    let config = dir.file("state.toml", &format!("[limits]\nstate_dir = \"{}\"\n", state.display()));
-    let config = config.to_str().unwrap();
+    let config = ["--state-dir", state.to_str().unwrap()];
     let program = dir.path().join("fresh-true");
     fs::copy("/bin/true", &program).unwrap();
-    let premain = Premain::start_alerts(&["--config", config]);
+    let premain = Premain::start_alerts(&config);
     assert!(Command::new(&program).status().unwrap().success());
     let kept = state.join("verdicts");
     eventually("the new program's verdict kept", || {
@@ -229,7 +228,7 @@ fn verdicts_survive_a_restart() {
         .write_all(verdict_line(&python, "other").as_bytes())
         .unwrap();
     let bait = integration_tests::Bait::create();
-    let again = Premain::start_alerts(&["--config", config]);
+    let again = Premain::start_alerts(&config);
     let run = || {
         let mut child = Command::new(&python)
             .args(["-c", "pass"])

@@ -50,6 +50,10 @@ enum Command {
         /// and per scope [config: enforcement.mode, default observe].
         #[arg(long, value_name = "MODE", value_parser = monitor::enforce::Mode::parse)]
         mode: Option<monitor::enforce::Mode>,
+        /// What outlives a run (verdicts on executables) [config: limits.state_dir, default
+        /// /var/lib/premain].
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
         /// The lock that keeps a second premain from starting on the same node.
         #[arg(long, value_name = "PATH", default_value = monitor::ops::instance::DEFAULT_LOCK)]
         lock_file: PathBuf,
@@ -167,6 +171,7 @@ fn main() -> ExitCode {
             fold_window_secs,
             metrics_address,
             mode,
+            state_dir,
             lock_file,
             debug_stall_reader_ms,
             debug_stall_decisions_ms,
@@ -179,6 +184,7 @@ fn main() -> ExitCode {
                     fold_window_secs,
                     metrics_address,
                     mode,
+                    state_dir,
                 },
                 events,
                 stall_reader: debug_stall_reader_ms.map(Duration::from_millis),

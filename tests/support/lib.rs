@@ -58,6 +58,11 @@ pub fn premain_binary() -> PathBuf {
     path
 }
 
+/// Where the tests' premains keep what outlives a run (`--state-dir`).
+pub fn test_state_dir() -> PathBuf {
+    workspace_root().join("target/test-state")
+}
+
 /// `Command` for `program` with pip's and Python's environment knobs from the caller removed,
 /// so a test's interpreters and installers behave the same under any developer's shell.
 pub fn clean(program: impl AsRef<OsStr>) -> Command {
@@ -171,6 +176,14 @@ impl Premain {
         // developer has running on the default port.
         let metrics: &[&str] =
             if extra.contains(&"--metrics-address") { &[] } else { &["--metrics-address", "127.0.0.1:0"] };
+        // The tests' verdicts on executables stay in the build tree, not in the machine's
+        // /var/lib/premain, which a premain of the developer's may use.
+        let state = test_state_dir();
+        let state: &[&OsStr] = if extra.contains(&"--state-dir") {
+            &[]
+        } else {
+            &[OsStr::new("--state-dir"), state.as_os_str()]
+        };
         let mut command = match launcher.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
@@ -179,7 +192,7 @@ impl Premain {
             }
             None => Command::new(premain_binary()),
         };
-        command.args(base).args(metrics).args(extra).env("RUST_LOG", "info");
+        command.args(base).args(metrics).args(state).args(extra).env("RUST_LOG", "info");
         let mut premain = Self::spawn(command);
         let deadline = Instant::now() + READY_TIMEOUT;
         while !premain.stderr().lines().any(is_ready_line) {

@@ -37,6 +37,7 @@ pub struct Overrides {
     pub metrics_address: Option<String>,
     /// `--mode`: every rule's mode, before the file's refinements.
     pub mode: Option<crate::enforce::Mode>,
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Overrides {
@@ -49,6 +50,9 @@ impl Overrides {
         }
         if let Some(secs) = self.fold_window_secs {
             config.alerts.fold_window_secs = secs;
+        }
+        if let Some(dir) = &self.state_dir {
+            config.limits.state_dir = dir.clone();
         }
         if let Some(mode) = self.mode {
             config.enforcement.mode = mode;
