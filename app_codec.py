@@ -1,0 +1,4 @@
+try:
+    "x".encode("premain_deferred")
+except LookupError:
+    pass

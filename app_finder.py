@@ -1,0 +1,4 @@
+try:
+    import premain_lazy_plugin
+except ImportError:
+    pass
