@@ -3,12 +3,17 @@
 //! different one each, to keep the suite short: every run creates a venv and installs).
 //!
 //! - an `setup.py` that reads `~/.pypirc` fails vet with a `credential-read` at `install`,
-//!   named by its `setup.py`;
+//!   named by its `setup.py`; its upgrade, which also reads `~/.ssh`, installed with uv and
+//!   vetted against the first report (`--baseline`), fails with the new read alone;
 //! - a `.pth` stealer fails vet: the bait AWS credentials and a bait variable are proven to
 //!   leave (in the sink's TCP capture and in DNS names), while a canary credential in the real
 //!   `HOME` and a listener on the host's loopback see nothing;
-//! - real packages from the apps wheelhouse (flask and its dependencies, psutil's C extension)
-//!   pass.
+//! - real packages from PyPI pass: flask, django, requests, psutil's and numpy's binary wheels,
+//!   an sdist whose C extension is compiled in the sandbox (markupsafe), and one whose
+//!   setuptools-scm takes its version from the sdist's `PKG-INFO` (pluggy);
+//! - every SARIF those runs write (`--sarif`), with findings and clean, validates against the
+//!   pinned OASIS SARIF 2.1.0 schema (`cargo xtask setup` fetches it; jsonschema in its tools
+//!   venv checks it, formats included).
 
 use std::{
     fs,
@@ -88,6 +93,44 @@ fn leaks<'a>(report: &'a Value, name: &str) -> &'a [Value] {
         .map_or(&[], Vec::as_slice)
 }
 
+/// Validates the SARIF log at `sarif` against the pinned SARIF 2.1.0 schema (draft-04), its
+/// formats (`uri`, `uri-reference`, `date-time`) included, and returns it.
+fn valid_sarif(sarif: &Path) -> Value {
+    let schema = tools_dir().join("sarif/sarif-2.1.0-rtm.5.json");
+    let python = tools_dir().join("venv/bin/python");
+    assert!(
+        schema.is_file() && python.is_file(),
+        "no SARIF schema or tools venv in {} (cargo xtask setup)",
+        tools_dir().display()
+    );
+    let script = r#"
+import json, sys
+from jsonschema import Draft4Validator, FormatChecker
+schema = json.load(open(sys.argv[1]))
+Draft4Validator.check_schema(schema)
+log = json.load(open(sys.argv[2]))
+errors = sorted(Draft4Validator(schema, format_checker=FormatChecker()).iter_errors(log), key=lambda e: list(map(str, e.absolute_path)))
+for e in errors:
+    print("/" + "/".join(map(str, e.absolute_path)), e.message[:300])
+sys.exit(1 if errors else 0)
+"#;
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(&schema)
+        .arg(sarif)
+        .output()
+        .expect("run the tools venv's python");
+    assert!(
+        out.status.success(),
+        "{} does not validate against SARIF 2.1.0:\n{}{}",
+        sarif.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&fs::read(sarif).unwrap()).unwrap()
+}
+
 /// The `n`th CPython found (wrapping), so that each test runs on another one.
 fn python(n: usize) -> Python {
     let all = pythons();
@@ -95,8 +138,15 @@ fn python(n: usize) -> Python {
     all[n % all.len()].clone()
 }
 
+/// uv from the tools venv `cargo xtask setup` fills.
+fn uv() -> PathBuf {
+    let uv = tools_dir().join("venv/bin/uv");
+    assert!(uv.is_file(), "no uv at {} (cargo xtask setup)", uv.display());
+    uv
+}
+
 #[test]
-fn an_install_time_credential_read_fails_vet() {
+fn an_install_time_credential_read_fails_vet_and_its_upgrade_fails_with_the_new_read_alone() {
     let py = python(1);
     let dir = TempDir::new("vet-setup");
     let package = source_tree("evil-setup", dir.path());
@@ -117,6 +167,73 @@ fn an_install_time_credential_read_fails_vet() {
     let touched =
         &v.report["baits"].as_array().unwrap().iter().find(|b| b["name"] == "~/.pypirc").unwrap()["touched"];
     assert_eq!(touched[0]["distribution"], "evil-setup", "{touched:#}");
+
+    // The upgrade reads ~/.ssh too. Installed with uv (its build hooks run in uv's build venv)
+    // and judged against the first report, it fails with the new read alone: the ~/.pypirc
+    // read of both versions is known, whatever installed it.
+    let baseline = dir.path().join("evil-setup-0.3.json");
+    fs::write(&baseline, serde_json::to_vec(&v.report).unwrap()).unwrap();
+    let upgrade = dir.path().join("upgrade");
+    fs::create_dir(&upgrade).unwrap();
+    let upgrade = source_tree("evil-setup", &upgrade);
+    let setup_py = fs::read_to_string(upgrade.join("setup.py")).unwrap();
+    let setup_py = setup_py
+        .replace("version=\"0.3\"", "version=\"0.4\"")
+        .replace("setup(", "open(os.path.expanduser(\"~/.ssh/id_ed25519\")).close()\n\nsetup(");
+    assert!(
+        setup_py.contains("0.4") && setup_py.contains(".ssh"),
+        "evil-setup's setup.py changed:\n{setup_py}"
+    );
+    fs::write(upgrade.join("setup.py"), setup_py).unwrap();
+    let sarif = dir.path().join("upgrade.sarif");
+    let uv = uv();
+    let v = vet(
+        &py,
+        None,
+        &[
+            "--installer".as_ref(),
+            "uv".as_ref(),
+            "--uv".as_ref(),
+            uv.as_os_str(),
+            "--baseline".as_ref(),
+            baseline.as_os_str(),
+            "--sarif".as_ref(),
+            sarif.as_os_str(),
+            "--find-links".as_ref(),
+            links.as_os_str(),
+            upgrade.as_os_str(),
+        ],
+    );
+    assert_eq!(v.code, Some(1), "vet passed the upgrade that reads ~/.ssh:\n{}", v.stderr);
+    assert_eq!(v.report["run"]["installer"], "uv");
+    let found = findings(&v.report);
+    let brief: Vec<String> = found
+        .iter()
+        .map(|(d, f)| {
+            format!("{d}: {} {} {} {}", f["rule"], f["phase"], f["culprit"]["path"], f["target"]["text"])
+        })
+        .collect();
+    assert_eq!(brief.len(), 1, "the upgrade's new findings: {brief:#?}");
+    let (dist, new) = found[0];
+    assert!(
+        dist == "evil-setup"
+            && new["rule"] == "credential-read"
+            && new["phase"] == "install"
+            && new["culprit"]["kind"] == "setup"
+            && new["culprit"]["path"].as_str().is_some_and(|p| p.ends_with("setup.py"))
+            && new["target"]["text"] == "~/.ssh/id_ed25519",
+        "{new:#}"
+    );
+    let upgraded = v.report["distributions"].as_array().unwrap().iter().find(|d| d["name"] == "evil-setup");
+    assert_eq!(upgraded.unwrap()["version"], "0.4");
+    assert_eq!(v.report["verdict"]["failing"], 1, "{:#}", v.report["verdict"]);
+    assert_eq!(v.report["baseline"]["known"], 1, "{:#}", v.report["baseline"]);
+    assert_eq!(v.report["baseline"]["distributions"], serde_json::json!(["evil-setup 0.3"]));
+    // The SARIF of the same run: the one new finding.
+    let log = valid_sarif(&sarif);
+    let results = log["runs"][0]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{results:#?}");
+    assert_eq!(results[0]["ruleId"], "credential-read");
 }
 
 #[test]
@@ -163,6 +280,7 @@ fn a_startup_stealer_is_caught_with_its_exfiltration_proven_and_the_real_home_an
     .unwrap();
     let links = setuptools_links(dir.path()).expect("the pinned setuptools wheels (cargo xtask setup)");
     let capture_file = dir.path().join("capture.json");
+    let sarif = dir.path().join("vet.sarif");
     let v = vet(
         &py,
         Some(&real_home),
@@ -171,6 +289,8 @@ fn a_startup_stealer_is_caught_with_its_exfiltration_proven_and_the_real_home_an
             links.as_os_str(),
             "--capture".as_ref(),
             capture_file.as_os_str(),
+            "--sarif".as_ref(),
+            sarif.as_os_str(),
             package.as_os_str(),
         ],
     );
@@ -236,6 +356,10 @@ fn a_startup_stealer_is_caught_with_its_exfiltration_proven_and_the_real_home_an
     assert!(text.contains(aws_secret), "the payload's plain send is not in the capture");
     assert!(!text.contains(&canary_value), "the canary credential left the sandbox");
     assert_eq!(heard.load(Ordering::Relaxed), 0, "a listener outside the sandbox was reached");
+    // The SARIF of the same run, exfiltration results included.
+    let log = valid_sarif(&sarif);
+    let results = log["runs"][0]["results"].as_array().unwrap();
+    assert!(results.iter().any(|r| r["ruleId"] == "exfiltration"), "{results:#?}");
 }
 
 #[test]
@@ -246,6 +370,8 @@ fn every_malicious_package_of_the_corpus_fails_with_its_finding_phase_and_culpri
     let mut args: Vec<std::ffi::OsString> = Vec::new();
     let links = setuptools_links(dir.path()).expect("the pinned setuptools wheels (cargo xtask setup)");
     args.extend(["--find-links".into(), links.into_os_string()]);
+    let sarif = dir.path().join("vet.sarif");
+    args.extend(["--sarif".into(), sarif.clone().into_os_string()]);
     // The corpus acts only when told where its test sink is: any port reaches vet's sink.
     // `done` is where evil-detach's detached child says it finished (in the run's directory).
     args.extend([
@@ -307,32 +433,119 @@ fn every_malicious_package_of_the_corpus_fails_with_its_finding_phase_and_culpri
         missing.join("\n"),
         brief.join("\n")
     );
+    // The SARIF of the same run: a result per finding.
+    let log = valid_sarif(&sarif);
+    assert_eq!(log["runs"][0]["results"].as_array().unwrap().len(), found.len());
+}
+
+/// The run's directory `premain vet --keep` left (named on its stderr), removed when dropped.
+struct Kept(PathBuf);
+
+impl Kept {
+    fn from_stderr(stderr: &str) -> Self {
+        let path = stderr
+            .lines()
+            .find_map(|l| l.split_once("the run's directory is kept: ").map(|(_, p)| p.trim()))
+            .unwrap_or_else(|| panic!("vet --keep named no directory:\n{stderr}"));
+        Self(PathBuf::from(path))
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
 
 #[test]
-fn real_packages_from_the_wheelhouse_pass() {
-    // The apps wheelhouse holds wheels for CPython 3.11 and 3.12.
-    let Some(py) = pythons().into_iter().rev().find(|p| p.version == (3, 12) || p.version == (3, 11)) else {
-        panic!("no CPython 3.11 or 3.12 for the apps wheelhouse");
+fn real_packages_from_pypi_pass() {
+    // The vet wheelhouse's binary wheels are for CPython 3.12 (tests/requirements-vet.txt).
+    let Some(py) = pythons().into_iter().find(|p| p.version == (3, 12)) else {
+        panic!("no CPython 3.12 for the vet wheelhouse");
     };
-    let links: PathBuf = tools_dir().join("apps-wheelhouse");
-    let v =
-        vet(&py, None, &["--find-links".as_ref(), links.as_os_str(), "flask".as_ref(), "psutil".as_ref()]);
+    let dir = TempDir::new("vet-real");
+    let sdists = tools_dir().join("vet-sdists");
+    let markupsafe = sdists.join("markupsafe-3.0.4.tar.gz");
+    let pluggy = sdists.join("pluggy-1.7.0.tar.gz");
+    // flask, django, psutil and the sdists' build backends (setuptools, setuptools-scm) come
+    // from the apps wheelhouse, requests and numpy from vet's own.
+    let apps = tools_dir().join("apps-wheelhouse");
+    let wheels = tools_dir().join("vet-wheelhouse");
+    for path in [&markupsafe, &pluggy, &apps, &wheels] {
+        assert!(path.exists(), "{} is missing (cargo xtask setup)", path.display());
+    }
+    let sarif = dir.path().join("vet.sarif");
+    let v = vet(
+        &py,
+        None,
+        &[
+            "--keep".as_ref(),
+            "--sarif".as_ref(),
+            sarif.as_os_str(),
+            "--find-links".as_ref(),
+            apps.as_os_str(),
+            "--find-links".as_ref(),
+            wheels.as_os_str(),
+            "flask".as_ref(),
+            "django".as_ref(),
+            "requests".as_ref(),
+            "psutil".as_ref(),
+            "numpy".as_ref(),
+            markupsafe.as_os_str(),
+            pluggy.as_os_str(),
+        ],
+    );
+    let kept = Kept::from_stderr(&v.stderr);
     let found = findings(&v.report);
     assert_eq!(v.code, Some(0), "vet failed benign packages: {found:#?}\n{}", v.stderr);
     assert_eq!(v.report["verdict"]["status"], "pass");
-    let installed: Vec<&str> =
-        v.report["distributions"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
-    for name in ["flask", "werkzeug", "jinja2", "markupsafe", "psutil"] {
-        assert!(
-            installed.iter().any(|i| i.eq_ignore_ascii_case(name)),
-            "{name} not installed: {installed:?}"
-        );
+    let installed: Vec<(String, &str)> = v.report["distributions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["name"].as_str().unwrap().to_ascii_lowercase(), d["version"].as_str().unwrap_or("")))
+        .collect();
+    let version = |name: &str| installed.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    for name in [
+        "flask",
+        "werkzeug",
+        "jinja2",
+        "markupsafe",
+        "django",
+        "asgiref",
+        "sqlparse",
+        "requests",
+        "urllib3",
+        "idna",
+        "certifi",
+        "charset-normalizer",
+        "psutil",
+        "numpy",
+        "pluggy",
+    ] {
+        assert!(version(name).is_some(), "{name} not installed: {installed:?}");
     }
+    // setuptools-scm found pluggy's version in the sdist's PKG-INFO: with no version found it
+    // would have used the project's fallback, 1.6.0+fallback.
+    assert_eq!(version("pluggy"), Some("1.7.0"));
+    // markupsafe was built from its sdist, in the sandbox, with its C extension compiled.
+    let site = kept.0.join("venv/lib/python3.12/site-packages");
+    let dist_info = site.join("markupsafe-3.0.4.dist-info");
+    let direct_url = fs::read_to_string(dist_info.join("direct_url.json")).unwrap_or_default();
+    assert!(direct_url.contains("markupsafe-3.0.4.tar.gz"), "markupsafe not from its sdist: {direct_url}");
+    let wheel = fs::read_to_string(dist_info.join("WHEEL")).unwrap_or_default();
+    assert!(wheel.contains("Tag: cp312-cp312-linux_x86_64"), "markupsafe's build: {wheel}");
+    let speedups = site.join("markupsafe/_speedups.cpython-312-x86_64-linux-gnu.so");
+    assert!(speedups.is_file(), "markupsafe's C extension was not compiled");
     let steps = v.report["steps"].as_array().unwrap();
     let imports: Vec<&Value> = steps.iter().filter(|s| s["kind"] == "import").collect();
-    assert!(imports.iter().any(|s| s["target"] == "psutil"), "psutil was not imported: {steps:#?}");
+    for module in ["flask", "django", "requests", "psutil", "numpy", "markupsafe", "pluggy"] {
+        assert!(imports.iter().any(|s| s["target"] == module), "{module} was not imported: {steps:#?}");
+    }
     for step in imports {
         assert_eq!(step["exit_code"], 0, "an import failed: {step:#}");
     }
+    // The clean run's SARIF: no results.
+    let log = valid_sarif(&sarif);
+    assert_eq!(log["runs"][0]["results"], serde_json::json!([]));
 }

@@ -129,6 +129,10 @@ enum Command {
         /// Write the report to FILE instead of stdout.
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Also write the report as SARIF to FILE, whatever --format: one run gives the JSON
+        /// report a later --baseline reads and the SARIF code scanning takes.
+        #[arg(long, value_name = "FILE")]
+        sarif: Option<PathBuf>,
         /// An earlier JSON report: report only what is new against it.
         #[arg(long, value_name = "REPORT")]
         baseline: Option<PathBuf>,
@@ -221,6 +225,7 @@ fn main() -> ExitCode {
             keep,
             format,
             output,
+            sarif,
             baseline,
             policy,
             capture,
@@ -231,7 +236,7 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(2);
             }
-            let report_options = ReportOptions { format, output, baseline, policy };
+            let report_options = ReportOptions { format, output, sarif, baseline, policy };
             let prepared = match report_options.prepare() {
                 Ok(prepared) => prepared,
                 Err(e) => {
@@ -304,6 +309,7 @@ fn main() -> ExitCode {
 struct ReportOptions {
     format: Option<monitor::vet::report::Format>,
     output: Option<PathBuf>,
+    sarif: Option<PathBuf>,
     baseline: Option<PathBuf>,
     policy: Option<PathBuf>,
 }
@@ -314,6 +320,7 @@ struct PreparedReport {
     format: monitor::vet::report::Format,
     colour: bool,
     output: Option<PathBuf>,
+    sarif: Option<PathBuf>,
     baseline: Option<(monitor::vet::report::Report, String)>,
     policy: monitor::vet::report::Policy,
 }
@@ -338,7 +345,14 @@ impl ReportOptions {
         };
         let terminal = self.output.is_none() && std::io::stdout().is_terminal();
         let format = self.format.unwrap_or(if terminal { Format::Table } else { Format::Json });
-        Ok(PreparedReport { format, colour: terminal, output: self.output, baseline, policy })
+        Ok(PreparedReport {
+            format,
+            colour: terminal,
+            output: self.output,
+            sarif: self.sarif,
+            baseline,
+            policy,
+        })
     }
 }
 
@@ -352,16 +366,24 @@ impl PreparedReport {
     }
 
     fn write(&self, report: &monitor::vet::report::Report) -> Result<(), String> {
-        let mut text = report.render(self.format, self.colour);
-        if !text.ends_with('\n') {
-            text.push('\n');
-        }
-        match &self.output {
-            Some(path) => std::fs::write(path, text).map_err(|e| format!("--output {}: {e}", path.display())),
-            None => {
-                print!("{text}");
-                Ok(())
+        let render = |format, colour| {
+            let mut text = report.render(format, colour);
+            if !text.ends_with('\n') {
+                text.push('\n');
             }
+            text
+        };
+        let text = render(self.format, self.colour);
+        match &self.output {
+            Some(path) => {
+                std::fs::write(path, text).map_err(|e| format!("--output {}: {e}", path.display()))?
+            }
+            None => print!("{text}"),
+        }
+        match &self.sarif {
+            Some(path) => std::fs::write(path, render(monitor::vet::report::Format::Sarif, false))
+                .map_err(|e| format!("--sarif {}: {e}", path.display())),
+            None => Ok(()),
         }
     }
 }

@@ -8,8 +8,9 @@
 //! unpacked from Debian packages into `target/tools/bin` (promtool, kubectl), the Python venv
 //! the deploy tests validate manifests with ([`tools_venv`]), and pinned wheels the scenario
 //! tests install from ([`wheelhouse`]) and the real applications of `tests/apps.rs` are built
-//! from ([`apps_wheelhouse`]), and the installers `tests/installers.rs` runs
-//! ([`installers_wheelhouse`]).
+//! from ([`apps_wheelhouse`]), the installers `tests/installers.rs` runs
+//! ([`installers_wheelhouse`]), the real packages `tests/vet.rs` vets ([`vet_packages`]) and
+//! the SARIF schema it validates vet's reports against ([`sarif_schema`]).
 
 use std::{
     fs,
@@ -119,6 +120,8 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     wheelhouse(root)?;
     apps_wheelhouse(root)?;
     installers_wheelhouse(root)?;
+    vet_packages(root)?;
+    sarif_schema(root)?;
     ensure_cargo_fuzz()?;
     check_programs(root)?;
     eprintln!(
@@ -187,34 +190,56 @@ const APPS_PYTHONS: &[&str] = &["3.11", "3.12"];
 /// The installers of `tests/installers.rs` (poetry, pdm, pipx, hatch) and their whole dependency
 /// closure, for CPython 3.11, downloaded into `target/tools/installers-wheelhouse`.
 const INSTALLERS_REQUIREMENTS: &str = "tests/requirements-installers.txt";
+/// What the real-package run of `tests/vet.rs` adds to the apps wheelhouse (requests, numpy),
+/// for [`VET_PYTHON`], downloaded into `target/tools/vet-wheelhouse`.
+const VET_REQUIREMENTS: &str = "tests/requirements-vet.txt";
+/// Real sdists that run builds in vet's sandbox, downloaded into `target/tools/vet-sdists`.
+const VET_SDISTS: &str = "tests/requirements-vet-sdists.txt";
+/// The CPython the real-package run of `tests/vet.rs` vets with.
+const VET_PYTHON: &str = "3.12";
+
+/// What a download keeps of a pinned release.
+#[derive(Clone, Copy)]
+enum Dists {
+    Wheels,
+    /// Sdists only, each without its dependencies: built later, by the test that needs them.
+    Sdists,
+}
 
 fn wheelhouse(root: &Path) -> anyhow::Result<()> {
     // Only the wheels listed: the scenario tests install each with `--no-deps`.
-    download_wheels(root, WHEELS_REQUIREMENTS, "wheelhouse", &[None], &["--no-deps"])
+    download(root, WHEELS_REQUIREMENTS, "wheelhouse", Dists::Wheels, &[None], &["--no-deps"])
 }
 
 fn apps_wheelhouse(root: &Path) -> anyhow::Result<()> {
     let versions: Vec<Option<&str>> = APPS_PYTHONS.iter().copied().map(Some).collect();
     // With dependencies: under --require-hashes pip fails on any dependency not pinned in the
     // file, so the closure the apps install with no index is known to be complete.
-    download_wheels(root, APPS_REQUIREMENTS, "apps-wheelhouse", &versions, &[])
+    download(root, APPS_REQUIREMENTS, "apps-wheelhouse", Dists::Wheels, &versions, &[])
 }
 
 fn installers_wheelhouse(root: &Path) -> anyhow::Result<()> {
     // With dependencies, as for the apps: the closure the tests install with no index is known
     // to be complete. For 3.11 whatever the tools venv runs: the tests run the installers on
     // Debian's CPython 3.11.
-    download_wheels(root, INSTALLERS_REQUIREMENTS, "installers-wheelhouse", &[Some("3.11")], &[])
+    download(root, INSTALLERS_REQUIREMENTS, "installers-wheelhouse", Dists::Wheels, &[Some("3.11")], &[])
 }
 
-/// Downloads the wheels of `requirements` into `target/tools/<into>` with the tools venv's pip
-/// (for each of `versions`, a target CPython other than the venv's own when given), unless the
-/// directory's stamp is a copy of that file: a change to it, or an interrupted download (no
-/// stamp), downloads them all again into an emptied directory.
-fn download_wheels(
+fn vet_packages(root: &Path) -> anyhow::Result<()> {
+    // With dependencies, as for the apps: the closure is known to be complete.
+    download(root, VET_REQUIREMENTS, "vet-wheelhouse", Dists::Wheels, &[Some(VET_PYTHON)], &[])?;
+    download(root, VET_SDISTS, "vet-sdists", Dists::Sdists, &[None], &["--no-deps"])
+}
+
+/// Downloads the wheels or sdists of `requirements` into `target/tools/<into>` with the tools
+/// venv's pip (for each of `versions`, a target CPython other than the venv's own when given),
+/// unless the directory's stamp is a copy of that file: a change to it, or an interrupted
+/// download (no stamp), downloads them all again into an emptied directory.
+fn download(
     root: &Path,
     requirements: &str,
     into: &str,
+    dists: Dists,
     versions: &[Option<&str>],
     extra: &[&str],
 ) -> anyhow::Result<()> {
@@ -230,13 +255,21 @@ fn download_wheels(
     let _ = fs::remove_dir_all(&dir);
     for version in versions {
         eprintln!(
-            "xtask: setup: downloading the pinned wheels of {requirements}{}",
+            "xtask: setup: downloading the pinned {} of {requirements}{}",
+            match dists {
+                Dists::Wheels => "wheels",
+                Dists::Sdists => "sdists",
+            },
             version.map(|v| format!(" for CPython {v}")).unwrap_or_default()
         );
         let mut pip = Command::new(venv.join("bin/python"));
         pip.args(["-m", "pip", "download", "--disable-pip-version-check", "--no-input", "--require-hashes"])
             .args(extra)
-            .args(["--only-binary", ":all:", "--dest"])
+            .args(match dists {
+                Dists::Wheels => ["--only-binary", ":all:"],
+                Dists::Sdists => ["--no-binary", ":all:"],
+            })
+            .arg("--dest")
             .arg(&dir);
         if let Some(version) = version {
             pip.args(["--python-version", version]);
@@ -249,6 +282,78 @@ fn download_wheels(
     }
     fs::write(&stamp, text).with_context(|| format!("writing {}", stamp.display()))?;
     Ok(())
+}
+
+/// The OASIS SARIF 2.1.0 JSON schema (`rtm.5`, the one GitHub code scanning takes), as
+/// Microsoft's `jest-sarif` package on npm ships it: the package and the file in it are pinned
+/// by hash. `tests/vet.rs` validates vet's SARIF against it.
+const SARIF_PACKAGE: &str = "@microsoft/jest-sarif@1.0.0-beta.0";
+const SARIF_PACKAGE_SHA256: &str = "748e2c3d1a842e7bb258416685c7ea3a0da40005b72267b2052c2856d48ad102";
+const SARIF_MEMBER: &str = "package/lib/schemas/sarif-2.1.0-rtm.5.json";
+const SARIF_SCHEMA_SHA256: &str = "2d99159ae54a3eea97f81781cff48780548657c35949f4b7f25e99a2ba4de4f8";
+
+/// Puts the SARIF schema at `target/tools/sarif/sarif-2.1.0-rtm.5.json`, fetched with npm
+/// (`npm pack`, no scripts run) unless a file with its hash is already there.
+fn sarif_schema(root: &Path) -> anyhow::Result<()> {
+    let dir = tools_dir(root).join("sarif");
+    let name = SARIF_MEMBER.rsplit('/').next().unwrap_or(SARIF_MEMBER);
+    let schema = dir.join(name);
+    if schema.is_file() && sha256(&schema)? == SARIF_SCHEMA_SHA256 {
+        return Ok(());
+    }
+    eprintln!("xtask: setup: fetching the SARIF 2.1.0 schema ({SARIF_PACKAGE} from npm)");
+    let scratch = dir.join("pack");
+    let _ = fs::remove_dir_all(&scratch);
+    fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let status = Command::new("npm")
+        .args(["pack", "--ignore-scripts", "--silent", "--pack-destination"])
+        .arg(&scratch)
+        .arg(SARIF_PACKAGE)
+        .current_dir(&scratch)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running npm pack (the machine's Node.js npm fetches the SARIF schema)")?;
+    if !status.success() {
+        bail!("npm pack {SARIF_PACKAGE} failed ({status})");
+    }
+    let tarball = fs::read_dir(&scratch)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "tgz"))
+        .with_context(|| format!("npm pack {SARIF_PACKAGE} left no tarball"))?;
+    let got = sha256(&tarball)?;
+    if got != SARIF_PACKAGE_SHA256 {
+        bail!("{SARIF_PACKAGE}: sha256 {got}, pinned {SARIF_PACKAGE_SHA256}");
+    }
+    let status = Command::new("tar")
+        .arg("-xzf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&scratch)
+        .arg(SARIF_MEMBER)
+        .status()
+        .context("running tar")?;
+    if !status.success() {
+        bail!("{SARIF_PACKAGE} has no {SARIF_MEMBER} ({status})");
+    }
+    let got = sha256(&scratch.join(SARIF_MEMBER))?;
+    if got != SARIF_SCHEMA_SHA256 {
+        bail!("{SARIF_MEMBER} of {SARIF_PACKAGE}: sha256 {got}, pinned {SARIF_SCHEMA_SHA256}");
+    }
+    fs::rename(scratch.join(SARIF_MEMBER), &schema)
+        .with_context(|| format!("writing {}", schema.display()))?;
+    fs::remove_dir_all(&scratch)?;
+    Ok(())
+}
+
+/// The SHA-256 of a file, by coreutils' `sha256sum`.
+fn sha256(path: &Path) -> anyhow::Result<String> {
+    let out = Command::new("sha256sum").arg(path).output().context("running sha256sum")?;
+    if !out.status.success() {
+        bail!("sha256sum {} failed ({})", path.display(), out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.split_whitespace().next().unwrap_or_default().to_owned())
 }
 
 /// Fails when a program of [`PROGRAMS`] cannot be run, naming it and where it should come from.
