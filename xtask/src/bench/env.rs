@@ -19,7 +19,7 @@ pub(crate) const STARTUP_IMPORTS: &str = "import argparse, base64, collections, 
 /// `.pth` files in the venv: editable-install style path lines, and some that run an import
 /// line as setuptools' `distutils-precedence.pth` does.
 const PTH_PATHS: usize = 30;
-pub(crate) const PTH_IMPORTS: usize = 4;
+const PTH_IMPORTS: usize = 4;
 
 /// A CPython the Python workloads run.
 #[derive(Debug, Clone)]

@@ -19,20 +19,16 @@ pub(crate) enum Workload {
     Storm,
     Startup,
     Runtime,
-    /// The runtime workload from the venv, whose import `.pth` lines are start-up hooks that
-    /// ran code: premain keeps recording such a process after main (deferred start-up code).
-    RuntimeHooked,
 }
 
 impl Workload {
-    pub(crate) const ALL: [Self; 4] = [Self::Storm, Self::Startup, Self::Runtime, Self::RuntimeHooked];
+    pub(crate) const ALL: [Self; 3] = [Self::Storm, Self::Startup, Self::Runtime];
 
     pub(crate) fn key(self) -> &'static str {
         match self {
             Self::Storm => "storm",
             Self::Startup => "startup",
             Self::Runtime => "runtime",
-            Self::RuntimeHooked => "runtime_hooked",
         }
     }
 
@@ -52,11 +48,6 @@ impl Workload {
             Self::Runtime => format!(
                 "one {} process: {} function-local imports of a cached module, then {} open()s of one file; seconds per run (median of {} runs per sample)",
                 env.python.version, sizes.runtime_imports, sizes.runtime_opens, sizes.reps
-            ),
-            Self::RuntimeHooked => format!(
-                "the runtime workload run by the start-up workload's venv, whose {} import .pth lines are start-up hooks that ran code; seconds per run (median of {} runs per sample)",
-                super::env::PTH_IMPORTS,
-                sizes.reps
             ),
         }
     }
@@ -196,9 +187,8 @@ fn run(env: &Env, sizes: &Sizes, workload: Workload) -> anyhow::Result<Sample> {
             c.args(["-c", super::env::STARTUP_IMPORTS]);
             (sizes.startup_runs, c)
         }
-        Workload::Runtime | Workload::RuntimeHooked => {
-            let python = if workload == Workload::Runtime { &env.python.path } else { &env.venv_python };
-            let mut c = env.python_command(python);
+        Workload::Runtime => {
+            let mut c = env.python_command(&env.python.path);
             c.arg(env.script("runtime.py"))
                 .arg(&env.data)
                 .arg(sizes.runtime_imports.to_string())

@@ -1,4 +1,0 @@
-try:
-    "x".encode("premain_deferred")
-except LookupError:
-    pass

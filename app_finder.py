@@ -1,4 +1,0 @@
-try:
-    import premain_lazy_plugin
-except ImportError:
-    pass
