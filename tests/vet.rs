@@ -13,15 +13,19 @@
 //!   setuptools-scm takes its version from the sdist's `PKG-INFO` (pluggy);
 //! - every SARIF those runs write (`--sarif`), with findings and clean, validates against the
 //!   pinned OASIS SARIF 2.1.0 schema (`cargo xtask setup` fetches it; jsonschema in its tools
-//!   venv checks it, formats included).
+//!   venv checks it, formats included);
+//! - with `--index-url`, a PEP 503 index on the host's loopback (`python -m http.server`) is
+//!   reached through vet's relay: flask and its dependencies come from it and have no finding,
+//!   an sdist stealer served by the same index still fails, and another service on the host's
+//!   loopback hears nothing.
 
 use std::{
     fs,
-    io::Read as _,
+    io::{BufRead as _, BufReader, Read as _},
     net::TcpListener,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -129,6 +133,44 @@ sys.exit(1 if errors else 0)
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&fs::read(sarif).unwrap()).unwrap()
+}
+
+/// A listener on the host's loopback, counting the connections it accepts.
+struct HostListener {
+    port: u16,
+    heard: Arc<AtomicUsize>,
+    stop: Arc<AtomicUsize>,
+    watcher: thread::JoinHandle<()>,
+}
+
+impl HostListener {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let heard = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicUsize::new(0));
+        let (heard_in, stop_in) = (heard.clone(), stop.clone());
+        let watcher = thread::spawn(move || {
+            while stop_in.load(Ordering::Relaxed) == 0 {
+                if let Ok((mut s, _)) = listener.accept() {
+                    let mut buf = Vec::new();
+                    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                    let _ = s.read_to_end(&mut buf);
+                    heard_in.fetch_add(1, Ordering::Relaxed);
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        });
+        Self { port, heard, stop, watcher }
+    }
+
+    /// Stops listening; how many connections it accepted.
+    fn stop(self) -> usize {
+        self.stop.store(1, Ordering::Relaxed);
+        self.watcher.join().unwrap();
+        self.heard.load(Ordering::Relaxed)
+    }
 }
 
 /// The `n`th CPython found (wrapping), so that each test runs on another one.
@@ -253,24 +295,8 @@ fn a_startup_stealer_is_caught_with_its_exfiltration_proven_and_the_real_home_an
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
     }
     // A listener on the host's loopback that must never hear from the sandbox.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
-    let heard = Arc::new(AtomicUsize::new(0));
-    let heard_in = heard.clone();
-    let stop = Arc::new(AtomicUsize::new(0));
-    let stop_in = stop.clone();
-    let watcher = thread::spawn(move || {
-        while stop_in.load(Ordering::Relaxed) == 0 {
-            if let Ok((mut s, _)) = listener.accept() {
-                let mut buf = Vec::new();
-                let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-                let _ = s.read_to_end(&mut buf);
-                heard_in.fetch_add(1, Ordering::Relaxed);
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    });
+    let listener = HostListener::start();
+    let port = listener.port;
 
     let package = source_tree("evil-exfil", dir.path());
     fs::write(
@@ -294,8 +320,7 @@ fn a_startup_stealer_is_caught_with_its_exfiltration_proven_and_the_real_home_an
             package.as_os_str(),
         ],
     );
-    stop.store(1, Ordering::Relaxed);
-    watcher.join().unwrap();
+    let heard = listener.stop();
 
     assert_eq!(v.code, Some(1), "vet passed a start-up stealer:\n{}", v.stderr);
     let found = findings(&v.report);
@@ -355,7 +380,7 @@ fn a_startup_stealer_is_caught_with_its_exfiltration_proven_and_the_real_home_an
     let aws_secret = "aws_secret_access_key = premainvet";
     assert!(text.contains(aws_secret), "the payload's plain send is not in the capture");
     assert!(!text.contains(&canary_value), "the canary credential left the sandbox");
-    assert_eq!(heard.load(Ordering::Relaxed), 0, "a listener outside the sandbox was reached");
+    assert_eq!(heard, 0, "a listener outside the sandbox was reached");
     // The SARIF of the same run, exfiltration results included.
     let log = valid_sarif(&sarif);
     let results = log["runs"][0]["results"].as_array().unwrap();
@@ -548,4 +573,212 @@ fn real_packages_from_pypi_pass() {
     // The clean run's SARIF: no results.
     let log = valid_sarif(&sarif);
     assert_eq!(log["runs"][0]["results"], serde_json::json!([]));
+}
+
+/// A PEP 503 "simple" index served by `python -m http.server` on the host's loopback, from a
+/// directory laid out as `simple/<project>/` with an `index.html` each; killed when dropped.
+struct SimpleIndex {
+    server: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl SimpleIndex {
+    /// Serves `files` (wheels and sdists), each under its project's normalised name.
+    fn serve(python: &Python, dir: &Path, files: &[PathBuf]) -> Self {
+        let root = dir.join("index");
+        let mut projects: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for file in files {
+            let name = file.file_name().unwrap().to_str().unwrap().to_owned();
+            let project = normalise(name.split('-').next().unwrap());
+            let into = root.join("simple").join(&project);
+            fs::create_dir_all(&into).unwrap();
+            std::os::unix::fs::symlink(file, into.join(&name)).unwrap();
+            projects.entry(project).or_default().push(name);
+        }
+        let page =
+            |links: Vec<String>| format!("<!DOCTYPE html>\n<html><body>\n{}</body></html>\n", links.concat());
+        let mut all = Vec::new();
+        for (project, names) in &projects {
+            let links = names.iter().map(|n| format!("<a href=\"{n}\">{n}</a><br>\n")).collect();
+            fs::write(root.join("simple").join(project).join("index.html"), page(links)).unwrap();
+            all.push(format!("<a href=\"{project}/\">{project}</a><br>\n"));
+        }
+        fs::write(root.join("simple/index.html"), page(all)).unwrap();
+        let log = dir.join("index.log");
+        let mut server = Command::new(&python.path)
+            .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory"])
+            .arg(&root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start python -m http.server");
+        // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
+        let mut line = String::new();
+        BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line
+            .split_whitespace()
+            .skip_while(|w| *w != "port")
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("http.server did not say its port: {line:?}"));
+        Self { server, port, log }
+    }
+
+    /// The paths the index was asked for, from its request log.
+    fn requests(&self) -> Vec<String> {
+        fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split('"').nth(1))
+            .filter_map(|request| request.split(' ').nth(1).map(str::to_owned))
+            .collect()
+    }
+}
+
+impl Drop for SimpleIndex {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+/// A PEP 503 normalised project name.
+fn normalise(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !out.ends_with('-') {
+                out.push('-');
+            }
+        } else {
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+/// An sdist of a scenario package (`<name>-<version>.tar.gz`, as `python -m build` names it),
+/// packed with tarfile: nothing of the package runs outside the sandbox.
+fn sdist(python: &Python, tree: &Path, name: &str, version: &str, into: &Path) -> PathBuf {
+    let stem = format!("{}-{version}", name.replace('-', "_"));
+    fs::write(tree.join("PKG-INFO"), format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"))
+        .unwrap();
+    let out = into.join(format!("{stem}.tar.gz"));
+    let status = Command::new(&python.path)
+        .args([
+            "-I",
+            "-c",
+            "import sys, tarfile\nwith tarfile.open(sys.argv[2], 'w:gz') as t: t.add(sys.argv[1], arcname=sys.argv[3])",
+        ])
+        .arg(tree)
+        .arg(&out)
+        .arg(&stem)
+        .status()
+        .unwrap();
+    assert!(status.success(), "packing {stem}");
+    out
+}
+
+#[test]
+fn packages_from_an_index_are_relayed_to_it_and_judged_as_from_files() {
+    // The apps wheelhouse holds wheels for CPython 3.11 and 3.12.
+    let Some(py) = pythons().into_iter().find(|p| p.version == (3, 11) || p.version == (3, 12)) else {
+        panic!("no CPython 3.11 or 3.12 for the apps wheelhouse");
+    };
+    let dir = TempDir::new("vet-index");
+    // Another service on the host's loopback, which the stealer tries too.
+    let listener = HostListener::start();
+    let tree = source_tree("evil-exfil", dir.path());
+    fs::write(
+        tree.join("src/evil_exfil_targets.py"),
+        format!("CANARY = None\nHOST_PORT = {}\n", listener.port),
+    )
+    .unwrap();
+    let mut files: Vec<PathBuf> = fs::read_dir(tools_dir().join("apps-wheelhouse"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "whl"))
+        .collect();
+    let flask = files
+        .iter()
+        .find_map(|p| p.file_name().unwrap().to_str().filter(|n| n.starts_with("flask-")).map(str::to_owned))
+        .expect("flask in the apps wheelhouse (cargo xtask setup)");
+    files.push(sdist(&py, &tree, "evil-exfil", "2.0", dir.path()));
+    let index = SimpleIndex::serve(&py, dir.path(), &files);
+    let url = format!("http://127.0.0.1:{}/simple/", index.port);
+    let index_host = format!("127.0.0.1:{}", index.port);
+    let other_service = format!("127.0.0.1:{}", listener.port);
+
+    let v = vet(&py, None, &["--index-url".as_ref(), url.as_ref(), "flask".as_ref(), "evil-exfil".as_ref()]);
+    let heard = listener.stop();
+    let requests = index.requests();
+    drop(index);
+
+    // The downloads came from the index, through the relay.
+    for wanted in [
+        "/simple/flask/".to_owned(),
+        format!("/simple/flask/{flask}"),
+        "/simple/evil-exfil/evil_exfil-2.0.tar.gz".into(),
+    ] {
+        assert!(
+            requests.contains(&wanted),
+            "the index was not asked for {wanted}: {requests:#?}\n{}",
+            v.stderr
+        );
+    }
+    let found = findings(&v.report);
+    assert_eq!(v.code, Some(1), "vet passed a stealer from the index: {found:#?}\n{}", v.stderr);
+    assert_eq!(v.report["run"]["index_hosts"], serde_json::json!([index_host]));
+    // The stealer from the index fails as it does from a file; its try of the host's other
+    // service is a finding, and reached nothing.
+    let by_pth = |rule: &str, target: Option<&str>| {
+        found.iter().any(|(dist, f)| {
+            *dist == "evil-exfil"
+                && f["rule"] == rule
+                && f["phase"] == "startup"
+                && f["culprit"]["path"] == "<site-packages>/aaa_evil_exfil.pth"
+                && target.is_none_or(|t| f["target"]["text"] == t)
+        })
+    };
+    assert!(by_pth("credential-read", None), "no start-up credential-read: {found:#?}");
+    assert!(by_pth("exfiltration", None), "no exfiltration: {found:#?}");
+    assert!(by_pth("network-connect", Some(&other_service)), "no connect to {other_service}: {found:#?}");
+    assert_eq!(heard, 0, "the host's other loopback service was reached");
+    // Flask and its dependencies, from the index: installed, imported, no finding; nothing the
+    // index was sent is one.
+    let failing: Vec<&str> = v.report["distributions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["verdict"]["status"] != "pass")
+        .map(|d| d["name"].as_str().unwrap_or("(no distribution)"))
+        .collect();
+    assert_eq!(failing, ["evil-exfil"], "{found:#?}");
+    let installed: Vec<&str> =
+        v.report["distributions"].as_array().unwrap().iter().filter_map(|d| d["name"].as_str()).collect();
+    for name in
+        ["flask", "werkzeug", "jinja2", "markupsafe", "itsdangerous", "click", "blinker", "evil-exfil"]
+    {
+        assert!(
+            installed.iter().any(|i| i.eq_ignore_ascii_case(name)),
+            "{name} not installed: {installed:?}"
+        );
+    }
+    assert!(
+        found.iter().all(|(_, f)| f["target"]["text"] != index_host.as_str()),
+        "the index is a finding: {found:#?}"
+    );
+    let relayed: Vec<&Value> =
+        v.report["destinations"].as_array().unwrap().iter().filter(|d| d["relayed"] == true).collect();
+    assert!(
+        !relayed.is_empty()
+            && relayed.iter().all(|d| d["address"] == index_host.as_str() && d["index"] == true),
+        "the relayed destinations: {:#}",
+        v.report["destinations"]
+    );
+    for step in v.report["steps"].as_array().unwrap().iter().filter(|s| s["kind"] == "import") {
+        assert_eq!(step["exit_code"], 0, "an import failed: {step:#}");
+    }
 }

@@ -77,7 +77,8 @@ enum Command {
     /// and report what they did before any application code ran (needs root). Exit 0 clean,
     /// 1 findings, 2 error.
     Vet {
-        /// Package specs (resolved from --find-links), wheel or sdist files, project directories.
+        /// Package specs (resolved from --find-links, and the index with --index-url), wheel or
+        /// sdist files, project directories.
         #[arg(value_name = "INPUT")]
         inputs: Vec<String>,
         /// A requirements file (repeatable).
@@ -95,13 +96,8 @@ enum Command {
         /// A directory of wheels and sdists to install from (repeatable).
         #[arg(long, value_name = "DIR")]
         find_links: Vec<PathBuf>,
-        /// Install from files only: always the case (the sandbox has no network); accepted for
-        /// pip's spelling.
-        #[arg(long)]
-        no_index: bool,
-        /// Not supported: the sandbox has no network. Download into a --find-links directory.
-        #[arg(long, value_name = "URL")]
-        index_url: Option<String>,
+        #[command(flatten)]
+        index: Box<IndexArgs>,
         /// Also run each console script with --help.
         #[arg(long)]
         scripts: bool,
@@ -149,6 +145,25 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+}
+
+/// `premain vet`'s package index options (boxed: they would make every command's value large).
+#[derive(clap::Args)]
+struct IndexArgs {
+    /// Install from files only (--find-links, inputs): the default.
+    #[arg(long)]
+    no_index: bool,
+    /// A package index (http or https, PEP 503), given to pip or uv unchanged: the sandbox
+    /// reaches this host and port, relayed by vet, and nothing else.
+    #[arg(long, value_name = "URL")]
+    index_url: Option<String>,
+    /// Another index, relayed as --index-url's is (repeatable).
+    #[arg(long, value_name = "URL")]
+    extra_index_url: Vec<String>,
+    /// A host the indexes' pages link files on, relayed as the index is (repeatable; port
+    /// 443 when absent): PyPI's files are on files.pythonhosted.org.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    index_host: Vec<String>,
 }
 
 fn init_logging(level: &str) {
@@ -214,8 +229,7 @@ fn main() -> ExitCode {
             installer,
             uv,
             find_links,
-            no_index: _,
-            index_url,
+            index,
             scripts,
             install_timeout,
             step_timeout,
@@ -230,12 +244,18 @@ fn main() -> ExitCode {
             policy,
             capture,
         } => {
-            if index_url.is_some() {
-                eprintln!(
-                    "premain vet: error: --index-url: the sandbox has no network; download the packages into a directory and pass --find-links DIR"
-                );
-                return ExitCode::from(2);
-            }
+            let index = match monitor::vet::index::IndexOptions::from_args(
+                index.no_index,
+                index.index_url.as_deref(),
+                &index.extra_index_url,
+                &index.index_host,
+            ) {
+                Ok(index) => index,
+                Err(e) => {
+                    eprintln!("premain vet: error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let report_options = ReportOptions { format, output, sarif, baseline, policy };
             let prepared = match report_options.prepare() {
                 Ok(prepared) => prepared,
@@ -251,6 +271,7 @@ fn main() -> ExitCode {
                 installer,
                 uv,
                 find_links,
+                index,
                 scripts,
                 install_timeout: Duration::from_secs(install_timeout),
                 step_timeout: Duration::from_secs(step_timeout),

@@ -35,6 +35,10 @@ pub struct Flow {
     pub bytes: Vec<u8>,
     /// All bytes received, kept or not.
     pub received: u64,
+    /// The index endpoint (`host:port`) the sink relayed the connection to, for a connection
+    /// that was the package index's; `None` for one the sink took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relayed: Option<String>,
 }
 
 /// A DNS question the sink answered.
@@ -128,6 +132,7 @@ mod tests {
             last: SystemTime::UNIX_EPOCH,
             bytes: bytes.to_vec(),
             received: bytes.len() as u64,
+            relayed: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //!
 //! - [`netns`]: a network namespace (loopback only, every address routed to it) and entering it;
 //! - [`sink`]: the catch-all listener, DNS answerer and recorder, started inside a namespace;
+//! - [`index`]: the package index a run may reach, and what the sink relays to it (`relay`);
 //! - [`capture`]: what the sink recorded, and the search for a bait value in it;
 //! - [`bait`]: the bait HOME and environment, values unique to the run;
 //! - [`jail`]: the steps' processes: own cgroup, real homes hidden, the namespace, no root;
@@ -14,10 +15,12 @@ pub mod bait;
 pub mod capture;
 mod dns;
 mod encode;
+pub mod index;
 pub mod installed;
 pub mod jail;
 pub mod netns;
 pub mod observer;
+mod relay;
 pub mod report;
 mod route;
 pub mod run;

@@ -2,9 +2,10 @@
 //! put through every phase they can act in, each step a sandboxed process of its own:
 //!
 //! 1. `prepare`: the venv is created (the installer's own code only);
-//! 2. `install`: pip or uv installs the inputs (every build hook runs here), with no index:
-//!    the sandbox has no network, so downloads reach it as files (`--find-links`, wheel and
-//!    sdist paths, project directories), copied into the run's directory;
+//! 2. `install`: pip or uv installs the inputs (every build hook runs here). Downloads reach
+//!    the sandbox as files (`--find-links`, wheel and sdist paths, project directories), copied
+//!    into the run's directory, and, when the run is given an index, from that index alone,
+//!    through the sink's relay (see [`super::index`]); with none, pip or uv gets `--no-index`;
 //! 3. `startup`: `python -c pass`, so `.pth` lines and customize hooks run;
 //! 4. `import`: each top-level module of each distribution the install added, in its own
 //!    interpreter with a timeout;
@@ -30,6 +31,7 @@ use serde_json::Value;
 use super::{
     bait::{self, Bait},
     capture::Capture,
+    index::{self, IndexOptions, RelayTarget},
     installed::{self, Installed},
     jail::{Cell, Jail, SANDBOX_GID, SANDBOX_UID},
     netns::NetNs,
@@ -66,6 +68,9 @@ pub struct VetOptions {
     /// Where `uv` is, for `--installer uv` (`uv` on `PATH` when absent).
     pub uv: Option<PathBuf>,
     pub find_links: Vec<PathBuf>,
+    /// The package index: its URLs are passed to pip or uv unchanged, and its endpoints (the
+    /// file hosts' too) are relayed to; none: no index (`--no-index`).
+    pub index: IndexOptions,
     pub scripts: bool,
     pub install_timeout: Duration,
     pub step_timeout: Duration,
@@ -121,6 +126,8 @@ pub struct Facts {
     pub installer: Installer,
     pub inputs: Vec<String>,
     pub requirements: Vec<PathBuf>,
+    /// The index endpoints relayed (`host:port`); empty: no index.
+    pub index_hosts: Vec<String>,
     pub workdir: PathBuf,
     pub home: PathBuf,
     pub venv: PathBuf,
@@ -154,20 +161,33 @@ pub fn run(opts: &VetOptions) -> Result<Facts> {
         Installer::Uv => Some(find_program(opts.uv.as_deref(), "uv")?),
         Installer::Pip => None,
     };
+    let relay = relay_targets(opts)?;
     let token = token()?;
     let workdir = std::env::temp_dir().join(format!("premain-vet-{token}"));
     fs::create_dir(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
-    let result = in_workdir(opts, &python, uv.as_deref(), &token, &workdir);
+    let result = in_workdir(opts, &python, uv.as_deref(), relay, &token, &workdir);
     if !opts.keep {
         let _ = fs::remove_dir_all(&workdir);
     }
     result
 }
 
+/// The index endpoints the sink relays to, resolved now, on the host: the sandbox reaches
+/// these addresses and no others for the whole run.
+fn relay_targets(opts: &VetOptions) -> Result<Vec<RelayTarget>> {
+    let targets = index::plan(&opts.index.endpoints(), index::resolve)
+        .map_err(|e| anyhow!("the package index: {e}"))?;
+    for t in &targets {
+        tracing::info!(index = %t.label, upstream = ?t.upstream, "vet: the package index is relayed");
+    }
+    Ok(targets)
+}
+
 fn in_workdir(
     opts: &VetOptions,
     python: &PythonInfo,
     uv: Option<&Path>,
+    relay: Vec<RelayTarget>,
     token: &str,
     workdir: &Path,
 ) -> Result<Facts> {
@@ -200,7 +220,9 @@ fn in_workdir(
     let venv = workdir.join("venv");
 
     let netns = NetNs::new()?;
-    let sink = Sink::start(&netns, SinkConfig::default()).context("starting the sink")?;
+    let index_hosts: Vec<String> = relay.iter().map(|t| t.label.clone()).collect();
+    let sink =
+        Sink::start(&netns, SinkConfig { relay, ..SinkConfig::default() }).context("starting the sink")?;
     let mut reveal: Vec<PathBuf> = vec![python.prefix.clone()];
     if let Some(uv) = uv {
         reveal.extend(uv.parent().map(Path::to_path_buf));
@@ -265,7 +287,15 @@ fn in_workdir(
             "--no-cache-dir".into(),
         ],
     };
-    install.push("--no-index".into());
+    match &opts.index.index_url {
+        Some(url) => {
+            install.extend(["--index-url".into(), url.url.clone().into()]);
+            for extra in &opts.index.extra_index_urls {
+                install.extend(["--extra-index-url".into(), extra.url.clone().into()]);
+            }
+        }
+        None => install.push("--no-index".into()),
+    }
     for links in find_links {
         install.push("--find-links".into());
         install.push(links.into());
@@ -332,6 +362,7 @@ fn in_workdir(
         installer: opts.installer,
         inputs: opts.inputs.clone(),
         requirements: opts.requirements.clone(),
+        index_hosts,
         workdir: workdir.to_path_buf(),
         home,
         venv,
@@ -630,8 +661,8 @@ impl Facts {
                     Installer::Uv => "uv".into(),
                 },
                 inputs,
-                // The sandbox reaches no index: downloads come in as files.
-                index_hosts: Vec::new(),
+                // The endpoints relayed: nothing else was reachable.
+                index_hosts: self.index_hosts.clone(),
                 home: self.home.clone(),
                 venv: self.venv.clone(),
                 started: self.started,

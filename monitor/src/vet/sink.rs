@@ -13,6 +13,13 @@
 //!
 //! One thread serves all sockets with poll(2); a connection that looks like HTTP gets an empty
 //! `200 OK` once its request is in, so a package's download does not hang until vet's timeout.
+//!
+//! The package index, when the run has one: its host names are answered with addresses of their
+//! own, and a connection to an index endpoint (see [`super::index`]) is handed to the
+//! [relay](super::relay) instead, which passes it through to the real index. The catch-all
+//! leaves loopback to the ordinary lookup, so an index on a loopback address gets a listener of
+//! its own at that address in the namespace, bound before the catch-all's so that no ephemeral
+//! port takes it.
 
 use std::{
     collections::HashMap,
@@ -29,7 +36,9 @@ use anyhow::{Context as _, Result};
 use super::{
     capture::{Capture, DnsQuery, Evidence, Flow, Transport},
     dns,
+    index::RelayTarget,
     netns::NetNs,
+    relay::{Record, Relays},
     sklookup::{CatchAll, SLOT_DNS, SLOT_TCP, SLOT_UDP},
     udp,
 };
@@ -44,6 +53,8 @@ pub struct SinkConfig {
     pub answer_v6: Ipv6Addr,
     /// Bytes kept per flow; the rest is counted, not kept.
     pub keep: usize,
+    /// The package index's endpoints, relayed; empty: no index, everything is sunk.
+    pub relay: Vec<RelayTarget>,
 }
 
 impl Default for SinkConfig {
@@ -52,6 +63,7 @@ impl Default for SinkConfig {
             answer_v4: Ipv4Addr::new(192, 0, 2, 1),
             answer_v6: Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1),
             keep: 64 * 1024,
+            relay: Vec::new(),
         }
     }
 }
@@ -63,6 +75,7 @@ pub struct Sink {
     /// An eventfd the serving thread polls: written to stop it.
     stop: OwnedFd,
     thread: Option<JoinHandle<()>>,
+    relays: Arc<Relays>,
     _catch_all: CatchAll,
 }
 
@@ -71,22 +84,49 @@ struct Sockets {
     tcp: TcpListener,
     udp: UdpSocket,
     dns: UdpSocket,
+    /// Listeners at the index's loopback addresses (which the catch-all leaves alone).
+    index: Vec<TcpListener>,
 }
 
 impl Sink {
     /// Starts the sink in `netns`. Needs root (CAP_SYS_ADMIN, CAP_BPF, CAP_NET_ADMIN).
     pub fn start(netns: &NetNs, config: SinkConfig) -> Result<Self> {
         // `[::]` sockets take IPv4 too: a fresh namespace's net.ipv6.bindv6only is 0.
+        let loopback: Vec<SocketAddr> =
+            config.relay.iter().flat_map(|t| t.catch.iter().copied()).filter(|a| a.ip().is_loopback()).fold(
+                Vec::new(),
+                |mut all, a| {
+                    if !all.contains(&a) {
+                        all.push(a);
+                    }
+                    all
+                },
+            );
         let sockets = netns
             .run_in(|| -> io::Result<Sockets> {
+                let mut index = Vec::new();
+                for addr in &loopback {
+                    match TcpListener::bind(addr) {
+                        Ok(listener) => index.push(listener),
+                        // ::1 where the namespace has no IPv6: nothing can reach it there either.
+                        Err(e) if addr.is_ipv6() && e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {}
+                        Err(e) => {
+                            return Err(io::Error::new(e.kind(), format!("the index's address {addr}: {e}")));
+                        }
+                    }
+                }
                 let sockets = Sockets {
                     tcp: TcpListener::bind("[::]:0")?,
                     udp: UdpSocket::bind("[::]:0")?,
                     dns: UdpSocket::bind("[::]:53")?,
+                    index,
                 };
                 udp::want_destination(sockets.udp.as_fd(), true)?;
                 udp::want_destination(sockets.dns.as_fd(), false)?;
-                for fd in [sockets.tcp.as_fd(), sockets.udp.as_fd(), sockets.dns.as_fd()] {
+                for fd in [sockets.tcp.as_fd(), sockets.udp.as_fd(), sockets.dns.as_fd()]
+                    .into_iter()
+                    .chain(sockets.index.iter().map(|l| l.as_fd()))
+                {
                     set_nonblocking(fd.as_raw_fd())?;
                 }
                 Ok(sockets)
@@ -109,10 +149,12 @@ impl Sink {
         // SAFETY: a fresh descriptor nothing else owns.
         let stop = unsafe { OwnedFd::from_raw_fd(raw) };
         let capture = Arc::new(Mutex::new(Capture::default()));
+        let relays = Arc::new(Relays::default());
         let mut serve = Serve {
             sockets,
             config,
             capture: capture.clone(),
+            relays: relays.clone(),
             stop: stop.try_clone().context("duplicating the sink's stop eventfd")?,
             conns: Vec::new(),
             datagram_flows: HashMap::new(),
@@ -121,7 +163,7 @@ impl Sink {
             .name("vet-sink".into())
             .spawn(move || serve.run())
             .context("starting the sink's thread")?;
-        Ok(Self { capture, stop, thread: Some(thread), _catch_all: catch_all })
+        Ok(Self { capture, stop, thread: Some(thread), relays, _catch_all: catch_all })
     }
 
     /// What was received so far.
@@ -147,6 +189,7 @@ impl Sink {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        self.relays.stop();
     }
 }
 
@@ -182,6 +225,7 @@ struct Serve {
     sockets: Sockets,
     config: SinkConfig,
     capture: Arc<Mutex<Capture>>,
+    relays: Arc<Relays>,
     stop: OwnedFd,
     conns: Vec<Conn>,
     /// Each (source, destination) of UDP traffic's flow index.
@@ -198,8 +242,10 @@ impl Serve {
                 self.sockets.udp.as_raw_fd(),
                 self.sockets.dns.as_raw_fd(),
             ];
+            let index = self.sockets.index.len();
             let mut fds: Vec<libc::pollfd> = fixed
                 .into_iter()
+                .chain(self.sockets.index.iter().map(|l| l.as_raw_fd()))
                 .chain(self.conns.iter().map(|c| c.stream.as_raw_fd()))
                 .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
                 .collect();
@@ -216,9 +262,12 @@ impl Serve {
                 return;
             }
             // Before accepting: connections accepted below were not polled.
-            let ready_conns: Vec<bool> = (0..self.conns.len()).map(|i| ready(4 + i)).collect();
+            let ready_conns: Vec<bool> = (0..self.conns.len()).map(|i| ready(4 + index + i)).collect();
             if ready(1) {
-                self.accept();
+                self.accept(None);
+            }
+            for i in (0..index).filter(|i| ready(4 + i)) {
+                self.accept(Some(i));
             }
             if ready(2) {
                 self.datagrams(&mut buf);
@@ -235,32 +284,40 @@ impl Serve {
         }
     }
 
-    fn accept(&mut self) {
-        while let Ok((stream, source)) = self.sockets.tcp.accept() {
+    /// Accepts from the catch-all's listener, or from the index listener `index`.
+    fn accept(&mut self, index: Option<usize>) {
+        let listener = index.map_or(&self.sockets.tcp, |i| &self.sockets.index[i]);
+        while let Ok((stream, source)) = listener.accept() {
             // Accepted sockets have the address the package connected to as their own.
             let Ok(destination) = stream.local_addr() else { continue };
-            if set_nonblocking(stream.as_raw_fd()).is_err() {
-                continue;
-            }
+            let destination = canonical(destination);
+            let target = self.config.relay.iter().find(|t| t.catch.contains(&destination));
             let now = SystemTime::now();
             let mut capture = lock(&self.capture);
             capture.flows.push(Flow {
                 transport: Transport::Tcp,
                 source: canonical(source),
-                destination: canonical(destination),
+                destination,
                 first: now,
                 last: now,
                 bytes: Vec::new(),
                 received: 0,
+                relayed: target.map(|t| t.label.clone()),
             });
+            let flow = capture.flows.len() - 1;
+            drop(capture);
+            if let Some(target) = target {
+                let record = Record { capture: self.capture.clone(), flow, keep: self.config.keep };
+                if !self.relays.start(stream, target.upstream.clone(), record) {
+                    tracing::warn!(index = %target.label, "vet: a connection to the package index was closed unrelayed");
+                }
+                continue;
+            }
+            if set_nonblocking(stream.as_raw_fd()).is_err() {
+                continue;
+            }
             let dns = destination.port() == 53;
-            self.conns.push(Conn {
-                stream,
-                flow: capture.flows.len() - 1,
-                dns,
-                pending: Vec::new(),
-                done: false,
-            });
+            self.conns.push(Conn { stream, flow, dns, pending: Vec::new(), done: false });
         }
     }
 
@@ -278,6 +335,7 @@ impl Serve {
                     last: now,
                     bytes: Vec::new(),
                     received: 0,
+                    relayed: None,
                 });
                 capture.flows.len() - 1
             });
@@ -377,7 +435,13 @@ fn answer(
     config: &SinkConfig,
 ) -> Option<Vec<u8>> {
     let q = dns::question(query)?;
-    let answer = dns::answer(query, &q, config.answer_v4, config.answer_v6);
+    let asked = q.name.trim_end_matches('.');
+    let (v4, v6) = config
+        .relay
+        .iter()
+        .find(|t| t.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(asked)))
+        .map_or((config.answer_v4, config.answer_v6), |t| (t.answer_v4, t.answer_v6));
+    let answer = dns::answer(query, &q, v4, v6);
     lock(capture).dns.push(DnsQuery {
         at: SystemTime::now(),
         transport,
@@ -390,7 +454,7 @@ fn answer(
 }
 
 /// Appends to a flow what fits under the cap; counts all of it.
-fn keep(flow: &mut Flow, data: &[u8], len: usize, cap: usize, now: SystemTime) {
+pub(super) fn keep(flow: &mut Flow, data: &[u8], len: usize, cap: usize, now: SystemTime) {
     let room = cap.saturating_sub(flow.bytes.len());
     flow.bytes.extend_from_slice(&data[..data.len().min(room)]);
     flow.received += len as u64;
@@ -433,6 +497,7 @@ mod tests {
             last: now,
             bytes: Vec::new(),
             received: 0,
+            relayed: None,
         };
         keep(&mut flow, b"abcdef", 6, 4, now);
         keep(&mut flow, b"gh", 2, 4, now);

@@ -3,13 +3,14 @@
 //! runs the unit tests as root).
 
 use std::{
-    io::ErrorKind,
+    io::{ErrorKind, Read as _, Write as _},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     time::{Duration, Instant},
 };
 
 use super::{
     capture::{Capture, Encoding, Place, Transport},
+    index::{IndexUrl, plan},
     netns::NetNs,
     sink::{Sink, SinkConfig},
 };
@@ -182,6 +183,138 @@ socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"hello udp", ("{target}
     }
     let mut buf = [0u8; 64];
     assert_eq!(host_udp.recv_from(&mut buf).unwrap_err().kind(), ErrorKind::WouldBlock);
+}
+
+/// What the client of the relay test asks, and how it reads the answers: each line the
+/// answer's `X-Index` header (and whether its body came whole), its status line, or the error.
+const RELAY_CLIENT: &str = r#"
+import socket, sys
+index, other = int(sys.argv[2]), int(sys.argv[3])
+
+def ask(host, port, what):
+    try:
+        with socket.create_connection((host, port), timeout=5) as s:
+            s.sendall(b"GET /" + what.encode() + b" HTTP/1.0\r\nHost: x\r\n\r\n")
+            data = b""
+            while b"\r\n\r\n" not in data:
+                d = s.recv(65536)
+                if not d:
+                    break
+                data += d
+            head, _, body = data.partition(b"\r\n\r\n")
+            lines = head.decode().split("\r\n")
+            saw = [l[len("X-Index: "):] for l in lines if l.startswith("X-Index: ")]
+            if not saw:
+                return lines[0]
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break
+                body += d
+            whole = body == bytes(i % 251 for i in range(256 * 1024))
+            return saw[0] + (" whole" if whole else " cut at %d" % len(body))
+    except OSError as e:
+        return type(e).__name__
+
+print(sorted({a[4][0] for a in socket.getaddrinfo("index.example", 8443, proto=socket.IPPROTO_TCP)}))
+print(ask("127.0.0.1", index, "literal"))
+print(ask("index.example", 8443, "by-name"))
+print(ask("2001:db8::2", 8443, "by-v6"))
+print(ask("index.example", 8444, "other-port"))
+print(ask("127.0.0.1", other, "other-service"))
+"#;
+
+#[test]
+fn the_sink_relays_the_index_and_nothing_else() {
+    if !is_root() {
+        return;
+    }
+    // The index, on the host's loopback: it answers with the request's first line and a body.
+    let index = TcpListener::bind("127.0.0.1:0").unwrap();
+    let index_port = index.local_addr().unwrap().port();
+    let served = std::thread::spawn(move || {
+        let body: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+        let mut seen = Vec::new();
+        for stream in index.incoming() {
+            let mut stream = stream.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let first = String::from_utf8_lossy(&request).lines().next().unwrap_or("").to_owned();
+            if first == "STOP" {
+                return seen;
+            }
+            let head =
+                format!("HTTP/1.0 200 OK\r\nX-Index: saw {first}\r\nContent-Length: {}\r\n\r\n", body.len());
+            let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&body));
+            seen.push(first);
+        }
+        seen
+    });
+    // Another service of the host's loopback: the sandbox must not reach it.
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    other.set_nonblocking(true).unwrap();
+    let other_port = other.local_addr().unwrap().port();
+
+    let endpoints = [
+        IndexUrl::parse(&format!("http://127.0.0.1:{index_port}/simple/")).unwrap().endpoint,
+        IndexUrl::parse("https://index.example:8443/simple/").unwrap().endpoint,
+    ];
+    let index_addr = SocketAddr::from(([127, 0, 0, 1], index_port));
+    let relay = plan(&endpoints, |_, _| Ok(vec![index_addr])).unwrap();
+    let ns = NetNs::new().unwrap();
+    let sink = Sink::start(&ns, SinkConfig { relay, ..SinkConfig::default() }).unwrap();
+    let mut command = program("python3");
+    command.args(["-c", RELAY_CLIENT, BAIT, &index_port.to_string(), &other_port.to_string()]);
+    ns.enter_on_exec(&mut command);
+    let out = command.output().expect("running python3");
+    assert!(out.status.success(), "python3 failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "['192.0.2.2', '2001:db8::2']\n\
+         saw GET /literal HTTP/1.0 whole\n\
+         saw GET /by-name HTTP/1.0 whole\n\
+         saw GET /by-v6 HTTP/1.0 whole\n\
+         HTTP/1.1 200 OK\n\
+         ConnectionRefusedError\n",
+        "what the sandbox saw: the index at its address, by its name over IPv4 and IPv6; the sink \
+         on another port; nothing on the host's other loopback port"
+    );
+    let capture = sink.stop();
+    TcpStream::connect(index_addr).unwrap().write_all(b"STOP\r\n\r\n").unwrap();
+    let seen = served.join().unwrap();
+    assert_eq!(seen, ["GET /literal HTTP/1.0", "GET /by-name HTTP/1.0", "GET /by-v6 HTTP/1.0"]);
+    assert_eq!(
+        other.accept().unwrap_err().kind(),
+        ErrorKind::WouldBlock,
+        "the host's other service was reached"
+    );
+
+    let flows: Vec<(String, Option<&str>, String)> = capture
+        .flows
+        .iter()
+        .map(|f| {
+            let first = String::from_utf8_lossy(&f.bytes).lines().next().unwrap_or("").to_owned();
+            (f.destination.to_string(), f.relayed.as_deref(), first)
+        })
+        .collect();
+    let literal = format!("127.0.0.1:{index_port}");
+    assert_eq!(
+        flows,
+        [
+            (literal.clone(), Some(literal.as_str()), "GET /literal HTTP/1.0".to_owned()),
+            ("192.0.2.2:8443".into(), Some("index.example:8443"), "GET /by-name HTTP/1.0".into()),
+            ("[2001:db8::2]:8443".into(), Some("index.example:8443"), "GET /by-v6 HTTP/1.0".into()),
+            ("192.0.2.2:8444".into(), None, "GET /other-port HTTP/1.0".into()),
+        ],
+        "what was sent is recorded, relayed or not"
+    );
+    assert!(capture.dns.iter().any(|q| q.name == "index.example"), "{:?}", capture.dns);
 }
 
 #[test]

@@ -189,7 +189,8 @@ impl<'a> Builder<'a> {
         TargetRef { kind, text, host: None, category: None, bait: None, encoding: None }
     }
 
-    /// The finding an alert makes, or `None` for traffic to the package index.
+    /// The finding an alert makes, or `None` for traffic to the package index (a connection
+    /// the sink relayed to it, or one its address, name, SNI or `Host` names).
     fn draft(&self, alert: &Alert) -> Option<(Draft, Reached)> {
         let a = &alert.action;
         let path = |p: &Option<String>| p.as_deref().map(|p| self.norm.path(p, None)).unwrap_or_default();
@@ -200,11 +201,12 @@ impl<'a> Builder<'a> {
                 match parse_addr(&addr_text) {
                     Some(addr) => {
                         reached = self.reached(alert, &addr);
+                        let relayed = reached.flow.is_some_and(|i| self.capture().flows[i].relayed.is_some());
                         let host_allowed =
                             reached.host.as_deref().is_some_and(|h| self.index.allows(h, Some(addr.port())));
                         let dns_allowed =
                             reached.dns.is_some_and(|i| self.index.allows(&self.capture().dns[i].name, None));
-                        if self.index.allows_addr(&addr) || host_allowed || dns_allowed {
+                        if relayed || self.index.allows_addr(&addr) || host_allowed || dns_allowed {
                             return None;
                         }
                         let mut t = if reached.dns.is_some() {
@@ -379,6 +381,7 @@ impl Report {
                 flows: 0,
                 bytes: 0,
                 index: true,
+                relayed: false,
                 leaked: false,
             });
             d.flows += 1;
@@ -391,7 +394,8 @@ impl Report {
             }
             let host_ok =
                 b.flow_hosts[i].as_deref().is_some_and(|h| b.index.allows(h, Some(flow.destination.port())));
-            d.index &= b.index.allows_addr(&flow.destination) || host_ok;
+            d.relayed |= flow.relayed.is_some();
+            d.index &= flow.relayed.is_some() || b.index.allows_addr(&flow.destination) || host_ok;
         }
         for alert in &alerts {
             let a = &alert.action;
@@ -428,6 +432,7 @@ impl Report {
                 flows: 0,
                 bytes: 0,
                 index,
+                relayed: false,
                 leaked: false,
             });
         }

@@ -356,6 +356,9 @@ pub struct Destination {
     pub bytes: u64,
     /// Whether it is the package index.
     pub index: bool,
+    /// Whether the sink relayed its connections to the real index (rather than taking them).
+    #[serde(default)]
+    pub relayed: bool,
     /// Whether a bait value was found in what was sent to it.
     pub leaked: bool,
 }

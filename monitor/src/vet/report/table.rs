@@ -193,9 +193,10 @@ impl Report {
                 } else {
                     String::new()
                 };
-                let mark = match (d.leaked, d.index) {
-                    (true, _) => format!("  {}", s.paint("1;31", "LEAKED")),
-                    (false, true) => "  (index)".into(),
+                let mark = match (d.leaked, d.index, d.relayed) {
+                    (true, _, _) => format!("  {}", s.paint("1;31", "LEAKED")),
+                    (false, true, true) => "  (index, relayed)".into(),
+                    (false, true, false) => "  (index)".into(),
                     _ => String::new(),
                 };
                 let _ = writeln!(out, "  {} {}{hosts}{flows}{mark}", d.transport, d.address);

@@ -128,6 +128,7 @@ fn http_flow(secs: f64, dest: &str, host: &str, body: &str) -> Flow {
         last: at(secs + 0.1),
         received: bytes.len() as u64,
         bytes: bytes.into_bytes(),
+        relayed: None,
     }
 }
 
@@ -397,6 +398,60 @@ fn the_package_index_is_no_finding_anything_else_is() {
         listed.contains(&("10.0.0.5:3141", true)) && listed.contains(&("10.0.0.5:22", false)),
         "{listed:?}"
     );
+}
+
+#[test]
+fn connections_the_sink_relayed_to_the_index_are_no_finding_a_bait_sent_there_is() {
+    let mut input = input(&["pkg"], &[("pkg", "1.0")], vec![step(StepKind::Import, "pkg", 0.0, 10.0)]);
+    input.run.index_hosts = vec!["mirror.example:443".into(), "127.0.0.1:8080".into()];
+    let c = module_culprit("pkg", "1.0", "pkg");
+    let connect_at = |id: &str, secs: f64, addr: &str, port: u16| {
+        (0, alert(id, secs, "network-connect", "import", c.clone(), connect("connect", addr, port)))
+    };
+    input.alerts = vec![
+        // The index's own address in the namespace, TLS with no SNI: relayed, so the index.
+        connect_at("r-1", 1.0, "192.0.2.2:443", 443),
+        // The index at its loopback address and port.
+        connect_at("r-2", 2.0, "127.0.0.1:8080", 8080),
+        // The index's address on another port: the sink took it.
+        connect_at("r-3", 3.0, "192.0.2.2:80", 80),
+    ];
+    let relayed = |secs: f64, dest: &str, label: &str, body: &str| {
+        let mut flow = http_flow(secs, dest, "mirror.example", body);
+        flow.relayed = Some(label.into());
+        flow
+    };
+    let mut tls = relayed(1.01, "192.0.2.2:443", "mirror.example:443", "");
+    tls.bytes = vec![0x16, 3, 1, 0, 4, 2, 0, 0, 0];
+    tls.received = 9;
+    input.capture.flows = vec![
+        tls,
+        // A bait sent to an http index in the clear is still seen leaving.
+        relayed(2.01, "127.0.0.1:8080", "127.0.0.1:8080", &format!("token={TOKEN_BAIT}")),
+        http_flow(3.01, "192.0.2.2:80", "mirror.example", ""),
+    ];
+    let report = Report::build(&input, &Policy::default());
+    let pkg = findings(&report, "pkg");
+    let targets: Vec<(&str, &str)> =
+        pkg.findings.iter().map(|f| (f.rule.as_str(), f.target.text.as_str())).collect();
+    assert_eq!(targets, [("network-connect", "192.0.2.2:80"), ("exfiltration", "127.0.0.1:8080")]);
+    let marks: Vec<(&str, bool, bool)> =
+        report.destinations.iter().map(|d| (d.address.as_str(), d.index, d.relayed)).collect();
+    assert_eq!(
+        marks,
+        [("127.0.0.1:8080", true, true), ("192.0.2.2:443", true, true), ("192.0.2.2:80", false, false)]
+    );
+    let table = report.to_table(false);
+    assert!(table.contains("192.0.2.2:443  1 flow(s), 9 bytes  (index, relayed)"), "{table}");
+    let json = report.to_json();
+    let back = Report::from_json(&json).unwrap();
+    assert!(back.destinations[0].relayed);
+    let mut old: Value = serde_json::from_str(&json).unwrap();
+    for d in old["destinations"].as_array_mut().unwrap() {
+        d.as_object_mut().unwrap().remove("relayed");
+    }
+    let old = Report::from_json(&old.to_string()).expect("a report from before relaying reads");
+    assert!(!old.destinations[0].relayed);
 }
 
 #[test]
