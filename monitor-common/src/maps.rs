@@ -151,6 +151,10 @@ pub struct Judged {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AllowedNet {
     pub addr: [u8; 16],
+    /// The first `prefix` bits set: the kernel compares an address under the mask with no
+    /// branch per byte, which the verifier would otherwise walk for each of the
+    /// [`NET_ALLOW_MAX`] entries in every cgroup program.
+    pub mask: [u8; 16],
     pub prefix: u32,
     /// 0: every port.
     pub port: u32,
@@ -356,5 +360,5 @@ const _: () = {
     assert!(core::mem::size_of::<KernelOffsets>() == 60 * 4);
     assert!(core::mem::size_of::<ThreadPhase>() == 24 + 4 * DEPTHS_KEPT);
     assert!(core::mem::size_of::<Judged>() == 16);
-    assert!(core::mem::size_of::<AllowedNet>() == 32);
+    assert!(core::mem::size_of::<AllowedNet>() == 48);
 };

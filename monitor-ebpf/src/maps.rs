@@ -67,6 +67,10 @@ pub(crate) static PROGRAMS: HashMap<ExeKey, u32> = HashMap::with_max_entries(PRO
 #[map]
 pub(crate) static NET_ALLOW: Array<AllowedNet> = Array::with_max_entries(NET_ALLOW_MAX, 0);
 
+/// A `sendmmsg` exit's reports, planned before they are built.
+#[map]
+pub(crate) static MMSG_PLAN: PerCpuArray<crate::net::MmsgPlan> = PerCpuArray::with_max_entries(1, 0);
+
 /// Records are built here: they are far larger than the 512-byte BPF stack.
 #[map]
 pub(crate) static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);

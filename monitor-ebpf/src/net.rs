@@ -26,7 +26,7 @@ use monitor_common::{
 use crate::{
     emit::{fill_header, scratch, send},
     guard::{forget_decided, take_decided},
-    maps::SEEN_DESTS,
+    maps::{MMSG_PLAN, SEEN_DESTS},
     process::{current_quiet, current_tracked, save, save_if_recorded, take_saved},
 };
 
@@ -151,6 +151,50 @@ const MMSG_REPORTED: u64 = DESTS_KEPT as u64;
 /// `sizeof(struct mmsghdr)`: a `msghdr` and the `msg_len` the kernel fills in, padded.
 const MMSGHDR_SIZE: u64 = 64;
 
+/// Reports one `sendmmsg` makes at most: its first messages, then the kernel destinations
+/// left over.
+const MMSG_REPORTS_MAX: usize = MMSG_REPORTED as usize + DESTS_KEPT;
+/// [`MmsgReport::kernel`] of a message with no kernel destination.
+const NO_KERNEL_DEST: u64 = DESTS_KEPT as u64;
+
+/// One record a `sendmmsg` exit makes: the destination the caller's memory names (`name` 0:
+/// a kernel destination left over) and the index of the kernel's own in `SEEN_DESTS`.
+#[repr(C)]
+pub(crate) struct MmsgReport {
+    name: u64,
+    name_len: u64,
+    kernel: u64,
+}
+
+/// The records of one `sendmmsg` exit, planned before any is built (see [`net_exit_sendmmsg`]),
+/// and the planning's own state.
+#[repr(C)]
+pub(crate) struct MmsgPlan {
+    count: u64,
+    reports: [MmsgReport; MMSG_REPORTS_MAX],
+    /// Messages in the batch, and of them sent (or attempted).
+    vlen: u64,
+    sent: u64,
+    /// Kernel destinations kept, and of them given to a message so far.
+    kept: u64,
+    given: u64,
+}
+
+/// A value kept in a map, read back. The verifier follows what a register holds down every
+/// path, and tells paths apart by it; read back from memory, a value is only a number to it,
+/// so the paths that differ by it are walked once from there on.
+#[inline(always)]
+fn load(slot: &u64) -> u64 {
+    // SAFETY: a read of a valid map value.
+    unsafe { core::ptr::read_volatile(slot) }
+}
+
+#[inline(always)]
+fn store(slot: &mut u64, value: u64) {
+    // SAFETY: a write to a valid map value.
+    unsafe { core::ptr::write_volatile(slot, value) }
+}
+
 /// One socket, so either every message with a destination is checked by the cgroup programs
 /// (IPv4/IPv6 UDP), in order, or none is (UNIX, TCP). The kernel's destinations are given to
 /// the messages whose `msg_name` and `msg_namelen` are set, in order; the message the batch
@@ -158,6 +202,11 @@ const MMSGHDR_SIZE: u64 = 64;
 /// left over (the caller's memory names fewer messages than the kernel checked by then) are
 /// reported on their own, flagged rewritten: whatever the caller's memory says at the return,
 /// every destination the kernel checked is reported.
+///
+/// The reports are planned first, in a map, and built after: read back from the map, the
+/// plan is the same to the verifier whichever way each message went, so it walks the record
+/// building once per report instead of once per way the messages before could have gone
+/// (close to its million-instruction limit, and most of premain's start-up time).
 #[tracepoint(category = "syscalls", name = "sys_exit_sendmmsg")]
 pub fn net_exit_sendmmsg(ctx: TracePointContext) -> u32 {
     let Some(InFlight { args: [fd, mmsg, vlen, ..], .. }) = take_saved([SYSCALL_SENDMMSG; 2]) else {
@@ -165,18 +214,53 @@ pub fn net_exit_sendmmsg(ctx: TracePointContext) -> u32 {
     };
     // SAFETY: reading the tracepoint's own record.
     let result = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
-    // A failed batch sent nothing, but its first destination was still attempted.
-    let sent = if result > 0 { result as u64 } else { 1 };
-    let n = if sent < vlen { sent } else { vlen };
     let reported = if result > 0 { 0 } else { result };
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: read in place; only this thread's programs write it, and not during its exit.
     let seen = unsafe { SEEN_DESTS.get(tid) };
-    let kept = u64::from(seen.map_or(0, |s| s.count)).min(DESTS_KEPT as u64);
-    // Kernel destinations given out so far.
-    let mut j = 0;
+    if let Some(plan) = MMSG_PLAN.get_ptr_mut(0) {
+        // SAFETY: a valid map value, used by this program invocation only until it returns.
+        let plan = unsafe { &mut *plan };
+        plan_mmsg(plan, result, mmsg, vlen, seen.map_or(0, |s| s.count));
+        let mut r = 0;
+        while r < MMSG_REPORTS_MAX {
+            if r as u64 >= load(&plan.count) {
+                break;
+            }
+            let Some(report) = plan.reports.get(r) else { break };
+            let (name, name_len, kernel) = (load(&report.name), load(&report.name_len), load(&report.kernel));
+            let call = InFlight { syscall: SYSCALL_SENDMMSG, compat: 0, args: [fd, name, name_len, 0, 0] };
+            report_result(
+                reported,
+                RECORD_SEND,
+                HOOK_SEND,
+                call,
+                seen.and_then(|s| s.dests.get(kernel as usize)),
+            );
+            r += 1;
+        }
+    }
+    if seen.is_some() {
+        let _ = SEEN_DESTS.remove(tid);
+    }
+    0
+}
+
+/// Fills `plan` for a `sendmmsg` of `vlen` messages at `mmsg` that returned `result`, the
+/// kernel having checked `checked` destinations. Its state lives in the plan (see [`load`]):
+/// kept in registers, each way the messages before could have gone would be a path of its own
+/// for the verifier to walk through every message after.
+#[inline(always)]
+fn plan_mmsg(plan: &mut MmsgPlan, result: i64, mmsg: u64, vlen: u64, checked: u32) {
+    // A failed batch sent nothing, but its first destination was still attempted.
+    let sent = if result > 0 { result as u64 } else { 1 };
+    store(&mut plan.vlen, vlen);
+    store(&mut plan.sent, sent.min(vlen));
+    store(&mut plan.kept, u64::from(checked).min(DESTS_KEPT as u64));
+    store(&mut plan.given, 0);
+    store(&mut plan.count, 0);
     for i in 0..MMSG_REPORTED {
-        if i >= vlen || (i >= n && j >= kept) {
+        if i >= load(&plan.vlen) || (i >= load(&plan.sent) && load(&plan.given) >= load(&plan.kept)) {
             break;
         }
         let hdr = mmsg + i * MMSGHDR_SIZE;
@@ -186,31 +270,40 @@ pub fn net_exit_sendmmsg(ctx: TracePointContext) -> u32 {
             continue;
         }
         // SAFETY: as above.
-        let name_len = unsafe { read_user((hdr + 8) as *const u32) }.unwrap_or(0);
-        let kernel = if name_len != 0 && j < kept {
-            j += 1;
-            seen.and_then(|s| s.dests.get((j - 1) as usize))
+        let name_len = u64::from(unsafe { read_user((hdr + 8) as *const u32) }.unwrap_or(0));
+        let given = load(&plan.given);
+        let kernel = if name_len != 0 && given < load(&plan.kept) {
+            store(&mut plan.given, given + 1);
+            given
         } else {
-            None
+            NO_KERNEL_DEST
         };
-        let call =
-            InFlight { syscall: SYSCALL_SENDMMSG, compat: 0, args: [fd, name, u64::from(name_len), 0, 0] };
-        report_result(reported, RECORD_SEND, HOOK_SEND, call, kernel);
+        plan.add(name, name_len, kernel);
     }
+    // The kernel destinations no message was given.
     for k in 0..DESTS_KEPT as u64 {
-        if k < j {
+        if k < load(&plan.given) {
             continue;
         }
-        if k >= kept {
+        if k >= load(&plan.kept) {
             break;
         }
-        let call = InFlight { syscall: SYSCALL_SENDMMSG, compat: 0, args: [fd, 0, 0, 0, 0] };
-        report_result(reported, RECORD_SEND, HOOK_SEND, call, seen.and_then(|s| s.dests.get(k as usize)));
+        plan.add(0, 0, k);
     }
-    if seen.is_some() {
-        let _ = SEEN_DESTS.remove(tid);
+}
+
+impl MmsgPlan {
+    #[inline(always)]
+    fn add(&mut self, name: u64, name_len: u64, kernel: u64) {
+        let count = load(&self.count);
+        if let Some(report) = self.reports.get_mut(count as usize) {
+            // Field by field: a whole-struct store becomes a byte-by-byte `memset` call.
+            store(&mut report.name, name);
+            store(&mut report.name_len, name_len);
+            store(&mut report.kernel, kernel);
+            store(&mut self.count, count + 1);
+        }
     }
-    0
 }
 
 /// Socket types the kernel hands raw packets to (`SOCK_RAW`, the obsolete `SOCK_PACKET`) and

@@ -15,7 +15,7 @@
 //! lets every waiting exec through.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     fs::{self, File},
     io,
     os::{fd::AsRawFd, unix::fs::MetadataExt},
@@ -76,6 +76,9 @@ struct Shared {
     settles: UnboundedSender<Settle>,
     metrics: Metrics,
     workers: AtomicUsize,
+    /// CPythons judged on disk before the ready line and not run since (see
+    /// [`ExecWatch::judge_on_disk`]).
+    on_disk: Mutex<HashMap<FileId, Verdict>>,
 }
 
 pub(super) struct ExecWatch {
@@ -104,6 +107,7 @@ impl ExecWatch {
             settles,
             metrics: metrics.clone(),
             workers: AtomicUsize::new(0),
+            on_disk: Mutex::default(),
         });
         let watch = Self { shared, marked: Arc::default(), rescanning: Arc::default() };
         let own = fs::read_to_string("/proc/self/mountinfo")?;
@@ -136,8 +140,11 @@ impl ExecWatch {
         }
     }
 
-    /// Judges the interpreters on disk (see [`on_disk`]) and settles their verdicts; returns
-    /// how many are CPython.
+    /// Judges the interpreters on disk (see [`on_disk`]); returns how many are CPython. A
+    /// CPython whose file no running process has (see [`Tracker::knows`]) gets its probes at
+    /// its first exec, which asks as any file not let through does and is decided from this
+    /// verdict without reading the file again: the probes of an interpreter that never runs
+    /// would cost only their detaching, which the kernel does one at a time at the stop.
     pub(super) fn judge_on_disk(&self, tracker: &mut Tracker, kernel: &mut dyn KernelState) -> usize {
         let path_var = std::env::var("PATH").ok();
         let mut judged = HashSet::new();
@@ -158,8 +165,13 @@ impl ExecWatch {
             };
             let python = matches!(verdict, Verdict::Python(_));
             pythons += usize::from(python);
+            let key = exe_key(&meta);
+            if python && !tracker.knows(&key) {
+                self.shared.on_disk.lock().unwrap_or_else(|p| p.into_inner()).insert(id, verdict);
+                continue;
+            }
             let (reply, _) = mpsc::sync_channel(1);
-            Settle { key: exe_key(&meta), verdict, reply }.apply(tracker, kernel);
+            Settle { key, verdict, reply }.apply(tracker, kernel);
             self.shared.remember(id, python);
             if let Err(err) = self.shared.group.ignore_execs_of(&file) {
                 tracing::debug!(path = ?path, error = %err, "cannot let an interpreter's execs through");
@@ -313,10 +325,12 @@ fn decide(shared: &Shared, waiting: &Pending) {
     };
     let Ok(meta) = file.metadata() else { return waiting.answer(shared, "unjudged") };
     let id = FileId::of(&meta);
-    let (verdict, outcome) = match shared.remembered(&id) {
+    let on_disk = shared.on_disk.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    let (verdict, outcome) = match (on_disk, shared.remembered(&id)) {
+        (Some(verdict), _) => (verdict, "python"),
         // A CPython is judged again all the same: its probes need its symbols.
-        Some(false) => (Verdict::NotPython, "remembered"),
-        _ => match judge(waiting.request.tid, &file) {
+        (None, Some(false)) => (Verdict::NotPython, "remembered"),
+        (None, _) => match judge(waiting.request.tid, &file) {
             Some(verdict @ Verdict::Python(_)) => (verdict, "python"),
             Some(verdict) => (verdict, "other"),
             None => return waiting.answer(shared, "unjudged"),

@@ -47,7 +47,7 @@ pub(crate) fn guard_bits(mut mode_of: impl FnMut(RuleId) -> Mode) -> u32 {
 /// The kernel's form of the allowed destinations and of the package index networks (allowed
 /// during installs only, on every port).
 pub(crate) fn allowed_nets(destinations: &[Destination], index: &[IpNet]) -> Vec<AllowedNet> {
-    let any = || AllowedNet { addr: [0; 16], prefix: 0, port: 0, install_only: 0, _pad: 0 };
+    let any = || AllowedNet { addr: [0; 16], mask: [0; 16], prefix: 0, port: 0, install_only: 0, _pad: 0 };
     let mut nets: Vec<AllowedNet> = destinations
         .iter()
         .map(|d| AllowedNet {
@@ -126,7 +126,8 @@ fn kernel_net(net: IpNet, install_only: bool) -> AllowedNet {
         IpAddr::V4(v4) => (v4.to_ipv6_mapped().octets(), u32::from(net.prefix_len()) + 96),
         IpAddr::V6(v6) => (v6.octets(), u32::from(net.prefix_len())),
     };
-    AllowedNet { addr, prefix, port: 0, install_only: u32::from(install_only), _pad: 0 }
+    let mask = (u128::MAX.checked_shl(128 - prefix).unwrap_or(0)).to_be_bytes();
+    AllowedNet { addr, mask, prefix, port: 0, install_only: u32::from(install_only), _pad: 0 }
 }
 
 #[cfg(test)]
@@ -170,11 +171,13 @@ mod tests {
         assert_eq!(nets.len(), 4);
         let v4 = nets.iter().find(|n| n.port == 443).unwrap();
         assert_eq!(v4.prefix, 112);
+        assert_eq!((&v4.mask[..14], &v4.mask[14..]), (&[0xff; 14][..], &[0, 0][..]));
         assert_eq!(&v4.addr[10..14], &[0xff, 0xff, 10, 1]);
         let any = nets.iter().find(|n| n.port == 53).unwrap();
-        assert_eq!((any.prefix, any.install_only), (0, 0));
+        assert_eq!((any.prefix, any.mask, any.install_only), (0, [0; 16], 0));
         let v6 = nets.iter().find(|n| n.port == 80).unwrap();
         assert_eq!((v6.prefix, &v6.addr[..4]), (32, &[0x20, 0x01, 0x0d, 0xb8][..]));
+        assert_eq!((&v6.mask[..4], &v6.mask[4..]), (&[0xff; 4][..], &[0; 12][..]));
         let index = nets.iter().find(|n| n.install_only == 1).unwrap();
         assert_eq!((index.prefix, index.port, &index.addr[12..14]), (112, 0, &[151, 101][..]));
     }

@@ -4,13 +4,15 @@ use aya::{
     EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError, RawTracePoint, TracePoint, UProbe,
+        CgroupAttachMode, CgroupSock, CgroupSockAddr, Program, ProgramError, RawTracePoint, TracePoint,
     },
 };
 use monitor_common::{
     CONTROL, COUNTERS, EVENTS, JUDGED, KernelOffsets, NET_ALLOW, NET_GUARD, OFFSETS,
     PROGRAMS as ALLOWED_PROGRAMS, QUIET, SELF_TGID, TRACKED, VERDICTS,
 };
+
+use std::sync::{Mutex, PoisonError};
 
 use super::{control::KernelControl, error::StartError, guard::GuardMaps};
 
@@ -183,22 +185,23 @@ const SOCK_CREATE: &str = "sock_create";
 pub(crate) fn attach_all(kernel: &mut Kernel, ia32: bool) -> Result<usize, StartError> {
     let ebpf = kernel.control.ebpf_mut().ok_or_else(|| StartError::Load("programs unloaded".into()))?;
     // The CPython probes are verified now and attached per interpreter image later.
-    for program in super::probes::programs() {
-        let probe: &mut UProbe = program_mut(ebpf, program)?.try_into().map_err(refused(program))?;
-        probe.load().map_err(refused(program))?;
+    let mut wanted: Vec<&str> = super::probes::programs().collect();
+    let tracepoints = PROGRAMS.iter().filter(|(program, _)| ia32 || !IA32.contains(program));
+    wanted.extend(tracepoints.clone().map(|(program, _)| *program));
+    if !ia32 {
+        wanted.extend(SOCK.iter().copied().chain([SOCK_CREATE]));
     }
+    let sock_unverified = verify(ebpf, &wanted)?;
     let mut attached = 0;
-    for &(program, attach) in PROGRAMS.iter().filter(|(program, _)| ia32 || !IA32.contains(program)) {
+    for &(program, attach) in tracepoints {
         let prog = program_mut(ebpf, program)?;
         match attach {
             Attach::TracePoint { category, name } => {
                 let tp: &mut TracePoint = prog.try_into().map_err(refused(program))?;
-                tp.load().map_err(refused(program))?;
                 tp.attach(category, name).map_err(refused(program))?;
             }
             Attach::Raw { name, .. } => {
                 let raw: &mut RawTracePoint = prog.try_into().map_err(refused(program))?;
-                raw.load().map_err(refused(program))?;
                 raw.attach(name).map_err(refused(program))?;
             }
         }
@@ -206,7 +209,7 @@ pub(crate) fn attach_all(kernel: &mut Kernel, ia32: bool) -> Result<usize, Start
         attached += 1;
     }
     if !ia32 {
-        match attach_sock(ebpf) {
+        match sock_unverified.map_or_else(|| attach_sock(ebpf), Err) {
             Ok(n) => attached += n,
             // What they add is narrow (32-bit connects and sends); premain runs without it.
             Err(err) => tracing::warn!(error = %err, "32-bit connects, sends and raw sockets are not seen"),
@@ -215,12 +218,59 @@ pub(crate) fn attach_all(kernel: &mut Kernel, ia32: bool) -> Result<usize, Start
     Ok(attached)
 }
 
+/// Runs the verifier on each program of `wanted`, on as many threads as there are CPUs: it is
+/// most of premain's start-up, and each program's verification is independent. Attaching
+/// comes after, in [`PROGRAMS`]' order. A failure stops the start, except the cgroup
+/// programs' ([`SOCK`]), which is returned: premain runs without them.
+fn verify(ebpf: &mut aya::Ebpf, wanted: &[&str]) -> Result<Option<StartError>, StartError> {
+    let programs: Vec<(&str, &mut Program)> =
+        ebpf.programs_mut().filter(|(name, _)| wanted.contains(name)).collect();
+    if let Some(program) = wanted.iter().find(|w| !programs.iter().any(|(name, _)| name == *w)) {
+        return Err(StartError::Load(format!("program {program} missing from the object")));
+    }
+    let queue = Mutex::new(programs);
+    let failures: Mutex<Vec<StartError>> = Mutex::default();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    // Its own statement: the queue stays locked only while taking one.
+                    let next = queue.lock().unwrap_or_else(PoisonError::into_inner).pop();
+                    let Some((name, program)) = next else { break };
+                    if let Err(err) = load_program(program).map_err(refused(name)) {
+                        failures.lock().unwrap_or_else(PoisonError::into_inner).push(err);
+                    }
+                }
+            });
+        }
+    });
+    let (sock, fatal): (Vec<StartError>, Vec<StartError>) =
+        failures.into_inner().unwrap_or_else(PoisonError::into_inner).into_iter().partition(|err| {
+            matches!(err, StartError::Program { program, .. } if SOCK.contains(&program.as_str()) || program == SOCK_CREATE)
+        });
+    match fatal.into_iter().next() {
+        Some(err) => Err(err),
+        None => Ok(sock.into_iter().next()),
+    }
+}
+
+fn load_program(program: &mut Program) -> Result<(), ProgramError> {
+    match program {
+        Program::TracePoint(p) => p.load(),
+        Program::RawTracePoint(p) => p.load(),
+        Program::UProbe(p) => p.load(),
+        Program::CgroupSockAddr(p) => p.load(),
+        Program::CgroupSock(p) => p.load(),
+        _ => Err(ProgramError::UnexpectedProgramType),
+    }
+}
+
 fn attach_sock(ebpf: &mut aya::Ebpf) -> Result<usize, StartError> {
     let root = crate::process::procfs::cgroup2_mount()
         .ok_or_else(|| StartError::Load("no cgroup v2 hierarchy is mounted".into()))?;
     for &program in SOCK {
         let sock: &mut CgroupSockAddr = program_mut(ebpf, program)?.try_into().map_err(refused(program))?;
-        sock.load().map_err(refused(program))?;
         let cgroup = std::fs::File::open(root)
             .map_err(|err| StartError::Load(format!("{}: {err}", root.display())))?;
         sock.attach(cgroup, CgroupAttachMode::Single).map_err(refused(program))?;
@@ -228,7 +278,6 @@ fn attach_sock(ebpf: &mut aya::Ebpf) -> Result<usize, StartError> {
     }
     let program = SOCK_CREATE;
     let create: &mut CgroupSock = program_mut(ebpf, program)?.try_into().map_err(refused(program))?;
-    create.load().map_err(refused(program))?;
     let cgroup =
         std::fs::File::open(root).map_err(|err| StartError::Load(format!("{}: {err}", root.display())))?;
     create.attach(cgroup, CgroupAttachMode::Single).map_err(refused(program))?;

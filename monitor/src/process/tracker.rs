@@ -264,6 +264,11 @@ impl Tracker {
         python
     }
 
+    /// Whether the executable `key` was judged (a process running it was met).
+    pub(crate) fn knows(&self, key: &ExeKey) -> bool {
+        self.verdicts.contains_key(key)
+    }
+
     fn verdict(
         &mut self,
         kernel: &mut dyn KernelState,

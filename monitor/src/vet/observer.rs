@@ -23,12 +23,13 @@ pub struct Observer {
     lines: Arc<Mutex<Vec<Value>>>,
     stderr: Arc<Mutex<String>>,
     stdout_reader: Option<thread::JoinHandle<()>>,
+    spawned: Instant,
 }
 
 impl Observer {
-    /// Starts `premain run` with every alert printed at once (no folding) and no endpoints,
-    /// and waits for its ready line.
-    pub fn start(config: Option<&Path>) -> Result<Self> {
+    /// Starts `premain run` with every alert printed at once (no folding) and no endpoints;
+    /// [`Self::wait_ready`] waits until it watches.
+    pub fn spawn(config: Option<&Path>) -> Result<Self> {
         let exe = std::env::current_exe().context("finding premain's own executable")?;
         let mut command = Command::new(exe);
         command.args(["run", "--fold-window-secs", "0", "--metrics-address", ""]);
@@ -62,15 +63,19 @@ impl Observer {
                 all.push('\n');
             }
         });
-        let mut observer = Self { child, lines, stderr, stdout_reader: Some(stdout_reader) };
-        let deadline = Instant::now() + READY_TIMEOUT;
+        Ok(Self { child, lines, stderr, stdout_reader: Some(stdout_reader), spawned: Instant::now() })
+    }
+
+    /// Waits for premain's ready line: from then on it watches every process started.
+    pub fn wait_ready(&mut self) -> Result<()> {
+        let deadline = self.spawned + READY_TIMEOUT;
         loop {
-            if observer.stderr_text().lines().any(is_ready_line) {
-                return Ok(observer);
+            if self.stderr_text().lines().any(is_ready_line) {
+                return Ok(());
             }
-            if let Some(status) = observer.child.try_wait()? {
+            if let Some(status) = self.child.try_wait()? {
                 thread::sleep(Duration::from_millis(100));
-                let text = observer.stderr_text();
+                let text = self.stderr_text();
                 let why = text
                     .lines()
                     .rev()

@@ -1,7 +1,7 @@
 //! One `premain vet` run: the sandbox is built, premain starts watching, and the packages are
 //! put through every phase they can act in, each step a sandboxed process of its own:
 //!
-//! 1. `prepare`: the venv is created (the installer's own code only);
+//! 1. `prepare`: the venv is created (the installer's own code only) while premain starts;
 //! 2. `install`: pip or uv installs the inputs (every build hook runs here). Downloads reach
 //!    the sandbox as files (`--find-links`, wheel and sdist paths, project directories), copied
 //!    into the run's directory, and, when the run is given an index, from that index alone,
@@ -228,8 +228,9 @@ fn in_workdir(
         reveal.extend(uv.parent().map(Path::to_path_buf));
     }
     let mut jail = Jail::new(token, workdir, netns, &reveal)?;
-    let observer = Observer::start(opts.config.as_deref())?;
-    tracing::info!(python = %python.path.display(), version = %python.version, "vet: the monitor is watching");
+    // premain loads its programs while the venv is made: the venv's creation runs no package
+    // code (it is left out of the report), the install is the first step that does.
+    let mut observer = Observer::spawn(opts.config.as_deref())?;
     let started = SystemTime::now();
 
     let mut env: Vec<(OsString, OsString)> = vec![
@@ -262,6 +263,8 @@ fn in_workdir(
         None => vec![python.path.clone().into(), "-m".into(), "venv".into(), venv.clone().into()],
     };
     run.step(StepKind::Prepare, None, &prepare, opts.install_timeout)?;
+    observer.wait_ready()?;
+    tracing::info!(python = %python.path.display(), version = %python.version, "vet: the monitor is watching");
     if !venv_python.exists() {
         bail!(
             "the venv could not be created with {} (see {})",

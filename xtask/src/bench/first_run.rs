@@ -2,9 +2,9 @@
 //! judged the file and attached its probes. Each sample makes a fresh `venv --copies` (a new
 //! interpreter file), times `python -c pass` from it, then again (warm, let through by an
 //! ignore mark); the same without premain shows what a first run costs anyway. Measured for
-//! the bench's CPython (pyenv's, a small executable over a `libpython` premain probed before
-//! it was ready) and for the system's `/usr/bin/python3` (Debian's: one static executable, so
-//! each fresh copy is read whole and gets probes of its own).
+//! the bench's CPython (pyenv's, a small executable over a `libpython` whose probes the first
+//! sample's run attached) and for the system's `/usr/bin/python3` (Debian's: one static
+//! executable, so each fresh copy is read whole and gets probes of its own).
 
 use std::path::Path;
 
