@@ -228,7 +228,7 @@ mod tests {
         let dir = Path::new("/tmp").join(format!("premain-shell-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let copy = dir.join("sh");
-        fs::copy("/bin/dash", &copy).unwrap();
+        fs::copy("/bin/sh", &copy).unwrap();
         assert!(alerts_run_by(&programs, &exec(copy.to_str().unwrap(), true), "/usr/bin/make"));
         let _ = fs::remove_dir_all(&dir);
     }
