@@ -19,7 +19,8 @@ use monitor_common::{
     OpenRecord, PATH_MAX, RECORD_CONNECT, RECORD_EXEC_FAILED, RECORD_EXIT, RECORD_FORK, RECORD_IMAGE,
     RECORD_MARKER, RECORD_NAME, RECORD_OPEN, RECORD_SEND, RECORD_SOCKET, RECORD_TARGET, RecordHeader,
     SOCKADDR_MAX, SYSCALL_EXECVE, SYSCALL_OPENAT2, SYSCALL_PROCESS_VM_READV, SYSCALL_SYMLINKAT, SocketRecord,
-    TargetRecord,
+    TargetRecord, FRAME_TABLE_UNREADABLE, RECORD_STACK, STACK_FRAMES_MAX, STACK_OK, STACK_TABLE_MAX,
+    STACK_TAIL_MAX, StackFrame, StackRecord,
 };
 
 fn main() {
@@ -163,7 +164,7 @@ fn record_seeds() -> Seeds {
         base_len: base.len() as u32,
         old_len: old.len() as u32,
         new_len: new.len() as u32,
-        _pad: 0,
+        opcode: 0,
         tail: [0; 3 * PATH_MAX],
     });
     name.tail[..base.len()].copy_from_slice(base);
@@ -253,6 +254,57 @@ fn record_seeds() -> Seeds {
         record.text[..text.len()].copy_from_slice(text);
         seeds.push((name, bytes_of(&record, len)));
     }
+
+    // A walked stack: a function in a UCS-2 named file with its line table, and the module
+    // body below it sharing the file name.
+    let mut tail = Vec::new();
+    let mut put = |bytes: &[u8]| {
+        tail.extend_from_slice(bytes);
+        ((tail.len() - bytes.len()) as u16, bytes.len() as u16)
+    };
+    let (name_off, name_len) = put(b"steal");
+    let (file_off, file_len) = put(&ucs2);
+    let (table_off, table_len) = put(&[0xf0, 0x03, 0x01, 0x01, 0x01, 0xd8]);
+    let (module_off, module_len) = put(b"<module>");
+    let mut stack = Box::new(StackRecord {
+        header: header(RECORD_STACK, 0),
+        syscall: SYSCALL_OPENAT2,
+        status: STACK_OK,
+        frame_count: 2,
+        tail_len: tail.len() as u32,
+        truncated: 0,
+        image: 0,
+        next: 0,
+        last_file: 0,
+        frames: [StackFrame::default(); STACK_FRAMES_MAX],
+        tail: [0; STACK_TAIL_MAX + STACK_TABLE_MAX],
+    });
+    let file = |frame: StackFrame| StackFrame { file_off, file_len, file_kind: 2, ..frame };
+    stack.frames[0] = file(StackFrame {
+        code: 0x7f00_0000_1000,
+        globals: 0x7f00_0000_2000,
+        instr: 0x7f00_0000_10c8,
+        firstlineno: 12,
+        name_off,
+        name_len,
+        name_kind: 1,
+        table_off,
+        table_len,
+        table_size: u32::from(table_len),
+        ..StackFrame::default()
+    });
+    stack.frames[1] = file(StackFrame {
+        code: 0x7f00_0000_3000,
+        name_off: module_off,
+        name_len: module_len,
+        name_kind: 1,
+        flags: FRAME_TABLE_UNREADABLE,
+        ..StackFrame::default()
+    });
+    stack.tail[..tail.len()].copy_from_slice(&tail);
+    let len = offset_of!(StackRecord, tail) + tail.len();
+    stack.header.size = len as u32;
+    seeds.push(("stack", bytes_of(&*stack, len)));
     seeds
 }
 

@@ -618,6 +618,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
 /// Encoding for tests: the bytes the kernel would send for a record.
 #[cfg(test)]
 pub(crate) mod encode {
+    use monitor_common::StackFrame;
+
     use super::*;
 
     pub(crate) fn bytes_of<T: aya::Pod>(value: &T, len: usize) -> Vec<u8> {
@@ -713,6 +715,65 @@ pub(crate) mod encode {
         bytes_of(&r, len)
     }
 
+    /// A walked stack of two frames: a UCS-2 name, and a file name shared by both.
+    pub(crate) fn stack(pid: u32) -> Vec<u8> {
+        let mut r = Box::new(StackRecord {
+            header: header(RECORD_STACK, pid),
+            syscall: monitor_common::SYSCALL_OPENAT,
+            status: monitor_common::STACK_OK,
+            frame_count: 2,
+            tail_len: 0,
+            truncated: 1,
+            image: 0,
+            next: 0,
+            last_file: 0,
+            frames: [StackFrame::default(); STACK_FRAMES_MAX],
+            tail: [0; STACK_TAIL_MAX + monitor_common::STACK_TABLE_MAX],
+        });
+        let mut tail = Vec::new();
+        let mut put = |bytes: &[u8]| {
+            tail.extend_from_slice(bytes);
+            ((tail.len() - bytes.len()) as u16, bytes.len() as u16)
+        };
+        let name: Vec<u8> = "vöле".encode_utf16().flat_map(u16::to_ne_bytes).collect();
+        let (name_off, name_len) = put(&name);
+        let (file_off, file_len) = put(b"/srv/app.py");
+        let (table_off, table_len) = put(&[0xd8, 0xd8]);
+        let (main_off, main_len) = put(b"<module>");
+        r.frames[0] = StackFrame {
+            code: 0x1000,
+            globals: 0x2000,
+            instr: 0x10b8,
+            firstlineno: 3,
+            name_off,
+            name_len,
+            name_kind: 2,
+            file_off,
+            file_len,
+            file_kind: 1,
+            table_off,
+            table_len,
+            table_size: 2,
+            ..StackFrame::default()
+        };
+        r.frames[1] = StackFrame {
+            code: 0x3000,
+            name_off: main_off,
+            name_len: main_len,
+            name_kind: 1,
+            file_off,
+            file_len,
+            file_kind: 1,
+            flags: monitor_common::FRAME_TABLE_UNREADABLE,
+            ..StackFrame::default()
+        };
+        r.tail[..tail.len()].copy_from_slice(&tail);
+        r.tail_len = tail.len() as u32;
+        let len = offset_of!(StackRecord, tail) + tail.len();
+        r.header.size = len as u32;
+        bytes_of(&*r, len)
+    }
+
     pub(crate) fn image(pid: u32, filename: &[u8], args: &[u8]) -> Vec<u8> {
         let mut r = ExecRecord {
             header: header(RECORD_IMAGE, pid),
@@ -739,7 +800,42 @@ pub(crate) mod encode {
 
 #[cfg(test)]
 mod tests {
+    use monitor_common::StackFrame;
+
     use super::{encode::*, *};
+
+    #[test]
+    fn a_walked_stack_decodes_and_lies_about_its_sizes_are_refused() {
+        let bytes = stack(7);
+        let Record::Stack(walked) = decode(&bytes).unwrap() else { panic!("not a stack") };
+        assert_eq!(
+            (walked.syscall, walked.status, walked.truncated),
+            (monitor_common::SYSCALL_OPENAT, 0, true)
+        );
+        let [inner, outer] = &walked.frames[..] else { panic!("{walked:?}") };
+        assert_eq!(inner.name.as_deref(), Some("vöле".as_bytes()));
+        assert_eq!(inner.file.as_deref(), Some(&b"/srv/app.py"[..]));
+        assert_eq!((inner.code, inner.globals, inner.instr, inner.firstlineno), (0x1000, 0x2000, 0x10b8, 3));
+        assert_eq!((inner.table.as_slice(), inner.table_size), (&[0xd8, 0xd8][..], 2));
+        assert_eq!(
+            (outer.name.as_deref(), outer.file.as_deref()),
+            (Some(&b"<module>"[..]), inner.file.as_deref())
+        );
+        let set = |at: usize, value: u32| {
+            let mut lying = bytes.clone();
+            lying[at..at + 4].copy_from_slice(&value.to_ne_bytes());
+            decode(&lying)
+        };
+        assert!(set(offset_of!(StackRecord, frame_count), 33).is_err(), "more frames than kept");
+        assert!(set(offset_of!(StackRecord, tail_len), 9000).is_err(), "a tail past the record");
+        let name_len = offset_of!(StackRecord, frames) + offset_of!(StackFrame, name_off);
+        assert!(set(name_len, 0xfff0_0000).is_err(), "a name past the tail");
+        let kind = offset_of!(StackRecord, frames) + offset_of!(StackFrame, name_kind);
+        let mut odd = bytes.clone();
+        odd[kind] = 3;
+        assert!(decode(&odd).is_err(), "no such kind");
+        assert!(decode(&bytes[..bytes.len() - 1]).is_err(), "cut short");
+    }
 
     #[test]
     fn open_roundtrip() {

@@ -365,7 +365,7 @@ impl Tracker {
             let interp = self.table.get(pid).and_then(|p| p.python.clone());
             let resolved = stack::resolve(&w, interp.as_deref().and_then(layout::lines));
             if let (Some(error), Some(interp)) = (resolved.error, interp) {
-                self.stack_error(&interp, error);
+                self.stack_error(&interp, error, &w);
             }
             Arc::new(resolved)
         });
@@ -385,16 +385,35 @@ impl Tracker {
         Some(event)
     }
 
-    /// Says once per interpreter image and kind of error that its stacks cannot be read.
-    fn stack_error(&mut self, interp: &Interpreter, error: stack::StackError) {
-        if self.stack_errors.len() < 1024 && self.stack_errors.insert((interp.image.clone(), error.as_str()))
+    /// Says once per interpreter image and kind of error that its stacks cannot be read. A
+    /// process's first syscalls come before its interpreter has run any code (so before any
+    /// probe located it, or before its thread state exists): expected, so not a warning.
+    fn stack_error(&mut self, interp: &Interpreter, error: stack::StackError, walked: &Stack) {
+        if self.stack_errors.len() >= 1024
+            || !self.stack_errors.insert((interp.image.clone(), error.as_str()))
         {
-            tracing::warn!(
-                image = ?interp.image,
-                version = ?interp.version,
-                error = error.as_str(),
+            return;
+        }
+        let (image, version, pid, syscall) =
+            (&interp.image, interp.version, walked.header.pid, walked.syscall);
+        let error = error.as_str();
+        match resolved_later(error) {
+            true => tracing::info!(
+                ?image,
+                ?version,
+                error,
+                pid,
+                syscall,
+                "a Python stack could not be read yet; alerts say stack_error"
+            ),
+            false => tracing::warn!(
+                ?image,
+                ?version,
+                error,
+                pid,
+                syscall,
                 "a Python stack could not be read; alerts say stack_error"
-            );
+            ),
         }
     }
 
@@ -786,6 +805,11 @@ fn hook_of(record: &Record) -> u32 {
     }
 }
 
+/// Stack errors every interpreter shows at its start, before it has run code.
+fn resolved_later(error: &str) -> bool {
+    [stack::StackError::NoRuntime, stack::StackError::NoThread].iter().any(|e| e.as_str() == error)
+}
+
 fn same_start(a: u64, b: u64) -> bool {
     Process { start_ns: a, ..Process::default() }.is(b)
 }
@@ -932,7 +956,7 @@ mod tests {
             version: Some((3, 11)),
             free_threaded: false,
             symbols: Default::default(),
-            runtime: Default::default(),
+            runtime: interpreter::Runtime { vaddr: Some(0x1000), ..Default::default() },
             probed: false,
         }
     }
@@ -1040,6 +1064,80 @@ mod tests {
         assert_eq!(t.kernel.verdicts.get(&SH), Some(&false));
         assert!(t.handle(open(11)).is_none());
         assert_eq!(t.stats.dropped_not_python, 1);
+    }
+
+    /// The stack walked at a syscall's entry, of a frame `function` at line 5 (3.11 layout).
+    fn walked(pid: u32, syscall: u32, function: &str) -> Record {
+        let frame = crate::kernel::decode::WalkedFrame {
+            code: 0x1000,
+            globals: 0x2000,
+            // `prev_instr` at the code's first unit (3.11: the code starts 184 bytes in).
+            instr: 0x1000 + 184,
+            firstlineno: 4,
+            flags: 0,
+            name: Some(function.as_bytes().to_vec()),
+            file: Some(b"/srv/payload.py".to_vec()),
+            // One entry: one code unit, one line on.
+            table: vec![0xd8],
+            table_size: 1,
+        };
+        Record::Stack(Stack {
+            header: header(pid, 0),
+            syscall,
+            status: 0,
+            truncated: false,
+            frames: vec![frame],
+        })
+    }
+
+    fn fork(parent: u32, child: u32) -> Record {
+        Record::Fork(Fork {
+            header: header(parent, 0),
+            child_pid: child,
+            child_tid: child,
+            is_thread: false,
+            tracking: TRACK_PYTHON | TRACK_DESCENDANT,
+            child_start_ns: 0,
+        })
+    }
+
+    fn function(event: &Event) -> Option<(&str, Option<u32>, Option<u32>)> {
+        let stack = event.stack.as_deref()?;
+        Some((stack.frames[0].function.as_str(), stack.frames[0].line, stack.inherited_from))
+    }
+
+    #[test]
+    fn a_walked_stack_goes_to_its_syscalls_record_and_down_a_lineage_that_left_python() {
+        use monitor_common::{SYSCALL_CONNECT, SYSCALL_EXECVE, SYSCALL_OPENAT};
+        let mut t = tracker();
+        t.handle(image(10, PY, TRACK_PYTHON, 0));
+        // Its open's stack; the file watch's record of the same open leaves it to the kernel's.
+        t.handle(walked(10, SYSCALL_OPENAT, "steal"));
+        let mut watch = open(10);
+        if let Record::Open(o) = &mut watch {
+            o.syscall = SYSCALL_UNSEEN;
+        }
+        assert_eq!(t.handle(watch).map(|e| e.stack.is_none()), Some(true));
+        let read = t.handle(open(10)).unwrap();
+        assert_eq!(function(&read), Some(("steal", Some(5), None)));
+        assert_eq!(read.stack.as_ref().unwrap().frames[0].code, 0x1000);
+        // A stack walked for another syscall is not this record's, and is gone after it.
+        t.handle(walked(10, SYSCALL_CONNECT, "connect_out"));
+        assert!(t.handle(open(10)).unwrap().stack.is_none());
+        assert!(t.handle(open(10)).unwrap().stack.is_none());
+        // os.system: the forked child execs a shell, with the stack walked in its memory.
+        t.handle(fork(10, 12));
+        t.handle(walked(12, SYSCALL_EXECVE, "run_helper"));
+        let shell = t.handle(image(12, SH, TRACK_DESCENDANT, FLAG_EXEC_BY_TRACKED)).unwrap();
+        assert_eq!(function(&shell), Some(("run_helper", Some(5), None)));
+        // What the shell does, and what it starts, carries that stack as the shell's.
+        assert_eq!(function(&t.handle(open(12)).unwrap()), Some(("run_helper", Some(5), Some(12))));
+        t.handle(fork(12, 13));
+        let cat = t.handle(image(13, SH, TRACK_DESCENDANT, FLAG_EXEC_BY_TRACKED)).unwrap();
+        assert_eq!(function(&cat), Some(("run_helper", Some(5), Some(12))));
+        assert_eq!(function(&t.handle(open(13)).unwrap()), Some(("run_helper", Some(5), Some(12))));
+        // The Python process itself walks its own.
+        assert!(t.handle(open(10)).unwrap().stack.is_none());
     }
 
     #[test]

@@ -225,3 +225,198 @@ fn signed_varint(bytes: &[u8]) -> Option<i64> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use monitor_common::{FRAME_FILE_UNREADABLE, FRAME_TABLE_CUT, STACK_UNSUPPORTED};
+
+    use super::*;
+    use crate::{
+        kernel::decode::Header,
+        python::interpreter::{Verdict, recognize},
+    };
+
+    /// Where a frame at byte `offset` of its code says it is, as the kernel copies it.
+    fn frame_at(offset: i64, first: i32, table: Vec<u8>, lines: Lines) -> WalkedFrame {
+        let code = 0x7f00_0000_1000u64;
+        let instr = match lines.instr {
+            Instr::Bytes => offset as u64,
+            Instr::Units => (offset / 2) as u64,
+            Instr::Pointer { code_offset } => (code + code_offset).wrapping_add(offset as u64),
+        };
+        let table_size = table.len() as u32;
+        WalkedFrame {
+            code,
+            globals: 0,
+            instr,
+            firstlineno: first,
+            flags: 0,
+            name: Some(b"f".to_vec()),
+            file: Some(b"sample.py".to_vec()),
+            table,
+            table_size,
+        }
+    }
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect()
+    }
+
+    /// Every instruction of every code object of `tests/scripts/linetables.py`'s sample, on
+    /// every CPython here: the line worked out from the table is the line CPython gives.
+    #[test]
+    fn lines_match_what_every_cpython_here_says() {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/scripts/linetables.py");
+        let pythons = crate::testing::every_cpython();
+        if pythons.is_empty() {
+            return crate::testing::cannot_run("no CPython 3.8+ on this machine");
+        }
+        for (python, version) in pythons {
+            let Ok(Verdict::Python(interp)) = recognize(&python, Path::new("/")) else {
+                panic!("{python:?}")
+            };
+            let lines =
+                crate::python::layout::lines(&interp).unwrap_or_else(|| panic!("{python:?}: no stacks"));
+            // Without column information (`-X no_debug_ranges`, PYTHONNODEBUGRANGES) 3.11+
+            // writes other entries. Older versions ignore the option.
+            let runs = [&[][..], &["-X", "no_debug_ranges"][..]].map(|options| {
+                let out =
+                    std::process::Command::new(&python).args(options).arg(script).output().expect("run");
+                assert!(out.status.success(), "{python:?}: {out:?}");
+                serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")
+            });
+            let mut checked = 0;
+            for code in runs.iter().flat_map(|codes| codes.as_array().unwrap()) {
+                let first = code["first"].as_i64().unwrap() as i32;
+                let table = hex(code["table"].as_str().unwrap());
+                for pair in code["lines"].as_array().unwrap() {
+                    let offset = pair[0].as_i64().unwrap();
+                    // Line 0 (3.11+ gives it to the RESUME before a module's first line) is none.
+                    let want = pair[1].as_u64().map(|l| l as u32).filter(|l| *l > 0);
+                    let got = line(&frame_at(offset, first, table.clone(), lines), lines);
+                    assert_eq!(
+                        got, want,
+                        "{python:?} {version:?}: offset {offset} of the code at line {first}"
+                    );
+                    checked += 1;
+                }
+            }
+            assert!(checked > 1000, "{python:?}: only {checked} instructions");
+            eprintln!("{} {version:?}: {checked} instructions", python.display());
+        }
+    }
+
+    #[test]
+    fn a_frame_not_started_is_at_its_first_line() {
+        let lines = Lines { instr: Instr::Pointer { code_offset: 192 }, table: LineTable::Locations };
+        // `prev_instr` one code unit before the code: nothing ran yet.
+        assert_eq!(line(&frame_at(-2, 7, vec![0xf8, 0x01], lines), lines), Some(7));
+        let lines = Lines { instr: Instr::Bytes, table: LineTable::Lnotab };
+        assert_eq!(line(&frame_at(-1, 7, vec![2, 1], lines), lines), Some(7));
+    }
+
+    #[test]
+    fn a_table_cut_before_the_instruction_gives_no_line() {
+        for lines in [
+            Lines { instr: Instr::Bytes, table: LineTable::Lnotab },
+            Lines { instr: Instr::Units, table: LineTable::Pairs },
+            Lines { instr: Instr::Pointer { code_offset: 184 }, table: LineTable::Locations },
+        ] {
+            // Two entries of 2 bytes (one code unit) each, one line further each.
+            let table = match lines.table {
+                LineTable::Locations => vec![0xd8, 0xd8],
+                _ => vec![2, 1, 2, 1],
+            };
+            let mut f = frame_at(2, 10, table, lines);
+            // Before 3.10 a pair's line applies from its address on; after, to its range.
+            assert_eq!(line(&f, lines), Some(if lines.table == LineTable::Lnotab { 11 } else { 12 }));
+            // Copied in part: an instruction past what was copied has no line.
+            f.table_size = 100;
+            f.flags |= FRAME_TABLE_CUT;
+            f.instr = frame_at(40, 10, Vec::new(), lines).instr;
+            assert_eq!(line(&f, lines), None, "{lines:?}");
+            f.flags = FRAME_TABLE_UNREADABLE;
+            f.instr = frame_at(0, 10, Vec::new(), lines).instr;
+            assert_eq!(line(&f, lines), None, "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn a_misaligned_instruction_pointer_gives_no_line() {
+        let lines = Lines { instr: Instr::Pointer { code_offset: 184 }, table: LineTable::Locations };
+        let mut f = frame_at(2, 10, vec![0xd8, 0xd8], lines);
+        f.instr += 1;
+        assert_eq!(line(&f, lines), None);
+    }
+
+    #[test]
+    fn varints_are_read_as_cpython_writes_them() {
+        assert_eq!(signed_varint(&[4]), Some(2));
+        assert_eq!(signed_varint(&[5]), Some(-2));
+        // 0x41 has its continuation bit: 1 + (2 << 6) = 129 -> +64, odd -> negative.
+        assert_eq!(signed_varint(&[0x41, 2]), Some(-64));
+        assert_eq!(signed_varint(&[0x40]), None, "runs off the end");
+        assert_eq!(signed_varint(&[0x7f; 20]), None, "too long");
+    }
+
+    fn walked(status: u32, frames: Vec<WalkedFrame>) -> Stack {
+        let header = Header {
+            ktime_ns: 0,
+            cgroup_id: 0,
+            start_ns: 0,
+            pid: 1,
+            tid: 1,
+            ppid: 0,
+            uid: 0,
+            gid: 0,
+            flags: 0,
+            comm: Vec::new(),
+        };
+        Stack { header, syscall: 1, status, truncated: false, frames }
+    }
+
+    #[test]
+    fn a_walk_becomes_frames_and_its_failure_an_error() {
+        let lines = Lines { instr: Instr::Units, table: LineTable::Pairs };
+        let mut f = frame_at(0, 3, vec![2, 0], lines);
+        f.name = Some("fonction_é".as_bytes().to_vec());
+        f.file = None;
+        f.flags = FRAME_FILE_UNREADABLE | FRAME_NAME_CUT;
+        let stack = resolve(&walked(STACK_OK, vec![f]), Some(lines));
+        assert_eq!(stack.error, None);
+        assert!(stack.truncated, "a cut name");
+        let frame = &stack.frames[0];
+        assert_eq!((frame.function.as_str(), frame.file.as_str(), frame.line), ("fonction_é", "?", Some(3)));
+        assert_eq!(frame.code, 0x7f00_0000_1000);
+        let failed = resolve(&walked(STACK_NO_THREAD, Vec::new()), Some(lines));
+        assert_eq!((failed.error, failed.frames.len()), (Some(StackError::NoThread), 0));
+        let unknown = resolve(&walked(STACK_UNSUPPORTED, Vec::new()), None);
+        assert_eq!(unknown.error, Some(StackError::Unsupported));
+        assert_eq!(StackError::of_status(99), Some(StackError::Unsupported));
+    }
+
+    /// pyenv's 3.13 publishes `_Py_DebugOffsets`; what premain reads from the file matches the
+    /// offsets its debug information gives (`pahole`, noted in `layout.rs`).
+    #[test]
+    fn the_debug_offsets_of_3_13_are_read_from_the_file() {
+        let Some((python, _)) = crate::testing::pyenv_pythons().into_iter().find(|(_, v)| *v == (3, 13))
+        else {
+            return crate::testing::cannot_run("no pyenv CPython 3.13");
+        };
+        let Ok(Verdict::Python(interp)) = recognize(&python, Path::new("/")) else { panic!("{python:?}") };
+        let layout = crate::python::layout::layout(&interp).unwrap();
+        assert_eq!(layout.no_stacks, None);
+        let i = layout.image;
+        assert_eq!((i.runtime_interp_head, i.interp_next, i.interp_threads), (632, 7264, 7344));
+        assert_eq!((i.tstate_next, i.tstate_frame, i.tstate_thread_id), (8, 72, 152));
+        assert_eq!(
+            (i.frame_back, i.frame_code, i.frame_globals, i.frame_instr, i.frame_owner),
+            (8, 0, 24, 56, 70)
+        );
+        assert_eq!((i.co_firstlineno, i.co_name, i.co_linetable, i.co_filename), (68, 128, 136, 112));
+        assert_eq!(layout.lines.unwrap().instr, Instr::Pointer { code_offset: 200 });
+        assert_ne!(i.runtime_vaddr, 0);
+    }
+}
