@@ -395,6 +395,11 @@ pub struct MarkerRecord {
     /// When `text` holds a `str`'s characters: bytes per character, 1 (Latin-1, ASCII
     /// included), 2 (UCS-2) or 4 (UCS-4), in the machine's byte order; else 0.
     pub text_kind: u32,
+    /// For [`MARK_EVAL_ENTER`]: the address of the globals dict the code runs with
+    /// (`PyEval_EvalCode`'s second argument: a module's `__dict__`, or `site`'s for a `.pth`
+    /// line); else 0. Functions that code defines keep it as their globals, so a later frame
+    /// is known by it.
+    pub globals: u64,
     /// NUL-padded.
     pub name: [u8; MARK_NAME_MAX],
     pub text: [u8; MARK_TEXT_MAX],
@@ -482,8 +487,8 @@ mod layout {
         assert!(size_of::<ExecRecord>() == 144 + ARGS_MAX + PATH_MAX);
         assert!(size_of::<ForkRecord>() == 96);
         assert!(size_of::<ExitRecord>() == 80);
-        assert!(offset_of!(MarkerRecord, text) == 88 + MARK_NAME_MAX);
-        assert!(size_of::<MarkerRecord>() == 88 + MARK_NAME_MAX + MARK_TEXT_MAX);
+        assert!(offset_of!(MarkerRecord, text) == 96 + MARK_NAME_MAX);
+        assert!(size_of::<MarkerRecord>() == 96 + MARK_NAME_MAX + MARK_TEXT_MAX);
         assert!(RECORD_MAX >= size_of::<MarkerRecord>());
         assert!(RECORD_MAX >= size_of::<OpenRecord>());
         assert!(RECORD_MAX >= size_of::<ExecRecord>());

@@ -51,6 +51,7 @@ fn marker(kind: u32) -> Option<&'static mut MarkerRecord> {
     rec.format = 0;
     rec.text_len = 0;
     rec.text_kind = 0;
+    rec.globals = 0;
     rec.name = [0; MARK_NAME_MAX];
     Some(rec)
 }
@@ -201,7 +202,9 @@ pub fn python_eval_enter(ctx: ProbeContext) -> u32 {
     }
     let layout = cookie(&ctx);
     let code = ctx.arg::<u64>(0).unwrap_or(0);
+    let globals = ctx.arg::<u64>(1).unwrap_or(0);
     let Some(rec) = marker(MARK_EVAL_ENTER) else { return 0 };
+    rec.globals = globals;
     // Module-level code may start here: the daemon must see this process's records again
     // until it has read this marker.
     renew_generation(rec.header.pid, rec.header.ktime_ns);

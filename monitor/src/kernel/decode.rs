@@ -166,9 +166,11 @@ pub enum Mark {
     /// The user's code starts (3.12+): what it is comes from the command line.
     RunningMain,
     /// A code object starts running; its `co_filename` as the bytes of a file name, `None`
-    /// when the kernel could not read it (not a compact `str`).
+    /// when the kernel could not read it (not a compact `str`); and the address of the globals
+    /// dict it runs with (0 when not known).
     EvalEnter {
         filename: Option<Vec<u8>>,
+        globals: u64,
     },
     EvalExit,
 }
@@ -383,6 +385,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                     filename: (raw.flags & FLAG_READ_FAILED == 0)
                         .then(|| str_bytes(text, r.text_kind))
                         .transpose()?,
+                    globals: r.globals,
                 },
                 MARK_EVAL_EXIT => Mark::EvalExit,
                 MARK_RUNNING_MAIN => Mark::RunningMain,
@@ -576,6 +579,7 @@ pub(crate) mod encode {
             format,
             text_len: text.len() as u32,
             text_kind,
+            globals: if kind == MARK_EVAL_ENTER { 0x7f00_0000_1000 } else { 0 },
             name: [0; monitor_common::MARK_NAME_MAX],
             text: [0; MARK_TEXT_MAX],
         };
@@ -700,7 +704,10 @@ mod tests {
         assert_eq!(m.mark, Mark::Main { how: "file".into(), target: b"x.py".to_vec() });
         let bytes = marker(5, 6, MARK_EVAL_ENTER, b"", 0, b"/site/a.py");
         let Record::Marker(m) = decode(&bytes).unwrap() else { panic!("not a marker") };
-        assert_eq!(m.mark, Mark::EvalEnter { filename: Some(b"/site/a.py".to_vec()) });
+        assert_eq!(
+            m.mark,
+            Mark::EvalEnter { filename: Some(b"/site/a.py".to_vec()), globals: 0x7f00_0000_1000 }
+        );
         let mut bad = marker(5, 6, 99, b"", 0, b"");
         assert!(decode(&bad).is_err());
         bad = marker(5, 6, MARK_EVAL_EXIT, b"", 0, b"");
@@ -731,7 +738,11 @@ mod tests {
             let Record::Marker(m) = decode(&eval_enter(5, 6, kind, &chars(text, kind))).unwrap() else {
                 panic!("not a marker")
             };
-            assert_eq!(m.mark, Mark::EvalEnter { filename: Some(text.as_bytes().to_vec()) }, "kind {kind}");
+            assert_eq!(
+                m.mark,
+                Mark::EvalEnter { filename: Some(text.as_bytes().to_vec()), globals: 0x7f00_0000_1000 },
+                "kind {kind}"
+            );
         }
         // A directory whose name is not UTF-8 (`mod\xffule`): CPython's `surrogateescape` made
         // the byte U+DCFF, which gives the byte back.
@@ -755,11 +766,11 @@ mod tests {
     fn an_unreadable_file_name_is_not_an_empty_one() {
         let mut bytes = eval_enter(5, 6, 0, b"");
         let Record::Marker(m) = decode(&bytes).unwrap() else { panic!("not a marker") };
-        assert_eq!(m.mark, Mark::EvalEnter { filename: Some(Vec::new()) });
+        assert_eq!(m.mark, Mark::EvalEnter { filename: Some(Vec::new()), globals: 0x7f00_0000_1000 });
         let at = offset_of!(RecordHeader, flags);
         bytes[at..at + 4].copy_from_slice(&FLAG_READ_FAILED.to_ne_bytes());
         let Record::Marker(m) = decode(&bytes).unwrap() else { panic!("not a marker") };
-        assert_eq!(m.mark, Mark::EvalEnter { filename: None });
+        assert_eq!(m.mark, Mark::EvalEnter { filename: None, globals: 0x7f00_0000_1000 });
     }
 
     #[test]

@@ -84,7 +84,7 @@ pub(crate) fn event_line(event: &Event, phase: Phase, clock: &Clock, redactor: &
                 // What `-c` runs is part of the command line.
                 flat(&mut obj, Text::command("target", target, redactor));
             }
-            Mark::EvalEnter { filename } => {
+            Mark::EvalEnter { filename, .. } => {
                 obj.insert("marker".into(), json!("eval_enter"));
                 match filename {
                     Some(filename) => flat(&mut obj, Text::new("filename", filename)),

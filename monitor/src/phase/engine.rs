@@ -12,6 +12,7 @@ use super::{
     Basis, Context, Culprit, CulpritKind, Origin, Phase,
     loaded::Source,
     party::{self, Party},
+    planted::Entered,
     state::{Frame, Main, ProcessPhase, Thread},
 };
 use crate::{
@@ -228,7 +229,7 @@ impl PhaseEngine {
                 }
                 p.running_main_seen = true;
             }
-            Mark::EvalEnter { filename } => {
+            Mark::EvalEnter { filename, globals } => {
                 let file = filename.as_deref().map(|f| PathBuf::from(OsStr::from_bytes(f)));
                 let thread = p.threads.entry(tid).or_default();
                 if thread.frames.len() >= MAX_FRAMES {
@@ -257,7 +258,8 @@ impl PhaseEngine {
                 let depth = thread.depth();
                 let source =
                     if checked { thread.loads.take(depth, file.as_deref()) } else { Source::Claimed };
-                thread.frames.push(Frame { claim: file, source, main, module });
+                thread.frames.push(Frame { claim: file, source, main, module, globals: *globals });
+                plant(p, tid);
             }
             Mark::EvalExit => {
                 if let Some(thread) = p.threads.get_mut(&tid) {
@@ -274,6 +276,26 @@ impl PhaseEngine {
     }
 }
 
+/// Tells the planted code of `p` of the code object thread `tid` just entered, when a start-up
+/// hook runs it: during start-up, or on a thread a hook started.
+fn plant(p: &mut ProcessPhase, tid: u32) {
+    let Some(thread) = p.threads.get(&tid) else { return };
+    let Some((new, outer)) = thread.frames.split_last() else { return };
+    let hook = |c: &Culprit| {
+        matches!(c.kind, CulpritKind::Pth | CulpritKind::Sitecustomize | CulpritKind::Usercustomize)
+    };
+    let culprit = match &thread.taint {
+        Some(origin) if origin.phase == Phase::Startup && hook(&origin.culprit) => origin.culprit.clone(),
+        _ if p.main.is_none() && p.taint.is_none() => startup_culprit(&thread.frames, p.last_pth.as_deref()),
+        _ => return,
+    };
+    let outer: Vec<(u64, Option<&Path>)> =
+        outer.iter().rev().map(|f| (f.globals, f.claim.as_deref())).collect();
+    let entered =
+        Entered { globals: new.globals, claim: new.claim.as_deref(), file: new.file(), module: new.module };
+    p.planted.entered(&entered, &culprit, &outer);
+}
+
 /// The kernel renewed the generation of `pid` with the record read at `ktime_ns`.
 fn renewed(table: &mut ProcessTable, pid: u32, ktime_ns: u64) {
     if let Some(p) = table.get_mut(pid).map(|p| &mut p.phase) {
@@ -287,8 +309,9 @@ fn renewed(table: &mut ProcessTable, pid: u32, ktime_ns: u64) {
 fn quiet_generation(table: &ProcessTable, pid: u32) -> Option<u64> {
     let p = &table.get(pid)?.phase;
     let generation = p.generation?;
-    // Without probes, module-level code at run time cannot be told apart.
-    if p.interpreter && !p.probed {
+    // Without probes, module-level code at run time cannot be told apart; code start-up hooks
+    // ran may run again, and its actions must reach the engine with their stacks.
+    if p.interpreter && (!p.probed || p.planted.hooked()) {
         return None;
     }
     let runtime = |tid: u32| context(table, pid, tid).phase == Phase::Runtime;
@@ -685,7 +708,7 @@ mod tests {
         e.observe(&ev(
             pid,
             tid,
-            Action::Marker(Mark::EvalEnter { filename: Some(file.as_bytes().to_vec()) }),
+            Action::Marker(Mark::EvalEnter { filename: Some(file.as_bytes().to_vec()), globals: 0 }),
         ));
     }
 
@@ -697,7 +720,7 @@ mod tests {
 
     /// A code object whose `co_filename` could not be read.
     fn enter_unnamed(e: &mut Engine, pid: u32, tid: u32) {
-        e.observe(&ev(pid, tid, Action::Marker(Mark::EvalEnter { filename: None })));
+        e.observe(&ev(pid, tid, Action::Marker(Mark::EvalEnter { filename: None, globals: 0 })));
     }
 
     fn exit(e: &mut Engine, pid: u32, tid: u32) {
@@ -740,7 +763,13 @@ mod tests {
     }
 
     fn enter_at(e: &mut Engine, pid: u32, tid: u32, t: u64, file: &str) -> Vec<(u32, Option<u64>)> {
-        step(e, pid, tid, t, Action::Marker(Mark::EvalEnter { filename: Some(file.as_bytes().to_vec()) }))
+        step(
+            e,
+            pid,
+            tid,
+            t,
+            Action::Marker(Mark::EvalEnter { filename: Some(file.as_bytes().to_vec()), globals: 0 }),
+        )
     }
 
     fn quiet_engine() -> Engine {

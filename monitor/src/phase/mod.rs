@@ -13,6 +13,7 @@
 mod engine;
 mod loaded;
 pub(crate) mod party;
+mod planted;
 mod state;
 
 use std::{path::PathBuf, sync::Arc};
@@ -109,6 +110,17 @@ pub(crate) struct Culprit {
     /// Whose code it is, when known from more than these files (every module body that was
     /// running, for a phase passed on); else it is told from the files.
     pub party: Option<Party>,
+    /// Code a start-up hook planted acted after main started (`deferred: true`): the frame
+    /// of that code nearest the action.
+    pub planted: Option<PlantedFrame>,
+}
+
+/// A frame of code a start-up hook planted, as alerts name it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PlantedFrame {
+    pub function: String,
+    pub file: String,
+    pub line: Option<u32>,
 }
 
 /// The thread or process whose pre-main phase was passed on.

@@ -123,7 +123,13 @@ mod tests {
     use crate::phase::loaded::Source;
 
     fn body(file: &str) -> Frame {
-        Frame { claim: Some(PathBuf::from(file)), source: Source::Claimed, main: false, module: true }
+        Frame {
+            claim: Some(PathBuf::from(file)),
+            source: Source::Claimed,
+            main: false,
+            module: true,
+            globals: 0,
+        }
     }
 
     #[test]

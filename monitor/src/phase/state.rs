@@ -8,6 +8,7 @@ use std::{
 use super::{
     Culprit, Origin,
     loaded::{Loads, Source},
+    planted::Planted,
 };
 use crate::process::table::IdMap;
 
@@ -28,6 +29,8 @@ pub(crate) struct Frame {
     pub(crate) main: bool,
     /// A module body (not an `exec` of a string); see `engine::is_module_body`.
     pub(crate) module: bool,
+    /// The address of the globals dict it runs with (0 when not known).
+    pub(crate) globals: u64,
 }
 
 impl Frame {
@@ -94,6 +97,8 @@ pub struct ProcessPhase {
     pub(crate) generation: Option<u64>,
     /// The generation it was last declared quiet at.
     pub(crate) declared_quiet: Option<u64>,
+    /// What its start-up hooks ran, which may run again after main.
+    pub(crate) planted: Planted,
 }
 
 impl ProcessPhase {
