@@ -506,6 +506,7 @@ mod tests {
             header,
             process: ProcessInfo { python: Some("3.12".into()), ..ProcessInfo::default() },
             action,
+            stack: None,
         }
     }
 

@@ -474,7 +474,7 @@ impl Pipeline {
             let Some(action) = action else { continue };
             let mut header = event.header.clone();
             (header.pid, header.tid) = (pid, tid);
-            let probe = Event { header, process: event.process.clone(), action };
+            let probe = Event { header, process: event.process.clone(), action, stack: event.stack.clone() };
             if matches!(self.verdict(&probe, &mut context.clone()), Verdict::Alert(_)) {
                 bits |= bit;
             }

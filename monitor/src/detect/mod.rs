@@ -295,7 +295,7 @@ mod tests {
             flags: 0,
             comm: Vec::new(),
         };
-        Event { header, process: ProcessInfo::default(), action }
+        Event { header, process: ProcessInfo::default(), action, stack: None }
     }
 
     fn open(path: &str, flags: u32) -> Action {

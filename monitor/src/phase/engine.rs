@@ -624,7 +624,7 @@ mod tests {
             flags: 0,
             comm: Vec::new(),
         };
-        Event { header, process: info(true), action }
+        Event { header, process: info(true), action, stack: None }
     }
 
     /// The engine with the process table as the tracker keeps it: the tracker has a process in

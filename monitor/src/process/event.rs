@@ -305,4 +305,7 @@ pub struct Event {
     pub header: Header,
     pub process: ProcessInfo,
     pub action: Action,
+    /// The Python stack of the thread that acted (for a non-Python descendant, its Python
+    /// ancestor's at the exec that started its lineage); `None` when none was captured.
+    pub stack: Option<std::sync::Arc<crate::python::stack::PyStack>>,
 }

@@ -675,7 +675,7 @@ impl Tracker {
 
     fn event(&self, header: &Header, action: Action) -> Option<Event> {
         let process = self.table.get(header.pid).filter(|p| !p.is_pending())?;
-        Some(Event { header: header.clone(), process: ProcessInfo::of(Some(process)), action })
+        Some(Event { header: header.clone(), process: ProcessInfo::of(Some(process)), action, stack: None })
     }
 
     /// Forgets processes that ended without an exit record reaching us.

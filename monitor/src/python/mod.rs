@@ -4,3 +4,4 @@
 pub(crate) mod dist;
 pub(crate) mod install;
 pub mod interpreter;
+pub(crate) mod stack;
