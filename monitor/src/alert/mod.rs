@@ -152,7 +152,12 @@ impl Alerts {
             rule: hit.rule,
             target: hit.target.clone(),
             succeeded: succeeded(&event.action),
-            culprit: (culprit.kind, culprit.path.clone(), culprit.module_file.clone()),
+            culprit: (
+                culprit.kind,
+                culprit.path.clone(),
+                culprit.module_file.clone(),
+                culprit.planted.is_some(),
+            ),
         };
         if let Some(fold) = self.folds.get_mut(&key)
             && fold.opened.elapsed() < self.window
@@ -232,6 +237,7 @@ impl Alerts {
             severity: hit.severity,
             phase: context.phase,
             phase_basis: context.basis,
+            deferred: deferred(context).then_some(true),
             culprit: self.culprit(&context.culprit),
             process,
             action: action_view(&event.action, hit, h.flags, redactor),
@@ -292,6 +298,11 @@ impl Alerts {
             backend: c.backend.clone(),
             installer: c.installer.clone(),
             source_dir: c.source_dir.as_deref().map(|d| Text::path("source_dir", Some(d))),
+            planted_frame: c.planted.as_ref().map(|f| PlantedFrameView {
+                function: f.function.clone(),
+                file: f.file.clone(),
+                line: f.line,
+            }),
         }
     }
 
@@ -321,7 +332,16 @@ struct FoldKey {
     rule: RuleId,
     target: String,
     succeeded: bool,
-    culprit: (CulpritKind, Option<std::path::PathBuf>, Option<std::path::PathBuf>),
+    /// Kind, file, module, and whether it is planted code acting after main (see
+    /// `Culprit::planted`).
+    culprit: (CulpritKind, Option<std::path::PathBuf>, Option<std::path::PathBuf>, bool),
+}
+
+/// Whether code a start-up hook planted acted after main, in the acting thread or in the
+/// creator it inherited its phase from.
+fn deferred(context: &Context) -> bool {
+    context.culprit.planted.is_some()
+        || context.inherited_from.as_ref().is_some_and(|o| o.culprit.planted.is_some())
 }
 
 /// The configured name, else `$NODE_NAME` (the downward API in a DaemonSet), else the hostname.

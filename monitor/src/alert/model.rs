@@ -43,6 +43,10 @@ pub(crate) struct Alert {
     pub severity: Severity,
     pub phase: Phase,
     pub phase_basis: Basis,
+    /// Present (`true`) when code a start-up hook planted acted after main started (see
+    /// `CulpritView::planted_frame`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<bool>,
     pub culprit: CulpritView,
     pub process: ProcessView,
     pub action: ActionView,
@@ -92,6 +96,18 @@ pub(crate) struct CulpritView {
     pub installer: Option<String>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub source_dir: Option<Text>,
+    /// The frame of the code a start-up hook planted that acted after main, nearest the action.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub planted_frame: Option<PlantedFrameView>,
+}
+
+/// A frame of code a start-up hook planted: its function, file (`co_filename`: `<string>` for
+/// a `.pth` line's own code) and line.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct PlantedFrameView {
+    pub function: String,
+    pub file: String,
+    pub line: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -9,10 +9,10 @@ use std::{
 };
 
 use super::{
-    Basis, Context, Culprit, CulpritKind, Origin, Phase,
+    Basis, Context, Culprit, CulpritKind, Origin, Phase, PlantedFrame,
     loaded::Source,
     party::{self, Party},
-    planted::Entered,
+    planted::{Entered, StackFrame},
     state::{Frame, Main, ProcessPhase, Thread},
 };
 use crate::{
@@ -69,7 +69,7 @@ impl PhaseEngine {
             // Found running at start-up, or adopted after its records were lost.
             self.start(table, pid, &event.process, None);
         }
-        let acting = context(table, pid, tid);
+        let acting = deferred(table, event, context(table, pid, tid));
         match &event.action {
             Action::Image { .. } => {
                 // The tracker carried the state of what the process ran before over to its new
@@ -274,6 +274,51 @@ impl PhaseEngine {
             }
         }
     }
+}
+
+/// The phase of an action whose stack holds a frame of code a start-up hook planted, when it
+/// would be `runtime` (or the application's own import-time code): the hook's `startup`, with
+/// that frame named. Else `acting`, the phase of the acting thread.
+fn deferred(table: &ProcessTable, event: &Event, acting: Context) -> Context {
+    let Some(stack) = event.stack.as_deref() else { return acting };
+    let (pid, tid) = (event.header.pid, event.header.tid);
+    let Some(p) = table.get(pid).map(|p| &p.phase) else { return acting };
+    // A descendant's stack is its Python ancestor's, whose memory the addresses are of.
+    if !p.planted.hooked() || stack.inherited_from.is_some() || acting.inherited_from.is_some() {
+        return acting;
+    }
+    let pertinent = match acting.phase {
+        Phase::Runtime => true,
+        Phase::Import => party_of(table, pid, tid, &acting).is_own(),
+        Phase::Install | Phase::Startup => false,
+    };
+    if !pertinent || matches!(event.action, Action::Marker(_) | Action::Exit { .. } | Action::Image { .. }) {
+        return acting;
+    }
+    let frames = stack.frames.iter().map(|f| StackFrame {
+        globals: f.globals,
+        file: f.file.as_bytes(),
+        function: &f.function,
+    });
+    let Some(found) = p.planted.find(frames, read_pth) else { return acting };
+    let frame = &stack.frames[found.index];
+    let planted =
+        PlantedFrame { function: frame.function.clone(), file: frame.file.clone(), line: frame.line };
+    Context {
+        phase: Phase::Startup,
+        culprit: Culprit { planted: Some(planted), ..found.culprit },
+        inherited_from: None,
+        basis: Basis::Probes,
+    }
+}
+
+/// The text of a `.pth` file, to tell which of several hooks defined a function (a `.pth`
+/// is a few lines; a longer one is read in part).
+fn read_pth(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read as _;
+    let mut text = Vec::new();
+    std::fs::File::open(path).ok()?.take(64 * 1024).read_to_end(&mut text).ok()?;
+    Some(text)
 }
 
 /// Tells the planted code of `p` of the code object thread `tid` just entered, when a start-up
@@ -894,6 +939,164 @@ mod tests {
         assert_eq!(c.culprit.path.as_deref(), Some(Path::new("/venv/site-packages/aaa.pth")));
         assert_eq!(c.culprit.module_file.as_deref(), Some(Path::new("/venv/site-packages/evil.py")));
         assert!(c.inherited_from.is_none());
+    }
+
+    const SITE: u64 = 0x7f00_1000;
+    const EVIL: u64 = 0x7f00_2000;
+    const APP: u64 = 0x7f00_3000;
+
+    fn enter_in(e: &mut Engine, pid: u32, tid: u32, file: &str, globals: u64) {
+        let mark = Mark::EvalEnter { filename: Some(file.as_bytes().to_vec()), globals };
+        e.observe(&ev(pid, tid, Action::Marker(mark)));
+    }
+
+    /// An open by thread `tid` of `pid` whose Python stack is `frames` (innermost first:
+    /// function, file, globals).
+    fn open_in(e: &mut Engine, pid: u32, tid: u32, path: &str, frames: &[(&str, &str, u64)]) -> Context {
+        let action = Action::Open {
+            path: path.into(),
+            requested: None,
+            resolution: Resolution::Kernel,
+            dirfd: -100,
+            flags: 0,
+            mode: 0,
+            result: 3,
+            syscall: monitor_common::SYSCALL_OPENAT,
+            file: None,
+            alias_of: None,
+        };
+        let mut event = ev(pid, tid, action);
+        event.stack = Some(Arc::new(stack(frames)));
+        e.observe(&event)
+    }
+
+    fn stack(frames: &[(&str, &str, u64)]) -> crate::python::stack::PyStack {
+        let frames = frames
+            .iter()
+            .enumerate()
+            .map(|(i, (function, file, globals))| crate::python::stack::Frame {
+                function: (*function).to_owned(),
+                file: (*file).to_owned(),
+                line: Some(i as u32 + 1),
+                code: 0x1000 + i as u64,
+                globals: *globals,
+            })
+            .collect();
+        crate::python::stack::PyStack { frames, ..Default::default() }
+    }
+
+    /// A start-up whose `.pth` line imports `evil` (in a namespace of its own) and runs code
+    /// in `site`'s namespace, then main.
+    fn hooked(e: &mut Engine, pid: u32) {
+        image(e, pid);
+        enter_in(e, pid, pid, "/usr/lib/python3.12/encodings/__init__.py", 0x10);
+        exit(e, pid, pid);
+        enter_in(e, pid, pid, "<frozen site>", SITE);
+        open(e, pid, pid, "/venv/site-packages/aaa_evil.pth");
+        enter_in(e, pid, pid, "<string>", SITE);
+        open(e, pid, pid, "/venv/site-packages/evil.py");
+        enter_in(e, pid, pid, "/venv/site-packages/evil.py", EVIL);
+        exit(e, pid, pid);
+        exit(e, pid, pid);
+        exit(e, pid, pid);
+        main(e, pid, "file", "/srv/app.py");
+        enter_in(e, pid, pid, "/srv/app.py", APP);
+    }
+
+    #[test]
+    fn code_a_pth_line_planted_is_the_hooks_startup_when_it_acts_after_main() {
+        let mut e = engine();
+        hooked(&mut e, 10);
+        // The application's own runtime code: runtime.
+        let c = open_in(&mut e, 10, 10, "/x", &[("main", "/srv/app.py", APP)]);
+        assert_eq!((c.phase, c.culprit.planted), (Phase::Runtime, None));
+        // A patched json.loads of evil's, called by the application.
+        let c = open_in(
+            &mut e,
+            10,
+            10,
+            "/home/u/.aws/credentials",
+            &[("steal", "/venv/site-packages/evil.py", EVIL), ("<module>", "/srv/app.py", APP)],
+        );
+        assert_eq!((c.phase, c.culprit.kind), (Phase::Startup, CulpritKind::Pth));
+        assert_eq!(c.culprit.path.as_deref(), Some(Path::new("/venv/site-packages/aaa_evil.pth")));
+        assert_eq!(c.culprit.module_file.as_deref(), Some(Path::new("/venv/site-packages/evil.py")));
+        let planted = c.culprit.planted.expect("the planted frame");
+        assert_eq!(
+            (planted.function.as_str(), planted.file.as_str(), planted.line),
+            ("steal", "/venv/site-packages/evil.py", Some(1))
+        );
+        // An atexit lambda of the line itself, after main returned; site's own code is not it.
+        exit(&mut e, 10, 10);
+        let c = open_in(&mut e, 10, 10, "/x", &[("<lambda>", "<string>", SITE)]);
+        assert_eq!(c.phase, Phase::Startup);
+        assert_eq!(c.culprit.planted.map(|f| f.function), Some("<lambda>".to_owned()));
+        let c = open_in(&mut e, 10, 10, "/x", &[("getsitepackages", "<frozen site>", SITE)]);
+        assert_eq!(c.phase, Phase::Runtime);
+        // A third party's module body: its own import alert, not the hook's.
+        enter_in(&mut e, 10, 10, "/venv/site-packages/other.py", 0x99);
+        let c = open_in(&mut e, 10, 10, "/x", &[("f", "/venv/site-packages/evil.py", EVIL)]);
+        assert_eq!((c.phase, c.culprit.planted), (Phase::Import, None));
+        exit(&mut e, 10, 10);
+        // The application's own module body calling planted code: the hook's.
+        open(&mut e, 10, 10, "/srv/settings.py");
+        enter_in(&mut e, 10, 10, "/srv/settings.py", 0x98);
+        let c = open_in(&mut e, 10, 10, "/x", &[("f", "/venv/site-packages/evil.py", EVIL)]);
+        assert_eq!(c.phase, Phase::Startup);
+    }
+
+    #[test]
+    fn what_planted_code_starts_after_main_keeps_the_hooks_phase() {
+        let mut e = engine();
+        hooked(&mut e, 10);
+        let mut spawn = ev(10, 10, Action::Fork { child_pid: 10, child_tid: 11, thread: true });
+        spawn.stack = Some(Arc::new(stack(&[("start", "/venv/site-packages/evil.py", EVIL)])));
+        e.observe(&spawn);
+        let c = open(&mut e, 10, 11, "/x");
+        assert_eq!((c.phase, c.culprit.kind), (Phase::Startup, CulpritKind::Pth));
+        let origin = c.inherited_from.expect("inherited");
+        assert_eq!(origin.culprit.planted.as_ref().map(|f| f.function.as_str()), Some("start"));
+        // A thread the application starts is runtime.
+        fork(&mut e, 10, 10, 12, true);
+        assert_eq!(open(&mut e, 10, 12, "/x").phase, Phase::Runtime);
+    }
+
+    #[test]
+    fn a_process_whose_hooks_ran_code_stays_recorded_and_one_whose_did_not_is_quiet() {
+        let mut e = quiet_engine();
+        image_at(&mut e, 10, 1);
+        step(
+            &mut e,
+            10,
+            10,
+            2,
+            Action::Marker(Mark::EvalEnter { filename: Some(b"<frozen site>".to_vec()), globals: SITE }),
+        );
+        open(&mut e, 10, 10, "/venv/site-packages/distutils-precedence.pth");
+        step(
+            &mut e,
+            10,
+            10,
+            3,
+            Action::Marker(Mark::EvalEnter { filename: Some(b"<string>".to_vec()), globals: SITE }),
+        );
+        step(&mut e, 10, 10, 4, Action::Marker(Mark::EvalExit));
+        step(&mut e, 10, 10, 5, Action::Marker(Mark::EvalExit));
+        let main_mark = Mark::Main { how: "file".into(), target: b"app.py".to_vec() };
+        assert_eq!(step(&mut e, 10, 10, 6, Action::Marker(main_mark.clone())), []);
+        assert_eq!(enter_at(&mut e, 10, 10, 7, "app.py"), []);
+        // Its forked child too (a copy of its memory, planted code included).
+        assert_eq!(step(&mut e, 10, 10, 8, Action::Fork { child_pid: 20, child_tid: 20, thread: false }), []);
+        // A `.pth` of paths only runs no code; Debian's sitecustomize is the interpreter's.
+        image_at(&mut e, 30, 1);
+        enter_at(&mut e, 30, 30, 2, "/usr/lib/python3.11/encodings/__init__.py");
+        step(&mut e, 30, 30, 3, Action::Marker(Mark::EvalExit));
+        enter_at(&mut e, 30, 30, 4, "<frozen site>");
+        open(&mut e, 30, 30, "/venv/site-packages/paths.pth");
+        load(&mut e, 30, 30, "/usr/lib/python3.11/sitecustomize.py");
+        step(&mut e, 30, 30, 5, Action::Marker(Mark::EvalExit));
+        step(&mut e, 30, 30, 6, Action::Marker(Mark::EvalExit));
+        assert!(matches!(step(&mut e, 30, 30, 7, Action::Marker(main_mark))[..], [(30, Some(_))]));
     }
 
     #[test]

@@ -65,6 +65,7 @@ pub(super) fn alert(seq: u64) -> Box<Alert> {
         severity: Severity::Critical,
         phase: Phase::Startup,
         phase_basis: Basis::Probes,
+        deferred: None,
         culprit: CulpritView {
             kind: CulpritKind::Pth,
             party: Party::ThirdParty,
@@ -82,6 +83,7 @@ pub(super) fn alert(seq: u64) -> Box<Alert> {
             backend: None,
             installer: None,
             source_dir: None,
+            planted_frame: None,
         },
         process: ProcessView {
             pid: 4242,
