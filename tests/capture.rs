@@ -243,8 +243,8 @@ fn ring_buffer_overflow_is_counted_per_hook() {
 }
 
 /// Runtime code never alerts, so the kernel stops recording a process whose code is all
-/// runtime; module-level code run later, and children, must still be seen from their first
-/// call.
+/// runtime (and whose start-up hooks ran no code); module-level code run later, and children,
+/// must still be seen from their first call.
 #[test]
 fn runtime_code_goes_unrecorded_and_code_after_it_still_alerts() {
     let bait = integration_tests::Bait::create();
@@ -274,7 +274,10 @@ fn runtime_code_goes_unrecorded_and_code_after_it_still_alerts() {
     let mut ran = Vec::new();
     for py in pythons() {
         let before = skipped();
+        // `-S`: no site, so no `.pth` line of the base interpreter runs code (which would keep
+        // the process recorded, see tests/deferred.rs).
         let run = Command::new(&py.path)
+            .arg("-S")
             .arg(&app)
             .arg(&modules)
             .arg(&target)

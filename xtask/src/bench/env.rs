@@ -19,7 +19,7 @@ pub(crate) const STARTUP_IMPORTS: &str = "import argparse, base64, collections, 
 /// `.pth` files in the venv: editable-install style path lines, and some that run an import
 /// line as setuptools' `distutils-precedence.pth` does.
 const PTH_PATHS: usize = 30;
-const PTH_IMPORTS: usize = 4;
+pub(crate) const PTH_IMPORTS: usize = 4;
 
 /// A CPython the Python workloads run.
 #[derive(Debug, Clone)]
@@ -46,6 +46,9 @@ pub(crate) struct Env {
     pub(crate) premain: PathBuf,
     pub(crate) python: Python,
     pub(crate) venv_python: PathBuf,
+    /// A venv of `python` with no `.pth` file: the runtime workload's, whose start-up hooks run
+    /// no code (the base interpreter's site-packages may hold code-running `.pth` files).
+    pub(crate) plain_python: PathBuf,
     pub(crate) storm: PathBuf,
     /// A small file the workloads open.
     pub(crate) data: PathBuf,
@@ -91,6 +94,7 @@ impl Env {
         }
 
         let venv_python = make_venv(&python, &dir)?;
+        let plain_python = plain_venv(&python, &dir)?;
         let floor_script = root.join("bench/floor.bt");
         let peer_script = dir.join("peer.bt");
         let template = fs::read_to_string(root.join("bench/peer.bt")).context("reading bench/peer.bt")?;
@@ -111,6 +115,7 @@ impl Env {
             premain,
             python,
             venv_python,
+            plain_python,
             storm,
             data,
             floor_script,
@@ -191,6 +196,20 @@ fn inspect(premain: &Path, path: &Path) -> anyhow::Result<Python> {
         minor,
         image: PathBuf::from(info["image"].as_str().context("interpreter image")?),
     })
+}
+
+/// A venv of `python` with no `.pth` file; returns its interpreter.
+fn plain_venv(python: &Python, dir: &Path) -> anyhow::Result<PathBuf> {
+    let venv = dir.join("plain-venv");
+    let status = Command::new(&python.path)
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .status()
+        .context("creating the plain venv")?;
+    if !status.success() {
+        bail!("{} -m venv failed ({status})", python.path.display());
+    }
+    Ok(venv.join("bin/python"))
 }
 
 /// A venv of `python` with `PTH_PATHS + PTH_IMPORTS` `.pth` files; returns its interpreter.

@@ -18,17 +18,23 @@ use super::{
 pub(crate) enum Workload {
     Storm,
     Startup,
+    /// In a venv whose start-up hooks run no code: premain stops recording the process once its
+    /// main code runs.
     Runtime,
+    /// The same in the venv with `.pth` import lines: code-running start-up hooks keep the
+    /// process recorded (their planted code may act later; see "Runtime code is not recorded").
+    RuntimeHooked,
 }
 
 impl Workload {
-    pub(crate) const ALL: [Self; 3] = [Self::Storm, Self::Startup, Self::Runtime];
+    pub(crate) const ALL: [Self; 4] = [Self::Storm, Self::Startup, Self::Runtime, Self::RuntimeHooked];
 
     pub(crate) fn key(self) -> &'static str {
         match self {
             Self::Storm => "storm",
             Self::Startup => "startup",
             Self::Runtime => "runtime",
+            Self::RuntimeHooked => "runtime_hooked",
         }
     }
 
@@ -46,8 +52,12 @@ impl Workload {
                 sizes.startup_runs
             ),
             Self::Runtime => format!(
-                "one {} process: {} function-local imports of a cached module, then {} open()s of one file; seconds per run (median of {} runs per sample)",
+                "one {} process in a venv without code-running start-up hooks: {} function-local imports of a cached module, then {} open()s of one file; seconds per run (median of {} runs per sample)",
                 env.python.version, sizes.runtime_imports, sizes.runtime_opens, sizes.reps
+            ),
+            Self::RuntimeHooked => format!(
+                "the runtime workload in the venv of the start-up workload, whose {} `.pth` import lines are code-running start-up hooks (the process stays recorded after main)",
+                super::env::PTH_IMPORTS
             ),
         }
     }
@@ -84,6 +94,7 @@ pub(crate) fn measure(env: &Env, sizes: &Sizes) -> anyhow::Result<Value> {
             first_runs.entry(config).or_default().push(first);
             warm_runs.entry(config).or_default().push(warm);
             python_pass(env, &env.venv_python)?;
+            python_pass(env, &env.plain_python)?;
             proc::timed(Command::new(&env.storm).arg(&env.data).args(["10", "1"]))?;
             let mut line = format!("xtask: bench: round {}/{} {:>8}:", round + 1, sizes.rounds, config.key());
             for workload in Workload::ALL {
@@ -187,8 +198,9 @@ fn run(env: &Env, sizes: &Sizes, workload: Workload) -> anyhow::Result<Sample> {
             c.args(["-c", super::env::STARTUP_IMPORTS]);
             (sizes.startup_runs, c)
         }
-        Workload::Runtime => {
-            let mut c = env.python_command(&env.python.path);
+        Workload::Runtime | Workload::RuntimeHooked => {
+            let python = if workload == Workload::Runtime { &env.plain_python } else { &env.venv_python };
+            let mut c = env.python_command(python);
             c.arg(env.script("runtime.py"))
                 .arg(&env.data)
                 .arg(sizes.runtime_imports.to_string())

@@ -180,6 +180,7 @@ pub(crate) fn markdown(r: &Value) -> String {
             ("storm", "syscall storm (C, not Python)"),
             ("startup", "Python start-up (venv, many .pth)"),
             ("runtime", "Python runtime (1M local imports + 30k opens)"),
+            ("runtime_hooked", "same, with code-running start-up hooks (recorded)"),
         ] {
             let w = &o[key]["by_tracer"];
             let cell = |t: &str| {
@@ -207,7 +208,7 @@ pub(crate) fn markdown(r: &Value) -> String {
             "\nThe workload's own CPU time (user + system; kernel programs run in its context are part of it), \
              as a ratio of medians to without:\n\n| workload | floor | premain | peer |\n|---|---|---|---|"
         );
-        for key in ["storm", "startup", "runtime"] {
+        for key in ["storm", "startup", "runtime", "runtime_hooked"] {
             let w = &o[key]["by_tracer"];
             let _ = writeln!(
                 md,
