@@ -604,6 +604,48 @@ mod tests {
     }
 
     #[test]
+    fn planted_code_acting_after_main_is_a_deferred_alert_of_its_hook_apart_from_its_start_up_ones() {
+        let options = AlertOptions { fold_window_secs: 60, ..AlertOptions::default() };
+        let mut alerts = Alerts::new(Clock::new(), &options);
+        let rules = Rules::defaults();
+        let table = ProcessTable::new(8);
+        let hook = Culprit {
+            kind: CulpritKind::Pth,
+            path: Some("/v/site-packages/aaa.pth".into()),
+            ..Culprit::default()
+        };
+        let at_startup = Context { phase: Phase::Startup, culprit: hook.clone(), ..Context::runtime() };
+        let planted = crate::phase::PlantedFrame {
+            function: "<lambda>".into(),
+            file: "<string>".into(),
+            line: Some(1),
+        };
+        let deferred = Context {
+            phase: Phase::Startup,
+            culprit: Culprit { planted: Some(planted), ..hook },
+            ..Context::runtime()
+        };
+        let event = open(7, "/h/.netrc");
+        let mut raise = |context: &Context| {
+            let hit = rules.evaluate(&event, false, &table).expect("a credential");
+            alerts
+                .raise(&event, context, hit, None, &table, &Redactor::default())
+                .map(|a| serde_json::to_value(a).unwrap())
+        };
+        let first = raise(&at_startup).expect("the start-up alert");
+        assert!(first.get("deferred").is_none() && first["culprit"].get("planted_frame").is_none());
+        let later = raise(&deferred).expect("the same read by planted code later is another finding");
+        assert_eq!(later["deferred"], true);
+        assert_eq!(later["phase"], "startup");
+        assert_eq!(later["culprit"]["path"], "/v/site-packages/aaa.pth");
+        assert_eq!(
+            later["culprit"]["planted_frame"],
+            serde_json::json!({"function": "<lambda>", "file": "<string>", "line": 1})
+        );
+        assert!(raise(&deferred).is_none(), "its repeat folds");
+    }
+
+    #[test]
     fn a_cut_path_is_flagged_in_the_alert() {
         let mut alerts = Alerts::new(Clock::new(), &AlertOptions::default());
         let rules = Rules::defaults();

@@ -193,6 +193,14 @@ fn alert(a: &Alert, hostname: &str) -> Value {
     fields.put("premain.culprit.version", json!(culprit.version));
     fields.put("premain.python", json!(process.python));
     fields.put("premain.cgroup_id", json!(process.cgroup_id));
+    if a.deferred.is_some() {
+        fields.put("premain.deferred", json!(true));
+    }
+    if let Some(frame) = &culprit.planted_frame {
+        fields.put("premain.culprit.planted_frame.function", json!(frame.function));
+        fields.put("premain.culprit.planted_frame.file", json!(frame.file));
+        fields.put("premain.culprit.planted_frame.line", json!(frame.line));
+    }
     if let Some(origin) = &a.inherited_from {
         fields.put("premain.inherited_from.pid", json!(origin.pid));
         fields.put("premain.inherited_from.exe", json!(origin.exe.text()));
@@ -379,6 +387,24 @@ mod tests {
         assert!(output.starts_with("12:00:00.123456000: Critical Pre-main credential read by distribution evil-pkg 1.0 (file=/home/u/.netrc "), "{output}");
         assert!(output.contains("k8s.pod.name=web-0"), "{output}");
         assert!(!output.contains('\n'));
+    }
+
+    #[test]
+    fn a_deferred_alert_says_so_and_names_the_planted_frame() {
+        let mut record = alert(2);
+        record.deferred = Some(true);
+        record.culprit.planted_frame = Some(crate::alert::PlantedFrameView {
+            function: "report_crash".into(),
+            file: "/site-packages/evil.py".into(),
+            line: Some(12),
+        });
+        let e = envelope(&Record::Alert(record), "node-1");
+        let f = &e["output_fields"];
+        assert_eq!(f["premain.deferred"], true);
+        assert_eq!(f["premain.culprit.planted_frame.function"], "report_crash");
+        assert_eq!(f["premain.culprit.planted_frame.file"], "/site-packages/evil.py");
+        assert_eq!(f["premain.culprit.planted_frame.line"], 12);
+        assert!(envelope(&Record::Alert(alert(3)), "n")["output_fields"].get("premain.deferred").is_none());
     }
 
     #[test]
