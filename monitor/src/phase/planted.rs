@@ -20,6 +20,7 @@
 //!   directory of its own off as the standard library), and frozen modules.
 
 use std::{
+    collections::HashMap,
     ffi::OsStr,
     os::unix::ffi::OsStrExt as _,
     path::{Path, PathBuf},
@@ -36,13 +37,13 @@ pub(crate) struct Planted {
     stdlib: Option<PathBuf>,
     /// A hook has run code (a `.pth` line or a customize module outside the standard library).
     hooked: bool,
-    namespaces: Vec<Namespace>,
+    /// By the address of the globals dict.
+    namespaces: HashMap<u64, Namespace>,
 }
 
 /// A globals dict that start-up hooks ran code with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Namespace {
-    globals: u64,
     /// The hooks that ran code in it, in order: one for a module's namespace, every `.pth`
     /// with an executable line for `site`'s.
     hooks: Vec<Hook>,
@@ -119,7 +120,7 @@ impl Planted {
         }
         self.hooked = true;
         let hook = Hook { kind: culprit.kind, path: culprit.path.clone() };
-        if let Some(known) = self.namespaces.iter_mut().find(|n| n.globals == code.globals) {
+        if let Some(known) = self.namespaces.get_mut(&code.globals) {
             if !known.hooks.contains(&hook) {
                 known.hooks.push(hook);
             }
@@ -134,7 +135,7 @@ impl Planted {
             (None, owner.map(|o| o.as_os_str().as_bytes().to_vec()))
         };
         if code.globals != 0 {
-            self.namespaces.push(Namespace { globals: code.globals, hooks: vec![hook], module, owner });
+            self.namespaces.insert(code.globals, Namespace { hooks: vec![hook], module, owner });
         }
     }
 
@@ -147,7 +148,7 @@ impl Planted {
         pth_text: impl Fn(&Path) -> Option<Vec<u8>>,
     ) -> Option<Found> {
         stack.into_iter().enumerate().find_map(|(index, frame)| {
-            let space = self.namespaces.iter().find(|n| n.globals == frame.globals && frame.globals != 0)?;
+            let space = self.namespaces.get(&frame.globals).filter(|_| frame.globals != 0)?;
             if space.owner.as_deref() == Some(frame.file) {
                 return None;
             }
