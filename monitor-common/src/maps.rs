@@ -294,6 +294,118 @@ pub struct KernelOffsets {
     pub io_link_oldpath: u32,
     pub io_link_newpath: u32,
     pub io_link_flags: u32,
+    /// `task_struct.thread.fsbase` (x86-64): a thread's TLS base, which glibc and musl make
+    /// its `pthread_self()`, the id CPython keeps in each thread state. 0 when unknown: no
+    /// Python stacks.
+    pub task_thread_fsbase: u32,
+}
+
+/// `slot -> PyImage`: what the CPython probes and the stack walk need to know of each
+/// interpreter image (the file with the CPython symbols), in the slot its probes' cookies name.
+pub const PY_IMAGES: &str = "PY_IMAGES";
+pub const PY_IMAGES_MAX: u32 = 4096;
+/// `tgid -> PyProcess`: where a CPython process keeps its interpreter state, learnt by its
+/// first probe hit (the probe's address minus the probed function's says where the image is
+/// loaded), copied to forked children, dropped at exec and exit.
+pub const PY_PROCESSES: &str = "PY_PROCESSES";
+/// Program array holding the stack walk: its start (`python_stack`, slot 0), which the
+/// syscall entries of CPython processes tail-call, and its per-frame step (`python_frame`,
+/// slot 1), which tail-calls itself.
+pub const STACK_PROGRAMS: &str = "STACK_PROGRAMS";
+
+/// [`PyImage::frames`]: how a thread state leads to its frames.
+/// No stack walk for this image (a version or build premain has no layout for).
+pub const FRAMES_NONE: u16 = 0;
+/// 3.8-3.10: `tstate->frame`, a chain of `PyFrameObject`s; `instr` is `f_lasti`, an `int`.
+pub const FRAMES_OBJECTS: u16 = 1;
+/// 3.11-3.12: `tstate->cframe->current_frame`, a chain of `_PyInterpreterFrame`s; `instr` is
+/// a pointer into the code.
+pub const FRAMES_CFRAME: u16 = 2;
+/// 3.13: `tstate->current_frame`, a chain of `_PyInterpreterFrame`s.
+pub const FRAMES_DIRECT: u16 = 3;
+/// An offset the image has no such member at.
+pub const NO_OFFSET: u16 = 0xffff;
+
+/// The layout of one CPython image's objects, for its probes (strings, code objects) and the
+/// stack walk (runtime, interpreter, thread and frame structs). All offsets are in bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PyImage {
+    /// `_PyRuntime`'s virtual address in the file (0: unknown, no stack walk).
+    pub runtime_vaddr: u64,
+    /// Offset of `co_filename` in a code object.
+    pub co_filename: u16,
+    /// Offset of a `str`'s `length` (in characters).
+    pub str_length: u16,
+    /// Offset of the characters of a compact ASCII `str`.
+    pub str_data: u16,
+    /// Offset of the characters of a compact `str` that is not ASCII.
+    pub str_wide_data: u16,
+    /// Offset of the byte of `PyASCIIObject.state` that holds the `kind`, `compact` and `ascii`
+    /// bits.
+    pub str_state: u16,
+    /// Shift of the 3-bit `kind` (bytes per character: 1, 2 or 4) in that byte.
+    pub str_kind_shift: u16,
+    /// Bit number of `compact` in that byte.
+    pub str_compact_bit: u16,
+    /// Bit number of `ascii` in that byte.
+    pub str_ascii_bit: u16,
+    /// `FRAMES_*`.
+    pub frames: u16,
+    /// `_PyRuntime.interpreters.head`.
+    pub runtime_interp_head: u16,
+    /// `PyInterpreterState.next` and its first thread state (`tstate_head`, `threads.head`).
+    pub interp_next: u16,
+    pub interp_threads: u16,
+    /// `PyThreadState.next`, `.thread_id`, and where its frames start: `frame`, `cframe` or
+    /// `current_frame`.
+    pub tstate_next: u16,
+    pub tstate_thread_id: u16,
+    pub tstate_frame: u16,
+    /// `_PyCFrame.current_frame` ([`FRAMES_CFRAME`]).
+    pub cframe_current: u16,
+    /// The frame's caller (`f_back`, `previous`), code object (`f_code`, `f_executable`),
+    /// globals dict and instruction (`f_lasti`, `prev_instr`, `instr_ptr`).
+    pub frame_back: u16,
+    pub frame_code: u16,
+    pub frame_globals: u16,
+    pub frame_instr: u16,
+    /// `owner` of a `_PyInterpreterFrame`, and the value that marks the C stack's entry shim
+    /// (3.12+); [`NO_OFFSET`] before.
+    pub frame_owner: u16,
+    pub owner_cstack: u16,
+    /// The code object's `co_firstlineno`, its name (`co_qualname` 3.11+, else `co_name`) and
+    /// line table (`co_lnotab`, `co_linetable`).
+    pub co_firstlineno: u16,
+    pub co_name: u16,
+    pub co_linetable: u16,
+    /// A `bytes`' `ob_size` and characters.
+    pub bytes_size: u16,
+    pub bytes_data: u16,
+    pub _pad: u16,
+}
+
+/// Where a CPython process's interpreter lives.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PyProcess {
+    /// Address of `_PyRuntime` in the process (0: its image has no stack walk).
+    pub runtime: u64,
+    /// Its image's [`PY_IMAGES`] slot.
+    pub image: u32,
+    pub _pad: u32,
+}
+
+/// A uprobe's cookie: the image's [`PY_IMAGES`] slot (low 16 bits) and the probed function's
+/// virtual address in the file (the rest), which the probe subtracts from its own address to
+/// find where the image is loaded.
+pub const fn probe_cookie(slot: u16, function_vaddr: u64) -> u64 {
+    (function_vaddr << 16) | slot as u64
+}
+
+/// The slot and function address of a [`probe_cookie`].
+pub const fn probe_cookie_parts(cookie: u64) -> (u32, u64) {
+    ((cookie & 0xffff) as u32, cookie >> 16)
 }
 
 /// Hooks, as indexes into [`COUNTERS`] and as the `hook` of a loss.
@@ -315,7 +427,9 @@ pub const HOOK_NAME: u32 = 9;
 pub const HOOK_URING: u32 = 10;
 /// 32-bit syscalls of 64-bit processes (`int 0x80`), seen by the raw-syscall tracepoints.
 pub const HOOK_COMPAT: u32 = 11;
-pub const HOOK_COUNT: u32 = 12;
+/// Python stacks walked at the syscalls of CPython processes ([`crate::StackRecord`]).
+pub const HOOK_STACK: u32 = 12;
+pub const HOOK_COUNT: u32 = 13;
 
 /// Record handed to the ring buffer.
 pub const COUNT_SENT: u32 = 0;
@@ -349,11 +463,17 @@ mod pod {
     unsafe impl aya::Pod for super::Judged {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::AllowedNet {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PyImage {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PyProcess {}
 }
 
 const _: () = {
     assert!(core::mem::size_of::<InFlight>() == 48);
-    assert!(core::mem::size_of::<KernelOffsets>() == 60 * 4);
+    assert!(core::mem::size_of::<KernelOffsets>() == 61 * 4);
+    assert!(core::mem::size_of::<PyImage>() == 64);
+    assert!(core::mem::size_of::<PyProcess>() == 16);
     assert!(core::mem::size_of::<ThreadPhase>() == 24 + 4 * DEPTHS_KEPT);
     assert!(core::mem::size_of::<Judged>() == 16);
     assert!(core::mem::size_of::<AllowedNet>() == 32);

@@ -42,6 +42,9 @@ pub const RECORD_SOCKET: u32 = 10;
 pub const RECORD_NAME: u32 = 11;
 /// A tracked process created an io_uring or submitted a request to one ([`UringRecord`]).
 pub const RECORD_URING: u32 = 12;
+/// The Python stack of a CPython process's thread at the entry of a syscall it is recorded
+/// for ([`StackRecord`]); that syscall's own record follows.
+pub const RECORD_STACK: u32 = 13;
 
 /// The path or filename did not fit and was cut.
 pub const FLAG_PATH_TRUNCATED: u32 = 1;
@@ -145,56 +148,6 @@ pub const MARK_EVAL_EXIT: u32 = 3;
 /// `_PyInterpreterState_SetRunningMain` (3.12+), called once right before the user's code is
 /// dispatched: the same moment as [`MARK_MAIN`], without its name or argument.
 pub const MARK_RUNNING_MAIN: u32 = 4;
-
-/// Uprobe cookies carry the layout of the CPython objects a probe reads, so one program
-/// serves every CPython build. A `str` is read only when compact (its characters follow the
-/// object): after `PyASCIIObject` when it is ASCII, after `PyCompactUnicodeObject` otherwise.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ProbeCookie {
-    /// Offset of `co_filename` in a code object.
-    pub co_filename: u16,
-    /// Offset of a `str`'s `length` (in characters).
-    pub str_length: u8,
-    /// Offset of the characters of a compact ASCII `str`.
-    pub str_data: u8,
-    /// Offset of the characters of a compact `str` that is not ASCII.
-    pub str_wide_data: u8,
-    /// Offset of the byte of `PyASCIIObject.state` that holds the `kind`, `compact` and `ascii`
-    /// bits.
-    pub str_state: u8,
-    /// Shift of the 3-bit `kind` (bytes per character: 1, 2 or 4) in that byte.
-    pub str_kind_shift: u8,
-    /// Bit number of `compact` in that byte.
-    pub str_compact_bit: u8,
-    /// Bit number of `ascii` in that byte.
-    pub str_ascii_bit: u8,
-}
-
-impl ProbeCookie {
-    pub const fn encode(self) -> u64 {
-        (self.co_filename as u64)
-            | (self.str_length as u64) << 16
-            | (self.str_data as u64) << 24
-            | (self.str_wide_data as u64) << 32
-            | (self.str_state as u64) << 40
-            | ((self.str_kind_shift & 0xf) as u64) << 48
-            | ((self.str_compact_bit & 0xf) as u64) << 52
-            | ((self.str_ascii_bit & 0xf) as u64) << 56
-    }
-
-    pub const fn decode(cookie: u64) -> Self {
-        Self {
-            co_filename: cookie as u16,
-            str_length: (cookie >> 16) as u8,
-            str_data: (cookie >> 24) as u8,
-            str_wide_data: (cookie >> 32) as u8,
-            str_state: (cookie >> 40) as u8,
-            str_kind_shift: (cookie >> 48) as u8 & 0xf,
-            str_compact_bit: (cookie >> 52) as u8 & 0xf,
-            str_ascii_bit: (cookie >> 56) as u8 & 0xf,
-        }
-    }
-}
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -427,6 +380,100 @@ pub struct UringRecord {
     pub tail: [u8; PATH_MAX],
 }
 
+/// Frames a [`StackRecord`] keeps, innermost first.
+pub const STACK_FRAMES_MAX: usize = 32;
+/// Bytes of names and line tables a [`StackRecord`] carries at most.
+pub const STACK_TAIL_MAX: usize = 8192;
+/// Bytes of a function name kept (a `str`'s characters as stored).
+pub const STACK_NAME_MAX: usize = 128;
+/// Bytes of a file name kept: its end, when longer.
+pub const STACK_FILE_MAX: usize = 512;
+/// Bytes of a code object's line table kept: its start, when longer.
+pub const STACK_TABLE_MAX: usize = 1024;
+
+/// [`StackRecord::status`]: the stack was walked.
+pub const STACK_OK: u32 = 0;
+/// The process's image has no stack layout (a version or build premain does not know).
+pub const STACK_UNSUPPORTED: u32 = 1;
+/// The process's `_PyRuntime` is not located: no probe of its image has fired in it yet.
+pub const STACK_NO_RUNTIME: u32 = 2;
+/// No thread state of the interpreter belongs to the thread.
+pub const STACK_NO_THREAD: u32 = 3;
+/// Interpreter memory the walk needed could not be read.
+pub const STACK_UNREADABLE: u32 = 4;
+
+/// [`StackFrame::flags`]: the name is cut to its first [`STACK_NAME_MAX`] bytes.
+pub const FRAME_NAME_CUT: u32 = 1;
+/// The file name is cut to its last [`STACK_FILE_MAX`] bytes.
+pub const FRAME_FILE_CUT: u32 = 1 << 1;
+/// The line table is cut to its first [`STACK_TABLE_MAX`] bytes (or to the room left).
+pub const FRAME_TABLE_CUT: u32 = 1 << 2;
+/// The name could not be read (not a compact `str`, memory unreadable, no room left).
+pub const FRAME_NAME_UNREADABLE: u32 = 1 << 3;
+/// The file name could not be read.
+pub const FRAME_FILE_UNREADABLE: u32 = 1 << 4;
+/// The line table could not be read.
+pub const FRAME_TABLE_UNREADABLE: u32 = 1 << 5;
+/// The code object could not be read: only `code`, `globals` and `instr` hold.
+pub const FRAME_CODE_UNREADABLE: u32 = 1 << 6;
+
+/// One Python frame as the kernel walked it. Its texts are in the record's `tail`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackFrame {
+    /// Address of the code object.
+    pub code: u64,
+    /// Address of the frame's globals dict.
+    pub globals: u64,
+    /// Where the frame is: `f_lasti` (3.8-3.10, sign-extended) or the address of the
+    /// instruction (3.11+: `prev_instr`, `instr_ptr`).
+    pub instr: u64,
+    /// The code object's `co_firstlineno`.
+    pub firstlineno: i32,
+    /// `FRAME_*`.
+    pub flags: u32,
+    /// Offsets and lengths in the tail of the name, the file name and the line table.
+    pub name_off: u16,
+    pub name_len: u16,
+    pub file_off: u16,
+    pub file_len: u16,
+    pub table_off: u16,
+    pub table_len: u16,
+    /// Bytes per character (1, 2, 4) of the name and file name, as [`MarkerRecord::text_kind`].
+    pub name_kind: u8,
+    pub file_kind: u8,
+    pub _pad: u16,
+    /// The whole line table's length in bytes (`table_len` is less when cut).
+    pub table_size: u32,
+    pub _pad2: u32,
+}
+
+/// A thread's Python stack at a syscall's entry, innermost frame first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackRecord {
+    pub header: RecordHeader,
+    /// `SYSCALL_*` of the syscall the stack was walked at.
+    pub syscall: u32,
+    /// `STACK_*`.
+    pub status: u32,
+    /// Frames used in `frames`.
+    pub frame_count: u32,
+    /// Bytes used in `tail`.
+    pub tail_len: u32,
+    /// 1 when the stack had more frames than `frames` holds.
+    pub truncated: u32,
+    /// The walk's own state between its steps (one program per frame): the image's
+    /// `PY_IMAGES` slot, the next frame's address, the file name object of the last frame.
+    pub image: u32,
+    pub next: u64,
+    pub last_file: u64,
+    pub frames: [StackFrame; STACK_FRAMES_MAX],
+    /// Texts and line tables; past [`STACK_TAIL_MAX`], room for one more copy of the largest
+    /// (never used, but a bounded write at any offset below the maximum then fits).
+    pub tail: [u8; STACK_TAIL_MAX + STACK_TABLE_MAX],
+}
+
 /// The largest record: the size of the per-CPU scratch area records are built in.
 pub const RECORD_MAX: usize = core::mem::size_of::<NameRecord>();
 
@@ -461,6 +508,10 @@ mod pod {
     unsafe impl aya::Pod for super::NameRecord {}
     // SAFETY: repr(C), integer fields only, no padding (asserted in `layout`).
     unsafe impl aya::Pod for super::UringRecord {}
+    // SAFETY: repr(C), integer fields only, no padding (asserted in `layout`).
+    unsafe impl aya::Pod for super::StackFrame {}
+    // SAFETY: repr(C), integer fields only, no padding (asserted in `layout`).
+    unsafe impl aya::Pod for super::StackRecord {}
 }
 
 /// Compile-time proof that no type has implicit padding: each size equals the sum of its
@@ -492,5 +543,11 @@ mod layout {
         assert!(RECORD_MAX >= size_of::<MarkerRecord>());
         assert!(RECORD_MAX >= size_of::<OpenRecord>());
         assert!(RECORD_MAX >= size_of::<ExecRecord>());
+        assert!(size_of::<StackFrame>() == 56);
+        assert!(offset_of!(StackRecord, frames) == 112);
+        assert!(offset_of!(StackRecord, tail) == 112 + 56 * STACK_FRAMES_MAX);
+        assert!(size_of::<StackRecord>() == 112 + 56 * STACK_FRAMES_MAX + STACK_TAIL_MAX + STACK_TABLE_MAX);
+        assert!(RECORD_MAX >= size_of::<StackRecord>());
+        assert!(STACK_TAIL_MAX < 1 << 16, "tail offsets are u16");
     };
 }

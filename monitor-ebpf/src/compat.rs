@@ -74,7 +74,8 @@ fn word(base: u64, i: u64) -> u64 {
 
 #[inline(always)]
 fn keep(hook_syscall: u32, args: [u64; 5]) {
-    save(HOOK_COMPAT, InFlight { syscall: hook_syscall, compat: 1, args });
+    // 32-bit calls get no Python stack: the walk is a program of another type.
+    let _ = save(HOOK_COMPAT, InFlight { syscall: hook_syscall, compat: 1, args });
 }
 
 /// A compat `sendmsg`: the destination of its `compat_msghdr` (`msg_name`, `msg_namelen`).

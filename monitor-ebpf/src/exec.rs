@@ -19,9 +19,9 @@ use monitor_common::{
 
 use crate::{
     emit::{count, fill_header, scratch, send},
-    maps::{TRACKED, VERDICTS, control, self_tgid},
+    maps::{PY_PROCESSES, TRACKED, VERDICTS, control, self_tgid},
     process::{save_if_tracked, take_saved},
-    task,
+    stack, task,
 };
 
 const AT_FDCWD: i32 = -100;
@@ -32,14 +32,19 @@ const ARG_CHUNK: usize = 256;
 #[tracepoint(category = "syscalls", name = "sys_enter_execve")]
 pub fn exec_enter_execve(ctx: TracePointContext) -> u32 {
     // filename, argv
-    save_if_tracked(&ctx, HOOK_EXEC, SYSCALL_EXECVE, [16, 24]);
+    if save_if_tracked(&ctx, HOOK_EXEC, SYSCALL_EXECVE, [16, 24]) {
+        // The last moment the caller's Python memory exists.
+        stack::capture(&ctx, SYSCALL_EXECVE);
+    }
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_execveat")]
 pub fn exec_enter_execveat(ctx: TracePointContext) -> u32 {
     // filename, argv, dirfd, flags: same first two slots as execve
-    save_if_tracked(&ctx, HOOK_EXEC, SYSCALL_EXECVEAT, [24, 32, 16, 48]);
+    if save_if_tracked(&ctx, HOOK_EXEC, SYSCALL_EXECVEAT, [24, 32, 16, 48]) {
+        stack::capture(&ctx, SYSCALL_EXECVEAT);
+    }
     0
 }
 
@@ -198,6 +203,8 @@ pub fn exec_image(ctx: TracePointContext) -> u32 {
     if after != before && TRACKED.insert(tgid, after, 0).is_err() {
         count(HOOK_EXEC, COUNT_LOST_TRACKED);
     }
+    // A new image: where its interpreter lies (if it has one) is learnt again.
+    let _ = PY_PROCESSES.remove(tgid);
     let Some(rec) = scratch::<ExecRecord>() else {
         return 0;
     };

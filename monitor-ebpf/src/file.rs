@@ -14,6 +14,7 @@ use crate::{
     emit::{fill_header, scratch, send},
     path,
     process::{current_quiet, current_quiet_unless, current_tracked, save, save_unless_quiet, take_saved},
+    stack,
 };
 
 const ENAMETOOLONG: i64 = 36;
@@ -30,14 +31,21 @@ const RET: usize = 16;
 #[tracepoint(category = "syscalls", name = "sys_enter_openat")]
 pub fn file_enter_openat(ctx: TracePointContext) -> u32 {
     let anyway = || names_code(&ctx, ARG1);
-    save_unless_quiet(&ctx, HOOK_OPEN, SYSCALL_OPENAT, [ARG0, ARG1, ARG2, ARG3], anyway);
+    if save_unless_quiet(&ctx, HOOK_OPEN, SYSCALL_OPENAT, [ARG0, ARG1, ARG2, ARG3], anyway)
+        && may_alert(&ctx, ARG1, ARG2)
+    {
+        stack::capture(&ctx, SYSCALL_OPENAT);
+    }
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
 pub fn file_enter_openat2(ctx: TracePointContext) -> u32 {
     let anyway = || names_code(&ctx, ARG1);
-    save_unless_quiet(&ctx, HOOK_OPEN, SYSCALL_OPENAT2, [ARG0, ARG1, ARG2, ARG3], anyway);
+    // Its flags are in user memory (`struct open_how`): rare enough to take the stack anyway.
+    if save_unless_quiet(&ctx, HOOK_OPEN, SYSCALL_OPENAT2, [ARG0, ARG1, ARG2, ARG3], anyway) {
+        stack::capture(&ctx, SYSCALL_OPENAT2);
+    }
     0
 }
 
@@ -53,10 +61,10 @@ pub fn file_enter_open(ctx: TracePointContext) -> u32 {
                 ctx.read_at::<u64>(ARG2).unwrap_or(0),
             )
         };
-        save(
-            HOOK_OPEN,
-            InFlight { syscall: SYSCALL_OPEN, compat: 0, args: [AT_FDCWD, name, flags, mode, 0] },
-        );
+        let call = InFlight { syscall: SYSCALL_OPEN, compat: 0, args: [AT_FDCWD, name, flags, mode, 0] };
+        if save(HOOK_OPEN, call) && may_alert(&ctx, ARG0, ARG1) {
+            stack::capture(&ctx, SYSCALL_OPEN);
+        }
     }
     0
 }
@@ -69,7 +77,9 @@ pub fn file_enter_creat(ctx: TracePointContext) -> u32 {
         let (name, mode) =
             unsafe { (ctx.read_at::<u64>(ARG0).unwrap_or(0), ctx.read_at::<u64>(ARG1).unwrap_or(0)) };
         let args = [AT_FDCWD, name, O_CREAT_WRONLY_TRUNC, mode, 0];
-        save(HOOK_OPEN, InFlight { syscall: SYSCALL_CREAT, compat: 0, args });
+        if save(HOOK_OPEN, InFlight { syscall: SYSCALL_CREAT, compat: 0, args }) {
+            stack::capture(&ctx, SYSCALL_CREAT);
+        }
     }
     0
 }
@@ -82,7 +92,9 @@ pub fn file_enter_open_by_handle_at(ctx: TracePointContext) -> u32 {
         let (mount_fd, flags) =
             unsafe { (ctx.read_at::<u64>(ARG0).unwrap_or(0), ctx.read_at::<u64>(ARG2).unwrap_or(0)) };
         let args = [mount_fd, 0, flags, 0, 0];
-        save(HOOK_OPEN, InFlight { syscall: SYSCALL_OPEN_BY_HANDLE_AT, compat: 0, args });
+        if save(HOOK_OPEN, InFlight { syscall: SYSCALL_OPEN_BY_HANDLE_AT, compat: 0, args }) {
+            stack::capture(&ctx, SYSCALL_OPEN_BY_HANDLE_AT);
+        }
     }
     0
 }
@@ -109,6 +121,41 @@ fn names_code(ctx: &TracePointContext, arg: usize) -> bool {
     let at = |back: usize| if len >= back { buf[(len - back) & MASK] } else { 0 };
     let last4 = [at(4), at(3), at(2), at(1)];
     [*b".pyc", *b".zip", *b".egg", *b".whl", *b".pyz", *b".pex"].contains(&last4) || last4[1..] == *b".py"
+}
+
+/// Whether an open may be one a rule alerts on, and so is worth a Python stack: not a
+/// read-only open of a directory, of a file CPython loads code from or of a shared library
+/// (every import makes those; no rule reads code). A name that cannot be read may be anything.
+#[inline(always)]
+fn may_alert(ctx: &TracePointContext, name_at: usize, flags_at: usize) -> bool {
+    const MASK: usize = PATH_MAX - 1;
+    const O_ACCMODE: u64 = 0o3;
+    const O_DIRECTORY: u64 = 0o200000;
+    const O_CREAT_TRUNC: u64 = 0o100 | 0o1000;
+    // SAFETY: offsets from the tracepoint's format.
+    let flags = unsafe { ctx.read_at::<u64>(flags_at) }.unwrap_or(0);
+    if flags & (O_ACCMODE | O_CREAT_TRUNC) != 0 {
+        return true;
+    }
+    if flags & O_DIRECTORY != 0 {
+        return false;
+    }
+    // SAFETY: offsets from the tracepoint's format.
+    let name = unsafe { ctx.read_at::<u64>(name_at) }.unwrap_or(0);
+    // Nothing else uses the scratch area at a syscall's entry before the stack walk.
+    let Some(buf) = scratch::<[u8; PATH_MAX]>() else { return true };
+    // SAFETY: the destination is `buf`; the helper validates the user address.
+    let n = unsafe { bpf_probe_read_user_str(buf.as_mut_ptr().cast(), PATH_MAX as u32, name as *const _) };
+    if n <= 0 || n as usize >= PATH_MAX {
+        return true;
+    }
+    let len = n as usize - 1;
+    let at = |back: usize| if len >= back { buf[(len - back) & MASK] } else { 0 };
+    let last4 = [at(4), at(3), at(2), at(1)];
+    let code = [*b".pyc", *b".zip", *b".egg", *b".whl", *b".pyz", *b".pex"].contains(&last4)
+        || last4[1..] == *b".py"
+        || last4[1..] == *b".so";
+    !code
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_openat")]

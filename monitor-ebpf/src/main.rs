@@ -22,6 +22,7 @@ mod path;
 mod process;
 mod python;
 mod sock;
+mod stack;
 mod target;
 mod task;
 mod uring;

@@ -1,11 +1,11 @@
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use monitor_common::{
     AllowedNet, CONTROL_SLOTS, COUNTER_SLOTS, ExeKey, GUARDED_THREADS_MAX, InFlight, Judged, KernelOffsets,
-    NET_ALLOW_MAX, PROGRAMS_MAX, SEEN_DESTS_MAX, SYSCALLS_MAX, Scratch, SeenDests, TRACKED_MAX, ThreadPhase,
-    URING_OPENS_MAX, VERDICTS_MAX,
+    NET_ALLOW_MAX, PROGRAMS_MAX, PY_IMAGES_MAX, PyImage, PyProcess, SEEN_DESTS_MAX, SYSCALLS_MAX, Scratch,
+    SeenDests, TRACKED_MAX, ThreadPhase, URING_OPENS_MAX, VERDICTS_MAX,
 };
 
 /// Sized by the daemon at load time (`--ring-buffer-size`).
@@ -66,6 +66,15 @@ pub(crate) static PROGRAMS: HashMap<ExeKey, u32> = HashMap::with_max_entries(PRO
 
 #[map]
 pub(crate) static NET_ALLOW: Array<AllowedNet> = Array::with_max_entries(NET_ALLOW_MAX, 0);
+
+#[map]
+pub(crate) static PY_IMAGES: Array<PyImage> = Array::with_max_entries(PY_IMAGES_MAX, 0);
+
+#[map]
+pub(crate) static PY_PROCESSES: HashMap<u32, PyProcess> = HashMap::with_max_entries(TRACKED_MAX, 0);
+
+#[map]
+pub(crate) static STACK_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(2, 0);
 
 /// Records are built here: they are far larger than the 512-byte BPF stack.
 #[map]
@@ -136,6 +145,7 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     io_link_oldpath: 0,
     io_link_newpath: 0,
     io_link_flags: 0,
+    task_thread_fsbase: 0,
 };
 
 // Globals are rewritten by the loader; volatile reads stop the compiler folding the defaults.

@@ -20,6 +20,7 @@ use crate::{
     maps::offsets,
     path,
     process::{current_quiet, current_tracked, save, take_saved},
+    stack,
 };
 
 pub(crate) const AT_FDCWD: u64 = -100i64 as u64;
@@ -42,7 +43,9 @@ fn enter(ctx: &TracePointContext, syscall: u32, offsets: [Option<usize>; 5]) {
         };
         i += 1;
     }
-    save(HOOK_NAME, InFlight { syscall, compat: 0, args });
+    if save(HOOK_NAME, InFlight { syscall, compat: 0, args }) {
+        stack::capture(ctx, syscall);
+    }
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_rename")]

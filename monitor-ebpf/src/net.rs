@@ -28,6 +28,7 @@ use crate::{
     guard::{forget_decided, take_decided},
     maps::SEEN_DESTS,
     process::{current_quiet, current_tracked, save, save_if_recorded, take_saved},
+    stack,
 };
 
 pub(crate) const AF_INET: u16 = 2;
@@ -47,7 +48,9 @@ pub fn net_enter_connect(ctx: TracePointContext) -> u32 {
     }
     forget_decided();
     forget_seen();
-    save_if_recorded(&ctx, HOOK_CONNECT, SYSCALL_CONNECT, [16, 24, 32]);
+    if save_if_recorded(&ctx, HOOK_CONNECT, SYSCALL_CONNECT, [16, 24, 32]) {
+        stack::capture(&ctx, SYSCALL_CONNECT);
+    }
     0
 }
 
@@ -75,8 +78,11 @@ pub fn net_enter_sendto(ctx: TracePointContext) -> u32 {
             ctx.read_at::<u64>(56).unwrap_or(0),
         )
     };
-    if addr != 0 && !current_quiet(HOOK_SEND) {
-        save(HOOK_SEND, InFlight { syscall: SYSCALL_SENDTO, compat: 0, args: [fd, addr, addr_len, 0, 0] });
+    if addr != 0
+        && !current_quiet(HOOK_SEND)
+        && save(HOOK_SEND, InFlight { syscall: SYSCALL_SENDTO, compat: 0, args: [fd, addr, addr_len, 0, 0] })
+    {
+        stack::capture(&ctx, SYSCALL_SENDTO);
     }
     0
 }
@@ -99,10 +105,10 @@ pub fn net_enter_sendmsg(ctx: TracePointContext) -> u32 {
     }
     // SAFETY: as above.
     let name_len = unsafe { read_user((msg + 8) as *const u32) }.unwrap_or(0);
-    save(
-        HOOK_SEND,
-        InFlight { syscall: SYSCALL_SENDMSG, compat: 0, args: [fd, name, u64::from(name_len), 0, 0] },
-    );
+    let call = InFlight { syscall: SYSCALL_SENDMSG, compat: 0, args: [fd, name, u64::from(name_len), 0, 0] };
+    if save(HOOK_SEND, call) {
+        stack::capture(&ctx, SYSCALL_SENDMSG);
+    }
     0
 }
 
@@ -141,7 +147,9 @@ pub fn net_enter_sendmmsg(ctx: TracePointContext) -> u32 {
             ctx.read_at::<u64>(32).unwrap_or(0),
         )
     };
-    save(HOOK_SEND, InFlight { syscall: SYSCALL_SENDMMSG, compat: 0, args: [fd, mmsg, vlen, 0, 0] });
+    if save(HOOK_SEND, InFlight { syscall: SYSCALL_SENDMMSG, compat: 0, args: [fd, mmsg, vlen, 0, 0] }) {
+        stack::capture(&ctx, SYSCALL_SENDMMSG);
+    }
     0
 }
 
@@ -236,10 +244,10 @@ pub fn net_enter_socket(ctx: TracePointContext) -> u32 {
     };
     let kind = kind & SOCK_TYPE_MASK;
     if raw(family, kind) && !current_quiet(HOOK_SOCKET) {
-        save(
-            HOOK_SOCKET,
-            InFlight { syscall: SYSCALL_SOCKET, compat: 0, args: [family, kind, protocol, 0, 0] },
-        );
+        let call = InFlight { syscall: SYSCALL_SOCKET, compat: 0, args: [family, kind, protocol, 0, 0] };
+        if save(HOOK_SOCKET, call) {
+            stack::capture(&ctx, SYSCALL_SOCKET);
+        }
     }
     0
 }

@@ -14,26 +14,29 @@ use monitor_common::{
 
 use crate::{
     emit::{count, fill_header, scratch, send},
-    maps::{GENERATIONS, INFLIGHT, QUIET, SYSCALLS, TRACKED, offsets},
+    maps::{GENERATIONS, INFLIGHT, PY_PROCESSES, QUIET, SYSCALLS, TRACKED, offsets},
     task,
 };
 
 /// At syscall entry: if the caller's process is tracked, saves the arguments found at
-/// `arg_offsets` of the tracepoint record until the syscall returns.
+/// `arg_offsets` of the tracepoint record until the syscall returns. Returns whether it did.
 #[inline(always)]
 pub(crate) fn save_if_tracked<const N: usize>(
     ctx: &TracePointContext,
     hook: u32,
     syscall: u32,
     arg_offsets: [usize; N],
-) {
-    if current_tracked() {
-        save_args(ctx, hook, syscall, arg_offsets);
-    }
+) -> bool {
+    current_tracked() && save_args(ctx, hook, syscall, arg_offsets)
 }
 
 #[inline(always)]
-fn save_args<const N: usize>(ctx: &TracePointContext, hook: u32, syscall: u32, arg_offsets: [usize; N]) {
+fn save_args<const N: usize>(
+    ctx: &TracePointContext,
+    hook: u32,
+    syscall: u32,
+    arg_offsets: [usize; N],
+) -> bool {
     let mut call = InFlight { syscall, compat: 0, args: [0; 5] };
     let mut i = 0;
     while i < N && i < call.args.len() {
@@ -41,7 +44,7 @@ fn save_args<const N: usize>(ctx: &TracePointContext, hook: u32, syscall: u32, a
         call.args[i] = unsafe { ctx.read_at::<u64>(arg_offsets[i]) }.unwrap_or(0);
         i += 1;
     }
-    save(hook, call);
+    save(hook, call)
 }
 
 /// [`save_if_tracked`] for hooks whose records only matter outside runtime code (open,
@@ -52,8 +55,8 @@ pub(crate) fn save_if_recorded<const N: usize>(
     hook: u32,
     syscall: u32,
     arg_offsets: [usize; N],
-) {
-    save_unless_quiet(ctx, hook, syscall, arg_offsets, || false);
+) -> bool {
+    save_unless_quiet(ctx, hook, syscall, arg_offsets, || false)
 }
 
 /// [`save_if_recorded`], except that a quiet process's call is saved too when `anyway` says so.
@@ -64,10 +67,8 @@ pub(crate) fn save_unless_quiet<const N: usize>(
     syscall: u32,
     arg_offsets: [usize; N],
     anyway: impl FnOnce() -> bool,
-) {
-    if current_tracked() && !current_quiet_unless(hook, anyway) {
-        save_args(ctx, hook, syscall, arg_offsets);
-    }
+) -> bool {
+    current_tracked() && !current_quiet_unless(hook, anyway) && save_args(ctx, hook, syscall, arg_offsets)
 }
 
 /// The current process is quiet; the call it skips is counted under `hook`.
@@ -113,9 +114,9 @@ pub(crate) fn current_tracked() -> bool {
     unsafe { TRACKED.get(tgid) }.is_some()
 }
 
-/// Keeps `call` until the current thread's syscall returns.
+/// Keeps `call` until the current thread's syscall returns. Returns whether it did.
 #[inline(always)]
-pub(crate) fn save(hook: u32, call: InFlight) {
+pub(crate) fn save(hook: u32, call: InFlight) -> bool {
     let tid = bpf_get_current_pid_tgid() as u32;
     // Counted before the entry exists, so an exit never sees an entry with a count of 0.
     add_inflight(ALL, 1);
@@ -128,7 +129,9 @@ pub(crate) fn save(hook: u32, call: InFlight) {
             add_inflight(COMPAT, u64::MAX);
         }
         count(hook, COUNT_LOST_INFLIGHT);
+        return false;
     }
+    true
 }
 
 /// At syscall exit: takes the arguments saved at entry, if they belong to one of `syscalls`.
@@ -216,6 +219,11 @@ pub fn process_fork(ctx: RawTracePointContext) -> u32 {
     if !is_thread && TRACKED.insert(child_pid, child_flags, 0).is_err() {
         count(HOOK_FORK, COUNT_LOST_TRACKED);
     }
+    // The child's memory is a copy of the parent's: its interpreter is where the parent's is.
+    // SAFETY: copied out.
+    if !is_thread && let Some(located) = unsafe { PY_PROCESSES.get(parent_tgid) }.copied() {
+        let _ = PY_PROCESSES.insert(child_pid, located, 0);
+    }
     let Some(rec) = scratch::<ForkRecord>() else {
         return 0;
     };
@@ -260,6 +268,7 @@ pub fn process_exit(ctx: TracePointContext) -> u32 {
     let _ = TRACKED.remove(tgid);
     let _ = GENERATIONS.remove(tgid);
     let _ = QUIET.remove(tgid);
+    let _ = PY_PROCESSES.remove(tgid);
     crate::guard::on_process_exit(tgid);
     let Some(rec) = scratch::<ExitRecord>() else {
         return 0;

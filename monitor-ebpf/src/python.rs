@@ -17,13 +17,14 @@ use aya_ebpf::{
 };
 use monitor_common::{
     FLAG_PATH_TRUNCATED, FLAG_READ_FAILED, HOOK_PYTHON, MARK_EVAL_ENTER, MARK_EVAL_EXIT, MARK_MAIN,
-    MARK_NAME_MAX, MARK_RUNNING_MAIN, MARK_TEXT_MAX, MarkerRecord, ProbeCookie, RECORD_MARKER, TRACK_PYTHON,
+    MARK_NAME_MAX, MARK_RUNNING_MAIN, MARK_TEXT_MAX, MarkerRecord, PyImage, PyProcess, RECORD_MARKER,
+    TRACK_PYTHON, probe_cookie_parts,
 };
 
 use crate::{
     emit::{fill_header, scratch, send},
     guard,
-    maps::TRACKED,
+    maps::{PY_IMAGES, PY_PROCESSES, TRACKED},
     process::renew_generation,
 };
 
@@ -36,10 +37,28 @@ fn python_process() -> bool {
     unsafe { TRACKED.get(tgid) }.is_some_and(|flags| flags & TRACK_PYTHON != 0)
 }
 
+/// The layout of the probed image, from the slot the probe's cookie names; and, the first
+/// time a process of that image is seen (or after an exec), where its `_PyRuntime` lies: the
+/// probe's address minus the probed function's address in the file is where the image is
+/// loaded (the kernel sets the instruction pointer to the probe's address for its handlers).
 #[inline(always)]
-fn cookie<C: EbpfContext>(ctx: &C) -> ProbeCookie {
+fn image(ctx: &ProbeContext) -> PyImage {
     // SAFETY: the context is the probe's own.
-    ProbeCookie::decode(unsafe { bpf_get_attach_cookie(ctx.as_ptr()) })
+    let (slot, function) = probe_cookie_parts(unsafe { bpf_get_attach_cookie(ctx.as_ptr()) });
+    let Some(image) = PY_IMAGES.get(slot).copied() else { return PyImage::default() };
+    // SAFETY: a uprobe's context is the registers of the probed thread.
+    let ip = unsafe { (*ctx.regs).rip };
+    let runtime = match image.runtime_vaddr {
+        0 => 0,
+        at => ip.wrapping_sub(function).wrapping_add(at),
+    };
+    let located = PyProcess { runtime, image: slot, _pad: 0 };
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: copied out.
+    if unsafe { PY_PROCESSES.get(tgid) }.copied() != Some(located) {
+        let _ = PY_PROCESSES.insert(tgid, located, 0);
+    }
+    image
 }
 
 /// A marker record in the scratch area with an empty text.
@@ -69,7 +88,7 @@ fn finish(rec: &mut MarkerRecord) {
 /// that is not compact (an instance of a subclass, a legacy string) keeps its characters
 /// elsewhere and is flagged unreadable.
 #[inline(always)]
-fn read_str(rec: &mut MarkerRecord, obj: u64, layout: ProbeCookie) {
+fn read_str(rec: &mut MarkerRecord, obj: u64, layout: PyImage) {
     if obj == 0 || layout.str_data == 0 {
         rec.header.flags |= FLAG_READ_FAILED;
         return;
@@ -83,7 +102,7 @@ fn read_str(rec: &mut MarkerRecord, obj: u64, layout: ProbeCookie) {
         return;
     };
     let state = u32::from(state);
-    let bit = |n: u8| (state >> (n & 7)) & 1 != 0;
+    let bit = |n: u16| (state >> (n & 7)) & 1 != 0;
     let kind = (state >> (layout.str_kind_shift & 7)) & 7;
     if !bit(layout.str_compact_bit) || !matches!(kind, 1 | 2 | 4) || length < 0 {
         rec.header.flags |= FLAG_READ_FAILED;
@@ -147,6 +166,9 @@ pub fn python_audit(ctx: ProbeContext) -> u32 {
     if !python_process() {
         return 0;
     }
+    // Audit events come from the start of the interpreter's initialisation on (imports):
+    // the earliest point the stack walk can learn where the interpreter is.
+    let layout = image(&ctx);
     let Some(event) = ctx.arg::<u64>(0) else { return 0 };
     let mut name = [0u8; MARK_NAME_MAX];
     // SAFETY: the destination is `name`; the helper validates the user address.
@@ -162,7 +184,6 @@ pub fn python_audit(ctx: ProbeContext) -> u32 {
         }
         i += 1;
     }
-    let layout = cookie(&ctx);
     let Some(rec) = marker(MARK_MAIN) else { return 0 };
     guard::on_main(rec.header.pid, rec.header.tid, rec.header.ktime_ns);
     rec.name = name;
@@ -184,10 +205,11 @@ pub fn python_audit(ctx: ProbeContext) -> u32 {
 /// `PySys_Audit`, it runs once per process, so once the daemon has seen it precede the audit
 /// event on an image, it detaches the `PySys_Audit` probe from that image.
 #[uprobe]
-pub fn python_running_main(_ctx: ProbeContext) -> u32 {
+pub fn python_running_main(ctx: ProbeContext) -> u32 {
     if !python_process() {
         return 0;
     }
+    image(&ctx);
     let Some(rec) = marker(MARK_RUNNING_MAIN) else { return 0 };
     guard::on_main(rec.header.pid, rec.header.tid, rec.header.ktime_ns);
     finish(rec);
@@ -200,7 +222,7 @@ pub fn python_eval_enter(ctx: ProbeContext) -> u32 {
     if !python_process() {
         return 0;
     }
-    let layout = cookie(&ctx);
+    let layout = image(&ctx);
     let code = ctx.arg::<u64>(0).unwrap_or(0);
     let globals = ctx.arg::<u64>(1).unwrap_or(0);
     let Some(rec) = marker(MARK_EVAL_ENTER) else { return 0 };

@@ -11,19 +11,24 @@ use crate::{
     emit::{fill_header, scratch, send},
     guard,
     process::{current_quiet, current_tracked, save, save_if_recorded, take_saved},
+    stack,
 };
 
 #[tracepoint(category = "syscalls", name = "sys_enter_process_vm_readv")]
 pub fn target_enter_process_vm_readv(ctx: TracePointContext) -> u32 {
     guard::on_memory();
-    save_if_recorded(&ctx, HOOK_TARGET, SYSCALL_PROCESS_VM_READV, [16]);
+    if save_if_recorded(&ctx, HOOK_TARGET, SYSCALL_PROCESS_VM_READV, [16]) {
+        stack::capture(&ctx, SYSCALL_PROCESS_VM_READV);
+    }
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_process_vm_writev")]
 pub fn target_enter_process_vm_writev(ctx: TracePointContext) -> u32 {
     guard::on_memory();
-    save_if_recorded(&ctx, HOOK_TARGET, SYSCALL_PROCESS_VM_WRITEV, [16]);
+    if save_if_recorded(&ctx, HOOK_TARGET, SYSCALL_PROCESS_VM_WRITEV, [16]) {
+        stack::capture(&ctx, SYSCALL_PROCESS_VM_WRITEV);
+    }
     0
 }
 
@@ -39,7 +44,9 @@ pub fn target_enter_ptrace(ctx: TracePointContext) -> u32 {
     // Only the requests that take hold of a process: the rest need one already held.
     if request as u32 == PTRACE_ATTACH || request as u32 == PTRACE_SEIZE {
         guard::on_memory();
-        save(HOOK_TARGET, InFlight { syscall: SYSCALL_PTRACE, compat: 0, args: [pid, request, 0, 0, 0] });
+        if save(HOOK_TARGET, InFlight { syscall: SYSCALL_PTRACE, compat: 0, args: [pid, request, 0, 0, 0] }) {
+            stack::capture(&ctx, SYSCALL_PTRACE);
+        }
     }
     0
 }

@@ -53,6 +53,17 @@ pub(crate) fn current_process_start() -> u64 {
     process_start(current())
 }
 
+/// The current thread's TLS base (`pthread_self()` under glibc and musl); `None` when the
+/// kernel's layout is not known.
+#[inline(always)]
+pub(crate) fn current_fsbase() -> Option<u64> {
+    let at = offsets().task_thread_fsbase;
+    if at == 0 {
+        return None;
+    }
+    read(current(), at)
+}
+
 #[inline(always)]
 pub(crate) fn current_exit_code() -> i32 {
     read(current(), offsets().task_exit_code).unwrap_or(0)

@@ -52,3 +52,13 @@ pub(crate) fn pyenv_pythons() -> Vec<(PathBuf, (u8, u8))> {
     found.sort_by_key(|&(_, version)| version);
     found
 }
+
+/// Every CPython 3.8+ here: pyenv's and Debian's `/usr/bin/python3.11`, oldest first.
+pub(crate) fn every_cpython() -> Vec<(PathBuf, (u8, u8))> {
+    let mut pythons: Vec<_> = pyenv_pythons().into_iter().filter(|(_, v)| *v >= (3, 8)).collect();
+    let debian = PathBuf::from("/usr/bin/python3.11");
+    if debian.exists() {
+        pythons.push((debian, (3, 11)));
+    }
+    pythons
+}

@@ -1,5 +1,5 @@
 """Prints, as JSON, where this CPython keeps what premain's probes read (the object layout of
-monitor/src/kernel/probes.rs), measured on live objects with ctypes:
+monitor/src/python/layout.rs), measured on live objects with ctypes:
 
   co_filename    offset of co_filename in a code object
   str_length     offset of a str's length (in characters)

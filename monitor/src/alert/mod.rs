@@ -35,6 +35,7 @@ use crate::{
     python::{
         dist::{Distributions, module_name},
         install::read_source,
+        stack::{PyStack, StackError},
     },
 };
 
@@ -227,6 +228,7 @@ impl Alerts {
             ancestry: ancestry(h.ppid, table, self.ancestry_argv, redactor),
         };
         let inherited_from = context.inherited_from.as_deref().map(|o| self.origin(o, redactor));
+        let stack = event.stack.as_deref();
         Alert {
             kind: Kind,
             schema: SCHEMA,
@@ -241,6 +243,10 @@ impl Alerts {
             culprit: self.culprit(&context.culprit),
             process,
             action: action_view(&event.action, hit, h.flags, redactor),
+            stack: stack.map(|s| self.frames(s)).unwrap_or_default(),
+            stack_truncated: stack.is_some_and(|s| s.truncated).then_some(true),
+            stack_error: stack.map_or(Some(StackError::Missing), |s| s.error).map(StackError::as_str),
+            stack_inherited_from: stack.and_then(|s| s.inherited_from),
             inherited_from,
             container: p.container.as_ref().map(|c| ContainerView { id: c.id.clone(), runtime: c.runtime }),
             kubernetes: self.kubernetes(p.container.as_ref()),
@@ -262,6 +268,25 @@ impl Alerts {
             namespace: pod.as_ref().map(|p| p.namespace.clone()),
             labels: pod.filter(|_| self.pod_labels).map(|p| p.labels),
         })
+    }
+
+    /// An alert's frames, each with the distribution whose RECORD lists its file.
+    fn frames(&mut self, stack: &PyStack) -> Vec<FrameView> {
+        stack
+            .frames
+            .iter()
+            .map(|f| FrameView {
+                function: f.function.clone(),
+                file: f.file.clone(),
+                line: f.line,
+                distribution: f
+                    .file
+                    .starts_with('/')
+                    .then(|| self.dists.owner(Path::new(&f.file)))
+                    .flatten()
+                    .map(|d| d.name),
+            })
+            .collect()
     }
 
     fn origin(&mut self, origin: &Origin, redactor: &Redactor) -> OriginView {

@@ -50,6 +50,17 @@ pub(crate) struct Alert {
     pub culprit: CulpritView,
     pub process: ProcessView,
     pub action: ActionView,
+    /// The Python stack of the thread that acted, innermost frame first (empty with
+    /// `stack_error` when none could be read).
+    pub stack: Vec<FrameView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack_truncated: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack_error: Option<&'static str>,
+    /// The process the stack was read from, when not the one that acted: a non-Python
+    /// descendant carries its Python ancestor's stack at the exec that started its lineage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack_inherited_from: Option<u32>,
     pub inherited_from: Option<OriginView>,
     pub container: Option<ContainerView>,
     pub kubernetes: Option<KubernetesView>,
@@ -61,6 +72,15 @@ pub(crate) struct Alert {
     pub folded: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window_seconds: Option<f64>,
+}
+
+/// One frame of an alert's `stack`.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct FrameView {
+    pub function: String,
+    pub file: String,
+    pub line: Option<u32>,
+    pub distribution: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -12,7 +12,7 @@ use crate::alert::{Kind, Loss};
 /// Every hook's name, in `HOOK_*` order.
 pub(crate) const HOOKS: [&str; HOOK_COUNT as usize] = [
     "open", "connect", "exec", "fork", "exit", "send", "python", "target", "socket", "name", "uring",
-    "compat",
+    "compat", "stack",
 ];
 
 pub(crate) fn hook_name(hook: u32) -> &'static str {
@@ -23,6 +23,7 @@ const _: () = {
     assert!(HOOK_OPEN == 0 && HOOK_CONNECT == 1 && HOOK_EXEC == 2 && HOOK_FORK == 3);
     assert!(HOOK_EXIT == 4 && HOOK_SEND == 5 && HOOK_PYTHON == 6);
     assert!(HOOK_TARGET == 7 && HOOK_SOCKET == 8 && HOOK_NAME == 9 && HOOK_URING == 10 && HOOK_COMPAT == 11);
+    assert!(monitor_common::HOOK_STACK == 12);
 };
 
 /// Loss kinds as `(counter, stage, reason)`.

@@ -5,10 +5,11 @@ use std::mem::{offset_of, size_of};
 
 use monitor_common::{
     ARGS_MAX, ConnectRecord, ExeKey, ExecRecord, ExitRecord, FLAG_DEST_REWRITTEN, FLAG_READ_FAILED,
-    ForkRecord, MARK_EVAL_ENTER, MARK_EVAL_EXIT, MARK_MAIN, MARK_RUNNING_MAIN, MARK_TEXT_MAX, MarkerRecord,
-    NameRecord, OpenRecord, PATH_MAX, RECORD_CONNECT, RECORD_EXEC_FAILED, RECORD_EXIT, RECORD_FORK,
-    RECORD_IMAGE, RECORD_MARKER, RECORD_NAME, RECORD_OPEN, RECORD_SEND, RECORD_SOCKET, RECORD_TARGET,
-    RECORD_URING, REQUESTED_MAX, RecordHeader, SOCKADDR_MAX, SocketRecord, TargetRecord, UringRecord,
+    FRAME_FILE_UNREADABLE, FRAME_NAME_UNREADABLE, ForkRecord, MARK_EVAL_ENTER, MARK_EVAL_EXIT, MARK_MAIN,
+    MARK_RUNNING_MAIN, MARK_TEXT_MAX, MarkerRecord, NameRecord, OpenRecord, PATH_MAX, RECORD_CONNECT,
+    RECORD_EXEC_FAILED, RECORD_EXIT, RECORD_FORK, RECORD_IMAGE, RECORD_MARKER, RECORD_NAME, RECORD_OPEN,
+    RECORD_SEND, RECORD_SOCKET, RECORD_STACK, RECORD_TARGET, RECORD_URING, REQUESTED_MAX, RecordHeader,
+    SOCKADDR_MAX, STACK_FRAMES_MAX, STACK_TAIL_MAX, SocketRecord, StackRecord, TargetRecord, UringRecord,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -181,6 +182,37 @@ pub struct Marker {
     pub mark: Mark,
 }
 
+/// One Python frame as the kernel walked it (see `StackFrame`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalkedFrame {
+    pub code: u64,
+    pub globals: u64,
+    pub instr: u64,
+    pub firstlineno: i32,
+    /// `FRAME_*`.
+    pub flags: u32,
+    /// The name's and file name's characters as the bytes they stand for; `None` when the
+    /// kernel could not read them.
+    pub name: Option<Vec<u8>>,
+    pub file: Option<Vec<u8>>,
+    /// The start of the line table (all of it unless `table_size` is larger).
+    pub table: Vec<u8>,
+    pub table_size: u32,
+}
+
+/// A thread's Python stack at the entry of a syscall (its record follows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stack {
+    pub header: Header,
+    /// `SYSCALL_*` of that syscall.
+    pub syscall: u32,
+    /// `STACK_*`.
+    pub status: u32,
+    pub truncated: bool,
+    /// Innermost first.
+    pub frames: Vec<WalkedFrame>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Open(Open),
@@ -198,6 +230,7 @@ pub enum Record {
     Socket(Socket),
     Name(Name),
     Uring(Uring),
+    Stack(Stack),
 }
 
 impl Record {
@@ -213,6 +246,28 @@ impl Record {
             Self::Socket(r) => &r.header,
             Self::Name(r) => &r.header,
             Self::Uring(r) => &r.header,
+            Self::Stack(r) => &r.header,
+        }
+    }
+}
+
+impl Stack {
+    /// Whether `record` is the record of the syscall this stack was walked at.
+    pub fn syscall_made(&self, record: &Record) -> bool {
+        use monitor_common::{
+            SYSCALL_CONNECT, SYSCALL_EXECVE, SYSCALL_EXECVEAT, SYSCALL_SENDMMSG, SYSCALL_SENDMSG,
+            SYSCALL_SENDTO, SYSCALL_SOCKET,
+        };
+        match record {
+            Record::Open(r) => r.syscall == self.syscall,
+            Record::Connect(_) => self.syscall == SYSCALL_CONNECT,
+            Record::Send(_) => [SYSCALL_SENDTO, SYSCALL_SENDMSG, SYSCALL_SENDMMSG].contains(&self.syscall),
+            Record::ExecFailed(r) => r.syscall == self.syscall,
+            Record::Image(_) => [SYSCALL_EXECVE, SYSCALL_EXECVEAT].contains(&self.syscall),
+            Record::Target(r) => r.syscall == self.syscall,
+            Record::Socket(_) => self.syscall == SYSCALL_SOCKET,
+            Record::Name(r) => r.syscall == self.syscall,
+            _ => false,
         }
     }
 }
@@ -486,6 +541,77 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 base,
                 old,
                 new,
+            }))
+        }
+        RECORD_STACK => {
+            let start = offset_of!(StackRecord, tail);
+            need(bytes, start)?;
+            let r: StackRecord = read_prefix(bytes);
+            let used = tail(bytes, start, r.tail_len, STACK_TAIL_MAX, "tail")?;
+            let count = r.frame_count as usize;
+            let frames = r.frames.get(..count).ok_or(DecodeError::BadLength {
+                field: "frame_count",
+                value: r.frame_count,
+                max: STACK_FRAMES_MAX,
+            })?;
+            let text = |field, off: u16, len: u16, kind: u8, unreadable: bool| {
+                if unreadable {
+                    return Ok(None);
+                }
+                let bytes = used.get(usize::from(off)..usize::from(off) + usize::from(len)).ok_or(
+                    DecodeError::BadLength { field, value: u32::from(off) + u32::from(len), max: used.len() },
+                )?;
+                // An empty text has no kind worth checking.
+                if bytes.is_empty() {
+                    Ok(Some(Vec::new()))
+                } else {
+                    str_bytes(bytes, u32::from(kind)).map(Some)
+                }
+            };
+            let frames = frames
+                .iter()
+                .map(|f| {
+                    let name = text(
+                        "name",
+                        f.name_off,
+                        f.name_len,
+                        f.name_kind,
+                        f.flags & FRAME_NAME_UNREADABLE != 0,
+                    )?;
+                    let file = text(
+                        "file",
+                        f.file_off,
+                        f.file_len,
+                        f.file_kind,
+                        f.flags & FRAME_FILE_UNREADABLE != 0,
+                    )?;
+                    let table = used
+                        .get(usize::from(f.table_off)..usize::from(f.table_off) + usize::from(f.table_len))
+                        .ok_or(DecodeError::BadLength {
+                            field: "table",
+                            value: u32::from(f.table_off) + u32::from(f.table_len),
+                            max: used.len(),
+                        })?
+                        .to_vec();
+                    Ok(WalkedFrame {
+                        code: f.code,
+                        globals: f.globals,
+                        instr: f.instr,
+                        firstlineno: f.firstlineno,
+                        flags: f.flags,
+                        name,
+                        file,
+                        table,
+                        table_size: f.table_size,
+                    })
+                })
+                .collect::<Result<_, DecodeError>>()?;
+            Ok(Record::Stack(Stack {
+                header: head,
+                syscall: r.syscall,
+                status: r.status,
+                truncated: r.truncated != 0,
+                frames,
             }))
         }
         other => Err(DecodeError::UnknownKind(other)),

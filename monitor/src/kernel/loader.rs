@@ -2,14 +2,14 @@
 
 use aya::{
     EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{
         CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError, RawTracePoint, TracePoint, UProbe,
     },
 };
 use monitor_common::{
     CONTROL, COUNTERS, EVENTS, JUDGED, KernelOffsets, NET_ALLOW, NET_GUARD, OFFSETS,
-    PROGRAMS as ALLOWED_PROGRAMS, QUIET, SELF_TGID, TRACKED, VERDICTS,
+    PROGRAMS as ALLOWED_PROGRAMS, QUIET, SELF_TGID, STACK_PROGRAMS, TRACKED, VERDICTS,
 };
 
 use super::{control::KernelControl, error::StartError, guard::GuardMaps};
@@ -187,6 +187,10 @@ pub(crate) fn attach_all(kernel: &mut Kernel, ia32: bool) -> Result<usize, Start
         let probe: &mut UProbe = program_mut(ebpf, program)?.try_into().map_err(refused(program))?;
         probe.load().map_err(refused(program))?;
     }
+    // Before the syscall programs that tail-call it.
+    if let Err(err) = load_stack_walk(ebpf) {
+        tracing::warn!(error = %err, "no Python stacks: the kernel refused the stack walk");
+    }
     let mut attached = 0;
     for &(program, attach) in PROGRAMS.iter().filter(|(program, _)| ia32 || !IA32.contains(program)) {
         let prog = program_mut(ebpf, program)?;
@@ -214,6 +218,30 @@ pub(crate) fn attach_all(kernel: &mut Kernel, ia32: bool) -> Result<usize, Start
     }
     Ok(attached)
 }
+
+/// The stack walk (`python_stack`, then `python_frame` per frame): verified now, never
+/// attached, put where the syscall entries tail-call it. Without it they go on without stacks.
+fn load_stack_walk(ebpf: &mut aya::Ebpf) -> Result<(), StartError> {
+    let mut fds = Vec::new();
+    for program in STACK_WALK {
+        let walk: &mut TracePoint = program_mut(ebpf, program)?.try_into().map_err(refused(program))?;
+        walk.load().map_err(refused(program))?;
+        fds.push(
+            walk.fd().map_err(refused(program))?.try_clone().map_err(|e| StartError::Load(e.to_string()))?,
+        );
+    }
+    let map = ebpf
+        .map_mut(STACK_PROGRAMS)
+        .ok_or_else(|| StartError::Load(format!("map {STACK_PROGRAMS} missing from the object")))?;
+    let mut programs = ProgramArray::try_from(map).map_err(|e| StartError::Load(e.to_string()))?;
+    for (slot, fd) in fds.iter().enumerate() {
+        programs.set(slot as u32, fd, 0).map_err(|e| StartError::Load(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The stack walk's programs, in their `STACK_PROGRAMS` slots.
+pub(crate) const STACK_WALK: [&str; 2] = ["python_stack", "python_frame"];
 
 fn attach_sock(ebpf: &mut aya::Ebpf) -> Result<usize, StartError> {
     let root = crate::process::procfs::cgroup2_mount()

@@ -73,7 +73,17 @@ fn offsets(btf: &Btf, tracefs: &Path) -> Result<KernelOffsets, StartError> {
         inode_nlink: first(btf, "inode", &["__i_nlink", "i_nlink"])?,
         inode_mode: btf.member_offset("inode", "i_mode")?,
         task_ti_status: btf.member_offset("task_struct", "thread_info.status")?,
+        task_thread_fsbase: fsbase(btf),
         ..uring(btf)
+    })
+}
+
+/// Where a task keeps its TLS base, which is how the stack walk finds a thread's Python state
+/// (x86-64's `thread.fsbase`). Without it there are no Python stacks, and nothing else is lost.
+fn fsbase(btf: &Btf) -> u32 {
+    btf.member_offset("task_struct", "thread.fsbase").unwrap_or_else(|err| {
+        tracing::warn!(error = %err, "no Python stacks: the kernel's task layout has no TLS base");
+        0
     })
 }
 

@@ -12,9 +12,12 @@ use aya::{
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
 };
-use monitor_common::ProbeCookie;
+use monitor_common::{PY_IMAGES, PY_IMAGES_MAX, probe_cookie};
 
-use crate::python::interpreter::{FileKey, Interpreter};
+use crate::python::{
+    interpreter::{FileKey, Interpreter},
+    layout,
+};
 
 /// `(program, CPython function)`; all are needed to phase a process.
 pub(crate) const SITES: &[(&str, &str)] = &[
@@ -48,32 +51,6 @@ enum MainProbe {
     RunningMain,
 }
 
-/// Where the probes find `co_filename` and a `str`'s length, state and characters in this
-/// CPython build, on x86-64. Measured on live objects with `tests/scripts/layout.py` (a unit
-/// test compares it with every CPython on the machine); 3.14 and the free-threaded builds follow
-/// CPython's headers. `None` for versions the probes do not understand.
-pub(crate) fn layout(version: Option<(u8, u8)>, free_threaded: bool) -> Option<ProbeCookie> {
-    let (3, minor @ 8..) = version? else { return None };
-    // PyCodeObject gained fields in 3.11; the free-threaded PyObject header is 16 bytes longer.
-    let header_extra: u8 = if free_threaded { 16 } else { 0 };
-    let co_filename = if minor <= 10 { 104 } else { 112 } + u16::from(header_extra);
-    // `wstr` (and, in PyCompactUnicodeObject, `wstr_length`) went away in 3.12.
-    let (str_data, str_wide_data) = if minor <= 11 { (48, 72) } else { (40, 56) };
-    // `state` follows `length` and `hash`: `interned:2, kind:3, compact:1, ascii:1`, except
-    // in 3.14t, where `interned` became a whole byte ahead of the other bits.
-    let (state_extra, str_kind_shift) = if free_threaded && minor >= 14 { (1, 0) } else { (0, 2) };
-    Some(ProbeCookie {
-        co_filename,
-        str_length: 16 + header_extra,
-        str_data: str_data + header_extra,
-        str_wide_data: str_wide_data + header_extra,
-        str_state: 32 + header_extra + state_extra,
-        str_kind_shift,
-        str_compact_bit: str_kind_shift + 3,
-        str_ascii_bit: str_kind_shift + 4,
-    })
-}
-
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ProbeError {
     #[error("CPython {0} is not a version the probes understand")]
@@ -82,6 +59,10 @@ pub(crate) enum ProbeError {
     MissingSymbol(String, &'static str),
     #[error("attaching {program} to {image}: {reason}")]
     Attach { program: &'static str, image: String, reason: String },
+    #[error("no room for another interpreter image ({PY_IMAGES_MAX} are probed)")]
+    Slots,
+    #[error("storing the layout of {0}: {1}")]
+    Layout(String, String),
 }
 
 /// Which images have probes, and how each image's processes get their main marker. The
@@ -90,6 +71,9 @@ pub(crate) enum ProbeError {
 pub(crate) struct Probes {
     attached: HashMap<FileKey, bool>,
     main_probes: HashMap<FileKey, MainProbe>,
+    /// Slots of `PY_IMAGES` given to images, in order (slots are not reused: an image's
+    /// probes stay attached until premain stops).
+    slots: u32,
 }
 
 impl Probes {
@@ -153,8 +137,18 @@ impl Probes {
             return done;
         }
         let done = match self.try_attach(ebpf, interp, &key) {
-            Ok(()) => {
+            Ok(None) => {
                 tracing::info!(image = ?interp.image, version = ?interp.version, "CPython probes attached");
+                true
+            }
+            Ok(Some(why)) => {
+                // Once per image: its alerts say `stack_error` each time.
+                tracing::warn!(
+                    image = ?interp.image,
+                    version = ?interp.version,
+                    reason = %why,
+                    "CPython probes attached; no Python stacks for this interpreter"
+                );
                 true
             }
             Err(err) => {
@@ -170,28 +164,47 @@ impl Probes {
         done
     }
 
-    fn try_attach(&mut self, ebpf: &mut Ebpf, interp: &Interpreter, key: &FileKey) -> Result<(), ProbeError> {
+    /// Attaches the probes; `Ok(Some(why))` when there is no stack walk for the image.
+    fn try_attach(
+        &mut self,
+        ebpf: &mut Ebpf,
+        interp: &Interpreter,
+        key: &FileKey,
+    ) -> Result<Option<String>, ProbeError> {
         let image = interp.image.display().to_string();
         let version = interp.version.map_or_else(|| "unknown".to_owned(), |(a, b)| format!("{a}.{b}"));
-        let cookie = layout(interp.version, interp.free_threaded).ok_or(ProbeError::Version(version))?;
+        let layout = layout::layout(interp).ok_or(ProbeError::Version(version))?;
         let mut offsets = Vec::new();
         for &(program, symbol) in SITES {
             let offset = *interp
                 .symbols
                 .get(symbol)
                 .ok_or_else(|| ProbeError::MissingSymbol(image.clone(), symbol))?;
-            offsets.push((program, offset));
+            offsets.push((program, symbol, offset));
         }
         let (running_main, symbol) = RUNNING_MAIN;
         if let Some(&offset) = interp.symbols.get(symbol) {
-            offsets.push((running_main, offset));
+            offsets.push((running_main, symbol, offset));
         }
+        if self.slots >= PY_IMAGES_MAX {
+            return Err(ProbeError::Slots);
+        }
+        let slot = self.slots;
+        let mut images: aya::maps::Array<_, monitor_common::PyImage> = ebpf
+            .map_mut(PY_IMAGES)
+            .ok_or_else(|| ProbeError::Layout(image.clone(), format!("map {PY_IMAGES} missing")))
+            .and_then(|map| {
+                aya::maps::Array::try_from(map).map_err(|e| ProbeError::Layout(image.clone(), e.to_string()))
+            })?;
+        images.set(slot, layout.image, 0).map_err(|e| ProbeError::Layout(image.clone(), e.to_string()))?;
+        self.slots += 1;
         let mut new_links: Vec<(&str, UProbeLinkId)> = Vec::new();
-        for (program, offset) in offsets {
+        for (program, symbol, offset) in offsets {
+            let vaddr = interp.runtime.functions.get(symbol).copied().unwrap_or(0);
             let result = uprobe(ebpf, program).and_then(|p| {
                 let point = UProbeAttachPoint {
                     location: UProbeAttachLocation::AbsoluteOffset(offset),
-                    cookie: Some(cookie.encode()),
+                    cookie: Some(probe_cookie(slot as u16, vaddr)),
                 };
                 p.attach(point, &interp.image, UProbeScope::AllProcesses).map_err(|e| e.to_string())
             });
@@ -216,7 +229,7 @@ impl Probes {
             _ => MainProbe::Audit,
         };
         self.main_probes.insert(*key, main_probe);
-        Ok(())
+        Ok(layout.no_stacks)
     }
 }
 
@@ -224,75 +237,4 @@ fn uprobe<'a>(ebpf: &'a mut Ebpf, program: &str) -> Result<&'a mut UProbe, Strin
     let prog =
         ebpf.program_mut(program).ok_or_else(|| format!("program {program} missing from the object"))?;
     prog.try_into().map_err(|e: aya::programs::ProgramError| e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn layouts_match_what_live_interpreters_showed() {
-        // Values read with ctypes from pyenv 3.8-3.13 and Debian's 3.11.
-        for (minor, co, data, wide) in
-            [(8, 104, 48, 72), (10, 104, 48, 72), (11, 112, 48, 72), (12, 112, 40, 56), (13, 112, 40, 56)]
-        {
-            let l = layout(Some((3, minor)), false).unwrap();
-            assert_eq!((l.co_filename, l.str_data, l.str_wide_data), (co, data, wide), "3.{minor}");
-            assert_eq!(
-                (l.str_length, l.str_state, l.str_kind_shift, l.str_compact_bit, l.str_ascii_bit),
-                (16, 32, 2, 5, 6),
-                "3.{minor}"
-            );
-        }
-        // From the headers: the free-threaded PyObject header is 32 bytes, and 3.14t's state
-        // starts with a whole `interned` byte.
-        let ft = layout(Some((3, 13)), true).unwrap();
-        assert_eq!((ft.co_filename, ft.str_length, ft.str_data, ft.str_wide_data), (128, 32, 56, 72));
-        assert_eq!((ft.str_state, ft.str_kind_shift, ft.str_compact_bit, ft.str_ascii_bit), (48, 2, 5, 6));
-        let ft = layout(Some((3, 14)), true).unwrap();
-        assert_eq!((ft.co_filename, ft.str_length, ft.str_data, ft.str_wide_data), (128, 32, 56, 72));
-        assert_eq!((ft.str_state, ft.str_kind_shift, ft.str_compact_bit, ft.str_ascii_bit), (49, 0, 3, 4));
-        assert!(layout(Some((3, 7)), false).is_none());
-        assert!(layout(Some((2, 7)), false).is_none());
-        assert!(layout(None, false).is_none());
-    }
-
-    /// What `tests/scripts/layout.py` measures with ctypes on every CPython 3.8+ here.
-    #[test]
-    fn layouts_match_live_objects_on_every_cpython_here() {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/scripts/layout.py");
-        let mut pythons: Vec<_> =
-            crate::testing::pyenv_pythons().into_iter().filter(|(_, v)| *v >= (3, 8)).collect();
-        pythons.extend(
-            std::path::Path::new("/usr/bin/python3.11")
-                .exists()
-                .then(|| ("/usr/bin/python3.11".into(), (3, 11))),
-        );
-        if pythons.is_empty() {
-            return crate::testing::cannot_run("no CPython 3.8+ on this machine");
-        }
-        for (python, version) in pythons {
-            let out = std::process::Command::new(&python).arg(script).output().expect("run layout.py");
-            assert!(out.status.success(), "{python:?}: {out:?}");
-            let live: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-            let l = layout(Some(version), false).expect("a layout");
-            assert_eq!(live["co_filename"], l.co_filename, "{python:?}");
-            assert_eq!(live["str_length"], l.str_length, "{python:?}");
-            assert_eq!(live["str_data"], l.str_data, "{python:?}");
-            assert_eq!(live["str_wide_data"], l.str_wide_data, "{python:?}");
-            assert_eq!(live["str_state"], l.str_state, "{python:?}");
-            assert_eq!(live["kind_shift"], l.str_kind_shift, "{python:?}");
-            assert_eq!(live["compact_bit"], 1 << l.str_compact_bit, "{python:?}");
-            assert_eq!(live["ascii_bit"], 1 << l.str_ascii_bit, "{python:?}");
-            eprintln!("{} {live}", python.display());
-        }
-    }
-
-    #[test]
-    fn cookies_roundtrip() {
-        for (minor, free_threaded) in [(8, false), (12, false), (13, true), (14, true)] {
-            let l = layout(Some((3, minor)), free_threaded).unwrap();
-            assert_eq!(ProbeCookie::decode(l.encode()), l, "3.{minor}");
-        }
-    }
 }

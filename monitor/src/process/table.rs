@@ -11,7 +11,11 @@ use std::{
 use monitor_common::{ExeKey, TRACK_DESCENDANT, TRACK_PENDING, TRACK_PYTHON};
 
 use super::procfs;
-use crate::{k8s::Container, phase::ProcessPhase, python::interpreter::Interpreter};
+use crate::{
+    k8s::Container,
+    phase::ProcessPhase,
+    python::{interpreter::Interpreter, stack::PyStack},
+};
 
 const AT_FDCWD: i32 = -100;
 /// Directory fds remembered per process; beyond this the oldest knowledge is dropped and
@@ -47,6 +51,9 @@ pub struct Process {
     pub(crate) fds: HashMap<i32, PathBuf>,
     /// What the phase engine knows of it.
     pub phase: ProcessPhase,
+    /// For a process that is not Python: the Python stack its lineage left Python with (its
+    /// Python ancestor's at the exec that started the lineage), which its actions carry.
+    pub origin_stack: Option<Arc<PyStack>>,
 }
 
 impl Process {

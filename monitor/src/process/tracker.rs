@@ -13,12 +13,12 @@ use std::{
 use monitor_common::{
     ExeKey, FLAG_ARGS_TRUNCATED, FLAG_EXEC_BY_TRACKED, FLAG_HELD, HOOK_CONNECT, HOOK_COUNT, HOOK_EXEC,
     HOOK_EXIT, HOOK_FORK, HOOK_NAME, HOOK_OPEN, HOOK_PYTHON, HOOK_SEND, HOOK_SOCKET, HOOK_TARGET, HOOK_URING,
-    TRACK_DESCENDANT, TRACK_PENDING, TRACK_PYTHON,
+    SYSCALL_UNSEEN, TRACK_DESCENDANT, TRACK_PENDING, TRACK_PYTHON,
 };
 
 pub(crate) use crate::kernel::control::KernelState;
 use crate::{
-    kernel::decode::{Exec, Header, Record},
+    kernel::decode::{Exec, Header, Record, Stack},
     process::{
         event::{Action, Event, ProcessInfo},
         files,
@@ -26,7 +26,11 @@ use crate::{
         procfs,
         table::{IdMap, Lineage, Process, ProcessTable, resolve},
     },
-    python::interpreter::{self, Interpreter, Verdict},
+    python::{
+        interpreter::{self, Interpreter, Verdict},
+        layout,
+        stack::{self, PyStack},
+    },
 };
 
 /// Judges the executable of process `pid` whose kernel identity is `key`.
@@ -91,7 +95,16 @@ pub(crate) struct Tracker {
     links: files::Links,
     /// Persistence targets the file watch marks, by inode.
     watched_persistence: std::collections::HashSet<(u64, u64)>,
+    /// By thread: the Python stack walked at the entry of its syscall in progress, until that
+    /// syscall's record comes (the next record of the thread).
+    walked: HashMap<u32, Stack>,
+    /// Interpreter images and the stack errors already logged for them.
+    stack_errors: std::collections::HashSet<(PathBuf, &'static str)>,
 }
+
+/// Threads whose walked stacks wait for their syscall's record at most (a record lost to a
+/// full ring leaves its stack waiting until the thread's next record).
+const WALKED_MAX: usize = 16_384;
 
 /// Records that wait for a verdict.
 struct Parked {
@@ -124,6 +137,8 @@ impl Tracker {
             stats: Stats::default(),
             links: files::Links::default(),
             watched_persistence: std::collections::HashSet::new(),
+            walked: HashMap::new(),
+            stack_errors: std::collections::HashSet::new(),
         }
     }
 
@@ -330,7 +345,63 @@ impl Tracker {
             self.park(key, record);
             return None;
         }
+        if let Record::Stack(stack) = record {
+            if self.walked.len() >= WALKED_MAX {
+                self.walked.clear();
+            }
+            self.walked.insert(stack.header.tid, stack);
+            return None;
+        }
+        // The stack walked at this syscall's entry, read with the interpreter that ran then.
+        let tid = match &record {
+            Record::Image(exec) => exec.old_pid,
+            other => other.header().tid,
+        };
+        // The file watch's record of an open (made while the open waits) is not the kernel's:
+        // the stack waits for the kernel's.
+        let watched = matches!(&record, Record::Open(o) if o.syscall == SYSCALL_UNSEEN);
+        let pending = if watched { None } else { self.walked.remove(&tid) };
+        let walked = pending.filter(|w| w.syscall_made(&record)).map(|w| {
+            let interp = self.table.get(pid).and_then(|p| p.python.clone());
+            let resolved = stack::resolve(&w, interp.as_deref().and_then(layout::lines));
+            if let (Some(error), Some(interp)) = (resolved.error, interp) {
+                self.stack_error(&interp, error);
+            }
+            Arc::new(resolved)
+        });
+        let mut event = self.apply_record(kernel, record)?;
+        if let Some(own) = walked {
+            if let Action::Exec { image: Some(image), .. } = &event.action
+                && image.python.is_none()
+                && let Some(p) = self.table.get_mut(pid)
+            {
+                // Its lineage leaves Python here: what it does next carries this stack.
+                p.origin_stack = Some(Arc::new(PyStack { inherited_from: Some(pid), ..(*own).clone() }));
+            }
+            event.stack = Some(own);
+        } else if event.process.python.is_none() {
+            event.stack = self.table.get(pid).and_then(|p| p.origin_stack.clone());
+        }
+        Some(event)
+    }
+
+    /// Says once per interpreter image and kind of error that its stacks cannot be read.
+    fn stack_error(&mut self, interp: &Interpreter, error: stack::StackError) {
+        if self.stack_errors.len() < 1024 && self.stack_errors.insert((interp.image.clone(), error.as_str()))
+        {
+            tracing::warn!(
+                image = ?interp.image,
+                version = ?interp.version,
+                error = error.as_str(),
+                "a Python stack could not be read; alerts say stack_error"
+            );
+        }
+    }
+
+    fn apply_record(&mut self, kernel: &mut dyn KernelState, record: Record) -> Option<Event> {
+        let pid = record.header().pid;
         match record {
+            Record::Stack(_) => None,
             Record::Image(exec) => self.on_image(kernel, exec),
             Record::Marker(marker) => {
                 if self.drop_untracked(kernel, &marker.header, HOOK_PYTHON) {
@@ -627,6 +698,7 @@ impl Tracker {
             cgroup: procfs::cgroup_path(pid).or_else(|| previous.as_ref().and_then(|p| p.cgroup.clone())),
             // What it ran before: the phase engine reads it to carry taint over the exec.
             phase: previous.as_ref().map(|p| p.phase.clone()).unwrap_or_default(),
+            origin_stack: previous.as_ref().and_then(|p| p.origin_stack.clone()),
             ..Process::default()
         };
         process.cwd = procfs::cwd(pid).or(process.cwd);
@@ -710,6 +782,7 @@ fn hook_of(record: &Record) -> u32 {
         Record::Socket(_) => HOOK_SOCKET,
         Record::Name(_) => HOOK_NAME,
         Record::Uring(_) => HOOK_URING,
+        Record::Stack(_) => monitor_common::HOOK_STACK,
     }
 }
 
@@ -859,6 +932,7 @@ mod tests {
             version: Some((3, 11)),
             free_threaded: false,
             symbols: Default::default(),
+            runtime: Default::default(),
             probed: false,
         }
     }

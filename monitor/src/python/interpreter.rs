@@ -68,9 +68,27 @@ pub struct Interpreter {
     /// File offsets in `image`, as uprobes take them, of the [`WANTED_SYMBOLS`] it exports as
     /// defined functions.
     pub symbols: BTreeMap<String, u64>,
+    /// Where the stack walk finds the interpreter in `image`.
+    pub runtime: Runtime,
     /// Set by the daemon once the start-up probes are attached to `image`.
     pub probed: bool,
 }
+
+/// `_PyRuntime`, the interpreter's root state, in an image: where the stack walk starts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Runtime {
+    /// Its virtual address in the file; `None` when not exported.
+    pub vaddr: Option<u64>,
+    /// Virtual addresses of the functions in [`Interpreter::symbols`]: a probe's address minus
+    /// its function's is where the image is loaded.
+    pub functions: BTreeMap<String, u64>,
+    /// The first bytes of its initial value, when the file holds them: from 3.13 on,
+    /// `_Py_DebugOffsets`, the layout CPython publishes for debuggers.
+    pub head: Vec<u8>,
+}
+
+/// Bytes of `_PyRuntime`'s initial value kept (3.13's `_Py_DebugOffsets` are 584).
+pub const RUNTIME_HEAD: u64 = 1024;
 
 /// CPython functions reported in [`Interpreter::symbols`] when present; older versions lack
 /// some (`Py_BytesMain` and `PySys_Audit` are 3.8+, `_PyInterpreterState_SetRunningMain` 3.12+).
@@ -127,12 +145,12 @@ pub fn recognize(exe: &Path, root: &Path) -> Result<Verdict, RecognizeError> {
     else {
         return Ok(Verdict::NotPython);
     };
-    let python = |image: PathBuf, (minor, free_threaded): Abi, symbols| {
+    let python = |image: PathBuf, (minor, free_threaded): Abi, symbols, runtime| {
         let (exe, version) = (exe.into(), minor.map(|minor| (3, minor)));
-        Verdict::Python(Interpreter { exe, image, version, free_threaded, symbols, probed: false })
+        Verdict::Python(Interpreter { exe, image, version, free_threaded, symbols, runtime, probed: false })
     };
     if let Some(abi) = info.abi {
-        return Ok(python(exe.into(), abi, info.symbols));
+        return Ok(python(exe.into(), abi, info.symbols, info.runtime));
     }
     let libpython = info.needed.iter().find_map(|n| Some((n, libpython3_abi(n.rsplit('/').next()?)?)));
     let Some((needed, abi)) = libpython else {
@@ -149,10 +167,10 @@ pub fn recognize(exe: &Path, root: &Path) -> Result<Verdict, RecognizeError> {
             continue;
         };
         if (lib.is64, lib.machine) == (info.is64, info.machine) && lib.is_interpreter() {
-            return Ok(python(host, abi, lib.symbols));
+            return Ok(python(host, abi, lib.symbols, lib.runtime));
         }
     }
-    Ok(python(exe.into(), abi, BTreeMap::new()))
+    Ok(python(exe.into(), abi, BTreeMap::new(), Runtime::default()))
 }
 
 /// The part of [`recognize`] that reads nothing but the executable's bytes (and so can be
@@ -421,6 +439,8 @@ pub struct ElfInfo {
     runpath: Option<String>,
     /// Exported [`WANTED_SYMBOLS`] functions, at file offsets.
     symbols: BTreeMap<String, u64>,
+    /// Where `_PyRuntime` is.
+    runtime: Runtime,
     /// Value of the exported `Py_Version` (PY_VERSION_HEX).
     py_version: Option<u64>,
     /// Set by [`examine`] for an interpreter: what [`static_abi`] finds.
@@ -577,9 +597,17 @@ fn parse_as<E: FileHeader<Endian = Endianness>>(source: &dyn Source) -> Result<E
         if let (Some(wanted), elf::STT_FUNC) = (wanted, sym.st_type()) {
             if let Some((offset, _)) = info.file_offset(vaddr) {
                 info.symbols.insert(wanted.to_string(), offset);
+                info.runtime.functions.insert(wanted.to_string(), vaddr);
             }
         } else if name == b"Py_Version" && sym.st_type() == elf::STT_OBJECT {
             info.py_version = info.at_vaddr(source, vaddr, width as u64).map(|b| word(&b));
+        } else if name == b"_PyRuntime" && sym.st_type() == elf::STT_OBJECT {
+            info.runtime.vaddr = Some(vaddr);
+            // Initialised data is in the file; `.bss` (3.8, 3.9) is not, and needs none.
+            if let Some((start, end)) = info.file_offset(vaddr) {
+                let len = RUNTIME_HEAD.min(end - start);
+                info.runtime.head = source.bytes(start, len).map(|b| b.into_owned()).unwrap_or_default();
+            }
         }
     }
     Ok(info)

@@ -4,4 +4,5 @@
 pub(crate) mod dist;
 pub(crate) mod install;
 pub mod interpreter;
+pub(crate) mod layout;
 pub(crate) mod stack;
