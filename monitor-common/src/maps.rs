@@ -50,6 +50,9 @@ pub const CONTROL_NET_ALLOWED: u32 = 3;
 /// `CONTROL` index: non-zero while some network rule is dry-run or enforced somewhere; while
 /// it is 0 the network guard costs a connect or send one array read.
 pub const CONTROL_GUARDING: u32 = 4;
+/// `CONTROL` index: non-zero once the daemon stops: no record is sent. The programs stay
+/// attached while the daemon delivers what it read (the kernel takes seconds to detach them).
+pub const CONTROL_STOPPED: u32 = 5;
 pub const CONTROL_SLOTS: u32 = 8;
 
 /// `tgid -> u32` (`GUARD_*` bits): the network rules dry-run or enforced on the process's

@@ -5,7 +5,8 @@ use aya_ebpf::helpers::{
     generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
 };
 use monitor_common::{
-    CONTROL_READER_BUSY, COUNT_LOST_RINGBUF, COUNT_SENT, RECORD_MAX, RecordHeader, Scratch, counter_index,
+    CONTROL_READER_BUSY, CONTROL_STOPPED, COUNT_LOST_RINGBUF, COUNT_SENT, RECORD_MAX, RecordHeader, Scratch,
+    counter_index,
 };
 
 use crate::{
@@ -60,6 +61,9 @@ pub(crate) fn fill_header(header: &mut RecordHeader, kind: u32) {
 /// `len` in the record's header. Returns whether the record went out.
 #[inline(always)]
 pub(crate) fn send<T>(hook: u32, record: &T, len: usize) -> bool {
+    if control(CONTROL_STOPPED) != 0 {
+        return false;
+    }
     // Also proves the bound to the verifier.
     let len = if len > core::mem::size_of::<T>() { core::mem::size_of::<T>() } else { len };
     // SAFETY: `len` is at most the size of `record`, which is valid for reads.

@@ -98,7 +98,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut config = configuration(&opts)?;
     // Nothing is started (no port bound, no spool created) for a run that cannot work.
     preflight::check_privileges()?;
-    let _lock = instance::acquire(&opts.lock_file)?;
+    let lock = instance::acquire(&opts.lock_file)?;
     preflight::check_btf()?;
     let (rules, redactor, policy) = compile(&config, "configuration")?;
     let enforcing = policy.any(Mode::Enforce);
@@ -350,11 +350,14 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     metrics.ready.set(0);
     // Execs that wait for the loop go on at once from now on.
     drop(settles);
-    shut_down(daemon, ring.get_mut(), &mut verdicts, &counters, &last_counts, &config).await
+    shut_down(daemon, ring.get_mut(), &mut verdicts, &counters, &last_counts, &config, lock).await
 }
 
-/// Stop holding, detach so nothing new arrives, then take what is left in the ring (that
-/// resumes any process still held), and give the sinks their deadline.
+/// Stop holding and guarding, and sending records (or, where the kernel cannot say when that
+/// holds, detach), then take what is left in the ring (that resumes any process still held),
+/// and give the sinks their deadline. Then the node's lock is released and the programs are
+/// detached: the kernel takes seconds for that, and a premain started meanwhile can load its
+/// own programs.
 async fn shut_down(
     mut daemon: Daemon,
     ring: &mut RingBuf<MapData>,
@@ -362,9 +365,11 @@ async fn shut_down(
     counters: &PerCpuArray<MapData, u64>,
     last_counts: &Snapshot,
     config: &Config,
+    lock: instance::InstanceLock,
 ) -> Result<(), RunError> {
-    let _ = daemon.kernel.set_hold(false);
-    daemon.kernel.unload();
+    if !daemon.kernel.quiesce() {
+        daemon.kernel.unload();
+    }
     while !drain(ring, &mut daemon, DRAIN_BUDGET)?.emptied {}
     // Records that wait for a verdict (and held processes) get one, or are given up.
     let until = tokio::time::Instant::now() + JUDGE_AT_SHUTDOWN;
@@ -403,7 +408,13 @@ async fn shut_down(
     );
     let deadline = Duration::from_secs(config.shutdown.drain_deadline_secs);
     let report = daemon.sinks.shutdown(deadline).await;
+    daemon.kernel.detach_cgroup_programs();
+    drop(lock);
+    // After the lock: whoever waits for this line may start the next premain.
     tracing::info!(?report, "stopped");
+    let detaching = std::time::Instant::now();
+    daemon.kernel.unload();
+    tracing::info!(seconds = detaching.elapsed().as_secs_f64(), "programs detached");
     Ok(())
 }
 

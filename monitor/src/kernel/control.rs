@@ -7,10 +7,11 @@ use aya::{
     maps::{Array, HashMap, MapData},
 };
 use monitor_common::{
-    AllowedNet, CONTROL_HOLD, CONTROL_READER_BUSY, ExeKey, VERDICT_NOT_PYTHON, VERDICT_PYTHON,
+    AllowedNet, CONTROL_GUARDING, CONTROL_HOLD, CONTROL_READER_BUSY, CONTROL_STOPPED, ExeKey,
+    VERDICT_NOT_PYTHON, VERDICT_PYTHON,
 };
 
-use super::{guard::GuardMaps, hold, probes::Probes};
+use super::{guard::GuardMaps, hold, loader::CgroupLinks, probes::Probes};
 use crate::python::interpreter::Interpreter;
 
 /// What the process layer changes in the kernel; a fake stands in for unit tests.
@@ -41,6 +42,9 @@ pub(crate) struct KernelControl {
     quiet: HashMap<MapData, u32, u64>,
     guard: GuardMaps,
     probes: Probes,
+    cgroup_links: CgroupLinks,
+    /// Set by [`Self::quiesce`]: no probe is attached from then on.
+    quiesced: bool,
 }
 
 impl KernelControl {
@@ -62,6 +66,8 @@ impl KernelControl {
             quiet,
             guard,
             probes: Probes::default(),
+            cgroup_links: CgroupLinks::default(),
+            quiesced: false,
         }
     }
 
@@ -130,8 +136,31 @@ impl KernelControl {
         self.probes.failures()
     }
 
-    /// Detaches every program and drops the maps' last users in the kernel.
+    /// Stops the programs' work without detaching them: nothing new is held or denied, then no
+    /// record is sent, each once every program run in progress has finished. Returns false if
+    /// the kernel cannot tell when that is: then only [`Self::unload`] stops them.
+    pub(crate) fn quiesce(&mut self) -> bool {
+        self.quiesced = true;
+        let _ = self.set_hold(false);
+        self.control.set(CONTROL_GUARDING, 0, 0).is_ok()
+            && super::barrier::programs_finished()
+            && self.control.set(CONTROL_STOPPED, 1, 0).is_ok()
+            && super::barrier::programs_finished()
+    }
+
+    pub(super) fn keep_cgroup_links(&mut self, links: CgroupLinks) {
+        self.cgroup_links = links;
+    }
+
+    /// Detaches the programs on the cgroup v2 root (see [`CgroupLinks`]).
+    pub(crate) fn detach_cgroup_programs(&mut self) {
+        self.cgroup_links = CgroupLinks::default();
+    }
+
+    /// Detaches every program and drops the maps' last users in the kernel. The kernel waits
+    /// for a grace period after each tracepoint and probe, one at a time: seconds.
     pub(crate) fn unload(&mut self) {
+        self.detach_cgroup_programs();
         self.ebpf = None;
     }
 }
@@ -158,8 +187,8 @@ impl KernelState for KernelControl {
 
     fn attach_probes(&mut self, interpreter: &Interpreter) -> bool {
         match self.ebpf.as_mut() {
-            Some(ebpf) => self.probes.attach(ebpf, interpreter),
-            None => false,
+            Some(ebpf) if !self.quiesced => self.probes.attach(ebpf, interpreter),
+            _ => false,
         }
     }
 

@@ -5,6 +5,7 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         CgroupAttachMode, CgroupSock, CgroupSockAddr, Program, ProgramError, RawTracePoint, TracePoint,
+        cgroup_sock::CgroupSockLink, cgroup_sock_addr::CgroupSockAddrLink,
     },
 };
 use monitor_common::{
@@ -210,7 +211,10 @@ pub(crate) fn attach_all(kernel: &mut Kernel, ia32: bool) -> Result<usize, Start
     }
     if !ia32 {
         match sock_unverified.map_or_else(|| attach_sock(ebpf), Err) {
-            Ok(n) => attached += n,
+            Ok(links) => {
+                attached += links.len();
+                kernel.control.keep_cgroup_links(links);
+            }
             // What they add is narrow (32-bit connects and sends); premain runs without it.
             Err(err) => tracing::warn!(error = %err, "32-bit connects, sends and raw sockets are not seen"),
         }
@@ -266,23 +270,38 @@ fn load_program(program: &mut Program) -> Result<(), ProgramError> {
     }
 }
 
-fn attach_sock(ebpf: &mut aya::Ebpf) -> Result<usize, StartError> {
+fn attach_sock(ebpf: &mut aya::Ebpf) -> Result<CgroupLinks, StartError> {
     let root = crate::process::procfs::cgroup2_mount()
         .ok_or_else(|| StartError::Load("no cgroup v2 hierarchy is mounted".into()))?;
+    let open = || std::fs::File::open(root).map_err(|err| StartError::Load(format!("{}: {err}", root.display())));
+    let mut links = CgroupLinks::default();
     for &program in SOCK {
         let sock: &mut CgroupSockAddr = program_mut(ebpf, program)?.try_into().map_err(refused(program))?;
-        let cgroup = std::fs::File::open(root)
-            .map_err(|err| StartError::Load(format!("{}: {err}", root.display())))?;
-        sock.attach(cgroup, CgroupAttachMode::Single).map_err(refused(program))?;
+        let link = sock.attach(open()?, CgroupAttachMode::Single).map_err(refused(program))?;
+        links.addr.push(sock.take_link(link).map_err(refused(program))?);
         tracing::debug!(program, cgroup = %root.display(), "attached");
     }
     let program = SOCK_CREATE;
     let create: &mut CgroupSock = program_mut(ebpf, program)?.try_into().map_err(refused(program))?;
-    let cgroup =
-        std::fs::File::open(root).map_err(|err| StartError::Load(format!("{}: {err}", root.display())))?;
-    create.attach(cgroup, CgroupAttachMode::Single).map_err(refused(program))?;
+    let link = create.attach(open()?, CgroupAttachMode::Single).map_err(refused(program))?;
+    links.create = Some(create.take_link(link).map_err(refused(program))?);
     tracing::debug!(program, cgroup = %root.display(), "attached");
-    Ok(SOCK.len() + 1)
+    Ok(links)
+}
+
+/// The cgroup programs' links, owned apart from their programs: a cgroup takes one program of
+/// each of their kinds, so at the stop they are detached (at once: no grace period for them)
+/// before the node's lock lets another premain attach its own.
+#[derive(Default)]
+pub(crate) struct CgroupLinks {
+    addr: Vec<CgroupSockAddrLink>,
+    create: Option<CgroupSockLink>,
+}
+
+impl CgroupLinks {
+    fn len(&self) -> usize {
+        self.addr.len() + usize::from(self.create.is_some())
+    }
 }
 
 fn program_mut<'a>(

@@ -1,6 +1,7 @@
 //! The kernel side seen from the daemon: start-up checks, BTF offsets, loading and attaching
 //! the programs, the CPython uprobes, the records they send and the counters they keep.
 
+pub(crate) mod barrier;
 pub(crate) mod btf;
 pub(crate) mod control;
 pub(crate) mod counters;

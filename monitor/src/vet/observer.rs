@@ -17,6 +17,8 @@ use serde_json::Value;
 
 /// How long premain may take to load its programs.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long premain may take to stop and deliver what it queued.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct Observer {
     child: Child,
@@ -24,6 +26,8 @@ pub struct Observer {
     stderr: Arc<Mutex<String>>,
     stdout_reader: Option<thread::JoinHandle<()>>,
     spawned: Instant,
+    /// Stopped: only the kernel's detaching of its programs is left (see [`Self::stop`]).
+    detaching: bool,
 }
 
 impl Observer {
@@ -63,7 +67,10 @@ impl Observer {
                 all.push('\n');
             }
         });
-        Ok(Self { child, lines, stderr, stdout_reader: Some(stdout_reader), spawned: Instant::now() })
+        Ok(Self { child, lines, stderr, stdout_reader: Some(stdout_reader),
+            spawned: Instant::now(),
+            detaching: false,
+        })
     }
 
     /// Waits for premain's ready line: from then on it watches every process started.
@@ -117,36 +124,64 @@ impl Observer {
         bail!("the monitor did not report the run's end marker within {} s", timeout.as_secs())
     }
 
-    /// Stops premain (SIGTERM: it delivers what it queued) and returns every alert it printed.
+    /// Stops premain (SIGTERM: it delivers what it queued) and returns every alert it printed
+    /// (the run's end marker has made sure those of every step are in). Returns once premain
+    /// says it stopped, which it does after releasing the node's lock: the kernel's detaching
+    /// of its programs, seconds it then spends before exiting, is not waited for.
     pub fn stop(mut self) -> Vec<Value> {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + STOP_TIMEOUT;
         while Instant::now() < deadline {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
+                if let Some(reader) = self.stdout_reader.take() {
+                    let _ = reader.join();
+                }
+                return self.alerts();
+            }
+            if self.stderr_text().lines().any(is_stopped_line) {
+                self.detaching = true;
+                return self.alerts();
             }
             thread::sleep(Duration::from_millis(20));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if let Some(reader) = self.stdout_reader.take() {
-            let _ = reader.join();
-        }
         self.alerts()
     }
 }
 
 impl Drop for Observer {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
+        if !self.detaching && matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
     }
 }
 
+/// premain's last line before it detaches its programs (`TIME  INFO stopped report=...`).
+fn is_stopped_line(line: &str) -> bool {
+    let words: Vec<&str> = line.split_whitespace().skip(1).take(3).collect();
+    matches!(words[..], ["INFO", "stopped", report] if report.starts_with("report="))
+}
+
 /// premain's ready line (`TIME  INFO premain ready ...`): its message, not a field, says so.
 fn is_ready_line(line: &str) -> bool {
     line.split_whitespace().skip(1).take(3).eq(["INFO", "premain", "ready"])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stopped_line_is_the_one_after_delivery() {
+        let t = "2026-12-08T01:48:52.425796Z";
+        assert!(is_stopped_line(&format!("{t}  INFO stopped report=ShutdownReport {{ sinks: [] }}")));
+        assert!(!is_stopped_line(&format!("{t}  INFO stopped reading; delivering queued alerts records=3")));
+        assert!(!is_stopped_line(&format!("{t}  INFO programs detached seconds=3.1")));
+        assert!(!is_stopped_line(&format!("{t}  WARN stopped report=x")));
+        assert!(!is_stopped_line("stopped"));
+    }
 }
